@@ -1,0 +1,2 @@
+//! Authorization bench (filled by its owner).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Route matching bench (filled by its owner).
+fn main() {}

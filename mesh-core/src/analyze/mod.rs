@@ -1,0 +1,1 @@
+//! analyze (filled by its owner).

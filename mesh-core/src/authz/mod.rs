@@ -1,0 +1,1 @@
+//! authz (filled by its owner).

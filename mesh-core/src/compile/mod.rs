@@ -1,0 +1,1 @@
+//! compile (filled by its owner).

@@ -1,0 +1,14 @@
+//! MeshConfig.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// MeshConfig (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfig {}
+
+impl Validate for MeshConfig {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

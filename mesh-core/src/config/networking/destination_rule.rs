@@ -1,0 +1,14 @@
+//! Istio DestinationRule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// DestinationRule (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationRule {}
+
+impl Validate for DestinationRule {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

@@ -1,0 +1,14 @@
+//! Istio Gateway.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// Gateway (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gateway {}
+
+impl Validate for Gateway {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

@@ -1,0 +1,14 @@
+//! Istio VirtualService.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// VirtualService (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualService {}
+
+impl Validate for VirtualService {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

@@ -1,0 +1,14 @@
+//! Istio WorkloadEntry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// WorkloadEntry (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEntry {}
+
+impl Validate for WorkloadEntry {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

@@ -1,0 +1,14 @@
+//! Istio AuthorizationPolicy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// AuthorizationPolicy (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationPolicy {}
+
+impl Validate for AuthorizationPolicy {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

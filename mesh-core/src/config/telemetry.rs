@@ -1,0 +1,14 @@
+//! Istio Telemetry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::validate::{Issues, Validate};
+
+/// Telemetry (stub: replaced by the full type).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {}
+
+impl Validate for Telemetry {
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}

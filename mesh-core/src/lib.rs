@@ -1,0 +1,22 @@
+//! `mesh-core`: the sans-IO brain of the mesh.
+//!
+//! It owns everything that decides and nothing that does I/O on the network:
+//! the Istio configuration model ([`config`]) with loading and validation that
+//! point at file, line and field; the service [`registry`]; the per-client
+//! compiled data-plane [`model`] built by [`compile`]; the pure engines that
+//! the SDK, the shim, the control plane and the CLI all share ([`route`],
+//! [`authz`], [`retry`]); and the [`analyze`]r that flags the configurations
+//! behind most Istio outages. No tokio, no sockets: every decision here is a
+//! function or a state machine that tests can drive directly.
+#![forbid(unsafe_code)]
+
+pub mod analyze;
+pub mod authz;
+pub mod compile;
+pub mod config;
+pub mod host;
+pub mod model;
+pub mod registry;
+pub mod retry;
+pub mod route;
+pub mod spiffe;

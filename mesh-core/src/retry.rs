@@ -1,0 +1,1 @@
+//! Retry policy (filled by its owner).

@@ -1,0 +1,1 @@
+//! route (filled by its owner).

@@ -1,0 +1,1 @@
+//! SPIFFE identities (filled by its owner).

@@ -1,0 +1,2 @@
+//! `meshctl`: the operator CLI.
+fn main() {}
