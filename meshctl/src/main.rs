@@ -1,2 +1,56 @@
-//! `meshctl`: the operator CLI.
-fn main() {}
+//! `meshctl`: the operator CLI, istioctl's counterpart.
+//!
+//! `analyze` reports the configurations behind most Istio outages;
+//! `x route` and `x authz` explain, with the very engines the SDK runs,
+//! where a request would be routed and whether it would be allowed.
+#![forbid(unsafe_code)]
+
+mod analyze;
+mod common;
+mod x_authz;
+mod x_route;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Operator CLI for the in-process service mesh.
+#[derive(Parser)]
+#[command(name = "meshctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyze Istio configuration for mistakes (exit 0: no errors, 1: errors, 2: could not run).
+    Analyze(analyze::Args),
+    /// Experimental request simulators.
+    #[command(subcommand)]
+    X(XCommand),
+}
+
+#[derive(Subcommand)]
+enum XCommand {
+    /// Explain where a request would be routed.
+    Route(x_route::Args),
+    /// Explain whether a request would be allowed by authorization policies.
+    Authz(x_authz::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::X(XCommand::Route(args)) => x_route::run(args),
+        Command::X(XCommand::Authz(args)) => x_authz::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshctl: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

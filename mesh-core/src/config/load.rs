@@ -679,3 +679,52 @@ items:
         assert!(r.errors[0].message.contains("DNS-1123"));
     }
 }
+
+/// Reads a MeshConfig file (the `mesh` value of Istio's `istio` ConfigMap,
+/// as YAML or JSON). An empty file gives the defaults.
+pub fn load_mesh_config(path: &Path) -> Result<super::MeshConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        document: None,
+        resource: None,
+        field: None,
+        message: format!("cannot read mesh config: {e}"),
+    })?;
+    mesh_config_from_str(&text, &file)
+}
+
+/// Parses MeshConfig text; `file` names the source in errors.
+pub fn mesh_config_from_str(text: &str, file: &str) -> Result<super::MeshConfig, ConfigError> {
+    let (docs, syntax) = parse_documents(text);
+    if let Some(e) = syntax {
+        return Err(ConfigError {
+            file: file.to_string(),
+            line: Some(e.line),
+            document: Some(e.document),
+            resource: Some("MeshConfig".into()),
+            field: None,
+            message: format!("invalid YAML at column {}: {}", e.column, e.message),
+        });
+    }
+    let Some(doc) = docs.into_iter().find(|d| !d.value.is_null()) else {
+        return Ok(super::MeshConfig::default());
+    };
+    let err = |path: String, message: String| ConfigError {
+        file: file.to_string(),
+        line: doc.lines.line_of(&path),
+        document: Some(doc.index),
+        resource: Some("MeshConfig".into()),
+        field: Some(path),
+        message,
+    };
+    let mesh: super::MeshConfig =
+        deserialize_at(doc.value.clone(), "").map_err(|(p, m)| err(p.trim_start_matches('.').to_string(), m))?;
+    let mut issues = super::validate::Issues::new();
+    super::validate::Validate::validate(&mesh, "", &mut issues);
+    if let Some(fe) = issues.into_errors().into_iter().next() {
+        return Err(err(fe.path, fe.message));
+    }
+    Ok(mesh)
+}

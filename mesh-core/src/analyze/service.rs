@@ -1,0 +1,6 @@
+//! Analyzer checks (service).
+
+use super::{Context, Finding};
+
+/// Runs the checks.
+pub(super) fn check(_ctx: &Context<'_>, _out: &mut Vec<Finding>) {}
