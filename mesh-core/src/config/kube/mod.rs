@@ -292,6 +292,9 @@ impl Validate for ServicePort {
 }
 
 #[cfg(test)]
+mod yaml_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
