@@ -33,10 +33,10 @@ pub struct ServiceSpec {
     /// The ports the Service exposes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
-    /// Pods with all these labels back the Service. Empty selects no pods
-    /// (the endpoints are managed by hand).
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
-    pub selector: Labels,
+    /// Pods with all these labels back the Service. Unset or empty selects
+    /// no pods (the endpoints are managed by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Labels>,
     /// `ClusterIP` (default), `NodePort`, `LoadBalancer` or `ExternalName`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<ServiceType>,
@@ -118,6 +118,24 @@ pub enum IntOrString {
     String(String),
 }
 
+impl IntOrString {
+    /// The value as a port number, when it is a number in 1..=65535.
+    pub fn as_number(&self) -> Option<u16> {
+        match self {
+            IntOrString::Int(i) => u16::try_from(*i).ok().filter(|p| *p != 0),
+            IntOrString::String(_) => None,
+        }
+    }
+
+    /// The value as a name, when it is a string.
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            IntOrString::Int(_) => None,
+            IntOrString::String(s) => Some(s),
+        }
+    }
+}
+
 impl fmt::Display for IntOrString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -195,7 +213,9 @@ impl ServiceSpec {
     /// True when the Service's selector selects a pod with `labels`. A
     /// Service without a selector selects nothing.
     pub fn selects(&self, labels: &Labels) -> bool {
-        !self.selector.is_empty() && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.selector
+            .as_ref()
+            .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
     }
 
     /// The port with this Service port number.
@@ -362,6 +382,17 @@ mod tests {
     fn target_port_forms() {
         let s = parse(json!({"ports": [{"port": 80, "targetPort": 8080}]}));
         assert_eq!(s.ports[0].resolve_target_port(None), Some(8080));
+        assert_eq!(
+            s.ports[0]
+                .target_port
+                .as_ref()
+                .and_then(IntOrString::as_number),
+            Some(8080)
+        );
+        let named = IntOrString::String("http".into());
+        assert_eq!((named.as_number(), named.as_name()), (None, Some("http")));
+        assert_eq!(IntOrString::Int(70000).as_number(), None);
+        assert!(!parse(json!({"selector": {}})).selects(&Labels::new()));
         assert!(serde_json::from_value::<ServiceSpec>(
             json!({"ports": [{"port": 80, "targetPort": true}]})
         )

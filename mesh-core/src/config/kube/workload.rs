@@ -191,6 +191,15 @@ impl PodSpec {
         out
     }
 
+    /// [`PodSpec::effective_run_as_uids`] as `(container, path, uid)`
+    /// tuples, the path relative to the pod spec.
+    pub fn effective_run_as_users(&self) -> Vec<(&str, String, Option<i64>)> {
+        self.effective_run_as_uids()
+            .into_iter()
+            .map(|e| (e.container, e.path, e.uid))
+            .collect()
+    }
+
     /// The application containers (not the injected `istio-proxy`) whose
     /// effective UID is `uid`, plus the pod-level setting itself when it is
     /// `uid` even if every container overrides it. Used to flag UID 1337,
@@ -435,6 +444,15 @@ mod tests {
         assert_eq!(uids[1].path, "containers[1].securityContext.runAsUser");
         assert!(uids[3].init);
         assert_eq!(uids[3].path, "initContainers[0].securityContext.runAsUser");
+        let tuples = p.effective_run_as_users();
+        assert_eq!(
+            tuples[1],
+            (
+                "side",
+                "containers[1].securityContext.runAsUser".to_string(),
+                Some(1337)
+            )
+        );
         let bad = p.containers_running_as(1337);
         assert_eq!(bad.len(), 1, "istio-proxy is exempt");
         assert_eq!(bad[0].container, "side");

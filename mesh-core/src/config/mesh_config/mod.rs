@@ -281,7 +281,7 @@ pub enum NormalizationType {
 
 /// The path normalization in effect, with `DEFAULT` resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PathNormalization {
+pub enum PathNormalizationKind {
     /// No normalization.
     None,
     /// RFC 3986 normalization; `//` kept, `%2F` not decoded.
@@ -294,12 +294,14 @@ pub enum PathNormalization {
 
 impl NormalizationType {
     /// The normalization in effect (`DEFAULT` is `BASE`).
-    pub fn resolve(self) -> PathNormalization {
+    pub fn resolve(self) -> PathNormalizationKind {
         match self {
-            NormalizationType::Default | NormalizationType::Base => PathNormalization::Base,
-            NormalizationType::None => PathNormalization::None,
-            NormalizationType::MergeSlashes => PathNormalization::MergeSlashes,
-            NormalizationType::DecodeAndMergeSlashes => PathNormalization::DecodeAndMergeSlashes,
+            NormalizationType::Default | NormalizationType::Base => PathNormalizationKind::Base,
+            NormalizationType::None => PathNormalizationKind::None,
+            NormalizationType::MergeSlashes => PathNormalizationKind::MergeSlashes,
+            NormalizationType::DecodeAndMergeSlashes => {
+                PathNormalizationKind::DecodeAndMergeSlashes
+            }
         }
     }
 }
@@ -378,7 +380,7 @@ impl MeshConfig {
     }
 
     /// The path normalization in effect (`DEFAULT` and unset are `BASE`).
-    pub fn path_normalization(&self) -> PathNormalization {
+    pub fn path_normalization(&self) -> PathNormalizationKind {
         self.path_normalization
             .map(|p| p.normalization)
             .unwrap_or_default()
@@ -390,6 +392,11 @@ impl MeshConfig {
         self.outbound_traffic_policy
             .and_then(|p| p.mode)
             .unwrap_or_default()
+    }
+
+    /// True when `outboundTrafficPolicy.mode` is `REGISTRY_ONLY`.
+    pub fn registry_only(&self) -> bool {
+        self.outbound_policy_mode() == OutboundTrafficPolicyMode::RegistryOnly
     }
 
     /// Whether auto mTLS is on (default true).

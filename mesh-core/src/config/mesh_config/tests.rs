@@ -28,7 +28,7 @@ fn defaults_when_empty() {
     assert_eq!(m.root_namespace(), "istio-system");
     assert_eq!(m.trust_domain(), "cluster.local");
     assert_eq!(m.trust_domains(), vec!["cluster.local"]);
-    assert_eq!(m.path_normalization(), PathNormalization::Base);
+    assert_eq!(m.path_normalization(), PathNormalizationKind::Base);
     assert_eq!(
         m.outbound_policy_mode(),
         OutboundTrafficPolicyMode::AllowAny
@@ -112,12 +112,13 @@ fn parses_realistic_mesh_config() {
     assert_eq!(m.trust_domains(), vec!["example.org", "old.example.org"]);
     assert_eq!(
         m.path_normalization(),
-        PathNormalization::DecodeAndMergeSlashes
+        PathNormalizationKind::DecodeAndMergeSlashes
     );
     assert_eq!(
         m.outbound_policy_mode(),
         OutboundTrafficPolicyMode::RegistryOnly
     );
+    assert!(m.registry_only());
     assert!(!m.auto_mtls());
     assert!(!m.tracing_enabled());
     assert_eq!(m.service_export_to(), vec!["."]);
@@ -172,13 +173,13 @@ fn rejects_unknown_fields() {
 #[test]
 fn default_normalization_is_base() {
     let m = parse(json!({"pathNormalization": {"normalization": "DEFAULT"}}));
-    assert_eq!(m.path_normalization(), PathNormalization::Base);
+    assert_eq!(m.path_normalization(), PathNormalizationKind::Base);
     let m = parse(json!({"pathNormalization": {}}));
-    assert_eq!(m.path_normalization(), PathNormalization::Base);
+    assert_eq!(m.path_normalization(), PathNormalizationKind::Base);
     let m = parse(json!({"pathNormalization": {"normalization": "NONE"}}));
-    assert_eq!(m.path_normalization(), PathNormalization::None);
+    assert_eq!(m.path_normalization(), PathNormalizationKind::None);
     let m = parse(json!({"pathNormalization": {"normalization": "MERGE_SLASHES"}}));
-    assert_eq!(m.path_normalization(), PathNormalization::MergeSlashes);
+    assert_eq!(m.path_normalization(), PathNormalizationKind::MergeSlashes);
 }
 
 #[test]

@@ -40,9 +40,9 @@ pub struct PeerAuthentication {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutualTls {
-    /// The mode; unset is `UNSET` (inherit).
-    #[serde(default)]
-    pub mode: MtlsMode,
+    /// The mode; unset means `UNSET` (inherit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MtlsMode>,
 }
 
 /// Istio's `PeerAuthentication.MutualTLS.Mode`.
@@ -104,7 +104,7 @@ impl fmt::Display for MtlsMode {
 impl PeerAuthentication {
     /// The workload-level mode written in this policy (`UNSET` if absent).
     pub fn mode(&self) -> MtlsMode {
-        self.mtls.map(|m| m.mode).unwrap_or_default()
+        self.mtls.and_then(|m| m.mode).unwrap_or_default()
     }
 
     /// The mode this policy sets for `port`: the port-level mode when it is
@@ -113,7 +113,7 @@ impl PeerAuthentication {
     pub fn mode_for_port(&self, port: u32) -> MtlsMode {
         self.port_level_mtls
             .get(&port)
-            .map(|m| m.mode)
+            .and_then(|m| m.mode)
             .unwrap_or_default()
             .or_inherit(self.mode())
     }
