@@ -70,6 +70,11 @@ impl RetryOn {
         RetryOn(self.0 | other.0)
     }
 
+    /// The raw bit set.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
     /// True when the set is empty.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

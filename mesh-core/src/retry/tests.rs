@@ -241,7 +241,7 @@ proptest! {
 
     #[test]
     fn retry_on_round_trips(bits in 0u32..(1 << 16)) {
-        let set = RetryOn::ALL.iter().filter(|(c, _)| bits & c.0 != 0).fold(RetryOn::NONE, |a, (c, _)| a | *c);
+        let set = RetryOn::ALL.iter().filter(|(c, _)| bits & c.bits() != 0).fold(RetryOn::NONE, |a, (c, _)| a | *c);
         let text = set.to_string();
         if !text.is_empty() {
             let (parsed, codes) = parse_retry_on(&text).unwrap();
