@@ -538,3 +538,6 @@ pub struct L4MatchAttributes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;
