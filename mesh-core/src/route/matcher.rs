@@ -62,7 +62,11 @@ impl<'a> RequestInfo<'a> {
     }
 
     /// The value of a header (lowercase name), pseudo-headers included.
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&'a str> {
+        if !name.starts_with(':') && name != "host" {
+            return self.headers.header(name);
+        }
         match name {
             ":authority" | "host" if !self.authority.is_empty() => Some(self.authority),
             ":method" => Some(self.method),
@@ -300,6 +304,13 @@ impl MatchBlock {
     #[inline]
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         let (path, query) = split_query(req.path);
+        self.matches_split(req, path, query)
+    }
+
+    /// [`MatchBlock::matches`] with the path already split from its query
+    /// (the table splits once per request, not once per block).
+    #[inline]
+    pub fn matches_split(&self, req: &RequestInfo<'_>, path: &str, query: &str) -> bool {
         if let Some(u) = &self.uri {
             if !u.matches(path) {
                 return false;
@@ -349,8 +360,14 @@ impl MatchBlock {
 /// is dropped.
 #[inline]
 pub fn split_query(path: &str) -> (&str, &str) {
-    let path = path.split_once('#').map_or(path, |(p, _)| p);
-    path.split_once('?').unwrap_or((path, ""))
+    match path.bytes().position(|b| b == b'?' || b == b'#') {
+        None => (path, ""),
+        Some(i) if path.as_bytes()[i] == b'#' => (&path[..i], ""),
+        Some(i) => {
+            let rest = &path[i + 1..];
+            (&path[..i], rest.split_once('#').map_or(rest, |(q, _)| q))
+        }
+    }
 }
 
 /// The value of query parameter `name` (first occurrence), percent-decoded.

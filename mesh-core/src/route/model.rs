@@ -8,7 +8,7 @@ use crate::config::common::Duration;
 use crate::config::networking::virtual_service::{CorsPolicy, HttpBody, RedirectPortSelection};
 use crate::retry::RetryPolicy;
 
-use super::matcher::{MatchBlock, RequestInfo, StrMatcher};
+use super::matcher::{split_query, MatchBlock, RequestInfo, StrMatcher};
 
 /// The routes for one destination `host:port`, in order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,16 +32,20 @@ impl RouteTable {
     /// The first route whose match blocks accept the request.
     #[inline]
     pub fn route(&self, req: &RequestInfo<'_>) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(req).is_some())
+        let (path, query) = split_query(req.path);
+        self.routes
+            .iter()
+            .find(|r| r.matches_split(req, path, query).is_some())
     }
 
     /// Like [`RouteTable::route`], also giving the index of the match block
     /// that matched (`None` for a rule without match blocks), which
     /// [`Rewrite::rewrite_path`] needs.
     pub fn route_with_match(&self, req: &RequestInfo<'_>) -> Option<(&Route, Option<usize>)> {
+        let (path, query) = split_query(req.path);
         self.routes
             .iter()
-            .find_map(|r| r.matches(req).map(|m| (r, m)))
+            .find_map(|r| r.matches_split(req, path, query).map(|m| (r, m)))
     }
 }
 
@@ -84,10 +88,24 @@ impl Route {
     /// without blocks), `None` when it does not.
     #[inline]
     pub fn matches(&self, req: &RequestInfo<'_>) -> Option<Option<usize>> {
+        let (path, query) = split_query(req.path);
+        self.matches_split(req, path, query)
+    }
+
+    #[inline]
+    fn matches_split(
+        &self,
+        req: &RequestInfo<'_>,
+        path: &str,
+        query: &str,
+    ) -> Option<Option<usize>> {
         if self.matches.is_empty() {
             return Some(None);
         }
-        self.matches.iter().position(|m| m.matches(req)).map(Some)
+        self.matches
+            .iter()
+            .position(|m| m.matches_split(req, path, query))
+            .map(Some)
     }
 
     /// The weighted destination chosen by `rand` (any u64, e.g. from a fast
@@ -300,7 +318,7 @@ impl Rewrite {
     /// condition, as Istio configures Envoy's `prefix_rewrite`); the query
     /// string is kept.
     pub fn rewrite_path(&self, route: &Route, block: Option<usize>, path: &str) -> Option<String> {
-        let (p, q) = super::matcher::split_query(path);
+        let (p, q) = split_query(path);
         let new_path = if let Some(rr) = &self.uri_regex {
             rr.pattern
                 .0
