@@ -45,7 +45,6 @@ impl Validate for VirtualService {
         let gateways_path = field(path, "gateways");
         check_gateway_names(&self.gateways, &gateways_path, issues);
         let to_mesh = self.applies_to_mesh();
-        let to_gateway = !self.gateways.is_empty() && !to_mesh;
 
         if to_mesh {
             for (i, rule) in self.http.iter().enumerate() {
@@ -96,7 +95,6 @@ impl Validate for VirtualService {
                 }
             }
         }
-        let _ = to_gateway;
 
         if self.http.is_empty() && self.tcp.is_empty() && self.tls.is_empty() {
             issues.push(
