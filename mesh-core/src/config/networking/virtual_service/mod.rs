@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::common::{Duration, Labels, Percent, PortSelector, StringMatch};
 
+mod names;
 mod validate;
 
-pub use validate::{is_valid_header_name, validate_wildcard_host};
+pub use names::{is_valid_header_name, validate_wildcard_host};
 
 /// A VirtualService: routing rules for traffic addressed to `hosts`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
