@@ -1,1 +1,0 @@
-//! Retry policy (filled by its owner).
