@@ -125,7 +125,9 @@ pub(crate) fn check_ip_or_cidr(s: &str, path: &str, issues: &mut Issues) {
     if !ok {
         issues.push(
             path,
-            format!("{s:?} is not a valid IP address or CIDR block; use e.g. 10.0.0.1 or 10.0.0.0/16"),
+            format!(
+                "{s:?} is not a valid IP address or CIDR block; use e.g. 10.0.0.1 or 10.0.0.0/16"
+            ),
         );
     }
 }
@@ -229,7 +231,12 @@ pub(crate) enum HostOwner {
 
 /// Checks a `namespace/dnsName` host entry as Gateway servers and Sidecar
 /// egress listeners use them.
-pub(crate) fn check_namespaced_host(entry: &str, owner: HostOwner, path: &str, issues: &mut Issues) {
+pub(crate) fn check_namespaced_host(
+    entry: &str,
+    owner: HostOwner,
+    path: &str,
+    issues: &mut Issues,
+) {
     let Some((ns, host)) = entry.split_once('/') else {
         match owner {
             HostOwner::Gateway => check_host_part(entry, owner, path, issues),
@@ -340,12 +347,20 @@ pub(crate) enum ExportToOwner {
 
 /// Checks an `exportTo` list: `.`, `*`, namespace names (and `~` for
 /// ServiceEntries), no duplicates, `*` and `~` alone.
-pub(crate) fn check_export_to(list: &[String], owner: ExportToOwner, path: &str, issues: &mut Issues) {
+pub(crate) fn check_export_to(
+    list: &[String],
+    owner: ExportToOwner,
+    path: &str,
+    issues: &mut Issues,
+) {
     let mut seen = BTreeSet::new();
     for (i, e) in list.iter().enumerate() {
         let p = format!("{path}[{i}]");
         if !seen.insert(e.as_str()) {
-            issues.push(&p, format!("duplicate exportTo entry {e:?}; list each namespace once"));
+            issues.push(
+                &p,
+                format!("duplicate exportTo entry {e:?}; list each namespace once"),
+            );
             continue;
         }
         let ok = match e.as_str() {
@@ -374,7 +389,12 @@ pub(crate) fn check_export_to(list: &[String], owner: ExportToOwner, path: &str,
             "exportTo mixes \"~\" (export to no one) with other entries; use \"~\" alone or drop it",
         );
     }
-    if owner == (ExportToOwner::DestinationRule { with_selector: true }) && !list.is_empty() {
+    if owner
+        == (ExportToOwner::DestinationRule {
+            with_selector: true,
+        })
+        && !list.is_empty()
+    {
         // Istio: a DestinationRule with a workload selector may only be
         // exported to its own namespace. Without knowing the namespace here,
         // "*" and several distinct entries are certainly wrong.
@@ -409,14 +429,25 @@ mod tests {
     #[test]
     fn namespaced_hosts() {
         let mut issues = Issues::new();
-        for ok in ["./*", "*/*", "~/*", "prod/*.example.com", "istio-system/api.example.com"] {
+        for ok in [
+            "./*",
+            "*/*",
+            "~/*",
+            "prod/*.example.com",
+            "istio-system/api.example.com",
+        ] {
             check_namespaced_host(ok, HostOwner::Sidecar, "h", &mut issues);
         }
         for ok in ["*.example.com", "prod/*", "10.0.0.1", "*"] {
             check_namespaced_host(ok, HostOwner::Gateway, "h", &mut issues);
         }
         assert!(issues.is_empty(), "{:?}", issues.errors());
-        check_namespaced_host("reviews.prod.svc.cluster.local", HostOwner::Sidecar, "h", &mut issues);
+        check_namespaced_host(
+            "reviews.prod.svc.cluster.local",
+            HostOwner::Sidecar,
+            "h",
+            &mut issues,
+        );
         check_namespaced_host("./reviews", HostOwner::Sidecar, "h", &mut issues);
         check_namespaced_host("~/x.example.com", HostOwner::Gateway, "h", &mut issues);
         check_namespaced_host("Prod/*", HostOwner::Sidecar, "h", &mut issues);
@@ -446,14 +477,23 @@ mod tests {
 
         let mut issues = Issues::new();
         let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        check_export_to(&l(&[".", "prod"]), ExportToOwner::ServiceEntry, "e", &mut issues);
+        check_export_to(
+            &l(&[".", "prod"]),
+            ExportToOwner::ServiceEntry,
+            "e",
+            &mut issues,
+        );
         check_export_to(&l(&["~"]), ExportToOwner::ServiceEntry, "e", &mut issues);
         assert!(issues.is_empty());
-        let dr = ExportToOwner::DestinationRule { with_selector: false };
+        let dr = ExportToOwner::DestinationRule {
+            with_selector: false,
+        };
         check_export_to(&l(&["~"]), dr, "e", &mut issues);
         check_export_to(&l(&["*", "prod"]), dr, "e", &mut issues);
         check_export_to(&l(&["a", "a"]), dr, "e", &mut issues);
-        let drs = ExportToOwner::DestinationRule { with_selector: true };
+        let drs = ExportToOwner::DestinationRule {
+            with_selector: true,
+        };
         check_export_to(&l(&["*"]), drs, "e", &mut issues);
         assert_eq!(issues.errors().len(), 4, "{:?}", issues.errors());
     }

@@ -164,13 +164,19 @@ impl Validate for ServiceEntry {
             if !names.insert(port.name.as_str()) {
                 issues.push(
                     field(&p, "name"),
-                    format!("port name {:?} is already used by another port; port names must be unique", port.name),
+                    format!(
+                        "port name {:?} is already used by another port; port names must be unique",
+                        port.name
+                    ),
                 );
             }
             if !numbers.insert(port.number) {
                 issues.push(
                     field(&p, "number"),
-                    format!("port {} is listed twice; each port number may appear once", port.number),
+                    format!(
+                        "port {} is listed twice; each port number may appear once",
+                        port.number
+                    ),
                 );
             }
             port.validate(&p, issues);
@@ -331,9 +337,15 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_enum_values_are_rejected() {
-        assert!(serde_json::from_value::<ServiceEntry>(json!({"hosts": ["a.com"], "host": "a"})).is_err());
+        assert!(
+            serde_json::from_value::<ServiceEntry>(json!({"hosts": ["a.com"], "host": "a"}))
+                .is_err()
+        );
         assert!(serde_json::from_value::<ServiceEntry>(json!({"resolution": "DYNAMIC"})).is_err());
-        assert!(serde_json::from_value::<ServiceEntry>(json!({"ports": [{"number": 80, "nmae": "x"}]})).is_err());
+        assert!(serde_json::from_value::<ServiceEntry>(
+            json!({"ports": [{"number": 80, "nmae": "x"}]})
+        )
+        .is_err());
     }
 
     #[test]
@@ -367,10 +379,18 @@ mod tests {
             ]
         }));
         assert_error(&se, "spec.addresses[1]", "not a valid IP");
-        assert_error(&se, "spec.addresses", "CIDR addresses need resolution NONE or STATIC");
+        assert_error(
+            &se,
+            "spec.addresses",
+            "CIDR addresses need resolution NONE or STATIC",
+        );
         assert_error(&se, "spec.ports[1].name", "already used");
         assert_error(&se, "spec.ports[1].number", "listed twice");
-        assert_error(&se, "spec.ports[1].protocol", "unsupported protocol \"SPDY\"");
+        assert_error(
+            &se,
+            "spec.ports[1].protocol",
+            "unsupported protocol \"SPDY\"",
+        );
         assert_error(&se, "spec.ports[2].number", "out of range");
         assert_error(&se, "spec.ports[2].name", "DNS-1123");
         assert_error(&se, "spec.ports[2].targetPort", "out of range");
@@ -397,7 +417,11 @@ mod tests {
         }));
         assert_error(&stat, "spec.endpoints[0].address", "not a valid IP");
         assert_error(&stat, "spec.endpoints[1].address", "address is required");
-        assert_error(&stat, "spec.endpoints[2].ports.grpc", "not a port of the ServiceEntry");
+        assert_error(
+            &stat,
+            "spec.endpoints[2].ports.grpc",
+            "not a port of the ServiceEntry",
+        );
         assert_error(&stat, "spec.endpoints[3].address", "absolute path");
 
         let rr = parse(json!({
@@ -439,8 +463,12 @@ mod tests {
 
     #[test]
     fn serializes_tidily() {
-        let se = parse(json!({"hosts": ["a.example.com"], "ports": [{"number": 80, "name": "http"}]}));
+        let se =
+            parse(json!({"hosts": ["a.example.com"], "ports": [{"number": 80, "name": "http"}]}));
         let v = serde_json::to_value(&se).unwrap_or_default();
-        assert_eq!(v, json!({"hosts": ["a.example.com"], "ports": [{"number": 80, "name": "http"}]}));
+        assert_eq!(
+            v,
+            json!({"hosts": ["a.example.com"], "ports": [{"number": 80, "name": "http"}]})
+        );
     }
 }

@@ -222,7 +222,10 @@ impl Validate for Sidecar {
                 if !ports.insert(port.number) {
                     issues.push(
                         field(&field(&p, "port"), "number"),
-                        format!("port {} is used by another ingress listener; ports must be unique", port.number),
+                        format!(
+                            "port {} is used by another ingress listener; ports must be unique",
+                            port.number
+                        ),
                     );
                 }
             }
@@ -264,7 +267,10 @@ impl Validate for Sidecar {
                     } else if !ports.insert(port.number) {
                         issues.push(
                             field(&field(&p, "port"), "number"),
-                            format!("port {} is used by another egress listener; ports must be unique", port.number),
+                            format!(
+                                "port {} is used by another egress listener; ports must be unique",
+                                port.number
+                            ),
                         );
                     }
                 }
@@ -324,21 +330,46 @@ impl Validate for IstioIngressListener {
         if let Some(tls) = &self.tls {
             let tp = field(path, "tls");
             for (set, name, why) in [
-                (!tls.subject_alt_names.is_empty(), "subjectAltNames", "is not supported in sidecar ingress TLS"),
-                (tls.https_redirect == Some(true), "httpsRedirect", "is not supported on a Sidecar"),
-                (is_set(&tls.credential_name), "credentialName", "is not supported on a Sidecar; use serverCertificate and privateKey files"),
-                (!tls.credential_names.is_empty(), "credentialNames", "is not supported on a Sidecar; use serverCertificate and privateKey files"),
-                (!tls.tls_certificates.is_empty(), "tlsCertificates", "is not supported on a Sidecar; use serverCertificate and privateKey"),
+                (
+                    !tls.subject_alt_names.is_empty(),
+                    "subjectAltNames",
+                    "is not supported in sidecar ingress TLS",
+                ),
+                (
+                    tls.https_redirect == Some(true),
+                    "httpsRedirect",
+                    "is not supported on a Sidecar",
+                ),
+                (
+                    is_set(&tls.credential_name),
+                    "credentialName",
+                    "is not supported on a Sidecar; use serverCertificate and privateKey files",
+                ),
+                (
+                    !tls.credential_names.is_empty(),
+                    "credentialNames",
+                    "is not supported on a Sidecar; use serverCertificate and privateKey files",
+                ),
+                (
+                    !tls.tls_certificates.is_empty(),
+                    "tlsCertificates",
+                    "is not supported on a Sidecar; use serverCertificate and privateKey",
+                ),
             ] {
                 if set {
                     issues.push(field(&tp, name), format!("{name} {why}"));
                 }
             }
             let mode = tls.mode.unwrap_or_default();
-            if matches!(mode, ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough) {
+            if matches!(
+                mode,
+                ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough
+            ) {
                 issues.push(
                     field(&tp, "mode"),
-                    format!("mode {mode:?} cannot be used in sidecar ingress TLS; use SIMPLE or MUTUAL"),
+                    format!(
+                        "mode {mode:?} cannot be used in sidecar ingress TLS; use SIMPLE or MUTUAL"
+                    ),
                 );
             }
             if !port.protocol().is_some_and(PortProtocol::is_tls) {
@@ -363,9 +394,13 @@ fn check_default_endpoint(ep: &str, path: &str, issues: &mut Issues) {
         }
         return;
     }
-    let expected = "use 127.0.0.1:<port>, 0.0.0.0:<port>, [::1]:<port>, [::]:<port> or unix:///path";
+    let expected =
+        "use 127.0.0.1:<port>, 0.0.0.0:<port>, [::1]:<port>, [::]:<port> or unix:///path";
     let Some((host, port)) = ep.rsplit_once(':') else {
-        issues.push(path, format!("defaultEndpoint {ep:?} has no port; {expected}"));
+        issues.push(
+            path,
+            format!("defaultEndpoint {ep:?} has no port; {expected}"),
+        );
         return;
     };
     let host = host
@@ -373,7 +408,10 @@ fn check_default_endpoint(ep: &str, path: &str, issues: &mut Issues) {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if !matches!(host, "" | "127.0.0.1" | "0.0.0.0" | "::1" | "::") {
-        issues.push(path, format!("defaultEndpoint host {host:?} is not allowed; {expected}"));
+        issues.push(
+            path,
+            format!("defaultEndpoint host {host:?} is not allowed; {expected}"),
+        );
     }
     match port.parse::<u32>() {
         Ok(n) => check_port(n, path, issues),

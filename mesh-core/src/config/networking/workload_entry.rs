@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn address_and_ports_rules() {
         let e = errors(json!({}));
-        assert!(e[0].starts_with("spec.address: address is required"), "{e:?}");
+        assert!(
+            e[0].starts_with("spec.address: address is required"),
+            "{e:?}"
+        );
         let e = errors(json!({"address": "not_a host"}));
         assert!(e[0].contains("neither an IP"), "{e:?}");
         let e = errors(json!({"address": "unix:///sock", "ports": {"http": 80}}));

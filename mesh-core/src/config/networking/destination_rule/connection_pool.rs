@@ -116,7 +116,11 @@ pub struct OutlierDetection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<u32>,
     /// 5xx (or connect failures on TCP) before ejection (default 5; 0 disables).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "consecutive5xxErrors")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "consecutive5xxErrors"
+    )]
     pub consecutive_5xx_errors: Option<u32>,
     /// Time between ejection sweeps (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

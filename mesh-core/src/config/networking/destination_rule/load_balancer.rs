@@ -268,8 +268,7 @@ impl ConsistentHashLb {
                 "only one of ringHash or maglev may be set; pick one hash algorithm",
             );
         }
-        if self.minimum_ring_size.is_some() && (self.ring_hash.is_some() || self.maglev.is_some())
-        {
+        if self.minimum_ring_size.is_some() && (self.ring_hash.is_some() || self.maglev.is_some()) {
             issues.push(
                 field(path, "minimumRingSize"),
                 "the deprecated minimumRingSize cannot be combined with ringHash or maglev; move it to ringHash.minimumRingSize",
@@ -364,7 +363,10 @@ impl LocalityLoadBalancerSetting {
             if total != 100 {
                 issues.push(
                     field(&p, "to"),
-                    format!("locality weights from {:?} total {total}; they must add up to 100", d.from),
+                    format!(
+                        "locality weights from {:?} total {total}; they must add up to 100",
+                        d.from
+                    ),
                 );
                 return;
             }

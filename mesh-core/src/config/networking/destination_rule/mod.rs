@@ -27,8 +27,7 @@ pub use load_balancer::{
 pub use tls::{ClientTlsMode, ClientTlsSettings};
 
 use super::service_entry::checks::{
-    check_export_to, check_labels, fqdn_error, is_ip, is_set, wildcard_domain_error,
-    ExportToOwner,
+    check_export_to, check_labels, fqdn_error, is_ip, is_set, wildcard_domain_error, ExportToOwner,
 };
 use crate::config::common::{check_percent, Duration, Labels, PortSelector, WorkloadSelector};
 use crate::config::validate::{check_port, each, field, is_dns1123_label, Issues, Validate};
@@ -330,7 +329,9 @@ impl Validate for TunnelSettings {
             if let Some(why) = fqdn_error(&self.target_host) {
                 issues.push(
                     host_path,
-                    format!("targetHost must be a fully qualified domain name or an IP address: {why}"),
+                    format!(
+                        "targetHost must be a fully qualified domain name or an IP address: {why}"
+                    ),
                 );
             }
         }
