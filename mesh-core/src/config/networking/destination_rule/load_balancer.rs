@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::OutlierDetection;
 use crate::config::common::Duration;
-use crate::config::validate::{field, Issues};
+use crate::config::validate::{field, Issues, Validate};
 
 /// Istio's `LoadBalancerSettings`. `simple` and `consistentHash` are a
 /// oneof: at most one may be set.
@@ -184,34 +183,23 @@ pub struct WarmupConfiguration {
     pub aggression: Option<f64>,
 }
 
-impl LoadBalancerSettings {
-    /// Validates the settings; `outlier` is the outlier detection that goes
-    /// with them (locality failover depends on it).
-    pub fn validate_with_outlier(
-        &self,
-        path: &str,
-        outlier: Option<&OutlierDetection>,
-        issues: &mut Issues,
-    ) {
+impl Validate for LoadBalancerSettings {
+    fn validate(&self, path: &str, issues: &mut Issues) {
         if self.simple.is_some() && self.consistent_hash.is_some() {
             issues.push(
                 path,
                 "only one of simple or consistentHash may be set; pick one load-balancing policy",
             );
         }
-        if let Some(ch) = &self.consistent_hash {
-            ch.validate(&field(path, "consistentHash"), issues);
-        }
-        if let Some(l) = &self.locality_lb_setting {
-            l.validate(&field(path, "localityLbSetting"), outlier, issues);
-        }
-        if let Some(w) = &self.warmup {
-            w.validate(&field(path, "warmup"), issues);
-        }
+        self.consistent_hash
+            .validate(&field(path, "consistentHash"), issues);
+        self.locality_lb_setting
+            .validate(&field(path, "localityLbSetting"), issues);
+        self.warmup.validate(&field(path, "warmup"), issues);
     }
 }
 
-impl ConsistentHashLb {
+impl Validate for ConsistentHashLb {
     fn validate(&self, path: &str, issues: &mut Issues) {
         let keys = [
             self.http_header_name.is_some(),
@@ -324,9 +312,12 @@ const TOPOLOGY_LABELS: [&str; 3] = [
     "topology.istio.io/subzone",
 ];
 
-impl LocalityLoadBalancerSetting {
-    fn validate(&self, path: &str, outlier: Option<&OutlierDetection>, issues: &mut Issues) {
-        let _ = outlier; // Istio only warns about failover without outlier detection; the analyzer reports it.
+/// Failover without outlier detection is only a warning in Istio (nothing
+/// ejects endpoints, so nothing fails over); the analyzer reports it as
+/// `dr-failover-without-outlier`, so it is not an error here. The same rules
+/// apply to MeshConfig's `localityLbSetting`.
+impl Validate for LocalityLoadBalancerSetting {
+    fn validate(&self, path: &str, issues: &mut Issues) {
         if !self.distribute.is_empty() && !self.failover.is_empty() {
             issues.push(
                 path,
@@ -440,7 +431,7 @@ fn localities_error(localities: &[&str]) -> Option<String> {
     None
 }
 
-impl WarmupConfiguration {
+impl Validate for WarmupConfiguration {
     fn validate(&self, path: &str, issues: &mut Issues) {
         match self.duration {
             None => issues.push(

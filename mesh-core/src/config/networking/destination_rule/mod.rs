@@ -256,14 +256,12 @@ impl Validate for TrafficPolicy {
                 "tunnel and proxyProtocol cannot be set together; keep only one",
             );
         }
-        let od = self.outlier_detection.as_ref();
         self.outlier_detection
             .validate(&field(path, "outlierDetection"), issues);
         self.connection_pool
             .validate(&field(path, "connectionPool"), issues);
-        if let Some(lb) = &self.load_balancer {
-            lb.validate_with_outlier(&field(path, "loadBalancer"), od, issues);
-        }
+        self.load_balancer
+            .validate(&field(path, "loadBalancer"), issues);
         self.tls.validate(&field(path, "tls"), issues);
         each(
             &self.port_level_settings,
@@ -296,14 +294,12 @@ impl Validate for PortTrafficPolicy {
             );
             return;
         }
-        let od = self.outlier_detection.as_ref();
         self.outlier_detection
             .validate(&field(path, "outlierDetection"), issues);
         self.connection_pool
             .validate(&field(path, "connectionPool"), issues);
-        if let Some(lb) = &self.load_balancer {
-            lb.validate_with_outlier(&field(path, "loadBalancer"), od, issues);
-        }
+        self.load_balancer
+            .validate(&field(path, "loadBalancer"), issues);
         self.tls.validate(&field(path, "tls"), issues);
     }
 }
