@@ -216,7 +216,19 @@ impl Validate for ServiceEntry {
                     allow_hostnames: dns,
                 };
                 for (i, ep) in self.endpoints.iter().enumerate() {
-                    ep.validate_endpoint(&format!("{endpoints_path}[{i}]"), &ctx, issues);
+                    let p = format!("{endpoints_path}[{i}]");
+                    let unix = ep
+                        .address
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with(checks::UNIX_PREFIX));
+                    if dns && unix {
+                        issues.push(
+                            field(&p, "address"),
+                            "Unix socket endpoints cannot be resolved through DNS; use resolution STATIC",
+                        );
+                        continue;
+                    }
+                    ep.validate_endpoint(&p, &ctx, issues);
                 }
             }
         }
@@ -429,6 +441,15 @@ mod tests {
             "endpoints": [{"address": "a.example.com"}, {"address": "b.example.com"}]
         }));
         assert_error(&rr, "spec.endpoints", "at most one endpoint");
+        let dns_unix = parse(json!({
+            "hosts": ["a.example.com"], "resolution": "DNS",
+            "endpoints": [{"address": "unix:///var/run/a.sock"}]
+        }));
+        assert_error(
+            &dns_unix,
+            "spec.endpoints[0].address",
+            "use resolution STATIC",
+        );
 
         let both = parse(json!({
             "hosts": ["a.example.com"], "resolution": "STATIC",
