@@ -106,6 +106,19 @@ impl Decision {
 struct Inner {
     policies: Vec<CompiledPolicy>,
     normalization: Normalization,
+    /// Indices of enforced policies per action (CUSTOM, DENY, ALLOW).
+    enforced: [Vec<usize>; 3],
+    /// Indices of all policies, dry-run included, per action.
+    with_dry_run: [Vec<usize>; 3],
+}
+
+fn action_slot(a: Action) -> Option<usize> {
+    match a {
+        Action::Custom => Some(0),
+        Action::Deny => Some(1),
+        Action::Allow => Some(2),
+        Action::Audit => None,
+    }
 }
 
 /// The compiled policies that apply to one workload. Cheap to clone (an
@@ -120,19 +133,53 @@ impl std::fmt::Debug for PolicySet {
         f.debug_struct("PolicySet")
             .field(
                 "policies",
-                &self.inner.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
+                &self
+                    .inner
+                    .policies
+                    .iter()
+                    .map(|p| &p.name)
+                    .collect::<Vec<_>>(),
             )
             .field("normalization", &self.inner.normalization)
             .finish()
     }
 }
 
-/// The result of one pass over the policies.
-struct Outcome {
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A DENY policy matched (the decider).
+    Denied,
+    /// An ALLOW policy matched (the decider).
+    Allowed,
+    /// No ALLOW policy applies.
+    Open,
+    /// ALLOW policies apply and none matched.
+    NotAllowed,
+}
+
+/// The result of one allocation-free pass over the policies: indices only.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
     verdict: Verdict,
+    stage: Stage,
+    /// (policy, rule) of the DENY or ALLOW rule that decided.
     decider: Option<(usize, usize)>,
-    reason: String,
+    /// (policy, rule) of the first matching CUSTOM rule.
     custom: Option<(usize, usize)>,
+}
+
+/// The fast answer of [`PolicySet::check`]: no strings built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check<'a> {
+    /// ALLOW or DENY (subject to `custom_provider` when ALLOW).
+    pub verdict: Verdict,
+    /// The deciding policy (`namespace/name`), if any.
+    pub policy: Option<&'a str>,
+    /// The deciding rule.
+    pub rule_index: Option<usize>,
+    /// The CUSTOM provider to consult when the verdict is ALLOW.
+    pub custom_provider: Option<&'a str>,
 }
 
 impl PolicySet {
@@ -153,10 +200,22 @@ impl PolicySet {
     /// Builds a set from compiled policies.
     pub fn from_compiled(mut policies: Vec<CompiledPolicy>, normalization: Normalization) -> Self {
         policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut enforced: [Vec<usize>; 3] = Default::default();
+        let mut with_dry_run: [Vec<usize>; 3] = Default::default();
+        for (i, p) in policies.iter().enumerate() {
+            if let Some(slot) = action_slot(p.action) {
+                with_dry_run[slot].push(i);
+                if !p.dry_run {
+                    enforced[slot].push(i);
+                }
+            }
+        }
         Self {
             inner: Arc::new(Inner {
                 policies,
                 normalization,
+                enforced,
+                with_dry_run,
             }),
         }
     }
@@ -180,7 +239,43 @@ impl PolicySet {
             .collect()
     }
 
-    /// Authorizes one request.
+    /// Authorizes one request without explaining: the hot path of the
+    /// server-side layer. Same verdict as [`PolicySet::evaluate`].
+    pub fn check(&self, req: &Request) -> Check<'_> {
+        let normalized = if req.protocol == super::request::Protocol::Http {
+            match normalize(&req.path, self.inner.normalization) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return Check {
+                        verdict: Verdict::Deny,
+                        policy: None,
+                        rule_index: None,
+                        custom_provider: None,
+                    }
+                }
+            }
+        } else {
+            None
+        };
+        let ctx = Ctx::new(req, normalized.as_deref());
+        let pass = self.pass(&ctx, false);
+        let policies = &self.inner.policies;
+        let decider = match (pass.verdict, pass.custom) {
+            (Verdict::Allow, Some(c)) => Some(c),
+            _ => pass.decider,
+        };
+        Check {
+            verdict: pass.verdict,
+            policy: decider.map(|(p, _)| policies[p].name.as_str()),
+            rule_index: decider.map(|(_, r)| r),
+            custom_provider: pass
+                .custom
+                .filter(|_| pass.verdict == Verdict::Allow)
+                .map(|(p, _)| policies[p].provider.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Authorizes one request and explains the decision.
     pub fn evaluate(&self, req: &Request) -> Decision {
         let http = req.protocol == super::request::Protocol::Http;
         let normalized = if http {
@@ -204,8 +299,8 @@ impl PolicySet {
             None
         };
         let ctx = Ctx::new(req, normalized.as_deref());
-        let out = self.decide(&ctx, false);
         let policies = &self.inner.policies;
+        let pass = self.pass(&ctx, false);
 
         let audit = policies
             .iter()
@@ -219,28 +314,28 @@ impl PolicySet {
             .collect();
 
         let dry_run = policies.iter().any(|p| p.dry_run).then(|| {
-            let d = self.decide(&ctx, true);
-            let (policy, action, rule_index) = self.decider_fields(d.decider);
+            let d = self.pass(&ctx, true);
+            let (policy, action, rule_index) = self.decider_fields(d.reported());
             DryRun {
                 decision: d.verdict,
                 policy,
                 action,
                 rule_index,
-                reason: d.reason,
+                reason: self.reason(&ctx, &d, true),
             }
         });
 
-        let (policy, action, rule_index) = self.decider_fields(out.decider);
-        let custom_provider = out
+        let (policy, action, rule_index) = self.decider_fields(pass.reported());
+        let custom_provider = pass
             .custom
-            .filter(|_| out.verdict == Verdict::Allow)
+            .filter(|_| pass.verdict == Verdict::Allow)
             .map(|(p, _)| policies[p].provider.clone().unwrap_or_default());
         Decision {
-            decision: out.verdict,
+            decision: pass.verdict,
             policy,
             action,
             rule_index,
-            reason: out.reason,
+            reason: self.reason(&ctx, &pass, false),
             custom_provider,
             audit,
             dry_run,
@@ -261,64 +356,77 @@ impl PolicySet {
         }
     }
 
-    /// One pass: `with_dry_run` also enforces dry-run policies.
-    fn decide(&self, ctx: &Ctx<'_>, with_dry_run: bool) -> Outcome {
+    /// One pass, no allocation: `with_dry_run` also enforces dry-run policies.
+    fn pass(&self, ctx: &Ctx<'_>, with_dry_run: bool) -> Pass {
         let policies = &self.inner.policies;
-        let active = |p: &CompiledPolicy, a: Action| p.action == a && (with_dry_run || !p.dry_run);
-
-        let custom = policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| active(p, Action::Custom))
-            .find_map(|(i, p)| p.first_match(ctx).map(|r| (i, r)));
-
-        for (i, p) in policies.iter().enumerate() {
-            if !active(p, Action::Deny) {
-                continue;
-            }
-            if let Some(r) = p.first_match(ctx) {
-                let why = p.rules[r].explain(ctx);
-                return Outcome {
-                    verdict: Verdict::Deny,
-                    decider: Some((i, r)),
-                    reason: format!("denied by DENY policy {} rule {r}: {why}", p.name),
-                    custom,
-                };
-            }
+        let lists = if with_dry_run {
+            &self.inner.with_dry_run
+        } else {
+            &self.inner.enforced
+        };
+        let first = |a: Action| {
+            let slot = action_slot(a).unwrap_or(0);
+            lists[slot]
+                .iter()
+                .find_map(|&i| policies[i].first_match(ctx).map(|r| (i, r)))
+        };
+        let custom = first(Action::Custom);
+        if let Some(d) = first(Action::Deny) {
+            return Pass {
+                verdict: Verdict::Deny,
+                stage: Stage::Denied,
+                decider: Some(d),
+                custom,
+            };
         }
-
-        let allows: Vec<usize> = policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| active(p, Action::Allow))
-            .map(|(i, _)| i)
-            .collect();
-        let allow_match = allows
-            .iter()
-            .find_map(|&i| policies[i].first_match(ctx).map(|r| (i, r)));
-
-        let local = match (allows.is_empty(), allow_match) {
-            (true, _) => Outcome {
+        if lists[2].is_empty() {
+            return Pass {
                 verdict: Verdict::Allow,
+                stage: Stage::Open,
                 decider: None,
-                reason: "allowed: no DENY policy matched and no ALLOW policy applies to this workload".to_string(),
-                custom: None,
+                custom,
+            };
+        }
+        match first(Action::Allow) {
+            Some(a) => Pass {
+                verdict: Verdict::Allow,
+                stage: Stage::Allowed,
+                decider: Some(a),
+                custom,
             },
-            (false, Some((i, r))) => {
-                let p = &policies[i];
-                Outcome {
-                    verdict: Verdict::Allow,
-                    decider: Some((i, r)),
-                    reason: format!(
-                        "allowed by ALLOW policy {} rule {r}: {}",
-                        p.name,
-                        p.rules[r].explain(ctx)
-                    ),
-                    custom: None,
-                }
+            None => Pass {
+                verdict: Verdict::Deny,
+                stage: Stage::NotAllowed,
+                decider: None,
+                custom,
+            },
+        }
+    }
+
+    /// The sentence for a pass.
+    fn reason(&self, ctx: &Ctx<'_>, pass: &Pass, with_dry_run: bool) -> String {
+        let policies = &self.inner.policies;
+        let local = match (pass.stage, pass.decider) {
+            (Stage::Denied, Some((i, r))) => format!(
+                "denied by DENY policy {} rule {r}: {}",
+                policies[i].name,
+                policies[i].rules[r].explain(ctx)
+            ),
+            (Stage::Allowed, Some((i, r))) => format!(
+                "allowed by ALLOW policy {} rule {r}: {}",
+                policies[i].name,
+                policies[i].rules[r].explain(ctx)
+            ),
+            (Stage::Open, _) => {
+                "allowed: no DENY policy matched and no ALLOW policy applies to this workload"
+                    .to_string()
             }
-            (false, None) => {
-                let names: Vec<&str> = allows.iter().map(|&i| policies[i].name.as_str()).collect();
+            _ => {
+                let allows: Vec<&CompiledPolicy> = policies
+                    .iter()
+                    .filter(|p| p.action == Action::Allow && (with_dry_run || !p.dry_run))
+                    .collect();
+                let names: Vec<&str> = allows.iter().map(|p| p.name.as_str()).collect();
                 let n = names.len();
                 let mut reason = format!(
                     "denied: {n} ALLOW {} to this workload ({}) and none matched; add a rule that matches this request or call it with an identity/path a rule allows",
@@ -327,7 +435,6 @@ impl PolicySet {
                 );
                 let no_rules: Vec<&str> = allows
                     .iter()
-                    .map(|&i| &policies[i])
                     .filter(|p| p.rule_count() == 0)
                     .map(|p| p.name.as_str())
                     .collect();
@@ -340,48 +447,43 @@ impl PolicySet {
                     ));
                 }
                 if ctx.tcp {
-                    let skipped: usize = allows.iter().map(|&i| policies[i].tcp_skipped_rules()).sum();
+                    let skipped: usize = allows.iter().map(|p| p.tcp_skipped_rules()).sum();
                     if skipped > 0 {
                         reason.push_str(&format!(
                             "; {skipped} ALLOW rule(s) never match on this TCP port because they use HTTP-only fields (methods, paths, hosts, requestPrincipals, request.* conditions)"
                         ));
                     }
                 }
-                Outcome {
-                    verdict: Verdict::Deny,
-                    decider: None,
-                    reason,
-                    custom: None,
-                }
+                reason
             }
         };
-
-        let Some((i, r)) = custom else {
+        let Some((i, r)) = pass.custom else {
             return local;
         };
         let p = &policies[i];
         let provider = p.provider.as_deref().unwrap_or("");
-        if local.verdict == Verdict::Allow {
-            Outcome {
-                verdict: Verdict::Allow,
-                decider: Some((i, r)),
-                reason: format!(
-                    "CUSTOM policy {} rule {r} matched ({}): the request goes to provider {provider:?}, which makes the final decision; if it allows, {}",
-                    p.name,
-                    p.rules[r].explain(ctx),
-                    local.reason
-                ),
-                custom,
-            }
+        if pass.verdict == Verdict::Allow {
+            format!(
+                "CUSTOM policy {} rule {r} matched ({}): the request goes to provider {provider:?}, which makes the final decision; if it allows, {local}",
+                p.name,
+                p.rules[r].explain(ctx),
+            )
         } else {
-            Outcome {
-                reason: format!(
-                    "{} (CUSTOM policy {} would also call provider {provider:?})",
-                    local.reason, p.name
-                ),
-                custom,
-                ..local
-            }
+            format!(
+                "{local} (CUSTOM policy {} would also call provider {provider:?})",
+                p.name
+            )
+        }
+    }
+}
+
+impl Pass {
+    /// The (policy, rule) reported as deciding: the CUSTOM rule when the
+    /// request is locally allowed but goes to a provider, else the local one.
+    fn reported(&self) -> Option<(usize, usize)> {
+        match (self.verdict, self.custom) {
+            (Verdict::Allow, Some(c)) => Some(c),
+            _ => self.decider,
         }
     }
 }

@@ -79,7 +79,9 @@ impl ConditionKey {
             }
             return Ok(Self::FilterMetadata(rest.to_string()));
         }
-        Err(format!("unknown condition key {key:?}; supported keys are {KNOWN}"))
+        Err(format!(
+            "unknown condition key {key:?}; supported keys are {KNOWN}"
+        ))
     }
 
     /// True when the attribute exists only on HTTP requests.
@@ -97,19 +99,17 @@ impl ConditionKey {
     /// Checks one value for this key.
     pub fn check_value(&self, value: &str) -> Result<(), String> {
         match self {
-            Self::SourceIp | Self::RemoteIp | Self::DestinationIp => {
-                if parse_ip_block(value).is_none() {
-                    return Err(format!(
-                        "{value:?} is neither an IP address nor a CIDR; write e.g. 10.1.2.3 or 10.1.0.0/16"
-                    ));
-                }
+            Self::SourceIp | Self::RemoteIp | Self::DestinationIp
+                if parse_ip_block(value).is_none() =>
+            {
+                return Err(format!(
+                    "{value:?} is neither an IP address nor a CIDR; write e.g. 10.1.2.3 or 10.1.0.0/16"
+                ));
             }
-            Self::DestinationPort => {
-                if value.parse::<u16>().is_err() {
-                    return Err(format!(
-                        "{value:?} is not a port number; write a number from 0 to 65535"
-                    ));
-                }
+            Self::DestinationPort if value.parse::<u16>().is_err() => {
+                return Err(format!(
+                    "{value:?} is not a port number; write a number from 0 to 65535"
+                ));
             }
             _ => {}
         }
@@ -182,7 +182,9 @@ mod tests {
 
     #[test]
     fn http_only_keys() {
-        assert!(ConditionKey::parse("request.headers[a]").unwrap().http_only());
+        assert!(ConditionKey::parse("request.headers[a]")
+            .unwrap()
+            .http_only());
         assert!(!ConditionKey::parse("source.ip").unwrap().http_only());
         assert!(!ConditionKey::parse("connection.sni").unwrap().http_only());
     }

@@ -39,7 +39,7 @@ pub mod select;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Decision, DryRun, PolicySet, RuleRef, Verdict};
+pub use engine::{Check, Decision, DryRun, PolicySet, RuleRef, Verdict};
 pub use path::{normalize, Normalization, PathError};
 pub use policy::{is_dry_run, CompiledPolicy};
 pub use request::{Protocol, Request};

@@ -61,10 +61,14 @@ impl Normalization {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// `%00` (an encoded NUL) in the path.
-    #[error("the path contains %00 (an encoded NUL); Envoy rejects it with 400 before authorization")]
+    #[error(
+        "the path contains %00 (an encoded NUL); Envoy rejects it with 400 before authorization"
+    )]
     EncodedNul,
     /// The path is empty or does not start with `/`.
-    #[error("the path {0:?} does not start with '/'; Envoy rejects it with 400 before authorization")]
+    #[error(
+        "the path {0:?} does not start with '/'; Envoy rejects it with 400 before authorization"
+    )]
     NotAbsolute(String),
 }
 
@@ -258,23 +262,35 @@ mod tests {
         assert_eq!(n(raw, Normalization::MergeSlashes), "/a/b/%2F..%5c/c/d");
         // %2F and %5C decode to slashes, then `..` removes `b`... but the
         // empty segment between the two decoded slashes is what `..` pops.
-        assert_eq!(
-            n(raw, Normalization::DecodeAndMergeSlashes),
-            "/a/b/c/d"
-        );
+        assert_eq!(n(raw, Normalization::DecodeAndMergeSlashes), "/a/b/c/d");
         assert_eq!(n("/x%2fy", Normalization::DecodeAndMergeSlashes), "/x/y");
         assert_eq!(n("/x%5Cy", Normalization::DecodeAndMergeSlashes), "/x/y");
-        assert_eq!(n("/a/%2F../b", Normalization::DecodeAndMergeSlashes), "/a/b");
+        assert_eq!(
+            n("/a/%2F../b", Normalization::DecodeAndMergeSlashes),
+            "/a/b"
+        );
         assert_eq!(n("//a///b/", Normalization::MergeSlashes), "/a/b/");
     }
 
     #[test]
     fn rejections() {
         for mode in Normalization::ALL {
-            assert!(matches!(normalize("/a%00b", mode), Err(PathError::EncodedNul)));
-            assert!(matches!(normalize("a/b", mode), Err(PathError::NotAbsolute(_))));
-            assert!(matches!(normalize("", mode), Err(PathError::NotAbsolute(_))));
-            assert!(matches!(normalize("?x", mode), Err(PathError::NotAbsolute(_))));
+            assert!(matches!(
+                normalize("/a%00b", mode),
+                Err(PathError::EncodedNul)
+            ));
+            assert!(matches!(
+                normalize("a/b", mode),
+                Err(PathError::NotAbsolute(_))
+            ));
+            assert!(matches!(
+                normalize("", mode),
+                Err(PathError::NotAbsolute(_))
+            ));
+            assert!(matches!(
+                normalize("?x", mode),
+                Err(PathError::NotAbsolute(_))
+            ));
         }
     }
 

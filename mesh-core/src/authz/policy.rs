@@ -137,8 +137,11 @@ impl Cond {
     /// True when one of the values matches the attribute (before negation).
     fn hit(&self, ctx: &Ctx<'_>) -> bool {
         let req = ctx.req;
-        let strs = |v: Option<&str>, m: &[StrMatch]| v.is_some_and(|v| m.iter().any(|m| m.matches(v)));
-        let ips = |ip: Option<IpAddr>, nets: &[IpNet]| ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)));
+        let strs =
+            |v: Option<&str>, m: &[StrMatch]| v.is_some_and(|v| m.iter().any(|m| m.matches(v)));
+        let ips = |ip: Option<IpAddr>, nets: &[IpNet]| {
+            ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+        };
         match (&self.attr, &self.values) {
             (Attr::Principal, Values::Str(m)) => strs(ctx.principal, m),
             (Attr::Principal, Values::ServiceAccount(list)) => ctx
@@ -154,10 +157,12 @@ impl Cond {
                 !req.host.is_empty() && m.iter().any(|m| m.matches_ignore_case(&req.host))
             }
             (Attr::Method, Values::Str(m)) => strs(Some(req.method.as_str()), m),
-            (Attr::Path, Values::Path(m)) => ctx.path.is_some_and(|p| m.iter().any(|m| m.matches(p))),
-            (Attr::Header(name), Values::Str(m)) => {
-                req.header(name).is_some_and(|v| m.iter().any(|m| m.matches(&v)))
+            (Attr::Path, Values::Path(m)) => {
+                ctx.path.is_some_and(|p| m.iter().any(|m| m.matches(p)))
             }
+            (Attr::Header(name), Values::Str(m)) => req
+                .header(name)
+                .is_some_and(|v| m.iter().any(|m| m.matches(&v))),
             (Attr::Claim(path), Values::Str(m)) => match req.claim(path) {
                 Some(serde_json::Value::String(s)) => m.iter().any(|m| m.matches(s)),
                 Some(serde_json::Value::Array(items)) => items
@@ -439,18 +444,95 @@ impl Builder<'_> {
         let not_ip = self.ips(rule, "notIpBlocks", &s.not_ip_blocks);
         let rip = self.ips(rule, "remoteIpBlocks", &s.remote_ip_blocks);
         let not_rip = self.ips(rule, "notRemoteIpBlocks", &s.not_remote_ip_blocks);
-        self.push(&mut c, Attr::Principal, "principals", &s.principals, false, Self::principals(&s.principals));
-        self.push(&mut c, Attr::Principal, "notPrincipals", &s.not_principals, true, Self::principals(&s.not_principals));
-        self.push(&mut c, Attr::Principal, "serviceAccounts", &s.service_accounts, false, sa);
-        self.push(&mut c, Attr::Principal, "notServiceAccounts", &s.not_service_accounts, true, not_sa);
-        self.push(&mut c, Attr::Namespace, "namespaces", &s.namespaces, false, Self::strs(&s.namespaces));
-        self.push(&mut c, Attr::Namespace, "notNamespaces", &s.not_namespaces, true, Self::strs(&s.not_namespaces));
-        self.push(&mut c, Attr::RequestPrincipal, "requestPrincipals", &s.request_principals, false, Self::strs(&s.request_principals));
-        self.push(&mut c, Attr::RequestPrincipal, "notRequestPrincipals", &s.not_request_principals, true, Self::strs(&s.not_request_principals));
+        self.push(
+            &mut c,
+            Attr::Principal,
+            "principals",
+            &s.principals,
+            false,
+            Self::principals(&s.principals),
+        );
+        self.push(
+            &mut c,
+            Attr::Principal,
+            "notPrincipals",
+            &s.not_principals,
+            true,
+            Self::principals(&s.not_principals),
+        );
+        self.push(
+            &mut c,
+            Attr::Principal,
+            "serviceAccounts",
+            &s.service_accounts,
+            false,
+            sa,
+        );
+        self.push(
+            &mut c,
+            Attr::Principal,
+            "notServiceAccounts",
+            &s.not_service_accounts,
+            true,
+            not_sa,
+        );
+        self.push(
+            &mut c,
+            Attr::Namespace,
+            "namespaces",
+            &s.namespaces,
+            false,
+            Self::strs(&s.namespaces),
+        );
+        self.push(
+            &mut c,
+            Attr::Namespace,
+            "notNamespaces",
+            &s.not_namespaces,
+            true,
+            Self::strs(&s.not_namespaces),
+        );
+        self.push(
+            &mut c,
+            Attr::RequestPrincipal,
+            "requestPrincipals",
+            &s.request_principals,
+            false,
+            Self::strs(&s.request_principals),
+        );
+        self.push(
+            &mut c,
+            Attr::RequestPrincipal,
+            "notRequestPrincipals",
+            &s.not_request_principals,
+            true,
+            Self::strs(&s.not_request_principals),
+        );
         self.push(&mut c, Attr::SourceIp, "ipBlocks", &s.ip_blocks, false, ip);
-        self.push(&mut c, Attr::SourceIp, "notIpBlocks", &s.not_ip_blocks, true, not_ip);
-        self.push(&mut c, Attr::RemoteIp, "remoteIpBlocks", &s.remote_ip_blocks, false, rip);
-        self.push(&mut c, Attr::RemoteIp, "notRemoteIpBlocks", &s.not_remote_ip_blocks, true, not_rip);
+        self.push(
+            &mut c,
+            Attr::SourceIp,
+            "notIpBlocks",
+            &s.not_ip_blocks,
+            true,
+            not_ip,
+        );
+        self.push(
+            &mut c,
+            Attr::RemoteIp,
+            "remoteIpBlocks",
+            &s.remote_ip_blocks,
+            false,
+            rip,
+        );
+        self.push(
+            &mut c,
+            Attr::RemoteIp,
+            "notRemoteIpBlocks",
+            &s.not_remote_ip_blocks,
+            true,
+            not_rip,
+        );
         Clause { conds: c }
     }
 
@@ -461,14 +543,56 @@ impl Builder<'_> {
         let paths = self.paths(rule, "paths", &o.paths);
         let not_paths = self.paths(rule, "notPaths", &o.not_paths);
         let hosts = |raw: &[String]| Values::Host(raw.iter().map(|v| StrMatch::parse(v)).collect());
-        self.push(&mut c, Attr::Host, "hosts", &o.hosts, false, hosts(&o.hosts));
-        self.push(&mut c, Attr::Host, "notHosts", &o.not_hosts, true, hosts(&o.not_hosts));
+        self.push(
+            &mut c,
+            Attr::Host,
+            "hosts",
+            &o.hosts,
+            false,
+            hosts(&o.hosts),
+        );
+        self.push(
+            &mut c,
+            Attr::Host,
+            "notHosts",
+            &o.not_hosts,
+            true,
+            hosts(&o.not_hosts),
+        );
         self.push(&mut c, Attr::Port, "ports", &o.ports, false, ports);
-        self.push(&mut c, Attr::Port, "notPorts", &o.not_ports, true, not_ports);
-        self.push(&mut c, Attr::Method, "methods", &o.methods, false, Self::strs(&o.methods));
-        self.push(&mut c, Attr::Method, "notMethods", &o.not_methods, true, Self::strs(&o.not_methods));
+        self.push(
+            &mut c,
+            Attr::Port,
+            "notPorts",
+            &o.not_ports,
+            true,
+            not_ports,
+        );
+        self.push(
+            &mut c,
+            Attr::Method,
+            "methods",
+            &o.methods,
+            false,
+            Self::strs(&o.methods),
+        );
+        self.push(
+            &mut c,
+            Attr::Method,
+            "notMethods",
+            &o.not_methods,
+            true,
+            Self::strs(&o.not_methods),
+        );
         self.push(&mut c, Attr::Path, "paths", &o.paths, false, paths);
-        self.push(&mut c, Attr::Path, "notPaths", &o.not_paths, true, not_paths);
+        self.push(
+            &mut c,
+            Attr::Path,
+            "notPaths",
+            &o.not_paths,
+            true,
+            not_paths,
+        );
         Clause { conds: c }
     }
 
@@ -572,9 +696,7 @@ impl CompiledPolicy {
 
     /// The index of the first rule that matches, if any.
     pub(crate) fn first_match(&self, ctx: &Ctx<'_>) -> Option<usize> {
-        self.rules
-            .iter()
-            .position(|r| r.matches(ctx, self.action))
+        self.rules.iter().position(|r| r.matches(ctx, self.action))
     }
 
     /// Rules that can never match on TCP because they use HTTP-only fields

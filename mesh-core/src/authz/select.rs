@@ -92,9 +92,7 @@ pub fn select<'a>(
         .into_iter()
         .filter(|r| applies_to(r, root_namespace, workload))
         .collect();
-    out.sort_by(|a, b| {
-        (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))
-    });
+    out.sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
     out
 }
 

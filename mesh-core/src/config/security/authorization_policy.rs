@@ -376,7 +376,12 @@ impl Validate for Source {
         check_ip_blocks(&self.ip_blocks, path, "ipBlocks", issues);
         check_ip_blocks(&self.not_ip_blocks, path, "notIpBlocks", issues);
         check_ip_blocks(&self.remote_ip_blocks, path, "remoteIpBlocks", issues);
-        check_ip_blocks(&self.not_remote_ip_blocks, path, "notRemoteIpBlocks", issues);
+        check_ip_blocks(
+            &self.not_remote_ip_blocks,
+            path,
+            "notRemoteIpBlocks",
+            issues,
+        );
 
         let has_sa = !self.service_accounts.is_empty() || !self.not_service_accounts.is_empty();
         let has_identity = !self.principals.is_empty()
@@ -404,7 +409,13 @@ impl Validate for Source {
                 if v.contains('*') {
                     issues.push(&p, format!("{v:?}: wildcards are not supported in {name}; list each service account as <namespace>/<name>"));
                 } else if v.len() > 320 {
-                    issues.push(&p, format!("{name} entry is {} characters long; at most 320 are allowed", v.len()));
+                    issues.push(
+                        &p,
+                        format!(
+                            "{name} entry is {} characters long; at most 320 are allowed",
+                            v.len()
+                        ),
+                    );
                 } else if !v.is_empty() {
                     let parts: Vec<&str> = v.split('/').collect();
                     if parts.len() > 2 || parts.iter().any(|s| s.is_empty()) {
@@ -459,7 +470,10 @@ impl Validate for Condition {
         if self.values.is_empty() && self.not_values.is_empty() {
             issues.push(
                 path,
-                format!("condition on {} has neither values nor notValues; set at least one", self.key),
+                format!(
+                    "condition on {} has neither values nor notValues; set at least one",
+                    self.key
+                ),
             );
         }
         let key = match ConditionKey::parse(&self.key) {
@@ -564,9 +578,17 @@ mod tests {
 
     #[test]
     fn custom_needs_provider_and_provider_needs_custom() {
-        err("  action: CUSTOM\n  rules: [{}]\n", "spec.provider", "requires provider.name");
+        err(
+            "  action: CUSTOM\n  rules: [{}]\n",
+            "spec.provider",
+            "requires provider.name",
+        );
         ok("  action: CUSTOM\n  provider: {name: ext}\n  rules: [{}]\n");
-        err("  action: DENY\n  provider: {name: ext}\n  rules: [{}]\n", "spec.provider", "only allowed with action CUSTOM");
+        err(
+            "  action: DENY\n  provider: {name: ext}\n  rules: [{}]\n",
+            "spec.provider",
+            "only allowed with action CUSTOM",
+        );
     }
 
     #[test]
@@ -580,8 +602,16 @@ mod tests {
 
     #[test]
     fn empty_source_operation_and_values() {
-        err("  rules:\n  - from: [{source: {}}]\n", "spec.rules[0].from[0].source", "must not be empty");
-        err("  rules:\n  - to: [{operation: {}}]\n", "spec.rules[0].to[0].operation", "must not be empty");
+        err(
+            "  rules:\n  - from: [{source: {}}]\n",
+            "spec.rules[0].from[0].source",
+            "must not be empty",
+        );
+        err(
+            "  rules:\n  - to: [{operation: {}}]\n",
+            "spec.rules[0].to[0].operation",
+            "must not be empty",
+        );
         err(
             "  rules:\n  - to: [{operation: {methods: [\"\"]}}]\n",
             "spec.rules[0].to[0].operation.methods[0]",
@@ -659,7 +689,11 @@ mod tests {
 
     #[test]
     fn conditions() {
-        err("  rules:\n  - when: [{key: source.ip}]\n", "spec.rules[0].when[0]", "neither values nor notValues");
+        err(
+            "  rules:\n  - when: [{key: source.ip}]\n",
+            "spec.rules[0].when[0]",
+            "neither values nor notValues",
+        );
         err(
             "  rules:\n  - when: [{key: \"request.header[x]\", values: [a]}]\n",
             "spec.rules[0].when[0].key",
