@@ -719,8 +719,8 @@ pub fn mesh_config_from_str(text: &str, file: &str) -> Result<super::MeshConfig,
         field: Some(path),
         message,
     };
-    let mesh: super::MeshConfig = deserialize_at(doc.value.clone(), "")
-        .map_err(|(p, m)| err(p.trim_start_matches('.').to_string(), m))?;
+    let mesh: super::MeshConfig =
+        deserialize_at(doc.value.clone(), "").map_err(|(p, m)| err(p.trim_start_matches('.').to_string(), m))?;
     let mut issues = super::validate::Issues::new();
     super::validate::Validate::validate(&mesh, "", &mut issues);
     if let Some(fe) = issues.into_errors().into_iter().next() {
