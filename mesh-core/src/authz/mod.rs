@@ -28,6 +28,7 @@
 //! - JWT claims match when the claim is a string or a list containing a
 //!   matching string; numbers, booleans and objects never match.
 
+mod compile;
 pub mod engine;
 pub mod key;
 pub mod matcher;
