@@ -1,6 +1,7 @@
 //! Every analyzer code has a fixture that triggers it and a near-identical
 //! one that does not: `tests/fixtures/analyze/<code>/{trigger,clean}.yaml`,
 //! with an optional `mesh.yaml` MeshConfig beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failures
 
 use std::path::{Path, PathBuf};
 
@@ -64,7 +65,11 @@ fn findings_point_at_the_file_and_line() {
         .iter()
         .find(|f| f.code == "vs-retriable-4xx")
         .expect("finding");
-    assert!(f.file.ends_with("vs-retriable-4xx/trigger.yaml"), "{}", f.file);
+    assert!(
+        f.file.ends_with("vs-retriable-4xx/trigger.yaml"),
+        "{}",
+        f.file
+    );
     assert_eq!(f.line, Some(9), "{f}");
     assert_eq!(f.resource, "VirtualService/default/payments");
 }

@@ -31,20 +31,21 @@ enum Command {
     X(XCommand),
 }
 
+// Boxed: the simulators take many flags, and clap builds this enum once.
 #[derive(Subcommand)]
 enum XCommand {
     /// Explain where a request would be routed.
-    Route(x_route::Args),
+    Route(Box<x_route::Args>),
     /// Explain whether a request would be allowed by authorization policies.
-    Authz(x_authz::Args),
+    Authz(Box<x_authz::Args>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
-        Command::X(XCommand::Route(args)) => x_route::run(args),
-        Command::X(XCommand::Authz(args)) => x_authz::run(args),
+        Command::X(XCommand::Route(args)) => x_route::run(*args),
+        Command::X(XCommand::Authz(args)) => x_authz::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::common::CliError;
+use mesh_core::authz::{self, PolicySet, Request};
+use mesh_core::compile::Compiler;
+
+use crate::common::{load_valid, mesh_config, parse_headers, parse_labels, print_json, CliError};
 
 /// Arguments of `meshctl x authz`.
 #[derive(clap::Args)]
@@ -68,6 +71,68 @@ pub enum Proto {
 }
 
 /// Explains the authorization decision.
-pub fn run(_args: Args) -> Result<ExitCode, CliError> {
-    Err("x authz is being wired".into())
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    let (namespace, _name) = args
+        .workload
+        .split_once('/')
+        .ok_or_else(|| format!("--workload {:?} is not NAMESPACE/NAME", args.workload))?;
+    let mesh = mesh_config(args.mesh_config.as_deref())?;
+    let loaded = load_valid(&args.config)?;
+    let compiler = Compiler::new(loaded.resources, mesh);
+    let labels = parse_labels(&args.labels)?;
+    let port = args.port.unwrap_or(80);
+    // The protocol of the port as the Services selecting the workload declare it.
+    let declared_http = compiler
+        .registry()
+        .services_of_workload(namespace, &labels)
+        .flat_map(|s| s.ports.iter())
+        .find(|p| p.target_port.unwrap_or(p.number) == port || p.number == port)
+        .map(|p| p.protocol.is_http() || p.protocol_unknown);
+    let http = match args.protocol {
+        Some(Proto::Http) => true,
+        Some(Proto::Tcp) => false,
+        None => declared_http.unwrap_or(true),
+    };
+    let mut req = if http {
+        Request::http(
+            args.method.as_deref().unwrap_or("GET"),
+            args.path.as_deref().unwrap_or("/"),
+        )
+    } else {
+        Request::tcp(port)
+    };
+    req.port = port;
+    if let Some(h) = args.host {
+        req.host = h;
+    }
+    for (n, v) in parse_headers(&args.headers)? {
+        req = req.with_header(&n, &v);
+    }
+    if let Some(p) = &args.principal {
+        req = req.with_principal(p);
+    }
+    let ip = |s: Option<String>, flag: &str| -> Result<Option<std::net::IpAddr>, CliError> {
+        s.map(|v| v.parse().map_err(|e| format!("{flag} {v:?}: {e}")))
+            .transpose()
+    };
+    req.source_ip = ip(args.source_ip, "--source-ip")?;
+    req.remote_ip = ip(args.remote_ip, "--remote-ip")?;
+    req.request_principal = args.request_principal;
+    if let Some(c) = args.claims {
+        req.claims = serde_json::from_str(&c).map_err(|e| format!("--claims is not JSON: {e}"))?;
+    }
+    let workload = authz::Workload {
+        namespace: namespace.to_string(),
+        labels,
+        targets: Vec::new(),
+    };
+    let settings = compiler.settings();
+    let policies = PolicySet::for_workload(
+        compiler.resources(),
+        &settings.root_namespace,
+        &workload,
+        settings.path_normalization,
+    );
+    print_json(&policies.evaluate(&req))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::common::CliError;
+use mesh_core::compile::Compiler;
+use mesh_core::host::fqdn;
+use mesh_core::model::Client;
+use mesh_core::route::{self, ExplainRequest};
+
+use crate::common::{load_valid, mesh_config, parse_headers, parse_labels, print_json, CliError};
 
 /// Arguments of `meshctl x route`.
 #[derive(clap::Args)]
@@ -38,6 +43,34 @@ pub struct Args {
 }
 
 /// Explains the routing decision.
-pub fn run(_args: Args) -> Result<ExitCode, CliError> {
-    Err("x route is being wired".into())
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    let mesh = mesh_config(args.mesh_config.as_deref())?;
+    let loaded = load_valid(&args.config)?;
+    let compiler = Compiler::new(loaded.resources, mesh);
+    let client = Client::new(args.source_namespace, parse_labels(&args.source_labels)?);
+    let suffix = compiler.settings().domain_suffix.clone();
+    // Without --port, a service with a single port is unambiguous.
+    let host = fqdn(&args.host, &client.namespace, &suffix);
+    let port = args.port.or_else(|| {
+        let mut ports = compiler
+            .registry()
+            .services_named(&host)
+            .flat_map(|s| s.ports.iter().map(|p| p.number));
+        match (ports.next(), ports.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        }
+    });
+    let scope = compiler.scope(&client);
+    let vss = route::virtual_services(scope.virtual_services());
+    let request = ExplainRequest {
+        host,
+        port,
+        method: args.method,
+        path: args.path,
+        headers: parse_headers(&args.headers)?,
+    };
+    let explanation = route::explain(&vss, &client, &request, &suffix);
+    print_json(&explanation)?;
+    Ok(ExitCode::SUCCESS)
 }

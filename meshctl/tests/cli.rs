@@ -1,5 +1,6 @@
 //! meshctl as an operator runs it: the real binary on the sample configs in
 //! `examples/`, checking output and exit status.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failures
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -59,7 +60,10 @@ fn analyze_mistakes_exits_one_with_codes_in_json() {
         "authz-allow-all-rule",
         "workload-uid-1337",
     ] {
-        assert!(codes.contains(&expected), "{expected} missing from {codes:?}");
+        assert!(
+            codes.contains(&expected),
+            "{expected} missing from {codes:?}"
+        );
     }
     for f in findings {
         for key in ["code", "severity", "resource", "file", "message"] {
@@ -97,10 +101,27 @@ fn analyze_unreadable_path_exits_two() {
 #[test]
 fn route_header_match_goes_to_v2() {
     let o = meshctl(&[
-        "x", "route", "--config", "examples/bookinfo", "--host", "reviews", "--port", "9080",
-        "--path", "/reviews/0", "-H", "end-user: jason", "--source-namespace", "bookinfo",
+        "x",
+        "route",
+        "--config",
+        "examples/bookinfo",
+        "--host",
+        "reviews",
+        "--port",
+        "9080",
+        "--path",
+        "/reviews/0",
+        "-H",
+        "end-user: jason",
+        "--source-namespace",
+        "bookinfo",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = json(&o);
     assert_eq!(v["virtual_service"], "bookinfo/reviews");
     assert_eq!(v["route_index"], 0);
@@ -115,11 +136,25 @@ fn route_header_match_goes_to_v2() {
 #[test]
 fn route_default_split_and_policies() {
     let o = meshctl(&[
-        "x", "route", "--config", "examples/bookinfo", "--host",
-        "reviews.bookinfo.svc.cluster.local", "--port", "9080", "--path", "/reviews/0",
-        "--source-namespace", "bookinfo",
+        "x",
+        "route",
+        "--config",
+        "examples/bookinfo",
+        "--host",
+        "reviews.bookinfo.svc.cluster.local",
+        "--port",
+        "9080",
+        "--path",
+        "/reviews/0",
+        "--source-namespace",
+        "bookinfo",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = json(&o);
     assert_eq!(v["route_index"], 1);
     let d = v["destinations"].as_array().expect("destinations");
@@ -140,32 +175,65 @@ fn route_default_split_and_policies() {
 #[test]
 fn route_without_virtual_service_goes_to_the_service() {
     let o = meshctl(&[
-        "x", "route", "--config", "examples/bookinfo", "--host", "details", "--port", "9090",
-        "--source-namespace", "bookinfo",
+        "x",
+        "route",
+        "--config",
+        "examples/bookinfo",
+        "--host",
+        "details",
+        "--port",
+        "9090",
+        "--source-namespace",
+        "bookinfo",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = json(&o);
     assert!(v["virtual_service"].is_null());
-    assert_eq!(v["destinations"][0]["host"], "details.bookinfo.svc.cluster.local");
+    assert_eq!(
+        v["destinations"][0]["host"],
+        "details.bookinfo.svc.cluster.local"
+    );
     assert_eq!(v["destinations"][0]["weight"], 100);
 }
 
 fn authz(extra: &[&str]) -> Value {
     let mut args = vec![
-        "x", "authz", "--config", "examples/bookinfo", "--workload", "bookinfo/reviews-v1",
-        "--labels", "app=reviews,version=v1", "--port", "9080",
+        "x",
+        "authz",
+        "--config",
+        "examples/bookinfo",
+        "--workload",
+        "bookinfo/reviews-v1",
+        "--labels",
+        "app=reviews,version=v1",
+        "--port",
+        "9080",
     ];
     args.extend_from_slice(extra);
     let o = meshctl(&args);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     json(&o)
 }
 
 #[test]
 fn authz_allows_the_expected_caller() {
     let v = authz(&[
-        "--method", "GET", "--path", "/reviews/0",
-        "--principal", "cluster.local/ns/bookinfo/sa/bookinfo-productpage",
+        "--method",
+        "GET",
+        "--path",
+        "/reviews/0",
+        "--principal",
+        "cluster.local/ns/bookinfo/sa/bookinfo-productpage",
     ]);
     assert_eq!(v["decision"], "ALLOW", "{v}");
     assert_eq!(v["policy"], "bookinfo/reviews-from-productpage");
@@ -175,16 +243,24 @@ fn authz_allows_the_expected_caller() {
 #[test]
 fn authz_denies_other_callers_and_plaintext() {
     let v = authz(&[
-        "--method", "GET", "--path", "/reviews/0",
-        "--principal", "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-ratings",
+        "--method",
+        "GET",
+        "--path",
+        "/reviews/0",
+        "--principal",
+        "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-ratings",
     ]);
     assert_eq!(v["decision"], "DENY", "{v}");
     assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()));
     let v = authz(&["--method", "GET", "--path", "/reviews/0", "--plaintext"]);
     assert_eq!(v["decision"], "DENY", "{v}");
     let v = authz(&[
-        "--method", "DELETE", "--path", "/reviews/0",
-        "--principal", "cluster.local/ns/bookinfo/sa/bookinfo-productpage",
+        "--method",
+        "DELETE",
+        "--path",
+        "/reviews/0",
+        "--principal",
+        "cluster.local/ns/bookinfo/sa/bookinfo-productpage",
     ]);
     assert_eq!(v["decision"], "DENY", "{v}");
 }

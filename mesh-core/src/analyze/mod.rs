@@ -66,7 +66,12 @@ pub struct Finding {
 impl Finding {
     /// A finding about `resource`, located at the field `path` of it (or at
     /// the resource itself when `path` is empty).
-    pub fn at(code: &'static str, resource: &Resource, path: &str, message: impl Into<String>) -> Self {
+    pub fn at(
+        code: &'static str,
+        resource: &Resource,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Self {
         let severity = severity_of(code);
         Self {
             code,
@@ -102,30 +107,126 @@ impl std::fmt::Display for Finding {
 
 /// Every code the analyzer emits, with its severity and a one-line summary.
 pub const CODES: &[(&str, Severity, &str)] = &[
-    ("config-invalid", Severity::Error, "unparsable YAML, unknown kind or field, or failed validation"),
-    ("authz-allow-all-rule", Severity::Warning, "an ALLOW policy has an empty rule that allows everything"),
-    ("authz-deny-all", Severity::Info, "a policy with no rules denies every request to what it selects"),
-    ("authz-http-fields-on-tcp", Severity::Warning, "HTTP-only fields in a rule that applies to a non-HTTP port"),
-    ("authz-hosts-on-sidecar", Severity::Warning, "hosts/notHosts in a policy enforced on workloads, not a gateway"),
-    ("authz-permissive-plaintext", Severity::Warning, "an ALLOW rule without source identity on a PERMISSIVE/DISABLE workload"),
-    ("authz-deny-paths-unnormalized", Severity::Warning, "a DENY rule on paths while path normalization is NONE or BASE"),
-    ("authz-allow-not-paths", Severity::Warning, "an ALLOW rule uses notPaths"),
-    ("vs-fault-with-retry", Severity::Warning, "fault injection together with retries or timeout"),
-    ("vs-timeout-below-retries", Severity::Warning, "route timeout <= attempts x perTryTimeout"),
-    ("vs-retriable-4xx", Severity::Warning, "retryOn contains retriable-4xx"),
-    ("vs-unknown-subset", Severity::Error, "a destination or mirror names a subset no visible DestinationRule defines"),
-    ("vs-unreachable-rule", Severity::Warning, "a rule or match can never be reached"),
-    ("dr-namespace-ignored", Severity::Warning, "a DestinationRule in a namespace that is neither its host's nor the root"),
-    ("dr-failover-without-outlier", Severity::Warning, "locality failover without outlierDetection"),
-    ("dr-deprecated-consecutive-errors", Severity::Warning, "consecutiveErrors instead of consecutive5xxErrors"),
-    ("dr-ejects-all", Severity::Warning, "maxEjectionPercent 100 with minHealthPercent 0 or unset"),
-    ("dr-tls-mesh-host", Severity::Warning, "trafficPolicy.tls set for an in-mesh host"),
-    ("dr-tls-no-san", Severity::Warning, "SIMPLE/MUTUAL origination without subjectAltNames"),
-    ("gateway-conflict", Severity::Warning, "two Gateways with the same selector bind the same port and host"),
-    ("sidecar-multiple-default", Severity::Error, "more than one Sidecar without workloadSelector in a namespace"),
-    ("service-port-protocol-unknown", Severity::Warning, "a Service port declares no protocol"),
-    ("workload-uid-1337", Severity::Error, "a container runs as UID 1337, the proxy's UID"),
-    ("api-version-deprecated", Severity::Info, "v1alpha3/v1beta1 used where v1 exists"),
+    (
+        "config-invalid",
+        Severity::Error,
+        "unparsable YAML, unknown kind or field, or failed validation",
+    ),
+    (
+        "authz-allow-all-rule",
+        Severity::Warning,
+        "an ALLOW policy has an empty rule that allows everything",
+    ),
+    (
+        "authz-deny-all",
+        Severity::Info,
+        "a policy with no rules denies every request to what it selects",
+    ),
+    (
+        "authz-http-fields-on-tcp",
+        Severity::Warning,
+        "HTTP-only fields in a rule that applies to a non-HTTP port",
+    ),
+    (
+        "authz-hosts-on-sidecar",
+        Severity::Warning,
+        "hosts/notHosts in a policy enforced on workloads, not a gateway",
+    ),
+    (
+        "authz-permissive-plaintext",
+        Severity::Warning,
+        "an ALLOW rule without source identity on a PERMISSIVE/DISABLE workload",
+    ),
+    (
+        "authz-deny-paths-unnormalized",
+        Severity::Warning,
+        "a DENY rule on paths while path normalization is NONE or BASE",
+    ),
+    (
+        "authz-allow-not-paths",
+        Severity::Warning,
+        "an ALLOW rule uses notPaths",
+    ),
+    (
+        "vs-fault-with-retry",
+        Severity::Warning,
+        "fault injection together with retries or timeout",
+    ),
+    (
+        "vs-timeout-below-retries",
+        Severity::Warning,
+        "route timeout <= attempts x perTryTimeout",
+    ),
+    (
+        "vs-retriable-4xx",
+        Severity::Warning,
+        "retryOn contains retriable-4xx",
+    ),
+    (
+        "vs-unknown-subset",
+        Severity::Error,
+        "a destination or mirror names a subset no visible DestinationRule defines",
+    ),
+    (
+        "vs-unreachable-rule",
+        Severity::Warning,
+        "a rule or match can never be reached",
+    ),
+    (
+        "dr-namespace-ignored",
+        Severity::Warning,
+        "a DestinationRule in a namespace that is neither its host's nor the root",
+    ),
+    (
+        "dr-failover-without-outlier",
+        Severity::Warning,
+        "locality failover without outlierDetection",
+    ),
+    (
+        "dr-deprecated-consecutive-errors",
+        Severity::Warning,
+        "consecutiveErrors instead of consecutive5xxErrors",
+    ),
+    (
+        "dr-ejects-all",
+        Severity::Warning,
+        "maxEjectionPercent 100 with minHealthPercent 0 or unset",
+    ),
+    (
+        "dr-tls-mesh-host",
+        Severity::Warning,
+        "trafficPolicy.tls set for an in-mesh host",
+    ),
+    (
+        "dr-tls-no-san",
+        Severity::Warning,
+        "SIMPLE/MUTUAL origination without subjectAltNames",
+    ),
+    (
+        "gateway-conflict",
+        Severity::Warning,
+        "two Gateways with the same selector bind the same port and host",
+    ),
+    (
+        "sidecar-multiple-default",
+        Severity::Error,
+        "more than one Sidecar without workloadSelector in a namespace",
+    ),
+    (
+        "service-port-protocol-unknown",
+        Severity::Warning,
+        "a Service port declares no protocol",
+    ),
+    (
+        "workload-uid-1337",
+        Severity::Error,
+        "a container runs as UID 1337, the proxy's UID",
+    ),
+    (
+        "api-version-deprecated",
+        Severity::Info,
+        "v1alpha3/v1beta1 used where v1 exists",
+    ),
 ];
 
 /// The severity registered for `code`.

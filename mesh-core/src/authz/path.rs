@@ -23,7 +23,10 @@
 use std::borrow::Cow;
 
 /// MeshConfig `pathNormalization.normalization`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Normalization {
     /// No normalization: policies see the path as received (minus query and
     /// fragment). Bypassable with `/./`, `/../`, `//`, `%2F` and friends.

@@ -384,7 +384,10 @@ impl DocCtx<'_> {
                 }
             }
         }
-        let meta_value = obj.remove("metadata").unwrap_or(Value::Null);
+        let meta_value = match obj.remove("metadata") {
+            Some(Value::Null) | None => Value::Object(Map::new()),
+            Some(v) => v,
+        };
         let raw: RawMeta = match deserialize_at(meta_value, &at("metadata")) {
             Ok(m) => m,
             Err((path, msg)) => {
@@ -499,8 +502,26 @@ impl DocCtx<'_> {
     }
 }
 
+/// Drops `key: null` members (a bare `labels:` in YAML): Kubernetes and
+/// Istio treat them as unset, and every optional or defaulted field here
+/// means the same when absent.
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
 /// Deserializes `value`, turning a failure into (absolute field path, message).
-fn deserialize_at<T: DeserializeOwned>(value: Value, base: &str) -> Result<T, (String, String)> {
+fn deserialize_at<T: DeserializeOwned>(
+    mut value: Value,
+    base: &str,
+) -> Result<T, (String, String)> {
+    strip_nulls(&mut value);
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let inner = e.path().to_string();
         let path = if inner == "." || inner.is_empty() {
@@ -531,6 +552,57 @@ fn is_dns1123_subdomain(s: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// Reads a MeshConfig file (the `mesh` value of Istio's `istio` ConfigMap,
+/// as YAML or JSON). An empty file gives the defaults.
+#[allow(clippy::result_large_err)] // cold path; the error carries the whole location
+pub fn load_mesh_config(path: &Path) -> Result<super::MeshConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        document: None,
+        resource: None,
+        field: None,
+        message: format!("cannot read mesh config: {e}"),
+    })?;
+    mesh_config_from_str(&text, &file)
+}
+
+/// Parses MeshConfig text; `file` names the source in errors.
+#[allow(clippy::result_large_err)] // cold path; the error carries the whole location
+pub fn mesh_config_from_str(text: &str, file: &str) -> Result<super::MeshConfig, ConfigError> {
+    let (docs, syntax) = parse_documents(text);
+    if let Some(e) = syntax {
+        return Err(ConfigError {
+            file: file.to_string(),
+            line: Some(e.line),
+            document: Some(e.document),
+            resource: Some("MeshConfig".into()),
+            field: None,
+            message: format!("invalid YAML at column {}: {}", e.column, e.message),
+        });
+    }
+    let Some(doc) = docs.into_iter().find(|d| !d.value.is_null()) else {
+        return Ok(super::MeshConfig::default());
+    };
+    let err = |path: String, message: String| ConfigError {
+        file: file.to_string(),
+        line: doc.lines.line_of(&path),
+        document: Some(doc.index),
+        resource: Some("MeshConfig".into()),
+        field: Some(path),
+        message,
+    };
+    let mesh: super::MeshConfig = deserialize_at(doc.value.clone(), "")
+        .map_err(|(p, m)| err(p.trim_start_matches('.').to_string(), m))?;
+    let mut issues = super::validate::Issues::new();
+    super::validate::Validate::validate(&mesh, "", &mut issues);
+    if let Some(fe) = issues.into_errors().into_iter().next() {
+        return Err(err(fe.path, fe.message));
+    }
+    Ok(mesh)
 }
 
 #[cfg(test)]
@@ -672,59 +744,17 @@ items:
     }
 
     #[test]
+    fn null_members_mean_unset() {
+        let text = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: x\n  labels:\nspec:\n  selector:\n  mtls:\n";
+        let r = load_str(text, "n.yaml");
+        assert!(r.is_ok(), "{:?}", r.errors);
+    }
+
+    #[test]
     fn bad_names_are_rejected() {
         let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: Bad_Name}\n";
         let r = load_str(text, "n.yaml");
         assert_eq!(r.errors.len(), 1);
         assert!(r.errors[0].message.contains("DNS-1123"));
     }
-}
-
-/// Reads a MeshConfig file (the `mesh` value of Istio's `istio` ConfigMap,
-/// as YAML or JSON). An empty file gives the defaults.
-pub fn load_mesh_config(path: &Path) -> Result<super::MeshConfig, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: None,
-        document: None,
-        resource: None,
-        field: None,
-        message: format!("cannot read mesh config: {e}"),
-    })?;
-    mesh_config_from_str(&text, &file)
-}
-
-/// Parses MeshConfig text; `file` names the source in errors.
-pub fn mesh_config_from_str(text: &str, file: &str) -> Result<super::MeshConfig, ConfigError> {
-    let (docs, syntax) = parse_documents(text);
-    if let Some(e) = syntax {
-        return Err(ConfigError {
-            file: file.to_string(),
-            line: Some(e.line),
-            document: Some(e.document),
-            resource: Some("MeshConfig".into()),
-            field: None,
-            message: format!("invalid YAML at column {}: {}", e.column, e.message),
-        });
-    }
-    let Some(doc) = docs.into_iter().find(|d| !d.value.is_null()) else {
-        return Ok(super::MeshConfig::default());
-    };
-    let err = |path: String, message: String| ConfigError {
-        file: file.to_string(),
-        line: doc.lines.line_of(&path),
-        document: Some(doc.index),
-        resource: Some("MeshConfig".into()),
-        field: Some(path),
-        message,
-    };
-    let mesh: super::MeshConfig =
-        deserialize_at(doc.value.clone(), "").map_err(|(p, m)| err(p.trim_start_matches('.').to_string(), m))?;
-    let mut issues = super::validate::Issues::new();
-    super::validate::Validate::validate(&mesh, "", &mut issues);
-    if let Some(fe) = issues.into_errors().into_iter().next() {
-        return Err(err(fe.path, fe.message));
-    }
-    Ok(mesh)
 }

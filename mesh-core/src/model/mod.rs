@@ -2,7 +2,165 @@
 //! namespace, labels and service account) needs to route its outbound
 //! requests and police its inbound ones. The SDK layers execute it, xDS
 //! carries it, and `meshctl x` explains it.
+//!
+//! A model is plain data plus prebuilt matchers, cheap to share behind an
+//! `Arc` and to swap through a `watch` channel: building it is the control
+//! plane's (or local mode's) job, reading it is the hot path's.
 
 pub mod client;
+mod inbound;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
 
 pub use client::Client;
+pub use inbound::{InboundPolicy, JwtPolicy, MtlsMode, MtlsPolicy};
+
+use crate::authz::path::Normalization;
+use crate::config::common::Labels;
+use crate::config::kube::Protocol;
+use crate::config::networking::destination_rule::{
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
+};
+use crate::registry::{Resolution, TlsMode};
+use crate::route::RouteTable;
+
+/// What to do with a request for a host the registry does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    /// Forward it to the requested address (Istio's default).
+    AllowAny,
+    /// Refuse it: 503 with flag NR.
+    RegistryOnly,
+}
+
+/// Mesh-wide settings the layers need at request time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeshSettings {
+    /// Namespace whose policies apply mesh-wide.
+    pub root_namespace: String,
+    /// The local trust domain.
+    pub trust_domain: String,
+    /// Other trust domains treated as local.
+    pub trust_domain_aliases: Vec<String>,
+    /// DNS suffix of in-cluster services.
+    pub domain_suffix: String,
+    /// Unknown hosts: passthrough or refuse.
+    pub outbound_policy: OutboundPolicy,
+    /// Path normalization applied before authorization.
+    pub path_normalization: Normalization,
+}
+
+/// One outbound service port the client may call, with its routes.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundService {
+    /// Fully qualified host.
+    pub host: String,
+    /// Service port.
+    pub port: u16,
+    /// Declared protocol of the port.
+    pub protocol: Protocol,
+    /// True for MESH_EXTERNAL services.
+    pub mesh_external: bool,
+    /// The ordered routes for `host:port`.
+    pub routes: Arc<RouteTable>,
+}
+
+/// The traffic policy of a cluster after merging the DestinationRule's
+/// top-level, port-level and subset settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ClusterPolicy {
+    /// The DestinationRule it came from (`ns/name`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<String>,
+    /// Load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection pool limits (circuit breakers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Outlier detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// TLS origination; `None` means auto-mTLS decides per endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsSettings>,
+}
+
+/// One endpoint of a cluster, with the port to dial resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterEndpoint {
+    /// IP or host name.
+    pub address: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// Labels.
+    pub labels: Labels,
+    /// `region/zone/subzone`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    /// Load-balancing weight.
+    pub weight: u32,
+    /// Whether it takes Istio mTLS.
+    pub tls_mode: TlsMode,
+    /// Its SPIFFE identity, when known (what the client verifies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// An upstream cluster: one host, port and optional subset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    /// Envoy-style name `outbound|<port>|<subset>|<host>`.
+    pub name: String,
+    /// Fully qualified host.
+    pub host: String,
+    /// Service port.
+    pub port: u16,
+    /// Subset, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// Declared protocol.
+    pub protocol: Protocol,
+    /// How endpoints are found.
+    pub resolution: Resolution,
+    /// Merged traffic policy.
+    pub policy: ClusterPolicy,
+    /// Endpoints (filtered by the subset's labels).
+    pub endpoints: Vec<ClusterEndpoint>,
+}
+
+/// Istio's cluster name for host, port and subset.
+pub fn cluster_name(host: &str, port: u16, subset: Option<&str>) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+/// Everything one client needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// Who it was compiled for.
+    pub client: Client,
+    /// Mesh-wide settings.
+    pub mesh: MeshSettings,
+    /// Outbound services by `host:port`.
+    pub outbound: BTreeMap<String, OutboundService>,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Policy for requests this workload receives.
+    pub inbound: InboundPolicy,
+}
+
+impl Model {
+    /// The outbound service for `host:port`.
+    pub fn outbound_for(&self, host: &str, port: u16) -> Option<&OutboundService> {
+        self.outbound.get(&format!("{host}:{port}"))
+    }
+
+    /// The cluster for host, port and subset.
+    pub fn cluster_for(&self, host: &str, port: u16, subset: Option<&str>) -> Option<&Cluster> {
+        self.clusters.get(&cluster_name(host, port, subset))
+    }
+}

@@ -39,7 +39,11 @@ impl ExportTo {
     }
 
     /// Parses the `networking.istio.io/exportTo` annotation of a Kubernetes Service.
-    pub fn from_annotation(value: Option<&String>, own_namespace: &str, default: &[String]) -> Self {
+    pub fn from_annotation(
+        value: Option<&String>,
+        own_namespace: &str,
+        default: &[String],
+    ) -> Self {
         let list: Vec<String> = value
             .map(|v| {
                 v.split(',')

@@ -1,0 +1,167 @@
+//! Clusters for one service port: the default cluster and one per subset of
+//! the DestinationRule that applies, each with its merged traffic policy and
+//! its endpoints.
+//!
+//! DestinationRule lookup follows Istio: the client's namespace first, then
+//! the service's namespace, then the root namespace; within a namespace the
+//! most specific host wins (exact over wildcard, longer wildcard first).
+//! Policies merge field by field: top level, then the top level's
+//! `portLevelSettings` for the port, then the subset's policy, then the
+//! subset's `portLevelSettings`.
+
+use crate::config::networking::destination_rule::{DestinationRule, TrafficPolicy};
+use crate::config::{Kind, Resource};
+use crate::host::{fqdn, host_matches};
+use crate::model::{cluster_name, Client, Cluster, ClusterEndpoint, ClusterPolicy};
+use crate::registry::{Service, ServicePort};
+
+use super::Compiler;
+
+/// The DestinationRule that applies to `host` (declared in `service_ns`)
+/// for `client`.
+pub(crate) fn destination_rule_for<'a>(
+    compiler: &'a Compiler,
+    client: &Client,
+    host: &str,
+    service_ns: &str,
+) -> Option<&'a Resource> {
+    let scope = compiler.scope(client);
+    let suffix = &compiler.settings().domain_suffix;
+    let root = &compiler.settings().root_namespace;
+    let mut namespaces = vec![client.namespace.as_str(), service_ns, root.as_str()];
+    namespaces.dedup();
+    for ns in namespaces {
+        let best = compiler
+            .of_kind(Kind::DestinationRule)
+            .filter(|r| r.meta.namespace == ns && scope.destination_rule_visible(r))
+            .filter_map(|r| {
+                let dr = r.destination_rule()?;
+                let h = fqdn(&dr.host, &r.meta.namespace, suffix);
+                host_matches(&h, host).then_some((specificity(&h), r))
+            })
+            // max_by_key keeps the last of equals; reverse keeps the first (oldest in load order).
+            .rev_max();
+        if best.is_some() {
+            return best;
+        }
+    }
+    None
+}
+
+/// Exact hosts beat wildcards; longer wildcards beat shorter ones.
+fn specificity(host: &str) -> (bool, usize) {
+    (!host.starts_with('*'), host.len())
+}
+
+trait RevMax<'a> {
+    fn rev_max(self) -> Option<&'a Resource>;
+}
+
+impl<'a, I: Iterator<Item = ((bool, usize), &'a Resource)>> RevMax<'a> for I {
+    fn rev_max(self) -> Option<&'a Resource> {
+        let mut best: Option<((bool, usize), &'a Resource)> = None;
+        for (k, r) in self {
+            if best.as_ref().is_none_or(|(bk, _)| k > *bk) {
+                best = Some((k, r));
+            }
+        }
+        best.map(|(_, r)| r)
+    }
+}
+
+/// Applies the set fields of `over` on top of `base`.
+fn overlay(base: &mut ClusterPolicy, over: &TrafficPolicy, port: u16) {
+    if over.load_balancer.is_some() {
+        base.load_balancer.clone_from(&over.load_balancer);
+    }
+    if over.connection_pool.is_some() {
+        base.connection_pool.clone_from(&over.connection_pool);
+    }
+    if over.outlier_detection.is_some() {
+        base.outlier_detection.clone_from(&over.outlier_detection);
+    }
+    if over.tls.is_some() {
+        base.tls.clone_from(&over.tls);
+    }
+    for pl in &over.port_level_settings {
+        if pl
+            .port
+            .as_ref()
+            .is_some_and(|p| p.number == u32::from(port))
+        {
+            if pl.load_balancer.is_some() {
+                base.load_balancer.clone_from(&pl.load_balancer);
+            }
+            if pl.connection_pool.is_some() {
+                base.connection_pool.clone_from(&pl.connection_pool);
+            }
+            if pl.outlier_detection.is_some() {
+                base.outlier_detection.clone_from(&pl.outlier_detection);
+            }
+            if pl.tls.is_some() {
+                base.tls.clone_from(&pl.tls);
+            }
+        }
+    }
+}
+
+/// The clusters of one service port.
+pub(super) fn build(
+    compiler: &Compiler,
+    client: &Client,
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<Cluster> {
+    let dr_res = destination_rule_for(compiler, client, &svc.hostname, &svc.namespace);
+    let dr: Option<&DestinationRule> = dr_res.and_then(Resource::destination_rule);
+    let mut base = ClusterPolicy {
+        destination_rule: dr_res.map(Resource::ns_name),
+        ..ClusterPolicy::default()
+    };
+    if let Some(tp) = dr.and_then(|d| d.traffic_policy.as_ref()) {
+        overlay(&mut base, tp, port.number);
+    }
+    let trust_domain = &compiler.settings().trust_domain;
+    let endpoints = |filter: Option<&crate::config::common::Labels>| -> Vec<ClusterEndpoint> {
+        svc.endpoints
+            .iter()
+            .filter(|e| filter.is_none_or(|l| l.iter().all(|(k, v)| e.labels.get(k) == Some(v))))
+            .map(|e| ClusterEndpoint {
+                address: e.address.clone(),
+                port: e.port_for(port),
+                labels: e.labels.clone(),
+                locality: e.locality.clone(),
+                weight: e.weight,
+                tls_mode: e.tls_mode,
+                identity: e.identity(trust_domain),
+            })
+            .collect()
+    };
+    let mut out = vec![Cluster {
+        name: cluster_name(&svc.hostname, port.number, None),
+        host: svc.hostname.clone(),
+        port: port.number,
+        subset: None,
+        protocol: port.protocol,
+        resolution: svc.resolution,
+        policy: base.clone(),
+        endpoints: endpoints(None),
+    }];
+    for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+        let mut policy = base.clone();
+        if let Some(tp) = &subset.traffic_policy {
+            overlay(&mut policy, tp, port.number);
+        }
+        out.push(Cluster {
+            name: cluster_name(&svc.hostname, port.number, Some(&subset.name)),
+            host: svc.hostname.clone(),
+            port: port.number,
+            subset: Some(subset.name.clone()),
+            protocol: port.protocol,
+            resolution: svc.resolution,
+            policy,
+            endpoints: endpoints(Some(&subset.labels)),
+        });
+    }
+    out
+}
