@@ -361,6 +361,29 @@ impl Validate for PortSelector {
     }
 }
 
+/// Validates how a policy is bound to workloads: at most one of `selector`,
+/// `targetRef` and `targetRefs`, each well formed. Shared by every policy
+/// kind that has the three (AuthorizationPolicy, RequestAuthentication,
+/// Telemetry, ...).
+pub fn check_targeting(
+    path: &str,
+    selector: &Option<WorkloadSelector>,
+    target_ref: &Option<PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+    issues: &mut Issues,
+) {
+    check_selector_exclusive(
+        path,
+        selector.is_some(),
+        target_ref.is_some(),
+        !target_refs.is_empty(),
+        issues,
+    );
+    selector.validate(&field(path, "selector"), issues);
+    target_ref.validate(&field(path, "targetRef"), issues);
+    super::validate::each(target_refs, &field(path, "targetRefs"), issues);
+}
+
 /// Validates that at most one of `selector`, `targetRef` and `targetRefs` is
 /// set, which is Istio's rule for every policy kind that has them.
 pub fn check_selector_exclusive(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::key::ConditionKey;
 use crate::authz::matcher::check_path_template;
-use crate::config::common::{check_selector_exclusive, PolicyTargetReference, WorkloadSelector};
+use crate::config::common::{check_targeting, PolicyTargetReference, WorkloadSelector};
 use crate::config::validate::{each, field, Issues, Validate};
 
 /// Access control for the workloads a policy selects: which requests are
@@ -246,16 +246,7 @@ impl Operation {
 
 impl Validate for AuthorizationPolicy {
     fn validate(&self, path: &str, issues: &mut Issues) {
-        check_selector_exclusive(
-            path,
-            self.selector.is_some(),
-            self.target_ref.is_some(),
-            !self.target_refs.is_empty(),
-            issues,
-        );
-        self.selector.validate(&field(path, "selector"), issues);
-        self.target_ref.validate(&field(path, "targetRef"), issues);
-        each(&self.target_refs, &field(path, "targetRefs"), issues);
+        check_targeting(path, &self.selector, &self.target_ref, &self.target_refs, issues);
         for (i, t) in self.target_refs.iter().enumerate() {
             check_target_kind(t, &format!("{}[{i}]", field(path, "targetRefs")), issues);
         }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::common::{
-    check_selector_exclusive, Duration, PolicyTargetReference, WorkloadSelector,
+    check_targeting, Duration, PolicyTargetReference, WorkloadSelector,
 };
 use crate::config::validate::{each, field, Issues, Validate};
 
@@ -143,16 +143,7 @@ impl JwtRule {
 
 impl Validate for RequestAuthentication {
     fn validate(&self, path: &str, issues: &mut Issues) {
-        check_selector_exclusive(
-            path,
-            self.selector.is_some(),
-            self.target_ref.is_some(),
-            !self.target_refs.is_empty(),
-            issues,
-        );
-        self.selector.validate(&field(path, "selector"), issues);
-        self.target_ref.validate(&field(path, "targetRef"), issues);
-        each(&self.target_refs, &field(path, "targetRefs"), issues);
+        check_targeting(path, &self.selector, &self.target_ref, &self.target_refs, issues);
         each(&self.jwt_rules, &field(path, "jwtRules"), issues);
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::common::{
-    check_percent, check_selector_exclusive, Duration, PolicyTargetReference, WorkloadSelector,
+    check_percent, check_targeting, Duration, PolicyTargetReference, WorkloadSelector,
 };
 use crate::config::validate::{each, field, Issues, Validate};
 
@@ -341,16 +341,7 @@ fn check_providers(providers: &[ProviderRef], path: &str, issues: &mut Issues) {
 
 impl Validate for Telemetry {
     fn validate(&self, path: &str, issues: &mut Issues) {
-        check_selector_exclusive(
-            path,
-            self.selector.is_some(),
-            self.target_ref.is_some(),
-            !self.target_refs.is_empty(),
-            issues,
-        );
-        self.selector.validate(&field(path, "selector"), issues);
-        self.target_ref.validate(&field(path, "targetRef"), issues);
-        each(&self.target_refs, &field(path, "targetRefs"), issues);
+        check_targeting(path, &self.selector, &self.target_ref, &self.target_refs, issues);
         each(&self.tracing, &field(path, "tracing"), issues);
         each(&self.metrics, &field(path, "metrics"), issues);
         each(&self.access_logging, &field(path, "accessLogging"), issues);
