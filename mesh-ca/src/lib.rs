@@ -26,6 +26,7 @@ pub mod error;
 mod fsutil;
 pub mod proto;
 pub mod spiffe;
+pub mod tls;
 pub mod workload;
 pub mod x509;
 
