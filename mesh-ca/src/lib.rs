@@ -20,18 +20,27 @@
 pub mod bundle;
 pub mod ca;
 pub mod ca_store;
+pub mod client;
 pub mod crypto;
 pub mod csr;
 pub mod error;
+pub mod files;
 mod fsutil;
 pub mod proto;
+pub mod rotation;
+pub mod server;
 pub mod spiffe;
 pub mod tls;
+pub mod tokens;
 pub mod workload;
 pub mod x509;
 
 pub use bundle::TrustBundle;
 pub use ca::{CaConfig, CertificateAuthority, IssuedCertificate};
+pub use client::{CaClient, CaClientConfig};
 pub use error::{Error, Result};
+pub use rotation::{CertificateFetcher, CertificateProvider, RotationConfig};
+pub use server::CaService;
 pub use spiffe::SpiffeId;
+pub use tokens::TokenStore;
 pub use workload::WorkloadCertificate;
