@@ -150,8 +150,8 @@ impl SpiffeId {
         }
         self.namespace == other.namespace
             && self.service_account == other.service_account
-            && trust_domains.iter().any(|t| *t == self.trust_domain)
-            && trust_domains.iter().any(|t| *t == other.trust_domain)
+            && trust_domains.contains(&self.trust_domain)
+            && trust_domains.contains(&other.trust_domain)
     }
 }
 

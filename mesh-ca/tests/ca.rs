@@ -1,5 +1,6 @@
 //! CA core: root creation and reload, plugged-in intermediates, and the
 //! shape of issued certificates.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
@@ -177,7 +178,7 @@ fn plugged_in_intermediate_signs_chains_to_external_root() {
     let (root, int_pem) = external_pki(dir.path());
     let (ca, src) = ca_store::load_or_create(dir.path(), CaConfig::new("cluster.local")).unwrap();
     assert_eq!(src, CaSource::PluggedIn);
-    assert_eq!(ca.trust_bundle().roots(), &[root.clone()]);
+    assert_eq!(ca.trust_bundle().roots(), std::slice::from_ref(&root));
     let me = id("spiffe://cluster.local/ns/default/sa/api");
     let req = csr::generate(&me).unwrap();
     let issued = ca.sign_csr(&req.csr_pem, &me, None).unwrap();

@@ -1,5 +1,6 @@
 //! The CA's gRPC API on loopback with tonic: token and certificate
 //! authentication, refused impersonation, gRPC status codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -16,7 +17,9 @@ use tokio::sync::{oneshot, watch};
 use tonic::Code;
 
 const TOKEN: &str = "tok-0123456789abcdef";
+const TOKEN_API: &str = "tok-api-0123456789abcdef";
 const WEB: &str = "spiffe://cluster.local/ns/default/sa/web";
+const API: &str = "spiffe://cluster.local/ns/default/sa/api";
 
 struct Running {
     addr: SocketAddr,
@@ -34,7 +37,9 @@ async fn start() -> Running {
         )
         .unwrap();
     let tls = server::server_tls_config(&ca, watch::channel(Arc::new(serving)).1).unwrap();
-    let tokens = TokenStore::from_entries([(TOKEN, "default", "web")]).unwrap();
+    let tokens =
+        TokenStore::from_entries([(TOKEN, "default", "web"), (TOKEN_API, "default", "api")])
+            .unwrap();
     let service = CaService::new(ca.clone(), tokens);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -239,4 +244,56 @@ async fn certificate_from_another_ca_is_refused() {
         result.is_err(),
         "a certificate from another root must not authenticate"
     );
+}
+
+/// The whole workload path: providers fetch over gRPC, then two workloads
+/// talk mTLS with the certificates and bundles the providers publish.
+#[tokio::test]
+async fn providers_over_grpc_feed_mtls() {
+    use mesh_ca::tls::{self, ClientAuth, PeerPolicy};
+    use mesh_ca::{CertificateProvider, RotationConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let r = start().await;
+    let web = CertificateProvider::start(client(&r, Some(TOKEN)), RotationConfig::new(id(WEB)))
+        .await
+        .unwrap();
+    let api = CertificateProvider::start(client(&r, Some(TOKEN_API)), RotationConfig::new(id(API)))
+        .await
+        .unwrap();
+
+    let server_cfg = tls::server_config(
+        api.certificates(),
+        api.trust_bundle(),
+        PeerPolicy::new("cluster.local"),
+        ClientAuth::Required,
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let peer = tls::server_peer_identity(&tls).unwrap();
+        tls.write_all(peer.to_string().as_bytes()).await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+
+    let client_cfg = tls::client_config(
+        Some(web.certificates()),
+        web.trust_bundle(),
+        PeerPolicy::new("cluster.local").expect_identities([id(API)]),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
+        .connect("api.default.svc".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls::client_peer_identity(&tls).unwrap(), id(API));
+    let mut seen = String::new();
+    tls.read_to_string(&mut seen).await.unwrap();
+    assert_eq!(seen, WEB);
+    server.await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! Mesh mTLS on loopback with tokio-rustls: identities, trust domains,
 //! aliases, expiry, server pinning and rotation under a live connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 

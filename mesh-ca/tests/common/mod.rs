@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared test helpers
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
