@@ -187,10 +187,10 @@ impl CertificateAuthority {
         check_chain(&intermediates, &roots)?;
         let issuer = Issuer::from_ca_cert_der(&signing_cert, signing_key)
             .map_err(|e| Error::cert(what, format!("cannot be used as an issuer: {e}")))?;
-        let extra = TrustBundle::new(config.additional_roots.clone());
-        let bundle = match extra {
-            Ok(extra) => roots.merged(&extra),
-            Err(_) => roots,
+        let bundle = if config.additional_roots.is_empty() {
+            roots
+        } else {
+            roots.merged(&TrustBundle::new(config.additional_roots.clone())?)
         };
         Ok(CertificateAuthority {
             config,

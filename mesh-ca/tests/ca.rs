@@ -239,3 +239,44 @@ fn additional_roots_join_the_bundle() {
         .verify(&issued.leaf, &[], UnixTime::now(), Usage::ClientAuth)
         .unwrap();
 }
+
+#[test]
+fn plugged_in_root_signs_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Vault Root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let root = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("ca-cert.pem"), root.pem()).unwrap();
+    std::fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("root-cert.pem"), root.pem()).unwrap();
+    let (ca, src) = ca_store::load_or_create(dir.path(), CaConfig::new("td")).unwrap();
+    assert_eq!(src, CaSource::PluggedIn);
+    assert!(ca.intermediates().is_empty());
+    let me = id("spiffe://td/ns/a/sa/b");
+    let issued = ca
+        .sign_csr(&csr::generate(&me).unwrap().csr_pem, &me, None)
+        .unwrap();
+    assert_eq!(issued.chain_pem.len(), 2);
+    ca.trust_bundle()
+        .verify(&issued.leaf, &[], UnixTime::now(), Usage::ServerAuth)
+        .unwrap();
+}
+
+#[test]
+fn pkcs1_or_sec1_key_gets_an_actionable_error() {
+    let dir = tempfile::tempdir().unwrap();
+    external_pki(dir.path());
+    std::fs::write(
+        dir.path().join("ca-key.pem"),
+        x509::pem_block("EC PRIVATE KEY", &[0x30, 0x00]),
+    )
+    .unwrap();
+    let err = ca_store::load_or_create(dir.path(), CaConfig::new("td")).unwrap_err();
+    assert!(err.to_string().contains("openssl pkcs8"), "{err}");
+}
