@@ -1,0 +1,278 @@
+//! The CA's gRPC endpoint: Istio's
+//! `istio.v1.auth.IstioCertificateService/CreateCertificate`.
+//!
+//! A caller authenticates in one of two ways:
+//!
+//! 1. **Its current mesh certificate** as the TLS client certificate
+//!    (renewal). The chain is re-verified against the CA's trust bundle at
+//!    request time and the new certificate gets exactly that identity.
+//! 2. **A bootstrap token** in `authorization: Bearer <token>` metadata,
+//!    granting the identity the token file binds it to ([`TokenStore`]).
+//!
+//! A client certificate, when presented, wins over a token. Whatever the
+//! request asks for (CSR SANs, Istio's `ImpersonatedIdentity` metadata), the
+//! certificate carries only the authenticated identity; an
+//! `ImpersonatedIdentity` different from it is refused with
+//! `PERMISSION_DENIED`. Errors map to gRPC codes: `UNAUTHENTICATED` (no or
+//! bad credentials), `INVALID_ARGUMENT` (bad CSR or TTL),
+//! `PERMISSION_DENIED` (identity not owned), `INTERNAL` (signing failed).
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::UnixTime;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Request, Response, Status};
+
+use crate::bundle::Usage;
+use crate::ca::CertificateAuthority;
+use crate::error::{Error, Result};
+use crate::proto::{
+    IstioCertificateRequest, IstioCertificateResponse, IstioCertificateService,
+    IstioCertificateServiceServer,
+};
+use crate::spiffe::SpiffeId;
+use crate::tls::{ClientAuth, PeerPolicy};
+use crate::tokens::TokenStore;
+use crate::workload::WorkloadCertificate;
+use crate::x509;
+
+/// The metadata key Istio uses for a requested (impersonated) identity.
+pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+
+/// How long a TLS handshake on the CA port may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `IstioCertificateService` implementation.
+#[derive(Clone)]
+pub struct CaService {
+    ca: Arc<CertificateAuthority>,
+    tokens: Arc<RwLock<Arc<TokenStore>>>,
+}
+
+impl std::fmt::Debug for CaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaService")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a caller proved its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticated {
+    /// By a valid mesh client certificate.
+    Certificate(SpiffeId),
+    /// By a bootstrap token.
+    Token(SpiffeId),
+}
+
+impl Authenticated {
+    /// The proven identity.
+    pub fn identity(&self) -> &SpiffeId {
+        match self {
+            Authenticated::Certificate(id) | Authenticated::Token(id) => id,
+        }
+    }
+}
+
+impl CaService {
+    /// Serves `ca`, accepting `tokens` for bootstrap.
+    pub fn new(ca: Arc<CertificateAuthority>, tokens: TokenStore) -> Self {
+        CaService {
+            ca,
+            tokens: Arc::new(RwLock::new(Arc::new(tokens))),
+        }
+    }
+
+    /// Replaces the bootstrap tokens (e.g. after the token file changed).
+    pub fn set_tokens(&self, tokens: TokenStore) {
+        if let Ok(mut guard) = self.tokens.write() {
+            *guard = Arc::new(tokens);
+        }
+    }
+
+    /// Wraps the service for a tonic `Server`.
+    pub fn into_server(self) -> IstioCertificateServiceServer<Self> {
+        IstioCertificateServiceServer::new(self)
+    }
+
+    /// Decides who the caller is from its TLS client certificate or token.
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs());
+        if let Some(certs) = certs.filter(|c| !c.is_empty()) {
+            return self
+                .authenticate_cert(certs.as_slice())
+                .map(Authenticated::Certificate);
+        }
+        let Some(header) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "no client certificate and no `authorization: Bearer <token>` metadata",
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be `Bearer <token>`")
+            })?;
+        let store = self
+            .tokens
+            .read()
+            .map(|g| g.clone())
+            .map_err(|_| Status::internal("token store unavailable"))?;
+        store
+            .lookup(token, self.ca.trust_domain())
+            .map(Authenticated::Token)
+            .ok_or_else(|| Status::unauthenticated("unknown bootstrap token"))
+    }
+
+    fn authenticate_cert(
+        &self,
+        certs: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Result<SpiffeId, Status> {
+        let (leaf, intermediates) = certs
+            .split_first()
+            .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        self.ca
+            .trust_bundle()
+            .verify(leaf, intermediates, UnixTime::now(), Usage::ClientAuth)
+            .map_err(|e| Status::unauthenticated(format!("client certificate rejected: {e}")))?;
+        let id = x509::spiffe_id(leaf)
+            .map_err(|e| Status::unauthenticated(format!("client certificate rejected: {e}")))?;
+        if id.trust_domain() != self.ca.trust_domain() {
+            return Err(Status::unauthenticated(format!(
+                "client certificate identity {id} is not in trust domain {:?}",
+                self.ca.trust_domain()
+            )));
+        }
+        Ok(id)
+    }
+}
+
+fn requested_identity(req: &IstioCertificateRequest) -> Option<String> {
+    use prost_types::value::Kind;
+    let value = req.metadata.as_ref()?.fields.get(IMPERSONATED_IDENTITY)?;
+    match &value.kind {
+        Some(Kind::StringValue(s)) => Some(s.clone()),
+        _ => Some(String::new()),
+    }
+}
+
+fn status_for(e: Error) -> Status {
+    match e {
+        Error::Csr(_) | Error::Identity(_) => Status::invalid_argument(e.to_string()),
+        Error::Policy(_) => Status::permission_denied(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "certificate signing failed");
+            Status::internal("certificate signing failed")
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let caller = self.authenticate(&request)?;
+        let identity = caller.identity().clone();
+        let req = request.into_inner();
+        if let Some(asked) = requested_identity(&req) {
+            if asked != identity.to_string() {
+                tracing::warn!(%identity, requested = %asked, "refused impersonation");
+                return Err(Status::permission_denied(format!(
+                    "caller {identity} may not obtain a certificate for {asked:?}"
+                )));
+            }
+        }
+        let ttl = match req.validity_duration {
+            d if d < 0 => {
+                return Err(Status::invalid_argument(
+                    "validity_duration must not be negative",
+                ))
+            }
+            0 => None,
+            d => Some(Duration::from_secs(d.unsigned_abs())),
+        };
+        let issued = self
+            .ca
+            .sign_csr_at(&req.csr, &identity, ttl, SystemTime::now())
+            .map_err(status_for)?;
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: issued.chain_pem,
+            root_cert: None,
+        }))
+    }
+}
+
+/// The TLS config for the CA's own port: presents `serving` (see
+/// [`CertificateAuthority::issue_local`]), asks for but does not require a
+/// client certificate, and verifies one if presented.
+pub fn server_tls_config(
+    ca: &CertificateAuthority,
+    serving: watch::Receiver<Arc<WorkloadCertificate>>,
+) -> Result<rustls::ServerConfig> {
+    let trust = watch::channel(Arc::new(ca.trust_bundle().clone())).1;
+    crate::tls::server_config(
+        serving,
+        trust,
+        PeerPolicy::new(ca.trust_domain()),
+        ClientAuth::Optional,
+    )
+}
+
+/// Serves `service` over TLS on `listener` until `shutdown` completes.
+/// Connections whose handshake fails or stalls are dropped without
+/// affecting others.
+pub async fn serve_tls(
+    listener: TcpListener,
+    service: CaService,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let acceptor = TlsAcceptor::from(tls);
+    let (tx, rx) = mpsc::channel(64);
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "CA accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "CA TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "CA TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let result = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+        .await;
+    accept_loop.abort();
+    result
+}
