@@ -1,6 +1,32 @@
-//! The SDK a service adds: Tower layers that execute the compiled model from
-//! `mesh-core` on the client side (routing, splitting, retries, timeouts,
-//! load balancing, outlier detection) and the server side (mTLS, JWT,
-//! authorization, rate limits, telemetry).
+//! `mesh-tower`: the SDK a Rust service adds to be part of the mesh with no
+//! sidecar. Tower layers execute the compiled [`mesh_core::model::Model`]:
 //!
-//! Not yet built: the traffic and security issues fill this crate.
+//! - [`client`]: outbound routing, traffic splitting, header operations,
+//!   rewrites and redirects, mirroring, fault injection, timeouts and retries;
+//! - [`balance`]: picking an endpoint of a cluster (load balancing, outlier
+//!   detection, connection-pool limits) and sending the request to it;
+//! - [`server`]: the inbound stack (mTLS and peer identity, JWT, authorization,
+//!   local rate limits).
+//!
+//! Every layer reads the model from a [`ModelRx`] watch channel, so a new
+//! config applies to the next request while in-flight requests finish on the
+//! one they started with. Every locally generated failure is a typed
+//! [`MeshError`] carrying an Envoy-style [`ResponseFlag`].
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+pub use body::{BoxError, MeshBody};
+pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
+pub use upstream::{ServedBy, Upstream};
+
+/// The compiled model as layers receive it: a watch channel whose value is
+/// swapped whole on every config change.
+pub type ModelRx = tokio::sync::watch::Receiver<Arc<mesh_core::model::Model>>;

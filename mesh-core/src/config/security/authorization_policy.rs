@@ -246,7 +246,13 @@ impl Operation {
 
 impl Validate for AuthorizationPolicy {
     fn validate(&self, path: &str, issues: &mut Issues) {
-        check_targeting(path, &self.selector, &self.target_ref, &self.target_refs, issues);
+        check_targeting(
+            path,
+            &self.selector,
+            &self.target_ref,
+            &self.target_refs,
+            issues,
+        );
         for (i, t) in self.target_refs.iter().enumerate() {
             check_target_kind(t, &format!("{}[{i}]", field(path, "targetRefs")), issues);
         }

@@ -7,9 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::common::{
-    check_targeting, Duration, PolicyTargetReference, WorkloadSelector,
-};
+use crate::config::common::{check_targeting, Duration, PolicyTargetReference, WorkloadSelector};
 use crate::config::validate::{each, field, Issues, Validate};
 
 /// The `spec` of a RequestAuthentication.
@@ -143,7 +141,13 @@ impl JwtRule {
 
 impl Validate for RequestAuthentication {
     fn validate(&self, path: &str, issues: &mut Issues) {
-        check_targeting(path, &self.selector, &self.target_ref, &self.target_refs, issues);
+        check_targeting(
+            path,
+            &self.selector,
+            &self.target_ref,
+            &self.target_refs,
+            issues,
+        );
         each(&self.jwt_rules, &field(path, "jwtRules"), issues);
     }
 }

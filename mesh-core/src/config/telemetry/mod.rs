@@ -341,7 +341,13 @@ fn check_providers(providers: &[ProviderRef], path: &str, issues: &mut Issues) {
 
 impl Validate for Telemetry {
     fn validate(&self, path: &str, issues: &mut Issues) {
-        check_targeting(path, &self.selector, &self.target_ref, &self.target_refs, issues);
+        check_targeting(
+            path,
+            &self.selector,
+            &self.target_ref,
+            &self.target_refs,
+            issues,
+        );
         each(&self.tracing, &field(path, "tracing"), issues);
         each(&self.metrics, &field(path, "metrics"), issues);
         each(&self.access_logging, &field(path, "accessLogging"), issues);

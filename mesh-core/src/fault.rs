@@ -1,0 +1,1 @@
+//! Fault injection decisions (being built).

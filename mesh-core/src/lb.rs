@@ -1,0 +1,1 @@
+//! Load-balancing algorithms as pure functions and state (being built).

@@ -1,0 +1,1 @@
+//! The outlier detector state machine (being built).

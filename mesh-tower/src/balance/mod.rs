@@ -1,0 +1,1 @@
+//! Load balancing, outlier detection and connection-pool limits (being built).

@@ -1,0 +1,1 @@
+//! Outbound client layers (being built).

@@ -1,0 +1,1 @@
+//! Inbound server layers (being built).

@@ -1,0 +1,61 @@
+//! The hand-off between the routing stage ([`crate::client`]) and the
+//! endpoint stage ([`crate::balance`]).
+//!
+//! Routing decides *which cluster* a request (or a retry attempt) goes to
+//! and records it as an [`Upstream`] request extension; the endpoint stage
+//! decides *which endpoint* of that cluster serves it, and records every
+//! endpoint it used in [`Upstream::tried`] so a retry can prefer another one.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use mesh_core::model::Model;
+
+/// Where a request goes, set by routing on every attempt.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Cluster name in the model (`outbound|<port>|<subset>|<host>`), or
+    /// [`Upstream::PASSTHROUGH`] for an unknown host under ALLOW_ANY.
+    pub cluster: String,
+    /// Destination host (fully qualified for mesh services).
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// Subset, if the route named one.
+    pub subset: Option<String>,
+    /// The model the request started with: in-flight requests finish on the
+    /// config they started with, whatever arrives meanwhile.
+    pub model: Arc<Model>,
+    /// 1-based attempt number (retries increase it).
+    pub attempt: u32,
+    /// Endpoints earlier attempts of this request used, most recent last.
+    /// The endpoint stage appends to it and avoids these when it can.
+    pub tried: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl Upstream {
+    /// The cluster name for requests passed through to their original
+    /// destination (Istio's `PassthroughCluster`).
+    pub const PASSTHROUGH: &'static str = "PassthroughCluster";
+
+    /// True for passthrough requests.
+    pub fn is_passthrough(&self) -> bool {
+        self.cluster == Self::PASSTHROUGH
+    }
+
+    /// The endpoints tried so far.
+    pub fn tried_endpoints(&self) -> Vec<SocketAddr> {
+        self.tried.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Records that an attempt used `addr`.
+    pub fn record_tried(&self, addr: SocketAddr) {
+        if let Ok(mut t) = self.tried.lock() {
+            t.push(addr);
+        }
+    }
+}
+
+/// Response extension set by the endpoint stage: the endpoint that answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedBy(pub SocketAddr);
