@@ -1,6 +1,24 @@
-//! Envoy v3 xDS for the mesh: translation between the compiled model and
-//! Envoy protobuf resources, the ADS server that `meshd` runs and the ADS
-//! client the SDK and the shim use.
+//! Envoy v3 xDS for the mesh.
 //!
-//! Not yet built: the traffic and xDS issues fill this crate. It exists now so
-//! the workspace has its final shape and the dependency graph is fixed early.
+//! - [`encode`]: the compiled [`mesh_core::model::Model`] of one client as the
+//!   Envoy v3 resources istiod's proxyless-gRPC generator sends (client-side
+//!   `api_listener` listeners named `host:port`, RouteConfigurations, EDS
+//!   clusters, ClusterLoadAssignments, and server-side inbound listeners with
+//!   RBAC filters).
+//! - [`decode`]: the reverse, for the resources we encode.
+//! - [`server`]: an ADS server (State of the World) over a snapshot cache
+//!   keyed by node id, and [`node`] for reading Istio node metadata.
+//!
+//! Not here: the ADS client, Delta xDS and CSDS (later work), and compiling
+//! models (that is `mesh-core`'s job; the control plane calls it per node).
+
+#![forbid(unsafe_code)]
+
+pub mod decode;
+pub mod encode;
+pub mod node;
+pub mod server;
+pub mod types;
+
+pub use encode::{encode, EncodeOptions, Resources};
+pub use envoy_types::pb;

@@ -1,0 +1,183 @@
+//! Server-side inbound listeners for gRPC's xDS servers (gRFC A36), as
+//! istiod's proxyless generator builds them: named after the listener
+//! resource name template istiod puts in the bootstrap
+//! (`xds.istio.io/grpc/lds/inbound/{ip}:{port}`), filter chains chosen by
+//! the PeerAuthentication mode of the port, an inline route config with a
+//! single `non_forwarding_action` route, and RBAC filters before the router.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
+    TrafficDirection, TransportSocket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, Filter, FilterChain, FilterChainMatch, Listener,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action, route_match::PathSpecifier, Decorator, NonForwardingAction, Route,
+    RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, HttpConnectionManager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::{
+        CertificateProviderInstance, CombinedCertificateValidationContext, ValidationContextType,
+    },
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use mesh_core::config::Resource;
+use mesh_core::model::{Model, MtlsMode};
+
+use super::listener::http_filter;
+use super::rbac::rbac_filters;
+use super::{CERT_NAME, CERT_PROVIDER, HCM_FILTER, ROOT_CERT_NAME, ROUTER_FILTER};
+use crate::types::any;
+
+/// Prefix of server listener names (istiod's `ServerListenerNamePrefix`).
+pub const INBOUND_LISTENER_PREFIX: &str = "xds.istio.io/grpc/lds/inbound/";
+
+/// The listener name for a server on `ip:port` (IPv6 addresses bracketed).
+pub fn inbound_listener_name(ip: &str, port: u16) -> String {
+    if ip.contains(':') && !ip.starts_with('[') {
+        format!("{INBOUND_LISTENER_PREFIX}[{ip}]:{port}")
+    } else {
+        format!("{INBOUND_LISTENER_PREFIX}{ip}:{port}")
+    }
+}
+
+// istiod sets the deprecated `validation_context_certificate_provider_instance`
+// too, which older gRPC releases read.
+#[allow(deprecated)]
+/// The common TLS context istiod sends proxyless gRPC: the workload
+/// certificate and the root bundle from the `default` certificate provider
+/// (a `file_watcher` in the bootstrap), SANs to verify when given.
+pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        subject_alt_name_matcher::SanType, SubjectAltNameMatcher,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, StringMatcher,
+    };
+    CommonTlsContext {
+        tls_certificate_provider_instance: Some(
+            envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateProviderPluginInstance {
+                instance_name: CERT_PROVIDER.to_string(),
+                certificate_name: CERT_NAME.to_string(),
+            },
+        ),
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: sans
+                        .iter()
+                        .map(|s| SubjectAltNameMatcher {
+                            san_type: SanType::Uri as i32,
+                            matcher: Some(StringMatcher {
+                                match_pattern: Some(MatchPattern::Exact(s.clone())),
+                                ignore_case: false,
+                            }),
+                            oid: String::new(),
+                        })
+                        .collect(),
+                    ca_certificate_provider_instance: Some(
+                        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateProviderPluginInstance {
+                            instance_name: CERT_PROVIDER.to_string(),
+                            certificate_name: ROOT_CERT_NAME.to_string(),
+                        },
+                    ),
+                    ..Default::default()
+                }),
+                validation_context_certificate_provider_instance: Some(CertificateProviderInstance {
+                    instance_name: CERT_PROVIDER.to_string(),
+                    certificate_name: ROOT_CERT_NAME.to_string(),
+                }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// The inbound listener for a server on `ip:port`.
+pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource]) -> Listener {
+    let name = inbound_listener_name(ip, port);
+    let hcm = HttpConnectionManager {
+        stat_prefix: format!("inbound_{port}"),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: format!("inbound|{port}"),
+            virtual_hosts: vec![VirtualHost {
+                name: format!("inbound|http|{port}"),
+                domains: vec!["*".to_string()],
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+                        ..Default::default()
+                    }),
+                    decorator: Some(Decorator {
+                        operation: format!("{name}/*"),
+                        propagate: None,
+                    }),
+                    action: Some(Action::NonForwardingAction(NonForwardingAction {})),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        http_filters: rbac_filters(policies, model, port)
+            .into_iter()
+            .chain(std::iter::once(http_filter(
+                ROUTER_FILTER,
+                &Router::default(),
+            )))
+            .collect(),
+        ..Default::default()
+    };
+    let hcm_filter = Filter {
+        name: HCM_FILTER.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+    };
+    let tls = TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            &DownstreamTlsContext {
+                common_tls_context: Some(common_tls_context(&[])),
+                require_client_certificate: Some(BoolValue { value: true }),
+                ..Default::default()
+            },
+        ))),
+    };
+    let chain = |chain_name: &str, proto: &str, tls: Option<TransportSocket>| FilterChain {
+        name: chain_name.to_string(),
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: proto.to_string(),
+            ..Default::default()
+        }),
+        filters: vec![hcm_filter.clone()],
+        transport_socket: tls,
+        ..Default::default()
+    };
+    let filter_chains = match model.inbound.mtls.mode_for(port) {
+        MtlsMode::Strict => vec![chain("strict", "", Some(tls))],
+        MtlsMode::Permissive => vec![
+            chain("permissive-mtls", "tls", Some(tls)),
+            chain("permissive-plaintext", "raw_buffer", None),
+        ],
+        MtlsMode::Disable => vec![chain("plaintext", "", None)],
+    };
+    Listener {
+        name,
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains,
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,117 @@
+//! Model -> Envoy v3: the resources istiod's proxyless-gRPC generator would
+//! send one client for the same config.
+//!
+//! One call ([`encode`]) gives all four resource types plus the server-side
+//! inbound listeners. Names follow istiod: listeners and route configs
+//! `host:port`, clusters `outbound|port|subset|host` (EDS service name the
+//! same), inbound listeners `xds.istio.io/grpc/lds/inbound/{ip}:{port}`.
+//!
+//! Everything the SDK or a gRPC client executes is carried in Envoy fields.
+//! Bits that only explain a config (VirtualService name, rule index, the
+//! DestinationRule name, settings gRPC has no field for) ride in
+//! `metadata.filter_metadata["mesh"]`, which [`crate::decode`] reads back.
+
+mod cluster;
+mod inbound;
+mod listener;
+mod rbac;
+mod route;
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::Cluster, core::v3::Metadata, endpoint::v3::ClusterLoadAssignment,
+    listener::v3::Listener, route::v3::RouteConfiguration,
+};
+use mesh_core::config::Resource;
+use mesh_core::model::Model;
+
+pub use cluster::{encode_cluster, encode_endpoints};
+pub use inbound::{inbound_listener, inbound_listener_name, INBOUND_LISTENER_PREFIX};
+pub use listener::outbound_listener;
+pub use rbac::rbac_filters;
+pub use route::route_configuration;
+
+/// Key of our own metadata in `filter_metadata`.
+pub const MESH_METADATA: &str = "mesh";
+/// Name of the fault filter.
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+/// Name of the router filter.
+pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
+/// Name of the RBAC filter.
+pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+/// Name of the HTTP connection manager network filter.
+pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+/// Certificate provider instance name istiod uses for proxyless gRPC.
+pub const CERT_PROVIDER: &str = "default";
+/// Certificate name of the workload certificate within the provider.
+pub const CERT_NAME: &str = "default";
+/// Certificate name of the root bundle within the provider.
+pub const ROOT_CERT_NAME: &str = "ROOTCA";
+
+/// What the encoder needs besides the model.
+#[derive(Debug, Clone, Default)]
+pub struct EncodeOptions {
+    /// Addresses the workload's gRPC servers listen on (`ip`, `port`). When
+    /// empty, one listener on `0.0.0.0` per inbound port of the model.
+    pub inbound_addresses: Vec<(String, u16)>,
+    /// The AuthorizationPolicy resources that apply to the workload (from
+    /// `mesh_core::authz::select`), translated into RBAC filters.
+    pub authorization_policies: Vec<Resource>,
+}
+
+/// The Envoy resources for one client.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// Client-side api_listeners and server-side inbound listeners.
+    pub listeners: Vec<Listener>,
+    /// One route configuration per outbound service.
+    pub routes: Vec<RouteConfiguration>,
+    /// One cluster per model cluster.
+    pub clusters: Vec<Cluster>,
+    /// One load assignment per cluster.
+    pub endpoints: Vec<ClusterLoadAssignment>,
+}
+
+/// Encodes a whole model.
+pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
+    let mut out = Resources::default();
+    for (name, svc) in &model.outbound {
+        out.listeners.push(outbound_listener(name, svc));
+        out.routes.push(route_configuration(name, svc, model));
+    }
+    let addrs: Vec<(String, u16)> = if opts.inbound_addresses.is_empty() {
+        model
+            .inbound
+            .ports
+            .keys()
+            .map(|p| ("0.0.0.0".to_string(), *p))
+            .collect()
+    } else {
+        opts.inbound_addresses.clone()
+    };
+    for (ip, port) in &addrs {
+        out.listeners.push(inbound_listener(
+            model,
+            ip,
+            *port,
+            &opts.authorization_policies,
+        ));
+    }
+    for c in model.clusters.values() {
+        out.clusters.push(encode_cluster(c, model));
+        out.endpoints.push(encode_endpoints(c));
+    }
+    out
+}
+
+/// Metadata with our JSON object under [`MESH_METADATA`] (nothing when empty).
+pub(crate) fn mesh_metadata(obj: serde_json::Map<String, serde_json::Value>) -> Option<Metadata> {
+    if obj.is_empty() {
+        return None;
+    }
+    let mut md = Metadata::default();
+    md.filter_metadata.insert(
+        MESH_METADATA.to_string(),
+        crate::types::json_to_struct(&obj),
+    );
+    Some(md)
+}

@@ -1,0 +1,500 @@
+//! RouteConfigurations (RDS): one per outbound `host:port`, one virtual
+//! host, one Envoy route per match block of each compiled route (Envoy
+//! routes have a single match; istiod expands the same way).
+
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source::Specifier, header_value_option::HeaderAppendAction, DataSource, HeaderValue,
+    HeaderValueOption, RuntimeFractionalPercent,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
+    retry_policy::{
+        retry_host_predicate, retry_priority, RetryBackOff, RetryHostPredicate, RetryPriority,
+    },
+    route::Action as EnvoyAction,
+    route_action::{
+        hash_policy::{self, PolicySpecifier},
+        ClusterSpecifier, HashPolicy, HostRewriteSpecifier, MaxStreamDuration, RequestMirrorPolicy,
+    },
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+    DirectResponseAction, HeaderMatcher as EnvoyHeaderMatcher, QueryParameterMatcher,
+    RedirectAction, RetryPolicy as EnvoyRetryPolicy, Route as EnvoyRoute, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
+    fault_delay::FaultDelaySecifier, FaultDelay,
+};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    fault_abort::ErrorType, FaultAbort, HttpFault,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
+};
+use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
+use mesh_core::config::kube::Protocol;
+use mesh_core::model::{cluster_name, Model, OutboundService};
+use mesh_core::retry::{RetryOrigin, RetryPolicy};
+use mesh_core::route::matcher::{MatchBlock, StrMatcher};
+use mesh_core::route::model::{Action, Fault, HeaderOps, Mirror, Route};
+use serde_json::{json, Map, Value};
+
+use super::{mesh_metadata, FAULT_FILTER};
+use crate::types::{any, dur, u32v};
+
+/// The pattern a regex rewrite uses to replace the whole path (how a `uri`
+/// rewrite is expressed when the match block matched the path by regex).
+pub const WHOLE_PATH: &str = "^.*$";
+
+/// The route configuration for outbound service `name` (`host:port`).
+pub fn route_configuration(name: &str, svc: &OutboundService, model: &Model) -> RouteConfiguration {
+    let mut routes = Vec::new();
+    for (i, r) in svc.routes.routes.iter().enumerate() {
+        routes.extend(encode_route(i, r, svc, model));
+    }
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.to_string(),
+            domains: domains(&svc.host, svc.port, model),
+            routes,
+            ..Default::default()
+        }],
+        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+/// The domains of the virtual host: the host and `host:port`, plus the short
+/// names istiod adds for Kubernetes services (`name.ns`, `name.ns.svc`, and
+/// `name` when the client is in the same namespace), each also with the port.
+pub fn domains(host: &str, port: u16, model: &Model) -> Vec<String> {
+    let mut names = vec![host.to_string()];
+    let suffix = format!(".svc.{}", model.mesh.domain_suffix);
+    if let Some(short) = host.strip_suffix(&suffix) {
+        if let Some((svc, ns)) = short.split_once('.') {
+            names.push(format!("{svc}.{ns}.svc"));
+            names.push(short.to_string());
+            if ns == model.client.namespace {
+                names.push(svc.to_string());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(names.len() * 2);
+    for n in names {
+        out.push(format!("{n}:{port}"));
+        out.push(n);
+    }
+    out
+}
+
+fn encode_route(index: usize, r: &Route, svc: &OutboundService, model: &Model) -> Vec<EnvoyRoute> {
+    let blocks: Vec<Option<&MatchBlock>> = if r.matches.is_empty() {
+        vec![None]
+    } else {
+        r.matches.iter().map(Some).collect()
+    };
+    let grpc = matches!(svc.protocol, Protocol::Grpc | Protocol::GrpcWeb);
+    blocks
+        .into_iter()
+        .enumerate()
+        .map(|(bi, block)| {
+            let mut md = Map::new();
+            md.insert("route".into(), json!(index));
+            md.insert("block".into(), json!(bi));
+            if let Some(vs) = &r.virtual_service {
+                md.insert("virtual_service".into(), json!(vs));
+            }
+            if let Some(i) = r.rule_index {
+                md.insert("rule_index".into(), json!(i));
+            }
+            if let Some(d) = &r.delegate {
+                md.insert("delegate".into(), json!(d));
+            }
+            if let Some(n) = &r.name {
+                md.insert("name".into(), json!(n));
+            }
+            if let Some(b) = block {
+                if let Some(n) = &b.name {
+                    md.insert("block_name".into(), json!(n));
+                }
+                if let Some(p) = b.port {
+                    md.insert("port".into(), json!(p));
+                }
+            }
+            if r.retries.origin == RetryOrigin::Default {
+                md.insert("retry_default".into(), json!(true));
+            }
+            if let Some(c) = &r.cors {
+                md.insert(
+                    "cors".into(),
+                    serde_json::to_value(c).unwrap_or(Value::Null),
+                );
+            }
+            if let Action::Redirect(rd) = &r.action {
+                if let Some(d) = &rd.derive_port {
+                    md.insert(
+                        "derive_port".into(),
+                        serde_json::to_value(d).unwrap_or(Value::Null),
+                    );
+                }
+            }
+            let mut er = EnvoyRoute {
+                name: r.name.clone().unwrap_or_default(),
+                r#match: Some(encode_match(block)),
+                metadata: mesh_metadata(md),
+                request_headers_to_add: header_adds(&r.request_headers),
+                request_headers_to_remove: r.request_headers.remove.clone(),
+                response_headers_to_add: header_adds(&r.response_headers),
+                response_headers_to_remove: r.response_headers.remove.clone(),
+                ..Default::default()
+            };
+            if let Some(f) = &r.fault {
+                er.typed_per_filter_config
+                    .insert(FAULT_FILTER.to_string(), any(&encode_fault(f)));
+            }
+            er.action = Some(match &r.action {
+                Action::Forward(_) => EnvoyAction::Route(route_action(r, block, svc, model, grpc)),
+                Action::Redirect(rd) => EnvoyAction::Redirect(RedirectAction {
+                    host_redirect: rd.authority.clone().unwrap_or_default(),
+                    port_redirect: rd.port.map(u32::from).unwrap_or(0),
+                    response_code: redirect_code(rd.code) as i32,
+                    scheme_rewrite_specifier: rd
+                        .scheme
+                        .clone()
+                        .map(SchemeRewriteSpecifier::SchemeRedirect),
+                    path_rewrite_specifier: rd.uri.clone().map(PathRewriteSpecifier::PathRedirect),
+                    ..Default::default()
+                }),
+                Action::DirectResponse(d) => EnvoyAction::DirectResponse(DirectResponseAction {
+                    status: u32::from(d.status),
+                    body: d.body.as_ref().and_then(|b| {
+                        let spec = if let Some(s) = &b.string {
+                            Specifier::InlineString(s.clone())
+                        } else {
+                            Specifier::InlineBytes(b.bytes.clone()?.into_bytes())
+                        };
+                        Some(DataSource {
+                            specifier: Some(spec),
+                            ..Default::default()
+                        })
+                    }),
+                    ..Default::default()
+                }),
+            });
+            er
+        })
+        .collect()
+}
+
+/// Envoy's redirect code enum for an HTTP status (301 for unknown codes).
+pub fn redirect_code(code: u16) -> RedirectResponseCode {
+    match code {
+        302 => RedirectResponseCode::Found,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::MovedPermanently,
+    }
+}
+
+fn encode_match(block: Option<&MatchBlock>) -> RouteMatch {
+    let mut m = RouteMatch {
+        path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+        ..Default::default()
+    };
+    let Some(b) = block else { return m };
+    if let Some(u) = &b.uri {
+        m.path_specifier = Some(match &u.matcher {
+            StrMatcher::Exact(p) => PathSpecifier::Path(p.clone()),
+            StrMatcher::Prefix(p) => PathSpecifier::Prefix(p.clone()),
+            StrMatcher::Regex(r) => PathSpecifier::SafeRegex(regex(r.as_str())),
+            StrMatcher::Present => PathSpecifier::Prefix("/".to_string()),
+        });
+        if u.ignore_case {
+            m.case_sensitive = Some(envoy_types::pb::google::protobuf::BoolValue { value: false });
+        }
+    }
+    for (name, sm) in [
+        (":method", &b.method),
+        (":authority", &b.authority),
+        (":scheme", &b.scheme),
+    ] {
+        if let Some(sm) = sm {
+            m.headers.push(header_matcher(name, sm, false));
+        }
+    }
+    for h in &b.headers {
+        m.headers
+            .push(header_matcher(&h.name, &h.matcher, h.invert));
+    }
+    for (name, sm) in &b.query_params {
+        m.query_parameters.push(QueryParameterMatcher {
+            name: name.clone(),
+            query_parameter_match_specifier: Some(match sm {
+                StrMatcher::Present => QueryParameterMatchSpecifier::PresentMatch(true),
+                other => QueryParameterMatchSpecifier::StringMatch(string_matcher(other)),
+            }),
+        });
+    }
+    m
+}
+
+fn regex(r: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: r.to_string(),
+        ..Default::default()
+    }
+}
+
+/// An Envoy string matcher (Present is not a string match; callers handle it).
+pub fn string_matcher(sm: &StrMatcher) -> StringMatcher {
+    let pattern = match sm {
+        StrMatcher::Exact(s) => MatchPattern::Exact(s.clone()),
+        StrMatcher::Prefix(s) => MatchPattern::Prefix(s.clone()),
+        StrMatcher::Regex(r) => MatchPattern::SafeRegex(regex(r.as_str())),
+        StrMatcher::Present => MatchPattern::SafeRegex(regex(".*")),
+    };
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case: false,
+    }
+}
+
+fn header_matcher(name: &str, sm: &StrMatcher, invert: bool) -> EnvoyHeaderMatcher {
+    EnvoyHeaderMatcher {
+        name: name.to_string(),
+        invert_match: invert,
+        header_match_specifier: Some(match sm {
+            StrMatcher::Present => HeaderMatchSpecifier::PresentMatch(true),
+            other => HeaderMatchSpecifier::StringMatch(string_matcher(other)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn header_adds(ops: &HeaderOps) -> Vec<HeaderValueOption> {
+    let one = |(k, v): &(String, String), action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: k.clone(),
+            value: v.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    ops.set
+        .iter()
+        .map(|kv| one(kv, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .chain(
+            ops.add
+                .iter()
+                .map(|kv| one(kv, HeaderAppendAction::AppendIfExistsOrAdd)),
+        )
+        .collect()
+}
+
+/// A 0-100 percentage as a per-million fraction (what istiod sends).
+pub fn percent(p: f64) -> FractionalPercent {
+    let n = (p.clamp(0.0, 100.0) * 10_000.0).round();
+    FractionalPercent {
+        // Clamped to 0..=1_000_000 above.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        numerator: n as u32,
+        denominator: DenominatorType::Million as i32,
+    }
+}
+
+// `total_weight` is deprecated in Envoy but gRPC clients of istiod's era
+// still read it, and istiod still sends it.
+#[allow(deprecated)]
+fn route_action(
+    r: &Route,
+    block: Option<&MatchBlock>,
+    svc: &OutboundService,
+    model: &Model,
+    grpc: bool,
+) -> RouteAction {
+    let dests = r.destinations();
+    let name_of = |host: &str, port: Option<u16>, subset: Option<&str>| {
+        cluster_name(host, port.unwrap_or(svc.port), subset)
+    };
+    let mut ra = RouteAction::default();
+    let single = dests.len() == 1
+        && dests[0].weight == 100
+        && dests[0].request_headers.is_empty()
+        && dests[0].response_headers.is_empty();
+    ra.cluster_specifier = Some(if single {
+        ClusterSpecifier::Cluster(name_of(
+            &dests[0].host,
+            dests[0].port,
+            dests[0].subset.as_deref(),
+        ))
+    } else {
+        ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: dests
+                .iter()
+                .map(|d| ClusterWeight {
+                    name: name_of(&d.host, d.port, d.subset.as_deref()),
+                    weight: Some(u32v(d.weight)),
+                    request_headers_to_add: header_adds(&d.request_headers),
+                    request_headers_to_remove: d.request_headers.remove.clone(),
+                    response_headers_to_add: header_adds(&d.response_headers),
+                    response_headers_to_remove: d.response_headers.remove.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            total_weight: Some(u32v(
+                u32::try_from(dests.iter().map(|d| u64::from(d.weight)).sum::<u64>())
+                    .unwrap_or(u32::MAX),
+            )),
+            ..Default::default()
+        })
+    });
+    // Timeouts: 0 disables Envoy's 15s default, as istiod sends for "none".
+    let t = r.timeout.map(|t| t.get()).unwrap_or_default();
+    ra.timeout = Some(dur(t));
+    ra.max_stream_duration = Some(MaxStreamDuration {
+        max_stream_duration: Some(dur(t)),
+        grpc_timeout_header_max: grpc.then(|| dur(t)),
+        ..Default::default()
+    });
+    if r.retries.attempts > 0 {
+        ra.retry_policy = Some(retry_policy(&r.retries));
+    }
+    if let Some(rw) = &r.rewrite {
+        if let Some(a) = &rw.authority {
+            ra.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(a.clone()));
+        }
+        if let Some(rr) = &rw.uri_regex {
+            ra.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(regex(rr.pattern.0.as_str())),
+                substitution: rr.substitution.clone(),
+            });
+        } else if let Some(u) = &rw.uri {
+            let regex_match = block
+                .and_then(|b| b.uri.as_ref())
+                .is_some_and(|u| matches!(u.matcher, StrMatcher::Regex(_)));
+            if regex_match {
+                ra.regex_rewrite = Some(RegexMatchAndSubstitute {
+                    pattern: Some(regex(WHOLE_PATH)),
+                    substitution: u.clone(),
+                });
+            } else {
+                ra.prefix_rewrite = u.clone();
+            }
+        }
+    }
+    ra.request_mirror_policies = r.mirrors.iter().map(|m| mirror(m, svc.port)).collect();
+    ra.hash_policy = hash_policies(r, svc, model);
+    ra
+}
+
+fn mirror(m: &Mirror, port: u16) -> RequestMirrorPolicy {
+    RequestMirrorPolicy {
+        cluster: cluster_name(&m.host, m.port.unwrap_or(port), m.subset.as_deref()),
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(percent(m.percentage)),
+            runtime_key: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Envoy's retry policy for a compiled one (istiod's `ConvertPolicy` shape).
+pub fn retry_policy(p: &RetryPolicy) -> EnvoyRetryPolicy {
+    let mut rp = EnvoyRetryPolicy {
+        retry_on: p.retry_on.to_string(),
+        num_retries: Some(u32v(p.attempts)),
+        retriable_status_codes: p
+            .retriable_status_codes
+            .iter()
+            .map(|c| u32::from(*c))
+            .collect(),
+        per_try_timeout: p.per_try_timeout.map(|d| dur(d.get())),
+        retry_back_off: Some(RetryBackOff {
+            base_interval: Some(dur(p.backoff_base.get())),
+            max_interval: Some(dur(p.backoff_max.get())),
+        }),
+        ..Default::default()
+    };
+    if p.retry_ignore_previous_hosts {
+        rp.retry_host_predicate = vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(any(
+                &PreviousHostsPredicate {},
+            ))),
+        }];
+        rp.host_selection_retry_max_attempts = 5;
+    }
+    if p.retry_remote_localities {
+        rp.retry_priority = Some(RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".to_string(),
+            config_type: Some(retry_priority::ConfigType::TypedConfig(any(
+                &PreviousPrioritiesConfig {
+                    update_frequency: 2,
+                },
+            ))),
+        });
+    }
+    rp
+}
+
+/// The HTTP fault filter's per-route config.
+pub fn encode_fault(f: &Fault) -> HttpFault {
+    HttpFault {
+        delay: f.delay.as_ref().map(|d| FaultDelay {
+            percentage: Some(percent(d.percentage)),
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(dur(d.delay.get()))),
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbort {
+            percentage: Some(percent(a.percentage)),
+            error_type: match (a.http_status, a.grpc_status) {
+                (_, Some(g)) => Some(ErrorType::GrpcStatus(g)),
+                (Some(h), None) => Some(ErrorType::HttpStatus(u32::from(h))),
+                (None, None) => None,
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Hash policies from the consistent-hash settings of the first destination
+/// cluster that has them (gRPC's ring hash reads these, gRFC A42).
+fn hash_policies(r: &Route, svc: &OutboundService, model: &Model) -> Vec<HashPolicy> {
+    let ch = r.destinations().iter().find_map(|d| {
+        model
+            .cluster_for(&d.host, d.port.unwrap_or(svc.port), d.subset.as_deref())
+            .and_then(|c| c.policy.load_balancer.as_ref())
+            .and_then(|lb| lb.consistent_hash.as_ref())
+    });
+    let Some(ch) = ch else { return Vec::new() };
+    let spec = if let Some(h) = &ch.http_header_name {
+        PolicySpecifier::Header(hash_policy::Header {
+            header_name: h.clone(),
+            regex_rewrite: None,
+        })
+    } else if let Some(c) = &ch.http_cookie {
+        PolicySpecifier::Cookie(hash_policy::Cookie {
+            name: c.name.clone(),
+            ttl: c.ttl.map(|t| dur(t.get())),
+            path: c.path.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    } else if ch.use_source_ip == Some(true) {
+        PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties { source_ip: true })
+    } else if let Some(q) = &ch.http_query_parameter_name {
+        PolicySpecifier::QueryParameter(hash_policy::QueryParameter { name: q.clone() })
+    } else {
+        return Vec::new();
+    };
+    vec![HashPolicy {
+        policy_specifier: Some(spec),
+        terminal: false,
+    }]
+}

@@ -1,0 +1,273 @@
+//! Encoding bookinfo (plus endpoints and an all-features service) and
+//! checking the fields istiod and gRPC clients care about.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use mesh_xds::encode::{encode, EncodeOptions};
+use mesh_xds::types::unany;
+
+fn hcm(l: &Listener) -> HttpConnectionManager {
+    unany(
+        l.api_listener
+            .as_ref()
+            .unwrap()
+            .api_listener
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn bookinfo_listeners_and_routes() {
+    let m = common::productpage();
+    let res = encode(&m, &EncodeOptions::default());
+    let names: Vec<&str> = res.listeners.iter().map(|l| l.name.as_str()).collect();
+    let reviews = "reviews.bookinfo.svc.cluster.local:9080";
+    assert!(names.contains(&reviews), "{names:?}");
+    let l = res.listeners.iter().find(|l| l.name == reviews).unwrap();
+    let h = hcm(l);
+    match h.route_specifier.unwrap() {
+        RouteSpecifier::Rds(rds) => {
+            assert_eq!(rds.route_config_name, reviews);
+            assert!(rds.config_source.unwrap().config_source_specifier.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    let filters: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(filters, ["envoy.filters.http.router"]);
+
+    let rc = res.routes.iter().find(|r| r.name == reviews).unwrap();
+    let vh = &rc.virtual_hosts[0];
+    for d in [
+        reviews,
+        "reviews",
+        "reviews:9080",
+        "reviews.bookinfo",
+        "reviews.bookinfo.svc.cluster.local",
+    ] {
+        assert!(vh.domains.iter().any(|x| x == d), "{d} in {:?}", vh.domains);
+    }
+    // jason -> v2 first, then the 90/10 canary with retries and a timeout.
+    assert_eq!(vh.routes.len(), 2);
+    let jason = &vh.routes[0];
+    let hm = &jason.r#match.as_ref().unwrap().headers[0];
+    assert_eq!(hm.name, "end-user");
+    let Some(Action::Route(ra)) = &jason.action else {
+        panic!()
+    };
+    assert_eq!(
+        ra.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(
+            "outbound|9080|v2|reviews.bookinfo.svc.cluster.local".into()
+        ))
+    );
+    let Some(Action::Route(ra)) = &vh.routes[1].action else {
+        panic!()
+    };
+    let Some(ClusterSpecifier::WeightedClusters(wc)) = &ra.cluster_specifier else {
+        panic!()
+    };
+    let w: Vec<(String, u32)> = wc
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.weight.unwrap().value))
+        .collect();
+    assert_eq!(
+        w,
+        [
+            (
+                "outbound|9080|v1|reviews.bookinfo.svc.cluster.local".to_string(),
+                90
+            ),
+            (
+                "outbound|9080|v2|reviews.bookinfo.svc.cluster.local".to_string(),
+                10
+            )
+        ]
+    );
+    #[allow(deprecated)]
+    let total = wc.total_weight.unwrap().value;
+    assert_eq!(total, 100);
+    assert_eq!(ra.timeout.unwrap().seconds, 10);
+    assert_eq!(
+        ra.max_stream_duration
+            .unwrap()
+            .max_stream_duration
+            .unwrap()
+            .seconds,
+        10
+    );
+    let rp = ra.retry_policy.as_ref().unwrap();
+    assert_eq!(rp.num_retries.unwrap().value, 3);
+    assert_eq!(rp.per_try_timeout.unwrap().seconds, 2);
+    assert_eq!(
+        rp.retry_on,
+        "connect-failure,refused-stream,cancelled,unavailable"
+    );
+    assert_eq!(
+        rp.retry_host_predicate[0].name,
+        "envoy.retry_host_predicates.previous_hosts"
+    );
+}
+
+#[test]
+fn bookinfo_clusters_and_endpoints() {
+    let m = common::productpage();
+    let res = encode(&m, &EncodeOptions::default());
+    let c = res
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|9080||reviews.bookinfo.svc.cluster.local")
+        .unwrap();
+    assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
+    let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(t.max_connections.unwrap().value, 100);
+    assert_eq!(c.connect_timeout.unwrap().seconds, 3);
+    assert_eq!(c.eds_cluster_config.as_ref().unwrap().service_name, c.name);
+    let lbp = &c.load_balancing_policy.as_ref().unwrap().policies[0];
+    assert_eq!(
+        lbp.typed_extension_config.as_ref().unwrap().name,
+        "envoy.load_balancing_policies.wrr_locality"
+    );
+    // mTLS to in-mesh endpoints with istiod's certificate-provider names.
+    let ts = c.transport_socket.as_ref().expect("auto mTLS");
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        a,
+    )) = &ts.config_type
+    else {
+        panic!()
+    };
+    let up: UpstreamTlsContext = unany(a).unwrap();
+    let ctx = up.common_tls_context.unwrap();
+    let p = ctx.tls_certificate_provider_instance.unwrap();
+    assert_eq!(
+        (p.instance_name.as_str(), p.certificate_name.as_str()),
+        ("default", "default")
+    );
+
+    let e = res
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == "outbound|9080|v1|reviews.bookinfo.svc.cluster.local")
+        .unwrap();
+    let locs: Vec<(String, String, u32)> = e
+        .endpoints
+        .iter()
+        .map(|l| {
+            let loc = l.locality.as_ref().unwrap();
+            (
+                loc.region.clone(),
+                loc.zone.clone(),
+                l.load_balancing_weight.unwrap().value,
+            )
+        })
+        .collect();
+    assert_eq!(
+        locs,
+        [
+            ("us-east".into(), "us-east-1a".into(), 1),
+            ("us-west".into(), "us-west-1b".into(), 3)
+        ]
+    );
+}
+
+#[test]
+fn faults_hashing_and_ring_hash() {
+    let res = common::bookinfo_resources();
+    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let out = encode(&m, &EncodeOptions::default());
+    let name = "echo.demo.svc.cluster.local:7070";
+    let l = out.listeners.iter().find(|l| l.name == name).unwrap();
+    let filters: Vec<String> = hcm(l).http_filters.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.http.fault", "envoy.filters.http.router"]
+    );
+    let rc = out.routes.iter().find(|r| r.name == name).unwrap();
+    let r0 = &rc.virtual_hosts[0].routes[0];
+    let f: HttpFault = unany(&r0.typed_per_filter_config["envoy.filters.http.fault"]).unwrap();
+    assert_eq!(f.delay.unwrap().percentage.unwrap().numerator, 125_000);
+    let Some(Action::Route(ra)) = &r0.action else {
+        panic!()
+    };
+    assert_eq!(ra.hash_policy.len(), 1);
+    assert_eq!(
+        ra.max_stream_duration
+            .unwrap()
+            .grpc_timeout_header_max
+            .unwrap()
+            .seconds,
+        5
+    );
+    let c = out
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|7070|v1|echo.demo.svc.cluster.local")
+        .unwrap();
+    assert_eq!(c.lb_policy, LbPolicy::RingHash as i32);
+    assert!(c.outlier_detection.is_some());
+}
+
+#[test]
+fn inbound_listener_with_rbac() {
+    let res = common::bookinfo_resources();
+    let client = mesh_core::model::Client::new(
+        "bookinfo",
+        common::labels(&[("app", "reviews"), ("version", "v1")]),
+    );
+    let m = mesh_core::compile::compile(&res, &Default::default(), &client);
+    let workload = mesh_core::authz::Workload::new("bookinfo", client.labels.clone());
+    let policies: Vec<_> = mesh_core::authz::select(&res, &m.mesh.root_namespace, &workload)
+        .into_iter()
+        .cloned()
+        .collect();
+    let opts = EncodeOptions {
+        inbound_addresses: vec![("0.0.0.0".into(), 9080)],
+        authorization_policies: policies,
+    };
+    let out = encode(&m, &opts);
+    let l = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080")
+        .unwrap();
+    // STRICT mesh-wide: one chain, client certificates required.
+    assert_eq!(l.filter_chains.len(), 1);
+    assert!(l.filter_chains[0].transport_socket.is_some());
+    let f = &l.filter_chains[0].filters[0];
+    let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) =
+        &f.config_type
+    else {
+        panic!()
+    };
+    let h: HttpConnectionManager = unany(a).unwrap();
+    let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.rbac/allow", "envoy.filters.http.router"]
+    );
+    let Some(ConfigType::TypedConfig(a)) = &h.http_filters[0].config_type else {
+        panic!()
+    };
+    let rbac: RbacFilter = unany(a).unwrap();
+    let rules = rbac.rules.unwrap();
+    assert_eq!(rules.policies.len(), 1, "{:?}", rules.policies.keys());
+    let Some(RouteSpecifier::RouteConfig(rc)) = &h.route_specifier else {
+        panic!()
+    };
+    assert!(matches!(
+        rc.virtual_hosts[0].routes[0].action,
+        Some(envoy_types::pb::envoy::config::route::v3::route::Action::NonForwardingAction(_))
+    ));
+}
