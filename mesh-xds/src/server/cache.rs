@@ -1,0 +1,258 @@
+//! The snapshot cache: per node id, the resources it should have and the
+//! version of each resource type. Setting a snapshot bumps the version of
+//! exactly the types whose content changed and wakes that node's streams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+    route::v3::RouteConfiguration,
+};
+use envoy_types::pb::google::protobuf::Any;
+use tokio::sync::watch;
+
+use crate::encode::Resources;
+use crate::types::{self, any, unany};
+
+/// Resources of one node, by type URL then resource name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    types: BTreeMap<String, BTreeMap<String, Any>>,
+}
+
+impl Snapshot {
+    /// An empty snapshot (every type present with no resources is not the
+    /// same as absent: absent types are never sent).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The four xDS types of an encoded model.
+    pub fn from_resources(r: &Resources) -> Self {
+        let mut s = Self::new();
+        s.set_type(
+            types::LISTENER,
+            r.listeners.iter().map(|l| (l.name.clone(), any(l))),
+        );
+        s.set_type(
+            types::ROUTE,
+            r.routes.iter().map(|x| (x.name.clone(), any(x))),
+        );
+        s.set_type(
+            types::CLUSTER,
+            r.clusters.iter().map(|c| (c.name.clone(), any(c))),
+        );
+        s.set_type(
+            types::ENDPOINT,
+            r.endpoints.iter().map(|e| (e.cluster_name.clone(), any(e))),
+        );
+        s
+    }
+
+    /// Replaces every resource of `type_url`.
+    pub fn set_type(&mut self, type_url: &str, resources: impl IntoIterator<Item = (String, Any)>) {
+        self.types
+            .insert(type_url.to_string(), resources.into_iter().collect());
+    }
+
+    /// Adds or replaces one resource.
+    pub fn insert(&mut self, type_url: &str, name: impl Into<String>, resource: Any) {
+        self.types
+            .entry(type_url.to_string())
+            .or_default()
+            .insert(name.into(), resource);
+    }
+
+    /// The resources of a type, by name.
+    pub fn resources(&self, type_url: &str) -> Option<&BTreeMap<String, Any>> {
+        self.types.get(type_url)
+    }
+
+    /// The type URLs present.
+    pub fn type_urls(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
+    }
+}
+
+/// True when two encodings of a resource carry the same message. Byte
+/// equality is not enough: protobuf maps (metadata, `Struct`) encode in hash
+/// order, so known types are compared decoded.
+fn same_resource(type_url: &str, a: &Any, b: &Any) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.type_url != b.type_url {
+        return false;
+    }
+    fn eq<T: prost::Message + prost::Name + Default + PartialEq>(a: &Any, b: &Any) -> bool {
+        match (unany::<T>(a), unany::<T>(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        }
+    }
+    match type_url {
+        types::LISTENER => eq::<Listener>(a, b),
+        types::ROUTE => eq::<RouteConfiguration>(a, b),
+        types::CLUSTER => eq::<Cluster>(a, b),
+        types::ENDPOINT => eq::<ClusterLoadAssignment>(a, b),
+        _ => false,
+    }
+}
+
+fn same_type(type_url: &str, a: &BTreeMap<String, Any>, b: &BTreeMap<String, Any>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && same_resource(type_url, va, vb))
+}
+
+/// A snapshot with the version the cache gave each of its types.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Versioned {
+    /// The resources.
+    pub snapshot: Snapshot,
+    /// Version per type URL.
+    pub versions: BTreeMap<String, String>,
+}
+
+impl Versioned {
+    /// The version of a type, when the type is present.
+    pub fn version(&self, type_url: &str) -> Option<&str> {
+        self.versions.get(type_url).map(String::as_str)
+    }
+}
+
+/// A NACK a client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nack {
+    /// The version it rejected (the one we sent).
+    pub rejected_version: String,
+    /// The nonce of the rejected response.
+    pub nonce: String,
+    /// The client's `error_detail.message`.
+    pub message: String,
+}
+
+/// Sync state of one type on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// Last version sent.
+    pub sent: Option<String>,
+    /// Last version the client ACKed.
+    pub acked: Option<String>,
+    /// The last NACK, cleared by a later ACK.
+    pub last_nack: Option<Nack>,
+    /// NACKs received in total.
+    pub nacks: u64,
+}
+
+/// Sync state of one node: per type URL.
+pub type NodeStatus = BTreeMap<String, TypeStatus>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    nodes: HashMap<String, watch::Sender<Option<Arc<Versioned>>>>,
+    status: HashMap<String, NodeStatus>,
+}
+
+/// Snapshots per node id, shared by the server and whoever computes them.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotCache {
+    inner: Arc<Mutex<Inner>>,
+    counter: Arc<AtomicU64>,
+}
+
+impl SnapshotCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock only means another thread panicked mid-update of
+        // plain maps; the data is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the snapshot of `node_id`; types whose content changed get a new
+    /// version (others keep theirs) and connected streams are woken. Returns
+    /// the type URLs whose version changed.
+    pub fn set_snapshot(&self, node_id: &str, snapshot: Snapshot) -> Vec<String> {
+        let mut inner = self.lock();
+        let tx = inner
+            .nodes
+            .entry(node_id.to_string())
+            .or_insert_with(|| watch::channel(None).0);
+        let old = tx.borrow().clone();
+        let mut versions = BTreeMap::new();
+        let mut changed = Vec::new();
+        for (type_url, res) in &snapshot.types {
+            let prev = old.as_ref().and_then(|o| {
+                let v = o.versions.get(type_url)?;
+                let r = o.snapshot.types.get(type_url)?;
+                same_type(type_url, r, res).then(|| v.clone())
+            });
+            let v = prev.unwrap_or_else(|| {
+                changed.push(type_url.clone());
+                (self.counter.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+            });
+            versions.insert(type_url.clone(), v);
+        }
+        if !changed.is_empty() || old.is_none() {
+            tx.send_replace(Some(Arc::new(Versioned { snapshot, versions })));
+        }
+        changed
+    }
+
+    /// The current snapshot of a node.
+    pub fn snapshot(&self, node_id: &str) -> Option<Arc<Versioned>> {
+        self.lock()
+            .nodes
+            .get(node_id)
+            .and_then(|tx| tx.borrow().clone())
+    }
+
+    /// Removes a node's snapshot and status (streams keep their last state).
+    pub fn clear(&self, node_id: &str) {
+        let mut inner = self.lock();
+        inner.nodes.remove(node_id);
+        inner.status.remove(node_id);
+    }
+
+    /// Node ids with a snapshot.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().nodes.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Sync state of a node (what was sent, ACKed, NACKed per type).
+    pub fn status(&self, node_id: &str) -> NodeStatus {
+        self.lock().status.get(node_id).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn watch(&self, node_id: &str) -> watch::Receiver<Option<Arc<Versioned>>> {
+        self.lock()
+            .nodes
+            .entry(node_id.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    pub(crate) fn update_status(
+        &self,
+        node_id: &str,
+        type_url: &str,
+        f: impl FnOnce(&mut TypeStatus),
+    ) {
+        let mut inner = self.lock();
+        f(inner
+            .status
+            .entry(node_id.to_string())
+            .or_default()
+            .entry(type_url.to_string())
+            .or_default());
+    }
+}
