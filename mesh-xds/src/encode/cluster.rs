@@ -288,13 +288,14 @@ pub fn encode_cluster(c: &Cluster, model: &Model) -> EnvoyCluster {
     for path in ENVOY_CARRIED {
         remove_path(&mut extra, path);
     }
-    if let Some(simple) = lb.and_then(|l| l.simple) {
-        if matches!(
+    let simple_in_lb_policy = lb.and_then(|l| l.simple).is_some_and(|simple| {
+        matches!(
             simple,
             SimpleLb::RoundRobin | SimpleLb::LeastRequest | SimpleLb::Random
-        ) {
-            remove_path(&mut extra, &["load_balancer", "simple"]);
-        }
+        )
+    });
+    if simple_in_lb_policy {
+        remove_path(&mut extra, &["load_balancer", "simple"]);
     }
     let (svc_name, ns) = c
         .host
@@ -335,6 +336,9 @@ pub fn encode_cluster(c: &Cluster, model: &Model) -> EnvoyCluster {
         serde_json::to_value(c.resolution).unwrap_or(Value::Null),
     );
     mesh.insert("policy".into(), extra);
+    if simple_in_lb_policy {
+        mesh.insert("simple_in_lb_policy".into(), json!(true));
+    }
     let mut md = Metadata::default();
     md.filter_metadata
         .insert("istio".into(), json_to_struct(&istio));

@@ -11,11 +11,11 @@
 //! DestinationRule name, settings gRPC has no field for) ride in
 //! `metadata.filter_metadata["mesh"]`, which [`crate::decode`] reads back.
 
-mod cluster;
+pub(crate) mod cluster;
 mod inbound;
 mod listener;
 mod rbac;
-mod route;
+pub(crate) mod route;
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, core::v3::Metadata, endpoint::v3::ClusterLoadAssignment,

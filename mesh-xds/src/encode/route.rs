@@ -62,11 +62,35 @@ pub fn route_configuration(name: &str, svc: &OutboundService, model: &Model) -> 
             name: name.to_string(),
             domains: domains(&svc.host, svc.port, model),
             routes,
+            metadata: service_metadata(svc),
             ..Default::default()
         }],
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
     }
+}
+
+/// What the virtual host's metadata says about the service and its table.
+fn service_metadata(
+    svc: &OutboundService,
+) -> Option<envoy_types::pb::envoy::config::core::v3::Metadata> {
+    let t = &svc.routes;
+    let mut md = Map::new();
+    md.insert("host".into(), json!(svc.host));
+    md.insert("port".into(), json!(svc.port));
+    md.insert("protocol".into(), json!(svc.protocol.as_str()));
+    md.insert("mesh_external".into(), json!(svc.mesh_external));
+    md.insert("table_host".into(), json!(t.host));
+    if let Some(p) = t.port {
+        md.insert("table_port".into(), json!(p));
+    }
+    if let Some(vs) = &t.virtual_service {
+        md.insert("virtual_service".into(), json!(vs));
+    }
+    if !t.warnings.is_empty() {
+        md.insert("warnings".into(), json!(t.warnings));
+    }
+    mesh_metadata(md)
 }
 
 /// The domains of the virtual host: the host and `host:port`, plus the short
@@ -119,6 +143,7 @@ fn encode_route(index: usize, r: &Route, svc: &OutboundService, model: &Model) -
                 md.insert("name".into(), json!(n));
             }
             if let Some(b) = block {
+                md.insert("has_match".into(), json!(true));
                 if let Some(n) = &b.name {
                     md.insert("block_name".into(), json!(n));
                 }
