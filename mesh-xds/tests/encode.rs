@@ -46,6 +46,18 @@ fn bookinfo_listeners_and_routes() {
     }
     let filters: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(filters, ["envoy.filters.http.router"]);
+    // Short names a same-namespace gRPC client may dial name the FQDN routes.
+    for alias in [
+        "reviews:9080",
+        "reviews.bookinfo:9080",
+        "reviews.bookinfo.svc:9080",
+    ] {
+        let l = res.listeners.iter().find(|l| l.name == alias).unwrap();
+        let Some(RouteSpecifier::Rds(rds)) = hcm(l).route_specifier else {
+            panic!()
+        };
+        assert_eq!(rds.route_config_name, reviews);
+    }
 
     let rc = res.routes.iter().find(|r| r.name == reviews).unwrap();
     let vh = &rc.virtual_hosts[0];
@@ -125,6 +137,15 @@ fn bookinfo_listeners_and_routes() {
 fn bookinfo_clusters_and_endpoints() {
     let m = common::productpage();
     let res = encode(&m, &EncodeOptions::default());
+    assert!(
+        res.clusters.iter().all(|c| c.transport_socket.is_none()),
+        "no auto mTLS by default"
+    );
+    let opts = EncodeOptions {
+        auto_mtls: true,
+        ..EncodeOptions::default()
+    };
+    let res = encode(&m, &opts);
     let c = res
         .clusters
         .iter()
@@ -235,6 +256,7 @@ fn inbound_listener_with_rbac() {
     let opts = EncodeOptions {
         inbound_addresses: vec![("0.0.0.0".into(), 9080)],
         authorization_policies: policies,
+        ..EncodeOptions::default()
     };
     let out = encode(&m, &opts);
     let l = out
@@ -255,7 +277,7 @@ fn inbound_listener_with_rbac() {
     let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["envoy.filters.http.rbac/allow", "envoy.filters.http.router"]
+        ["envoy.filters.http.rbac", "envoy.filters.http.router"]
     );
     let Some(ConfigType::TypedConfig(a)) = &h.http_filters[0].config_type else {
         panic!()
@@ -270,4 +292,92 @@ fn inbound_listener_with_rbac() {
         rc.virtual_hosts[0].routes[0].action,
         Some(envoy_types::pb::envoy::config::route::v3::route::Action::NonForwardingAction(_))
     ));
+}
+
+#[test]
+fn permissive_inbound_and_deny_policy() {
+    let deny = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-slow, namespace: demo}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/echo.Echo/Slow"], methods: ["POST"]}}]
+    when: [{key: "request.headers[x-env]", values: ["prod"]}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: demo}
+spec:
+  mtls: {mode: PERMISSIVE}
+"#;
+    let mut res = common::bookinfo_resources();
+    res.extend(common::load(&[(deny, "deny.yaml")]));
+    let client = mesh_core::model::Client::new("demo", common::labels(&[("app", "echo")]));
+    let m = mesh_core::compile::compile(&res, &Default::default(), &client);
+    assert!(m.inbound.ports.contains_key(&7070), "{:?}", m.inbound.ports);
+    let workload = mesh_core::authz::Workload::new("demo", client.labels.clone());
+    let policies: Vec<_> = mesh_core::authz::select(&res, &m.mesh.root_namespace, &workload)
+        .into_iter()
+        .cloned()
+        .collect();
+    let out = encode(
+        &m,
+        &EncodeOptions {
+            authorization_policies: policies,
+            ..EncodeOptions::default()
+        },
+    );
+    let l = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "xds.istio.io/grpc/lds/inbound/0.0.0.0:7070")
+        .unwrap();
+    // PERMISSIVE: a TLS chain and a plaintext chain told apart by transport protocol.
+    let chains: Vec<(String, String, bool)> = l
+        .filter_chains
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.filter_chain_match
+                    .as_ref()
+                    .unwrap()
+                    .transport_protocol
+                    .clone(),
+                c.transport_socket.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            ("inbound-mtls".to_string(), "tls".to_string(), true),
+            (
+                "inbound-plaintext".to_string(),
+                "raw_buffer".to_string(),
+                false
+            )
+        ]
+    );
+    let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) =
+        &l.filter_chains[1].filters[0].config_type
+    else {
+        panic!()
+    };
+    let h: HttpConnectionManager = unany(a).unwrap();
+    let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.rbac.DENY", "envoy.filters.http.router"]
+    );
+    let Some(ConfigType::TypedConfig(a)) = &h.http_filters[0].config_type else {
+        panic!()
+    };
+    let rbac: RbacFilter = unany(a).unwrap();
+    let rules = rbac.rules.unwrap();
+    assert_eq!(rules.action, 1, "DENY");
+    assert!(rules.policies.contains_key("demo-no-slow-0"));
 }

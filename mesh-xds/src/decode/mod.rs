@@ -128,12 +128,16 @@ pub fn decode(res: &Resources) -> Result<Decoded, DecodeError> {
     let routes: BTreeMap<&str, _> = res.routes.iter().map(|r| (r.name.as_str(), r)).collect();
     for l in res.listeners.iter().filter(|l| l.api_listener.is_some()) {
         let cl = decode_listener(l)?;
+        // Short-name aliases name the same route config as the FQDN one.
+        if out.outbound.contains_key(&cl.route_config_name) {
+            continue;
+        }
         let Some(rc) = routes.get(cl.route_config_name.as_str()) else {
             continue;
         };
         let (host, port, protocol, mesh_external, table) = decode_route_configuration(rc)?;
         out.outbound.insert(
-            cl.name.clone(),
+            cl.route_config_name.clone(),
             OutboundService {
                 host,
                 port,

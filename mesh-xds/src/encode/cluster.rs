@@ -83,14 +83,15 @@ fn remove_path(v: &mut Value, path: &[&str]) {
 }
 
 /// True when the cluster's connections use Istio mTLS: the DestinationRule
-/// says ISTIO_MUTUAL, or it says nothing and every endpoint is in the mesh
-/// (auto mTLS).
-pub fn uses_istio_mtls(c: &Cluster) -> bool {
+/// says ISTIO_MUTUAL, or (with `auto_mtls`) it says nothing and every
+/// endpoint is in the mesh.
+pub fn uses_istio_mtls(c: &Cluster, auto_mtls: bool) -> bool {
     match c.policy.tls.as_ref().and_then(|t| t.mode) {
         Some(ClientTlsMode::IstioMutual) => true,
         Some(_) => false,
         None => {
-            c.policy.tls.is_none()
+            auto_mtls
+                && c.policy.tls.is_none()
                 && !c.endpoints.is_empty()
                 && c.endpoints.iter().all(|e| e.tls_mode == TlsMode::Istio)
         }
@@ -107,7 +108,7 @@ fn typed_policy<T: prost::Message + prost::Name>(name: &str, m: &T) -> LbPolicyE
 }
 
 /// The Envoy cluster for a model cluster.
-pub fn encode_cluster(c: &Cluster, model: &Model) -> EnvoyCluster {
+pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyCluster {
     let p = &c.policy;
     let mut ec = EnvoyCluster {
         name: c.name.clone(),
@@ -258,7 +259,7 @@ pub fn encode_cluster(c: &Cluster, model: &Model) -> EnvoyCluster {
     }
 
     // Upstream TLS with the certificate providers istiod names.
-    if uses_istio_mtls(c) {
+    if uses_istio_mtls(c, auto_mtls) {
         let mut sans: Vec<String> = c
             .endpoints
             .iter()

@@ -4,6 +4,12 @@
 //! (`xds.istio.io/grpc/lds/inbound/{ip}:{port}`), filter chains chosen by
 //! the PeerAuthentication mode of the port, an inline route config with a
 //! single `non_forwarding_action` route, and RBAC filters before the router.
+//!
+//! PERMISSIVE gives two chains told apart by `transport_protocol` (`tls`
+//! with the TLS socket, `raw_buffer` without). gRPC servers (gRFC A36) only
+//! match `raw_buffer`, so they serve such a port in plaintext, which is the
+//! same outcome as istiod's generator (it maps PERMISSIVE to plaintext for
+//! gRPC); an Envoy-style consumer gets both.
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
@@ -106,9 +112,9 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
     let hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_{port}"),
         route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
-            name: format!("inbound|{port}"),
+            name: "inbound".to_string(),
             virtual_hosts: vec![VirtualHost {
-                name: format!("inbound|http|{port}"),
+                name: "inbound".to_string(),
                 domains: vec!["*".to_string()],
                 routes: vec![Route {
                     r#match: Some(RouteMatch {
@@ -160,12 +166,12 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         ..Default::default()
     };
     let filter_chains = match model.inbound.mtls.mode_for(port) {
-        MtlsMode::Strict => vec![chain("strict", "", Some(tls))],
+        MtlsMode::Strict => vec![chain("inbound-mtls", "", Some(tls))],
         MtlsMode::Permissive => vec![
-            chain("permissive-mtls", "tls", Some(tls)),
-            chain("permissive-plaintext", "raw_buffer", None),
+            chain("inbound-mtls", "tls", Some(tls)),
+            chain("inbound-plaintext", "raw_buffer", None),
         ],
-        MtlsMode::Disable => vec![chain("plaintext", "", None)],
+        MtlsMode::Disable => vec![chain("inbound-plaintext", "", None)],
     };
     Listener {
         name,

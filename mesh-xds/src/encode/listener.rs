@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
     HttpFilter, Rds,
 };
-use mesh_core::model::OutboundService;
+use mesh_core::model::{Model, OutboundService};
 
 use super::{FAULT_FILTER, ROUTER_FILTER};
 use crate::types::any;
@@ -37,8 +37,32 @@ pub fn http_filter<T: prost::Message + prost::Name>(name: &str, config: &T) -> H
     }
 }
 
-/// The client-side listener for outbound service `name` (`host:port`).
-pub fn outbound_listener(name: &str, svc: &OutboundService) -> Listener {
+/// Other names a client in the service's own namespace may use for it
+/// (`name:port`, `name.ns:port`, `name.ns.svc:port`), the names istiod
+/// expands to the FQDN for proxyless clients.
+pub fn short_names(svc: &OutboundService, model: &Model) -> Vec<String> {
+    let suffix = format!(".svc.{}", model.mesh.domain_suffix);
+    let Some((name, ns)) = svc
+        .host
+        .strip_suffix(&suffix)
+        .and_then(|s| s.split_once('.'))
+    else {
+        return Vec::new();
+    };
+    if ns != model.client.namespace || name.contains('.') {
+        return Vec::new();
+    }
+    let p = svc.port;
+    vec![
+        format!("{name}:{p}"),
+        format!("{name}.{ns}:{p}"),
+        format!("{name}.{ns}.svc:{p}"),
+    ]
+}
+
+/// The client-side listener `name` for outbound service `route_name`
+/// (`host:port`; the same as `name` except for short-name aliases).
+pub fn outbound_listener(name: &str, route_name: &str, svc: &OutboundService) -> Listener {
     let mut filters = Vec::new();
     if svc.routes.routes.iter().any(|r| r.fault.is_some()) {
         filters.push(http_filter(FAULT_FILTER, &HttpFault::default()));
@@ -48,7 +72,7 @@ pub fn outbound_listener(name: &str, svc: &OutboundService) -> Listener {
         stat_prefix: name.to_string(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
-            route_config_name: name.to_string(),
+            route_config_name: route_name.to_string(),
         })),
         http_filters: filters,
         ..Default::default()

@@ -36,8 +36,10 @@ pub const MESH_METADATA: &str = "mesh";
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// Name of the router filter.
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
-/// Name of the RBAC filter.
+/// Name of the RBAC filter holding ALLOW policies (istiod's name).
 pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+/// Name of the RBAC filter holding DENY policies (istiod's name).
+pub const RBAC_DENY_FILTER: &str = "envoy.filters.http.rbac.DENY";
 /// Name of the HTTP connection manager network filter.
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 /// Certificate provider instance name istiod uses for proxyless gRPC.
@@ -48,7 +50,7 @@ pub const CERT_NAME: &str = "default";
 pub const ROOT_CERT_NAME: &str = "ROOTCA";
 
 /// What the encoder needs besides the model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EncodeOptions {
     /// Addresses the workload's gRPC servers listen on (`ip`, `port`). When
     /// empty, one listener on `0.0.0.0` per inbound port of the model.
@@ -56,6 +58,29 @@ pub struct EncodeOptions {
     /// The AuthorizationPolicy resources that apply to the workload (from
     /// `mesh_core::authz::select`), translated into RBAC filters.
     pub authorization_policies: Vec<Resource>,
+    /// Also send listeners under the short names a gRPC client in the same
+    /// namespace may dial (`xds:///reviews:9080`, `reviews.ns:9080`,
+    /// `reviews.ns.svc:9080`), each naming the FQDN route config, as istiod
+    /// answers such names. Default true.
+    pub short_name_listeners: bool,
+    /// Send Istio mTLS (the certificate-provider transport socket) to
+    /// clusters without DestinationRule TLS whose endpoints are all in the
+    /// mesh (auto mTLS). istiod's gRPC generator only does it for an
+    /// explicit ISTIO_MUTUAL, because a gRPC client without xDS credentials
+    /// ignores it and PERMISSIVE servers cannot be reached; default false to
+    /// match.
+    pub auto_mtls: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            inbound_addresses: Vec::new(),
+            authorization_policies: Vec::new(),
+            short_name_listeners: true,
+            auto_mtls: false,
+        }
+    }
 }
 
 /// The Envoy resources for one client.
@@ -75,7 +100,12 @@ pub struct Resources {
 pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
     let mut out = Resources::default();
     for (name, svc) in &model.outbound {
-        out.listeners.push(outbound_listener(name, svc));
+        out.listeners.push(outbound_listener(name, name, svc));
+        if opts.short_name_listeners {
+            for alias in listener::short_names(svc, model) {
+                out.listeners.push(outbound_listener(&alias, name, svc));
+            }
+        }
         out.routes.push(route_configuration(name, svc, model));
     }
     let addrs: Vec<(String, u16)> = if opts.inbound_addresses.is_empty() {
@@ -97,7 +127,7 @@ pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
         ));
     }
     for c in model.clusters.values() {
-        out.clusters.push(encode_cluster(c, model));
+        out.clusters.push(encode_cluster(c, model, opts.auto_mtls));
         out.endpoints.push(encode_endpoints(c));
     }
     out

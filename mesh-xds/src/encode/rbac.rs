@@ -1,7 +1,8 @@
 //! RBAC HTTP filters (gRFC A41) from the AuthorizationPolicies that apply to
-//! a workload, shaped as istiod builds them: one filter for DENY policies,
-//! then one for ALLOW policies, each policy rule an Envoy policy named
-//! `ns-policy-rule`, `from` entries as principals and `to` entries as
+//! a workload, shaped as istiod builds them: one filter for DENY policies
+//! (`envoy.filters.http.rbac.DENY`), then one for ALLOW policies
+//! (`envoy.filters.http.rbac`), each policy rule an Envoy policy named
+//! `namespace-name-index`, `from` entries as principals and `to` entries as
 //! permissions (ORed across entries, ANDed within one).
 //!
 //! Translated: principals, namespaces, ipBlocks/remoteIpBlocks, methods,
@@ -12,6 +13,12 @@
 //! match) and loses the condition in a DENY filter (denying more), which is
 //! what Istio does for conditions a proxy cannot evaluate. CUSTOM and AUDIT
 //! policies are left out: proxyless gRPC has no ext_authz.
+//!
+//! One deliberate difference from istiod: when ALLOW policies apply but none
+//! has a rule that can match (`spec: {}`, the deny-by-default idiom), we
+//! still send the ALLOW filter with no policies, which denies everything as
+//! Istio's semantics say; istiod's gRPC generator drops the empty filter and
+//! so lets everything through.
 
 use std::collections::BTreeMap;
 
@@ -32,15 +39,15 @@ use mesh_core::config::{Resource, Spec};
 use mesh_core::model::Model;
 
 use super::listener::http_filter;
-use super::RBAC_FILTER;
+use super::{RBAC_DENY_FILTER, RBAC_FILTER};
 
 /// The RBAC filters for a server port (DENY first, then ALLOW; none when no
 /// policy of that action applies).
 pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<HttpFilter> {
     let mut out = Vec::new();
-    for (action, envoy_action, suffix) in [
-        (Action::Deny, RbacAction::Deny, "deny"),
-        (Action::Allow, RbacAction::Allow, "allow"),
+    for (action, envoy_action, filter_name) in [
+        (Action::Deny, RbacAction::Deny, RBAC_DENY_FILTER),
+        (Action::Allow, RbacAction::Allow, RBAC_FILTER),
     ] {
         let mut any_policy = false;
         let mut rules: BTreeMap<String, Policy> = BTreeMap::new();
@@ -70,7 +77,7 @@ pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<Http
                 }
                 let _ = port;
                 rules.insert(
-                    format!("ns[{}]-policy[{}]-rule[{i}]", r.meta.namespace, r.meta.name),
+                    format!("{}-{}-{i}", r.meta.namespace, r.meta.name),
                     Policy {
                         permissions: vec![and_perm(perm_conds)],
                         principals: vec![ids],
@@ -81,7 +88,7 @@ pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<Http
         }
         if any_policy {
             out.push(http_filter(
-                &format!("{RBAC_FILTER}/{suffix}"),
+                filter_name,
                 &RbacFilter {
                     rules: Some(Rbac {
                         action: envoy_action as i32,

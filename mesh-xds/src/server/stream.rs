@@ -188,3 +188,113 @@ impl StreamState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::cache::Snapshot;
+    use envoy_types::pb::google::protobuf::Any;
+    use envoy_types::pb::google::rpc::Status;
+
+    fn res(n: &str) -> Any {
+        Any {
+            type_url: "t".into(),
+            value: n.as_bytes().to_vec(),
+        }
+    }
+
+    fn req(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn setup() -> (SnapshotCache, StreamState, Versioned) {
+        let cache = SnapshotCache::new();
+        let mut s = Snapshot::new();
+        s.insert(types::CLUSTER, "a", res("a"));
+        s.insert(types::CLUSTER, "b", res("b"));
+        s.insert(types::ENDPOINT, "a", res("ea"));
+        cache.set_snapshot("n", s);
+        let snap = (*cache.snapshot("n").unwrap()).clone();
+        let mut st = StreamState::new(cache.clone());
+        st.set_node("n");
+        (cache, st, snap)
+    }
+
+    #[test]
+    fn wildcard_named_and_missing() {
+        let (_, mut st, snap) = setup();
+        let (k, r) = st.on_request(&req(types::CLUSTER, &["*"], "", ""), Some(&snap));
+        assert_eq!(k, RequestKind::Subscribe);
+        assert_eq!(r.unwrap().resources.len(), 2);
+        let (_, r) = st.on_request(&req(types::ENDPOINT, &["a", "zz"], "", ""), Some(&snap));
+        assert_eq!(r.unwrap().resources.len(), 1);
+        // EDS with no names subscribes to nothing (no wildcard for EDS).
+        let (_, r) = st.on_request(&req(types::ENDPOINT, &[], "", "2"), Some(&snap));
+        assert_eq!(r.unwrap().resources.len(), 0);
+    }
+
+    #[test]
+    fn stale_ack_nack_and_resubscribe() {
+        let (cache, mut st, snap) = setup();
+        let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
+        let r = r.unwrap();
+        // Stale nonce: ignored.
+        let (k, out) = st.on_request(&req(types::CLUSTER, &[], "", "999"), Some(&snap));
+        assert_eq!((k, out), (RequestKind::Stale, None));
+        // NACK: recorded, nothing re-sent.
+        let mut nack = req(types::CLUSTER, &[], "", &r.nonce);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "no".into(),
+            details: vec![],
+        });
+        let (k, out) = st.on_request(&nack, Some(&snap));
+        assert_eq!(k, RequestKind::Nack("no".into()));
+        assert!(out.is_none());
+        assert_eq!(cache.status("n")[types::CLUSTER].nacks, 1);
+        // Same again (a client retrying its NACK): still nothing.
+        assert!(st.on_request(&nack, Some(&snap)).1.is_none());
+        // A new subscription at the same version is answered.
+        let (_, out) = st.on_request(&req(types::CLUSTER, &["a"], "", &r.nonce), Some(&snap));
+        let out = out.unwrap();
+        assert_eq!(
+            (out.version_info.as_str(), out.resources.len()),
+            (r.version_info.as_str(), 1)
+        );
+        // ACK clears the NACK.
+        let (k, out) = st.on_request(
+            &req(types::CLUSTER, &["a"], &out.version_info, &out.nonce),
+            Some(&snap),
+        );
+        assert_eq!(k, RequestKind::Ack(r.version_info.clone()));
+        assert!(out.is_none());
+        let status = &cache.status("n")[types::CLUSTER];
+        assert!(status.last_nack.is_none());
+        assert_eq!(status.acked.as_deref(), Some(r.version_info.as_str()));
+    }
+
+    #[test]
+    fn snapshot_pushes_only_subscribed_changed_types_in_order() {
+        let (cache, mut st, snap) = setup();
+        let (_, r) = st.on_request(&req(types::ENDPOINT, &["a"], "", ""), Some(&snap));
+        assert!(r.is_some());
+        let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
+        assert!(r.is_some());
+        let mut s = snap.snapshot.clone();
+        s.insert(types::CLUSTER, "c", res("c"));
+        s.insert(types::ENDPOINT, "a", res("ea2"));
+        s.insert(types::LISTENER, "l", res("l"));
+        assert_eq!(cache.set_snapshot("n", s).len(), 3);
+        let v = cache.snapshot("n").unwrap();
+        let out: Vec<String> = st.on_snapshot(&v).into_iter().map(|r| r.type_url).collect();
+        // LDS is not subscribed on this stream.
+        assert_eq!(out, [types::CLUSTER, types::ENDPOINT]);
+        assert!(st.on_snapshot(&v).is_empty());
+    }
+}
