@@ -22,6 +22,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 const NODE: &str = "sidecar~10.0.0.9~productpage-v1.bookinfo~bookinfo.svc.cluster.local";
 const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local:9080";
+const REVIEWS_RDS: &str = "outbound|9080||reviews.bookinfo.svc.cluster.local";
 const REVIEWS_V1: &str = "outbound|9080|v1|reviews.bookinfo.svc.cluster.local";
 
 fn node() -> Node {
@@ -174,10 +175,11 @@ async fn sotw_protocol() {
     c.ack(&lds, &[]).await;
 
     // RDS by name, a missing name omitted.
-    c.send(types::ROUTE, &[REVIEWS, "missing:80"], "", "").await;
+    c.send(types::ROUTE, &[REVIEWS_RDS, "missing:80"], "", "")
+        .await;
     let rds = c.recv().await;
-    assert_eq!(names(&rds), [REVIEWS]);
-    c.ack(&rds, &[REVIEWS, "missing:80"]).await;
+    assert_eq!(names(&rds), [REVIEWS_RDS]);
+    c.ack(&rds, &[REVIEWS_RDS, "missing:80"]).await;
     c.silent().await;
 
     // The same model encoded again (protobuf maps in another order on the
@@ -232,7 +234,11 @@ async fn sotw_protocol() {
     let mut l = res.listeners[0].clone();
     l.name = "extra.example:1".into();
     res2.listeners.push(l);
-    let rc = res2.routes.iter_mut().find(|r| r.name == REVIEWS).unwrap();
+    let rc = res2
+        .routes
+        .iter_mut()
+        .find(|r| r.name == REVIEWS_RDS)
+        .unwrap();
     rc.virtual_hosts[0].domains.push("reviews.extra".into());
     let changed = cache.set_snapshot(NODE, Snapshot::from_resources(&res2));
     assert_eq!(changed.len(), 4);
@@ -246,7 +252,7 @@ async fn sotw_protocol() {
     for _ in 0..4 {
         let r = c.recv().await;
         let names: &[&str] = match r.type_url.as_str() {
-            types::ROUTE => &[REVIEWS, "missing:80"],
+            types::ROUTE => &[REVIEWS_RDS, "missing:80"],
             types::ENDPOINT => &[REVIEWS_V1, "outbound|1||nope"],
             _ => &[],
         };

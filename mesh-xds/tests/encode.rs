@@ -34,12 +34,14 @@ fn bookinfo_listeners_and_routes() {
     let res = encode(&m, &EncodeOptions::default());
     let names: Vec<&str> = res.listeners.iter().map(|l| l.name.as_str()).collect();
     let reviews = "reviews.bookinfo.svc.cluster.local:9080";
+    // istiod names the route config after the default cluster.
+    let reviews_rds = "outbound|9080||reviews.bookinfo.svc.cluster.local";
     assert!(names.contains(&reviews), "{names:?}");
     let l = res.listeners.iter().find(|l| l.name == reviews).unwrap();
     let h = hcm(l);
     match h.route_specifier.unwrap() {
         RouteSpecifier::Rds(rds) => {
-            assert_eq!(rds.route_config_name, reviews);
+            assert_eq!(rds.route_config_name, reviews_rds);
             assert!(rds.config_source.unwrap().config_source_specifier.is_some());
         }
         other => panic!("{other:?}"),
@@ -56,11 +58,12 @@ fn bookinfo_listeners_and_routes() {
         let Some(RouteSpecifier::Rds(rds)) = hcm(l).route_specifier else {
             panic!()
         };
-        assert_eq!(rds.route_config_name, reviews);
+        assert_eq!(rds.route_config_name, reviews_rds);
     }
 
-    let rc = res.routes.iter().find(|r| r.name == reviews).unwrap();
+    let rc = res.routes.iter().find(|r| r.name == reviews_rds).unwrap();
     let vh = &rc.virtual_hosts[0];
+    assert_eq!(vh.name, reviews);
     for d in [
         reviews,
         "reviews",
@@ -215,7 +218,11 @@ fn faults_hashing_and_ring_hash() {
         filters,
         ["envoy.filters.http.fault", "envoy.filters.http.router"]
     );
-    let rc = out.routes.iter().find(|r| r.name == name).unwrap();
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound|7070||echo.demo.svc.cluster.local")
+        .unwrap();
     let r0 = &rc.virtual_hosts[0].routes[0];
     let f: HttpFault = unany(&r0.typed_per_filter_config["envoy.filters.http.fault"]).unwrap();
     assert_eq!(f.delay.unwrap().percentage.unwrap().numerator, 125_000);

@@ -128,16 +128,17 @@ pub fn decode(res: &Resources) -> Result<Decoded, DecodeError> {
     let routes: BTreeMap<&str, _> = res.routes.iter().map(|r| (r.name.as_str(), r)).collect();
     for l in res.listeners.iter().filter(|l| l.api_listener.is_some()) {
         let cl = decode_listener(l)?;
-        // Short-name aliases name the same route config as the FQDN one.
-        if out.outbound.contains_key(&cl.route_config_name) {
-            continue;
-        }
         let Some(rc) = routes.get(cl.route_config_name.as_str()) else {
             continue;
         };
         let (host, port, protocol, mesh_external, table) = decode_route_configuration(rc)?;
+        // Short-name aliases name the same route config as the FQDN one.
+        let key = format!("{host}:{port}");
+        if out.outbound.contains_key(&key) {
+            continue;
+        }
         out.outbound.insert(
-            cl.route_config_name.clone(),
+            key,
             OutboundService {
                 host,
                 port,

@@ -58,11 +58,15 @@ pub fn decode_route_configuration(
             field: "virtual_hosts",
         })?;
     let md = mesh_md(vh.metadata.as_ref()).unwrap_or_default();
-    let (name_host, name_port) = rc
-        .name
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .unwrap_or_else(|| (rc.name.clone(), 0));
+    // `outbound|port||host` (istiod) or `host:port`.
+    let (name_host, name_port) = match parse_cluster_name(&rc.name) {
+        (h, Some(p), _) => (h, p),
+        _ => rc
+            .name
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .unwrap_or_else(|| (rc.name.clone(), 0)),
+    };
     let host = s(&md, "host").unwrap_or(name_host);
     let port = n(&md, "port")
         .and_then(|p| u16::try_from(p).ok())

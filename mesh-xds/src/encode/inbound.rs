@@ -67,6 +67,12 @@ pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
         string_matcher::MatchPattern, StringMatcher,
     };
     CommonTlsContext {
+        // The deprecated spelling is the one istiod sends; newer gRPC reads
+        // the current one. Both name the same provider instance.
+        tls_certificate_certificate_provider_instance: Some(CertificateProviderInstance {
+            instance_name: CERT_PROVIDER.to_string(),
+            certificate_name: CERT_NAME.to_string(),
+        }),
         tls_certificate_provider_instance: Some(
             envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateProviderPluginInstance {
                 instance_name: CERT_PROVIDER.to_string(),

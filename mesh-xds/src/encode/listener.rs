@@ -60,9 +60,10 @@ pub fn short_names(svc: &OutboundService, model: &Model) -> Vec<String> {
     ]
 }
 
-/// The client-side listener `name` for outbound service `route_name`
-/// (`host:port`; the same as `name` except for short-name aliases).
-pub fn outbound_listener(name: &str, route_name: &str, svc: &OutboundService) -> Listener {
+/// The client-side listener `name` (`host:port`, or a short-name alias of
+/// it) for outbound service `svc`; its RDS name is
+/// [`super::route::route_config_name`] as istiod names it.
+pub fn outbound_listener(name: &str, svc: &OutboundService) -> Listener {
     let mut filters = Vec::new();
     if svc.routes.routes.iter().any(|r| r.fault.is_some()) {
         filters.push(http_filter(FAULT_FILTER, &HttpFault::default()));
@@ -72,7 +73,7 @@ pub fn outbound_listener(name: &str, route_name: &str, svc: &OutboundService) ->
         stat_prefix: name.to_string(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
-            route_config_name: route_name.to_string(),
+            route_config_name: super::route::route_config_name(&svc.host, svc.port),
         })),
         http_filters: filters,
         ..Default::default()

@@ -2,9 +2,10 @@
 //! send one client for the same config.
 //!
 //! One call ([`encode`]) gives all four resource types plus the server-side
-//! inbound listeners. Names follow istiod: listeners and route configs
-//! `host:port`, clusters `outbound|port|subset|host` (EDS service name the
-//! same), inbound listeners `xds.istio.io/grpc/lds/inbound/{ip}:{port}`.
+//! inbound listeners. Names follow istiod's gRPC generator: listeners
+//! `host:port` (plus short-name aliases), route configs and clusters
+//! `outbound|port|subset|host` (a route config is named after the service
+//! port's default cluster; EDS service names equal cluster names), inbound listeners `xds.istio.io/grpc/lds/inbound/{ip}:{port}`.
 //!
 //! Everything the SDK or a gRPC client executes is carried in Envoy fields.
 //! Bits that only explain a config (VirtualService name, rule index, the
@@ -28,7 +29,7 @@ pub use cluster::{encode_cluster, encode_endpoints};
 pub use inbound::{inbound_listener, inbound_listener_name, INBOUND_LISTENER_PREFIX};
 pub use listener::outbound_listener;
 pub use rbac::rbac_filters;
-pub use route::route_configuration;
+pub use route::{route_config_name, route_configuration};
 
 /// Key of our own metadata in `filter_metadata`.
 pub const MESH_METADATA: &str = "mesh";
@@ -100,10 +101,10 @@ pub struct Resources {
 pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
     let mut out = Resources::default();
     for (name, svc) in &model.outbound {
-        out.listeners.push(outbound_listener(name, name, svc));
+        out.listeners.push(outbound_listener(name, svc));
         if opts.short_name_listeners {
             for alias in listener::short_names(svc, model) {
-                out.listeners.push(outbound_listener(&alias, name, svc));
+                out.listeners.push(outbound_listener(&alias, svc));
             }
         }
         out.routes.push(route_configuration(name, svc, model));

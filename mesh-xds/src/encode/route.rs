@@ -50,14 +50,22 @@ use crate::types::{any, dur, u32v};
 /// rewrite is expressed when the match block matched the path by regex).
 pub const WHOLE_PATH: &str = "^.*$";
 
-/// The route configuration for outbound service `name` (`host:port`).
+/// The name istiod's gRPC generator gives the route configuration of a
+/// service port: its default cluster's name, `outbound|port||host` (the
+/// listener names it in `rds.route_config_name`).
+pub fn route_config_name(host: &str, port: u16) -> String {
+    cluster_name(host, port, None)
+}
+
+/// The route configuration of outbound service `name` (`host:port`), named
+/// [`route_config_name`]; its virtual host is named `host:port`.
 pub fn route_configuration(name: &str, svc: &OutboundService, model: &Model) -> RouteConfiguration {
     let mut routes = Vec::new();
     for (i, r) in svc.routes.routes.iter().enumerate() {
         routes.extend(encode_route(i, r, svc, model));
     }
     RouteConfiguration {
-        name: name.to_string(),
+        name: route_config_name(&svc.host, svc.port),
         virtual_hosts: vec![VirtualHost {
             name: name.to_string(),
             domains: domains(&svc.host, svc.port, model),
