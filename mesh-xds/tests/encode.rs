@@ -174,7 +174,8 @@ fn bookinfo_clusters_and_endpoints() {
     };
     let up: UpstreamTlsContext = unany(a).unwrap();
     let ctx = up.common_tls_context.unwrap();
-    let p = ctx.tls_certificate_provider_instance.unwrap();
+    #[allow(deprecated)]
+    let p = ctx.tls_certificate_certificate_provider_instance.unwrap();
     assert_eq!(
         (p.instance_name.as_str(), p.certificate_name.as_str()),
         ("default", "default")

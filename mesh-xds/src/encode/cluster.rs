@@ -137,14 +137,22 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
             ec.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
                 table_size: table,
             }));
+            // gRPC has no maglev: it takes the next policy it knows, ring
+            // hash, which keeps the consistent-hash affinity.
             ec.load_balancing_policy = Some(LoadBalancingPolicy {
-                policies: vec![typed_policy(
-                    "envoy.load_balancing_policies.maglev",
-                    &Maglev {
-                        table_size: table,
-                        ..Default::default()
-                    },
-                )],
+                policies: vec![
+                    typed_policy(
+                        "envoy.load_balancing_policies.maglev",
+                        &Maglev {
+                            table_size: table,
+                            ..Default::default()
+                        },
+                    ),
+                    typed_policy(
+                        "envoy.load_balancing_policies.ring_hash",
+                        &RingHash::default(),
+                    ),
+                ],
             });
         } else {
             ec.lb_policy = LbPolicy::RingHash as i32;
@@ -169,6 +177,14 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
         }
     } else {
         let simple = lb.and_then(|l| l.simple).unwrap_or_default();
+        // The child list ends in round robin so a client without the chosen
+        // picker (gRPC takes the first policy it supports) still accepts it.
+        let round_robin = || {
+            typed_policy(
+                "envoy.load_balancing_policies.round_robin",
+                &RoundRobin::default(),
+            )
+        };
         let (policy, child) = match simple {
             SimpleLb::LeastConn | SimpleLb::LeastRequest => (
                 LbPolicy::LeastRequest,
@@ -181,22 +197,18 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
                 LbPolicy::Random,
                 typed_policy("envoy.load_balancing_policies.random", &Random::default()),
             ),
-            _ => (
-                LbPolicy::RoundRobin,
-                typed_policy(
-                    "envoy.load_balancing_policies.round_robin",
-                    &RoundRobin::default(),
-                ),
-            ),
+            _ => (LbPolicy::RoundRobin, round_robin()),
         };
+        let mut children = vec![child];
+        if policy != LbPolicy::RoundRobin {
+            children.push(round_robin());
+        }
         ec.lb_policy = policy as i32;
         ec.load_balancing_policy = Some(LoadBalancingPolicy {
             policies: vec![typed_policy(
                 "envoy.load_balancing_policies.wrr_locality",
                 &WrrLocality {
-                    endpoint_picking_policy: Some(LoadBalancingPolicy {
-                        policies: vec![child],
-                    }),
+                    endpoint_picking_policy: Some(LoadBalancingPolicy { policies: children }),
                 },
             )],
         });
@@ -272,12 +284,6 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
             config_type: Some(transport_socket::ConfigType::TypedConfig(any(
                 &UpstreamTlsContext {
                     common_tls_context: Some(common_tls_context(&sans)),
-                    sni: format!(
-                        "outbound_.{}_.{}_.{}",
-                        c.port,
-                        c.subset.as_deref().unwrap_or(""),
-                        c.host
-                    ),
                     ..Default::default()
                 },
             ))),

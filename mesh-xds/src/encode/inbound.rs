@@ -53,58 +53,40 @@ pub fn inbound_listener_name(ip: &str, port: u16) -> String {
     }
 }
 
-// istiod sets the deprecated `validation_context_certificate_provider_instance`
-// too, which older gRPC releases read.
+// The fields are the ones istiod's generator fills (deprecated in Envoy's
+// API, still what gRPC clients are tested against).
 #[allow(deprecated)]
 /// The common TLS context istiod sends proxyless gRPC: the workload
-/// certificate and the root bundle from the `default` certificate provider
-/// (a `file_watcher` in the bootstrap), SANs to verify when given.
+/// certificate (`default`/`default`) and the root bundle (`default`/`ROOTCA`)
+/// from the `default` certificate provider instance (a `file_watcher` in the
+/// bootstrap), with exact-match SANs to verify when given.
 pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-        subject_alt_name_matcher::SanType, SubjectAltNameMatcher,
-    };
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         string_matcher::MatchPattern, StringMatcher,
     };
     CommonTlsContext {
-        // The deprecated spelling is the one istiod sends; newer gRPC reads
-        // the current one. Both name the same provider instance.
         tls_certificate_certificate_provider_instance: Some(CertificateProviderInstance {
             instance_name: CERT_PROVIDER.to_string(),
             certificate_name: CERT_NAME.to_string(),
         }),
-        tls_certificate_provider_instance: Some(
-            envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateProviderPluginInstance {
-                instance_name: CERT_PROVIDER.to_string(),
-                certificate_name: CERT_NAME.to_string(),
-            },
-        ),
         validation_context_type: Some(ValidationContextType::CombinedValidationContext(
             CombinedCertificateValidationContext {
                 default_validation_context: Some(CertificateValidationContext {
-                    match_typed_subject_alt_names: sans
+                    match_subject_alt_names: sans
                         .iter()
-                        .map(|s| SubjectAltNameMatcher {
-                            san_type: SanType::Uri as i32,
-                            matcher: Some(StringMatcher {
-                                match_pattern: Some(MatchPattern::Exact(s.clone())),
-                                ignore_case: false,
-                            }),
-                            oid: String::new(),
+                        .map(|s| StringMatcher {
+                            match_pattern: Some(MatchPattern::Exact(s.clone())),
+                            ignore_case: false,
                         })
                         .collect(),
-                    ca_certificate_provider_instance: Some(
-                        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateProviderPluginInstance {
-                            instance_name: CERT_PROVIDER.to_string(),
-                            certificate_name: ROOT_CERT_NAME.to_string(),
-                        },
-                    ),
                     ..Default::default()
                 }),
-                validation_context_certificate_provider_instance: Some(CertificateProviderInstance {
-                    instance_name: CERT_PROVIDER.to_string(),
-                    certificate_name: ROOT_CERT_NAME.to_string(),
-                }),
+                validation_context_certificate_provider_instance: Some(
+                    CertificateProviderInstance {
+                        instance_name: CERT_PROVIDER.to_string(),
+                        certificate_name: ROOT_CERT_NAME.to_string(),
+                    },
+                ),
                 ..Default::default()
             },
         )),
@@ -138,7 +120,7 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
             }],
             ..Default::default()
         })),
-        http_filters: rbac_filters(policies, model, port)
+        http_filters: rbac_filters(policies)
             .into_iter()
             .chain(std::iter::once(http_filter(
                 ROUTER_FILTER,

@@ -36,14 +36,13 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use mesh_core::config::security::authorization_policy::{Action, Condition, Operation, Source};
 use mesh_core::config::{Resource, Spec};
-use mesh_core::model::Model;
 
 use super::listener::http_filter;
 use super::{RBAC_DENY_FILTER, RBAC_FILTER};
 
 /// The RBAC filters for a server port (DENY first, then ALLOW; none when no
 /// policy of that action applies).
-pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<HttpFilter> {
+pub fn rbac_filters(policies: &[Resource]) -> Vec<HttpFilter> {
     let mut out = Vec::new();
     for (action, envoy_action, filter_name) in [
         (Action::Deny, RbacAction::Deny, RBAC_DENY_FILTER),
@@ -61,11 +60,7 @@ pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<Http
             any_policy = true;
             for (i, rule) in ap.rules.iter().enumerate() {
                 let deny = action == Action::Deny;
-                let mut ctx = Ctx {
-                    deny,
-                    ok: true,
-                    td: &model.mesh.trust_domain,
-                };
+                let mut ctx = Ctx { deny, ok: true };
                 let perms = ctx.or_perm(rule.to.iter().map(|t| &t.operation), Ctx::operation);
                 let mut ids = ctx.or_id(rule.from.iter().map(|f| &f.source), Ctx::source);
                 let mut perm_conds = vec![perms];
@@ -75,7 +70,6 @@ pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<Http
                 if !ctx.ok {
                     continue;
                 }
-                let _ = port;
                 rules.insert(
                     format!("{}-{}-{i}", r.meta.namespace, r.meta.name),
                     Policy {
@@ -103,10 +97,9 @@ pub fn rbac_filters(policies: &[Resource], model: &Model, port: u16) -> Vec<Http
     out
 }
 
-struct Ctx<'a> {
+struct Ctx {
     deny: bool,
     ok: bool,
-    td: &'a str,
 }
 
 fn perm(rule: permission::Rule) -> Permission {
@@ -172,7 +165,7 @@ fn cidr(v: &str) -> CidrRange {
     }
 }
 
-impl Ctx<'_> {
+impl Ctx {
     fn or_perm<'o, T: 'o>(
         &mut self,
         items: impl Iterator<Item = &'o T>,
@@ -249,7 +242,6 @@ impl Ctx<'_> {
     }
 
     fn source(&mut self, s: &Source) -> Principal {
-        let td = self.td.to_string();
         let mut all = Vec::new();
         let mut field = |vals: &[String], not: bool, f: &dyn Fn(&str) -> Principal| {
             if vals.is_empty() {
@@ -286,7 +278,6 @@ impl Ctx<'_> {
         };
         let ip = |v: &str| id(principal::Identifier::DirectRemoteIp(cidr(v)));
         let remote = |v: &str| id(principal::Identifier::RemoteIp(cidr(v)));
-        let _ = td;
         field(&s.principals, false, &principal);
         field(&s.not_principals, true, &principal);
         field(&s.namespaces, false, &namespace);
