@@ -91,10 +91,10 @@ impl Client {
     }
 }
 
-async fn start(cache: SnapshotCache) -> Client {
+async fn start(server: AdsServer) -> Client {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = AdsServer::new(cache).into_service();
+    let svc = server.into_service();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -151,7 +151,11 @@ async fn sotw_protocol() {
     let cache = SnapshotCache::new();
     let res = bookinfo();
     cache.set_snapshot(NODE, Snapshot::from_resources(&res));
-    let mut c = start(cache.clone()).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let server = AdsServer::new(cache.clone())
+        .with_node_hook(move |n| seen2.lock().unwrap().push(n.client()));
+    let mut c = start(server).await;
 
     // CDS wildcard.
     c.send(types::CLUSTER, &[], "", "").await;
@@ -159,6 +163,10 @@ async fn sotw_protocol() {
     assert_eq!(cds.type_url, types::CLUSTER);
     assert_eq!(cds.resources.len(), res.clusters.len());
     c.ack(&cds, &[]).await;
+    // The control plane heard about the node, with its Istio metadata.
+    let clients = seen.lock().unwrap().clone();
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0].namespace, "bookinfo");
 
     // EDS by name, one that does not exist left out.
     c.send(types::ENDPOINT, &[REVIEWS_V1, "outbound|1||nope"], "", "")

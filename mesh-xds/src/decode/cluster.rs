@@ -4,7 +4,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{LbConfig, LbPolicy},
     Cluster as EnvoyCluster,
 };
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address::PortSpecifier, HealthStatus,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment,
 };
@@ -287,6 +289,13 @@ pub fn decode_endpoints(cla: &ClusterLoadAssignment) -> Vec<ClusterEndpoint> {
             let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
                 continue;
             };
+            // Endpoints another control plane marks unusable are left out.
+            if matches!(
+                HealthStatus::try_from(e.health_status),
+                Ok(HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout)
+            ) {
+                continue;
+            }
             let Some(address::Address::SocketAddress(sa)) =
                 ep.address.as_ref().and_then(|a| a.address.as_ref())
             else {
