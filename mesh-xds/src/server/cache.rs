@@ -179,13 +179,20 @@ impl SnapshotCache {
     /// Sets the snapshot of `node_id`; types whose content changed get a new
     /// version (others keep theirs) and connected streams are woken. Returns
     /// the type URLs whose version changed.
-    pub fn set_snapshot(&self, node_id: &str, snapshot: Snapshot) -> Vec<String> {
+    pub fn set_snapshot(&self, node_id: &str, mut snapshot: Snapshot) -> Vec<String> {
         let mut inner = self.lock();
         let tx = inner
             .nodes
             .entry(node_id.to_string())
             .or_insert_with(|| watch::channel(None).0);
         let old = tx.borrow().clone();
+        // A type that disappears is sent as empty, so clients drop its
+        // resources instead of keeping them.
+        if let Some(o) = &old {
+            for t in o.snapshot.types.keys() {
+                snapshot.types.entry(t.clone()).or_default();
+            }
+        }
         let mut versions = BTreeMap::new();
         let mut changed = Vec::new();
         for (type_url, res) in &snapshot.types {

@@ -296,5 +296,15 @@ mod tests {
         // LDS is not subscribed on this stream.
         assert_eq!(out, [types::CLUSTER, types::ENDPOINT]);
         assert!(st.on_snapshot(&v).is_empty());
+        // A type dropped from the snapshot is pushed empty.
+        let mut s = Snapshot::new();
+        s.insert(types::ENDPOINT, "a", res("ea2"));
+        s.insert(types::LISTENER, "l", res("l"));
+        assert_eq!(cache.set_snapshot("n", s), [types::CLUSTER]);
+        let v = cache.snapshot("n").unwrap();
+        let out = st.on_snapshot(&v);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_url, types::CLUSTER);
+        assert!(out[0].resources.is_empty());
     }
 }
