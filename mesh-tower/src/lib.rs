@@ -18,6 +18,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod grpc;
 pub mod mesh;
 pub mod server;
 pub mod source;
