@@ -1,1 +1,697 @@
-//! Load balancing, outlier detection and connection-pool limits (being built).
+//! The endpoint stage of the client: given a request whose cluster routing
+//! already chose (the [`Upstream`] extension), pick the endpoint, enforce
+//! the cluster's connection-pool limits and send the request to it over a
+//! pooled HTTP/1.1 or HTTP/2 connection.
+//!
+//! [`Endpoints`] is one shared service (clone it freely) holding per-cluster
+//! state: the load balancer and outlier detector from `mesh_core::lb` and
+//! `mesh_core::outlier`, circuit-breaker counters, and hyper-util pools
+//! keyed by cluster and protocol. State follows the model each request
+//! carries: when a cluster changes, surviving endpoints keep their outlier
+//! and balancer state, and pools are rebuilt only if the connection-pool
+//! settings changed.
+//!
+//! Per request:
+//! - no cluster, no endpoints, or no healthy endpoint: `UH` (503);
+//! - consistent hash key from header, cookie (generated, with a
+//!   `Set-Cookie` on the response, when absent and a TTL is configured),
+//!   source IP ([`SourceIp`] extension; without it the client's own
+//!   identity, as a sidecar would see its one pod IP) or query parameter;
+//! - retries prefer endpoints not in [`Upstream::tried`], and the chosen one
+//!   is appended to it;
+//! - over a limit: `UO` (503) at once; connect failure or timeout: `UF`
+//!   (503); a reset after connecting: `UR` (503); all three also count as
+//!   local-origin failures for outlier detection, 5xx responses as 5xx;
+//! - the URI is rewritten to the endpoint address, the `Host` header keeps
+//!   the authority the client asked for (HTTP/2 sends the endpoint address
+//!   as `:authority`, with the original `host` header alongside);
+//! - the response carries [`ServedBy`].
+//!
+//! Protocol: HTTP/2 with prior knowledge (h2c) for `http2`/`grpc` ports and
+//! for gRPC requests; HTTP/2 for everything when `h2UpgradePolicy: UPGRADE`;
+//! the request's own version with `useClientProtocol: true`; HTTP/1.1
+//! otherwise.
+//!
+//! Errors come back as `Err(BoxError)` holding a [`MeshError`] (the routing
+//! stage retries on them and turns them into responses).
+
+mod body;
+mod cluster;
+mod connector;
+mod limits;
+mod stats;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response, Uri, Version};
+use mesh_core::lb::{hash_key, HashSource, HostView};
+use mesh_core::model::{Cluster, ClusterPolicy, Model};
+use mesh_core::outlier::Outcome;
+use mesh_core::registry::Resolution;
+
+pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepalive, TcpConnector};
+pub use stats::{ClusterStats, StatsSnapshot};
+
+use body::GuardedBody;
+use cluster::{client_info, lb_endpoints, ClusterState, Proto};
+use limits::Admission;
+
+use crate::body as mesh_body;
+use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy, Upstream};
+
+/// Request extension: the downstream client's IP, hashed by
+/// `consistentHash.useSourceIp` (set by servers, gateways and the shim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceIp(pub IpAddr);
+
+/// Builds an [`Endpoints`].
+pub struct EndpointsBuilder {
+    connector: Arc<dyn Connector>,
+    locality: Option<String>,
+}
+
+impl EndpointsBuilder {
+    /// Opens connections with `connector` (default [`TcpConnector`]).
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.connector = Arc::new(connector);
+        self
+    }
+
+    /// The client's locality `region/zone/subzone` (default: from the
+    /// model client's `topology.kubernetes.io/region`/`zone` and
+    /// `topology.istio.io/subzone` labels).
+    pub fn locality(mut self, locality: impl Into<String>) -> Self {
+        self.locality = Some(locality.into());
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Endpoints {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5eed, |d| d.as_nanos() as u64);
+        Endpoints {
+            inner: Arc::new(Inner {
+                clusters: Mutex::new(HashMap::new()),
+                passthrough: Mutex::new(None),
+                last_model: Mutex::new(Weak::new()),
+                connector: self.connector,
+                locality: self.locality,
+                seed: AtomicU64::new(seed),
+            }),
+        }
+    }
+}
+
+struct Inner {
+    clusters: Mutex<HashMap<String, Arc<ClusterState>>>,
+    passthrough: Mutex<Option<Arc<ClusterState>>>,
+    last_model: Mutex<Weak<Model>>,
+    connector: Arc<dyn Connector>,
+    locality: Option<String>,
+    seed: AtomicU64,
+}
+
+/// The endpoint stage: a `tower::Service<Request<MeshBody>>` reading the
+/// [`Upstream`] extension. Build it once and clone it.
+#[derive(Clone)]
+pub struct Endpoints {
+    inner: Arc<Inner>,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints").finish_non_exhaustive()
+    }
+}
+
+impl Endpoints {
+    /// Plain TCP, locality from the model's client labels.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a custom connector or locality.
+    pub fn builder() -> EndpointsBuilder {
+        EndpointsBuilder {
+            connector: Arc::new(TcpConnector),
+            locality: None,
+        }
+    }
+
+    /// Counters of `cluster`, once a request has used it.
+    pub fn stats(&self, cluster: &str) -> Option<StatsSnapshot> {
+        let map = self.inner.clusters.lock().ok()?;
+        map.get(cluster).map(|s| s.stats.snapshot())
+    }
+
+    /// Endpoints of `cluster` ejected by outlier detection now.
+    pub fn ejected(&self, cluster: &str) -> Vec<SocketAddr> {
+        let Some(state) = self
+            .inner
+            .clusters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster).cloned())
+        else {
+            return Vec::new();
+        };
+        let now = now();
+        let Ok(core) = state.core.lock() else {
+            return Vec::new();
+        };
+        let Some(d) = core.outlier.as_ref() else {
+            return Vec::new();
+        };
+        core.lb
+            .endpoints()
+            .iter()
+            .map(|e| e.key)
+            .filter(|a| d.is_ejected(a, now))
+            .collect()
+    }
+
+    fn next_seed(&self) -> u64 {
+        self.inner
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+    }
+
+    /// The state of `cluster`, created or brought up to date with `model`.
+    async fn state_for(&self, model: &Arc<Model>, cluster: &Cluster) -> Arc<ClusterState> {
+        self.gc(model);
+        let existing = self
+            .inner
+            .clusters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cluster.name).cloned());
+        if let Some(st) = &existing {
+            if let Ok(mut core) = st.core.lock() {
+                if !ClusterState::needs_update(&mut core, model, cluster) {
+                    return st.clone();
+                }
+            }
+        }
+        let resolved = resolve(cluster).await;
+        let eps = lb_endpoints(cluster, &resolved);
+        let client = client_info(model, self.inner.locality.as_deref());
+        match existing {
+            Some(st) => {
+                if let Ok(mut core) = st.core.lock() {
+                    if ClusterState::needs_update(&mut core, model, cluster) {
+                        st.update(&mut core, model, cluster, client, eps, now());
+                    }
+                }
+                st
+            }
+            None => {
+                let st = Arc::new(ClusterState::new(
+                    cluster,
+                    Arc::downgrade(model),
+                    client,
+                    eps,
+                    self.inner.connector.clone(),
+                    self.next_seed(),
+                ));
+                match self.inner.clusters.lock() {
+                    Ok(mut m) => m.entry(cluster.name.clone()).or_insert(st).clone(),
+                    Err(_) => st,
+                }
+            }
+        }
+    }
+
+    /// Forgets clusters a newly seen model no longer has.
+    fn gc(&self, model: &Arc<Model>) {
+        let Ok(mut last) = self.inner.last_model.lock() else {
+            return;
+        };
+        if Weak::ptr_eq(&last, &Arc::downgrade(model)) {
+            return;
+        }
+        *last = Arc::downgrade(model);
+        drop(last);
+        if let Ok(mut m) = self.inner.clusters.lock() {
+            m.retain(|name, _| model.clusters.contains_key(name));
+        }
+    }
+
+    fn passthrough_state(&self) -> Arc<ClusterState> {
+        let mut slot = match self.inner.passthrough.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        slot.get_or_insert_with(|| {
+            let cluster = Cluster {
+                name: Upstream::PASSTHROUGH.to_string(),
+                host: String::new(),
+                port: 0,
+                subset: None,
+                protocol: mesh_core::config::kube::Protocol::Http,
+                resolution: Resolution::Passthrough,
+                policy: ClusterPolicy::default(),
+                endpoints: Vec::new(),
+            };
+            Arc::new(ClusterState::new(
+                &cluster,
+                Weak::new(),
+                Default::default(),
+                Vec::new(),
+                self.inner.connector.clone(),
+                1,
+            ))
+        })
+        .clone()
+    }
+
+    async fn serve(self, mut req: Request<MeshBody>) -> Result<Response<MeshBody>, BoxError> {
+        let Some(up) = req.extensions().get::<Upstream>().cloned() else {
+            return Err(uh(
+                "the request carries no Upstream: the routing stage must choose a cluster first",
+            )
+            .into());
+        };
+        let model = up.model.clone();
+        let cluster = if up.is_passthrough() {
+            None
+        } else {
+            let Some(c) = model.clusters.get(&up.cluster) else {
+                return Err(uh(format!("cluster {} is not in the model", up.cluster)).into());
+            };
+            Some(c)
+        };
+        let cluster = match cluster {
+            Some(c) if !c.endpoints.is_empty() => c,
+            Some(c) if c.resolution == Resolution::Static => {
+                return Err(uh(format!(
+                    "cluster {} has no endpoints; check the service's selector or WorkloadEntries",
+                    c.name
+                ))
+                .into());
+            }
+            // Passthrough, or a DNS/NONE cluster without endpoints: the
+            // requested host itself.
+            other => {
+                let (host, port) = match other {
+                    Some(c) => (c.host.clone(), c.port),
+                    None => (up.host.clone(), up.port),
+                };
+                return self.passthrough(req, &up, &host, port).await;
+            }
+        };
+        let state = self.state_for(&model, cluster).await;
+        let now = now();
+        let tried = up.tried_endpoints();
+        // Pick under the cluster lock.
+        let (addr, set_cookie, ejected) = {
+            let mut core = match state.core.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            let core = &mut *core;
+            let (hash, set_cookie) = match &core.hash {
+                Some(src) => request_hash(src, &req, self.next_seed()),
+                None => (None, None),
+            };
+            if let Some(d) = core.outlier.as_mut() {
+                d.maybe_tick(now);
+            }
+            let outlier = core.outlier.as_ref();
+            let eps = core.lb.endpoints().to_vec();
+            let active = &core.active;
+            let view = |i: usize| {
+                let a = eps[i].key;
+                HostView {
+                    healthy: outlier.is_none_or(|d| !d.is_ejected(&a, now)),
+                    active: active.get(&a).copied().unwrap_or(0),
+                    tried: tried.contains(&a),
+                }
+            };
+            let picked = core.lb.pick(now, &mut core.rng, hash, &view);
+            let ejected = outlier.map_or(0, |d| d.ejected_count(now));
+            (picked.map(|p| eps[p.index].key), set_cookie, ejected)
+        };
+        let Some(addr) = addr else {
+            state.stats.inc_no_healthy();
+            return Err(uh(format!(
+                "no healthy endpoint in cluster {} ({} endpoints, {ejected} ejected by outlier detection)",
+                cluster.name,
+                cluster.endpoints.len()
+            ))
+            .into());
+        };
+        up.record_tried(addr);
+        let proto = choose_proto(cluster, &req);
+        let Some(limits) = state.limits() else {
+            return Err(uh("cluster state is poisoned").into());
+        };
+        let admission = limits.admit(proto == Proto::Http1, &state.stats).await?;
+        let Some(client) = state.client(proto) else {
+            return Err(uh("connection pool is poisoned").into());
+        };
+        let guard = ActiveGuard::new(state.clone(), addr, admission);
+        prepare(&mut req, addr, &up, proto)?;
+        state.stats.inc_requests();
+        let result = client.request(req).await;
+        let outcome = match &result {
+            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Err(e) if e.is_connect() => Outcome::ConnectFailed,
+            Err(_) => Outcome::Reset,
+        };
+        if let Ok(mut core) = state.core.lock() {
+            if let Some(d) = core.outlier.as_mut() {
+                if let Some(ej) = d.on_result(&addr, outcome, now_std()) {
+                    state.stats.inc_ejections();
+                    tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
+                }
+            }
+        }
+        match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                parts.extensions.insert(ServedBy(addr));
+                if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    parts.headers.append(http::header::SET_COOKIE, c);
+                }
+                let body = mesh_body::boxed(GuardedBody::new(body, guard));
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                let chain = error_chain(&e);
+                let err = if e.is_connect() {
+                    MeshError::new(
+                        ResponseFlag::UpstreamConnectionFailure,
+                        format!(
+                            "connecting to {addr} of cluster {} failed: {chain}",
+                            cluster.name
+                        ),
+                    )
+                } else {
+                    MeshError::new(
+                        ResponseFlag::UpstreamRemoteReset,
+                        format!(
+                            "{addr} of cluster {} reset the request: {chain}",
+                            cluster.name
+                        ),
+                    )
+                };
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn passthrough(
+        &self,
+        mut req: Request<MeshBody>,
+        up: &Upstream,
+        host: &str,
+        port: u16,
+    ) -> Result<Response<MeshBody>, BoxError> {
+        let addr = match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| {
+                    MeshError::new(
+                        ResponseFlag::UpstreamConnectionFailure,
+                        format!("cannot resolve {host}:{port}"),
+                    )
+                })?,
+        };
+        up.record_tried(addr);
+        let proto = if req.version() == Version::HTTP_2 || crate::error::is_grpc(&req) {
+            Proto::Http2
+        } else {
+            Proto::Http1
+        };
+        let state = self.passthrough_state();
+        let Some(client) = state.client(proto) else {
+            return Err(uh("connection pool is poisoned").into());
+        };
+        prepare(&mut req, addr, up, proto)?;
+        match client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                parts.extensions.insert(ServedBy(addr));
+                Ok(Response::from_parts(parts, mesh_body::boxed(body)))
+            }
+            Err(e) => {
+                let flag = if e.is_connect() {
+                    ResponseFlag::UpstreamConnectionFailure
+                } else {
+                    ResponseFlag::UpstreamRemoteReset
+                };
+                Err(
+                    MeshError::new(flag, format!("passthrough to {addr}: {}", error_chain(&e)))
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+impl tower::Service<Request<MeshBody>> for Endpoints {
+    type Response = Response<MeshBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+        Box::pin(self.clone().serve(req))
+    }
+}
+
+/// Holds a request's place (active count per endpoint, circuit-breaker
+/// slots) until its response body ends.
+struct ActiveGuard {
+    state: Arc<ClusterState>,
+    addr: SocketAddr,
+    _admission: Admission,
+}
+
+impl ActiveGuard {
+    fn new(state: Arc<ClusterState>, addr: SocketAddr, admission: Admission) -> Self {
+        if let Ok(mut core) = state.core.lock() {
+            *core.active.entry(addr).or_insert(0) += 1;
+        }
+        Self {
+            state,
+            addr,
+            _admission: admission,
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut core) = self.state.core.lock() {
+            if let Some(n) = core.active.get_mut(&self.addr) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    core.active.remove(&self.addr);
+                }
+            }
+        }
+    }
+}
+
+fn uh(reason: impl Into<String>) -> MeshError {
+    MeshError::new(ResponseFlag::NoHealthyUpstream, reason)
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn now_std() -> std::time::Instant {
+    now()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Resolves the host-named endpoints of a cluster (IP endpoints need no
+/// lookup). Unresolvable ones are left out.
+async fn resolve(cluster: &Cluster) -> HashMap<(String, u16), SocketAddr> {
+    let mut out = HashMap::new();
+    for e in &cluster.endpoints {
+        if e.address.parse::<IpAddr>().is_ok() {
+            continue;
+        }
+        let key = (e.address.clone(), e.port);
+        if out.contains_key(&key) {
+            continue;
+        }
+        match tokio::net::lookup_host((e.address.as_str(), e.port)).await {
+            Ok(mut it) => {
+                if let Some(a) = it.next() {
+                    out.insert(key, a);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(cluster = %cluster.name, endpoint = %e.address, error = %err, "cannot resolve endpoint")
+            }
+        }
+    }
+    out
+}
+
+/// Which pool a request goes to.
+fn choose_proto<B>(cluster: &Cluster, req: &Request<B>) -> Proto {
+    use mesh_core::config::networking::destination_rule::H2UpgradePolicy;
+    let http = cluster
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|c| c.http.as_ref());
+    if cluster.protocol.is_http2() || crate::error::is_grpc(req) {
+        return Proto::Http2;
+    }
+    if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        return if req.version() == Version::HTTP_2 {
+            Proto::Http2
+        } else {
+            Proto::Http1
+        };
+    }
+    if http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
+        return Proto::Http2;
+    }
+    Proto::Http1
+}
+
+/// Points the request at `addr`, keeping the requested authority in
+/// `Host`.
+fn prepare(
+    req: &mut Request<MeshBody>,
+    addr: SocketAddr,
+    up: &Upstream,
+    proto: Proto,
+) -> Result<(), MeshError> {
+    if !req.headers().contains_key(http::header::HOST) {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| {
+                if up.port == 80 || up.port == 0 {
+                    up.host.clone()
+                } else {
+                    format!("{}:{}", up.host, up.port)
+                }
+            });
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let uri: Uri = format!("http://{addr}{pq}").parse().map_err(|e| {
+        MeshError::new(
+            ResponseFlag::NoHealthyUpstream,
+            format!("cannot build the upstream URI for {addr}: {e}"),
+        )
+    })?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = match proto {
+        Proto::Http1 => Version::HTTP_11,
+        Proto::Http2 => Version::HTTP_2,
+    };
+    Ok(())
+}
+
+/// The request's consistent-hash key and, for a generated cookie, the
+/// `Set-Cookie` value for the response.
+fn request_hash<B>(
+    src: &HashSource,
+    req: &Request<B>,
+    unique: u64,
+) -> (Option<u64>, Option<String>) {
+    match src {
+        HashSource::Header(name) => {
+            let vals: Vec<&str> = req
+                .headers()
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if vals.is_empty() {
+                (None, None)
+            } else {
+                (Some(hash_key::hash_key(vals.join(",").as_bytes())), None)
+            }
+        }
+        HashSource::Cookie {
+            name,
+            path,
+            ttl,
+            attributes,
+        } => {
+            let found = req
+                .headers()
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|h| hash_key::find_cookie(h, name));
+            match (found, ttl) {
+                (Some(v), _) => (Some(hash_key::hash_key(v.as_bytes())), None),
+                (None, Some(ttl)) => {
+                    let (value, set) = hash_key::generate_cookie(
+                        name,
+                        &unique.to_le_bytes(),
+                        path.as_deref(),
+                        *ttl,
+                        attributes,
+                    );
+                    (Some(hash_key::hash_key(value.as_bytes())), Some(set))
+                }
+                (None, None) => (None, None),
+            }
+        }
+        HashSource::SourceIp => {
+            let ip = req
+                .extensions()
+                .get::<SourceIp>()
+                .map(|s| s.0.to_string())
+                .unwrap_or_else(|| "local".to_string());
+            (Some(hash_key::hash_key(ip.as_bytes())), None)
+        }
+        HashSource::QueryParameter(name) => (
+            req.uri()
+                .query()
+                .and_then(|q| hash_key::find_query_param(q, name))
+                .map(|v| hash_key::hash_key(v.as_bytes())),
+            None,
+        ),
+    }
+}
