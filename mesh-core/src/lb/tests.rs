@@ -2,7 +2,12 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use std::time::Duration;
+
 use super::*;
+use crate::config::networking::destination_rule::{
+    Distribute, Failover, LoadBalancerSettings, OutlierDetection,
+};
 
 fn ep(i: u32, weight: u32, loc: &str) -> LbEndpoint<u32> {
     LbEndpoint {
