@@ -30,6 +30,7 @@ struct Backend {
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     hits: Arc<AtomicUsize>,
+    accepts: Arc<AtomicUsize>,
 }
 
 async fn backend() -> Backend {
@@ -38,12 +39,19 @@ async fn backend() -> Backend {
     let status = Arc::new(AtomicU16::new(200));
     let delay_ms = Arc::new(AtomicU64::new(0));
     let hits = Arc::new(AtomicUsize::new(0));
-    let (s, d, h) = (status.clone(), delay_ms.clone(), hits.clone());
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let (s, d, h, acc) = (
+        status.clone(),
+        delay_ms.clone(),
+        hits.clone(),
+        accepts.clone(),
+    );
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            acc.fetch_add(1, Ordering::SeqCst);
             let (s, d, h) = (s.clone(), d.clone(), h.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -79,6 +87,7 @@ async fn backend() -> Backend {
         status,
         delay_ms,
         hits,
+        accepts,
     }
 }
 
@@ -527,4 +536,74 @@ async fn passthrough_connects_to_the_requested_address() {
     }
     let a = send(&ep, req).await.unwrap();
     assert_eq!(a.served_by, b.addr);
+}
+
+#[tokio::test]
+async fn model_updates_keep_pools_and_outlier_state() {
+    let bs = [
+        backend().await,
+        backend().await,
+        backend().await,
+        backend().await,
+    ];
+    let policy = "    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 1
+      baseEjectionTime: 30s
+      maxEjectionPercent: 100
+";
+    let m1 = model(&[&bs[0], &bs[1], &bs[2]], policy);
+    let ep = Endpoints::new();
+    for _ in 0..3 {
+        send(&ep, request(&m1, &[])).await.unwrap();
+    }
+    bs[1].status.store(500, Ordering::SeqCst);
+    for _ in 0..3 {
+        send(&ep, request(&m1, &[])).await.unwrap();
+    }
+    assert_eq!(ep.ejected(CLUSTER), vec![bs[1].addr]);
+    let hits1 = bs[1].hits.load(Ordering::SeqCst);
+    // A new model adds an endpoint: the ejection and the connections of
+    // the surviving endpoints carry over.
+    let m2 = model(&[&bs[0], &bs[1], &bs[2], &bs[3]], policy);
+    for _ in 0..9 {
+        let a = send(&ep, request(&m2, &[])).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    assert_eq!(bs[1].hits.load(Ordering::SeqCst), hits1);
+    assert_eq!(bs[3].hits.load(Ordering::SeqCst), 3);
+    assert_eq!(bs[0].accepts.load(Ordering::SeqCst), 1, "pool kept");
+    assert_eq!(bs[2].accepts.load(Ordering::SeqCst), 1, "pool kept");
+    // In-flight style: a request still carrying the old model is served
+    // from the old model's endpoints.
+    let a = send(&ep, request(&m1, &[])).await.unwrap();
+    assert_ne!(a.served_by, bs[3].addr);
+    assert_ne!(a.served_by, bs[1].addr);
+    // New pool settings get new pools.
+    let m3 = model(
+        &[&bs[0], &bs[1], &bs[2], &bs[3]],
+        &format!("{policy}    connectionPool: {{http: {{idleTimeout: 20s}}}}\n"),
+    );
+    for _ in 0..3 {
+        send(&ep, request(&m3, &[])).await.unwrap();
+    }
+    let total: usize = [0, 2, 3]
+        .iter()
+        .map(|i| bs[*i].accepts.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(total, 6);
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_one_disables_reuse() {
+    let b = backend().await;
+    let m = model(
+        &[&b],
+        "    connectionPool: {http: {maxRequestsPerConnection: 1}}\n",
+    );
+    let ep = Endpoints::new();
+    for _ in 0..3 {
+        send(&ep, request(&m, &[])).await.unwrap();
+    }
+    assert_eq!(b.accepts.load(Ordering::SeqCst), 3);
 }
