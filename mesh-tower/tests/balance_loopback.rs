@@ -607,3 +607,25 @@ async fn max_requests_per_connection_one_disables_reuse() {
     }
     assert_eq!(b.accepts.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn h2_upgrade_policy_and_client_protocol() {
+    let b = backend().await;
+    let m = model(
+        &[&b],
+        "    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}\n",
+    );
+    let ep = Endpoints::new();
+    let a = send(&ep, request(&m, &[])).await.unwrap();
+    assert_eq!(a.headers["x-version"], "HTTP/2.0");
+    let m = model(
+        &[&b],
+        "    connectionPool: {http: {useClientProtocol: true}}\n",
+    );
+    let a = send(&ep, request(&m, &[])).await.unwrap();
+    assert_eq!(a.headers["x-version"], "HTTP/1.1");
+    let mut req = request(&m, &[]);
+    *req.version_mut() = http::Version::HTTP_2;
+    let a = send(&ep, req).await.unwrap();
+    assert_eq!(a.headers["x-version"], "HTTP/2.0");
+}

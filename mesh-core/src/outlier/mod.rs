@@ -153,6 +153,27 @@ impl Outcome {
     }
 }
 
+/// The HTTP status Envoy maps a gRPC status to (its
+/// `grpcToHttpStatus`), so gRPC failures count for outlier detection the
+/// way their HTTP counterparts do: UNAVAILABLE is 503, INTERNAL 500,
+/// DEADLINE_EXCEEDED 504 and so on.
+pub fn grpc_to_http_status(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    }
+}
+
 /// Why an endpoint was ejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EjectReason {

@@ -230,3 +230,13 @@ fn lazy_sweep_runs_on_results() {
     assert!(!d.is_ejected(&0, later));
     assert_eq!(d.ejected_count(later), 0);
 }
+
+#[test]
+fn grpc_statuses_map_like_envoy() {
+    assert_eq!(grpc_to_http_status(0), 200);
+    assert_eq!(grpc_to_http_status(14), 503);
+    assert_eq!(grpc_to_http_status(13), 500);
+    assert_eq!(grpc_to_http_status(4), 504);
+    assert_eq!(grpc_to_http_status(5), 404);
+    assert_eq!(grpc_to_http_status(99), 500);
+}

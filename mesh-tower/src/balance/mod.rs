@@ -53,7 +53,7 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Request, Response, Version};
 use mesh_core::lb::HostView;
 use mesh_core::model::{Cluster, ClusterPolicy, Model};
-use mesh_core::outlier::Outcome;
+use mesh_core::outlier::{grpc_to_http_status, Outcome};
 use mesh_core::registry::Resolution;
 
 pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
@@ -366,7 +366,14 @@ impl Endpoints {
         state.stats.inc_requests();
         let result = client.request(req).await;
         let outcome = match &result {
-            Ok(r) => Outcome::Status(r.status().as_u16()),
+            // A trailers-only gRPC error counts as its HTTP equivalent.
+            Ok(r) => Outcome::Status(
+                r.headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map_or(r.status().as_u16(), grpc_to_http_status),
+            ),
             Err(e) if e.is_connect() => Outcome::ConnectFailed,
             Err(_) => Outcome::Reset,
         };
