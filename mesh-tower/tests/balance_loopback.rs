@@ -629,3 +629,17 @@ async fn h2_upgrade_policy_and_client_protocol() {
     let a = send(&ep, req).await.unwrap();
     assert_eq!(a.headers["x-version"], "HTTP/2.0");
 }
+
+#[tokio::test]
+async fn max_requests_per_connection_retires_connections() {
+    let b = backend().await;
+    let m = model(
+        &[&b],
+        "    connectionPool: {http: {maxRequestsPerConnection: 2}}\n",
+    );
+    let ep = Endpoints::new();
+    for _ in 0..6 {
+        send(&ep, request(&m, &[])).await.unwrap();
+    }
+    assert_eq!(b.accepts.load(Ordering::SeqCst), 3);
+}

@@ -171,6 +171,7 @@ impl tower::Service<Uri> for PoolConnector {
             Ok(MeshConn {
                 io: TokioIo::new(io),
                 stats: this.stats.clone(),
+                requests: ConnRequests::default(),
             })
         })
     }
@@ -180,7 +181,13 @@ impl tower::Service<Uri> for PoolConnector {
 pub(crate) struct MeshConn {
     io: TokioIo<BoxIo>,
     stats: Arc<ClusterStats>,
+    requests: ConnRequests,
 }
+
+/// Response extension: the number of requests a connection has served
+/// (for `maxRequestsPerConnection`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnRequests(pub Arc<std::sync::atomic::AtomicU32>);
 
 impl Drop for MeshConn {
     fn drop(&mut self) {
@@ -190,7 +197,7 @@ impl Drop for MeshConn {
 
 impl Connection for MeshConn {
     fn connected(&self) -> Connected {
-        Connected::new()
+        Connected::new().extra(self.requests.clone())
     }
 }
 

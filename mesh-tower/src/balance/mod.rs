@@ -27,6 +27,9 @@
 //!   as `:authority`, with the original `host` header alongside);
 //! - the response carries [`ServedBy`].
 //!
+//! `maxRequestsPerConnection` retires a connection (hyper-util's poison)
+//! once it has served that many requests; 1 also disables idle reuse.
+//!
 //! Protocol: HTTP/2 with prior knowledge (h2c) for `http2`/`grpc` ports and
 //! for gRPC requests; HTTP/2 for everything when `h2UpgradePolicy: UPGRADE`;
 //! the request's own version with `useClientProtocol: true`; HTTP/1.1
@@ -62,6 +65,8 @@ pub use stats::{ClusterStats, StatsSnapshot};
 
 use body::GuardedBody;
 use cluster::{client_info, lb_endpoints, ClusterState, Proto};
+use connector::ConnRequests;
+use hyper_util::client::legacy::connect::capture_connection;
 use limits::Admission;
 pub use request::SourceIp;
 use request::{choose_proto, prepare, request_hash, resolve};
@@ -363,8 +368,27 @@ impl Endpoints {
         };
         let guard = ActiveGuard::new(state.clone(), addr, admission);
         prepare(&mut req, addr, &up, proto)?;
+        let max_per_conn = cluster
+            .policy
+            .connection_pool
+            .as_ref()
+            .and_then(|c| c.http.as_ref())
+            .and_then(|h| h.max_requests_per_connection)
+            .filter(|m| *m > 0);
+        let capture = max_per_conn.map(|_| capture_connection(&mut req));
         state.stats.inc_requests();
         let result = client.request(req).await;
+        // maxRequestsPerConnection: retire a connection that has served
+        // its share (it finishes what it carries, then closes).
+        if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
+            if let Some(n) = r.extensions().get::<ConnRequests>() {
+                if n.0.fetch_add(1, Ordering::AcqRel) + 1 >= max {
+                    if let Some(c) = cap.connection_metadata().as_ref() {
+                        c.poison();
+                    }
+                }
+            }
+        }
         let outcome = match &result {
             // A trailers-only gRPC error counts as its HTTP equivalent.
             Ok(r) => Outcome::Status(
