@@ -643,3 +643,82 @@ async fn max_requests_per_connection_retires_connections() {
     }
     assert_eq!(b.accepts.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn upstream_reset_is_ur_and_counts_as_local_origin_failure() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                // Close without answering.
+            });
+        }
+    });
+    let m = model_with(
+        &[(addr, "r/z/s")],
+        "HTTP",
+        "    outlierDetection:
+      consecutive5xxErrors: 2
+      maxEjectionPercent: 100
+",
+        &[],
+    );
+    let ep = Endpoints::new();
+    for _ in 0..2 {
+        let e = send(&ep, request(&m, &[])).await.err().expect("reset");
+        assert_eq!(e.flag, ResponseFlag::UpstreamRemoteReset, "{e}");
+    }
+    assert_eq!(ep.ejected(CLUSTER), vec![addr]);
+    let e = send(&ep, request(&m, &[])).await.err().expect("no healthy");
+    assert_eq!(e.flag, ResponseFlag::NoHealthyUpstream, "{e}");
+    assert_eq!(ep.stats(CLUSTER).unwrap().no_healthy, 1);
+}
+
+#[tokio::test]
+async fn grpc_unavailable_counts_as_503_for_outlier_detection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    r.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
+                    r.headers_mut().insert("grpc-status", "14".parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let m = model_with(
+        &[(addr, "r/z/s")],
+        "GRPC",
+        "    outlierDetection:
+      consecutiveGatewayErrors: 2
+      consecutive5xxErrors: 0
+      maxEjectionPercent: 100
+",
+        &[],
+    );
+    let ep = Endpoints::new();
+    for _ in 0..2 {
+        let req = request(&m, &[("content-type", "application/grpc")]);
+        let resp = tower::Service::call(&mut ep.clone(), req).await.unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "14");
+    }
+    assert_eq!(ep.ejected(CLUSTER), vec![addr]);
+}
