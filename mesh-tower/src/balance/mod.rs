@@ -20,8 +20,9 @@
 //! - retries prefer endpoints not in [`Upstream::tried`], and the chosen one
 //!   is appended to it;
 //! - over a limit: `UO` (503) at once; connect failure or timeout: `UF`
-//!   (503); a reset after connecting: `UR` (503); all three also count as
-//!   local-origin failures for outlier detection, 5xx responses as 5xx;
+//!   (503); a reset after connecting: `UR` (503); `UF` and `UR` count as
+//!   local-origin failures for outlier detection, 5xx responses (and
+//!   trailers-only gRPC errors, mapped to HTTP as Envoy does) as 5xx;
 //! - the URI is rewritten to the endpoint address, the `Host` header keeps
 //!   the authority the client asked for (HTTP/2 sends the endpoint address
 //!   as `:authority`, with the original `host` header alongside);
@@ -34,6 +35,15 @@
 //! for gRPC requests; HTTP/2 for everything when `h2UpgradePolicy: UPGRADE`;
 //! the request's own version with `useClientProtocol: true`; HTTP/1.1
 //! otherwise.
+//!
+//! Model swaps: a request is served from the endpoints of the model it
+//! carries. A request still carrying an older model brings the cluster
+//! state back to that model's endpoints for its pick and the next request
+//! on the newer model moves it forward again; endpoints present in both
+//! keep their outlier and balancer state either way, so the only cost is
+//! churn of the balancer's per-endpoint positions. Host-named endpoints
+//! (DNS clusters) are resolved when a cluster's state is built or updated,
+//! not re-resolved on a timer.
 //!
 //! Errors come back as `Err(BoxError)` holding a [`MeshError`] (the routing
 //! stage retries on them and turns them into responses).
@@ -334,10 +344,10 @@ impl Endpoints {
                 d.maybe_tick(now);
             }
             let outlier = core.outlier.as_ref();
-            let eps = core.lb.endpoints().to_vec();
+            let keys: Vec<SocketAddr> = core.lb.endpoints().iter().map(|e| e.key).collect();
             let active = &core.active;
             let view = |i: usize| {
-                let a = eps[i].key;
+                let a = keys[i];
                 HostView {
                     healthy: outlier.is_none_or(|d| !d.is_ejected(&a, now)),
                     active: active.get(&a).copied().unwrap_or(0),
@@ -346,7 +356,7 @@ impl Endpoints {
             };
             let picked = core.lb.pick(now, &mut core.rng, hash, &view);
             let ejected = outlier.map_or(0, |d| d.ejected_count(now));
-            (picked.map(|p| eps[p.index].key), set_cookie, ejected)
+            (picked.map(|p| keys[p.index]), set_cookie, ejected)
         };
         let Some(addr) = addr else {
             state.stats.inc_no_healthy();
