@@ -44,6 +44,19 @@ use crate::types::any;
 /// Prefix of server listener names (istiod's `ServerListenerNamePrefix`).
 pub const INBOUND_LISTENER_PREFIX: &str = "xds.istio.io/grpc/lds/inbound/";
 
+/// The address in a server listener name a gRPC server asked for
+/// (`xds.istio.io/grpc/lds/inbound/0.0.0.0:50051`, `...[::]:50051`), as the
+/// `(ip, port)` pair [`super::EncodeOptions::inbound_addresses`] takes.
+pub fn parse_inbound_listener_name(name: &str) -> Option<(String, u16)> {
+    let addr = name.strip_prefix(INBOUND_LISTENER_PREFIX)?;
+    let (ip, port) = addr.rsplit_once(':')?;
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip);
+    Some((ip.to_string(), port.parse().ok()?))
+}
+
 /// The listener name for a server on `ip:port` (IPv6 addresses bracketed).
 pub fn inbound_listener_name(ip: &str, port: u16) -> String {
     if ip.contains(':') && !ip.starts_with('[') {
@@ -173,5 +186,26 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         filter_chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_names_round_trip() {
+        for (ip, port) in [("0.0.0.0", 50051), ("::", 8080), ("10.1.2.3", 1)] {
+            let name = inbound_listener_name(ip, port);
+            assert_eq!(
+                parse_inbound_listener_name(&name),
+                Some((ip.to_string(), port))
+            );
+        }
+        assert_eq!(
+            inbound_listener_name("::", 1),
+            "xds.istio.io/grpc/lds/inbound/[::]:1"
+        );
+        assert_eq!(parse_inbound_listener_name("reviews:9080"), None);
     }
 }

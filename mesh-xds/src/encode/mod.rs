@@ -26,7 +26,9 @@ use mesh_core::config::Resource;
 use mesh_core::model::Model;
 
 pub use cluster::{encode_cluster, encode_endpoints};
-pub use inbound::{inbound_listener, inbound_listener_name, INBOUND_LISTENER_PREFIX};
+pub use inbound::{
+    inbound_listener, inbound_listener_name, parse_inbound_listener_name, INBOUND_LISTENER_PREFIX,
+};
 pub use listener::outbound_listener;
 pub use rbac::rbac_filters;
 pub use route::{route_config_name, route_configuration};
