@@ -7,10 +7,12 @@
 //! Not here: timers, body buffering, retry budgets and endpoint choice, which
 //! live in the SDK layer around these decisions.
 
+pub mod budget;
 mod conditions;
 
 use serde::Serialize;
 
+pub use budget::{admit_retry, RetryBudget, RetryRefusal};
 pub use conditions::{grpc_status, grpc_status_code, parse_retry_on, RetryOn, GRPC_STATUS};
 
 use crate::config::common::Duration;
