@@ -22,7 +22,14 @@ use tower::{Layer, Service};
 use crate::body::{BoxError, MeshBody};
 use crate::upstream::Upstream;
 
-use super::replay::{buffer, Buffered, Replay};
+use super::replay::Replay;
+use super::tee::{prepare, Prepared, Tee};
+
+/// The body copy a mirror sends.
+enum BodyCopy {
+    Now(Replay),
+    Later(Tee),
+}
 use super::rng;
 use super::routed::Routed;
 use super::target;
@@ -83,16 +90,16 @@ pub fn shadow_authority(raw: &str) -> String {
 
 /// The copy of `parts` for `mirror`, with a fresh first-attempt upstream.
 fn shadow_request(
-    parts: &http::request::Parts,
+    parts: &Request<()>,
     body: &Replay,
     mirror: &Mirror,
     routed: &Routed,
 ) -> Request<MeshBody> {
     let mut req = Request::new(body.body());
-    *req.method_mut() = parts.method.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    let mut uri = parts.uri.clone().into_parts();
+    *req.method_mut() = parts.method().clone();
+    *req.version_mut() = parts.version();
+    *req.headers_mut() = parts.headers().clone();
+    let mut uri = parts.uri().clone().into_parts();
     if let Some(a) = &uri.authority {
         if let Ok(a) = shadow_authority(a.as_str()).parse() {
             uri.authority = Some(a);
@@ -102,7 +109,7 @@ fn shadow_request(
         *req.uri_mut() = u;
     }
     if let Some(h) = parts
-        .headers
+        .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
     {
@@ -172,31 +179,47 @@ where
         let limit = self.body_limit;
         Either::Right(Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let body = match buffer(body, limit).await? {
-                Buffered::TooLarge(b) => {
+            let mut template = Request::new(());
+            *template.method_mut() = parts.method.clone();
+            *template.uri_mut() = parts.uri.clone();
+            *template.version_mut() = parts.version;
+            *template.headers_mut() = parts.headers.clone();
+            let (body, copy) = match prepare(body, limit)? {
+                Prepared::TooLarge(b) => {
                     tracing::debug!("request body larger than {limit} bytes: not mirrored");
-                    b
+                    (b, None)
                 }
-                Buffered::Complete(replay) => {
-                    if let Some(route) = routed.route() {
-                        for m in chosen.iter().filter_map(|i| route.mirrors.get(*i)) {
-                            let shadow = shadow_request(&parts, &replay, m, &routed);
-                            let sink = sink.clone();
-                            tokio::spawn(async move {
-                                let send = super::call::oneshot(sink, shadow);
-                                let result = match timeout {
-                                    Some(t) => tokio::time::timeout(t, send).await.ok(),
-                                    None => Some(send.await),
-                                };
-                                if let Some(Err(e)) = result {
-                                    tracing::debug!("mirror request failed: {e}");
-                                }
-                            });
-                        }
-                    }
-                    replay.body()
-                }
+                Prepared::Complete(replay) => (replay.body(), Some(BodyCopy::Now(replay))),
+                Prepared::Teed(b, tee) => (b, Some(BodyCopy::Later(tee))),
             };
+            if let Some(copy) = copy {
+                tokio::spawn(async move {
+                    // A streamed body is mirrored once it ended within the limit.
+                    let replay = match copy {
+                        BodyCopy::Now(r) => r,
+                        BodyCopy::Later(tee) => match tee.finished().await {
+                            Some(r) => r,
+                            None => return,
+                        },
+                    };
+                    let Some(route) = routed.route() else {
+                        return;
+                    };
+                    for m in chosen.iter().filter_map(|i| route.mirrors.get(*i)) {
+                        let shadow = shadow_request(&template, &replay, m, &routed);
+                        let send = super::call::oneshot(sink.clone(), shadow);
+                        tokio::spawn(async move {
+                            let result = match timeout {
+                                Some(t) => tokio::time::timeout(t, send).await.ok(),
+                                None => Some(send.await),
+                            };
+                            if let Some(Err(e)) = result {
+                                tracing::debug!("mirror request failed: {e}");
+                            }
+                        });
+                    }
+                });
+            }
             super::call::call(&mut inner, Request::from_parts(parts, body)).await
         }))
     }

@@ -33,6 +33,7 @@ pub mod rng;
 pub mod route;
 pub mod routed;
 pub mod target;
+pub mod tee;
 pub mod timeout;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Buffering bodies so they can be sent again (retries, mirrors) or
-//! inspected (gRPC trailers of a response).
+//! Bodies that can be sent again ([`Replay`]) and reading a body to its end
+//! up to a limit ([`buffer`]). The layers use [`super::tee`], which never
+//! waits for a streaming body; [`buffer`] is for callers that may wait.
 //!
 //! [`buffer`] reads a body up to a byte limit. A body that ends within the
 //! limit becomes a [`Replay`] (data plus trailers) that can be turned into a
@@ -86,6 +87,12 @@ pub async fn buffer(mut body: MeshBody, limit: usize) -> Result<Buffered, BoxErr
             }
         }
     }
+    Ok(Buffered::Complete(collect_frames(frames)))
+}
+
+/// Joins frames read to the end of a body into a [`Replay`], without
+/// copying when there is a single data frame.
+pub(crate) fn collect_frames(frames: VecDeque<Frame<Bytes>>) -> Replay {
     let mut trailers = None;
     let mut data = BytesMut::new();
     let mut single: Option<Bytes> = None;
@@ -114,13 +121,13 @@ pub async fn buffer(mut body: MeshBody, limit: usize) -> Result<Buffered, BoxErr
         Some(s) => s,
         None => data.freeze(),
     };
-    Ok(Buffered::Complete(Replay { data, trailers }))
+    Replay { data, trailers }
 }
 
 /// Frames already read, followed by the rest of the body.
-struct PrefixedBody {
-    frames: VecDeque<Frame<Bytes>>,
-    rest: Option<MeshBody>,
+pub(crate) struct PrefixedBody {
+    pub(crate) frames: VecDeque<Frame<Bytes>>,
+    pub(crate) rest: Option<MeshBody>,
 }
 
 impl Body for PrefixedBody {

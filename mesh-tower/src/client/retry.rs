@@ -36,9 +36,9 @@ use crate::error::{MeshError, ResponseFlag};
 use crate::upstream::Upstream;
 
 use super::errors;
-use super::replay::{buffer, Buffered, Replay};
 use super::rng;
 use super::routed::Routed;
+use super::tee::{peek_trailers, prepare, Prepared, Tee};
 
 /// Limits of the retry layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -221,10 +221,10 @@ fn per_try_timeout_response(t: Duration, grpc: bool) -> Response<MeshBody> {
 
 fn request_for(
     parts: &http::request::Parts,
-    body: &Replay,
+    body: MeshBody,
     upstream: &Upstream,
 ) -> Request<MeshBody> {
-    let mut req = Request::new(body.body());
+    let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
@@ -234,8 +234,8 @@ fn request_for(
     req
 }
 
-/// Reads the outcome of a response, buffering it to find `grpc-status` in
-/// the trailers when `need_trailers`.
+/// Reads the outcome of a response; when `need_trailers`, looks for
+/// `grpc-status` in the trailers too (see [`peek_trailers`]).
 async fn judge(
     resp: Response<MeshBody>,
     need_trailers: bool,
@@ -257,19 +257,15 @@ async fn judge(
         return Ok((outcome(header_grpc), resp));
     }
     let (parts, body) = resp.into_parts();
-    match buffer(body, limit).await? {
-        Buffered::Complete(replay) => {
-            let g = replay.trailers.as_ref().and_then(|t| {
-                grpc_status(
-                    std::iter::empty(),
-                    t.iter()
-                        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
-                )
-            });
-            Ok((outcome(g), Response::from_parts(parts, replay.body())))
-        }
-        Buffered::TooLarge(b) => Ok((outcome(None), Response::from_parts(parts, b))),
-    }
+    let (trailers, body) = peek_trailers(body, limit).await?;
+    let g = trailers.as_ref().and_then(|t| {
+        grpc_status(
+            std::iter::empty(),
+            t.iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+        )
+    });
+    Ok((outcome(g), Response::from_parts(parts, body)))
 }
 
 impl<S> Service<Request<MeshBody>> for RetryService<S>
@@ -330,9 +326,10 @@ where
             let counters = state.cluster(&upstream.cluster);
             let _request = Held::request(&counters);
             let (parts, body) = req.into_parts();
-            let replay = match buffer(body, config.body_limit).await? {
-                Buffered::Complete(r) => r,
-                Buffered::TooLarge(b) => {
+            let (mut replay, mut first_body, tee) = match prepare(body, config.body_limit)? {
+                Prepared::Complete(r) => (Some(r), None, None),
+                Prepared::Teed(b, t) => (None, Some(b), Some(t)),
+                Prepared::TooLarge(b) => {
                     tracing::debug!(
                         "request body larger than {} bytes: sent once, not retried",
                         config.body_limit
@@ -352,25 +349,36 @@ where
             let mut retries_done = 0u32;
             let mut _retry: Option<Held> = None;
             loop {
-                let req = request_for(&parts, &replay, &upstream);
+                let body = match (first_body.take(), &replay) {
+                    (Some(b), _) => b,
+                    (None, Some(r)) => r.body(),
+                    // Unreachable: a retry needs a replay (checked below).
+                    (None, None) => crate::body::empty(),
+                };
+                let req = request_for(&parts, body, &upstream);
                 let last_try = retries_done >= policy.attempts;
-                let (outcome, last) =
-                    match attempt(&mut inner, req, per_try, retries_done == 0).await {
-                        Attempt::Response(r) => {
-                            let (o, r) =
-                                judge(r, need_trailers && !last_try, config.response_buffer_limit)
-                                    .await?;
-                            (o, Ok(r))
-                        }
-                        Attempt::TimedOut(t) => (
-                            Outcome::PerTryTimeout,
-                            Ok(per_try_timeout_response(t, grpc)),
-                        ),
-                        Attempt::Failed(e) => match errors::outcome_of(&e) {
-                            Some(o) => (o, Err(e)),
-                            None => return Err(e),
-                        },
-                    };
+                let result = attempt(&mut inner, req, per_try, retries_done == 0).await;
+                if replay.is_none() {
+                    // A streamed body is replayable once it ended within the limit.
+                    replay = tee.as_ref().and_then(Tee::replay);
+                }
+                // Trailers are only looked at once the request was sent whole
+                // (unary-like calls); a live stream is never held.
+                let peek = need_trailers && !last_try && replay.is_some();
+                let (outcome, last) = match result {
+                    Attempt::Response(r) => {
+                        let (o, r) = judge(r, peek, config.response_buffer_limit).await?;
+                        (o, Ok(r))
+                    }
+                    Attempt::TimedOut(t) => (
+                        Outcome::PerTryTimeout,
+                        Ok(per_try_timeout_response(t, grpc)),
+                    ),
+                    Attempt::Failed(e) => match errors::outcome_of(&e) {
+                        Some(o) => (o, Err(e)),
+                        None => return Err(e),
+                    },
+                };
                 // The retry that made this attempt is over.
                 _retry = None;
                 let exhausted = |last: Result<Response<MeshBody>, BoxError>, why: String| match last
@@ -392,6 +400,15 @@ where
                     return exhausted(
                         last,
                         format!("retries exhausted after {} attempts", retries_done + 1),
+                    );
+                }
+                if replay.is_none() {
+                    return exhausted(
+                        last,
+                        format!(
+                            "not retried: the request body was still streaming or larger than {} bytes",
+                            config.body_limit
+                        ),
                     );
                 }
                 if let Err(refusal) = admit_retry(

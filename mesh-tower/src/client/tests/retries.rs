@@ -266,3 +266,47 @@ async fn max_retries_limits_concurrent_retries_per_cluster() {
     assert!(max_retries <= 2, "{max_retries}");
     assert!(calls < 150, "{calls}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn streaming_bodies_are_sent_at_once_and_replayed_once_complete() {
+    let vs = reviews_vs(
+        r#"
+  - retries: {attempts: 1, retryOn: 5xx}
+    route: [{destination: {host: reviews}}]
+"#,
+    );
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::<Bytes>::new()));
+    let b = bodies.clone();
+    let (inner, log) = scripted(move |n, req: Request<MeshBody>| {
+        let b = b.clone();
+        async move {
+            let data = req.into_body().collect().await?.to_bytes();
+            b.lock().unwrap().push(data);
+            Ok(status(if n == 0 { 503 } else { 200 }))
+        }
+    });
+    let svc = stack(model(&vs), ClientOptions::default(), inner);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|d| (Ok::<_, BoxError>(http_body::Frame::data(d)), rx))
+    });
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://reviews:9080/upload")
+        .body(http_body_util::StreamBody::new(stream).boxed_unsync())
+        .unwrap();
+    tx.send(Bytes::from_static(b"ab")).await.unwrap();
+    let call = tokio::spawn(crate::client::call::oneshot(svc, req));
+    // The upstream gets the request while the body is still open: a stream
+    // is never held back to be buffered.
+    tokio::task::yield_now().await;
+    assert_eq!(log.len(), 1);
+    tx.send(Bytes::from_static(b"cd")).await.unwrap();
+    drop(tx);
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(log.len(), 2);
+    assert_eq!(*bodies.lock().unwrap(), ["abcd", "abcd"]);
+}
