@@ -117,7 +117,7 @@ fn shadow_request(
             req.headers_mut().insert(http::header::HOST, v);
         }
     }
-    let port = mirror.port.unwrap_or(routed.upstream.port);
+    let port = mirror.port.unwrap_or(routed.port);
     req.extensions_mut().insert(Upstream {
         cluster: cluster_name(&mirror.host, port, mirror.subset.as_deref()),
         host: mirror.host.clone(),

@@ -219,18 +219,20 @@ fn per_try_timeout_response(t: Duration, grpc: bool) -> Response<MeshBody> {
     .into_response(grpc)
 }
 
-fn request_for(
-    parts: &http::request::Parts,
-    body: MeshBody,
-    upstream: &Upstream,
-) -> Request<MeshBody> {
+/// The request of attempt `attempt` (1-based): a copy of `parts` whose
+/// [`Upstream`] carries the attempt number and the shared `tried` list.
+fn request_for(parts: &http::request::Parts, body: MeshBody, attempt: u32) -> Request<MeshBody> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     *req.extensions_mut() = parts.extensions.clone();
-    req.extensions_mut().insert(upstream.clone());
+    if attempt > 1 {
+        if let Some(up) = req.extensions_mut().get_mut::<Upstream>() {
+            up.attempt = attempt;
+        }
+    }
     req
 }
 
@@ -288,14 +290,22 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let routed = req.extensions().get::<Routed>();
-        let (table, index, grpc, upstream) = match routed {
-            Some(r) if r.table.is_some() => {
-                (r.table.clone(), r.route_index, r.grpc, r.upstream.clone())
-            }
+        let (table, index, grpc) = match routed {
+            Some(r) if r.table.is_some() => (r.table.clone(), r.route_index, r.grpc),
             _ => return super::call::call(&mut inner, req),
         };
+        let Some(upstream) = req.extensions().get::<Upstream>() else {
+            return super::call::call(&mut inner, req);
+        };
+        let counters = self.state.cluster(&upstream.cluster);
+        let max_retries = upstream
+            .model
+            .clusters
+            .get(&upstream.cluster)
+            .and_then(|c| c.policy.connection_pool.as_ref())
+            .and_then(|p| p.http.as_ref())
+            .and_then(|h| h.max_retries);
         let config = self.config;
-        let state = self.state.clone();
         Box::pin(async move {
             let disabled = RetryPolicy::disabled();
             let policy = table
@@ -323,7 +333,6 @@ where
                     Attempt::TimedOut(t) => Ok(per_try_timeout_response(t, grpc)),
                 };
             }
-            let counters = state.cluster(&upstream.cluster);
             let _request = Held::request(&counters);
             let (parts, body) = req.into_parts();
             let (mut replay, mut first_body, tee) = match prepare(body, config.body_limit)? {
@@ -337,15 +346,7 @@ where
                     return single(&mut inner, Request::from_parts(parts, b)).await;
                 }
             };
-            let max_retries = upstream
-                .model
-                .clusters
-                .get(&upstream.cluster)
-                .and_then(|c| c.policy.connection_pool.as_ref())
-                .and_then(|p| p.http.as_ref())
-                .and_then(|h| h.max_retries);
             let need_trailers = grpc && policy.retry_on.bits() & GRPC_CONDITIONS != 0;
-            let mut upstream = upstream;
             let mut retries_done = 0u32;
             let mut _retry: Option<Held> = None;
             loop {
@@ -355,7 +356,7 @@ where
                     // Unreachable: a retry needs a replay (checked below).
                     (None, None) => crate::body::empty(),
                 };
-                let req = request_for(&parts, body, &upstream);
+                let req = request_for(&parts, body, retries_done + 1);
                 let last_try = retries_done >= policy.attempts;
                 let result = attempt(&mut inner, req, per_try, retries_done == 0).await;
                 if replay.is_none() {
@@ -417,14 +418,13 @@ where
                     max_retries,
                     config.budget.as_ref(),
                 ) {
-                    tracing::debug!(cluster = %upstream.cluster, "retry refused: {refusal}");
+                    tracing::debug!("retry refused: {refusal}");
                     return exhausted(last, format!("retry refused: {refusal}"));
                 }
                 _retry = Some(Held::retry(&counters));
                 drop(last);
                 retries_done += 1;
                 tokio::time::sleep(policy.backoff(retries_done, rng::next_f64())).await;
-                upstream.attempt += 1;
             }
         })
     }

@@ -75,7 +75,7 @@ enum Decision {
     /// Answer now.
     Local(Response<MeshBody>),
     /// Forward.
-    Forward(Box<Routed>),
+    Forward(Routed, Upstream),
 }
 
 fn no_route(reason: String, status: StatusCode, grpc: bool) -> Decision {
@@ -105,12 +105,16 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
                 StatusCode::SERVICE_UNAVAILABLE,
                 grpc,
             ),
-            OutboundPolicy::AllowAny => Decision::Forward(Box::new(Routed {
-                model: model.clone(),
-                table: None,
-                route_index: 0,
-                destination_index: 0,
-                upstream: Upstream {
+            OutboundPolicy::AllowAny => Decision::Forward(
+                Routed {
+                    model: model.clone(),
+                    table: None,
+                    route_index: 0,
+                    destination_index: 0,
+                    port: auth.port,
+                    grpc,
+                },
+                Upstream {
                     cluster: Upstream::PASSTHROUGH.to_string(),
                     host: auth.host.to_string(),
                     port: auth.port,
@@ -119,8 +123,7 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
                     attempt: 1,
                     tried: Arc::new(Mutex::new(Vec::new())),
                 },
-                grpc,
-            })),
+            ),
         };
     };
     let table = svc.routes.clone();
@@ -206,14 +209,17 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
     }
     headers::apply(&dest.request_headers, req.headers_mut());
     headers::apply(&route.request_headers, req.headers_mut());
-    Decision::Forward(Box::new(Routed {
-        model: model.clone(),
-        table: Some(table.clone()),
-        route_index,
-        destination_index,
+    Decision::Forward(
+        Routed {
+            model: model.clone(),
+            table: Some(table.clone()),
+            route_index,
+            destination_index,
+            port,
+            grpc,
+        },
         upstream,
-        grpc,
-    }))
+    )
 }
 
 /// Replaces the path (with query) and/or the authority of a request. The
@@ -261,14 +267,14 @@ where
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
         let model = self.model.borrow().clone();
         let grpc = is_grpc(&req);
-        let routed = match decide(&model, &mut req, grpc) {
+        let (routed, upstream) = match decide(&model, &mut req, grpc) {
             Decision::Local(resp) => return Box::pin(async move { Ok(resp) }),
-            Decision::Forward(r) => r,
+            Decision::Forward(r, u) => (r, u),
         };
-        req.extensions_mut().insert(routed.upstream.clone());
+        req.extensions_mut().insert(upstream);
         let table = routed.table.clone();
         let (route_index, destination_index) = (routed.route_index, routed.destination_index);
-        req.extensions_mut().insert(*routed);
+        req.extensions_mut().insert(routed);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let fut = super::call::call(&mut inner, req);

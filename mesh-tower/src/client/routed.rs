@@ -3,14 +3,13 @@
 //!
 //! The route layer matches once per request and records the result here;
 //! the other layers look up the route through cheap `Arc` clones instead of
-//! matching again.
+//! matching again. The first attempt's [`crate::Upstream`] is a separate
+//! extension, which the retry layer replaces per attempt.
 
 use std::sync::Arc;
 
 use mesh_core::model::Model;
 use mesh_core::route::{Destination, Route, RouteTable};
-
-use crate::upstream::Upstream;
 
 /// The route a request matched and the destination chosen for it.
 #[derive(Debug, Clone)]
@@ -24,9 +23,8 @@ pub struct Routed {
     pub route_index: usize,
     /// Index of the chosen destination in the route's destinations.
     pub destination_index: usize,
-    /// The upstream of the first attempt; retries clone it with a higher
-    /// attempt number.
-    pub upstream: Upstream,
+    /// The destination port (the request's for passthrough).
+    pub port: u16,
     /// True for gRPC requests (errors become gRPC statuses).
     pub grpc: bool,
 }

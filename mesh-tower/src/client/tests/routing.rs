@@ -278,3 +278,35 @@ async fn mirror_percentage_zero_never_mirrors() {
     tokio::task::yield_now().await;
     assert_eq!(log.len(), 100);
 }
+
+#[tokio::test(start_paused = true)]
+async fn new_model_applies_to_next_request_in_flight_keeps_its_own() {
+    use tower::Layer;
+    let v1 = model(&reviews_vs(
+        "  - route: [{destination: {host: reviews, subset: v1}}]\n",
+    ));
+    let v2 = model(&reviews_vs(
+        "  - route: [{destination: {host: reviews, subset: v2}}]\n",
+    ));
+    let (inner, log) = scripted(|n, _| async move {
+        if n == 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        Ok(status(200))
+    });
+    let (tx, rx) = tokio::sync::watch::channel(v1);
+    let svc: BoxClient =
+        BoxCloneService::new(crate::client::layer(rx, ClientOptions::default()).layer(inner));
+    let slow = tokio::spawn(crate::client::call::oneshot(
+        svc.clone(),
+        get("http://reviews:9080/"),
+    ));
+    tokio::task::yield_now().await;
+    tx.send(v2.clone()).unwrap();
+    send(&svc, get("http://reviews:9080/")).await;
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    let seen = log.all();
+    assert_eq!(seen[0].upstream.subset.as_deref(), Some("v1"));
+    assert_eq!(seen[1].upstream.subset.as_deref(), Some("v2"));
+    assert!(Arc::ptr_eq(&seen[1].upstream.model, &v2));
+}
