@@ -4,8 +4,10 @@
 //! route has no `retries` ([`RetryPolicy::istio_default`]) and Envoy's
 //! exponential backoff with full jitter ([`backoff`]).
 //!
-//! Not here: timers, body buffering, retry budgets and endpoint choice, which
-//! live in the SDK layer around these decisions.
+//! Retry admission under the cluster's concurrent-retry limit and retry
+//! budget is the pure [`admit_retry`] ([`budget`]). Not here: timers, body
+//! buffering, the budget's counters and endpoint choice, which live in the
+//! SDK layer around these decisions.
 
 pub mod budget;
 mod conditions;

@@ -20,6 +20,39 @@
 //! layer sets and pass requests without it through untouched).
 //!
 //! Not here: choosing and connecting to an endpoint.
+//!
+//! # Assembling
+//!
+//! ```ignore
+//! use mesh_tower::client::{self, ClientOptions};
+//! // `model_rx`: the watch of the compiled model; `endpoints`: the endpoint
+//! // stage (any Clone service reading the `Upstream` extension).
+//! let client = client::layer(model_rx, ClientOptions::default()).boxed(endpoints);
+//! let resp = client.oneshot(request).await?; // Request<MeshBody> -> Response<MeshBody>
+//! ```
+//!
+//! Failures are answered as Envoy's local replies (status, flag header
+//! `x-mesh-response-flags`, reason), gRPC-shaped for gRPC requests, so the
+//! service's error is reserved for the caller's own misuse.
+//!
+//! # Differences from Istio/Envoy, on purpose
+//!
+//! - Faults are decided per attempt, inside the retry loop, and coexist with
+//!   retries and timeouts on the same route (Istio drops retries/timeouts on
+//!   faulted routes and faults once per request).
+//! - A retry needs the whole request body: a body ready at once, or a stream
+//!   that ended within the limit before the retry decision (copied while it
+//!   streams, never held back). Envoy can also retry a request whose body is
+//!   still arriving.
+//! - `grpc-status` is also read from trailers (Envoy only reads it from
+//!   headers once the response has started): the first response frame is
+//!   awaited and frames already available are read, so a live stream is
+//!   never held; a status in trailers arriving later is not seen.
+//! - The retry budget counts requests in flight that have a retry policy
+//!   through this stack (Envoy counts all the cluster's active and pending
+//!   requests); it applies in addition to `maxRetries`.
+//! - Passthrough requests (unknown host under ALLOW_ANY) are not retried and
+//!   have no timeout unless [`ClientOptions::default_timeout`] is set.
 
 pub mod call;
 pub mod errors;
