@@ -18,13 +18,17 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod grpc;
+pub mod mesh;
 pub mod server;
+pub mod source;
 pub mod upstream;
 
 use std::sync::Arc;
 
 pub use body::{BoxError, MeshBody};
 pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
+pub use mesh::{Mesh, MeshBuilder};
 pub use upstream::{ServedBy, Upstream};
 
 /// The compiled model as layers receive it: a watch channel whose value is

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod analyze;
+mod bootstrap;
 mod common;
 mod x_authz;
 mod x_route;
@@ -26,9 +27,18 @@ struct Cli {
 enum Command {
     /// Analyze Istio configuration for mistakes (exit 0: no errors, 1: errors, 2: could not run).
     Analyze(analyze::Args),
+    /// Generate bootstrap files for workloads.
+    #[command(subcommand)]
+    Bootstrap(BootstrapCommand),
     /// Experimental request simulators.
     #[command(subcommand)]
     X(XCommand),
+}
+
+#[derive(Subcommand)]
+enum BootstrapCommand {
+    /// The xDS bootstrap JSON for a proxyless gRPC client or server (GRPC_XDS_BOOTSTRAP).
+    Grpc(Box<bootstrap::Args>),
 }
 
 // Boxed: the simulators take many flags, and clap builds this enum once.
@@ -44,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Bootstrap(BootstrapCommand::Grpc(args)) => bootstrap::run(*args),
         Command::X(XCommand::Route(args)) => x_route::run(*args),
         Command::X(XCommand::Authz(args)) => x_authz::run(*args),
     };

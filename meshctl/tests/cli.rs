@@ -264,3 +264,55 @@ fn authz_denies_other_callers_and_plaintext() {
     ]);
     assert_eq!(v["decision"], "DENY", "{v}");
 }
+
+#[test]
+fn bootstrap_grpc_points_a_proxyless_client_at_meshd() {
+    let o = meshctl(&[
+        "bootstrap",
+        "grpc",
+        "--xds-addr",
+        "127.0.0.1:15010",
+        "--namespace",
+        "shop",
+        "--labels",
+        "app=cart,version=v1",
+        "--service-account",
+        "cart",
+        "--cert-dir",
+        "/var/run/mesh",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["xds_servers"][0]["server_uri"], "127.0.0.1:15010");
+    assert_eq!(v["xds_servers"][0]["server_features"][0], "xds_v3");
+    assert_eq!(
+        v["node"]["id"],
+        "sidecar~127.0.0.1~grpc-workload.shop~shop.svc.cluster.local"
+    );
+    let meta = &v["node"]["metadata"];
+    assert_eq!(meta["NAMESPACE"], "shop");
+    assert_eq!(meta["LABELS"]["app"], "cart");
+    assert_eq!(meta["SERVICE_ACCOUNT"], "cart");
+    assert_eq!(meta["GENERATOR"], "grpc");
+    assert_eq!(
+        v["server_listener_resource_name_template"],
+        "xds.istio.io/grpc/lds/inbound/%s"
+    );
+    let provider = &v["certificate_providers"]["default"];
+    assert_eq!(provider["plugin_name"], "file_watcher");
+    assert_eq!(
+        provider["config"]["certificate_file"],
+        "/var/run/mesh/cert-chain.pem"
+    );
+    assert_eq!(
+        provider["config"]["ca_certificate_file"],
+        "/var/run/mesh/root-cert.pem"
+    );
+    let plain = meshctl(&["bootstrap", "grpc", "--namespace", "shop"]);
+    assert!(json(&plain).get("certificate_providers").is_none());
+}

@@ -151,7 +151,8 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
                             r,
                             &format!("{path}.to[{j}].operation.paths"),
                             format!(
-                                "a DENY rule on paths with pathNormalization {mode:?}: requests for //admin or /%2Fadmin are not normalized to /admin and walk past it; set meshConfig.pathNormalization.normalization to MERGE_SLASHES or DECODE_AND_MERGE_SLASHES, or write the rule as an ALLOW list"
+                                "a DENY rule on paths with pathNormalization {}: requests for //admin or /%2Fadmin are not normalized to /admin and walk past it; set meshConfig.pathNormalization.normalization to MERGE_SLASHES or DECODE_AND_MERGE_SLASHES, or write the rule as an ALLOW list",
+                                super::yaml_name(&mode)
                             ),
                         ));
                     }
@@ -210,10 +211,10 @@ fn http_fields_on_tcp(
             r,
             path,
             format!(
-                "the rule uses HTTP-only fields ({}) but applies to port {} ({:?}), which is not HTTP; {effect}. Limit the rule with `ports` to the HTTP ports, or split it",
+                "the rule uses HTTP-only fields ({}) but applies to port {} ({}), which is not HTTP; {effect}. Limit the rule with `ports` to the HTTP ports, or split it",
                 fields.join(", "),
                 port.number,
-                port.protocol
+                port.protocol.as_str()
             ),
         ));
     }
@@ -256,8 +257,9 @@ fn permissive_plaintext(
                 r,
                 path,
                 format!(
-                    "this ALLOW rule has no source identity condition and applies to workloads whose PeerAuthentication ({}) is {mode:?}, so plaintext callers from anywhere match it; require principals/namespaces in `from`, or make mTLS STRICT",
-                    policy.sources.join(", ")
+                    "this ALLOW rule has no source identity condition and applies to workloads whose PeerAuthentication ({}) is {}, so plaintext callers from anywhere match it; require principals/namespaces in `from`, or make mTLS STRICT",
+                    policy.sources.join(", "),
+                    super::yaml_name(&mode)
                 ),
             ));
             return;

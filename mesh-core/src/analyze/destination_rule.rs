@@ -77,7 +77,8 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
                         r,
                         &format!("{path}.tls"),
                         format!(
-                            "{host} is in the mesh, where auto-mTLS already negotiates mTLS: ISTIO_MUTUAL is redundant, and DISABLE or SIMPLE breaks calls to STRICT peers (503); remove trafficPolicy.tls (mode here: {mode:?})"
+                            "{host} is in the mesh, where auto-mTLS already negotiates mTLS: ISTIO_MUTUAL is redundant, and DISABLE or SIMPLE breaks calls to STRICT peers (503); remove trafficPolicy.tls (mode here: {})",
+                            super::yaml_name(&mode)
                         ),
                     ));
                 }

@@ -229,6 +229,15 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ),
 ];
 
+/// An enum value as users write it in YAML (`ISTIO_MUTUAL`, not `IstioMutual`).
+pub(crate) fn yaml_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::from("?"),
+    }
+}
+
 /// The severity registered for `code`.
 pub fn severity_of(code: &str) -> Severity {
     CODES

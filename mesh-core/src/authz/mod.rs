@@ -1,7 +1,7 @@
 //! The authorization engine: Istio AuthorizationPolicy semantics as a pure
 //! function from (policies, request) to an explained decision.
 //!
-//! - [`select`]: which policies apply to a workload (root namespace,
+//! - [`select`](mod@select): which policies apply to a workload (root namespace,
 //!   namespace, selector, targetRef).
 //! - [`PolicySet`]: those policies compiled once (matchers prebuilt), cheap to
 //!   clone and share across threads; [`PolicySet::evaluate`] gives a

@@ -16,8 +16,6 @@ use std::sync::Arc;
 pub use inbound::{mtls_policy, peer_authn_chain};
 pub use visibility::Scope;
 
-use crate::authz::path::Normalization;
-use crate::config::mesh_config::PathNormalizationKind;
 use crate::config::{Kind, MeshConfig, Resource};
 use crate::host::DEFAULT_DOMAIN_SUFFIX;
 use crate::model::{Client, MeshSettings, Model, OutboundPolicy, OutboundService};
@@ -137,11 +135,6 @@ fn mesh_settings(mesh: &MeshConfig) -> MeshSettings {
         } else {
             OutboundPolicy::AllowAny
         },
-        path_normalization: match mesh.path_normalization() {
-            PathNormalizationKind::None => Normalization::None,
-            PathNormalizationKind::Base => Normalization::Base,
-            PathNormalizationKind::MergeSlashes => Normalization::MergeSlashes,
-            PathNormalizationKind::DecodeAndMergeSlashes => Normalization::DecodeAndMergeSlashes,
-        },
+        path_normalization: mesh.path_normalization(),
     }
 }

@@ -8,7 +8,7 @@
 //! - [`compile`]: VirtualService selection and compilation for a client.
 //! - [`delegate`]: merging delegate VirtualServices into their root.
 //! - [`explain`](mod@explain): the `meshctl x route` answer.
-//! - [`unreachable`]: rules shadowed by earlier ones, for the analyzer.
+//! - [`unreachable`](mod@unreachable): rules shadowed by earlier ones, for the analyzer.
 //!
 //! Semantics are Istio's as Envoy executes them: rules in order, first match
 //! wins; fields in one match block ANDed, blocks ORed. Not here: TLS/TCP

@@ -1,1 +1,573 @@
-//! Load balancing, outlier detection and connection-pool limits (being built).
+//! The endpoint stage of the client: given a request whose cluster routing
+//! already chose (the [`Upstream`] extension), pick the endpoint, enforce
+//! the cluster's connection-pool limits and send the request to it over a
+//! pooled HTTP/1.1 or HTTP/2 connection.
+//!
+//! [`Endpoints`] is one shared service (clone it freely) holding per-cluster
+//! state: the load balancer and outlier detector from `mesh_core::lb` and
+//! `mesh_core::outlier`, circuit-breaker counters, and hyper-util pools
+//! keyed by cluster and protocol. State follows the model each request
+//! carries: when a cluster changes, surviving endpoints keep their outlier
+//! and balancer state, and pools are rebuilt only if the connection-pool
+//! settings changed.
+//!
+//! Per request:
+//! - no cluster, no endpoints, or no healthy endpoint: `UH` (503);
+//! - consistent hash key from header, cookie (generated, with a
+//!   `Set-Cookie` on the response, when absent and a TTL is configured),
+//!   source IP ([`SourceIp`] extension; without it the client's own
+//!   identity, as a sidecar would see its one pod IP) or query parameter;
+//! - retries prefer endpoints not in [`Upstream::tried`], and the chosen one
+//!   is appended to it;
+//! - over a limit: `UO` (503) at once; connect failure or timeout: `UF`
+//!   (503); a reset after connecting: `UR` (503); `UF` and `UR` count as
+//!   local-origin failures for outlier detection, 5xx responses (and
+//!   trailers-only gRPC errors, mapped to HTTP as Envoy does) as 5xx;
+//! - the URI is rewritten to the endpoint address, the `Host` header keeps
+//!   the authority the client asked for (HTTP/2 sends the endpoint address
+//!   as `:authority`, with the original `host` header alongside);
+//! - the response carries [`ServedBy`].
+//!
+//! `maxRequestsPerConnection` retires a connection (hyper-util's poison)
+//! once it has served that many requests; 1 also disables idle reuse.
+//!
+//! Protocol: HTTP/2 with prior knowledge (h2c) for `http2`/`grpc` ports and
+//! for gRPC requests; HTTP/2 for everything when `h2UpgradePolicy: UPGRADE`;
+//! the request's own version with `useClientProtocol: true`; HTTP/1.1
+//! otherwise.
+//!
+//! Model swaps: a request is served from the endpoints of the model it
+//! carries. A request still carrying an older model brings the cluster
+//! state back to that model's endpoints for its pick and the next request
+//! on the newer model moves it forward again; endpoints present in both
+//! keep their outlier and balancer state either way, so the only cost is
+//! churn of the balancer's per-endpoint positions. Host-named endpoints
+//! (DNS clusters) are resolved when a cluster's state is built or updated,
+//! not re-resolved on a timer.
+//!
+//! Errors come back as `Err(BoxError)` holding a [`MeshError`] (the routing
+//! stage retries on them and turns them into responses).
+
+mod body;
+mod cluster;
+mod connector;
+mod limits;
+mod request;
+mod stats;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response, Version};
+use mesh_core::lb::HostView;
+use mesh_core::model::{Cluster, ClusterPolicy, Model};
+use mesh_core::outlier::{grpc_to_http_status, Outcome};
+use mesh_core::registry::Resolution;
+
+pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepalive, TcpConnector};
+pub use stats::{ClusterStats, StatsSnapshot};
+
+use body::GuardedBody;
+use cluster::{client_info, lb_endpoints, ClusterState, Proto};
+use connector::ConnRequests;
+use hyper_util::client::legacy::connect::capture_connection;
+use limits::Admission;
+pub use request::SourceIp;
+use request::{choose_proto, prepare, request_hash, resolve};
+
+use crate::body as mesh_body;
+use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy, Upstream};
+
+/// Builds an [`Endpoints`].
+pub struct EndpointsBuilder {
+    connector: Arc<dyn Connector>,
+    locality: Option<String>,
+}
+
+impl EndpointsBuilder {
+    /// Opens connections with `connector` (default [`TcpConnector`]).
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.connector = Arc::new(connector);
+        self
+    }
+
+    /// The client's locality `region/zone/subzone` (default: from the
+    /// model client's `topology.kubernetes.io/region`/`zone` and
+    /// `topology.istio.io/subzone` labels).
+    pub fn locality(mut self, locality: impl Into<String>) -> Self {
+        self.locality = Some(locality.into());
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Endpoints {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5eed, |d| d.as_nanos() as u64);
+        Endpoints {
+            inner: Arc::new(Inner {
+                clusters: Mutex::new(HashMap::new()),
+                passthrough: Mutex::new(None),
+                last_model: Mutex::new(Weak::new()),
+                connector: self.connector,
+                locality: self.locality,
+                seed: AtomicU64::new(seed),
+            }),
+        }
+    }
+}
+
+struct Inner {
+    clusters: Mutex<HashMap<String, Arc<ClusterState>>>,
+    passthrough: Mutex<Option<Arc<ClusterState>>>,
+    last_model: Mutex<Weak<Model>>,
+    connector: Arc<dyn Connector>,
+    locality: Option<String>,
+    seed: AtomicU64,
+}
+
+/// The endpoint stage: a `tower::Service<Request<MeshBody>>` reading the
+/// [`Upstream`] extension. Build it once and clone it.
+#[derive(Clone)]
+pub struct Endpoints {
+    inner: Arc<Inner>,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints").finish_non_exhaustive()
+    }
+}
+
+impl Endpoints {
+    /// Plain TCP, locality from the model's client labels.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a custom connector or locality.
+    pub fn builder() -> EndpointsBuilder {
+        EndpointsBuilder {
+            connector: Arc::new(TcpConnector),
+            locality: None,
+        }
+    }
+
+    /// Counters of `cluster`, once a request has used it.
+    pub fn stats(&self, cluster: &str) -> Option<StatsSnapshot> {
+        let map = self.inner.clusters.lock().ok()?;
+        map.get(cluster).map(|s| s.stats.snapshot())
+    }
+
+    /// Endpoints of `cluster` ejected by outlier detection now.
+    pub fn ejected(&self, cluster: &str) -> Vec<SocketAddr> {
+        let Some(state) = self
+            .inner
+            .clusters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster).cloned())
+        else {
+            return Vec::new();
+        };
+        let now = now();
+        let Ok(core) = state.core.lock() else {
+            return Vec::new();
+        };
+        let Some(d) = core.outlier.as_ref() else {
+            return Vec::new();
+        };
+        core.lb
+            .endpoints()
+            .iter()
+            .map(|e| e.key)
+            .filter(|a| d.is_ejected(a, now))
+            .collect()
+    }
+
+    fn next_seed(&self) -> u64 {
+        self.inner
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+    }
+
+    /// The state of `cluster`, created or brought up to date with `model`.
+    async fn state_for(&self, model: &Arc<Model>, cluster: &Cluster) -> Arc<ClusterState> {
+        self.gc(model);
+        let existing = self
+            .inner
+            .clusters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cluster.name).cloned());
+        if let Some(st) = &existing {
+            if let Ok(mut core) = st.core.lock() {
+                if !ClusterState::needs_update(&mut core, model, cluster) {
+                    return st.clone();
+                }
+            }
+        }
+        let resolved = resolve(cluster).await;
+        let eps = lb_endpoints(cluster, &resolved);
+        let client = client_info(model, self.inner.locality.as_deref());
+        match existing {
+            Some(st) => {
+                if let Ok(mut core) = st.core.lock() {
+                    if ClusterState::needs_update(&mut core, model, cluster) {
+                        st.update(&mut core, model, cluster, client, eps, now());
+                    }
+                }
+                st
+            }
+            None => {
+                let st = Arc::new(ClusterState::new(
+                    cluster,
+                    Arc::downgrade(model),
+                    client,
+                    eps,
+                    self.inner.connector.clone(),
+                    self.next_seed(),
+                ));
+                match self.inner.clusters.lock() {
+                    Ok(mut m) => m.entry(cluster.name.clone()).or_insert(st).clone(),
+                    Err(_) => st,
+                }
+            }
+        }
+    }
+
+    /// Forgets clusters a newly seen model no longer has.
+    fn gc(&self, model: &Arc<Model>) {
+        let Ok(mut last) = self.inner.last_model.lock() else {
+            return;
+        };
+        if Weak::ptr_eq(&last, &Arc::downgrade(model)) {
+            return;
+        }
+        *last = Arc::downgrade(model);
+        drop(last);
+        if let Ok(mut m) = self.inner.clusters.lock() {
+            m.retain(|name, _| model.clusters.contains_key(name));
+        }
+    }
+
+    fn passthrough_state(&self) -> Arc<ClusterState> {
+        let mut slot = match self.inner.passthrough.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        slot.get_or_insert_with(|| {
+            let cluster = Cluster {
+                name: Upstream::PASSTHROUGH.to_string(),
+                host: String::new(),
+                port: 0,
+                subset: None,
+                protocol: mesh_core::config::kube::Protocol::Http,
+                resolution: Resolution::Passthrough,
+                policy: ClusterPolicy::default(),
+                endpoints: Vec::new(),
+            };
+            Arc::new(ClusterState::new(
+                &cluster,
+                Weak::new(),
+                Default::default(),
+                Vec::new(),
+                self.inner.connector.clone(),
+                1,
+            ))
+        })
+        .clone()
+    }
+
+    async fn serve(self, mut req: Request<MeshBody>) -> Result<Response<MeshBody>, BoxError> {
+        let Some(up) = req.extensions().get::<Upstream>().cloned() else {
+            return Err(uh(
+                "the request carries no Upstream: the routing stage must choose a cluster first",
+            )
+            .into());
+        };
+        let model = up.model.clone();
+        let cluster = if up.is_passthrough() {
+            None
+        } else {
+            let Some(c) = model.clusters.get(&up.cluster) else {
+                return Err(uh(format!("cluster {} is not in the model", up.cluster)).into());
+            };
+            Some(c)
+        };
+        let cluster = match cluster {
+            Some(c) if !c.endpoints.is_empty() => c,
+            Some(c) if c.resolution == Resolution::Static => {
+                return Err(uh(format!(
+                    "cluster {} has no endpoints; check the service's selector or WorkloadEntries",
+                    c.name
+                ))
+                .into());
+            }
+            // Passthrough, or a DNS/NONE cluster without endpoints: the
+            // requested host itself.
+            other => {
+                let (host, port) = match other {
+                    Some(c) => (c.host.clone(), c.port),
+                    None => (up.host.clone(), up.port),
+                };
+                return self.passthrough(req, &up, &host, port).await;
+            }
+        };
+        let state = self.state_for(&model, cluster).await;
+        let now = now();
+        let tried = up.tried_endpoints();
+        // Pick under the cluster lock.
+        let (addr, set_cookie, ejected) = {
+            let mut core = match state.core.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            let core = &mut *core;
+            let (hash, set_cookie) = match &core.hash {
+                Some(src) => request_hash(src, &req, self.next_seed()),
+                None => (None, None),
+            };
+            if let Some(d) = core.outlier.as_mut() {
+                d.maybe_tick(now);
+            }
+            let outlier = core.outlier.as_ref();
+            let keys: Vec<SocketAddr> = core.lb.endpoints().iter().map(|e| e.key).collect();
+            let active = &core.active;
+            let view = |i: usize| {
+                let a = keys[i];
+                HostView {
+                    healthy: outlier.is_none_or(|d| !d.is_ejected(&a, now)),
+                    active: active.get(&a).copied().unwrap_or(0),
+                    tried: tried.contains(&a),
+                }
+            };
+            let picked = core.lb.pick(now, &mut core.rng, hash, &view);
+            let ejected = outlier.map_or(0, |d| d.ejected_count(now));
+            (picked.map(|p| keys[p.index]), set_cookie, ejected)
+        };
+        let Some(addr) = addr else {
+            state.stats.inc_no_healthy();
+            return Err(uh(format!(
+                "no healthy endpoint in cluster {} ({} endpoints, {ejected} ejected by outlier detection)",
+                cluster.name,
+                cluster.endpoints.len()
+            ))
+            .into());
+        };
+        up.record_tried(addr);
+        let proto = choose_proto(cluster, &req);
+        let Some(limits) = state.limits() else {
+            return Err(uh("cluster state is poisoned").into());
+        };
+        let admission = limits.admit(proto == Proto::Http1, &state.stats).await?;
+        let Some(client) = state.client(proto) else {
+            return Err(uh("connection pool is poisoned").into());
+        };
+        let guard = ActiveGuard::new(state.clone(), addr, admission);
+        prepare(&mut req, addr, &up, proto)?;
+        let max_per_conn = cluster
+            .policy
+            .connection_pool
+            .as_ref()
+            .and_then(|c| c.http.as_ref())
+            .and_then(|h| h.max_requests_per_connection)
+            .filter(|m| *m > 0);
+        let capture = max_per_conn.map(|_| capture_connection(&mut req));
+        state.stats.inc_requests();
+        let result = client.request(req).await;
+        // maxRequestsPerConnection: retire a connection that has served
+        // its share (it finishes what it carries, then closes).
+        if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
+            if let Some(n) = r.extensions().get::<ConnRequests>() {
+                if n.0.fetch_add(1, Ordering::AcqRel) + 1 >= max {
+                    if let Some(c) = cap.connection_metadata().as_ref() {
+                        c.poison();
+                    }
+                }
+            }
+        }
+        let outcome = match &result {
+            // A trailers-only gRPC error counts as its HTTP equivalent.
+            Ok(r) => Outcome::Status(
+                r.headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map_or(r.status().as_u16(), grpc_to_http_status),
+            ),
+            Err(e) if e.is_connect() => Outcome::ConnectFailed,
+            Err(_) => Outcome::Reset,
+        };
+        if let Ok(mut core) = state.core.lock() {
+            if let Some(d) = core.outlier.as_mut() {
+                if let Some(ej) = d.on_result(&addr, outcome, self::now()) {
+                    state.stats.inc_ejections();
+                    tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
+                }
+            }
+        }
+        match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                parts.extensions.insert(ServedBy(addr));
+                if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    parts.headers.append(http::header::SET_COOKIE, c);
+                }
+                let body = mesh_body::boxed(GuardedBody::new(body, guard));
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                let chain = error_chain(&e);
+                let err = if e.is_connect() {
+                    MeshError::new(
+                        ResponseFlag::UpstreamConnectionFailure,
+                        format!(
+                            "connecting to {addr} of cluster {} failed: {chain}",
+                            cluster.name
+                        ),
+                    )
+                } else {
+                    MeshError::new(
+                        ResponseFlag::UpstreamRemoteReset,
+                        format!(
+                            "{addr} of cluster {} reset the request: {chain}",
+                            cluster.name
+                        ),
+                    )
+                };
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn passthrough(
+        &self,
+        mut req: Request<MeshBody>,
+        up: &Upstream,
+        host: &str,
+        port: u16,
+    ) -> Result<Response<MeshBody>, BoxError> {
+        let addr = match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| {
+                    MeshError::new(
+                        ResponseFlag::UpstreamConnectionFailure,
+                        format!("cannot resolve {host}:{port}"),
+                    )
+                })?,
+        };
+        up.record_tried(addr);
+        let proto = if req.version() == Version::HTTP_2 || crate::error::is_grpc(&req) {
+            Proto::Http2
+        } else {
+            Proto::Http1
+        };
+        let state = self.passthrough_state();
+        let Some(client) = state.client(proto) else {
+            return Err(uh("connection pool is poisoned").into());
+        };
+        prepare(&mut req, addr, up, proto)?;
+        match client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                parts.extensions.insert(ServedBy(addr));
+                Ok(Response::from_parts(parts, mesh_body::boxed(body)))
+            }
+            Err(e) => {
+                let flag = if e.is_connect() {
+                    ResponseFlag::UpstreamConnectionFailure
+                } else {
+                    ResponseFlag::UpstreamRemoteReset
+                };
+                Err(
+                    MeshError::new(flag, format!("passthrough to {addr}: {}", error_chain(&e)))
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+impl tower::Service<Request<MeshBody>> for Endpoints {
+    type Response = Response<MeshBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+        Box::pin(self.clone().serve(req))
+    }
+}
+
+/// Holds a request's place (active count per endpoint, circuit-breaker
+/// slots) until its response body ends.
+struct ActiveGuard {
+    state: Arc<ClusterState>,
+    addr: SocketAddr,
+    _admission: Admission,
+}
+
+impl ActiveGuard {
+    fn new(state: Arc<ClusterState>, addr: SocketAddr, admission: Admission) -> Self {
+        if let Ok(mut core) = state.core.lock() {
+            *core.active.entry(addr).or_insert(0) += 1;
+        }
+        Self {
+            state,
+            addr,
+            _admission: admission,
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut core) = self.state.core.lock() {
+            if let Some(n) = core.active.get_mut(&self.addr) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    core.active.remove(&self.addr);
+                }
+            }
+        }
+    }
+}
+
+fn uh(reason: impl Into<String>) -> MeshError {
+    MeshError::new(ResponseFlag::NoHealthyUpstream, reason)
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

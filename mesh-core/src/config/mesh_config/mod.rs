@@ -279,18 +279,9 @@ pub enum NormalizationType {
     DecodeAndMergeSlashes,
 }
 
-/// The path normalization in effect, with `DEFAULT` resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PathNormalizationKind {
-    /// No normalization.
-    None,
-    /// RFC 3986 normalization; `//` kept, `%2F` not decoded.
-    Base,
-    /// `Base` plus merging of consecutive slashes.
-    MergeSlashes,
-    /// `MergeSlashes` after decoding `%2F`, `%2f`, `%5C`, `%5c`.
-    DecodeAndMergeSlashes,
-}
+/// The path normalization in effect, with `DEFAULT` resolved: the same
+/// enum the authorization engine executes.
+pub use crate::authz::path::Normalization as PathNormalizationKind;
 
 impl NormalizationType {
     /// The normalization in effect (`DEFAULT` is `BASE`).

@@ -7,6 +7,7 @@
 //! rejects is rejected here with the same reasoning. They only check
 //! syntax; whether a host exists is the analyzer's business.
 
+use crate::config::kube::Protocol;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -22,59 +23,15 @@ pub(crate) fn is_set(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|s| !s.is_empty())
 }
 
-/// A port protocol as Istio parses it (case-insensitively).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PortProtocol {
-    Http,
-    Http2,
-    HttpProxy,
-    Grpc,
-    GrpcWeb,
-    Https,
-    Tls,
-    Tcp,
-    Udp,
-    Mongo,
-    Redis,
-    Mysql,
-}
-
 /// The protocol names Istio accepts, for error messages.
 pub(crate) const KNOWN_PROTOCOLS: &str =
     "HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, HTTP_PROXY, TCP, TLS, UDP, MONGO, MYSQL or REDIS";
 
-impl PortProtocol {
-    /// Parses a protocol name; `None` for names Istio does not support.
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "http" => Self::Http,
-            "http2" => Self::Http2,
-            "http_proxy" => Self::HttpProxy,
-            "grpc" => Self::Grpc,
-            "grpc-web" => Self::GrpcWeb,
-            "https" => Self::Https,
-            "tls" => Self::Tls,
-            "tcp" => Self::Tcp,
-            "udp" => Self::Udp,
-            "mongo" => Self::Mongo,
-            "redis" => Self::Redis,
-            "mysql" => Self::Mysql,
-            _ => return None,
-        })
-    }
-
-    /// HTTP-family protocols (plain text).
-    pub(crate) fn is_http(self) -> bool {
-        matches!(
-            self,
-            Self::Http | Self::Http2 | Self::HttpProxy | Self::Grpc | Self::GrpcWeb
-        )
-    }
-
-    /// Protocols carried over TLS.
-    pub(crate) fn is_tls(self) -> bool {
-        matches!(self, Self::Https | Self::Tls)
-    }
+/// A protocol name Istio supports on a port, or `None`. One protocol enum
+/// serves the whole crate: Kubernetes port names, ServiceEntry, Gateway and
+/// Sidecar ports all parse into [`Protocol`].
+pub(crate) fn known_protocol(s: &str) -> Option<Protocol> {
+    Some(Protocol::parse(s)).filter(|p| !p.is_unknown())
 }
 
 /// Checks a port protocol name. An empty protocol is allowed only when
@@ -87,7 +44,7 @@ pub(crate) fn check_protocol(protocol: &str, required: bool, path: &str, issues:
                 format!("protocol is required; use one of {KNOWN_PROTOCOLS}"),
             );
         }
-    } else if PortProtocol::parse(protocol).is_none() {
+    } else if known_protocol(protocol).is_none() {
         issues.push(
             path,
             format!("unsupported protocol {protocol:?}; use one of {KNOWN_PROTOCOLS}"),

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::service_entry::checks::{
-    check_bind_ip, check_namespaced_host, check_protocol, is_set, unix_path_error, HostOwner,
-    PortProtocol, UNIX_PREFIX,
+    check_bind_ip, check_namespaced_host, check_protocol, is_set, known_protocol, unix_path_error,
+    HostOwner, UNIX_PREFIX,
 };
 use crate::config::common::Labels;
 use crate::config::validate::{check_port, each, field, Issues, Validate};
@@ -242,9 +242,9 @@ impl Validate for Server {
         }
         self.tls.validate(&field(path, "tls"), issues);
         if let (true, Some(port)) = (port_ok, &self.port) {
-            let proto = PortProtocol::parse(&port.protocol);
-            let is_tls = proto.is_some_and(PortProtocol::is_tls);
-            let is_http = proto.is_some_and(PortProtocol::is_http);
+            let proto = known_protocol(&port.protocol);
+            let is_tls = proto.is_some_and(crate::config::kube::Protocol::is_tls);
+            let is_http = proto.is_some_and(crate::config::kube::Protocol::is_http);
             match &self.tls {
                 None if is_tls => issues.push(
                     field(path, "tls"),

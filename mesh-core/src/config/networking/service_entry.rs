@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use self::checks::{
-    check_export_to, check_ip_or_cidr, check_port_name, check_protocol, fqdn_error,
-    wildcard_domain_error, ExportToOwner, PortProtocol,
+    check_export_to, check_ip_or_cidr, check_port_name, check_protocol, fqdn_error, known_protocol,
+    wildcard_domain_error, ExportToOwner,
 };
 use super::sidecar::WorkloadSelector;
 use super::workload_entry::{EndpointContext, WorkloadEntry};
@@ -238,7 +238,7 @@ impl Validate for ServiceEntry {
         // ignored).
         if resolution != Resolution::None && self.hosts.len() > 1 {
             let opaque = self.ports.iter().position(|p| {
-                let proto = p.protocol.as_deref().and_then(PortProtocol::parse);
+                let proto = p.protocol.as_deref().and_then(known_protocol);
                 !proto.is_some_and(|p| p.is_http() || p.is_tls())
             });
             if let Some(i) = opaque {

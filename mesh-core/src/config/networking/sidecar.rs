@@ -15,9 +15,9 @@ use super::destination_rule::ConnectionPoolSettings;
 use super::gateway::{ServerTlsMode, ServerTlsSettings};
 use super::service_entry::checks::{
     check_bind_ip, check_namespaced_host, check_port_name, check_protocol, fqdn_error, is_set,
-    unix_path_error, HostOwner, PortProtocol, UNIX_PREFIX,
+    known_protocol, unix_path_error, HostOwner, UNIX_PREFIX,
 };
-use crate::config::common::{Labels, PortSelector};
+use crate::config::common::Labels;
 use crate::config::validate::{check_port, field, is_dns1123_label, Issues, Validate};
 
 /// A Sidecar spec.
@@ -164,21 +164,8 @@ impl OutboundTrafficPolicyMode {
     }
 }
 
-/// Istio's `Destination` as `egressProxy` uses it: a host, optional subset
-/// and port.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Destination {
-    /// Fully qualified host of the proxy. Required.
-    #[serde(default)]
-    pub host: String,
-    /// Subset of that host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subset: Option<String>,
-    /// Port of the proxy. Required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<PortSelector>,
-}
+/// Istio's `Destination`, shared with VirtualService (`egressProxy` uses it).
+pub use super::virtual_service::Destination;
 
 impl Validate for WorkloadSelector {
     fn validate(&self, path: &str, issues: &mut Issues) {
@@ -304,8 +291,8 @@ impl SidecarPort {
         }
     }
 
-    fn protocol(&self) -> Option<PortProtocol> {
-        self.protocol.as_deref().and_then(PortProtocol::parse)
+    fn protocol(&self) -> Option<crate::config::kube::Protocol> {
+        self.protocol.as_deref().and_then(known_protocol)
     }
 }
 
@@ -372,7 +359,10 @@ impl Validate for IstioIngressListener {
                     ),
                 );
             }
-            if !port.protocol().is_some_and(PortProtocol::is_tls) {
+            if !port
+                .protocol()
+                .is_some_and(crate::config::kube::Protocol::is_tls)
+            {
                 issues.push(
                     &tp,
                     "tls settings need an HTTPS or TLS port; set the port protocol to HTTPS or TLS, or remove tls",

@@ -1,6 +1,6 @@
 //! Istio `VirtualService` (networking.istio.io v1, also v1beta1/v1alpha3):
 //! the serde types, field for field with Istio's API, and their validation
-//! (in [`validate`](self::validate)).
+//! (in the `validate` submodule).
 //!
 //! These types are what a person writes. What the data plane executes is the
 //! compiled form in [`crate::route`], built from these by

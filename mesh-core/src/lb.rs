@@ -1,1 +1,0 @@
-//! Load-balancing algorithms as pure functions and state (being built).

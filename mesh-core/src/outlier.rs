@@ -1,1 +1,0 @@
-//! The outlier detector state machine (being built).

@@ -1,0 +1,328 @@
+//! The live state of one cluster: balancer, outlier detector, limits and
+//! connection pools, updated in place when the model changes so that
+//! surviving endpoints keep their state and unchanged settings keep their
+//! pools.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use mesh_core::config::networking::destination_rule::ConnectionPoolSettings;
+use mesh_core::lb::{Balancer, ClientInfo, HashSource, LbConfig, LbEndpoint, Locality, SplitMix64};
+use mesh_core::model::{Cluster, Model};
+use mesh_core::outlier::{OutlierConfig, OutlierDetector};
+
+use super::connector::{Connector, EndpointMeta, Keepalive, PoolConnector};
+use super::limits::Limits;
+use super::stats::ClusterStats;
+use crate::MeshBody;
+
+/// Istio's default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Istio's default idle timeout of upstream connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Which HTTP version a pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Proto {
+    Http1,
+    Http2,
+}
+
+pub(crate) type HttpClient = Client<PoolConnector, MeshBody>;
+
+/// The mutable part, behind one short-held lock.
+pub(crate) struct Core {
+    pub seen: Weak<Model>,
+    pub cluster: Option<Cluster>,
+    pub lb: Balancer<SocketAddr>,
+    pub outlier: Option<OutlierDetector<SocketAddr>>,
+    pub rng: SplitMix64,
+    pub active: HashMap<SocketAddr, u32>,
+    pub hash: Option<HashSource>,
+}
+
+pub(crate) struct ClusterState {
+    pub name: String,
+    pub core: Mutex<Core>,
+    pub limits: RwLock<Arc<Limits>>,
+    pub stats: Arc<ClusterStats>,
+    pools: Mutex<Pools>,
+    meta: Arc<RwLock<HashMap<SocketAddr, EndpointMeta>>>,
+    connector: Arc<dyn Connector>,
+}
+
+struct Pools {
+    settings: Option<ConnectionPoolSettings>,
+    host: String,
+    clients: HashMap<Proto, HttpClient>,
+}
+
+/// The client's locality: an explicit one, else its topology labels.
+pub(crate) fn client_info(model: &Model, locality: Option<&str>) -> ClientInfo {
+    ClientInfo {
+        locality: locality
+            .map(Locality::parse)
+            .unwrap_or_else(|| Locality::from_labels(&model.client.labels)),
+        labels: model.client.labels.clone(),
+    }
+}
+
+/// Endpoints as the balancer sees them; `resolved` gives addresses for
+/// endpoints named by host name (those unresolved are left out).
+pub(crate) fn lb_endpoints(
+    cluster: &Cluster,
+    resolved: &HashMap<(String, u16), SocketAddr>,
+) -> Vec<LbEndpoint<SocketAddr>> {
+    let mut seen = std::collections::HashSet::new();
+    cluster
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let addr = match e.address.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, e.port),
+                Err(_) => *resolved.get(&(e.address.clone(), e.port))?,
+            };
+            seen.insert(addr).then(|| LbEndpoint {
+                key: addr,
+                name: addr.to_string(),
+                weight: e.weight,
+                locality: e
+                    .locality
+                    .as_deref()
+                    .map(Locality::parse)
+                    .unwrap_or_default(),
+                labels: e.labels.clone(),
+            })
+        })
+        .collect()
+}
+
+fn outlier_config(c: &Cluster) -> Option<OutlierConfig> {
+    c.policy
+        .outlier_detection
+        .as_ref()
+        .map(OutlierConfig::from_istio)
+}
+
+fn hash_source(c: &Cluster) -> Option<HashSource> {
+    c.policy
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.consistent_hash.as_ref())
+        .and_then(HashSource::from_istio)
+}
+
+impl ClusterState {
+    pub fn new(
+        cluster: &Cluster,
+        seen: Weak<Model>,
+        client: ClientInfo,
+        eps: Vec<LbEndpoint<SocketAddr>>,
+        connector: Arc<dyn Connector>,
+        seed: u64,
+    ) -> Self {
+        let lbc = LbConfig::from_istio(
+            cluster.policy.load_balancer.as_ref(),
+            cluster.policy.outlier_detection.as_ref(),
+        );
+        let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
+        let outlier = outlier_config(cluster).map(|c| {
+            let mut d = OutlierDetector::new(c);
+            d.update_endpoints(&keys);
+            d
+        });
+        let state = Self {
+            name: cluster.name.clone(),
+            core: Mutex::new(Core {
+                seen,
+                cluster: Some(cluster.clone()),
+                lb: Balancer::new(lbc, client, eps),
+                outlier,
+                rng: SplitMix64(seed),
+                active: HashMap::new(),
+                hash: hash_source(cluster),
+            }),
+            limits: RwLock::new(Arc::new(Limits::new(
+                cluster.policy.connection_pool.as_ref(),
+            ))),
+            stats: Arc::new(ClusterStats::default()),
+            pools: Mutex::new(Pools {
+                settings: cluster.policy.connection_pool.clone(),
+                host: cluster.host.clone(),
+                clients: HashMap::new(),
+            }),
+            meta: Arc::new(RwLock::new(HashMap::new())),
+            connector,
+        };
+        state.set_meta(cluster);
+        state
+    }
+
+    fn set_meta(&self, cluster: &Cluster) {
+        let meta: HashMap<SocketAddr, EndpointMeta> = cluster
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let ip = e.address.parse::<IpAddr>().ok()?;
+                Some((
+                    SocketAddr::new(ip, e.port),
+                    EndpointMeta {
+                        identity: e.identity.clone(),
+                        tls_mode: Some(e.tls_mode),
+                    },
+                ))
+            })
+            .collect();
+        if let Ok(mut m) = self.meta.write() {
+            *m = meta;
+        }
+    }
+
+    /// True when `model` is not the one the state was last checked against
+    /// and its cluster differs from the state's.
+    pub fn needs_update(core: &mut Core, model: &Arc<Model>, cluster: &Cluster) -> bool {
+        if Weak::ptr_eq(&core.seen, &Arc::downgrade(model)) {
+            return false;
+        }
+        if core.cluster.as_ref() == Some(cluster) {
+            core.seen = Arc::downgrade(model);
+            return false;
+        }
+        true
+    }
+
+    /// Applies a changed cluster: endpoints and settings are replaced,
+    /// per-endpoint state of surviving endpoints is kept, and pools are
+    /// rebuilt only when the connection-pool settings changed.
+    pub fn update(
+        &self,
+        core: &mut Core,
+        model: &Arc<Model>,
+        cluster: &Cluster,
+        client: ClientInfo,
+        eps: Vec<LbEndpoint<SocketAddr>>,
+        now: Instant,
+    ) {
+        let lbc = LbConfig::from_istio(
+            cluster.policy.load_balancer.as_ref(),
+            cluster.policy.outlier_detection.as_ref(),
+        );
+        let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
+        core.lb.update(lbc, client, eps, now);
+        match (outlier_config(cluster), core.outlier.as_mut()) {
+            (Some(c), Some(d)) => {
+                d.set_config(c);
+                d.update_endpoints(&keys);
+            }
+            (Some(c), None) => {
+                let mut d = OutlierDetector::new(c);
+                d.update_endpoints(&keys);
+                core.outlier = Some(d);
+            }
+            (None, _) => core.outlier = None,
+        }
+        core.hash = hash_source(cluster);
+        let old_pool = core
+            .cluster
+            .as_ref()
+            .map(|c| c.policy.connection_pool.clone());
+        if old_pool.as_ref() != Some(&cluster.policy.connection_pool) {
+            if let Ok(mut l) = self.limits.write() {
+                *l = Arc::new(Limits::new(cluster.policy.connection_pool.as_ref()));
+            }
+        }
+        if let Ok(mut p) = self.pools.lock() {
+            if p.settings != cluster.policy.connection_pool || p.host != cluster.host {
+                p.settings = cluster.policy.connection_pool.clone();
+                p.host = cluster.host.clone();
+                p.clients.clear();
+            }
+        }
+        self.set_meta(cluster);
+        core.cluster = Some(cluster.clone());
+        core.seen = Arc::downgrade(model);
+    }
+
+    /// The pooled client for `proto`, built on first use.
+    pub fn client(&self, proto: Proto) -> Option<HttpClient> {
+        let mut pools = self.pools.lock().ok()?;
+        if let Some(c) = pools.clients.get(&proto) {
+            return Some(c.clone());
+        }
+        let client = build_client(
+            proto,
+            pools.settings.as_ref(),
+            PoolConnector {
+                connector: self.connector.clone(),
+                cluster: self.name.clone(),
+                host: pools.host.clone(),
+                meta: self.meta.clone(),
+                connect_timeout: connect_timeout(pools.settings.as_ref()),
+                keepalive: keepalive(pools.settings.as_ref()),
+                stats: self.stats.clone(),
+            },
+        );
+        pools.clients.insert(proto, client.clone());
+        Some(client)
+    }
+
+    pub fn limits(&self) -> Option<Arc<Limits>> {
+        self.limits.read().ok().map(|l| l.clone())
+    }
+}
+
+fn connect_timeout(cp: Option<&ConnectionPoolSettings>) -> Duration {
+    cp.and_then(|c| c.tcp.as_ref())
+        .and_then(|t| t.connect_timeout)
+        .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.get())
+}
+
+fn keepalive(cp: Option<&ConnectionPoolSettings>) -> Option<Keepalive> {
+    let ka = cp?.tcp.as_ref()?.tcp_keepalive.as_ref()?;
+    Some(Keepalive {
+        time: ka.time.map(|d| d.get()),
+        interval: ka.interval.map(|d| d.get()),
+        probes: ka.probes,
+    })
+}
+
+/// hyper-util's pooled client with the cluster's pool settings: the idle
+/// timeout (the shorter of `http.idleTimeout` and `tcp.idleTimeout`,
+/// default 1h, `0s` on TCP disables it), at most `maxConnections` idle
+/// connections per endpoint, and no reuse when `maxRequestsPerConnection`
+/// is 1.
+pub(crate) fn build_client(
+    proto: Proto,
+    cp: Option<&ConnectionPoolSettings>,
+    conn: PoolConnector,
+) -> HttpClient {
+    let http = cp.and_then(|c| c.http.as_ref());
+    let tcp = cp.and_then(|c| c.tcp.as_ref());
+    let mut idle = http
+        .and_then(|h| h.idle_timeout)
+        .map_or(DEFAULT_IDLE_TIMEOUT, |d| d.get());
+    let mut idle_off = false;
+    if let Some(t) = tcp.and_then(|t| t.idle_timeout) {
+        if t.get().is_zero() {
+            idle_off = http.and_then(|h| h.idle_timeout).is_none();
+        } else {
+            idle = idle.min(t.get());
+        }
+    }
+    let mut max_idle = tcp
+        .and_then(|t| t.max_connections)
+        .map_or(usize::MAX, |m| m as usize);
+    if http.and_then(|h| h.max_requests_per_connection) == Some(1) {
+        max_idle = 0;
+    }
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_timer(TokioTimer::new())
+        .pool_idle_timeout(if idle_off { None } else { Some(idle) })
+        .pool_max_idle_per_host(max_idle)
+        .http2_only(proto == Proto::Http2);
+    b.build(conn)
+}

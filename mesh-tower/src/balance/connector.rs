@@ -1,0 +1,242 @@
+//! The seam where a connection to one endpoint is opened.
+//!
+//! [`Connector`] opens the byte stream (plain TCP today; the security work
+//! plugs mTLS in by wrapping or replacing it, using the endpoint's
+//! [`ConnectTarget::identity`] and [`ConnectTarget::tls_mode`]).
+//! [`PoolConnector`] adapts a `Connector` to what hyper-util's pooled
+//! client expects, adding the connect timeout and connection counting.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use mesh_core::registry::TlsMode;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::stats::ClusterStats;
+use crate::BoxError;
+
+/// A byte stream to an endpoint.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A boxed stream.
+pub type BoxIo = Box<dyn Io>;
+
+/// A boxed connect future.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>>;
+
+/// TCP keepalive settings (`connectionPool.tcp.tcpKeepalive`); `None`
+/// fields keep the OS default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before probes.
+    pub time: Option<Duration>,
+    /// Time between probes.
+    pub interval: Option<Duration>,
+    /// Probes before the connection is dead.
+    pub probes: Option<u32>,
+}
+
+/// What to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// Endpoint address.
+    pub addr: SocketAddr,
+    /// Cluster name.
+    pub cluster: String,
+    /// The service host (the TLS server name a TLS connector would send).
+    pub host: String,
+    /// The endpoint's SPIFFE identity, when known.
+    pub identity: Option<String>,
+    /// Whether the endpoint takes Istio mTLS.
+    pub tls_mode: TlsMode,
+    /// TCP keepalive, when configured.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// Opens streams to endpoints. Implementations must not apply the connect
+/// timeout themselves (the pool does).
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a stream to `target`.
+    fn connect(&self, target: ConnectTarget) -> ConnectFuture;
+}
+
+/// Plain TCP with `TCP_NODELAY` and the configured keepalive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, target: ConnectTarget) -> ConnectFuture {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(target.addr).await?;
+            stream.set_nodelay(true)?;
+            if let Some(ka) = target.keepalive {
+                let mut k = socket2::TcpKeepalive::new();
+                if let Some(t) = ka.time {
+                    k = k.with_time(t);
+                }
+                if let Some(i) = ka.interval {
+                    k = k.with_interval(i);
+                }
+                #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
+                if let Some(p) = ka.probes {
+                    k = k.with_retries(p);
+                }
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&k)?;
+            }
+            Ok(Box::new(stream) as BoxIo)
+        })
+    }
+}
+
+/// Per-endpoint facts the connector needs, by address.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndpointMeta {
+    pub identity: Option<String>,
+    pub tls_mode: Option<TlsMode>,
+}
+
+/// hyper-util's connector for one cluster: maps the pool's URI (the
+/// endpoint address) back to a [`ConnectTarget`], applies the connect
+/// timeout and counts open connections.
+#[derive(Clone)]
+pub(crate) struct PoolConnector {
+    pub connector: Arc<dyn Connector>,
+    pub cluster: String,
+    pub host: String,
+    pub meta: Arc<RwLock<HashMap<SocketAddr, EndpointMeta>>>,
+    pub connect_timeout: Duration,
+    pub keepalive: Option<Keepalive>,
+    pub stats: Arc<ClusterStats>,
+}
+
+impl tower::Service<Uri> for PoolConnector {
+    type Response = MeshConn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshConn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let addr: SocketAddr = uri
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| format!("endpoint address in {uri} is not ip:port: {e}"))?;
+            let meta = this
+                .meta
+                .read()
+                .ok()
+                .and_then(|m| m.get(&addr).cloned())
+                .unwrap_or_default();
+            let target = ConnectTarget {
+                addr,
+                cluster: this.cluster.clone(),
+                host: this.host.clone(),
+                identity: meta.identity,
+                tls_mode: meta.tls_mode.unwrap_or(TlsMode::Disabled),
+                keepalive: this.keepalive,
+            };
+            let fut = this.connector.connect(target);
+            let io = match tokio::time::timeout(this.connect_timeout, fut).await {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => {
+                    this.stats.inc_connect_failures();
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    this.stats.inc_connect_failures();
+                    return Err(format!(
+                        "connect to {addr} timed out after {:?}",
+                        this.connect_timeout
+                    )
+                    .into());
+                }
+            };
+            this.stats.conn_opened();
+            Ok(MeshConn {
+                io: TokioIo::new(io),
+                stats: this.stats.clone(),
+                requests: ConnRequests::default(),
+            })
+        })
+    }
+}
+
+/// A pooled connection; counts itself closed when dropped.
+pub(crate) struct MeshConn {
+    io: TokioIo<BoxIo>,
+    stats: Arc<ClusterStats>,
+    requests: ConnRequests,
+}
+
+/// Response extension: the number of requests a connection has served
+/// (for `maxRequestsPerConnection`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnRequests(pub Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for MeshConn {
+    fn drop(&mut self) {
+        self.stats.conn_closed();
+    }
+}
+
+impl Connection for MeshConn {
+    fn connected(&self) -> Connected {
+        Connected::new().extra(self.requests.clone())
+    }
+}
+
+impl hyper::rt::Read for MeshConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for MeshConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,138 @@
+//! Connection-pool limits as Envoy circuit breakers, per cluster.
+//!
+//! - `http2MaxRequests` caps the requests in flight to the cluster (Envoy's
+//!   `max_requests`, for every protocol);
+//! - `maxConnections` caps HTTP/1.1 connections: each request in flight
+//!   holds one, and a request that finds none free waits as *pending*;
+//! - `http1MaxPendingRequests` caps the waiting requests.
+//!
+//! A request over any limit fails at once with UO; nothing queues beyond
+//! the configured bounds. Istio's defaults leave every limit at 2^32-1.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mesh_core::config::networking::destination_rule::ConnectionPoolSettings;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::stats::ClusterStats;
+use crate::{MeshError, ResponseFlag};
+
+/// The limits of one cluster and their live counts.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    max_requests: u64,
+    max_pending: u64,
+    max_connections: u64,
+    conn_slots: Option<Arc<Semaphore>>,
+    active: AtomicU64,
+    pending: AtomicU64,
+}
+
+/// A request's admission; releases its slots when dropped.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limits: Arc<Limits>,
+    stats: Arc<ClusterStats>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.limits.active.fetch_sub(1, Ordering::AcqRel);
+        self.stats.active_down();
+    }
+}
+
+struct PendingGuard<'a>(&'a Limits, &'a ClusterStats);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        self.1.pending_down();
+    }
+}
+
+impl Limits {
+    pub fn new(cp: Option<&ConnectionPoolSettings>) -> Self {
+        let http = cp.and_then(|c| c.http.as_ref());
+        let tcp = cp.and_then(|c| c.tcp.as_ref());
+        let max = u64::from(u32::MAX);
+        let max_connections = tcp
+            .and_then(|t| t.max_connections)
+            .map_or(max, u64::from)
+            .max(1);
+        let conn_slots = (max_connections < max).then(|| {
+            Arc::new(Semaphore::new(
+                (max_connections as usize).min(Semaphore::MAX_PERMITS),
+            ))
+        });
+        Self {
+            max_requests: http
+                .and_then(|h| h.http2_max_requests)
+                .map_or(max, u64::from)
+                .max(1),
+            max_pending: http
+                .and_then(|h| h.http1_max_pending_requests)
+                .map_or(max, u64::from),
+            max_connections,
+            conn_slots,
+            active: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Admits a request or refuses it with UO. `http1` requests also need
+    /// a connection slot, waiting for one as pending when allowed.
+    pub async fn admit(
+        self: &Arc<Self>,
+        http1: bool,
+        stats: &Arc<ClusterStats>,
+    ) -> Result<Admission, MeshError> {
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        stats.active_up();
+        // From here on, dropping `adm` undoes the active count.
+        let mut adm = Admission {
+            limits: self.clone(),
+            stats: stats.clone(),
+            _slot: None,
+        };
+        if prev >= self.max_requests {
+            stats.inc_overflows();
+            return Err(MeshError::new(
+                ResponseFlag::UpstreamOverflow,
+                format!(
+                    "{} requests already in flight to the cluster (connectionPool.http.http2MaxRequests)",
+                    self.max_requests
+                ),
+            ));
+        }
+        let Some(slots) = self.conn_slots.as_ref().filter(|_| http1) else {
+            return Ok(adm);
+        };
+        if let Ok(p) = slots.clone().try_acquire_owned() {
+            adm._slot = Some(p);
+            return Ok(adm);
+        }
+        let prev = self.pending.fetch_add(1, Ordering::AcqRel);
+        stats.pending_up();
+        let guard = PendingGuard(self, stats);
+        if prev >= self.max_pending {
+            drop(guard);
+            stats.inc_overflows();
+            return Err(MeshError::new(
+                ResponseFlag::UpstreamOverflow,
+                format!(
+                    "all {} connections busy and {} requests already pending (connectionPool.tcp.maxConnections, http.http1MaxPendingRequests)",
+                    self.max_connections, self.max_pending
+                ),
+            ));
+        }
+        let permit = slots.clone().acquire_owned().await.map_err(|_| {
+            MeshError::new(ResponseFlag::UpstreamOverflow, "connection pool closed")
+        })?;
+        drop(guard);
+        adm._slot = Some(permit);
+        Ok(adm)
+    }
+}

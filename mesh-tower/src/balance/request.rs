@@ -1,0 +1,176 @@
+//! Per-request helpers of the endpoint stage: the consistent-hash key,
+//! the upstream protocol, the URI rewrite and host-name resolution.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderValue, Request, Uri, Version};
+use mesh_core::lb::{hash_key, HashSource};
+use mesh_core::model::Cluster;
+
+use super::cluster::Proto;
+use crate::{MeshBody, MeshError, ResponseFlag, Upstream};
+
+/// Request extension: the downstream client's IP, hashed by
+/// `consistentHash.useSourceIp` (set by servers, gateways and the shim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceIp(pub IpAddr);
+
+/// Resolves the host-named endpoints of a cluster (IP endpoints need no
+/// lookup). Unresolvable ones are left out.
+pub(crate) async fn resolve(cluster: &Cluster) -> HashMap<(String, u16), SocketAddr> {
+    let mut out = HashMap::new();
+    for e in &cluster.endpoints {
+        if e.address.parse::<IpAddr>().is_ok() {
+            continue;
+        }
+        let key = (e.address.clone(), e.port);
+        if out.contains_key(&key) {
+            continue;
+        }
+        match tokio::net::lookup_host((e.address.as_str(), e.port)).await {
+            Ok(mut it) => {
+                if let Some(a) = it.next() {
+                    out.insert(key, a);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(cluster = %cluster.name, endpoint = %e.address, error = %err, "cannot resolve endpoint")
+            }
+        }
+    }
+    out
+}
+
+/// Which pool a request goes to.
+pub(crate) fn choose_proto<B>(cluster: &Cluster, req: &Request<B>) -> Proto {
+    use mesh_core::config::networking::destination_rule::H2UpgradePolicy;
+    let http = cluster
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|c| c.http.as_ref());
+    if cluster.protocol.is_http2() || crate::error::is_grpc(req) {
+        return Proto::Http2;
+    }
+    if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        return if req.version() == Version::HTTP_2 {
+            Proto::Http2
+        } else {
+            Proto::Http1
+        };
+    }
+    if http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
+        return Proto::Http2;
+    }
+    Proto::Http1
+}
+
+/// Points the request at `addr`, keeping the requested authority in
+/// `Host`.
+pub(crate) fn prepare(
+    req: &mut Request<MeshBody>,
+    addr: SocketAddr,
+    up: &Upstream,
+    proto: Proto,
+) -> Result<(), MeshError> {
+    if !req.headers().contains_key(http::header::HOST) {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| {
+                if up.port == 80 || up.port == 0 {
+                    up.host.clone()
+                } else {
+                    format!("{}:{}", up.host, up.port)
+                }
+            });
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let uri: Uri = format!("http://{addr}{pq}").parse().map_err(|e| {
+        MeshError::new(
+            ResponseFlag::NoHealthyUpstream,
+            format!("cannot build the upstream URI for {addr}: {e}"),
+        )
+    })?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = match proto {
+        Proto::Http1 => Version::HTTP_11,
+        Proto::Http2 => Version::HTTP_2,
+    };
+    Ok(())
+}
+
+/// The request's consistent-hash key and, for a generated cookie, the
+/// `Set-Cookie` value for the response.
+pub(crate) fn request_hash<B>(
+    src: &HashSource,
+    req: &Request<B>,
+    unique: u64,
+) -> (Option<u64>, Option<String>) {
+    match src {
+        HashSource::Header(name) => {
+            let vals: Vec<&str> = req
+                .headers()
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if vals.is_empty() {
+                (None, None)
+            } else {
+                (Some(hash_key::hash_key(vals.join(",").as_bytes())), None)
+            }
+        }
+        HashSource::Cookie {
+            name,
+            path,
+            ttl,
+            attributes,
+        } => {
+            let found = req
+                .headers()
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|h| hash_key::find_cookie(h, name));
+            match (found, ttl) {
+                (Some(v), _) => (Some(hash_key::hash_key(v.as_bytes())), None),
+                (None, Some(ttl)) => {
+                    let (value, set) = hash_key::generate_cookie(
+                        name,
+                        &unique.to_le_bytes(),
+                        path.as_deref(),
+                        *ttl,
+                        attributes,
+                    );
+                    (Some(hash_key::hash_key(value.as_bytes())), Some(set))
+                }
+                (None, None) => (None, None),
+            }
+        }
+        HashSource::SourceIp => {
+            let ip = req
+                .extensions()
+                .get::<SourceIp>()
+                .map(|s| s.0.to_string())
+                .unwrap_or_else(|| "local".to_string());
+            (Some(hash_key::hash_key(ip.as_bytes())), None)
+        }
+        HashSource::QueryParameter(name) => (
+            req.uri()
+                .query()
+                .and_then(|q| hash_key::find_query_param(q, name))
+                .map(|v| hash_key::hash_key(v.as_bytes())),
+            None,
+        ),
+    }
+}
