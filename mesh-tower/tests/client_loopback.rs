@@ -158,3 +158,84 @@ spec:
     assert_eq!(text, "/new/thing routed 5");
     assert_eq!(count.load(Ordering::SeqCst), 2, "the 503 was retried");
 }
+
+/// A server always answering `code`.
+async fn fixed_server(code: u16) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                    let mut resp = Response::new(Full::new(Bytes::from_static(b"x")));
+                    *resp.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn retries_move_to_another_endpoint_with_the_real_endpoint_stage() {
+    let bad = fixed_server(503).await;
+    let good = fixed_server(200).await;
+    let yaml = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: default}}
+spec:
+  hosts: [backend.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {bad}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {good}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: backend, namespace: default}}
+spec:
+  hosts: [backend.example]
+  http:
+  - retries: {{attempts: 2, retryOn: 5xx}}
+    route: [{{destination: {{host: backend.example}}}}]
+"#,
+        bad = bad.port(),
+        good = good.port()
+    );
+    let loaded = mesh_core::config::load_str(&yaml, "loopback.yaml");
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let model = mesh_core::compile::compile(
+        &loaded.resources,
+        &MeshConfig::default(),
+        &MeshClient::new("default", Default::default()),
+    );
+    let (_tx, rx) = watch::channel(Arc::new(model));
+    let stack =
+        client::layer(rx, ClientOptions::default()).boxed(mesh_tower::balance::Endpoints::new());
+    for _ in 0..20 {
+        let req = Request::builder()
+            .uri("http://backend.example/")
+            .body(body::empty())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), stack.clone().oneshot(req))
+            .await
+            .expect("answers within 10s")
+            .expect("no error");
+        assert_eq!(
+            resp.status(),
+            200,
+            "a retry avoids the endpoint that failed"
+        );
+    }
+}
