@@ -4,13 +4,17 @@
 //! route has no `retries` ([`RetryPolicy::istio_default`]) and Envoy's
 //! exponential backoff with full jitter ([`backoff`]).
 //!
-//! Not here: timers, body buffering, retry budgets and endpoint choice, which
-//! live in the SDK layer around these decisions.
+//! Retry admission under the cluster's concurrent-retry limit and retry
+//! budget is the pure [`admit_retry`] ([`budget`]). Not here: timers, body
+//! buffering, the budget's counters and endpoint choice, which live in the
+//! SDK layer around these decisions.
 
+pub mod budget;
 mod conditions;
 
 use serde::Serialize;
 
+pub use budget::{admit_retry, RetryBudget, RetryRefusal};
 pub use conditions::{grpc_status, grpc_status_code, parse_retry_on, RetryOn, GRPC_STATUS};
 
 use crate::config::common::Duration;

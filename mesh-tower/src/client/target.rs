@@ -1,0 +1,156 @@
+//! Which outbound service a request is for: the authority (URI authority or
+//! `Host` header) resolved against the model's `host:port` services.
+//!
+//! Short names are resolved as Kubernetes DNS search paths would resolve
+//! them from the client's namespace (`reviews`, `reviews.prod`,
+//! `reviews.prod.svc`), and a missing port defaults by scheme (80 for http,
+//! 443 for https). ServiceEntry wildcard hosts (`*.example.com`) match one
+//! or more leading labels. The lookup reuses a per-thread key buffer, so a
+//! hit costs a `BTreeMap` search and no allocation.
+
+use std::cell::RefCell;
+
+use http::Request;
+use mesh_core::model::{Model, OutboundService};
+
+/// The destination a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authority<'a> {
+    /// Host as sent (no port, no brackets around IPv6).
+    pub host: &'a str,
+    /// Port as sent, else the scheme's default.
+    pub port: u16,
+    /// True when the request carried an explicit port.
+    pub explicit_port: bool,
+    /// The authority exactly as sent (`host[:port]`).
+    pub raw: &'a str,
+}
+
+/// The request's scheme: the URI's, else `http`.
+pub fn scheme<B>(req: &Request<B>) -> &str {
+    req.uri().scheme_str().unwrap_or("http")
+}
+
+/// The authority of a request: the URI's, else the `Host` header; `None`
+/// when the request names no host.
+pub fn authority<B>(req: &Request<B>) -> Option<Authority<'_>> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(http::header::HOST)?.to_str().ok()?,
+    };
+    let default_port = if scheme(req).eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    Some(split_authority(raw, default_port))
+}
+
+/// Splits `host[:port]` (IPv6 in brackets), dropping any userinfo.
+pub fn split_authority(raw: &str, default_port: u16) -> Authority<'_> {
+    let hostport = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (rest, None),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => match p.parse::<u16>() {
+                Ok(p) => (h, Some(p)),
+                Err(_) => (hostport, None),
+            },
+            None => (hostport, None),
+        }
+    };
+    Authority {
+        host,
+        port: port.unwrap_or(default_port),
+        explicit_port: port.is_some(),
+        raw,
+    }
+}
+
+thread_local! {
+    static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
+}
+
+fn lookup<'m>(model: &'m Model, parts: &[&str], port: u16) -> Option<&'m OutboundService> {
+    KEY.with(|k| {
+        let mut k = k.borrow_mut();
+        k.clear();
+        for p in parts {
+            k.push_str(p);
+        }
+        // Host names are case-insensitive; model keys are lowercase.
+        k.make_ascii_lowercase();
+        k.push(':');
+        k.push_str(itoa(port, &mut [0u8; 5]));
+        model.outbound.get(k.as_str())
+    })
+}
+
+fn itoa(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// The outbound service for `host:port`, trying the name as given, then the
+/// namespace-relative expansions of a short name, then wildcard hosts.
+pub fn resolve<'m>(model: &'m Model, host: &str, port: u16) -> Option<&'m OutboundService> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if let Some(s) = lookup(model, &[host], port) {
+        return Some(s);
+    }
+    let ns = model.client.namespace.as_str();
+    let suffix = model.mesh.domain_suffix.as_str();
+    let dots = host.bytes().filter(|b| *b == b'.').count();
+    let found = match dots {
+        0 => lookup(model, &[host, ".", ns, ".svc.", suffix], port),
+        1 => lookup(model, &[host, ".svc.", suffix], port),
+        2 if host.ends_with(".svc") => lookup(model, &[host, ".", suffix], port),
+        _ => None,
+    };
+    if found.is_some() {
+        return found;
+    }
+    // Wildcards: `*.b.c` then `*.c` for `a.b.c`.
+    let mut rest = host;
+    while let Some((_, tail)) = rest.split_once('.') {
+        if let Some(s) = lookup(model, &["*.", tail], port) {
+            return Some(s);
+        }
+        rest = tail;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_authorities() {
+        let a = split_authority("reviews:9080", 80);
+        assert_eq!((a.host, a.port, a.explicit_port), ("reviews", 9080, true));
+        let a = split_authority("example.com", 443);
+        assert_eq!(
+            (a.host, a.port, a.explicit_port),
+            ("example.com", 443, false)
+        );
+        let a = split_authority("[::1]:8080", 80);
+        assert_eq!((a.host, a.port), ("::1", 8080));
+        let a = split_authority("user@h:81", 80);
+        assert_eq!((a.host, a.port), ("h", 81));
+        assert_eq!(itoa(0, &mut [0; 5]), "0");
+        assert_eq!(itoa(65535, &mut [0; 5]), "65535");
+    }
+}
