@@ -216,7 +216,8 @@ impl Default for JwksConfig {
 struct Remote {
     keys: Option<Arc<Vec<Jwk>>>,
     fetched: Option<Instant>,
-    last_attempt: Option<Instant>,
+    /// The last refetch caused by an unknown `kid`.
+    last_kid_refetch: Option<Instant>,
 }
 
 /// Inline and remote key sets, shared by every request of a server.
@@ -261,17 +262,6 @@ impl JwksCache {
     }
 
     async fn fetch(&self, uri: &str, timeout: Duration) -> Result<Arc<Vec<Jwk>>, JwtError> {
-        let now = Instant::now();
-        self.remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(uri.to_string())
-            .or_insert(Remote {
-                keys: None,
-                fetched: None,
-                last_attempt: None,
-            })
-            .last_attempt = Some(now);
         let result = self
             .fetcher
             .fetch(uri, timeout)
@@ -281,7 +271,7 @@ impl JwksCache {
         let entry = map.entry(uri.to_string()).or_insert(Remote {
             keys: None,
             fetched: None,
-            last_attempt: Some(now),
+            last_kid_refetch: None,
         });
         match result {
             Ok(keys) => {
@@ -327,14 +317,20 @@ impl JwksCache {
         uri: &str,
         timeout: Option<Duration>,
     ) -> Option<Arc<Vec<Jwk>>> {
-        let allowed = {
-            let map = self.remote.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(uri)
-                .and_then(|r| r.last_attempt)
-                .is_none_or(|t| t.elapsed() >= self.config.min_refetch_interval)
-        };
-        if !allowed {
-            return None;
+        {
+            let mut map = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map.entry(uri.to_string()).or_insert(Remote {
+                keys: None,
+                fetched: None,
+                last_kid_refetch: None,
+            });
+            if entry
+                .last_kid_refetch
+                .is_some_and(|t| t.elapsed() < self.config.min_refetch_interval)
+            {
+                return None;
+            }
+            entry.last_kid_refetch = Some(Instant::now());
         }
         self.fetch(uri, timeout.unwrap_or(self.config.default_timeout))
             .await
