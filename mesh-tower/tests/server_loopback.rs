@@ -340,3 +340,53 @@ async fn bypass_corpus_against_allow() {
     }
     assert!(bypasses.is_empty(), "bypasses: {bypasses:?}");
 }
+
+#[tokio::test]
+async fn rotation_under_steady_traffic_loses_no_request() {
+    use mesh_tower::server::{Server, TlsSource};
+    use std::sync::Arc;
+    let p = pki();
+    let (cert_tx, certs) = tokio::sync::watch::channel(Arc::new(issue(&p.ca, "server")));
+    let trust = tokio::sync::watch::channel(Arc::new(p.ca.trust_bundle().clone())).1;
+    let (_tx, rx) = tokio::sync::watch::channel(model(&peer_authn("STRICT")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::new(rx, TlsSource::new(certs, trust)).serve(listener, tower::service_fn(echo)),
+    );
+    let rotations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r2 = rotations.clone();
+    let ca_dir = p._dir.path().to_path_buf();
+    let rotator = tokio::spawn(async move {
+        let ca = ca_in(&ca_dir, TD);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cert_tx.send_replace(Arc::new(issue(&ca, "server")));
+            r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let cert_ca = ca_in(p._dir.path(), TD);
+            let roots = p.ca.trust_bundle().clone();
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in 0..15 {
+                    let r = mtls(addr, issue(&cert_ca, "client"), &roots, &raw_get("/", ""))
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status, 200, "{r:?}");
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    rotator.abort();
+    assert_eq!(total, 60);
+    assert!(rotations.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+}

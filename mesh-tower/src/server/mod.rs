@@ -24,6 +24,24 @@
 //! [`InboundLayer`] yourself. Opaque TCP servers call
 //! [`authz::check_connection`] after accepting.
 //!
+//! Usage, with a rotating certificate from mesh-ca and a model channel:
+//!
+//! ```text
+//! let tls = TlsSource::from_provider(&provider);          // mesh_ca::CertificateProvider
+//! let stack = InboundLayer::new(model.clone())
+//!     .with_rate_limit(RateLimitLayer::new(&limits)?);     // optional
+//! Server::new(model, tls)
+//!     .layer(stack)
+//!     .serve(TcpListener::bind("0.0.0.0:8080").await?, app)
+//!     .await?;
+//! ```
+//!
+//! `app` is any `Service<Request<MeshBody>, Response = Response<MeshBody>>`;
+//! a hyper handler or tonic `Routes` fits once its response body is mapped
+//! with [`crate::body::boxed`] (e.g. `ServiceBuilder::new().map_response(|r|
+//! r.map(boxed))`). The handler reads `PeerIdentity`, `JwtAuthn` and
+//! `AuthzDecision` from the request extensions.
+//!
 //! Not here: client-side mTLS origination (see `client`).
 
 pub mod accept;

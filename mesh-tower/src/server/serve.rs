@@ -57,11 +57,7 @@ impl Server {
     /// that is not per-connection.
     pub async fn serve<S>(self, listener: TcpListener, app: S) -> io::Result<()>
     where
-        S: Service<Request<MeshBody>, Response = Response<MeshBody>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
@@ -159,7 +155,7 @@ pub async fn serve<S>(
     app: S,
 ) -> io::Result<()>
 where
-    S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + Sync + 'static,
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {
