@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 pub use body::{BoxError, MeshBody};
 pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
-pub use mesh::{Mesh, MeshBuilder};
+pub use mesh::{Mesh, MeshBuilder, MeshClient, ResponseFuture};
 pub use upstream::{ServedBy, Upstream};
 
 /// The compiled model as layers receive it: a watch channel whose value is

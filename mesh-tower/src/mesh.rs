@@ -12,31 +12,112 @@
 //! # let _ = model; Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tower::ServiceExt;
+
+use crate::body::{boxed, BoxError, MeshBody};
 
 use mesh_core::config::common::Labels;
 use mesh_core::model::{Client, Model};
 
+use crate::balance::Endpoints;
+use crate::client::{ClientLayer, ClientOptions, ClientService};
+use crate::grpc::GrpcChannel;
 use crate::source::{watch_local, LocalSource, SourceError, SourceStatus, Watcher};
 use crate::ModelRx;
 
+/// The outbound HTTP client of a workload, running the whole client stack
+/// (routing, splits, retries, timeouts, faults, mirrors, load balancing,
+/// outlier detection, connection-pool limits). Clone it freely: clones
+/// share connection pools, balancer and outlier state, and retry budgets.
+///
+/// Use [`MeshClient::request`], or it as a `tower::Service` for any
+/// `http::Request<B>` whose body yields `Bytes`. Its future is a named,
+/// `Send + 'static` type, so it can be awaited inside `tokio::spawn`.
+#[derive(Clone)]
+pub struct MeshClient {
+    inner: ClientService<Endpoints>,
+}
+
+/// The future of a [`MeshClient`] call.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<MeshBody>, BoxError>> + Send>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<MeshBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for MeshClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshClient").finish_non_exhaustive()
+    }
+}
+
+impl MeshClient {
+    /// Sends a request through the mesh. Locally generated failures (no
+    /// route, overflow, timeout, ...) come back as responses carrying
+    /// `x-mesh-response-flags`; `Err` means the request could not be
+    /// answered at all.
+    pub fn request<B>(&self, req: http::Request<B>) -> ResponseFuture
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let call = self.inner.clone().oneshot(req.map(boxed));
+        ResponseFuture {
+            inner: Box::pin(call),
+        }
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for MeshClient
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<MeshBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Every call drives its own clone of the stack to readiness, and
+        // limits fail fast (503 UO) rather than applying backpressure here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
+        self.request(req)
+    }
+}
+
 /// A workload's view of the mesh: its identity and the live compiled model.
-#[derive(Debug)]
 pub struct Mesh {
     client: Client,
     model: ModelRx,
     watcher: Option<Watcher>,
+    layer: ClientLayer,
+    endpoints: Endpoints,
 }
 
 /// Builds a [`Mesh`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MeshBuilder {
     paths: Vec<PathBuf>,
     mesh_config: Option<PathBuf>,
     client: Client,
     poll_interval: Duration,
+    options: ClientOptions,
 }
 
 impl Mesh {
@@ -48,16 +129,52 @@ impl Mesh {
             mesh_config: None,
             client: Client::new("default", Labels::new()),
             poll_interval: Duration::from_millis(500),
+            options: ClientOptions::default(),
         }
     }
 
     /// A mesh over a model channel someone else feeds (tests, or an xDS client).
     pub fn from_model(client: Client, model: ModelRx) -> Self {
+        Self::assemble(client, model, None, ClientOptions::default())
+    }
+
+    fn assemble(
+        client: Client,
+        model: ModelRx,
+        watcher: Option<Watcher>,
+        options: ClientOptions,
+    ) -> Self {
+        let layer = crate::client::layer(model.clone(), options);
         Self {
             client,
             model,
-            watcher: None,
+            watcher,
+            layer,
+            endpoints: Endpoints::new(),
         }
+    }
+
+    /// The outbound HTTP client (HTTP/1.1, HTTP/2 and gRPC alike). Every
+    /// client from one `Mesh` shares pools, balancer, outlier and retry state.
+    pub fn http_client(&self) -> MeshClient {
+        MeshClient {
+            inner: tower::Layer::layer(&self.layer, self.endpoints.clone()),
+        }
+    }
+
+    /// A tonic channel to `authority` (`reviews.default.svc.cluster.local:9080`,
+    /// or a short name resolved in this workload's namespace), for any
+    /// generated tonic client: `ReviewsClient::new(mesh.grpc_channel(..)?)`.
+    pub fn grpc_channel(
+        &self,
+        authority: &str,
+    ) -> Result<GrpcChannel<MeshClient>, http::uri::InvalidUri> {
+        Ok(GrpcChannel::new(self.http_client(), authority.parse()?))
+    }
+
+    /// The endpoint stage shared by this mesh's clients (stats, ejections).
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     /// Who this workload is.
@@ -124,6 +241,12 @@ impl MeshBuilder {
         self
     }
 
+    /// Options of the client stack (retry body limit, retry budget, default timeout).
+    pub fn client_options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
     /// Loads and compiles the config and starts watching it. Fails when the
     /// initial config is unreadable or invalid; later invalid edits are
     /// rejected while the last good model keeps serving.
@@ -134,10 +257,11 @@ impl MeshBuilder {
             poll_interval: self.poll_interval,
         };
         let (model, watcher) = watch_local(source, self.client.clone())?;
-        Ok(Mesh {
-            client: self.client,
+        Ok(Mesh::assemble(
+            self.client,
             model,
-            watcher: Some(watcher),
-        })
+            Some(watcher),
+            self.options,
+        ))
     }
 }

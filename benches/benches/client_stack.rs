@@ -1,0 +1,199 @@
+//! The whole client stack (route, split, retry/timeout, load balancing,
+//! outlier detection, pool limits) against the bare hyper client, on the
+//! same loopback server in the same run: requests per second with a few
+//! concurrent callers, and p50/p99 latency of sequential requests.
+//!
+//! Run: `cargo bench -p mesh-benches --bench client_stack`
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_tower::{body, Mesh, MeshBody};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn server() -> Result<SocketAddr, Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn config(port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.bench.local]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api.bench.local
+  trafficPolicy:
+    connectionPool:
+      http: {{http1MaxPendingRequests: 1024, http2MaxRequests: 1024}}
+    outlierDetection: {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.bench.local]
+  http:
+  - match: [{{uri: {{prefix: /v2}}}}]
+    route: [{{destination: {{host: api.bench.local}}}}]
+  - route: [{{destination: {{host: api.bench.local}}}}]
+    timeout: 5s
+    retries: {{attempts: 2, retryOn: connect-failure,refused-stream}}
+"
+    )
+}
+
+/// Something that sends one GET and returns when the body is read.
+trait Caller: Clone + Send + 'static {
+    fn call(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+}
+
+#[derive(Clone)]
+struct Bare {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, MeshBody>,
+    uri: http::Uri,
+}
+
+impl Caller for Bare {
+    async fn call(&self) -> Result<(), Error> {
+        let req = http::Request::get(self.uri.clone()).body(body::empty())?;
+        let resp = self.client.request(req).await?;
+        resp.into_body().collect().await?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Meshed {
+    client: mesh_tower::MeshClient,
+}
+
+impl Caller for Meshed {
+    async fn call(&self) -> Result<(), Error> {
+        let req = http::Request::get("http://api.bench.local/items/1").body(body::empty())?;
+        let resp = self.client.request(req).await?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()).into());
+        }
+        resp.into_body().collect().await?;
+        Ok(())
+    }
+}
+
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
+    // Warm up connections and caches.
+    for _ in 0..500 {
+        caller.call().await?;
+    }
+    // Latency: sequential requests.
+    let mut lat = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        let t = Instant::now();
+        caller.call().await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    // Throughput: 4 concurrent callers for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = caller.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                c.call().await?;
+                n += 1;
+            }
+            Ok::<u64, Error>(n)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(Figures {
+        rps: total as f64 / 3.0,
+        p50: lat[lat.len() / 2],
+        p99: lat[lat.len() * 99 / 100],
+    })
+}
+
+fn main() -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let addr = server().await?;
+        let bare = Bare {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            uri: format!("http://{addr}/items/1").parse()?,
+        };
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("api.yaml"), config(addr.port()))?;
+        let mesh = Mesh::local(dir.path()).namespace("default").build().await?;
+        let meshed = Meshed {
+            client: mesh.http_client(),
+        };
+        // Interleave to share the machine's noise fairly.
+        let b1 = measure(bare.clone()).await?;
+        let m1 = measure(meshed.clone()).await?;
+        let b2 = measure(bare).await?;
+        let m2 = measure(meshed).await?;
+        let best = |a: Figures, b: Figures| if a.rps >= b.rps { a } else { b };
+        let (b, m) = (best(b1, b2), best(m1, m2));
+        println!("client stack vs bare hyper client, loopback HTTP/1.1, same run");
+        println!("                 req/s (4 callers)      p50        p99");
+        println!(
+            "bare hyper      {:>12.0}   {:>9.1?} {:>9.1?}",
+            b.rps, b.p50, b.p99
+        );
+        println!(
+            "mesh stack      {:>12.0}   {:>9.1?} {:>9.1?}",
+            m.rps, m.p50, m.p99
+        );
+        println!(
+            "ratio mesh/bare: throughput {:.3}x, p50 +{:.1?}, p99 +{:.1?}",
+            m.rps / b.rps,
+            m.p50.saturating_sub(b.p50),
+            m.p99.saturating_sub(b.p99)
+        );
+        Ok(())
+    })
+}
