@@ -18,11 +18,14 @@ use mesh_tower::{body, Mesh, MeshBody};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+static ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn server() -> Result<SocketAddr, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
                     Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -172,8 +175,16 @@ fn main() -> Result<(), Error> {
             client: mesh.http_client(),
         };
         // Interleave to share the machine's noise fairly.
+        let conns = || ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
+        let c0 = conns();
         let b1 = measure(bare.clone()).await?;
+        let c1 = conns();
         let m1 = measure(meshed.clone()).await?;
+        println!(
+            "connections opened: bare {}, mesh {}",
+            c1 - c0,
+            conns() - c1
+        );
         let b2 = measure(bare).await?;
         let m2 = measure(meshed).await?;
         let best = |a: Figures, b: Figures| if a.rps >= b.rps { a } else { b };
