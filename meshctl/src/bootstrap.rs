@@ -5,13 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use mesh_xds::encode::INBOUND_LISTENER_PREFIX;
 use serde_json::{json, Map, Value};
 
 use crate::common::{parse_labels, print_json, CliError};
-
-/// The Listener name template gRPC servers subscribe to (gRFC A36), as
-/// istiod names inbound listeners for proxyless gRPC.
-pub const SERVER_LISTENER_NAME_TEMPLATE: &str = "xds.istio.io/grpc/lds/inbound/%s";
 
 /// Arguments of `meshctl bootstrap grpc`.
 #[derive(clap::Args)]
@@ -83,7 +80,9 @@ pub fn bootstrap(args: &Args) -> Result<Value, CliError> {
                 "GENERATOR": "grpc",
             },
         },
-        "server_listener_resource_name_template": SERVER_LISTENER_NAME_TEMPLATE,
+        // gRFC A36: servers substitute their listening ip:port for `%s`;
+        // the names match the inbound listeners mesh-xds encodes.
+        "server_listener_resource_name_template": format!("{INBOUND_LISTENER_PREFIX}%s"),
     });
     if let Some(dir) = &args.cert_dir {
         let file = |name: &str| dir.join(name).display().to_string();
