@@ -117,6 +117,24 @@ struct Figures {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// Process CPU time (client and server together) per request in the
+    /// throughput phase: what the stack adds to every request's cost.
+    cpu_per_req: Duration,
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces).
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // Linux reports in USER_HZ, 100 per second on every common platform.
+    Duration::from_millis(ticks * 10)
 }
 
 async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
@@ -133,6 +151,7 @@ async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
     }
     lat.sort();
     // Throughput: 4 concurrent callers for a fixed time.
+    let cpu0 = cpu_time();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -150,7 +169,9 @@ async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
     for t in tasks {
         total += t.await??;
     }
+    let cpu = cpu_time().saturating_sub(cpu0);
     Ok(Figures {
+        cpu_per_req: cpu / (total.max(1) as u32),
         rps: total as f64 / 3.0,
         p50: lat[lat.len() / 2],
         p99: lat[lat.len() * 99 / 100],
@@ -174,6 +195,19 @@ fn main() -> Result<(), Error> {
         let meshed = Meshed {
             client: mesh.http_client(),
         };
+        // For profiling one side alone: CLIENT_STACK_ONLY=mesh|bare.
+        if let Ok(only) = std::env::var("CLIENT_STACK_ONLY") {
+            let f = if only == "bare" {
+                measure(bare).await?
+            } else {
+                measure(meshed).await?
+            };
+            println!(
+                "{only}: {:.0} req/s, p50 {:.1?}, p99 {:.1?}, cpu/req {:.1?}",
+                f.rps, f.p50, f.p99, f.cpu_per_req
+            );
+            return Ok(());
+        }
         // Interleave to share the machine's noise fairly.
         let conns = || ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
         let c0 = conns();
@@ -190,20 +224,23 @@ fn main() -> Result<(), Error> {
         let best = |a: Figures, b: Figures| if a.rps >= b.rps { a } else { b };
         let (b, m) = (best(b1, b2), best(m1, m2));
         println!("client stack vs bare hyper client, loopback HTTP/1.1, same run");
-        println!("                 req/s (4 callers)      p50        p99");
         println!(
-            "bare hyper      {:>12.0}   {:>9.1?} {:>9.1?}",
-            b.rps, b.p50, b.p99
+            "                 req/s (4 callers)      p50        p99   cpu/req (client+server)"
         );
         println!(
-            "mesh stack      {:>12.0}   {:>9.1?} {:>9.1?}",
-            m.rps, m.p50, m.p99
+            "bare hyper      {:>12.0}   {:>9.1?} {:>9.1?} {:>9.1?}",
+            b.rps, b.p50, b.p99, b.cpu_per_req
         );
         println!(
-            "ratio mesh/bare: throughput {:.3}x, p50 +{:.1?}, p99 +{:.1?}",
+            "mesh stack      {:>12.0}   {:>9.1?} {:>9.1?} {:>9.1?}",
+            m.rps, m.p50, m.p99, m.cpu_per_req
+        );
+        println!(
+            "ratio mesh/bare: throughput {:.3}x, p50 +{:.1?}, p99 +{:.1?}, cpu/req +{:.1?}",
             m.rps / b.rps,
             m.p50.saturating_sub(b.p50),
-            m.p99.saturating_sub(b.p99)
+            m.p99.saturating_sub(b.p99),
+            m.cpu_per_req.saturating_sub(b.cpu_per_req)
         );
         Ok(())
     })

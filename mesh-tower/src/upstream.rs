@@ -12,17 +12,20 @@ use std::sync::{Arc, Mutex};
 use mesh_core::model::Model;
 
 /// Where a request goes, set by routing on every attempt.
+///
+/// Cloned for every attempt and by the endpoint stage, so its names are
+/// shared `Arc<str>`s: a clone allocates nothing.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Cluster name in the model (`outbound|<port>|<subset>|<host>`), or
     /// [`Upstream::PASSTHROUGH`] for an unknown host under ALLOW_ANY.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Destination host (fully qualified for mesh services).
-    pub host: String,
+    pub host: Arc<str>,
     /// Destination port.
     pub port: u16,
     /// Subset, if the route named one.
-    pub subset: Option<String>,
+    pub subset: Option<Arc<str>>,
     /// The model the request started with: in-flight requests finish on the
     /// config they started with, whatever arrives meanwhile.
     pub model: Arc<Model>,
@@ -40,7 +43,7 @@ impl Upstream {
 
     /// True for passthrough requests.
     pub fn is_passthrough(&self) -> bool {
-        self.cluster == Self::PASSTHROUGH
+        &*self.cluster == Self::PASSTHROUGH
     }
 
     /// The endpoints tried so far.

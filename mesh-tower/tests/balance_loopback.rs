@@ -156,8 +156,8 @@ fn request(model: &Arc<Model>, headers: &[(&str, &str)]) -> Request<mesh_tower::
     }
     let mut req = b.body(body::empty()).unwrap();
     req.extensions_mut().insert(Upstream {
-        cluster: CLUSTER.to_string(),
-        host: HOST.to_string(),
+        cluster: CLUSTER.into(),
+        host: HOST.into(),
         port: 80,
         subset: None,
         model: model.clone(),

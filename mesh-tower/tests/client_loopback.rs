@@ -90,7 +90,7 @@ fn endpoint_stage() -> impl tower::Service<
             let ep = up
                 .model
                 .clusters
-                .get(&up.cluster)
+                .get(&*up.cluster)
                 .and_then(|c| c.endpoints.first())
                 .ok_or_else(|| MeshError::new(ResponseFlag::NoHealthyUpstream, "no endpoint"))?;
             let pq = req

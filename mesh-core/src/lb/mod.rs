@@ -179,6 +179,19 @@ pub struct Balancer<K: Eq + Hash + Clone> {
     priorities: Vec<Vec<usize>>,
     locality_weight: Option<Vec<f64>>,
     tables: HashMap<usize, (Vec<usize>, Table)>,
+    // Reused by every pick so a request allocates nothing here.
+    scratch: Scratch,
+}
+
+/// Per-pick working buffers, kept between picks.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    views: Vec<HostView>,
+    health: Vec<u64>,
+    loads: Vec<u64>,
+    candidates: Vec<usize>,
+    untried: Vec<usize>,
+    weights: Vec<f64>,
 }
 
 impl<K: Eq + Hash + Clone> Balancer<K> {
@@ -194,6 +207,7 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
             priorities: Vec::new(),
             locality_weight: None,
             tables: HashMap::new(),
+            scratch: Scratch::default(),
         };
         b.state = vec![EpState::default(); endpoints.len()];
         b.endpoints = endpoints;
@@ -321,26 +335,41 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
         if self.endpoints.is_empty() {
             return None;
         }
-        let views: Vec<HostView> = (0..self.endpoints.len()).map(view).collect();
-        let usable = |i: usize| self.locality_weight.as_ref().is_none_or(|w| w[i] > 0.0);
+        let mut s = std::mem::take(&mut self.scratch);
+        let picked = self.pick_with(&mut s, now, rng, hash, view);
+        self.scratch = s;
+        picked
+    }
+
+    fn pick_with(
+        &mut self,
+        s: &mut Scratch,
+        now: Instant,
+        rng: &mut dyn Rng,
+        hash: Option<u64>,
+        view: &dyn Fn(usize) -> HostView,
+    ) -> Option<Picked> {
+        s.views.clear();
+        s.views.extend((0..self.endpoints.len()).map(view));
+        let views = &s.views;
+        let lw = self.locality_weight.as_deref();
+        let usable = |i: usize| lw.is_none_or(|w| w[i] > 0.0);
         // Health per priority, with overprovisioning.
-        let health: Vec<u64> = self
-            .priorities
-            .iter()
-            .map(|members| {
-                let total = members.iter().filter(|i| usable(**i)).count() as u64;
-                let healthy = members
-                    .iter()
-                    .filter(|i| usable(**i) && views[**i].healthy)
-                    .count() as u64;
-                (OVERPROVISIONING_PERCENT * healthy)
-                    .checked_div(total)
-                    .map_or(0, |h| h.min(100))
-            })
-            .collect();
-        let total_health: u64 = health.iter().sum::<u64>().min(100);
+        s.health.clear();
+        s.health.extend(self.priorities.iter().map(|members| {
+            let total = members.iter().filter(|i| usable(**i)).count() as u64;
+            let healthy = members
+                .iter()
+                .filter(|i| usable(**i) && views[**i].healthy)
+                .count() as u64;
+            (OVERPROVISIONING_PERCENT * healthy)
+                .checked_div(total)
+                .map_or(0, |h| h.min(100))
+        }));
+        let total_health: u64 = s.health.iter().sum::<u64>().min(100);
         let panic = total_health < u64::from(self.cfg.panic_threshold);
-        let mut loads = vec![0u64; health.len()];
+        s.loads.clear();
+        s.loads.resize(s.health.len(), 0);
         if total_health == 0 {
             if !panic {
                 return None;
@@ -349,23 +378,23 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
                 .priorities
                 .iter()
                 .position(|m| m.iter().any(|i| usable(*i)))?;
-            loads[first] = 100;
+            s.loads[first] = 100;
         } else {
             let mut remaining = 100u64;
-            for (p, h) in health.iter().enumerate() {
+            for (p, h) in s.health.iter().enumerate() {
                 let l = (*h).min(remaining);
-                loads[p] = l;
+                s.loads[p] = l;
                 remaining -= l;
             }
         }
-        let sum: u64 = loads.iter().sum();
+        let sum: u64 = s.loads.iter().sum();
         let roll = match hash {
             Some(h) if self.cfg.algorithm.is_hash() => h % sum.max(1),
             _ => rng.next_u64() % sum.max(1),
         };
         let mut acc = 0;
         let mut prio = 0;
-        for (p, l) in loads.iter().enumerate() {
+        for (p, l) in s.loads.iter().enumerate() {
             acc += l;
             if roll < acc {
                 prio = p;
@@ -373,22 +402,22 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
             }
         }
         let members = &self.priorities[prio];
-        let mut candidates: Vec<usize> = members
-            .iter()
-            .copied()
-            .filter(|i| usable(*i) && (panic || views[*i].healthy))
-            .collect();
-        if candidates.is_empty() {
+        s.candidates.clear();
+        s.candidates.extend(
+            members
+                .iter()
+                .copied()
+                .filter(|i| usable(*i) && (panic || views[*i].healthy)),
+        );
+        if s.candidates.is_empty() {
             return None;
         }
-        let untried: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|i| !views[*i].tried)
-            .collect();
-        let avoid_tried = !untried.is_empty() && untried.len() < candidates.len();
+        s.untried.clear();
+        s.untried
+            .extend(s.candidates.iter().copied().filter(|i| !views[*i].tried));
+        let avoid_tried = !s.untried.is_empty() && s.untried.len() < s.candidates.len();
         if self.cfg.algorithm.is_hash() {
-            let index = self.pick_hash(prio, &candidates, hash, rng, &|i| {
+            let index = self.pick_hash(prio, &s.candidates, hash, rng, &|i| {
                 !avoid_tried || !views[i].tried
             })?;
             return Some(Picked {
@@ -398,15 +427,16 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
             });
         }
         if avoid_tried {
-            candidates = untried;
+            std::mem::swap(&mut s.candidates, &mut s.untried);
         }
         if let Some(lw) = &self.locality_weight {
-            candidates = self.pick_locality(&candidates, members, lw, &views, rng);
+            s.candidates = self.pick_locality(&s.candidates, members, lw, views, rng);
         }
-        let weights: Vec<f64> = candidates
-            .iter()
-            .map(|i| self.eff_weight(*i, now))
-            .collect();
+        let candidates = &s.candidates;
+        s.weights.clear();
+        s.weights
+            .extend(candidates.iter().map(|i| self.eff_weight(*i, now)));
+        let weights = &s.weights;
         let index = match self.cfg.algorithm {
             Algorithm::RoundRobin => {
                 let total: f64 = weights.iter().sum();
@@ -420,11 +450,11 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
                 self.state[candidates[best]].rr_current -= total;
                 candidates[best]
             }
-            Algorithm::Random => candidates[weighted(&weights, rng)],
+            Algorithm::Random => candidates[weighted(weights, rng)],
             _ => {
-                let a = weighted(&weights, rng);
+                let a = weighted(weights, rng);
                 let b = if candidates.len() > 1 {
-                    let mut b = weighted(&weights, rng);
+                    let mut b = weighted(weights, rng);
                     if b == a {
                         b = (a + 1 + below(rng, candidates.len() - 1)) % candidates.len();
                     }

@@ -135,7 +135,16 @@ pub struct Cluster {
 
 /// Istio's cluster name for host, port and subset.
 pub fn cluster_name(host: &str, port: u16, subset: Option<&str>) -> String {
-    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+    let mut out = String::with_capacity(host.len() + 20);
+    write_cluster_name(&mut out, host, port, subset);
+    out
+}
+
+/// Appends [`cluster_name`] to `out` (for callers that reuse a buffer).
+pub fn write_cluster_name(out: &mut String, host: &str, port: u16, subset: Option<&str>) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "outbound|{port}|{}|{host}", subset.unwrap_or(""));
 }
 
 /// Everything one client needs.

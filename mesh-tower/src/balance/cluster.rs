@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use http::uri::Authority;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh_core::config::networking::destination_rule::ConnectionPoolSettings;
@@ -41,8 +42,20 @@ pub(crate) struct Core {
     pub lb: Balancer<SocketAddr>,
     pub outlier: Option<OutlierDetector<SocketAddr>>,
     pub rng: SplitMix64,
-    pub active: HashMap<SocketAddr, u32>,
+    pub active: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
     pub hash: Option<HashSource>,
+    /// The balancer's endpoints in its order, with the URI authority a
+    /// request to each carries (built once, not per request).
+    pub targets: Vec<(SocketAddr, Option<Authority>)>,
+}
+
+fn targets(eps: &[LbEndpoint<SocketAddr>]) -> Vec<(SocketAddr, Option<Authority>)> {
+    eps.iter()
+        .map(|e| {
+            let a = Authority::from_maybe_shared(bytes::Bytes::from(e.key.to_string())).ok();
+            (e.key, a)
+        })
+        .collect()
 }
 
 pub(crate) struct ClusterState {
@@ -57,7 +70,7 @@ pub(crate) struct ClusterState {
 
 struct Pools {
     settings: Option<ConnectionPoolSettings>,
-    host: String,
+    host: Arc<str>,
     clients: HashMap<Proto, HttpClient>,
 }
 
@@ -130,6 +143,7 @@ impl ClusterState {
             cluster.policy.outlier_detection.as_ref(),
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
+        let targets = targets(&eps);
         let outlier = outlier_config(cluster).map(|c| {
             let mut d = OutlierDetector::new(c);
             d.update_endpoints(&keys);
@@ -143,8 +157,9 @@ impl ClusterState {
                 lb: Balancer::new(lbc, client, eps),
                 outlier,
                 rng: SplitMix64(seed),
-                active: HashMap::new(),
+                active: HashMap::default(),
                 hash: hash_source(cluster),
+                targets,
             }),
             limits: RwLock::new(Arc::new(Limits::new(
                 cluster.policy.connection_pool.as_ref(),
@@ -152,7 +167,7 @@ impl ClusterState {
             stats: Arc::new(ClusterStats::default()),
             pools: Mutex::new(Pools {
                 settings: cluster.policy.connection_pool.clone(),
-                host: cluster.host.clone(),
+                host: Arc::from(cluster.host.as_str()),
                 clients: HashMap::new(),
             }),
             meta: Arc::new(RwLock::new(HashMap::new())),
@@ -212,6 +227,7 @@ impl ClusterState {
             cluster.policy.outlier_detection.as_ref(),
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
+        core.targets = targets(&eps);
         core.lb.update(lbc, client, eps, now);
         match (outlier_config(cluster), core.outlier.as_mut()) {
             (Some(c), Some(d)) => {
@@ -236,9 +252,9 @@ impl ClusterState {
             }
         }
         if let Ok(mut p) = self.pools.lock() {
-            if p.settings != cluster.policy.connection_pool || p.host != cluster.host {
+            if p.settings != cluster.policy.connection_pool || *p.host != *cluster.host {
                 p.settings = cluster.policy.connection_pool.clone();
-                p.host = cluster.host.clone();
+                p.host = Arc::from(cluster.host.as_str());
                 p.clients.clear();
             }
         }
@@ -247,18 +263,24 @@ impl ClusterState {
         core.seen = Arc::downgrade(model);
     }
 
-    /// The pooled client for `proto`, built on first use.
-    pub fn client(&self, proto: Proto) -> Option<HttpClient> {
+    /// Sends `req` on the pooled client for `proto` (built on first use).
+    /// The returned future owns what it needs, so the pool lock is only
+    /// held while the request is handed over, and the client is not cloned.
+    pub fn send(
+        &self,
+        proto: Proto,
+        req: http::Request<MeshBody>,
+    ) -> Option<hyper_util::client::legacy::ResponseFuture> {
         let mut pools = self.pools.lock().ok()?;
         if let Some(c) = pools.clients.get(&proto) {
-            return Some(c.clone());
+            return Some(c.request(req));
         }
         let client = build_client(
             proto,
             pools.settings.as_ref(),
             PoolConnector {
                 connector: self.connector.clone(),
-                cluster: self.name.clone(),
+                cluster: Arc::from(self.name.as_str()),
                 host: pools.host.clone(),
                 meta: self.meta.clone(),
                 connect_timeout: connect_timeout(pools.settings.as_ref()),
@@ -266,8 +288,9 @@ impl ClusterState {
                 stats: self.stats.clone(),
             },
         );
-        pools.clients.insert(proto, client.clone());
-        Some(client)
+        let sent = client.request(req);
+        pools.clients.insert(proto, client);
+        Some(sent)
     }
 
     pub fn limits(&self) -> Option<Arc<Limits>> {

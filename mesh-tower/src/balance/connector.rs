@@ -111,8 +111,9 @@ pub(crate) struct EndpointMeta {
 #[derive(Clone)]
 pub(crate) struct PoolConnector {
     pub connector: Arc<dyn Connector>,
-    pub cluster: String,
-    pub host: String,
+    // Shared: hyper clones the connector for every request.
+    pub cluster: Arc<str>,
+    pub host: Arc<str>,
     pub meta: Arc<RwLock<HashMap<SocketAddr, EndpointMeta>>>,
     pub connect_timeout: Duration,
     pub keepalive: Option<Keepalive>,
@@ -145,8 +146,8 @@ impl tower::Service<Uri> for PoolConnector {
                 .unwrap_or_default();
             let target = ConnectTarget {
                 addr,
-                cluster: this.cluster.clone(),
-                host: this.host.clone(),
+                cluster: this.cluster.to_string(),
+                host: this.host.to_string(),
                 identity: meta.identity,
                 tls_mode: meta.tls_mode.unwrap_or(TlsMode::Disabled),
                 keepalive: this.keepalive,

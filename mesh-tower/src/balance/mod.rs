@@ -112,7 +112,7 @@ impl EndpointsBuilder {
             .map_or(0x5eed, |d| d.as_nanos() as u64);
         Endpoints {
             inner: Arc::new(Inner {
-                clusters: Mutex::new(HashMap::new()),
+                clusters: Mutex::new(HashMap::default()),
                 passthrough: Mutex::new(None),
                 last_model: Mutex::new(Weak::new()),
                 connector: self.connector,
@@ -124,7 +124,9 @@ impl EndpointsBuilder {
 }
 
 struct Inner {
-    clusters: Mutex<HashMap<String, Arc<ClusterState>>>,
+    // Looked up per request by cluster name: a fast hash, not SipHash
+    // (names come from config, not from requests).
+    clusters: Mutex<HashMap<String, Arc<ClusterState>, foldhash::fast::RandomState>>,
     passthrough: Mutex<Option<Arc<ClusterState>>>,
     last_model: Mutex<Weak<Model>>,
     connector: Arc<dyn Connector>,
@@ -302,7 +304,7 @@ impl Endpoints {
         let cluster = if up.is_passthrough() {
             None
         } else {
-            let Some(c) = model.clusters.get(&up.cluster) else {
+            let Some(c) = model.clusters.get(&*up.cluster) else {
                 return Err(uh(format!("cluster {} is not in the model", up.cluster)).into());
             };
             Some(c)
@@ -321,16 +323,16 @@ impl Endpoints {
             other => {
                 let (host, port) = match other {
                     Some(c) => (c.host.clone(), c.port),
-                    None => (up.host.clone(), up.port),
+                    None => (up.host.to_string(), up.port),
                 };
                 return self.passthrough(req, &up, &host, port).await;
             }
         };
         let state = self.state_for(&model, cluster).await;
         let now = now();
-        let tried = up.tried_endpoints();
-        // Pick under the cluster lock.
-        let (addr, set_cookie, ejected) = {
+        // Pick, and count the request as active on its endpoint, under one
+        // short hold of the cluster lock.
+        let (addr, authority, set_cookie, ejected) = {
             let mut core = match state.core.lock() {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
@@ -344,19 +346,28 @@ impl Endpoints {
                 d.maybe_tick(now);
             }
             let outlier = core.outlier.as_ref();
-            let keys: Vec<SocketAddr> = core.lb.endpoints().iter().map(|e| e.key).collect();
+            let targets = &core.targets;
             let active = &core.active;
+            let tried = up.tried.lock().ok();
+            let tried: &[SocketAddr] = tried.as_deref().map_or(&[], |t| t.as_slice());
             let view = |i: usize| {
-                let a = keys[i];
+                let a = targets.get(i).map(|t| t.0);
                 HostView {
-                    healthy: outlier.is_none_or(|d| !d.is_ejected(&a, now)),
-                    active: active.get(&a).copied().unwrap_or(0),
-                    tried: tried.contains(&a),
+                    healthy: a.is_some_and(|a| outlier.is_none_or(|d| !d.is_ejected(&a, now))),
+                    active: a.and_then(|a| active.get(&a).copied()).unwrap_or(0),
+                    tried: a.is_some_and(|a| tried.contains(&a)),
                 }
             };
             let picked = core.lb.pick(now, &mut core.rng, hash, &view);
             let ejected = outlier.map_or(0, |d| d.ejected_count(now));
-            (picked.map(|p| keys[p.index]), set_cookie, ejected)
+            let target = picked.and_then(|p| targets.get(p.index)).cloned();
+            if let Some((a, _)) = &target {
+                *core.active.entry(*a).or_insert(0) += 1;
+            }
+            match target {
+                Some((a, auth)) => (Some(a), auth, set_cookie, ejected),
+                None => (None, None, set_cookie, ejected),
+            }
         };
         let Some(addr) = addr else {
             state.stats.inc_no_healthy();
@@ -367,17 +378,22 @@ impl Endpoints {
             ))
             .into());
         };
+        // From here on the active count is released when the guard drops.
+        let active = ActiveCount {
+            state: state.clone(),
+            addr,
+        };
         up.record_tried(addr);
         let proto = choose_proto(cluster, &req);
         let Some(limits) = state.limits() else {
             return Err(uh("cluster state is poisoned").into());
         };
         let admission = limits.admit(proto == Proto::Http1, &state.stats).await?;
-        let Some(client) = state.client(proto) else {
-            return Err(uh("connection pool is poisoned").into());
+        let guard = ActiveGuard {
+            _active: active,
+            _admission: admission,
         };
-        let guard = ActiveGuard::new(state.clone(), addr, admission);
-        prepare(&mut req, addr, &up, proto)?;
+        prepare(&mut req, addr, authority, &up, proto)?;
         let max_per_conn = cluster
             .policy
             .connection_pool
@@ -387,7 +403,10 @@ impl Endpoints {
             .filter(|m| *m > 0);
         let capture = max_per_conn.map(|_| capture_connection(&mut req));
         state.stats.inc_requests();
-        let result = client.request(req).await;
+        let Some(sent) = state.send(proto, req) else {
+            return Err(uh("connection pool is poisoned").into());
+        };
+        let result = sent.await;
         // maxRequestsPerConnection: retire a connection that has served
         // its share (it finishes what it carries, then closes).
         if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
@@ -480,11 +499,11 @@ impl Endpoints {
             Proto::Http1
         };
         let state = self.passthrough_state();
-        let Some(client) = state.client(proto) else {
+        prepare(&mut req, addr, None, up, proto)?;
+        let Some(sent) = state.send(proto, req) else {
             return Err(uh("connection pool is poisoned").into());
         };
-        prepare(&mut req, addr, up, proto)?;
-        match client.request(req).await {
+        match sent.await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 parts.extensions.insert(ServedBy(addr));
@@ -522,25 +541,18 @@ impl tower::Service<Request<MeshBody>> for Endpoints {
 /// Holds a request's place (active count per endpoint, circuit-breaker
 /// slots) until its response body ends.
 struct ActiveGuard {
-    state: Arc<ClusterState>,
-    addr: SocketAddr,
+    _active: ActiveCount,
     _admission: Admission,
 }
 
-impl ActiveGuard {
-    fn new(state: Arc<ClusterState>, addr: SocketAddr, admission: Admission) -> Self {
-        if let Ok(mut core) = state.core.lock() {
-            *core.active.entry(addr).or_insert(0) += 1;
-        }
-        Self {
-            state,
-            addr,
-            _admission: admission,
-        }
-    }
+/// One request counted as active on `addr` (the count was taken under the
+/// cluster lock when the endpoint was picked); released on drop.
+struct ActiveCount {
+    state: Arc<ClusterState>,
+    addr: SocketAddr,
 }
 
-impl Drop for ActiveGuard {
+impl Drop for ActiveCount {
     fn drop(&mut self) {
         if let Ok(mut core) = self.state.core.lock() {
             if let Some(n) = core.active.get_mut(&self.addr) {

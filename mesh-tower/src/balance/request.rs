@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use http::uri::Authority;
 use http::{HeaderValue, Request, Uri, Version};
 use mesh_core::lb::{hash_key, HashSource};
 use mesh_core::model::Cluster;
@@ -71,31 +72,40 @@ pub(crate) fn choose_proto<B>(cluster: &Cluster, req: &Request<B>) -> Proto {
 pub(crate) fn prepare(
     req: &mut Request<MeshBody>,
     addr: SocketAddr,
+    authority: Option<Authority>,
     up: &Upstream,
     proto: Proto,
 ) -> Result<(), MeshError> {
     if !req.headers().contains_key(http::header::HOST) {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| {
-                if up.port == 80 || up.port == 0 {
-                    up.host.clone()
-                } else {
-                    format!("{}:{}", up.host, up.port)
-                }
-            });
-        if let Ok(v) = HeaderValue::from_str(&authority) {
+        let value = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()),
+            None if up.port == 80 || up.port == 0 => HeaderValue::from_str(&up.host),
+            None => HeaderValue::from_str(&format!("{}:{}", up.host, up.port)),
+        };
+        if let Ok(v) = value {
             req.headers_mut().insert(http::header::HOST, v);
         }
     }
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri: Uri = format!("http://{addr}{pq}").parse().map_err(|e| {
+    let authority = match authority {
+        Some(a) => a,
+        None => addr.to_string().parse().map_err(|e| {
+            MeshError::new(
+                ResponseFlag::NoHealthyUpstream,
+                format!("cannot build the upstream URI for {addr}: {e}"),
+            )
+        })?,
+    };
+    // Path and query are shared bytes: the new URI copies nothing.
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let uri = Uri::from_parts(parts).map_err(|e| {
         MeshError::new(
             ResponseFlag::NoHealthyUpstream,
             format!("cannot build the upstream URI for {addr}: {e}"),

@@ -9,18 +9,15 @@
 //! is mirrored; a larger or streaming body is sent to the main destination
 //! only. The copy is bounded by the route timeout when the route has one.
 
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, Either};
 use http::{HeaderValue, Request, Response, Uri};
 use mesh_core::fault::hit;
-use mesh_core::model::cluster_name;
 use mesh_core::route::model::Mirror;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
-use crate::upstream::Upstream;
 
 use super::replay::Replay;
 use super::tee::{prepare, Prepared, Tee};
@@ -118,15 +115,12 @@ fn shadow_request(
         }
     }
     let port = mirror.port.unwrap_or(routed.port);
-    req.extensions_mut().insert(Upstream {
-        cluster: cluster_name(&mirror.host, port, mirror.subset.as_deref()),
-        host: mirror.host.clone(),
+    req.extensions_mut().insert(super::names::upstream(
+        &mirror.host,
         port,
-        subset: mirror.subset.clone(),
-        model: routed.model.clone(),
-        attempt: 1,
-        tried: Arc::new(Mutex::new(Vec::new())),
-    });
+        mirror.subset.as_deref(),
+        &routed.model,
+    ));
     req
 }
 

@@ -60,6 +60,7 @@ pub mod fault;
 pub mod headers;
 pub mod local;
 pub mod mirror;
+mod names;
 pub mod replay;
 pub mod retry;
 pub mod rng;

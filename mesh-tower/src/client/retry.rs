@@ -110,7 +110,7 @@ impl Drop for Held {
 /// Retry counters of every cluster, shared by all clones of a stack.
 #[derive(Debug, Default)]
 pub struct RetryState {
-    clusters: RwLock<HashMap<String, Arc<ClusterCounters>>>,
+    clusters: RwLock<HashMap<String, Arc<ClusterCounters>, foldhash::fast::RandomState>>,
 }
 
 impl RetryState {
@@ -301,7 +301,7 @@ where
         let max_retries = upstream
             .model
             .clusters
-            .get(&upstream.cluster)
+            .get(&*upstream.cluster)
             .and_then(|c| c.policy.connection_pool.as_ref())
             .and_then(|p| p.http.as_ref())
             .and_then(|h| h.max_retries);
@@ -382,35 +382,36 @@ where
                 };
                 // The retry that made this attempt is over.
                 _retry = None;
-                let exhausted = |last: Result<Response<MeshBody>, BoxError>, why: String| match last
-                {
-                    Ok(r) => Ok(r),
-                    Err(e) if retries_done == 0 => Err(e),
-                    Err(e) => {
-                        let cause = errors::mesh_error_of(&e);
-                        Err(Box::new(
-                            MeshError::new(
-                                ResponseFlag::UpstreamRetryLimitExceeded,
-                                format!("{why}; last attempt: {cause}"),
-                            )
-                            .with_status(StatusCode::SERVICE_UNAVAILABLE),
-                        ) as BoxError)
+                // `why` is only formatted when the answer is a local error.
+                let exhausted = |last: Result<Response<MeshBody>, BoxError>,
+                                 why: &dyn Fn() -> String| {
+                    match last {
+                        Ok(r) => Ok(r),
+                        Err(e) if retries_done == 0 => Err(e),
+                        Err(e) => {
+                            let cause = errors::mesh_error_of(&e);
+                            Err(Box::new(
+                                MeshError::new(
+                                    ResponseFlag::UpstreamRetryLimitExceeded,
+                                    format!("{}; last attempt: {cause}", why()),
+                                )
+                                .with_status(StatusCode::SERVICE_UNAVAILABLE),
+                            ) as BoxError)
+                        }
                     }
                 };
                 if !policy.should_retry_attempt(retries_done, &outcome) {
-                    return exhausted(
-                        last,
-                        format!("retries exhausted after {} attempts", retries_done + 1),
-                    );
+                    return exhausted(last, &|| {
+                        format!("retries exhausted after {} attempts", retries_done + 1)
+                    });
                 }
                 if replay.is_none() {
-                    return exhausted(
-                        last,
+                    return exhausted(last, &|| {
                         format!(
                             "not retried: the request body was still streaming or larger than {} bytes",
                             config.body_limit
-                        ),
-                    );
+                        )
+                    });
                 }
                 if let Err(refusal) = admit_retry(
                     counters.active_requests(),
@@ -419,7 +420,7 @@ where
                     config.budget.as_ref(),
                 ) {
                     tracing::debug!("retry refused: {refusal}");
-                    return exhausted(last, format!("retry refused: {refusal}"));
+                    return exhausted(last, &|| format!("retry refused: {refusal}"));
                 }
                 _retry = Some(Held::retry(&counters));
                 drop(last);

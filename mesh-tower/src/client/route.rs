@@ -14,13 +14,16 @@
 //! Not here: retries, timeouts, mirrors and faults (the layers below read
 //! [`Routed`]), and choosing an endpoint (the endpoint stage).
 
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
-use mesh_core::model::{cluster_name, Model, OutboundPolicy};
+use mesh_core::model::{Model, OutboundPolicy};
+use mesh_core::route::RouteTable;
 use mesh_core::route::{Action, HeaderSource, RequestInfo};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
@@ -115,13 +118,13 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
                     grpc,
                 },
                 Upstream {
-                    cluster: Upstream::PASSTHROUGH.to_string(),
-                    host: auth.host.to_string(),
+                    cluster: Arc::from(Upstream::PASSTHROUGH),
+                    host: Arc::from(auth.host),
                     port: auth.port,
                     subset: None,
                     model: model.clone(),
                     attempt: 1,
-                    tried: Arc::new(Mutex::new(Vec::new())),
+                    tried: Arc::default(),
                 },
             ),
         };
@@ -190,15 +193,7 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
         .position(|d| std::ptr::eq(d, dest))
         .unwrap_or(0);
     let port = dest.port.unwrap_or(svc_port);
-    let upstream = Upstream {
-        cluster: cluster_name(&dest.host, port, dest.subset.as_deref()),
-        host: dest.host.clone(),
-        port,
-        subset: dest.subset.clone(),
-        model: model.clone(),
-        attempt: 1,
-        tried: Arc::new(Mutex::new(Vec::new())),
-    };
+    let upstream = super::names::upstream(&dest.host, port, dest.subset.as_deref(), model);
     // Rewrites, computed while the request is borrowed, applied after.
     let (new_path, new_authority) = match &route.rewrite {
         Some(rw) => (rw.rewrite_path(route, block, path), rw.authority.clone()),
@@ -258,7 +253,7 @@ where
 {
     type Response = Response<MeshBody>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<MeshBody>, BoxError>>;
+    type Future = RouteFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -268,28 +263,81 @@ where
         let model = self.model.borrow().clone();
         let grpc = is_grpc(&req);
         let (routed, upstream) = match decide(&model, &mut req, grpc) {
-            Decision::Local(resp) => return Box::pin(async move { Ok(resp) }),
+            Decision::Local(resp) => {
+                return RouteFuture {
+                    inner: None,
+                    local: Some(resp),
+                    grpc,
+                    table: None,
+                    route_index: 0,
+                    destination_index: 0,
+                }
+            }
             Decision::Forward(r, u) => (r, u),
         };
         req.extensions_mut().insert(upstream);
         let table = routed.table.clone();
         let (route_index, destination_index) = (routed.route_index, routed.destination_index);
         req.extensions_mut().insert(routed);
+        // The ready service serves this request; a fresh clone waits for
+        // the next `poll_ready`.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let fut = super::call::call(&mut inner, req);
-        Box::pin(async move {
-            let mut resp = match fut.await {
-                Ok(r) => r,
-                Err(e) => errors::mesh_error_of(&e).into_response(grpc),
-            };
-            if let Some(route) = table.as_ref().and_then(|t| t.routes.get(route_index)) {
-                if let Some(d) = route.destinations().get(destination_index) {
-                    headers::apply(&d.response_headers, resp.headers_mut());
-                }
-                headers::apply(&route.response_headers, resp.headers_mut());
+        RouteFuture {
+            inner: Some(inner.call(req)),
+            local: None,
+            grpc,
+            table,
+            route_index,
+            destination_index,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RouteService`]: a local answer (no route,
+    /// redirect, direct response), or the upstream's response with the
+    /// route's response header operations applied and errors turned into
+    /// responses carrying their flag.
+    pub struct RouteFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        local: Option<Response<MeshBody>>,
+        grpc: bool,
+        table: Option<Arc<RouteTable>>,
+        route_index: usize,
+        destination_index: usize,
+    }
+}
+
+impl<F> Future for RouteFuture<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, BoxError>>,
+{
+    type Output = Result<Response<MeshBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(resp) = this.local.take() {
+            return Poll::Ready(Ok(resp));
+        }
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err("route future polled after completion".into()));
+        };
+        let mut resp = match ready!(inner.poll(cx)) {
+            Ok(r) => r,
+            Err(e) => errors::mesh_error_of(&e).into_response(*this.grpc),
+        };
+        let route = this
+            .table
+            .as_ref()
+            .and_then(|t| t.routes.get(*this.route_index));
+        if let Some(route) = route {
+            if let Some(d) = route.destinations().get(*this.destination_index) {
+                headers::apply(&d.response_headers, resp.headers_mut());
             }
-            Ok(resp)
-        })
+            headers::apply(&route.response_headers, resp.headers_mut());
+        }
+        Poll::Ready(Ok(resp))
     }
 }

@@ -8,11 +8,14 @@
 //! `DEADLINE_EXCEEDED` for gRPC. The per-try timeout belongs to the retry
 //! layer.
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::Either;
 use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
@@ -77,7 +80,7 @@ where
 {
     type Response = Response<MeshBody>;
     type Error = BoxError;
-    type Future = Either<S::Future, BoxFuture<'static, Result<Response<MeshBody>, BoxError>>>;
+    type Future = Either<S::Future, TimeoutFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -103,21 +106,50 @@ where
             (None, Some(g)) => (g, true),
             (None, None) => return Either::Left(self.inner.call(req)),
         };
-        let fut = super::call::call(&mut self.inner, req);
-        Either::Right(Box::pin(async move {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Ok(MeshError::new(
+        Either::Right(TimeoutFuture {
+            inner: tokio::time::timeout(timeout, self.inner.call(req)),
+            timeout,
+            from_grpc,
+            grpc,
+        })
+    }
+}
+
+pin_project! {
+    /// The response future of a request with a timeout: the inner
+    /// response, or 504 / `DEADLINE_EXCEEDED` (flag UT) on expiry.
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        timeout: Duration,
+        from_grpc: bool,
+        grpc: bool,
+    }
+}
+
+impl<F> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, BoxError>>,
+{
+    type Output = Result<Response<MeshBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(r) => r,
+            Err(_) => {
+                let timeout = *this.timeout;
+                Ok(MeshError::new(
                     ResponseFlag::UpstreamRequestTimeout,
-                    if from_grpc {
+                    if *this.from_grpc {
                         format!("upstream request timeout: grpc-timeout {timeout:?} expired")
                     } else {
                         format!("upstream request timeout: route timeout {timeout:?} expired")
                     },
                 )
-                .into_response(grpc)),
+                .into_response(*this.grpc))
             }
-        }))
+        })
     }
 }
 
