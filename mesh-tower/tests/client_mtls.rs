@@ -6,10 +6,10 @@
 //! refused with UF and a reason naming both identities.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "client_mtls_support.rs"]
-mod tls_support;
 #[path = "server_support.rs"]
 mod support;
+#[path = "client_mtls_support.rs"]
+mod tls_support;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -44,7 +44,13 @@ async fn auto_mtls_to_a_strict_mesh_server_carries_the_client_identity() {
     let ca = ca_in(pki.path(), TD);
     let (addr, _tx) = start(model(&peer_authn("STRICT")), issue(&ca, "reviews")).await;
     let cfg = tempfile::tempdir().unwrap();
-    let yaml = service_entry(REVIEWS, 9080, addr.port(), "MESH_INTERNAL", &in_mesh("reviews"));
+    let yaml = service_entry(
+        REVIEWS,
+        9080,
+        addr.port(),
+        "MESH_INTERNAL",
+        &in_mesh("reviews"),
+    );
     let mesh = mesh_at(
         cfg.path(),
         &yaml,
@@ -264,10 +270,7 @@ async fn destination_rule_mutual_presents_the_client_certificate_files() {
     let (status, flags, body) = get(&m.http_client(), &uri).await;
     assert_eq!(status, 503);
     assert_eq!(flags, "UF", "{body}");
-    assert!(
-        body.contains("privateKey /nonexistent/key.pem"),
-        "{body}"
-    );
+    assert!(body.contains("privateKey /nonexistent/key.pem"), "{body}");
 }
 
 #[tokio::test]
@@ -277,7 +280,13 @@ async fn istio_mutual_to_the_wrong_identity_fails_with_uf_and_both_identities() 
     // The endpoint claims to run as `reviews` but presents `ratings`.
     let (addr, _tx) = start(model(&peer_authn("STRICT")), issue(&ca, "ratings")).await;
     let cfg = tempfile::tempdir().unwrap();
-    let se = service_entry(REVIEWS, 9080, addr.port(), "MESH_INTERNAL", &in_mesh("reviews"));
+    let se = service_entry(
+        REVIEWS,
+        9080,
+        addr.port(),
+        "MESH_INTERNAL",
+        &in_mesh("reviews"),
+    );
     let se = format!("{se}{}", no_retries(REVIEWS));
     let dr = destination_rule(REVIEWS, "    tls: {mode: ISTIO_MUTUAL}\n");
     let m = mesh_at(

@@ -6,10 +6,10 @@
 //! keeps serving past its expiry; no request fails. Bounded to ~5 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "client_mtls_support.rs"]
-mod tls_support;
 #[path = "server_support.rs"]
 mod support;
+#[path = "client_mtls_support.rs"]
+mod tls_support;
 
 use std::collections::HashSet;
 use std::convert::Infallible;

@@ -140,13 +140,15 @@ pub async fn tls_server(
                     .unwrap()
                     .push(conn.alpn_protocol().map(<[u8]>::to_vec));
                 let client_cert = conn.peer_certificates().is_some_and(|c| !c.is_empty());
-                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let text = format!(
-                        "tls-ok client-cert={} body={body}",
-                        if client_cert { "yes" } else { "no" }
-                    );
-                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)))) }
-                });
+                let svc = hyper::service::service_fn(
+                    move |_req: Request<hyper::body::Incoming>| {
+                        let text = format!(
+                            "tls-ok client-cert={} body={body}",
+                            if client_cert { "yes" } else { "no" }
+                        );
+                        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)))) }
+                    },
+                );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;

@@ -62,7 +62,9 @@ pub enum TlsError {
         expected: Vec<String>,
     },
     /// The TLS handshake failed for another reason.
-    #[error("{mode} handshake with upstream {addr} of cluster {cluster} (SNI {sni}, expected {expected}) failed: {source}")]
+    #[error(
+        "{mode} handshake with upstream {addr} of cluster {cluster} ({expected}) failed: {source}"
+    )]
     Handshake {
         /// The Istio TLS mode.
         mode: &'static str,
@@ -70,9 +72,7 @@ pub enum TlsError {
         addr: SocketAddr,
         /// The cluster.
         cluster: String,
-        /// The SNI sent.
-        sni: String,
-        /// The identity or names the server had to present.
+        /// The SNI sent and what the server had to present.
         expected: String,
         /// The TLS error.
         source: io::Error,

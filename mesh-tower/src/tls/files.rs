@@ -19,13 +19,13 @@ use mesh_core::config::networking::destination_rule::{ClientTlsMode, ClientTlsSe
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
     SignatureScheme,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use super::error::TlsError;
 use super::roots;
@@ -87,7 +87,10 @@ impl ServerCertVerifier for FileVerifier {
             let info = mesh_ca::x509::cert_info(end_entity).ok();
             let e = SanMismatch {
                 expected: self.sans.clone(),
-                dns: info.as_ref().map(|i| i.dns_sans.clone()).unwrap_or_default(),
+                dns: info
+                    .as_ref()
+                    .map(|i| i.dns_sans.clone())
+                    .unwrap_or_default(),
                 uri: info.map(|i| i.uri_sans).unwrap_or_default(),
             };
             return Err(rustls::Error::InvalidCertificate(CertificateError::Other(

@@ -31,8 +31,8 @@ use std::time::SystemTime;
 
 use mesh_ca::tls::{PeerPolicy, ALPN_H2, ALPN_HTTP11};
 use mesh_ca::SpiffeId;
-use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 pub use error::TlsError;
 pub use origination::{decide, istio_sni, Origination};
@@ -45,10 +45,15 @@ use crate::ModelRx;
 /// come and go with the registry).
 const CACHE_LIMIT: usize = 1024;
 
+/// Mesh configs by (trust domains, expected identities, HTTP/2).
+type MeshKey = (Vec<String>, Vec<String>, bool);
+/// File configs by (settings, HTTP/2), with the files' modification times.
+type FileEntry = (Vec<Option<SystemTime>>, Arc<ClientConfig>);
+
 #[derive(Default)]
 struct Cache {
-    mesh: HashMap<(Vec<String>, Vec<String>, bool), Arc<ClientConfig>>,
-    files: HashMap<(String, bool), (Vec<Option<SystemTime>>, Arc<ClientConfig>)>,
+    mesh: HashMap<MeshKey, Arc<ClientConfig>>,
+    files: HashMap<(String, bool), FileEntry>,
 }
 
 /// Opens plaintext, TLS or mesh mTLS connections, per endpoint.
@@ -157,7 +162,9 @@ impl TlsConnector {
             .iter()
             .map(|e| {
                 SpiffeId::parse(e).map_err(|err| {
-                    config_err(format!("expected peer identity {e:?} is not a SPIFFE id: {err}"))
+                    config_err(format!(
+                        "expected peer identity {e:?} is not a SPIFFE id: {err}"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -283,8 +290,7 @@ fn handshake_error(
         mode,
         addr: target.addr,
         cluster: target.cluster.clone(),
-        sni: sni.to_string(),
-        expected,
+        expected: format!("SNI {sni}, expected {expected}"),
         source,
     }
 }

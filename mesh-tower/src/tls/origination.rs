@@ -175,6 +175,9 @@ mod tests {
             istio_sni("outbound|80||a.b.svc.cluster.local", "a"),
             "outbound_.80_._.a.b.svc.cluster.local"
         );
-        assert_eq!(istio_sni("PassthroughCluster", "example.com"), "example.com");
+        assert_eq!(
+            istio_sni("PassthroughCluster", "example.com"),
+            "example.com"
+        );
     }
 }

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 
 /// Where distributions keep the system CA bundle.
 pub const SYSTEM_BUNDLES: &[&str] = &[
