@@ -329,3 +329,89 @@ async fn istio_mutual_to_the_wrong_identity_fails_with_uf_and_both_identities() 
     assert_eq!(flags, "UF", "{body}");
     assert!(body.contains("has no mesh certificate"), "{body}");
 }
+
+#[tokio::test]
+async fn alpn_follows_the_pool_protocol() {
+    let files = tempfile::tempdir().unwrap();
+    let ext = ExtPki::new("external-ca");
+    let (ca_path, cert, key) = ext.write(files.path(), "srv", &["grpc.external.test"]);
+    let (addr, seen) = tls_server(
+        &std::fs::read_to_string(cert).unwrap(),
+        &std::fs::read_to_string(key).unwrap(),
+        None,
+        "h2",
+    )
+    .await;
+    let host = "grpc.external.test";
+    // An HTTP2 port: the pool speaks HTTP/2, so TLS offers only h2.
+    let se = service_entry(host, 443, addr.port(), "MESH_EXTERNAL", "")
+        .replace("protocol: HTTP}", "protocol: HTTP2}");
+    let dr = destination_rule(
+        host,
+        &format!(
+            "    tls: {{mode: SIMPLE, caCertificates: {}}}\n",
+            ca_path.display()
+        ),
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let m = mesh_at(cfg.path(), &format!("{se}{dr}"), None).await;
+    let (status, flags, body) = get(&m.http_client(), &format!("http://{host}:443/")).await;
+    assert_eq!(status, 200, "{flags} {body}");
+    assert_eq!(seen.alpn.lock().unwrap()[0].as_deref(), Some(&b"h2"[..]));
+}
+
+#[tokio::test]
+async fn mesh_config_can_turn_auto_mtls_off() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = ca_in(pki.path(), TD);
+    let (addr, _tx) = start(model(&peer_authn("PERMISSIVE")), issue(&ca, "reviews")).await;
+    let cfg = tempfile::tempdir().unwrap();
+    let yaml = service_entry(
+        REVIEWS,
+        9080,
+        addr.port(),
+        "MESH_INTERNAL",
+        &in_mesh("reviews"),
+    );
+    std::fs::write(cfg.path().join("mesh.yaml"), yaml).unwrap();
+    let mesh_config = pki.path().join("meshconfig.yaml");
+    std::fs::write(&mesh_config, "enableAutoMtls: false\n").unwrap();
+    let m = Mesh::local(cfg.path())
+        .mesh_config(&mesh_config)
+        .namespace("default")
+        .identity(TlsSource::fixed(issue(&ca, "productpage")))
+        .build()
+        .await
+        .unwrap();
+    let uri = format!("http://{REVIEWS}:9080/");
+    let (status, _, body) = get(&m.http_client(), &uri).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("peer=none"), "auto-mTLS is off: {body}");
+    // An explicit DestinationRule still asks for mesh mTLS.
+    let dr = destination_rule(REVIEWS, "    tls: {mode: ISTIO_MUTUAL}\n");
+    let cfg2 = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg2.path().join("mesh.yaml"),
+        format!(
+            "{}{dr}",
+            service_entry(
+                REVIEWS,
+                9080,
+                addr.port(),
+                "MESH_INTERNAL",
+                &in_mesh("reviews")
+            )
+        ),
+    )
+    .unwrap();
+    let m = Mesh::local(cfg2.path())
+        .mesh_config(&mesh_config)
+        .namespace("default")
+        .identity(TlsSource::fixed(issue(&ca, "productpage")))
+        .build()
+        .await
+        .unwrap();
+    let (status, _, body) = get(&m.http_client(), &uri).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("peer={CLIENT_ID}")), "{body}");
+}

@@ -316,3 +316,32 @@ impl Connector for TlsConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_sni_is_sent_as_is() {
+        let target = ConnectTarget {
+            addr: "127.0.0.1:15006".parse().unwrap(),
+            cluster: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            host: "reviews.default.svc.cluster.local".into(),
+            identity: None,
+            tls_mode: mesh_core::registry::TlsMode::Istio,
+            keepalive: None,
+            tls: None,
+            http2: false,
+        };
+        let sni = istio_sni(&target.cluster, &target.host);
+        match server_name(&sni, &target) {
+            ServerName::DnsName(d) => assert_eq!(d.as_ref(), sni),
+            other => panic!("SNI {sni} not usable: {other:?}"),
+        }
+        // A name rustls cannot send falls back to the endpoint IP.
+        assert!(matches!(
+            server_name("not a name", &target),
+            ServerName::IpAddress(_)
+        ));
+    }
+}
