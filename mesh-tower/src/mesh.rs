@@ -307,12 +307,10 @@ impl MeshBuilder {
         };
         let (model, watcher) = watch_local(source, self.client.clone())?;
         let mesh = Mesh::assemble(self.client, model, Some(watcher), self.options);
+        // Without an identity auto-mTLS cannot apply, so the flag only
+        // matters with one.
         Ok(match self.identity {
             Some(identity) => mesh.with_identity(identity, auto_mtls),
-            None if !auto_mtls => {
-                let endpoints = secured_endpoints(&mesh.model, None, false);
-                Mesh { endpoints, ..mesh }
-            }
             None => mesh,
         })
     }
