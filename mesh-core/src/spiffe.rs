@@ -3,8 +3,12 @@
 //!
 //! Authorization policies write the same identity without the scheme
 //! (`cluster.local/ns/default/sa/sleep`); [`SpiffeId::parse_principal`]
-//! accepts both forms. This module parses and formats; it does not verify
-//! certificates (that is `mesh-ca`'s job).
+//! accepts both forms. Parts follow the SPIFFE spec: a trust domain of
+//! lowercase letters, digits, `.`, `-`, `_`; namespace and service account
+//! of letters, digits, `.`, `-`, `_` (not `.` or `..`). This module parses,
+//! formats and compares identities across trust-domain aliases; it does
+//! not verify certificates (that is `mesh-ca`'s job, which re-exports this
+//! type so there is one implementation).
 
 use std::fmt;
 use std::str::FromStr;
@@ -58,6 +62,16 @@ impl SpiffeId {
         for part in [&id.trust_domain, &id.namespace, &id.service_account] {
             if part.contains('/') {
                 return Err(err("a part contains '/'"));
+            }
+        }
+        if !valid_trust_domain(&id.trust_domain) {
+            return Err(err(
+                "the trust domain may only hold lowercase letters, digits, '.', '-' and '_'",
+            ));
+        }
+        for part in [&id.namespace, &id.service_account] {
+            if !valid_segment(part) {
+                return Err(err("namespace and service account may only hold letters, digits, '.', '-' and '_' (and not be '.' or '..')"));
             }
         }
         Ok(id)
@@ -115,6 +129,24 @@ impl SpiffeId {
         &self.service_account
     }
 
+    /// The same namespace and service account in another trust domain.
+    pub fn with_trust_domain(&self, trust_domain: &str) -> Result<Self, SpiffeError> {
+        Self::new(trust_domain, &*self.namespace, &*self.service_account)
+    }
+
+    /// True when both ids name the same namespace and service account and
+    /// both trust domains are in `trust_domains` (the local trust domain
+    /// and its aliases). Equal ids always match.
+    pub fn matches_across(&self, other: &SpiffeId, trust_domains: &[String]) -> bool {
+        if self == other {
+            return true;
+        }
+        self.namespace == other.namespace
+            && self.service_account == other.service_account
+            && trust_domains.contains(&self.trust_domain)
+            && trust_domains.contains(&other.trust_domain)
+    }
+
     /// The principal form used in policies: `td/ns/NS/sa/SA` (no scheme).
     pub fn principal(&self) -> String {
         format!(
@@ -140,6 +172,34 @@ impl FromStr for SpiffeId {
     /// Accepts both the URI and the principal form.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse_principal(s)
+    }
+}
+
+fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty()
+        && td.len() <= 255
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
+}
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Checks that a trust domain name is acceptable to SPIFFE.
+pub fn validate_trust_domain(td: &str) -> Result<(), SpiffeError> {
+    if valid_trust_domain(td) {
+        Ok(())
+    } else {
+        Err(SpiffeError {
+            input: format!("{SCHEME}{td}"),
+            why: "the trust domain must be non-empty and hold only lowercase letters, digits, '.', '-' and '_'",
+        })
     }
 }
 
@@ -202,6 +262,36 @@ mod tests {
         let e = SpiffeId::parse_principal("x/y").unwrap_err();
         assert!(e.to_string().contains("expected spiffe://"));
         assert!(SpiffeId::new("td", "a/b", "c").is_err());
+    }
+
+    #[test]
+    fn spiffe_spec_characters() {
+        for bad in [
+            "spiffe://Cluster.local/ns/a/sa/b",
+            "spiffe://td/ns/../sa/b",
+            "spiffe://td/ns/./sa/b",
+            "spiffe://td/ns/a%2F/sa/b",
+            "spiffe://td/ns/a b/sa/b",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(SpiffeId::parse("spiffe://td-1.example_x/ns/A.b-c_d/sa/Sa1").is_ok());
+        assert!(validate_trust_domain("cluster.local").is_ok());
+        assert!(validate_trust_domain("").is_err());
+        assert!(validate_trust_domain("UPPER").is_err());
+    }
+
+    #[test]
+    fn alias_matching() {
+        let a = SpiffeId::parse("spiffe://new.td/ns/a/sa/b").unwrap();
+        let b = SpiffeId::parse("spiffe://old.td/ns/a/sa/b").unwrap();
+        let tds = vec!["new.td".to_string(), "old.td".to_string()];
+        assert!(a.matches_across(&b, &tds));
+        assert!(!a.matches_across(&b, &tds[..1]));
+        let c = SpiffeId::parse("spiffe://old.td/ns/a/sa/c").unwrap();
+        assert!(!a.matches_across(&c, &tds));
+        assert_eq!(b.with_trust_domain("new.td").unwrap(), a);
+        assert!(a.with_trust_domain("Bad").is_err());
     }
 
     #[test]

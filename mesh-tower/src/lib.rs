@@ -6,7 +6,9 @@
 //! - [`balance`]: picking an endpoint of a cluster (load balancing, outlier
 //!   detection, connection-pool limits) and sending the request to it;
 //! - [`server`]: the inbound stack (mTLS and peer identity, JWT, authorization,
-//!   local rate limits).
+//!   local rate limits);
+//! - [`tls`]: client-side TLS origination (auto-mTLS, DestinationRule
+//!   `SIMPLE`/`MUTUAL`/`ISTIO_MUTUAL`).
 //!
 //! Every layer reads the model from a [`ModelRx`] watch channel, so a new
 //! config applies to the next request while in-flight requests finish on the
@@ -22,6 +24,7 @@ pub mod grpc;
 pub mod mesh;
 pub mod server;
 pub mod source;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;

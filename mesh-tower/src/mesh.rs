@@ -29,7 +29,9 @@ use mesh_core::model::{Client, Model};
 use crate::balance::Endpoints;
 use crate::client::{ClientLayer, ClientOptions, ClientService};
 use crate::grpc::GrpcChannel;
+use crate::server::TlsSource;
 use crate::source::{watch_local, LocalSource, SourceError, SourceStatus, Watcher};
+use crate::tls::TlsConnector;
 use crate::ModelRx;
 
 /// The outbound HTTP client of a workload, running the whole client stack
@@ -108,6 +110,7 @@ pub struct Mesh {
     watcher: Option<Watcher>,
     layer: ClientLayer,
     endpoints: Endpoints,
+    identity: Option<TlsSource>,
 }
 
 /// Builds a [`Mesh`].
@@ -118,6 +121,8 @@ pub struct MeshBuilder {
     client: Client,
     poll_interval: Duration,
     options: ClientOptions,
+    identity: Option<TlsSource>,
+    auto_mtls: Option<bool>,
 }
 
 impl Mesh {
@@ -130,6 +135,8 @@ impl Mesh {
             client: Client::new("default", Labels::new()),
             poll_interval: Duration::from_millis(500),
             options: ClientOptions::default(),
+            identity: None,
+            auto_mtls: None,
         }
     }
 
@@ -145,13 +152,32 @@ impl Mesh {
         options: ClientOptions,
     ) -> Self {
         let layer = crate::client::layer(model.clone(), options);
+        let endpoints = secured_endpoints(&model, None, true);
         Self {
             client,
             model,
             watcher,
             layer,
-            endpoints: Endpoints::new(),
+            endpoints,
+            identity: None,
         }
+    }
+
+    /// Gives the mesh a workload identity: `http_client()` then originates
+    /// mesh mTLS (auto-mTLS and `ISTIO_MUTUAL`) with its rotating
+    /// certificate, and [`Mesh::identity`] hands it to the inbound server.
+    /// `auto_mtls` is MeshConfig's `enableAutoMtls`. Clients taken before
+    /// keep the previous connection pools.
+    pub fn with_identity(mut self, identity: TlsSource, auto_mtls: bool) -> Self {
+        self.endpoints = secured_endpoints(&self.model, Some(identity.clone()), auto_mtls);
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The workload certificate source, when the mesh has one (use it for
+    /// the inbound [`crate::server::Server`]).
+    pub fn identity(&self) -> Option<&TlsSource> {
+        self.identity.as_ref()
     }
 
     /// The outbound HTTP client (HTTP/1.1, HTTP/2 and gRPC alike). Every
@@ -247,6 +273,22 @@ impl MeshBuilder {
         self
     }
 
+    /// The workload's certificate and trust bundle (e.g.
+    /// `TlsSource::from_provider(&provider)` over a rotating
+    /// `mesh_ca::CertificateProvider`): outbound requests use mesh mTLS to
+    /// in-mesh endpoints, and [`Mesh::identity`] returns it for the server.
+    pub fn identity(mut self, identity: TlsSource) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Overrides MeshConfig's `enableAutoMtls` (default: the MeshConfig
+    /// file's value, else on).
+    pub fn auto_mtls(mut self, on: bool) -> Self {
+        self.auto_mtls = Some(on);
+        self
+    }
+
     /// Loads and compiles the config and starts watching it. Fails when the
     /// initial config is unreadable or invalid; later invalid edits are
     /// rejected while the last good model keeps serving.
@@ -256,12 +298,32 @@ impl MeshBuilder {
             mesh_config: self.mesh_config,
             poll_interval: self.poll_interval,
         };
+        let auto_mtls = match (self.auto_mtls, &source.mesh_config) {
+            (Some(on), _) => on,
+            (None, Some(path)) => mesh_core::config::load::load_mesh_config(path)
+                .map_err(|e| SourceError::Invalid(vec![e]))?
+                .auto_mtls(),
+            (None, None) => true,
+        };
         let (model, watcher) = watch_local(source, self.client.clone())?;
-        Ok(Mesh::assemble(
-            self.client,
-            model,
-            Some(watcher),
-            self.options,
-        ))
+        let mesh = Mesh::assemble(self.client, model, Some(watcher), self.options);
+        // Without an identity auto-mTLS cannot apply, so the flag only
+        // matters with one.
+        Ok(match self.identity {
+            Some(identity) => mesh.with_identity(identity, auto_mtls),
+            None => mesh,
+        })
     }
+}
+
+/// The endpoint stage over the TLS connector: DestinationRule TLS always,
+/// mesh mTLS when there is an identity.
+fn secured_endpoints(model: &ModelRx, identity: Option<TlsSource>, auto_mtls: bool) -> Endpoints {
+    let mut connector = TlsConnector::new()
+        .model(model.clone())
+        .auto_mtls(auto_mtls);
+    if let Some(identity) = identity {
+        connector = connector.identity(identity);
+    }
+    Endpoints::builder().connector(connector).build()
 }

@@ -1,7 +1,7 @@
 //! The live state of one cluster: balancer, outlier detector, limits and
 //! connection pools, updated in place when the model changes so that
 //! surviving endpoints keep their state and unchanged settings keep their
-//! pools.
+//! pools (a changed DestinationRule TLS block starts new pools).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use mesh_core::config::networking::destination_rule::ConnectionPoolSettings;
+use mesh_core::config::networking::destination_rule::{ClientTlsSettings, ConnectionPoolSettings};
 use mesh_core::lb::{Balancer, ClientInfo, HashSource, LbConfig, LbEndpoint, Locality, SplitMix64};
 use mesh_core::model::{Cluster, Model};
 use mesh_core::outlier::{OutlierConfig, OutlierDetector};
@@ -71,6 +71,7 @@ pub(crate) struct ClusterState {
 struct Pools {
     settings: Option<ConnectionPoolSettings>,
     host: Arc<str>,
+    tls: Option<Arc<ClientTlsSettings>>,
     clients: HashMap<Proto, HttpClient>,
 }
 
@@ -168,6 +169,7 @@ impl ClusterState {
             pools: Mutex::new(Pools {
                 settings: cluster.policy.connection_pool.clone(),
                 host: Arc::from(cluster.host.as_str()),
+                tls: cluster.policy.tls.clone().map(Arc::new),
                 clients: HashMap::new(),
             }),
             meta: Arc::new(RwLock::new(HashMap::new())),
@@ -252,9 +254,13 @@ impl ClusterState {
             }
         }
         if let Ok(mut p) = self.pools.lock() {
-            if p.settings != cluster.policy.connection_pool || *p.host != *cluster.host {
+            if p.settings != cluster.policy.connection_pool
+                || *p.host != *cluster.host
+                || p.tls.as_deref() != cluster.policy.tls.as_ref()
+            {
                 p.settings = cluster.policy.connection_pool.clone();
                 p.host = Arc::from(cluster.host.as_str());
+                p.tls = cluster.policy.tls.clone().map(Arc::new);
                 p.clients.clear();
             }
         }
@@ -286,6 +292,8 @@ impl ClusterState {
                 connect_timeout: connect_timeout(pools.settings.as_ref()),
                 keepalive: keepalive(pools.settings.as_ref()),
                 stats: self.stats.clone(),
+                tls: pools.tls.clone(),
+                http2: proto == Proto::Http2,
             },
         );
         let sent = client.request(req);

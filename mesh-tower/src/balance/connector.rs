@@ -1,8 +1,9 @@
 //! The seam where a connection to one endpoint is opened.
 //!
-//! [`Connector`] opens the byte stream (plain TCP today; the security work
-//! plugs mTLS in by wrapping or replacing it, using the endpoint's
-//! [`ConnectTarget::identity`] and [`ConnectTarget::tls_mode`]).
+//! [`Connector`] opens the byte stream: [`TcpConnector`] plain TCP,
+//! [`crate::tls::TlsConnector`] TLS or mesh mTLS on top of it, deciding
+//! from the endpoint's [`ConnectTarget::identity`] and
+//! [`ConnectTarget::tls_mode`] and the cluster's [`ConnectTarget::tls`].
 //! [`PoolConnector`] adapts a `Connector` to what hyper-util's pooled
 //! client expects, adding the connect timeout and connection counting.
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
+use mesh_core::config::networking::destination_rule::ClientTlsSettings;
 use mesh_core::registry::TlsMode;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -61,6 +63,12 @@ pub struct ConnectTarget {
     pub tls_mode: TlsMode,
     /// TCP keepalive, when configured.
     pub keepalive: Option<Keepalive>,
+    /// The cluster's DestinationRule TLS settings; `None` lets auto-mTLS
+    /// decide.
+    pub tls: Option<Arc<ClientTlsSettings>>,
+    /// True when the pool speaks HTTP/2 on this connection (TLS offers
+    /// ALPN `h2`, else `http/1.1`).
+    pub http2: bool,
 }
 
 /// Opens streams to endpoints. Implementations must not apply the connect
@@ -118,6 +126,8 @@ pub(crate) struct PoolConnector {
     pub connect_timeout: Duration,
     pub keepalive: Option<Keepalive>,
     pub stats: Arc<ClusterStats>,
+    pub tls: Option<Arc<ClientTlsSettings>>,
+    pub http2: bool,
 }
 
 impl tower::Service<Uri> for PoolConnector {
@@ -151,6 +161,8 @@ impl tower::Service<Uri> for PoolConnector {
                 identity: meta.identity,
                 tls_mode: meta.tls_mode.unwrap_or(TlsMode::Disabled),
                 keepalive: this.keepalive,
+                tls: this.tls.clone(),
+                http2: this.http2,
             };
             let fut = this.connector.connect(target);
             let io = match tokio::time::timeout(this.connect_timeout, fut).await {

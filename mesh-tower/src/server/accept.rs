@@ -53,6 +53,16 @@ impl TlsSource {
         TlsSource::new(provider.certificates(), provider.trust_bundle())
     }
 
+    /// The certificate channel (what handshakes present).
+    pub fn certificates(&self) -> watch::Receiver<Arc<WorkloadCertificate>> {
+        self.certs.clone()
+    }
+
+    /// The trust-bundle channel (what peers are verified against).
+    pub fn trust_bundle(&self) -> watch::Receiver<Arc<TrustBundle>> {
+        self.trust.clone()
+    }
+
     /// A fixed certificate (its own trust bundle is used).
     pub fn fixed(cert: WorkloadCertificate) -> Self {
         let trust = watch::channel(Arc::new(cert.trust_bundle().clone())).1;

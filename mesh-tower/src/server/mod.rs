@@ -42,7 +42,12 @@
 //! r.map(boxed))`). The handler reads `PeerIdentity`, `JwtAuthn` and
 //! `AuthzDecision` from the request extensions.
 //!
-//! Not here: client-side mTLS origination (see `client`).
+//! Graceful shutdown: [`Server::serve_with_shutdown`] takes a signal
+//! future (a `oneshot` receiver, `tokio::signal::ctrl_c()`, ...), stops
+//! accepting when it fires and drains open connections for up to
+//! [`Server::drain_timeout`].
+//!
+//! Not here: client-side mTLS origination (see [`crate::tls`]).
 
 pub mod accept;
 pub mod authz;
@@ -61,7 +66,7 @@ pub use authz::{
 pub use identity::{ConnectionInfo, PeerIdentity};
 pub use jwt::{JwtAuthn, JwtConfig, JwtLayer, JwtService};
 pub use ratelimit::{RateLimitConfig, RateLimitLayer, RateLimitService, TokenBucket};
-pub use serve::{serve, Server};
+pub use serve::{serve, serve_with_shutdown, Server, DEFAULT_DRAIN_TIMEOUT};
 pub use stream::MeshStream;
 
 use crate::ModelRx;

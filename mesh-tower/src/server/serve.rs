@@ -1,7 +1,18 @@
-//! Serving HTTP/1.1 and HTTP/2 over accepted mesh connections.
+//! Serving HTTP/1.1 and HTTP/2 over accepted mesh connections, with
+//! graceful shutdown.
+//!
+//! [`Server::serve_with_shutdown`] stops when its signal future resolves:
+//! the listener is closed at once (new connections are refused), every
+//! open connection is told to finish (HTTP/1.1 closes after the response
+//! in flight, idle ones at once; HTTP/2 sends GOAWAY and lets open streams
+//! complete), and the call returns when the last connection is done or the
+//! drain deadline passes, whichever is first; connections still open then
+//! are closed.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +20,9 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::body::{self, BoxError, MeshBody};
@@ -26,7 +39,12 @@ pub struct Server {
     tls: TlsSource,
     accept: AcceptConfig,
     layer: InboundLayer,
+    drain_timeout: Duration,
 }
+
+/// How long a shutdown waits for open connections by default (Envoy's
+/// default drain time).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Server {
     /// A server following `model`, presenting certificates from `tls`,
@@ -37,7 +55,15 @@ impl Server {
             model,
             tls,
             accept: AcceptConfig::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
+    }
+
+    /// How long [`Server::serve_with_shutdown`] lets requests in flight
+    /// finish after the signal (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// Replaces the acceptor settings.
@@ -61,46 +87,127 @@ impl Server {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
+        self.serve_with_shutdown(listener, app, std::future::pending())
+            .await
+    }
+
+    /// Like [`Server::serve`] until `signal` resolves, then shuts down
+    /// gracefully: stops accepting, lets requests in flight finish for up
+    /// to the drain timeout, closes what is left and returns.
+    pub async fn serve_with_shutdown<S, F>(
+        self,
+        listener: TcpListener,
+        app: S,
+        signal: F,
+    ) -> io::Result<()>
+    where
+        S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        F: Future<Output = ()>,
+    {
         let acceptor = Arc::new(Acceptor::new(self.model, self.tls, self.accept));
         let service = self.layer.layer(app);
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let mut signal = std::pin::pin!(signal);
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) if is_per_connection(&e) => continue,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off a little.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+            tokio::select! {
+                biased;
+                () = &mut signal => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(c) => c,
+                        Err(e) if is_per_connection(&e) => continue,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off a little.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    conns.spawn(connection(
+                        acceptor.clone(),
+                        service.clone(),
+                        tcp,
+                        peer,
+                        drain_rx.clone(),
+                    ));
                 }
-            };
-            let acceptor = acceptor.clone();
-            let service = service.clone();
-            tokio::spawn(async move {
-                let (stream, info) = match acceptor.accept(tcp, peer).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::info!(target: "mesh::inbound", %peer, error = %e, "connection refused");
-                        return;
-                    }
-                };
-                let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let mut req = req.map(body::boxed);
-                    if let Some(id) = &info.identity {
-                        req.extensions_mut().insert(id.clone());
-                    }
-                    req.extensions_mut().insert(info.clone());
-                    dispatch(service.clone(), req)
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), hyper_service)
-                    .await
-                {
-                    tracing::debug!(target: "mesh::inbound", %peer, error = %e, "connection ended with an error");
-                }
-            });
+            }
         }
+        // Closing the listener makes new connections fail at once instead
+        // of queueing in the backlog of a server that will never answer.
+        drop(listener);
+        let open = conns.len();
+        tracing::info!(target: "mesh::inbound", open, drain_timeout = ?self.drain_timeout, "shutting down: draining connections");
+        let _ = drain_tx.send(true);
+        let deadline = tokio::time::sleep(self.drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => {
+                    tracing::warn!(target: "mesh::inbound", remaining = conns.len(), "drain deadline passed; closing the remaining connections");
+                    conns.abort_all();
+                    while conns.join_next().await.is_some() {}
+                    break;
+                }
+                next = conns.join_next() => if next.is_none() { break },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves once a drain starts; never if the server is gone without one
+/// (its task set then aborts the connection anyway).
+async fn drained(mut drain: watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Accepts one connection (mTLS per the port's mode) and serves it until
+/// it ends or a drain finishes it gracefully.
+async fn connection<S>(
+    acceptor: Arc<Acceptor>,
+    service: S,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    let (stream, info) = match acceptor.accept(tcp, peer).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(target: "mesh::inbound", %peer, error = %e, "connection refused");
+            return;
+        }
+    };
+    let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let mut req = req.map(body::boxed);
+        if let Some(id) = &info.identity {
+            req.extensions_mut().insert(id.clone());
+        }
+        req.extensions_mut().insert(info.clone());
+        dispatch(service.clone(), req)
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drained(drain) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(target: "mesh::inbound", %peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -160,4 +267,24 @@ where
     S::Error: Into<BoxError>,
 {
     Server::new(model, tls).serve(listener, app).await
+}
+
+/// [`serve`] until `signal` resolves, then a graceful shutdown with the
+/// default drain timeout (see [`Server::serve_with_shutdown`]).
+pub async fn serve_with_shutdown<S, F>(
+    listener: TcpListener,
+    model: ModelRx,
+    tls: TlsSource,
+    app: S,
+    signal: F,
+) -> io::Result<()>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    F: Future<Output = ()>,
+{
+    Server::new(model, tls)
+        .serve_with_shutdown(listener, app, signal)
+        .await
 }

@@ -9,8 +9,8 @@
 //! keys without letting unknown-`kid` tokens hammer the issuer.
 //!
 //! Fetching goes through a [`JwksFetcher`]; the built-in [`HttpFetcher`]
-//! speaks plain `http://`. Plug in a fetcher with a TLS client for
-//! `https://` issuers.
+//! speaks `http://` and `https://` (system CA bundle by default, or
+//! [`HttpFetcher::with_ca_file`] for an issuer with a private CA).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use tokio::time::Instant;
 
+pub use super::fetch::{FetcherError, HttpFetcher, MAX_JWKS_BYTES};
 use super::verify::JwtError;
 use crate::server::authz::BoxFuture;
 
@@ -135,61 +134,6 @@ pub fn parse_jwks(json: &str) -> Result<Vec<Jwk>, String> {
 pub trait JwksFetcher: Send + Sync + 'static {
     /// The body at `uri`, or why it could not be fetched.
     fn fetch(&self, uri: &str, timeout: Duration) -> BoxFuture<Result<String, String>>;
-}
-
-/// Fetches `http://` URIs with hyper.
-#[derive(Clone)]
-pub struct HttpFetcher {
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Empty<Bytes>,
-    >,
-}
-
-impl std::fmt::Debug for HttpFetcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HttpFetcher")
-    }
-}
-
-impl Default for HttpFetcher {
-    fn default() -> Self {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
-        HttpFetcher { client }
-    }
-}
-
-impl JwksFetcher for HttpFetcher {
-    fn fetch(&self, uri: &str, timeout: Duration) -> BoxFuture<Result<String, String>> {
-        let client = self.client.clone();
-        let uri = uri.to_string();
-        Box::pin(async move {
-            let parsed: http::Uri = uri.parse().map_err(|e| format!("bad jwksUri: {e}"))?;
-            if parsed.scheme_str() != Some("http") {
-                return Err(format!(
-                    "{uri}: the built-in fetcher speaks http:// only; configure a JwksFetcher with TLS"
-                ));
-            }
-            let work = async {
-                let resp = client.get(parsed).await.map_err(|e| e.to_string())?;
-                if !resp.status().is_success() {
-                    return Err(format!("HTTP {}", resp.status()));
-                }
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
-            };
-            tokio::time::timeout(timeout, work)
-                .await
-                .map_err(|_| format!("timed out after {timeout:?}"))?
-        })
-    }
 }
 
 /// Cache settings.

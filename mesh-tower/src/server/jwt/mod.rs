@@ -21,6 +21,7 @@
 //!
 //! Expiry checks allow 60 s of clock skew, Envoy's default.
 
+mod fetch;
 pub mod jwks;
 pub mod token;
 pub mod verify;

@@ -1,0 +1,347 @@
+//! Client-side TLS origination: the connector that turns the TCP stream
+//! to an endpoint into plaintext, TLS or mesh mTLS as the DestinationRule
+//! and auto-mTLS decide ([`origination`]).
+//!
+//! [`TlsConnector`] wraps another [`Connector`] (TCP by default). Mesh mTLS
+//! (`ISTIO_MUTUAL`, explicit or automatic) presents the workload
+//! certificate of a [`TlsSource`] and verifies the server's SPIFFE
+//! identity: the endpoint's service account when the registry knows it
+//! (or the DestinationRule's `subjectAltNames`), else any identity of the
+//! trust domain and its aliases. The certificate and trust bundle are read
+//! from their `watch` channels at every handshake, so a rotation applies
+//! to new connections while pooled ones keep the session they negotiated.
+//! `SIMPLE`/`MUTUAL` use the files the DestinationRule names ([`files`]).
+//!
+//! ALPN offers exactly the protocol the pool speaks (`h2` for HTTP/2
+//! pools, `http/1.1` otherwise), so TLS never negotiates something the
+//! pool would not send.
+//!
+//! A failed handshake is an `io::Error` holding a [`TlsError`] that names
+//! the endpoint, the expected identity and the TLS error; the endpoint
+//! stage turns it into a `UF` connect failure.
+
+pub mod error;
+pub mod files;
+pub mod origination;
+pub mod roots;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use mesh_ca::tls::{PeerPolicy, ALPN_H2, ALPN_HTTP11};
+use mesh_ca::SpiffeId;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+
+pub use error::TlsError;
+pub use origination::{decide, istio_sni, Origination};
+
+use crate::balance::{BoxIo, ConnectFuture, ConnectTarget, Connector, TcpConnector};
+use crate::server::TlsSource;
+use crate::ModelRx;
+
+/// More cached configs than this and the cache starts over (identities
+/// come and go with the registry).
+const CACHE_LIMIT: usize = 1024;
+
+/// Mesh configs by (trust domains, expected identities, HTTP/2).
+type MeshKey = (Vec<String>, Vec<String>, bool);
+/// File configs by (settings, HTTP/2), with the files' modification times.
+type FileEntry = (Vec<Option<SystemTime>>, Arc<ClientConfig>);
+
+#[derive(Default)]
+struct Cache {
+    mesh: HashMap<MeshKey, Arc<ClientConfig>>,
+    files: HashMap<(String, bool), FileEntry>,
+}
+
+/// Opens plaintext, TLS or mesh mTLS connections, per endpoint.
+#[derive(Clone)]
+pub struct TlsConnector {
+    inner: Arc<dyn Connector>,
+    identity: Option<TlsSource>,
+    model: Option<ModelRx>,
+    auto_mtls: bool,
+    cache: Arc<Mutex<Cache>>,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("identity", &self.identity.is_some())
+            .field("auto_mtls", &self.auto_mtls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TlsConnector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TlsConnector {
+    /// Over TCP, without a mesh identity (DestinationRule `SIMPLE`/`MUTUAL`
+    /// only), auto-mTLS on.
+    pub fn new() -> Self {
+        TlsConnector {
+            inner: Arc::new(TcpConnector),
+            identity: None,
+            model: None,
+            auto_mtls: true,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Opens the underlying streams with `inner` instead of TCP.
+    pub fn over(mut self, inner: impl Connector) -> Self {
+        self.inner = Arc::new(inner);
+        self
+    }
+
+    /// The workload certificate and trust bundle for mesh mTLS.
+    pub fn identity(mut self, identity: TlsSource) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// MeshConfig's `enableAutoMtls` (default true).
+    pub fn auto_mtls(mut self, on: bool) -> Self {
+        self.auto_mtls = on;
+        self
+    }
+
+    /// Reads the trust domain and its aliases from the model (without it,
+    /// the trust domain of the workload's own certificate, no aliases).
+    pub fn model(mut self, model: ModelRx) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    fn trust_domains(&self, identity: &TlsSource) -> (String, Vec<String>) {
+        match &self.model {
+            Some(m) => {
+                let m = m.borrow();
+                (
+                    m.mesh.trust_domain.clone(),
+                    m.mesh.trust_domain_aliases.clone(),
+                )
+            }
+            None => (
+                identity
+                    .certificates()
+                    .borrow()
+                    .identity()
+                    .trust_domain()
+                    .to_string(),
+                Vec::new(),
+            ),
+        }
+    }
+
+    fn mesh_config(
+        &self,
+        target: &ConnectTarget,
+        identity: &TlsSource,
+        expected: &[String],
+    ) -> Result<Arc<ClientConfig>, TlsError> {
+        let (td, aliases) = self.trust_domains(identity);
+        let mut domains = aliases.clone();
+        domains.insert(0, td.clone());
+        let key = (domains, expected.to_vec(), target.http2);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.mesh.get(&key) {
+            return Ok(c.clone());
+        }
+        let config_err = |detail: String| TlsError::Config {
+            cluster: target.cluster.clone(),
+            detail,
+        };
+        let ids = expected
+            .iter()
+            .map(|e| {
+                SpiffeId::parse(e).map_err(|err| {
+                    config_err(format!(
+                        "expected peer identity {e:?} is not a SPIFFE id: {err}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = PeerPolicy::new(td)
+            .with_aliases(aliases)
+            .expect_identities(ids);
+        let mut config = mesh_ca::tls::client_config(
+            Some(identity.certificates()),
+            identity.trust_bundle(),
+            policy,
+        )
+        .map_err(|e| config_err(e.to_string()))?;
+        config.alpn_protocols = vec![alpn(target.http2).to_vec()];
+        let config = Arc::new(config);
+        if cache.mesh.len() >= CACHE_LIMIT {
+            cache.mesh.clear();
+        }
+        cache.mesh.insert(key, config.clone());
+        Ok(config)
+    }
+
+    fn file_config(
+        &self,
+        target: &ConnectTarget,
+        settings: &mesh_core::config::networking::destination_rule::ClientTlsSettings,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
+        let key = (format!("{settings:?}"), target.http2);
+        let stamps = files::file_stamps(settings);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, c)) = cache.files.get(&key) {
+            if *s == stamps {
+                return Ok(c.clone());
+            }
+        }
+        let config = Arc::new(files::client_config(
+            &target.cluster,
+            settings,
+            alpn(target.http2),
+        )?);
+        if cache.files.len() >= CACHE_LIMIT {
+            cache.files.clear();
+        }
+        cache.files.insert(key, (stamps, config.clone()));
+        Ok(config)
+    }
+
+    /// The origination for `target` and, for TLS, the config and SNI.
+    fn plan(
+        &self,
+        target: &ConnectTarget,
+    ) -> Result<Option<(Origination, Arc<ClientConfig>, String)>, TlsError> {
+        let how = decide(target, self.auto_mtls, self.identity.is_some());
+        match &how {
+            Origination::Plaintext => Ok(None),
+            Origination::Files(settings) => {
+                let config = self.file_config(target, settings)?;
+                let sni = settings.sni.clone().unwrap_or_else(|| target.host.clone());
+                Ok(Some((how.clone(), config, sni)))
+            }
+            Origination::IstioMutual { expected, sni, .. } => {
+                let Some(identity) = &self.identity else {
+                    return Err(TlsError::NoIdentity {
+                        cluster: target.cluster.clone(),
+                        addr: target.addr,
+                    });
+                };
+                let config = self.mesh_config(target, identity, expected)?;
+                let sni = sni.clone();
+                Ok(Some((how, config, sni)))
+            }
+        }
+    }
+}
+
+fn alpn(http2: bool) -> &'static [u8] {
+    if http2 {
+        ALPN_H2
+    } else {
+        ALPN_HTTP11
+    }
+}
+
+/// The name rustls sends and checks: the SNI when it is a valid DNS name
+/// or IP, else the endpoint IP (rustls refuses to send invalid names).
+fn server_name(sni: &str, target: &ConnectTarget) -> ServerName<'static> {
+    ServerName::try_from(sni.to_string())
+        .unwrap_or_else(|_| ServerName::IpAddress(target.addr.ip().into()))
+}
+
+fn handshake_error(
+    how: &Origination,
+    target: &ConnectTarget,
+    sni: &str,
+    source: std::io::Error,
+) -> TlsError {
+    let mode = how.mode_name();
+    let expected_ids = match how {
+        Origination::IstioMutual { expected, .. } => expected.clone(),
+        _ => Vec::new(),
+    };
+    if let Some(mesh_ca::tls::PeerIdentityError::NotExpected { peer, expected }) =
+        error::identity_refusal(&source)
+    {
+        return TlsError::WrongIdentity {
+            mode,
+            addr: target.addr,
+            cluster: target.cluster.clone(),
+            presented: peer.to_string(),
+            expected: expected.clone(),
+        };
+    }
+    let expected = match how {
+        Origination::IstioMutual { .. } if expected_ids.is_empty() => {
+            "any identity of the trust domain".to_string()
+        }
+        Origination::IstioMutual { .. } => expected_ids.join(" or "),
+        Origination::Files(s) if !s.subject_alt_names.is_empty() => {
+            s.subject_alt_names.join(" or ")
+        }
+        _ => sni.to_string(),
+    };
+    TlsError::Handshake {
+        mode,
+        addr: target.addr,
+        cluster: target.cluster.clone(),
+        expected: format!("SNI {sni}, expected {expected}"),
+        source,
+    }
+}
+
+impl Connector for TlsConnector {
+    fn connect(&self, target: ConnectTarget) -> ConnectFuture {
+        let plan = self.plan(&target);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let plan = plan?;
+            let io = inner.connect(target.clone()).await?;
+            let Some((how, config, sni)) = plan else {
+                return Ok(io);
+            };
+            let name = server_name(&sni, &target);
+            match tokio_rustls::TlsConnector::from(config)
+                .connect(name, io)
+                .await
+            {
+                Ok(stream) => Ok(Box::new(stream) as BoxIo),
+                Err(e) => Err(handshake_error(&how, &target, &sni, e).into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_sni_is_sent_as_is() {
+        let target = ConnectTarget {
+            addr: "127.0.0.1:15006".parse().unwrap(),
+            cluster: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            host: "reviews.default.svc.cluster.local".into(),
+            identity: None,
+            tls_mode: mesh_core::registry::TlsMode::Istio,
+            keepalive: None,
+            tls: None,
+            http2: false,
+        };
+        let sni = istio_sni(&target.cluster, &target.host);
+        match server_name(&sni, &target) {
+            ServerName::DnsName(d) => assert_eq!(d.as_ref(), sni),
+            other => panic!("SNI {sni} not usable: {other:?}"),
+        }
+        // A name rustls cannot send falls back to the endpoint IP.
+        assert!(matches!(
+            server_name("not a name", &target),
+            ServerName::IpAddress(_)
+        ));
+    }
+}
