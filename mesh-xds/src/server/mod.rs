@@ -9,6 +9,10 @@
 //! UNIMPLEMENTED); gRPC clients only use SotW. CSDS comes later too.
 
 mod cache;
+mod deps;
+#[cfg(test)]
+mod mbb_tests;
+mod order;
 mod stream;
 
 use std::net::SocketAddr;
@@ -30,6 +34,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use cache::{ConnectedNode, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
+pub use deps::Deps;
 pub use stream::{RequestKind, StreamState, PUSH_ORDER};
 
 use crate::node::NodeInfo;
@@ -287,9 +292,9 @@ async fn run_stream(
                     watch = Some(cache.watch(&node.id));
                 }
                 let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
-                let (kind, resp) = state.on_request(&req, snap.as_deref());
+                let (kind, resp) = state.on_request(&req, snap.as_ref());
                 ctx.request(&req.type_url, &kind);
-                if let Some(r) = resp {
+                for r in resp {
                     if !send(&ctx, &tx, r).await {
                         return;
                     }
