@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use envoy_types::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, Cluster};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
+use envoy_types::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, Cluster};
 use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, RouteConfiguration,
@@ -21,9 +21,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    tcp_proxy, TcpProxy,
-};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use envoy_types::pb::google::protobuf::Any;
 
 use super::cache::Snapshot;
@@ -139,10 +137,17 @@ fn listener_clusters(a: &Any) -> BTreeSet<String> {
     let Some(l) = unany::<Listener>(a) else {
         return out;
     };
-    if let Some(api) = l.api_listener.as_ref().and_then(|x| x.api_listener.as_ref()) {
+    if let Some(api) = l
+        .api_listener
+        .as_ref()
+        .and_then(|x| x.api_listener.as_ref())
+    {
         hcm_clusters(api, &mut out);
     }
-    let chains = l.filter_chains.iter().chain(l.default_filter_chain.as_ref());
+    let chains = l
+        .filter_chains
+        .iter()
+        .chain(l.default_filter_chain.as_ref());
     for f in chains.flat_map(|c| &c.filters) {
         if let Some(ConfigType::TypedConfig(a)) = &f.config_type {
             hcm_clusters(a, &mut out);

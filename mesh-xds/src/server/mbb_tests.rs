@@ -149,18 +149,21 @@ impl Fixture {
         let cds = f.request(req(types::CLUSTER, &[], None)).remove(0);
         assert!(f.request(req(types::CLUSTER, &[], Some(&cds))).is_empty());
         let eds = f.request(req(types::ENDPOINT, &["a"], None)).remove(0);
-        assert!(f.request(req(types::ENDPOINT, &["a"], Some(&eds))).is_empty());
+        assert!(f
+            .request(req(types::ENDPOINT, &["a"], Some(&eds)))
+            .is_empty());
         (f, [rds, cds, eds])
     }
 }
 
 #[test]
 fn route_to_a_new_cluster_waits_for_its_cds_and_eds_acks() {
-    let (mut f, _) = Fixture::synced();
+    let (mut f, [_, _, eds]) = Fixture::synced();
     let out = f.set(snapshot(&["a", "b"], &["a", "b"]));
-    // CDS and EDS go out; the route to b is held back.
-    assert_eq!(types_of(&out), [types::CLUSTER, types::ENDPOINT]);
-    let (cds, eds) = (out[0].clone(), out[1].clone());
+    // CDS goes out (EDS too, had a's endpoints changed); the route to b is
+    // held back.
+    assert_eq!(types_of(&out), [types::CLUSTER]);
+    let cds = out[0].clone();
     assert_eq!(cluster_names(&cds), ["a", "b"]);
     let held = f.cache.status("n")[types::ROUTE].held.clone();
     assert_eq!(held.as_deref(), f.snap().version(types::ROUTE));
@@ -179,26 +182,22 @@ fn route_to_a_new_cluster_waits_for_its_cds_and_eds_acks() {
 
 #[test]
 fn removed_cluster_stays_until_routes_without_it_are_acked() {
-    let (mut f, _) = Fixture::synced();
+    let (mut f, [_, _, eds]) = Fixture::synced();
     // Get to a, b with routes to both (the add path, quickly).
     let out = f.set(snapshot(&["a", "b"], &["a", "b"]));
     f.request(req(types::CLUSTER, &[], Some(&out[0])));
-    let e = f.request(req(types::ENDPOINT, &["a", "b"], Some(&out[1])));
+    let e = f.request(req(types::ENDPOINT, &["a", "b"], Some(&eds)));
     let rds = f.request(req(types::ENDPOINT, &["a", "b"], Some(&e[0])));
     f.request(req(types::ROUTE, &["r"], Some(&rds[0])));
 
-    // b goes away: the routes move first; CDS still carries b.
+    // b goes away: the routes move first; CDS still carries b (EDS is not
+    // re-sent: b's endpoints stay, unchanged, while b is kept).
     let out = f.set(snapshot(&["a"], &["a"]));
-    assert_eq!(
-        types_of(&out),
-        [types::CLUSTER, types::ENDPOINT, types::ROUTE]
-    );
+    assert_eq!(types_of(&out), [types::CLUSTER, types::ROUTE]);
     assert_eq!(cluster_names(&out[0]), ["a", "b"]);
-    assert_eq!(out[1].resources.len(), 2, "b's endpoints kept too");
-    assert_eq!(route_targets(&out[2]), ["a"]);
-    let rds = out[2].clone();
+    assert_eq!(route_targets(&out[1]), ["a"]);
+    let rds = out[1].clone();
     f.request(req(types::CLUSTER, &[], Some(&out[0])));
-    f.request(req(types::ENDPOINT, &["a", "b"], Some(&out[1])));
     // A NACK of the new routes keeps b: the client still routes to it.
     let mut nack = req(types::ROUTE, &["r"], Some(&rds));
     nack.error_detail = Some(Status {
@@ -216,17 +215,18 @@ fn removed_cluster_stays_until_routes_without_it_are_acked() {
     let out = f.set(s);
     assert_eq!(types_of(&out), [types::ROUTE]);
     let out = f.request(req(types::ROUTE, &["r"], Some(&out[0])));
-    assert_eq!(types_of(&out), [types::CLUSTER, types::ENDPOINT]);
+    assert_eq!(types_of(&out), [types::CLUSTER]);
     assert_eq!(cluster_names(&out[0]), ["a"]);
-    assert_eq!(out[0].version_info, f.snap().version(types::CLUSTER).unwrap());
-    assert_eq!(out[1].resources.len(), 1);
+    assert_eq!(
+        out[0].version_info,
+        f.snap().version(types::CLUSTER).unwrap()
+    );
 }
 
 #[test]
 fn nacked_cluster_keeps_routes_held_and_is_not_resent() {
-    let (mut f, _) = Fixture::synced();
+    let (mut f, [_, _, eds]) = Fixture::synced();
     let out = f.set(snapshot(&["a", "b"], &["a", "b"]));
-    let eds = out[1].clone();
     let mut nack = req(types::CLUSTER, &[], Some(&out[0]));
     nack.error_detail = Some(Status {
         code: 3,
@@ -244,7 +244,9 @@ fn nacked_cluster_keeps_routes_held_and_is_not_resent() {
     s.insert(types::CLUSTER, "b", any(&b));
     let out = f.set(s);
     assert_eq!(types_of(&out), [types::CLUSTER]);
-    assert!(f.request(req(types::CLUSTER, &[], Some(&out[0]))).is_empty());
+    assert!(f
+        .request(req(types::CLUSTER, &[], Some(&out[0])))
+        .is_empty());
     let out = f.request(req(types::ENDPOINT, &["a", "b"], Some(&eds)));
     assert_eq!(types_of(&out), [types::ENDPOINT]);
     let out = f.request(req(types::ENDPOINT, &["a", "b"], Some(&out[0])));

@@ -182,6 +182,32 @@ pub(crate) fn push_order<'a>(present: impl Iterator<Item = &'a String>) -> Vec<S
     order
 }
 
+/// True when every RDS/EDS resource `snap` would send now went out, the
+/// same, in the last response (or there are none at all). Resources that
+/// left need no response: absence from an RDS or EDS response deletes
+/// nothing.
+fn same_as_sent(
+    st: &TypeState,
+    type_url: &str,
+    snap: &Versioned,
+    kept: &BTreeMap<String, Any>,
+    count: usize,
+) -> bool {
+    if count == 0 {
+        return true;
+    }
+    let Some(sent) = &st.sent else {
+        return false;
+    };
+    snap.snapshot
+        .resources(type_url)
+        .into_iter()
+        .flatten()
+        .filter(|(n, _)| st.sub.wants(n))
+        .chain(kept.iter())
+        .all(|(n, a)| sent.get(type_url, n) == Some(a))
+}
+
 impl StreamState {
     /// A fresh stream that records status into `cache`.
     pub fn new(cache: SnapshotCache) -> Self {
@@ -320,7 +346,10 @@ impl StreamState {
         };
         let current = cds.names(types::CLUSTER);
         let now = snap.snapshot.resources(types::CLUSTER);
-        if current.iter().all(|c| now.is_some_and(|m| m.contains_key(c))) {
+        if current
+            .iter()
+            .all(|c| now.is_some_and(|m| m.contains_key(c)))
+        {
             return BTreeMap::new();
         }
         order::kept_clusters(&current, snap, &self.in_use())
@@ -412,7 +441,13 @@ impl StreamState {
         }
         if matches!(type_url, types::LISTENER | types::ROUTE) {
             if let Some(c) = self.held_by(type_url, snap) {
-                tracing::debug!(node, type_url, version, cluster = c, "held back until the client ACKs the cluster");
+                tracing::debug!(
+                    node,
+                    type_url,
+                    version,
+                    cluster = c,
+                    "held back until the client ACKs the cluster"
+                );
                 let v = version.clone();
                 self.cache
                     .update_status(&node, type_url, |s| s.held = Some(v));
@@ -427,8 +462,15 @@ impl StreamState {
             .filter(|(name, _)| st.sub.wants(name))
             .map(|(_, r)| r.clone())
             .collect();
-        let kept: BTreeMap<String, Any> = kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
+        let kept: BTreeMap<String, Any> =
+            kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
         resources.extend(kept.values().cloned());
+        if !wildcard_type(type_url) && same_as_sent(st, type_url, snap, &kept, resources.len()) {
+            // RDS and EDS are not full state: a response would only repeat
+            // what the client has, or (when none of its names exist) say
+            // nothing, and gRPC's does-not-exist timer covers that.
+            return None;
+        }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         st.last_nonce = nonce.clone();
@@ -499,9 +541,16 @@ mod tests {
         assert_eq!(r[0].resources.len(), 2);
         let (_, r) = st.on_request(&req(types::ENDPOINT, &["a", "zz"], "", ""), Some(&snap));
         assert_eq!(r[0].resources.len(), 1);
-        // EDS with no names subscribes to nothing (no wildcard for EDS).
+        // EDS with no names subscribes to nothing (no wildcard for EDS),
+        // and names that do not exist are not answered (does-not-exist
+        // timer).
         let (_, r) = st.on_request(&req(types::ENDPOINT, &[], "", "2"), Some(&snap));
-        assert_eq!(r[0].resources.len(), 0);
+        assert!(r.is_empty());
+        let (_, r) = st.on_request(&req(types::ROUTE, &["nope"], "", ""), Some(&snap));
+        assert!(r.is_empty());
+        // CDS by name: a missing name is simply absent (full state).
+        let (_, r) = st.on_request(&req(types::CLUSTER, &["a", "nope"], "", "1"), Some(&snap));
+        assert_eq!(r[0].resources.len(), 1);
     }
 
     #[test]
