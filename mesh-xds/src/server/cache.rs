@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
     route::v3::RouteConfiguration,
@@ -15,6 +16,7 @@ use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
 
 use super::deps::Deps;
+use super::record::{NodeRecord, TypeRecord};
 use crate::encode::Resources;
 use crate::node::NodeInfo;
 use crate::types::{self, any, unany};
@@ -222,6 +224,7 @@ struct Inner {
     nodes: HashMap<String, watch::Sender<Option<Arc<Versioned>>>>,
     status: HashMap<String, NodeStatus>,
     connected: HashMap<String, ConnectedNode>,
+    records: HashMap<String, NodeRecord>,
 }
 
 /// Snapshots per node id, shared by the server and whoever computes them.
@@ -339,8 +342,9 @@ impl SnapshotCache {
         v
     }
 
-    pub(crate) fn stream_opened(&self, info: &NodeInfo, peer: Option<SocketAddr>) {
+    pub(crate) fn stream_opened(&self, node: &Node, info: &NodeInfo, peer: Option<SocketAddr>) {
         let mut inner = self.lock();
+        inner.records.entry(info.id.clone()).or_default().node = node.clone();
         let e = inner
             .connected
             .entry(info.id.clone())
@@ -360,6 +364,7 @@ impl SnapshotCache {
             e.streams = e.streams.saturating_sub(1);
             if e.streams == 0 {
                 inner.connected.remove(node_id);
+                inner.records.remove(node_id);
             }
         }
     }
@@ -375,6 +380,28 @@ impl SnapshotCache {
             .entry(node_id.to_string())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
+    }
+
+    pub(crate) fn record(&self, node_id: &str, type_url: &str, f: impl FnOnce(&mut TypeRecord)) {
+        let mut inner = self.lock();
+        f(inner
+            .records
+            .entry(node_id.to_string())
+            .or_default()
+            .types
+            .entry(type_url.to_string())
+            .or_default());
+    }
+
+    /// The records of the connected nodes, by id.
+    pub(crate) fn records(&self) -> BTreeMap<String, NodeRecord> {
+        let inner = self.lock();
+        inner
+            .records
+            .iter()
+            .filter(|(id, _)| inner.connected.contains_key(*id))
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
     }
 
     pub(crate) fn update_status(

@@ -9,10 +9,12 @@
 //! UNIMPLEMENTED); gRPC clients only use SotW. CSDS comes later too.
 
 mod cache;
+mod csds;
 mod deps;
 #[cfg(test)]
 mod mbb_tests;
 mod order;
+mod record;
 mod stream;
 
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use cache::{ConnectedNode, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
+pub use csds::CsdsServer;
 pub use deps::Deps;
 pub use stream::{RequestKind, StreamState, PUSH_ORDER};
 
@@ -183,7 +186,7 @@ impl StreamCtx {
     /// Registers the node of the stream (first request).
     fn connected(&mut self, node: &Node) {
         let info = NodeInfo::from_node(node);
-        self.cache.stream_opened(&info, self.peer);
+        self.cache.stream_opened(node, &info, self.peer);
         if let Some(h) = &self.hook {
             h(&info);
         }

@@ -23,12 +23,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 
 use super::cache::{Nack, SnapshotCache, Versioned};
 use super::order::{self, ClientView};
+use super::record::Holdings;
 use crate::types;
 
 /// Push order on a snapshot change (make before break).
@@ -55,6 +57,7 @@ impl Subscription {
 /// without copying resources (the snapshot is shared).
 #[derive(Debug, Clone)]
 struct Sent {
+    type_url: String,
     version: String,
     sub: Subscription,
     snap: Arc<Versioned>,
@@ -96,13 +99,28 @@ impl Sent {
     }
 }
 
+impl Holdings for Sent {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&str, &str, &Any)) {
+        // In SotW a resource's version is the response's.
+        for n in self.names(&self.type_url) {
+            if let Some(a) = self.get(&self.type_url, n) {
+                f(n, &self.version, a);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TypeState {
     sub: Subscription,
     /// The last response.
-    sent: Option<Sent>,
+    sent: Option<Arc<Sent>>,
     /// The last response the client ACKed.
-    acked: Option<Sent>,
+    acked: Option<Arc<Sent>>,
     last_nonce: String,
 }
 
@@ -267,6 +285,9 @@ impl StreamState {
                 message = nack.message,
                 "NACK"
             );
+            self.cache.record(&node, &type_url, |r| {
+                r.nacked_at = Some(SystemTime::now());
+            });
             let n = nack.clone();
             self.cache.update_status(&node, &type_url, |s| {
                 s.last_nack = Some(n);
@@ -291,6 +312,11 @@ impl StreamState {
                             .extend(eds.filter(|e| !eds_sub.contains(e)));
                     }
                 }
+            }
+            if let Some(a) = st.acked.clone() {
+                self.cache.record(&node, &type_url, |r| {
+                    r.acked = Some((a, SystemTime::now()));
+                });
             }
             let v = req.version_info.clone();
             self.cache.update_status(&node, &type_url, |s| {
@@ -474,11 +500,16 @@ impl StreamState {
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         st.last_nonce = nonce.clone();
-        st.sent = Some(Sent {
+        let sent = Arc::new(Sent {
+            type_url: type_url.to_string(),
             version: version.clone(),
             sub: st.sub.clone(),
             snap: snap.clone(),
             kept,
+        });
+        st.sent = Some(sent.clone());
+        self.cache.record(&node, type_url, |r| {
+            r.sent = Some((sent, SystemTime::now()));
         });
         let v = version.clone();
         self.cache.update_status(&node, type_url, |s| {
