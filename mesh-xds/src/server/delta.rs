@@ -61,18 +61,6 @@ impl HeldSet {
             .resources(&self.type_url)?
             .get(name)
     }
-
-    fn refs(&self, out: &mut BTreeSet<String>) {
-        for (n, h) in &self.items {
-            if let Some(c) = h
-                .snap
-                .as_ref()
-                .and_then(|s| s.deps.clusters_of(&self.type_url, n))
-            {
-                out.extend(c.iter().cloned());
-            }
-        }
-    }
 }
 
 impl Holdings for HeldSet {
@@ -88,6 +76,9 @@ impl Holdings for HeldSet {
         }
     }
 }
+
+/// Unanswered responses remembered per type.
+const MAX_PENDING: usize = 64;
 
 /// Changes one response makes: name -> new holding (`None`: removed).
 type Changes = BTreeMap<String, Option<Held>>;
@@ -119,6 +110,8 @@ pub struct DeltaState {
     nonce: u64,
     cache: SnapshotCache,
     awaiting_eds: BTreeSet<String>,
+    /// Some request carried `initial_resource_versions`.
+    reconnected: bool,
 }
 
 impl DeltaState {
@@ -130,6 +123,7 @@ impl DeltaState {
             nonce: 0,
             cache,
             awaiting_eds: BTreeSet::new(),
+            reconnected: false,
         }
     }
 
@@ -165,6 +159,7 @@ impl DeltaState {
             st.wildcard = wildcard_type(&t) && req.resource_names_subscribe.is_empty();
             st.known.type_url.clone_from(&t);
             st.acked.type_url.clone_from(&t);
+            self.reconnected |= !req.initial_resource_versions.is_empty();
             for (n, v) in &req.initial_resource_versions {
                 let h = Held {
                     version: v.clone(),
@@ -271,15 +266,39 @@ impl DeltaState {
             .collect()
     }
 
-    fn in_use(&self) -> BTreeSet<String> {
+    /// Clusters referenced by the listeners and routes the client has or
+    /// is being sent; `None` when that is unknown because it told us at
+    /// reconnect of a version whose content we do not have (then every
+    /// cluster it has is kept until it ACKs what we send instead).
+    fn in_use(&self, snap: &Versioned) -> Option<BTreeSet<String>> {
+        if self.reconnected
+            && !self.types.contains_key(types::LISTENER)
+            && !self.types.contains_key(types::ROUTE)
+        {
+            // A reconnected client (Envoy asks for CDS first) has not said
+            // which listeners and routes it runs yet.
+            return None;
+        }
         let mut out = BTreeSet::new();
         for t in [types::LISTENER, types::ROUTE] {
-            if let Some(st) = self.types.get(t) {
-                st.known.refs(&mut out);
-                st.acked.refs(&mut out);
+            let Some(st) = self.types.get(t) else {
+                continue;
+            };
+            for set in [&st.known, &st.acked] {
+                for (n, h) in &set.items {
+                    match &h.snap {
+                        Some(s) => {
+                            out.extend(s.deps.clusters_of(t, n).into_iter().flatten().cloned())
+                        }
+                        None if snap.resource_version(t, n) == Some(h.version.as_str()) => {
+                            out.extend(snap.deps.clusters_of(t, n).into_iter().flatten().cloned());
+                        }
+                        None => return None,
+                    }
+                }
             }
         }
-        out
+        Some(out)
     }
 
     fn kept_clusters(&self, snap: &Versioned) -> BTreeMap<String, Any> {
@@ -298,8 +317,11 @@ impl DeltaState {
         if current.is_empty() {
             return BTreeMap::new();
         }
-        order::kept_clusters(&current, snap, &self.in_use())
-            .into_iter()
+        let kept = match self.in_use(snap) {
+            Some(in_use) => order::kept_clusters(&current, snap, &in_use),
+            None => current,
+        };
+        kept.into_iter()
             .map(|c| {
                 let a = cds.known.get(&c).or_else(|| cds.acked.get(&c)).cloned();
                 // A cluster known only by version (reconnect) is kept by name.
@@ -424,6 +446,18 @@ impl DeltaState {
         let nonce = self.nonce.to_string();
         st.pending
             .insert(nonce.clone(), (system_version.clone(), changes));
+        if st.pending.len() > MAX_PENDING {
+            // A client that never answers must not grow this without bound;
+            // the oldest response is the least likely to be answered.
+            let oldest = st
+                .pending
+                .keys()
+                .min_by_key(|n| n.parse::<u64>().unwrap_or(0))
+                .cloned();
+            if let Some(o) = oldest {
+                st.pending.remove(&o);
+            }
+        }
         let sent: Arc<dyn Holdings> = Arc::new(st.known.clone());
         self.cache
             .record(&node, t, |r| r.sent = Some((sent, SystemTime::now())));

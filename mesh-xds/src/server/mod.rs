@@ -22,6 +22,8 @@
 mod cache;
 mod csds;
 mod delta;
+#[cfg(test)]
+mod delta_tests;
 mod deps;
 #[cfg(test)]
 mod mbb_tests;

@@ -295,7 +295,12 @@ impl StreamState {
                 s.nacks += 1;
             });
             RequestKind::Nack(nack)
-        } else if req.response_nonce.is_empty() {
+        } else if req.response_nonce.is_empty()
+            || st.sent.as_ref().map(|s| s.version.as_str()) != Some(req.version_info.as_str())
+        {
+            // No nonce: a first request. A nonce with a version other than
+            // the one sent: the client keeps an older version (it NACKed
+            // the last one) and is only changing its subscription.
             RequestKind::Subscribe
         } else {
             let before = st.acked_names(&type_url);

@@ -128,3 +128,36 @@ fn snapshot_pushes_only_subscribed_changed_types_in_order() {
     assert_eq!(out[0].type_url, types::CLUSTER);
     assert!(out[0].resources.is_empty());
 }
+
+#[test]
+fn subscription_change_after_nack_is_not_an_ack() {
+    let (cache, mut st, snap) = setup();
+    let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
+    let v1 = r[0].clone();
+    st.on_request(
+        &req(types::CLUSTER, &[], &v1.version_info, &v1.nonce),
+        Some(&snap),
+    );
+    let mut s = snap.snapshot.clone();
+    s.insert(types::CLUSTER, "c", res("c"));
+    cache.set_snapshot("n", s);
+    let snap2 = cache.snapshot("n").unwrap();
+    let v2 = st.on_snapshot(&snap2).remove(0);
+    let mut nack = req(types::CLUSTER, &[], &v1.version_info, &v2.nonce);
+    nack.error_detail = Some(Status {
+        code: 3,
+        message: "no".into(),
+        details: vec![],
+    });
+    st.on_request(&nack, Some(&snap2));
+    // Same nonce, the old version, no error: a subscription change.
+    let (k, out) = st.on_request(
+        &req(types::CLUSTER, &["a"], &v1.version_info, &v2.nonce),
+        Some(&snap2),
+    );
+    assert_eq!(k, RequestKind::Subscribe);
+    assert_eq!(out.len(), 1, "the new subscription is answered");
+    let status = &cache.status("n")[types::CLUSTER];
+    assert_eq!(status.acked.as_deref(), Some(v1.version_info.as_str()));
+    assert!(status.last_nack.is_some(), "the NACK stands");
+}
