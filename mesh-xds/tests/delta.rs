@@ -200,6 +200,23 @@ async fn delta_subscribe_change_remove_nack_reconnect() {
     .await;
     let r = c.recv().await;
     assert_eq!(names(&r), ["c"], "a is unchanged, only c is new");
+    assert!(
+        r.removed_resources.is_empty(),
+        "gone is kept until the client says which routes it runs"
+    );
+    c.ack(&r).await;
+    c.silent().await;
+    // Its routes are current and do not use gone: only now is it removed.
+    c.send(DeltaDiscoveryRequest {
+        type_url: types::ROUTE.into(),
+        resource_names_subscribe: vec!["r".into()],
+        initial_resource_versions: versions(&rds2),
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await;
+    assert_eq!(r.type_url, types::CLUSTER);
+    assert!(r.resources.is_empty());
     assert_eq!(r.removed_resources, ["gone"]);
     c.ack(&r).await;
     c.silent().await;
