@@ -415,8 +415,11 @@ impl StreamState {
                 .map(|s| s.acked_names(t))
                 .unwrap_or_default()
         };
+        let cds = self.types.get(types::CLUSTER);
         ClientView {
-            cds_subscribed: self.types.contains_key(types::CLUSTER),
+            cds_subscribed: cds.is_some(),
+            cds_wildcard: cds.is_some_and(|c| c.sub.wildcard),
+            cds_names: cds.map(|c| c.sub.names.clone()).unwrap_or_default(),
             acked_clusters: acked(types::CLUSTER),
             eds_subscribed: self
                 .types
