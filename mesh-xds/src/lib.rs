@@ -1,6 +1,6 @@
 //! Envoy v3 xDS for the mesh.
 //!
-//! - [`encode`]: the compiled [`mesh_core::model::Model`] of one client as the
+//! - [`encode`](mod@encode): the compiled [`mesh_core::model::Model`] of one client as the
 //!   Envoy v3 resources istiod's proxyless-gRPC generator sends (client-side
 //!   `api_listener` listeners named `host:port`, RouteConfigurations, EDS
 //!   clusters, ClusterLoadAssignments, and server-side inbound listeners with

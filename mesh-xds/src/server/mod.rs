@@ -164,6 +164,12 @@ impl AdsServer {
         self.events.subscribe()
     }
 
+    /// A CSDS server reporting on the same cache (add its
+    /// [`CsdsServer::into_service`] next to this one).
+    pub fn csds(&self) -> CsdsServer {
+        CsdsServer::new(self.cache.clone())
+    }
+
     /// The tonic service to add to a `Server`.
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         AggregatedDiscoveryServiceServer::new(self)
