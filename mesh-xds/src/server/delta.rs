@@ -247,6 +247,7 @@ impl DeltaState {
         // Forget what the client dropped, so that subscribing again sends it.
         let (wildcard, names) = (st.wildcard, st.names.clone());
         st.known.items.retain(|n, _| wildcard || names.contains(n));
+        st.acked.items.retain(|n, _| wildcard || names.contains(n));
         if t == types::ENDPOINT {
             self.awaiting_eds.clear();
         }
