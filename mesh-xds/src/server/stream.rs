@@ -90,8 +90,11 @@ impl Sent {
     }
 
     /// Clusters referenced by what this response carried.
-    fn refs(&self, type_url: &str, out: &mut BTreeSet<String>) {
-        for n in self.names(type_url) {
+    /// Clusters referenced by what this response carried and the client
+    /// still subscribes to (`now`): a route configuration it dropped (its
+    /// listener went) uses nothing any more.
+    fn refs(&self, type_url: &str, now: &Subscription, out: &mut BTreeSet<String>) {
+        for n in self.names(type_url).into_iter().filter(|n| now.wants(n)) {
             if let Some(c) = self.snap.deps.clusters_of(type_url, n) {
                 out.extend(c.iter().cloned());
             }
@@ -149,7 +152,7 @@ impl TypeState {
 
     fn refs(&self, type_url: &str, out: &mut BTreeSet<String>) {
         for s in [&self.sent, &self.acked].into_iter().flatten() {
-            s.refs(type_url, out);
+            s.refs(type_url, &self.sub, out);
         }
     }
 }
@@ -497,16 +500,19 @@ impl StreamState {
             }
         }
         let st = self.types.get_mut(type_url)?;
-        let mut resources: Vec<Any> = snap
+        let kept: BTreeMap<String, Any> =
+            kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
+        // In name order, kept resources among the others.
+        let resources: Vec<Any> = snap
             .snapshot
             .resources(type_url)?
             .iter()
             .filter(|(name, _)| st.sub.wants(name))
-            .map(|(_, r)| r.clone())
+            .chain(kept.iter())
+            .collect::<BTreeMap<&String, &Any>>()
+            .into_values()
+            .cloned()
             .collect();
-        let kept: BTreeMap<String, Any> =
-            kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
-        resources.extend(kept.values().cloned());
         if !wildcard_type(type_url) && same_as_sent(st, type_url, snap, &kept, resources.len()) {
             // RDS and EDS are not full state: a response would only repeat
             // what the client has, or (when none of its names exist) say
