@@ -373,6 +373,19 @@ impl SnapshotCache {
         e.info = info.clone();
         e.peer = peer;
         e.streams += 1;
+        if e.streams == 1 {
+            // A new connection has nothing in flight and nothing held back
+            // yet; what it ACKed and NACKed before stays as history.
+            for st in inner
+                .status
+                .entry(info.id.clone())
+                .or_default()
+                .values_mut()
+            {
+                st.pending = None;
+                st.held = None;
+            }
+        }
     }
 
     pub(crate) fn stream_closed(&self, node_id: &str) {

@@ -1,4 +1,5 @@
 //! Unit tests of the Delta stream state machine, driven without sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 

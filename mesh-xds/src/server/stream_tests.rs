@@ -1,4 +1,5 @@
 //! Unit tests of the SotW stream state machine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use crate::server::cache::Snapshot;
 use envoy_types::pb::google::protobuf::Any;
