@@ -7,13 +7,15 @@
 //! - `error_detail` set means NACK: it is recorded (per node and type) and
 //!   nothing is re-sent until the snapshot or the subscription changes, so a
 //!   rejected version is never pushed in a loop. Otherwise a request with
-//!   the last nonce is an ACK of `version_info`.
+//!   the last nonce and the version sent is an ACK; with an older version
+//!   (the client kept it after a NACK) it only changes the subscription.
 //! - LDS and CDS requests with no names (or `*`) subscribe to everything;
 //!   otherwise, and always for RDS and EDS, only the names asked for.
 //! - A response carries every subscribed resource that exists; names that
 //!   do not exist are left out. For LDS and CDS (full state) the client
 //!   takes absence as does-not-exist at once; for RDS and EDS gRPC runs its
-//!   15 s does-not-exist timer (gRFC A53).
+//!   15 s does-not-exist timer (gRFC A53), so an RDS or EDS response that
+//!   would carry nothing, or only what the client already has, is not sent.
 //! - On a snapshot change, types are pushed CDS, EDS, LDS, RDS (then any
 //!   others), and only the types whose content moved, subject to the
 //!   make-before-break rules of [`super::order`]: listeners and routes that
