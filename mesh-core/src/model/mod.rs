@@ -142,9 +142,24 @@ pub fn cluster_name(host: &str, port: u16, subset: Option<&str>) -> String {
 
 /// Appends [`cluster_name`] to `out` (for callers that reuse a buffer).
 pub fn write_cluster_name(out: &mut String, host: &str, port: u16, subset: Option<&str>) {
-    use std::fmt::Write;
-    // Writing to a String cannot fail.
-    let _ = write!(out, "outbound|{port}|{}|{host}", subset.unwrap_or(""));
+    // By hand rather than `write!`: this runs per request in the SDK.
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = port;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str("outbound|");
+    out.extend(digits[i..].iter().map(|d| char::from(*d)));
+    out.push('|');
+    out.push_str(subset.unwrap_or(""));
+    out.push('|');
+    out.push_str(host);
 }
 
 /// Everything one client needs.
@@ -171,5 +186,21 @@ impl Model {
     /// The cluster for host, port and subset.
     pub fn cluster_for(&self, host: &str, port: u16, subset: Option<&str>) -> Option<&Cluster> {
         self.clusters.get(&cluster_name(host, port, subset))
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::cluster_name;
+
+    #[test]
+    fn cluster_names_are_istios() {
+        assert_eq!(
+            cluster_name("reviews.default.svc.cluster.local", 9080, Some("v2")),
+            "outbound|9080|v2|reviews.default.svc.cluster.local"
+        );
+        assert_eq!(cluster_name("a", 0, None), "outbound|0||a");
+        assert_eq!(cluster_name("a", 7, None), "outbound|7||a");
+        assert_eq!(cluster_name("a", 65535, Some("s")), "outbound|65535|s|a");
     }
 }

@@ -422,7 +422,7 @@ impl Endpoints {
             // A trailers-only gRPC error counts as its HTTP equivalent.
             Ok(r) => Outcome::Status(
                 r.headers()
-                    .get("grpc-status")
+                    .get(&GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u32>().ok())
                     .map_or(r.status().as_u16(), grpc_to_http_status),
@@ -564,6 +564,9 @@ impl Drop for ActiveCount {
         }
     }
 }
+
+// Pre-parsed: a `&str` key is parsed again on every lookup.
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 fn uh(reason: impl Into<String>) -> MeshError {
     MeshError::new(ResponseFlag::NoHealthyUpstream, reason)

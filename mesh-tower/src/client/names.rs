@@ -27,7 +27,7 @@ struct Names {
 #[derive(Default)]
 struct Cache {
     key: String,
-    names: HashMap<Box<str>, Names>,
+    names: HashMap<Box<str>, Names, foldhash::fast::RandomState>,
 }
 
 thread_local! {

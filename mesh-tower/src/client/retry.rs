@@ -236,6 +236,10 @@ fn request_for(parts: &http::request::Parts, body: MeshBody, attempt: u32) -> Re
     req
 }
 
+// Pre-parsed: a `&str` key is parsed again on every lookup.
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static X_ENVOY_RATELIMITED: http::HeaderName = http::HeaderName::from_static("x-envoy-ratelimited");
+
 /// Reads the outcome of a response; when `need_trailers`, looks for
 /// `grpc-status` in the trailers too (see [`peek_trailers`]).
 async fn judge(
@@ -245,9 +249,9 @@ async fn judge(
 ) -> Result<(Outcome, Response<MeshBody>), BoxError> {
     let headers = resp.headers();
     let status = resp.status().as_u16();
-    let envoy_ratelimited = headers.contains_key("x-envoy-ratelimited");
+    let envoy_ratelimited = headers.contains_key(&X_ENVOY_RATELIMITED);
     let header_grpc = headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok());
     let outcome = |grpc_status| Outcome::Response {
