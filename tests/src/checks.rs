@@ -1,0 +1,130 @@
+//! The client-side checks, shared by the Python and Node tests: each
+//! starts a fresh [`Scenario`], runs the stock client, and asserts what a
+//! user of that client would notice. They panic on a failed assertion (they
+//! are test bodies) and return harness errors as `Err`.
+
+use crate::clients::Tool;
+use crate::scenario::Scenario;
+use crate::HarnessError;
+
+/// `xds:///` resolves through LDS/RDS/CDS/EDS and calls succeed.
+pub async fn resolves(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let r = s.run(tool, "fault", 20, &[]).await?;
+    assert_eq!(r.code("OK"), 20, "every call must succeed: {r}");
+    assert_eq!(r.backend("v1"), 20, "the only endpoint is v1: {r}");
+    Ok(())
+}
+
+/// An 80/20 split over two subsets holds within 4 binomial sigmas over
+/// 1000 calls, and the header route always takes the other subset.
+pub async fn weighted_split_and_header_route(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let n = 1000u32;
+    let r = s.run(tool, "echo", n, &[]).await?;
+    assert_eq!(r.code("OK"), u64::from(n), "every call must succeed: {r}");
+    let expected = f64::from(n) * 0.2;
+    let sigma = (f64::from(n) * 0.2 * 0.8).sqrt();
+    #[allow(clippy::cast_precision_loss)] // counts are at most 1000
+    let v2 = r.backend("v2") as f64;
+    assert!(
+        (v2 - expected).abs() <= 4.0 * sigma,
+        "v2 got {v2} of {n} calls, expected {expected} +- {:.0} (80/20 split): {r}",
+        4.0 * sigma
+    );
+    let h = s
+        .run(tool, "echo", 50, &["--header", "x-canary=yes"])
+        .await?;
+    assert_eq!(
+        h.backend("v2"),
+        50,
+        "x-canary: yes must always route to subset v2: {h}"
+    );
+    Ok(())
+}
+
+/// `retries: {attempts: 3, retryOn: unavailable}` masks a backend that
+/// fails every first attempt; with `attempts: 0` every call fails.
+pub async fn retries(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let r = s.run(tool, "retry", 50, &[]).await?;
+    assert_eq!(r.code("OK"), 50, "retries must mask the failures: {r}");
+    let flaky = s.backend("flaky").map_or(0, |b| b.failed());
+    assert!(
+        flaky >= 50,
+        "the backend failed {flaky} first attempts, so the client did retry"
+    );
+    let nr = s.run(tool, "noretry", 20, &[]).await?;
+    assert_eq!(
+        nr.code("UNAVAILABLE"),
+        20,
+        "without retries every call fails: {nr}"
+    );
+    Ok(())
+}
+
+/// A `timeout: 0.2s` route on a backend that takes 1s: DEADLINE_EXCEEDED
+/// after about 0.2s.
+pub async fn timeout(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let r = s.run(tool, "slow", 5, &[]).await?;
+    assert_eq!(r.code("DEADLINE_EXCEEDED"), 5, "route timeout 0.2s: {r}");
+    assert!(
+        r.latency_ms("min") >= 150.0 && r.latency_ms("max") < 900.0,
+        "calls must end near 200ms, not at the backend's 1s: {r}"
+    );
+    Ok(())
+}
+
+/// Fault injection: abort with a gRPC status, abort with an HTTP status
+/// (mapped as gRPC maps HTTP codes: 403 -> PERMISSION_DENIED), and a fixed
+/// delay.
+pub async fn faults(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let g = s
+        .run(tool, "fault", 10, &["--header", "x-fault=abort-grpc"])
+        .await?;
+    assert_eq!(g.code("RESOURCE_EXHAUSTED"), 10, "grpcStatus abort: {g}");
+    let h = s
+        .run(tool, "fault", 10, &["--header", "x-fault=abort-http"])
+        .await?;
+    assert_eq!(h.code("PERMISSION_DENIED"), 10, "httpStatus 403 abort: {h}");
+    let d = s
+        .run(tool, "fault", 5, &["--header", "x-fault=delay"])
+        .await?;
+    assert_eq!(d.code("OK"), 5, "a delay still answers: {d}");
+    assert!(
+        d.latency_ms("min") >= 290.0,
+        "every call must be delayed by the fixed 0.3s: {d}"
+    );
+    let plain = s.run(tool, "fault", 5, &[]).await?;
+    assert!(
+        plain.code("OK") == 5 && plain.latency_ms("max") < 290.0,
+        "without the header no fault applies: {plain}"
+    );
+    Ok(())
+}
+
+/// Ring hash on a header: a key always reaches the same backend, and keys
+/// spread over more than one backend.
+pub async fn ring_hash(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let r = s
+        .run(tool, "hash", 300, &["--key-header", "x-user", "--keys", "30"])
+        .await?;
+    assert_eq!(r.code("OK"), 300, "every call must succeed: {r}");
+    let by_key = r.by_key();
+    assert_eq!(by_key.len(), 30, "30 keys were sent: {r}");
+    for (key, backends) in &by_key {
+        assert_eq!(
+            backends.len(),
+            1,
+            "key {key} must stick to one backend, it reached {backends:?}"
+        );
+    }
+    assert!(
+        r.backends().len() >= 2,
+        "30 keys must spread over more than one of 3 backends: {r}"
+    );
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The client-side interop scenario: backends, the Istio YAML that routes
+//! to them, a control plane serving it, and one check per feature, each run
+//! by a stock client (Python or Node) and asserted from its report.
+//!
+//! Every check also asserts that the client never NACKed: a stock client
+//! rejecting a resource we encoded is an encoder bug, not a flaky test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::backend::{Backend, Behavior};
+use crate::clients::{write_bootstrap, Report, Tool};
+use crate::control::{yaml_dir, ControlPlane};
+use crate::HarnessError;
+
+/// Namespace of the scenario's services and clients.
+pub const NAMESPACE: &str = "interop";
+/// Slowest client run allowed (each run is bounded by this).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Backends, config, control plane and a client bootstrap.
+pub struct Scenario {
+    /// The control plane.
+    pub control: ControlPlane,
+    /// Backends by name.
+    pub backends: Vec<Backend>,
+    /// Client bootstrap (`meshctl bootstrap grpc` output).
+    pub bootstrap: PathBuf,
+    _config: TempDir,
+    _scratch: TempDir,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("control", &self.control)
+            .field("backends", &self.backends)
+            .finish_non_exhaustive()
+    }
+}
+
+const BACKENDS: &[(&str, Behavior)] = &[
+    ("v1", Behavior::Ok),
+    ("v2", Behavior::Ok),
+    ("flaky", Behavior::FailFirstAttempt),
+    ("slow", Behavior::Slow(Duration::from_secs(1))),
+    ("h1", Behavior::Ok),
+    ("h2", Behavior::Ok),
+    ("h3", Behavior::Ok),
+];
+
+/// The Istio config of the scenario; `port(name)` is backend `name`'s port.
+pub fn config(port: impl Fn(&str) -> u16) -> String {
+    let se = |name: &str, endpoints: &[(&str, &str)]| {
+        let eps: String = endpoints
+            .iter()
+            .map(|(b, version)| {
+                format!(
+                    "  - {{address: 127.0.0.1, ports: {{grpc: {}}}, labels: {{app: {name}, version: {version}}}}}\n",
+                    port(b)
+                )
+            })
+            .collect();
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  hosts: [{name}.{NAMESPACE}.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 7070, name: grpc, protocol: GRPC}}]
+  endpoints:
+{eps}---
+"
+        )
+    };
+    let mut y = String::new();
+    y += &se("echo", &[("v1", "v1"), ("v2", "v2")]);
+    y += &se("retry", &[("flaky", "v1")]);
+    y += &se("noretry", &[("flaky", "v1")]);
+    y += &se("slow", &[("slow", "v1")]);
+    y += &se("fault", &[("v1", "v1")]);
+    y += &se("hash", &[("h1", "v1"), ("h2", "v1"), ("h3", "v1")]);
+    y += "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: interop}
+spec:
+  host: echo.interop.test
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: interop}
+spec:
+  hosts: [echo.interop.test]
+  http:
+  - name: canary-header
+    match: [{headers: {x-canary: {exact: \"yes\"}}}]
+    route: [{destination: {host: echo.interop.test, subset: v2}}]
+  - name: split
+    route:
+    - {destination: {host: echo.interop.test, subset: v1}, weight: 80}
+    - {destination: {host: echo.interop.test, subset: v2}, weight: 20}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: retry, namespace: interop}
+spec:
+  hosts: [retry.interop.test]
+  http:
+  - route: [{destination: {host: retry.interop.test}}]
+    retries: {attempts: 3, retryOn: unavailable}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: noretry, namespace: interop}
+spec:
+  hosts: [noretry.interop.test]
+  http:
+  - route: [{destination: {host: noretry.interop.test}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slow, namespace: interop}
+spec:
+  hosts: [slow.interop.test]
+  http:
+  - route: [{destination: {host: slow.interop.test}}]
+    timeout: 0.2s
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: fault, namespace: interop}
+spec:
+  hosts: [fault.interop.test]
+  http:
+  - match: [{headers: {x-fault: {exact: abort-grpc}}}]
+    fault: {abort: {grpcStatus: RESOURCE_EXHAUSTED, percentage: {value: 100}}}
+    route: [{destination: {host: fault.interop.test}}]
+  - match: [{headers: {x-fault: {exact: abort-http}}}]
+    fault: {abort: {httpStatus: 403, percentage: {value: 100}}}
+    route: [{destination: {host: fault.interop.test}}]
+  - match: [{headers: {x-fault: {exact: delay}}}]
+    fault: {delay: {fixedDelay: 0.3s, percentage: {value: 100}}}
+    route: [{destination: {host: fault.interop.test}}]
+  - route: [{destination: {host: fault.interop.test}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: hash, namespace: interop}
+spec:
+  host: hash.interop.test
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+";
+    y
+}
+
+impl Scenario {
+    /// Starts the backends and the control plane, and writes the client
+    /// bootstrap.
+    pub async fn start() -> Result<Self, HarnessError> {
+        let mut backends = Vec::new();
+        for (name, behavior) in BACKENDS {
+            backends.push(Backend::start(name, *behavior).await?);
+        }
+        let yaml = config(|name| {
+            backends
+                .iter()
+                .find(|b| b.name() == name)
+                .map_or(0, Backend::port)
+        });
+        let config = yaml_dir(&yaml)?;
+        let control = ControlPlane::start(config.path()).await?;
+        let scratch =
+            tempfile::tempdir().map_err(|e| HarnessError::io("creating a temp dir", e))?;
+        let bootstrap = write_bootstrap(
+            scratch.path(),
+            "client",
+            control.xds_addr(),
+            &[
+                "--namespace",
+                NAMESPACE,
+                "--labels",
+                "app=interop-client",
+                "--workload-name",
+                "interop-client",
+            ],
+        )?;
+        Ok(Self {
+            control,
+            backends,
+            bootstrap,
+            _config: config,
+            _scratch: scratch,
+        })
+    }
+
+    /// Backend `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name() == name)
+    }
+
+    /// Runs the client against `xds:///{service}.interop.test:7070`.
+    pub async fn run(
+        &self,
+        tool: &Tool,
+        service: &str,
+        count: u32,
+        extra: &[&str],
+    ) -> Result<Report, HarnessError> {
+        let mut args = vec![
+            "--target".to_string(),
+            format!("xds:///{service}.{NAMESPACE}.test:7070"),
+            "--count".to_string(),
+            count.to_string(),
+        ];
+        args.extend(extra.iter().map(ToString::to_string));
+        let report = self
+            .control
+            .run_checked(tool, &self.bootstrap, &args)
+            .await?;
+        Ok(report)
+    }
+}
+
+impl ControlPlane {
+    /// Runs a client and fails if any node NACKed something meanwhile.
+    pub async fn run_checked(
+        &self,
+        tool: &Tool,
+        bootstrap: &std::path::Path,
+        args: &[String],
+    ) -> Result<Report, HarnessError> {
+        let report = tool.run_client(bootstrap, args, RUN_TIMEOUT).await?;
+        let nacks = self.nacks();
+        if !nacks.is_empty() || self.nack_count() > 0 {
+            return Err(HarnessError::Script {
+                script: format!("{:?} client", tool.lang()),
+                message: format!(
+                    "the client NACKed our resources ({} NACKs): {nacks:?}",
+                    self.nack_count()
+                ),
+            });
+        }
+        Ok(report)
+    }
+}
