@@ -389,3 +389,29 @@ spec:
     assert_eq!(rules.action, 1, "DENY");
     assert!(rules.policies.contains_key("demo-no-slow-0"));
 }
+
+/// grpc-js-xds NACKs a cluster whose typed ring-hash policy leaves the hash
+/// function at DEFAULT_HASH ("unexpected hash function"); gRPC only does
+/// xxHash, so the encoder names it.
+#[test]
+fn ring_hash_policy_names_xx_hash() {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::ring_hash::v3::{
+        ring_hash::HashFunction, RingHash,
+    };
+    let res = common::bookinfo_resources();
+    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let out = encode(&m, &EncodeOptions::default());
+    let c = out
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|7070|v1|echo.demo.svc.cluster.local")
+        .unwrap();
+    let policies = &c.load_balancing_policy.as_ref().unwrap().policies;
+    let ring = policies
+        .iter()
+        .filter_map(|p| p.typed_extension_config.as_ref())
+        .find(|t| t.name == "envoy.load_balancing_policies.ring_hash")
+        .unwrap();
+    let rh: RingHash = unany(ring.typed_config.as_ref().unwrap()).unwrap();
+    assert_eq!(rh.hash_function, HashFunction::XxHash as i32);
+}
