@@ -3,7 +3,7 @@
 //! user of that client would notice. They panic on a failed assertion (they
 //! are test bodies) and return harness errors as `Err`.
 
-use crate::clients::Tool;
+use crate::clients::{Lang, Tool};
 use crate::scenario::Scenario;
 use crate::HarnessError;
 
@@ -64,14 +64,30 @@ pub async fn retries(tool: &Tool) -> Result<(), HarnessError> {
 }
 
 /// A `timeout: 0.2s` route on a backend that takes 1s: DEADLINE_EXCEEDED
-/// after about 0.2s.
+/// well before the backend answers; the same backend without the route
+/// timeout answers OK.
+///
+/// Only grpc-js is held to "not before 0.2s". grpcio (C-core) applies a
+/// service-config timeout from a call start time that, on some hosts, lies
+/// about a second in the past, so a 0.2s timeout expires at once: the same
+/// happens with a plain `grpc.service_config` `timeout` and no xDS at all
+/// (checked with grpcio 1.71 and 1.85), so it is not ours to fix.
 pub async fn timeout(tool: &Tool) -> Result<(), HarnessError> {
     let s = Scenario::start().await?;
     let r = s.run(tool, "slow", 5, &[]).await?;
     assert_eq!(r.code("DEADLINE_EXCEEDED"), 5, "route timeout 0.2s: {r}");
+    let min_ms = match tool.lang() {
+        Lang::Node => 150.0,
+        Lang::Python => 0.0,
+    };
     assert!(
-        r.latency_ms("min") >= 150.0 && r.latency_ms("max") < 900.0,
+        r.latency_ms("min") >= min_ms && r.latency_ms("max") < 900.0,
         "calls must end near 200ms, not at the backend's 1s: {r}"
+    );
+    let ok = s.run(tool, "slowok", 1, &[]).await?;
+    assert!(
+        ok.code("OK") == 1 && ok.latency_ms("min") >= 900.0,
+        "without the route timeout the slow backend answers after 1s: {ok}"
     );
     Ok(())
 }

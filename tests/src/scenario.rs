@@ -82,6 +82,7 @@ spec:
     y += &se("retry", &[("flaky", "v1")]);
     y += &se("noretry", &[("flaky", "v1")]);
     y += &se("slow", &[("slow", "v1")]);
+    y += &se("slowok", &[("slow", "v1")]);
     y += &se("fault", &[("v1", "v1")]);
     y += &se("hash", &[("h1", "v1"), ("h2", "v1"), ("h3", "v1")]);
     y += "apiVersion: networking.istio.io/v1
