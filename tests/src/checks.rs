@@ -126,7 +126,12 @@ pub async fn faults(tool: &Tool) -> Result<(), HarnessError> {
 pub async fn ring_hash(tool: &Tool) -> Result<(), HarnessError> {
     let s = Scenario::start().await?;
     let r = s
-        .run(tool, "hash", 300, &["--key-header", "x-user", "--keys", "30"])
+        .run(
+            tool,
+            "hash",
+            300,
+            &["--key-header", "x-user", "--keys", "30"],
+        )
         .await?;
     assert_eq!(r.code("OK"), 300, "every call must succeed: {r}");
     let by_key = r.by_key();

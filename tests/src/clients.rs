@@ -183,13 +183,14 @@ impl Tool {
                 message: format!("exited with {}; stderr:\n{tail}", out.status),
             });
         }
-        let value: Value = serde_json::from_slice(&out.stdout).map_err(|e| HarnessError::Script {
-            script: script.clone(),
-            message: format!(
-                "printed no JSON report ({e}); stdout: {}; stderr:\n{tail}",
-                String::from_utf8_lossy(&out.stdout)
-            ),
-        })?;
+        let value: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| HarnessError::Script {
+                script: script.clone(),
+                message: format!(
+                    "printed no JSON report ({e}); stdout: {}; stderr:\n{tail}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+            })?;
         Ok(Report(value))
     }
 

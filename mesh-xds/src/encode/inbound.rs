@@ -5,11 +5,13 @@
 //! the PeerAuthentication mode of the port, an inline route config with a
 //! single `non_forwarding_action` route, and RBAC filters before the router.
 //!
-//! PERMISSIVE gives two chains told apart by `transport_protocol` (`tls`
-//! with the TLS socket, `raw_buffer` without). gRPC servers (gRFC A36) only
-//! match `raw_buffer`, so they serve such a port in plaintext, which is the
-//! same outcome as istiod's generator (it maps PERMISSIVE to plaintext for
-//! gRPC); an Envoy-style consumer gets both.
+//! PERMISSIVE is sent as one plaintext chain, as istiod's generator does.
+//! gRPC servers (gRFC A36) cannot tell TLS from plaintext on a port (the
+//! only `transport_protocol` they match is `raw_buffer`), yet they validate
+//! every chain: a second, TLS chain naming the `default` certificate
+//! provider makes grpcio NACK the whole listener when the bootstrap has no
+//! certificate providers (a plaintext workload's), and the server never
+//! starts serving.
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
@@ -168,11 +170,7 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
     };
     let filter_chains = match model.inbound.mtls.mode_for(port) {
         MtlsMode::Strict => vec![chain("inbound-mtls", "", Some(tls))],
-        MtlsMode::Permissive => vec![
-            chain("inbound-mtls", "tls", Some(tls)),
-            chain("inbound-plaintext", "raw_buffer", None),
-        ],
-        MtlsMode::Disable => vec![chain("inbound-plaintext", "", None)],
+        MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", "", None)],
     };
     Listener {
         name,
