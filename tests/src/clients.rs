@@ -68,9 +68,9 @@ impl Tool {
     /// `MESH_INTEROP_REQUIRED=1`.
     pub fn find(lang: Lang) -> Result<Option<Tool>, HarnessError> {
         let missing = match lang {
-            Lang::Python => (!runs("python3", &["-c", "import grpc"])).then(|| {
-                "python3 with grpcio is not installed; run `pip install -r tests/interop/requirements.txt`"
-            }),
+            Lang::Python => (!runs("python3", &["-c", "import grpc"])).then_some(
+                "python3 with grpcio is not installed; run `pip install -r tests/interop/requirements.txt`",
+            ),
             Lang::Node => {
                 if !runs("node", &["--version"]) {
                     Some("node is not installed (Node 20 is what CI uses)")
