@@ -40,6 +40,10 @@ impl Lang {
     }
 }
 
+fn tracing_on() -> bool {
+    std::env::var("MESH_INTEROP_TRACE").as_deref() == Ok("1")
+}
+
 /// `tests/interop`, where the scripts and package manifests are.
 pub fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
@@ -129,10 +133,13 @@ impl Tool {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         // MESH_INTEROP_TRACE=1 shows why a client rejects a resource.
-        if std::env::var("MESH_INTEROP_TRACE").as_deref() == Ok("1") {
+        if tracing_on() {
             let (verbosity, trace) = match self.lang {
                 Lang::Python => ("debug", "xds_client,xds_resolver,xds_server_config_fetcher"),
-                Lang::Node => ("DEBUG", "xds_client,xds_resolver,xds_cluster_manager"),
+                Lang::Node => (
+                    "DEBUG",
+                    "xds_client,xds_resolver,xds_server,server,subchannel",
+                ),
             };
             cmd.env("GRPC_VERBOSITY", verbosity)
                 .env("GRPC_TRACE", trace);
@@ -165,7 +172,7 @@ impl Tool {
             }
         };
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if std::env::var("MESH_INTEROP_TRACE").as_deref() == Ok("1") {
+        if tracing_on() {
             eprintln!("--- {script} stderr:\n{stderr}");
         }
         let tail: String = stderr
@@ -204,8 +211,12 @@ impl Tool {
         timeout: Duration,
     ) -> Result<ServerProcess, HarnessError> {
         let what = format!("{} {script}", self.lang.name());
-        let mut child = self
-            .command(script, bootstrap, args)
+        let mut cmd = self.command(script, bootstrap, args);
+        if tracing_on() {
+            // A server's log is the only way to see why it refuses calls.
+            cmd.stderr(Stdio::inherit());
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| HarnessError::io(format!("starting {what}"), e))?;
         let stdout = child.stdout.take().ok_or_else(|| HarnessError::Script {

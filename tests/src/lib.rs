@@ -20,6 +20,7 @@ pub mod checks;
 pub mod clients;
 pub mod control;
 pub mod scenario;
+pub mod server_side;
 
 pub use backend::{Backend, Behavior};
 pub use clients::{Lang, Report, Tool};

@@ -17,9 +17,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
     TrafficDirection, TransportSocket,
 };
-use envoy_types::pb::envoy::config::listener::v3::{
-    filter, Filter, FilterChain, FilterChainMatch, Listener,
-};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_match::PathSpecifier, Decorator, NonForwardingAction, Route,
     RouteConfiguration, RouteMatch, VirtualHost,
@@ -158,19 +156,21 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
             },
         ))),
     };
-    let chain = |chain_name: &str, proto: &str, tls: Option<TransportSocket>| FilterChain {
+    // No filter_chain_match: every connection takes the one chain. An empty
+    // match is not the same to every server: grpc-js-xds drops a chain
+    // whose match names no `raw_buffer` transport protocol ("No filter
+    // matched", every connection refused), and reads an absent match as
+    // `raw_buffer`, as gRPC C-core does.
+    let chain = |chain_name: &str, tls: Option<TransportSocket>| FilterChain {
         name: chain_name.to_string(),
-        filter_chain_match: Some(FilterChainMatch {
-            transport_protocol: proto.to_string(),
-            ..Default::default()
-        }),
+        filter_chain_match: None,
         filters: vec![hcm_filter.clone()],
         transport_socket: tls,
         ..Default::default()
     };
     let filter_chains = match model.inbound.mtls.mode_for(port) {
-        MtlsMode::Strict => vec![chain("inbound-mtls", "", Some(tls))],
-        MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", "", None)],
+        MtlsMode::Strict => vec![chain("inbound-mtls", Some(tls))],
+        MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", None)],
     };
     Listener {
         name,
