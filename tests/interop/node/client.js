@@ -8,7 +8,9 @@
 'use strict';
 
 const grpc = require('@grpc/grpc-js');
-require('@grpc/grpc-js-xds').register();
+const xds = require('@grpc/grpc-js-xds');
+
+xds.register();
 
 function parseArgs(argv) {
   const a = { count: 1, method: '/echo.Echo/Hello', header: [], keys: 1, deadline: 5, warmupDeadline: 20 };
@@ -23,6 +25,8 @@ function parseArgs(argv) {
       case '--keys': a.keys = Number(next()); break;
       case '--deadline': a.deadline = Number(next()); break;
       case '--warmup-deadline': a.warmupDeadline = Number(next()); break;
+      // xDS channel credentials (mTLS from the cluster config), plaintext fallback.
+      case '--xds-creds': a.xdsCreds = true; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -48,7 +52,9 @@ function call(client, args, headers, seconds, waitForReady) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const base = args.header.map((h) => { const i = h.indexOf('='); return [h.slice(0, i), h.slice(i + 1)]; });
-  const client = new grpc.Client(args.target, grpc.credentials.createInsecure());
+  const insecure = grpc.credentials.createInsecure();
+  const creds = args.xdsCreds ? new xds.XdsChannelCredentials(insecure) : insecure;
+  const client = new grpc.Client(args.target, creds);
   // One call that waits for xDS resolution and connections; not counted.
   await call(client, args, base, args.warmupDeadline, true);
   const codes = {}, backends = {}, byKey = {}, errors = {}, lat = [];

@@ -13,6 +13,7 @@ import sys
 import time
 
 import grpc
+import grpc.experimental
 
 
 def main():
@@ -27,11 +28,20 @@ def main():
     p.add_argument("--deadline", type=float, default=5.0,
                    help="per-call deadline in seconds")
     p.add_argument("--warmup-deadline", type=float, default=20.0)
+    p.add_argument("--xds-creds", action="store_true",
+                   help="xDS channel credentials (mTLS from the control "
+                        "plane's cluster config), plaintext fallback")
     args = p.parse_args()
 
     base = [tuple(h.split("=", 1)) for h in args.header]
     codes, backends, by_key, lat, errors = {}, {}, {}, [], {}
-    with grpc.insecure_channel(args.target) as channel:
+    if args.xds_creds:
+        creds = grpc.xds_channel_credentials(
+            grpc.experimental.insecure_channel_credentials())
+        channel = grpc.secure_channel(args.target, creds)
+    else:
+        channel = grpc.insecure_channel(args.target)
+    with channel:
         call = channel.unary_unary(
             args.method,
             request_serializer=lambda b: b,
