@@ -12,7 +12,9 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFil
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::ValidationContextType, UpstreamTlsContext,
+};
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::types::unany;
 
@@ -179,6 +181,26 @@ fn bookinfo_clusters_and_endpoints() {
     assert_eq!(
         (p.instance_name.as_str(), p.certificate_name.as_str()),
         ("default", "default")
+    );
+    // The current fields too: grpc-js-xds reads only these and NACKs a TLS
+    // cluster or listener without them.
+    let p = ctx.tls_certificate_provider_instance.as_ref().unwrap();
+    assert_eq!(
+        (p.instance_name.as_str(), p.certificate_name.as_str()),
+        ("default", "default")
+    );
+    let Some(ValidationContextType::CombinedValidationContext(v)) = &ctx.validation_context_type
+    else {
+        panic!("combined validation context")
+    };
+    let ca = v
+        .default_validation_context
+        .as_ref()
+        .and_then(|d| d.ca_certificate_provider_instance.as_ref())
+        .unwrap();
+    assert_eq!(
+        (ca.instance_name.as_str(), ca.certificate_name.as_str()),
+        ("default", "ROOTCA")
     );
 
     let e = res

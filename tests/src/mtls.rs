@@ -103,7 +103,8 @@ async fn run(
 
 /// `server` runs the xDS server script, `client` the client script.
 pub async fn mutual_tls(server: &Tool, client: &Tool) -> Result<(), HarnessError> {
-    let (ca, _) = CertificateAuthority::new_self_signed(CaConfig::new(TRUST_DOMAIN)).map_err(ca_err)?;
+    let (ca, _) =
+        CertificateAuthority::new_self_signed(CaConfig::new(TRUST_DOMAIN)).map_err(ca_err)?;
     let port = free_port()?;
     let dir = yaml_dir(&config(port))?;
     let cp = ControlPlane::start(dir.path()).await?;

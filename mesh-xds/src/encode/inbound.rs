@@ -30,7 +30,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{
         CertificateProviderInstance, CombinedCertificateValidationContext, ValidationContextType,
     },
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use mesh_core::config::Resource;
@@ -66,18 +67,27 @@ pub fn inbound_listener_name(ip: &str, port: u16) -> String {
     }
 }
 
-// The fields are the ones istiod's generator fills (deprecated in Envoy's
-// API, still what gRPC clients are tested against).
+// Both generations of the certificate-provider fields are filled: the
+// deprecated `*_certificate_provider_instance` ones istiod's generator sends
+// (what C-core, grpc-go and grpc-java of istiod's era read), and the current
+// `tls_certificate_provider_instance` / `ca_certificate_provider_instance`,
+// the only ones grpc-js-xds reads: without them it NACKs every TLS listener
+// and cluster.
 #[allow(deprecated)]
-/// The common TLS context istiod sends proxyless gRPC: the workload
-/// certificate (`default`/`default`) and the root bundle (`default`/`ROOTCA`)
-/// from the `default` certificate provider instance (a `file_watcher` in the
+/// The common TLS context for proxyless gRPC: the workload certificate
+/// (`default`/`default`) and the root bundle (`default`/`ROOTCA`) from the
+/// `default` certificate provider instance (a `file_watcher` in the
 /// bootstrap), with exact-match SANs to verify when given.
 pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         string_matcher::MatchPattern, StringMatcher,
     };
+    let plugin = |certificate_name: &str| CertificateProviderPluginInstance {
+        instance_name: CERT_PROVIDER.to_string(),
+        certificate_name: certificate_name.to_string(),
+    };
     CommonTlsContext {
+        tls_certificate_provider_instance: Some(plugin(CERT_NAME)),
         tls_certificate_certificate_provider_instance: Some(CertificateProviderInstance {
             instance_name: CERT_PROVIDER.to_string(),
             certificate_name: CERT_NAME.to_string(),
@@ -85,6 +95,7 @@ pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
         validation_context_type: Some(ValidationContextType::CombinedValidationContext(
             CombinedCertificateValidationContext {
                 default_validation_context: Some(CertificateValidationContext {
+                    ca_certificate_provider_instance: Some(plugin(ROOT_CERT_NAME)),
                     match_subject_alt_names: sans
                         .iter()
                         .map(|s| StringMatcher {
