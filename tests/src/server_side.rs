@@ -132,6 +132,22 @@ pub async fn authorization_policy(server: &Tool, client: &Tool) -> Result<(), Ha
         );
     }
 
+    // The short name a client in the same namespace dials resolves too.
+    let short = call(
+        &cp,
+        client,
+        &client_boot,
+        "xds:///authz-server:7070",
+        "/echo.Echo/Hello",
+        2,
+    )
+    .await?;
+    assert_eq!(
+        short.backend("authz-server"),
+        2,
+        "xds:///authz-server:7070 from namespace interop: {short}"
+    );
+
     // Dropping the policy reaches the serving server without a restart.
     write_yaml(dir.path(), &config(port, false))?;
     cp.reload(dir.path())?;
