@@ -427,3 +427,48 @@ fn ring_hash_policy_names_xx_hash() {
     let rh: RingHash = unany(ring.typed_config.as_ref().unwrap()).unwrap();
     assert_eq!(rh.hash_function, HashFunction::XxHash as i32);
 }
+
+/// For proxyless gRPC clients, routes that redirect or answer directly are
+/// left out (grpc-js-xds NACKs the whole RouteConfiguration with
+/// "unsupported action: redirect"); other clients still get them.
+#[test]
+fn proxyless_grpc_route_configs_leave_out_redirects_and_direct_responses() {
+    let res = common::bookinfo_resources();
+    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let actions = |grpc: bool| -> Vec<(String, &'static str)> {
+        let out = encode(
+            &m,
+            &EncodeOptions {
+                proxyless_grpc: grpc,
+                ..EncodeOptions::default()
+            },
+        );
+        let rc = out
+            .routes
+            .iter()
+            .find(|r| r.name == "outbound|7070||echo.demo.svc.cluster.local")
+            .unwrap();
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| {
+                let kind = match &r.action {
+                    Some(Action::Route(_)) => "route",
+                    Some(Action::Redirect(_)) => "redirect",
+                    Some(Action::DirectResponse(_)) => "direct",
+                    _ => "other",
+                };
+                (r.name.clone(), kind)
+            })
+            .collect()
+    };
+    let full = actions(false);
+    assert!(
+        full.contains(&("moved".to_string(), "redirect")),
+        "{full:?}"
+    );
+    assert!(full.contains(&("teapot".to_string(), "direct")), "{full:?}");
+    let grpc = actions(true);
+    assert!(grpc.iter().all(|(_, k)| *k == "route"), "{grpc:?}");
+    assert_eq!(grpc.len(), full.len() - 2, "only the two are left out");
+}

@@ -149,3 +149,33 @@ pub async fn ring_hash(tool: &Tool) -> Result<(), HarnessError> {
     );
     Ok(())
 }
+
+/// A route and clusters using most of what Istio can say (localities and
+/// weights, least request, maglev, circuit breakers, outlier detection,
+/// header operations, mirror, per-try timeouts, a redirect route) are
+/// accepted, not NACKed, and still route.
+pub async fn kitchen_sink_is_accepted(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    // withoutHeaders only matches a header that is present (Istio's and
+    // Envoy's semantics), hence x-skip: 0.
+    let r = s
+        .run(tool, "kitchen", 40, &["--header", "x-skip=0"])
+        .await?;
+    assert_eq!(r.code("OK"), 40, "every call must succeed: {r}");
+    assert!(
+        r.backend("v1") > 0 && r.backend("v2") > 0,
+        "the 50/50 split reaches both subsets: {r}"
+    );
+    // The redirect route is not sent to gRPC clients (as with istiod), so
+    // its requests fall through to the next route instead of failing.
+    let fall = s
+        .run(
+            tool,
+            "kitchen",
+            5,
+            &["--header", "x-skip=0", "--header", "x-redirect=1"],
+        )
+        .await?;
+    assert_eq!(fall.code("OK"), 5, "past the redirect route: {fall}");
+    Ok(())
+}

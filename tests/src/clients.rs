@@ -158,19 +158,38 @@ impl Tool {
         timeout: Duration,
     ) -> Result<Report, HarnessError> {
         let script = format!("{} client {}", self.lang.name(), args.join(" "));
-        let child = self
+        let mut child = self
             .command("client", bootstrap, args)
             .spawn()
             .map_err(|e| HarnessError::io(format!("starting {script}"), e))?;
-        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(r) => r.map_err(|e| HarnessError::io(format!("running {script}"), e))?,
+        // Pipes are drained as the client runs so a killed client still
+        // leaves its log for the error message.
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(r) => Some(r.map_err(|e| HarnessError::io(format!("running {script}"), e))?),
             Err(_) => {
-                return Err(HarnessError::Script {
-                    script,
-                    message: format!("did not finish within {timeout:?} (killed)"),
-                })
+                let _ = child.kill().await;
+                None
             }
         };
+        let out = std::process::Output {
+            status: status.unwrap_or_default(),
+            stdout: stdout.await.unwrap_or_default(),
+            stderr: stderr.await.unwrap_or_default(),
+        };
+        if status.is_none() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(HarnessError::Script {
+                script,
+                message: format!(
+                    "did not finish within {timeout:?} (killed); stderr:\n{}",
+                    tail.join("\n")
+                ),
+            });
+        }
         let stderr = String::from_utf8_lossy(&out.stderr);
         if tracing_on() {
             eprintln!("--- {script} stderr:\n{stderr}");
@@ -246,6 +265,20 @@ impl Tool {
         }
         Ok(ServerProcess { _child: child })
     }
+}
+
+/// Reads a child's pipe to the end in the background.
+fn drain<R>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
+        }
+        buf
+    })
 }
 
 /// A running script; killed on drop.

@@ -93,6 +93,9 @@ fn snapshot_for(compiler: &Compiler, node: &NodeInfo) -> Snapshot {
     let opts = EncodeOptions {
         inbound_addresses,
         authorization_policies: policies,
+        // Every node here is a stock proxyless gRPC client (its bootstrap
+        // says GENERATOR: grpc); meshd decides this per node.
+        proxyless_grpc: true,
         ..EncodeOptions::default()
     };
     Snapshot::from_resources(&encode(&model, &opts))

@@ -85,6 +85,23 @@ spec:
     y += &se("slowok", &[("slow", "v1")]);
     y += &se("fault", &[("v1", "v1")]);
     y += &se("hash", &[("h1", "v1"), ("h2", "v1"), ("h3", "v1")]);
+    y += &format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: kitchen, namespace: {NAMESPACE}}}
+spec:
+  hosts: [kitchen.{NAMESPACE}.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 7070, name: grpc, protocol: GRPC}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{grpc: {}}}, labels: {{version: v1}}, locality: us-east/us-east-1a, weight: 3}}
+  - {{address: 127.0.0.1, ports: {{grpc: {}}}, labels: {{version: v2}}, locality: us-west/us-west-1b}}
+---
+",
+        port("v1"),
+        port("v2")
+    );
     y += "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: echo, namespace: interop}
@@ -151,6 +168,52 @@ spec:
     fault: {delay: {fixedDelay: 0.3s, percentage: {value: 100}}}
     route: [{destination: {host: fault.interop.test}}]
   - route: [{destination: {host: fault.interop.test}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: kitchen, namespace: interop}
+spec:
+  host: kitchen.interop.test
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool:
+      tcp: {maxConnections: 50, connectTimeout: 2s}
+      http: {http2MaxRequests: 100, maxRetries: 5, http1MaxPendingRequests: 10}
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: kitchen, namespace: interop}
+spec:
+  hosts: [kitchen.interop.test]
+  http:
+  - name: redirect
+    match: [{headers: {x-redirect: {exact: '1'}}}]
+    redirect: {uri: /elsewhere, authority: other.example.com}
+  - name: everything
+    match:
+    - uri: {prefix: /echo.Echo/}
+      headers: {x-absent: {regex: 'nev.r'}}
+    - uri: {regex: '/echo\\.Echo/.*'}
+      withoutHeaders: {x-skip: {exact: '1'}}
+    headers:
+      request: {set: {x-mesh: '1'}, add: {x-trace: on}, remove: [x-drop]}
+      response: {set: {x-served-by: mesh}}
+    retries: {attempts: 2, perTryTimeout: 2s, retryOn: 'unavailable,cancelled,5xx,reset'}
+    timeout: 5s
+    mirror: {host: kitchen.interop.test, subset: v2}
+    mirrorPercentage: {value: 10}
+    route:
+    - {destination: {host: kitchen.interop.test, subset: v1}, weight: 50}
+    - {destination: {host: kitchen.interop.test, subset: v2}, weight: 50, headers: {request: {set: {x-subset: v2}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

@@ -46,3 +46,9 @@ async fn node_ring_hash_is_sticky_per_header() {
     let Some(t) = node() else { return };
     checks::ring_hash(&t).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_accepts_every_feature_of_a_rich_route() {
+    let Some(t) = node() else { return };
+    checks::kitchen_sink_is_accepted(&t).await.unwrap();
+}
