@@ -179,3 +179,36 @@ pub async fn kitchen_sink_is_accepted(tool: &Tool) -> Result<(), HarnessError> {
     assert_eq!(fall.code("OK"), 5, "past the redirect route: {fall}");
     Ok(())
 }
+
+/// A config change reaches a running client: service `live` moves from
+/// subset v1 to v2 while the client calls it every 10ms; every call
+/// succeeds, and once on v2 the client never goes back.
+pub async fn live_shift(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let run = s.run(tool, "live", 400, &["--interval-ms", "10", "--sequence"]);
+    let shift = async {
+        // Shift once the client is making calls on v1 (bounded: a client
+        // that never gets there fails the sequence checks below).
+        let v1_calls = || s.backend("v1").map_or(0, |b| b.calls());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while v1_calls() < 20 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        s.shift_live()
+    };
+    let (r, shifted) = tokio::join!(run, shift);
+    shifted?;
+    let r = r?;
+    assert_eq!(r.code("OK"), 400, "no call may fail across the change: {r}");
+    let seq = r.sequence();
+    let first_v2 = seq.iter().position(|b| b == "v2");
+    let Some(first_v2) = first_v2 else {
+        panic!("the client never moved to v2: {r}");
+    };
+    assert!(first_v2 > 0, "the client started on v1: {r}");
+    assert!(
+        seq[first_v2..].iter().all(|b| b == "v2"),
+        "once moved, every call goes to v2: {r}"
+    );
+    Ok(())
+}

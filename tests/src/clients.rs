@@ -357,6 +357,18 @@ impl Report {
             .unwrap_or_default()
     }
 
+    /// With `--sequence`: each call's backend, or its status when it failed.
+    pub fn sequence(&self) -> Vec<String> {
+        self.0["sequence"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Latency statistic (`min`, `p50`, `max`) in milliseconds.
     pub fn latency_ms(&self, stat: &str) -> f64 {
         self.0["latency_ms"][stat].as_f64().unwrap_or(f64::NAN)

@@ -12,7 +12,7 @@ use tempfile::TempDir;
 
 use crate::backend::{Backend, Behavior};
 use crate::clients::{write_bootstrap, Report, Tool};
-use crate::control::{yaml_dir, ControlPlane};
+use crate::control::{write_yaml, yaml_dir, ControlPlane};
 use crate::HarnessError;
 
 /// Namespace of the scenario's services and clients.
@@ -28,7 +28,7 @@ pub struct Scenario {
     pub backends: Vec<Backend>,
     /// Client bootstrap (`meshctl bootstrap grpc` output).
     pub bootstrap: PathBuf,
-    _config: TempDir,
+    config_dir: TempDir,
     _scratch: TempDir,
 }
 
@@ -52,7 +52,8 @@ const BACKENDS: &[(&str, Behavior)] = &[
 ];
 
 /// The Istio config of the scenario; `port(name)` is backend `name`'s port.
-pub fn config(port: impl Fn(&str) -> u16) -> String {
+/// `shifted` moves service `live` from subset v1 to v2.
+pub fn config(port: impl Fn(&str) -> u16, shifted: bool) -> String {
     let se = |name: &str, endpoints: &[(&str, &str)]| {
         let eps: String = endpoints
             .iter()
@@ -79,6 +80,28 @@ spec:
     };
     let mut y = String::new();
     y += &se("echo", &[("v1", "v1"), ("v2", "v2")]);
+    y += &se("live", &[("v1", "v1"), ("v2", "v2")]);
+    let live = if shifted { "v2" } else { "v1" };
+    y += &format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: live, namespace: {NAMESPACE}}}
+spec:
+  host: live.{NAMESPACE}.test
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: live, namespace: {NAMESPACE}}}
+spec:
+  hosts: [live.{NAMESPACE}.test]
+  http:
+  - route: [{{destination: {{host: live.{NAMESPACE}.test, subset: {live}}}}}]
+---
+"
+    );
     y += &se("retry", &[("flaky", "v1")]);
     y += &se("noretry", &[("flaky", "v1")]);
     y += &se("slow", &[("slow", "v1")]);
@@ -227,7 +250,22 @@ spec:
     y
 }
 
+fn port_of(backends: &[Backend], name: &str) -> u16 {
+    backends
+        .iter()
+        .find(|b| b.name() == name)
+        .map_or(0, Backend::port)
+}
+
 impl Scenario {
+    /// Rewrites the config with service `live` moved to subset v2 and
+    /// pushes it to every connected client.
+    pub fn shift_live(&self) -> Result<(), HarnessError> {
+        let yaml = config(|name| port_of(&self.backends, name), true);
+        write_yaml(self.config_dir.path(), &yaml)?;
+        self.control.reload(self.config_dir.path())
+    }
+
     /// Starts the backends and the control plane, and writes the client
     /// bootstrap.
     pub async fn start() -> Result<Self, HarnessError> {
@@ -235,12 +273,7 @@ impl Scenario {
         for (name, behavior) in BACKENDS {
             backends.push(Backend::start(name, *behavior).await?);
         }
-        let yaml = config(|name| {
-            backends
-                .iter()
-                .find(|b| b.name() == name)
-                .map_or(0, Backend::port)
-        });
+        let yaml = config(|name| port_of(&backends, name), false);
         let config = yaml_dir(&yaml)?;
         let control = ControlPlane::start(config.path()).await?;
         let scratch =
@@ -262,7 +295,7 @@ impl Scenario {
             control,
             backends,
             bootstrap,
-            _config: config,
+            config_dir: config,
             _scratch: scratch,
         })
     }
@@ -303,17 +336,22 @@ impl ControlPlane {
         bootstrap: &std::path::Path,
         args: &[String],
     ) -> Result<Report, HarnessError> {
-        let report = tool.run_client(bootstrap, args, RUN_TIMEOUT).await?;
+        let result = tool.run_client(bootstrap, args, RUN_TIMEOUT).await;
+        // A NACK explains a hung or failing client better than its own
+        // error, so it is reported first.
         let nacks = self.nacks();
         if !nacks.is_empty() || self.nack_count() > 0 {
             return Err(HarnessError::Script {
                 script: format!("{:?} client", tool.lang()),
                 message: format!(
-                    "the client NACKed our resources ({} NACKs): {nacks:?}",
-                    self.nack_count()
+                    "the client NACKed our resources ({} NACKs): {nacks:?}; the run itself: {}",
+                    self.nack_count(),
+                    result
+                        .as_ref()
+                        .map_or_else(ToString::to_string, |_| "finished".into())
                 ),
             });
         }
-        Ok(report)
+        result
     }
 }

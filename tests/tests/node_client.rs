@@ -52,3 +52,9 @@ async fn node_accepts_every_feature_of_a_rich_route() {
     let Some(t) = node() else { return };
     checks::kitchen_sink_is_accepted(&t).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_follows_a_live_config_change_without_failures() {
+    let Some(t) = node() else { return };
+    checks::live_shift(&t).await.unwrap();
+}

@@ -27,6 +27,9 @@ function parseArgs(argv) {
       case '--warmup-deadline': a.warmupDeadline = Number(next()); break;
       // xDS channel credentials (mTLS from the cluster config), plaintext fallback.
       case '--xds-creds': a.xdsCreds = true; break;
+      case '--interval-ms': a.intervalMs = Number(next()); break;
+      // Also report every call's backend (or status) in order.
+      case '--sequence': a.sequence = true; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -57,7 +60,7 @@ async function main() {
   const client = new grpc.Client(args.target, creds);
   // One call that waits for xDS resolution and connections; not counted.
   await call(client, args, base, args.warmupDeadline, true);
-  const codes = {}, backends = {}, byKey = {}, errors = {}, lat = [];
+  const codes = {}, backends = {}, byKey = {}, errors = {}, lat = [], seq = [];
   for (let i = 0; i < args.count; i++) {
     const headers = base.slice();
     let key = null;
@@ -66,6 +69,8 @@ async function main() {
     const r = await call(client, args, headers, args.deadline, false);
     lat.push(Number(process.hrtime.bigint() - start) / 1e6);
     codes[r.code] = (codes[r.code] || 0) + 1;
+    seq.push(r.name !== undefined ? r.name : r.code);
+    if (args.intervalMs) await new Promise((res) => setTimeout(res, args.intervalMs));
     if (r.code !== 'OK' && !(r.code in errors)) errors[r.code] = r.details;
     if (r.name !== undefined) {
       backends[r.name] = (backends[r.name] || 0) + 1;
@@ -78,6 +83,7 @@ async function main() {
     codes, backends, by_key: byKey, errors,
     latency_ms: lat.length ? { min: lat[0], p50: lat[Math.floor(lat.length / 2)], max: lat[lat.length - 1] } : {},
   };
+  if (args.sequence) report.sequence = seq;
   process.stdout.write(JSON.stringify(report) + '\n');
   // xDS watches keep the event loop alive; the report is out, so leave.
   process.exit(0);

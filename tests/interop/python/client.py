@@ -28,13 +28,17 @@ def main():
     p.add_argument("--deadline", type=float, default=5.0,
                    help="per-call deadline in seconds")
     p.add_argument("--warmup-deadline", type=float, default=20.0)
+    p.add_argument("--interval-ms", type=float, default=0.0,
+                   help="pause between calls")
+    p.add_argument("--sequence", action="store_true",
+                   help="also report every call's backend (or status) in order")
     p.add_argument("--xds-creds", action="store_true",
                    help="xDS channel credentials (mTLS from the control "
                         "plane's cluster config), plaintext fallback")
     args = p.parse_args()
 
     base = [tuple(h.split("=", 1)) for h in args.header]
-    codes, backends, by_key, lat, errors = {}, {}, {}, [], {}
+    codes, backends, by_key, lat, errors, seq = {}, {}, {}, [], {}, []
     if args.xds_creds:
         creds = grpc.xds_channel_credentials(
             grpc.experimental.insecure_channel_credentials())
@@ -69,6 +73,9 @@ def main():
                 errors.setdefault(code, e.details())
             lat.append((time.monotonic() - start) * 1000.0)
             codes[code] = codes.get(code, 0) + 1
+            seq.append(name if name is not None else code)
+            if args.interval_ms:
+                time.sleep(args.interval_ms / 1000.0)
             if name is not None:
                 backends[name] = backends.get(name, 0) + 1
                 if key is not None:
@@ -86,6 +93,8 @@ def main():
             "max": lat[-1] if lat else None,
         },
     }
+    if args.sequence:
+        report["sequence"] = seq
     json.dump(report, sys.stdout)
     sys.stdout.write("\n")
 
