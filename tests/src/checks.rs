@@ -212,3 +212,23 @@ pub async fn live_shift(tool: &Tool) -> Result<(), HarnessError> {
     );
     Ok(())
 }
+
+/// Endpoint weights in two localities (3 and 1) become locality weights the
+/// client's `wrr_locality` policy honours: 75/25 within 4 binomial sigmas
+/// over 400 calls.
+pub async fn locality_weights(tool: &Tool) -> Result<(), HarnessError> {
+    let s = Scenario::start().await?;
+    let n = 400u32;
+    let r = s.run(tool, "weighted", n, &[]).await?;
+    assert_eq!(r.code("OK"), u64::from(n), "every call must succeed: {r}");
+    let expected = f64::from(n) * 0.25;
+    let sigma = (f64::from(n) * 0.25 * 0.75).sqrt();
+    #[allow(clippy::cast_precision_loss)] // counts are at most 400
+    let v2 = r.backend("v2") as f64;
+    assert!(
+        (v2 - expected).abs() <= 4.0 * sigma,
+        "the weight-1 locality got {v2} of {n} calls, expected {expected} +- {:.0}: {r}",
+        4.0 * sigma
+    );
+    Ok(())
+}

@@ -81,6 +81,23 @@ spec:
     let mut y = String::new();
     y += &se("echo", &[("v1", "v1"), ("v2", "v2")]);
     y += &se("live", &[("v1", "v1"), ("v2", "v2")]);
+    y += &format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: weighted, namespace: {NAMESPACE}}}
+spec:
+  hosts: [weighted.{NAMESPACE}.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 7070, name: grpc, protocol: GRPC}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{grpc: {}}}, locality: us-east/us-east-1a, weight: 3}}
+  - {{address: 127.0.0.1, ports: {{grpc: {}}}, locality: us-west/us-west-1b, weight: 1}}
+---
+",
+        port("v1"),
+        port("v2")
+    );
     let live = if shifted { "v2" } else { "v1" };
     y += &format!(
         "apiVersion: networking.istio.io/v1

@@ -58,3 +58,9 @@ async fn node_follows_a_live_config_change_without_failures() {
     let Some(t) = node() else { return };
     checks::live_shift(&t).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_honours_locality_weights() {
+    let Some(t) = node() else { return };
+    checks::locality_weights(&t).await.unwrap();
+}
