@@ -105,6 +105,18 @@ pub async fn faults(tool: &Tool) -> Result<(), HarnessError> {
         .run(tool, "fault", 10, &["--header", "x-fault=abort-http"])
         .await?;
     assert_eq!(h.code("PERMISSION_DENIED"), 10, "httpStatus 403 abort: {h}");
+    // percentage 50 (sent per million): about half abort. Retries are off
+    // on that route, so an aborted call is not retried into a success.
+    let half = s
+        .run(tool, "fault", 200, &["--header", "x-fault=half"])
+        .await?;
+    #[allow(clippy::cast_precision_loss)] // counts are at most 200
+    let aborted = half.code("UNAVAILABLE") as f64;
+    assert!(
+        (aborted - 100.0).abs() <= 4.0 * 50f64.sqrt()
+            && half.code("OK") + half.code("UNAVAILABLE") == 200,
+        "a 50% abort aborts about half of 200 calls: {half}"
+    );
     let d = s
         .run(tool, "fault", 5, &["--header", "x-fault=delay"])
         .await?;

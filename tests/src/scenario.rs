@@ -204,6 +204,10 @@ spec:
   - match: [{headers: {x-fault: {exact: abort-http}}}]
     fault: {abort: {httpStatus: 403, percentage: {value: 100}}}
     route: [{destination: {host: fault.interop.test}}]
+  - match: [{headers: {x-fault: {exact: half}}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}
+    route: [{destination: {host: fault.interop.test}}]
+    retries: {attempts: 0}
   - match: [{headers: {x-fault: {exact: delay}}}]
     fault: {delay: {fixedDelay: 0.3s, percentage: {value: 100}}}
     route: [{destination: {host: fault.interop.test}}]
