@@ -12,7 +12,9 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFil
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::ValidationContextType, UpstreamTlsContext,
+};
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::types::unany;
 
@@ -180,6 +182,26 @@ fn bookinfo_clusters_and_endpoints() {
         (p.instance_name.as_str(), p.certificate_name.as_str()),
         ("default", "default")
     );
+    // The current fields too: grpc-js-xds reads only these and NACKs a TLS
+    // cluster or listener without them.
+    let p = ctx.tls_certificate_provider_instance.as_ref().unwrap();
+    assert_eq!(
+        (p.instance_name.as_str(), p.certificate_name.as_str()),
+        ("default", "default")
+    );
+    let Some(ValidationContextType::CombinedValidationContext(v)) = &ctx.validation_context_type
+    else {
+        panic!("combined validation context")
+    };
+    let ca = v
+        .default_validation_context
+        .as_ref()
+        .and_then(|d| d.ca_certificate_provider_instance.as_ref())
+        .unwrap();
+    assert_eq!(
+        (ca.instance_name.as_str(), ca.certificate_name.as_str()),
+        ("default", "ROOTCA")
+    );
 
     let e = res
         .endpoints
@@ -343,35 +365,25 @@ spec:
         .iter()
         .find(|l| l.name == "xds.istio.io/grpc/lds/inbound/0.0.0.0:7070")
         .unwrap();
-    // PERMISSIVE: a TLS chain and a plaintext chain told apart by transport protocol.
-    let chains: Vec<(String, String, bool)> = l
+    // PERMISSIVE: one plaintext chain, as istiod sends gRPC servers. A TLS
+    // chain beside it made grpcio NACK the listener when its bootstrap had
+    // no certificate providers.
+    // The chain has no filter_chain_match: grpc-js-xds refuses every
+    // connection when a match names no `raw_buffer` transport protocol.
+    let chains: Vec<(String, bool, bool)> = l
         .filter_chains
         .iter()
         .map(|c| {
             (
                 c.name.clone(),
-                c.filter_chain_match
-                    .as_ref()
-                    .unwrap()
-                    .transport_protocol
-                    .clone(),
+                c.filter_chain_match.is_some(),
                 c.transport_socket.is_some(),
             )
         })
         .collect();
-    assert_eq!(
-        chains,
-        [
-            ("inbound-mtls".to_string(), "tls".to_string(), true),
-            (
-                "inbound-plaintext".to_string(),
-                "raw_buffer".to_string(),
-                false
-            )
-        ]
-    );
+    assert_eq!(chains, [("inbound-plaintext".to_string(), false, false)]);
     let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) =
-        &l.filter_chains[1].filters[0].config_type
+        &l.filter_chains[0].filters[0].config_type
     else {
         panic!()
     };
@@ -388,4 +400,75 @@ spec:
     let rules = rbac.rules.unwrap();
     assert_eq!(rules.action, 1, "DENY");
     assert!(rules.policies.contains_key("demo-no-slow-0"));
+}
+
+/// grpc-js-xds NACKs a cluster whose typed ring-hash policy leaves the hash
+/// function at DEFAULT_HASH ("unexpected hash function"); gRPC only does
+/// xxHash, so the encoder names it.
+#[test]
+fn ring_hash_policy_names_xx_hash() {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::ring_hash::v3::{
+        ring_hash::HashFunction, RingHash,
+    };
+    let res = common::bookinfo_resources();
+    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let out = encode(&m, &EncodeOptions::default());
+    let c = out
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|7070|v1|echo.demo.svc.cluster.local")
+        .unwrap();
+    let policies = &c.load_balancing_policy.as_ref().unwrap().policies;
+    let ring = policies
+        .iter()
+        .filter_map(|p| p.typed_extension_config.as_ref())
+        .find(|t| t.name == "envoy.load_balancing_policies.ring_hash")
+        .unwrap();
+    let rh: RingHash = unany(ring.typed_config.as_ref().unwrap()).unwrap();
+    assert_eq!(rh.hash_function, HashFunction::XxHash as i32);
+}
+
+/// For proxyless gRPC clients, routes that redirect or answer directly are
+/// left out (grpc-js-xds NACKs the whole RouteConfiguration with
+/// "unsupported action: redirect"); other clients still get them.
+#[test]
+fn proxyless_grpc_route_configs_leave_out_redirects_and_direct_responses() {
+    let res = common::bookinfo_resources();
+    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let actions = |grpc: bool| -> Vec<(String, &'static str)> {
+        let out = encode(
+            &m,
+            &EncodeOptions {
+                proxyless_grpc: grpc,
+                ..EncodeOptions::default()
+            },
+        );
+        let rc = out
+            .routes
+            .iter()
+            .find(|r| r.name == "outbound|7070||echo.demo.svc.cluster.local")
+            .unwrap();
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| {
+                let kind = match &r.action {
+                    Some(Action::Route(_)) => "route",
+                    Some(Action::Redirect(_)) => "redirect",
+                    Some(Action::DirectResponse(_)) => "direct",
+                    _ => "other",
+                };
+                (r.name.clone(), kind)
+            })
+            .collect()
+    };
+    let full = actions(false);
+    assert!(
+        full.contains(&("moved".to_string(), "redirect")),
+        "{full:?}"
+    );
+    assert!(full.contains(&("teapot".to_string(), "direct")), "{full:?}");
+    let grpc = actions(true);
+    assert!(grpc.iter().all(|(_, k)| *k == "route"), "{grpc:?}");
+    assert_eq!(grpc.len(), full.len() - 2, "only the two are left out");
 }

@@ -106,3 +106,48 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     print_json(&bootstrap(&args)?)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `meshctl bootstrap grpc` parsed from its flags (`--namespace`, ...), as
+/// a program that writes a bootstrap without running the binary calls it.
+#[derive(clap::Parser)]
+#[command(name = "meshctl bootstrap grpc")]
+struct Flags {
+    #[command(flatten)]
+    args: Args,
+}
+
+/// The bootstrap `meshctl bootstrap grpc FLAGS...` prints, for the same
+/// flags (without the program and subcommand names).
+pub fn bootstrap_from_flags<I, S>(flags: I) -> Result<Value, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let argv = std::iter::once(std::ffi::OsString::from("meshctl-bootstrap-grpc"))
+        .chain(flags.into_iter().map(Into::into));
+    let f = Flags::try_parse_from(argv)
+        .map_err(|e| format!("meshctl bootstrap grpc: bad flags: {e}"))?;
+    bootstrap(&f.args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_build_the_same_bootstrap_as_the_cli() {
+        let doc = bootstrap_from_flags([
+            "--xds-addr",
+            "127.0.0.1:1234",
+            "--namespace",
+            "shop",
+            "--labels",
+            "app=cart",
+        ])
+        .unwrap();
+        assert_eq!(doc["xds_servers"][0]["server_uri"], "127.0.0.1:1234");
+        assert_eq!(doc["node"]["metadata"]["LABELS"]["app"], "cart");
+        assert!(bootstrap_from_flags(["--labels", "x=y"]).is_err());
+    }
+}

@@ -6,12 +6,12 @@
 #![forbid(unsafe_code)]
 
 mod analyze;
-mod bootstrap;
-mod common;
 mod x_authz;
 mod x_route;
 
 use std::process::ExitCode;
+
+use meshctl::{bootstrap, common};
 
 use clap::{Parser, Subcommand};
 

@@ -28,8 +28,12 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::extensions::load_balancing_policies::{
-    least_request::v3::LeastRequest, maglev::v3::Maglev, random::v3::Random,
-    ring_hash::v3::RingHash, round_robin::v3::RoundRobin, wrr_locality::v3::WrrLocality,
+    least_request::v3::LeastRequest,
+    maglev::v3::Maglev,
+    random::v3::Random,
+    ring_hash::v3::{ring_hash, RingHash},
+    round_robin::v3::RoundRobin,
+    wrr_locality::v3::WrrLocality,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -107,6 +111,19 @@ fn typed_policy<T: prost::Message + prost::Name>(name: &str, m: &T) -> LbPolicyE
     }
 }
 
+/// The typed ring-hash policy. The hash function is named: gRPC hashes
+/// with xxHash only, and grpc-js-xds rejects the cluster (NACK) when the
+/// field is left at `DEFAULT_HASH`, which Envoy reads as xxHash anyway.
+fn ring_hash(
+    minimum_ring_size: Option<envoy_types::pb::google::protobuf::UInt64Value>,
+) -> RingHash {
+    RingHash {
+        hash_function: ring_hash::HashFunction::XxHash as i32,
+        minimum_ring_size,
+        ..Default::default()
+    }
+}
+
 /// The Envoy cluster for a model cluster.
 pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyCluster {
     let p = &c.policy;
@@ -148,10 +165,7 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
                             ..Default::default()
                         },
                     ),
-                    typed_policy(
-                        "envoy.load_balancing_policies.ring_hash",
-                        &RingHash::default(),
-                    ),
+                    typed_policy("envoy.load_balancing_policies.ring_hash", &ring_hash(None)),
                 ],
             });
         } else {
@@ -168,10 +182,7 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
             ec.load_balancing_policy = Some(LoadBalancingPolicy {
                 policies: vec![typed_policy(
                     "envoy.load_balancing_policies.ring_hash",
-                    &RingHash {
-                        minimum_ring_size: min,
-                        ..Default::default()
-                    },
+                    &ring_hash(min),
                 )],
             });
         }

@@ -5,19 +5,19 @@
 //! the PeerAuthentication mode of the port, an inline route config with a
 //! single `non_forwarding_action` route, and RBAC filters before the router.
 //!
-//! PERMISSIVE gives two chains told apart by `transport_protocol` (`tls`
-//! with the TLS socket, `raw_buffer` without). gRPC servers (gRFC A36) only
-//! match `raw_buffer`, so they serve such a port in plaintext, which is the
-//! same outcome as istiod's generator (it maps PERMISSIVE to plaintext for
-//! gRPC); an Envoy-style consumer gets both.
+//! PERMISSIVE is sent as one plaintext chain, as istiod's generator does.
+//! gRPC servers (gRFC A36) cannot tell TLS from plaintext on a port (the
+//! only `transport_protocol` they match is `raw_buffer`), yet they validate
+//! every chain: a second, TLS chain naming the `default` certificate
+//! provider makes grpcio NACK the whole listener when the bootstrap has no
+//! certificate providers (a plaintext workload's), and the server never
+//! starts serving.
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
     TrafficDirection, TransportSocket,
 };
-use envoy_types::pb::envoy::config::listener::v3::{
-    filter, Filter, FilterChain, FilterChainMatch, Listener,
-};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_match::PathSpecifier, Decorator, NonForwardingAction, Route,
     RouteConfiguration, RouteMatch, VirtualHost,
@@ -30,7 +30,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{
         CertificateProviderInstance, CombinedCertificateValidationContext, ValidationContextType,
     },
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use mesh_core::config::Resource;
@@ -66,18 +67,27 @@ pub fn inbound_listener_name(ip: &str, port: u16) -> String {
     }
 }
 
-// The fields are the ones istiod's generator fills (deprecated in Envoy's
-// API, still what gRPC clients are tested against).
+// Both generations of the certificate-provider fields are filled: the
+// deprecated `*_certificate_provider_instance` ones istiod's generator sends
+// (what C-core, grpc-go and grpc-java of istiod's era read), and the current
+// `tls_certificate_provider_instance` / `ca_certificate_provider_instance`,
+// the only ones grpc-js-xds reads: without them it NACKs every TLS listener
+// and cluster.
 #[allow(deprecated)]
-/// The common TLS context istiod sends proxyless gRPC: the workload
-/// certificate (`default`/`default`) and the root bundle (`default`/`ROOTCA`)
-/// from the `default` certificate provider instance (a `file_watcher` in the
+/// The common TLS context for proxyless gRPC: the workload certificate
+/// (`default`/`default`) and the root bundle (`default`/`ROOTCA`) from the
+/// `default` certificate provider instance (a `file_watcher` in the
 /// bootstrap), with exact-match SANs to verify when given.
 pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         string_matcher::MatchPattern, StringMatcher,
     };
+    let plugin = |certificate_name: &str| CertificateProviderPluginInstance {
+        instance_name: CERT_PROVIDER.to_string(),
+        certificate_name: certificate_name.to_string(),
+    };
     CommonTlsContext {
+        tls_certificate_provider_instance: Some(plugin(CERT_NAME)),
         tls_certificate_certificate_provider_instance: Some(CertificateProviderInstance {
             instance_name: CERT_PROVIDER.to_string(),
             certificate_name: CERT_NAME.to_string(),
@@ -85,6 +95,7 @@ pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
         validation_context_type: Some(ValidationContextType::CombinedValidationContext(
             CombinedCertificateValidationContext {
                 default_validation_context: Some(CertificateValidationContext {
+                    ca_certificate_provider_instance: Some(plugin(ROOT_CERT_NAME)),
                     match_subject_alt_names: sans
                         .iter()
                         .map(|s| StringMatcher {
@@ -156,23 +167,21 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
             },
         ))),
     };
-    let chain = |chain_name: &str, proto: &str, tls: Option<TransportSocket>| FilterChain {
+    // No filter_chain_match: every connection takes the one chain. An empty
+    // match is not the same to every server: grpc-js-xds drops a chain
+    // whose match names no `raw_buffer` transport protocol ("No filter
+    // matched", every connection refused), and reads an absent match as
+    // `raw_buffer`, as gRPC C-core does.
+    let chain = |chain_name: &str, tls: Option<TransportSocket>| FilterChain {
         name: chain_name.to_string(),
-        filter_chain_match: Some(FilterChainMatch {
-            transport_protocol: proto.to_string(),
-            ..Default::default()
-        }),
+        filter_chain_match: None,
         filters: vec![hcm_filter.clone()],
         transport_socket: tls,
         ..Default::default()
     };
     let filter_chains = match model.inbound.mtls.mode_for(port) {
-        MtlsMode::Strict => vec![chain("inbound-mtls", "", Some(tls))],
-        MtlsMode::Permissive => vec![
-            chain("inbound-mtls", "tls", Some(tls)),
-            chain("inbound-plaintext", "raw_buffer", None),
-        ],
-        MtlsMode::Disable => vec![chain("inbound-plaintext", "", None)],
+        MtlsMode::Strict => vec![chain("inbound-mtls", Some(tls))],
+        MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", None)],
     };
     Listener {
         name,

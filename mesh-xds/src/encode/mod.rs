@@ -73,6 +73,13 @@ pub struct EncodeOptions {
     /// ignores it and PERMISSIVE servers cannot be reached; default false to
     /// match.
     pub auto_mtls: bool,
+    /// The client is a proxyless gRPC client (Istio's agent and `meshctl
+    /// bootstrap grpc` say `GENERATOR: grpc` in its node metadata). Routes
+    /// that redirect or answer directly are then left out, as istiod's gRPC
+    /// generator does: gRPC cannot follow them, and grpc-js-xds NACKs a
+    /// whole RouteConfiguration that contains one ("unsupported action"),
+    /// which breaks every route of the service. Default false.
+    pub proxyless_grpc: bool,
 }
 
 impl Default for EncodeOptions {
@@ -82,6 +89,7 @@ impl Default for EncodeOptions {
             authorization_policies: Vec::new(),
             short_name_listeners: true,
             auto_mtls: false,
+            proxyless_grpc: false,
         }
     }
 }
@@ -109,7 +117,12 @@ pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
                 out.listeners.push(outbound_listener(&alias, svc));
             }
         }
-        out.routes.push(route_configuration(name, svc, model));
+        out.routes.push(route::route_configuration_for(
+            name,
+            svc,
+            model,
+            opts.proxyless_grpc,
+        ));
     }
     let addrs: Vec<(String, u16)> = if opts.inbound_addresses.is_empty() {
         model

@@ -60,8 +60,24 @@ pub fn route_config_name(host: &str, port: u16) -> String {
 /// The route configuration of outbound service `name` (`host:port`), named
 /// [`route_config_name`]; its virtual host is named `host:port`.
 pub fn route_configuration(name: &str, svc: &OutboundService, model: &Model) -> RouteConfiguration {
+    route_configuration_for(name, svc, model, false)
+}
+
+/// [`route_configuration`], for a proxyless gRPC client when
+/// `proxyless_grpc` (see [`super::EncodeOptions::proxyless_grpc`]): routes
+/// that redirect or answer directly are left out, so a request they would
+/// have taken falls through to the next route, as with istiod.
+pub fn route_configuration_for(
+    name: &str,
+    svc: &OutboundService,
+    model: &Model,
+    proxyless_grpc: bool,
+) -> RouteConfiguration {
     let mut routes = Vec::new();
     for (i, r) in svc.routes.routes.iter().enumerate() {
+        if proxyless_grpc && !matches!(r.action, Action::Forward(_)) {
+            continue;
+        }
         routes.extend(encode_route(i, r, svc, model));
     }
     RouteConfiguration {
