@@ -8,12 +8,16 @@
 //! - [`decode`]: the reverse, for the resources we encode.
 //! - [`server`]: an ADS server (State of the World) over a snapshot cache
 //!   keyed by node id, and [`node`] for reading Istio node metadata.
+//! - [`client`]: the ADS client the SDK uses (SotW, reconnect and fallback,
+//!   last-known-good, does-not-exist timer, on-disk cache) publishing a
+//!   model on a `watch` channel.
 //!
-//! Not here: the ADS client, Delta xDS and CSDS (later work), and compiling
+//! Not here: Delta xDS and CSDS (later work), and compiling
 //! models (that is `mesh-core`'s job; the control plane calls it per node).
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod decode;
 pub mod encode;
 pub mod node;

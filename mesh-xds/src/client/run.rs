@@ -1,0 +1,312 @@
+//! The client task: server choice (priority order with fallback),
+//! reconnects with backoff, one ADS stream at a time driving
+//! [`SotwState`], and publishing models (and the cache) when the resources
+//! change.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use mesh_core::model::Model;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::backoff::Backoff;
+use super::cache::{load_cache, write_cache};
+use super::state::SotwState;
+use super::{update_status, SharedStatus, XdsClientConfig};
+use crate::encode::Resources;
+
+/// Where the task publishes.
+pub(crate) struct Outputs {
+    pub model: watch::Sender<Arc<Model>>,
+    pub published: watch::Sender<u64>,
+    pub status: SharedStatus,
+}
+
+struct Publisher {
+    base: Model,
+    out: Outputs,
+    last: Option<Resources>,
+    cache_file: Option<PathBuf>,
+    count: u64,
+}
+
+impl Publisher {
+    /// Publishes the state's resources if they are consistent and differ
+    /// from the last published ones.
+    async fn publish(&mut self, state: &SotwState, from_cache: bool) {
+        update_status(&self.out.status, |s| s.types = state.sync());
+        let Some(res) = state.assemble() else {
+            return;
+        };
+        if self.last.as_ref() == Some(&res) {
+            if !from_cache {
+                update_status(&self.out.status, |s| s.serving_cache = false);
+            }
+            return;
+        }
+        let decoded = match crate::decode::decode(&res) {
+            Ok(d) => d,
+            Err(e) => {
+                // Each resource decoded on arrival; failing together means
+                // they contradict each other. Keep serving the last model.
+                let msg = format!("the accepted resources do not decode together: {e}");
+                tracing::error!("{msg}; the previous model keeps serving");
+                update_status(&self.out.status, |s| s.last_error = Some(msg));
+                return;
+            }
+        };
+        let mut model = self.base.clone();
+        decoded.apply_to(&mut model);
+        self.out.model.send_replace(Arc::new(model));
+        self.count += 1;
+        let count = self.count;
+        self.out.published.send_replace(count);
+        update_status(&self.out.status, |s| {
+            s.models_published = count;
+            s.serving_cache = from_cache;
+        });
+        if !from_cache {
+            if let Some(path) = &self.cache_file {
+                if let Err(e) = write_cache(path, &res).await {
+                    tracing::warn!("{e}; the model is served, but a restart without a control plane will not find it");
+                }
+            }
+        }
+        self.last = Some(res);
+    }
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| format!("{address}: {e}"))?
+        .connect_timeout(timeout)
+        // A control plane that vanishes without closing the connection is
+        // noticed by keepalive rather than never.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connect to {address}: {}", chain(&e)))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut s = e.source();
+    while let Some(x) = s {
+        out.push_str(": ");
+        out.push_str(&x.to_string());
+        s = x.source();
+    }
+    out
+}
+
+enum End {
+    /// The stream failed or ended.
+    Failed(String),
+    /// A higher-priority server answered while on a fallback one.
+    Switch(usize, Channel),
+}
+
+type Probe = Pin<Box<dyn Future<Output = Option<(usize, Channel)>> + Send>>;
+
+struct Session<'a> {
+    config: &'a XdsClientConfig,
+    node: &'a Node,
+    state: &'a mut SotwState,
+    publisher: &'a mut Publisher,
+}
+
+impl Session<'_> {
+    /// Runs one stream on `channel` (server `idx`) until it ends; returns
+    /// whether any response arrived, and why it ended.
+    async fn run(&mut self, idx: usize, channel: Channel) -> (bool, End) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut first = true;
+        let mut send =
+            |mut req: envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest| {
+                // The node goes in the first request of a stream only.
+                if std::mem::take(&mut first) {
+                    req.node = Some(self.node.clone());
+                }
+                // The receiver lives until this function returns.
+                let _ = tx.send(req);
+            };
+        for r in self.state.on_connect(Instant::now()) {
+            send(r);
+        }
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        let mut stream = match client
+            .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                return (
+                    false,
+                    End::Failed(format!(
+                        "ADS stream to {} refused: {:?}: {}",
+                        self.config.servers[idx],
+                        s.code(),
+                        s.message()
+                    )),
+                )
+            }
+        };
+        let server = self.config.servers[idx].clone();
+        update_status(&self.publisher.out.status, |s| {
+            s.connected = Some(server.clone());
+        });
+        let mut received = false;
+        let mut probe_tick = tokio::time::interval_at(
+            Instant::now() + self.config.primary_retry,
+            self.config.primary_retry,
+        );
+        let mut probe: Option<Probe> = None;
+        loop {
+            let deadline = self.state.next_deadline();
+            let timer = tokio::time::sleep_until(
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400)),
+            );
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) => {
+                        received = true;
+                        let step = self.state.on_response(&resp, Instant::now());
+                        for r in step.requests {
+                            send(r);
+                        }
+                        if step.accepted {
+                            self.publisher.publish(self.state, false).await;
+                        } else {
+                            let sync = self.state.sync();
+                            update_status(&self.publisher.out.status, |s| s.types = sync);
+                        }
+                    }
+                    Ok(None) => {
+                        return (received, End::Failed(format!("{server} closed the ADS stream")));
+                    }
+                    Err(s) => {
+                        return (
+                            received,
+                            End::Failed(format!("ADS stream to {server}: {:?}: {}", s.code(), s.message())),
+                        );
+                    }
+                },
+                () = timer, if deadline.is_some() => {
+                    if self.state.on_timer(Instant::now()) {
+                        self.publisher.publish(self.state, false).await;
+                    }
+                }
+                _ = probe_tick.tick(), if idx > 0 && probe.is_none() => {
+                    let higher: Vec<String> = self.config.servers[..idx].to_vec();
+                    let timeout = self.config.connect_timeout;
+                    probe = Some(Box::pin(async move {
+                        for (j, addr) in higher.iter().enumerate() {
+                            if let Ok(ch) = connect(addr, timeout).await {
+                                return Some((j, ch));
+                            }
+                        }
+                        None
+                    }));
+                }
+                found = async { probe.as_mut()?.await }, if probe.is_some() => {
+                    probe = None;
+                    if let Some((j, ch)) = found {
+                        tracing::info!(server = %self.config.servers[j], "a higher-priority xDS server is back; switching to it");
+                        return (received, End::Switch(j, ch));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The client task.
+pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: Outputs) {
+    let mut state = SotwState::new(config.does_not_exist_timeout);
+    let mut publisher = Publisher {
+        base,
+        out,
+        last: None,
+        cache_file: config.cache_file.clone(),
+        count: 0,
+    };
+    let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
+    let mut cache_checked = false;
+    let mut switch_to: Option<(usize, Channel)> = None;
+    loop {
+        let mut worked = false;
+        let mut idx = 0;
+        while idx < config.servers.len() {
+            let channel = match switch_to.take() {
+                Some((j, ch)) => {
+                    idx = j;
+                    ch
+                }
+                None => match connect(&config.servers[idx], config.connect_timeout).await {
+                    Ok(ch) => ch,
+                    Err(e) => {
+                        tracing::warn!("xDS server unreachable: {e}");
+                        update_status(&publisher.out.status, |s| s.last_error = Some(e));
+                        idx += 1;
+                        continue;
+                    }
+                },
+            };
+            let (received, end) = Session {
+                config: &config,
+                node: &node,
+                state: &mut state,
+                publisher: &mut publisher,
+            }
+            .run(idx, channel)
+            .await;
+            state.on_disconnect();
+            update_status(&publisher.out.status, |s| s.connected = None);
+            worked |= received;
+            match end {
+                End::Switch(j, ch) => {
+                    switch_to = Some((j, ch));
+                    idx = j;
+                }
+                End::Failed(e) => {
+                    tracing::warn!("{e}; the last good model keeps serving");
+                    update_status(&publisher.out.status, |s| s.last_error = Some(e));
+                    if received {
+                        // It worked: reconnect from the top after a pause.
+                        break;
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        if !cache_checked && publisher.count == 0 {
+            cache_checked = true;
+            if let Some(path) = &config.cache_file {
+                match load_cache(path).await {
+                    Ok(Some(r)) => {
+                        tracing::warn!(path = %path.display(), "no xDS server reachable; serving the cached configuration");
+                        state.load(r);
+                        publisher.publish(&state, true).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        }
+        if worked {
+            backoff.reset();
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
