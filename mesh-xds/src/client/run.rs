@@ -65,14 +65,15 @@ impl Publisher {
         };
         let mut model = self.base.clone();
         decoded.apply_to(&mut model);
-        self.out.model.send_replace(Arc::new(model));
         self.count += 1;
         let count = self.count;
-        self.out.published.send_replace(count);
+        // Status first, so whoever wakes on the new model sees it.
         update_status(&self.out.status, |s| {
             s.models_published = count;
             s.serving_cache = from_cache;
         });
+        self.out.model.send_replace(Arc::new(model));
+        self.out.published.send_replace(count);
         if !from_cache {
             if let Some(path) = &self.cache_file {
                 if let Err(e) = write_cache(path, &res).await {
