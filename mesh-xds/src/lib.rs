@@ -6,14 +6,16 @@
 //!   clusters, ClusterLoadAssignments, and server-side inbound listeners with
 //!   RBAC filters).
 //! - [`decode`]: the reverse, for the resources we encode.
-//! - [`server`]: an ADS server (State of the World) over a snapshot cache
-//!   keyed by node id, and [`node`] for reading Istio node metadata.
+//! - [`server`]: an ADS server (State of the World and Delta, with
+//!   make-before-break ordering per client ACK) and a CSDS server over a
+//!   snapshot cache keyed by node id, with server events for the control
+//!   plane; and [`node`] for reading Istio node metadata.
 //! - [`client`]: the ADS client the SDK uses (SotW, reconnect and fallback,
 //!   last-known-good, does-not-exist timer, on-disk cache) publishing a
 //!   model on a `watch` channel.
 //!
-//! Not here: Delta xDS and CSDS (later work), and compiling
-//! models (that is `mesh-core`'s job; the control plane calls it per node).
+//! Not here: compiling models (that is `mesh-core`'s job; the control plane
+//! calls it per node).
 
 #![forbid(unsafe_code)]
 

@@ -1,17 +1,38 @@
-//! The ADS server (State of the World) over a [`SnapshotCache`].
+//! The ADS server (State of the World and Delta) and CSDS over a
+//! [`SnapshotCache`].
 //!
 //! `meshd` compiles a model per node, encodes it, and calls
 //! [`SnapshotCache::set_snapshot`]; every stream of that node is woken and
-//! pushes the types that changed. An optional hook tells the control plane
-//! when a node it has no snapshot for connects, with its Istio metadata.
+//! pushes what changed. An optional hook tells the control plane when a
+//! node connects, with its Istio metadata; [`AdsServer::events`] reports
+//! connects, disconnects, pushes, ACKs and NACKs as they happen.
 //!
-//! Delta xDS is not implemented yet (`DeltaAggregatedResources` answers
-//! UNIMPLEMENTED); gRPC clients only use SotW. CSDS comes later too.
+//! - `stream`: the SotW protocol of one stream (what gRPC clients speak).
+//! - `delta`: the incremental protocol of one stream (Envoy's Delta ADS).
+//! - `order`: make-before-break, shared by both: a listener or route that
+//!   references a cluster the client has not ACKed is held back until it
+//!   has (CDS, then EDS); a removed cluster keeps being sent while routes
+//!   the client has still use it.
+//! - `service`: the I/O loop around either protocol.
+//! - [`CsdsServer`]: `ClientStatusDiscoveryService`, what each connected
+//!   client holds, per resource.
+//!
+//! Not here: compiling snapshots (the control plane does that per node).
 
 mod cache;
+mod csds;
+mod delta;
+mod deps;
+#[cfg(test)]
+mod mbb_tests;
+mod order;
+mod record;
+mod service;
 mod stream;
 
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -20,12 +41,15 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     },
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use cache::{Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
+pub use cache::{ConnectedNode, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
+pub use csds::CsdsServer;
+pub use delta::DeltaState;
+pub use deps::Deps;
 pub use stream::{RequestKind, StreamState, PUSH_ORDER};
 
 use crate::node::NodeInfo;
@@ -33,11 +57,71 @@ use crate::node::NodeInfo;
 /// Called with a node's metadata when its first stream names it.
 pub type NodeHook = Arc<dyn Fn(&NodeInfo) + Send + Sync>;
 
+/// Something that happened on an ADS stream, for the control plane's
+/// metrics, logs and debug views (see [`AdsServer::events`]).
+#[derive(Debug, Clone)]
+pub enum ServerEvent {
+    /// A stream named its node (first request). `peer` is the TCP peer
+    /// address when tonic knows it.
+    Connected {
+        /// What the node said about itself.
+        node: NodeInfo,
+        /// Unique per stream for the life of the server.
+        stream_id: u64,
+        /// TCP peer.
+        peer: Option<SocketAddr>,
+    },
+    /// The stream ended (client went away or error).
+    Disconnected {
+        /// Node id.
+        node_id: String,
+        /// The stream.
+        stream_id: u64,
+    },
+    /// A response was sent.
+    Pushed {
+        /// Node id.
+        node_id: String,
+        /// Resource type.
+        type_url: String,
+        /// `version_info` (SotW) or `system_version_info` (Delta).
+        version: String,
+        /// The response nonce.
+        nonce: String,
+    },
+    /// The client ACKed `version` of `type_url`.
+    Acked {
+        /// Node id.
+        node_id: String,
+        /// Resource type.
+        type_url: String,
+        /// The version ACKed.
+        version: String,
+    },
+    /// The client NACKed; `message` is its error_detail.
+    Nacked {
+        /// Node id.
+        node_id: String,
+        /// Resource type.
+        type_url: String,
+        /// The version rejected.
+        version: String,
+        /// The client's `error_detail.message`.
+        message: String,
+    },
+}
+
+/// How many events a slow subscriber may fall behind before it loses the
+/// oldest ones.
+const EVENT_CAPACITY: usize = 1024;
+
 /// The ADS service.
 #[derive(Clone)]
 pub struct AdsServer {
     cache: SnapshotCache,
     hook: Option<NodeHook>,
+    events: broadcast::Sender<ServerEvent>,
+    next_stream: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -52,7 +136,12 @@ impl std::fmt::Debug for AdsServer {
 impl AdsServer {
     /// A server over `cache`.
     pub fn new(cache: SnapshotCache) -> Self {
-        Self { cache, hook: None }
+        Self {
+            cache,
+            hook: None,
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            next_stream: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Calls `hook` when a node connects (every new stream, once its node is
@@ -67,76 +156,30 @@ impl AdsServer {
         &self.cache
     }
 
+    /// Subscribes to stream events. Lagging subscribers lose the oldest
+    /// events (`RecvError::Lagged`) rather than slowing the server down.
+    pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
     /// The tonic service to add to a `Server`.
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         AggregatedDiscoveryServiceServer::new(self)
     }
-}
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-async fn run_stream(
-    cache: SnapshotCache,
-    hook: Option<NodeHook>,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut state = StreamState::new(cache.clone());
-    let mut watch: Option<tokio::sync::watch::Receiver<Option<Arc<Versioned>>>> = None;
-    loop {
-        let changed = async {
-            match watch.as_mut() {
-                Some(w) => w.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            req = requests.next() => {
-                let req = match req {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "ADS stream error");
-                        return;
-                    }
-                    None => return,
-                };
-                if state.node().is_none() {
-                    let Some(node) = req.node.as_ref() else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry node"))).await;
-                        return;
-                    };
-                    state.set_node(&node.id);
-                    if let Some(h) = &hook {
-                        h(&NodeInfo::from_node(node));
-                    }
-                    watch = Some(cache.watch(&node.id));
-                }
-                let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
-                let (_, resp) = state.on_request(&req, snap.as_deref());
-                if let Some(r) = resp {
-                    if tx.send(Ok(r)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            ok = changed => {
-                if !ok {
-                    // The node's snapshot was cleared: keep serving what was sent.
-                    watch = None;
-                    continue;
-                }
-                let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
-                if let Some(s) = snap {
-                    for r in state.on_snapshot(&s) {
-                        if tx.send(Ok(r)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+    fn stream_ctx(&self, peer: Option<SocketAddr>) -> service::StreamCtx {
+        service::StreamCtx {
+            cache: self.cache.clone(),
+            hook: self.hook.clone(),
+            events: self.events.clone(),
+            id: self.next_stream.fetch_add(1, Ordering::Relaxed) + 1,
+            peer,
+            node: None,
         }
     }
 }
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
@@ -147,12 +190,9 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run_stream(
-            self.cache.clone(),
-            self.hook.clone(),
-            request.into_inner(),
-            tx,
-        ));
+        let ctx = self.stream_ctx(request.remote_addr());
+        let state = StreamState::new(self.cache.clone());
+        tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -160,10 +200,12 @@ impl AggregatedDiscoveryService for AdsServer {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "Delta xDS is not supported yet; use State of the World (StreamAggregatedResources)",
-        ))
+        let (tx, rx) = mpsc::channel(16);
+        let ctx = self.stream_ctx(request.remote_addr());
+        let state = DeltaState::new(self.cache.clone());
+        tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
