@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use mesh_core::model::Model;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -111,9 +114,89 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The two ADS protocols, as the session loop needs them.
+trait Wire {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    fn set_node(req: &mut Self::Req, node: &Node);
+    fn on_connect(state: &mut SotwState, now: Instant) -> Vec<Self::Req>;
+    fn on_response(
+        state: &mut SotwState,
+        resp: &Self::Resp,
+        now: Instant,
+    ) -> (Vec<Self::Req>, bool);
+    fn open(
+        channel: Channel,
+        requests: UnboundedReceiverStream<Self::Req>,
+    ) -> impl Future<Output = Result<tonic::Streaming<Self::Resp>, tonic::Status>> + Send;
+}
+
+struct Sotw;
+
+impl Wire for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn set_node(req: &mut DiscoveryRequest, node: &Node) {
+        req.node = Some(node.clone());
+    }
+    fn on_connect(state: &mut SotwState, now: Instant) -> Vec<DiscoveryRequest> {
+        state.on_connect(now)
+    }
+    fn on_response(
+        state: &mut SotwState,
+        resp: &DiscoveryResponse,
+        now: Instant,
+    ) -> (Vec<DiscoveryRequest>, bool) {
+        let step = state.on_response(resp, now);
+        (step.requests, step.accepted)
+    }
+    async fn open(
+        channel: Channel,
+        requests: UnboundedReceiverStream<DiscoveryRequest>,
+    ) -> Result<tonic::Streaming<DiscoveryResponse>, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        Ok(client
+            .stream_aggregated_resources(requests)
+            .await?
+            .into_inner())
+    }
+}
+
+struct Delta;
+
+impl Wire for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn set_node(req: &mut DeltaDiscoveryRequest, node: &Node) {
+        req.node = Some(node.clone());
+    }
+    fn on_connect(state: &mut SotwState, now: Instant) -> Vec<DeltaDiscoveryRequest> {
+        state.delta_on_connect(now)
+    }
+    fn on_response(
+        state: &mut SotwState,
+        resp: &DeltaDiscoveryResponse,
+        now: Instant,
+    ) -> (Vec<DeltaDiscoveryRequest>, bool) {
+        state.delta_on_response(resp, now)
+    }
+    async fn open(
+        channel: Channel,
+        requests: UnboundedReceiverStream<DeltaDiscoveryRequest>,
+    ) -> Result<tonic::Streaming<DeltaDiscoveryResponse>, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        Ok(client
+            .delta_aggregated_resources(requests)
+            .await?
+            .into_inner())
+    }
+}
+
 enum End {
     /// The stream failed or ended.
     Failed(String),
+    /// The server does not speak Delta.
+    NoDelta,
     /// A higher-priority server answered while on a fallback one.
     Switch(usize, Channel),
 }
@@ -130,28 +213,29 @@ struct Session<'a> {
 impl Session<'_> {
     /// Runs one stream on `channel` (server `idx`) until it ends; returns
     /// whether any response arrived, and why it ended.
-    async fn run(&mut self, idx: usize, channel: Channel) -> (bool, End) {
+    async fn run<W: Wire>(&mut self, idx: usize, channel: Channel) -> (bool, End) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut first = true;
-        let mut send =
-            |mut req: envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest| {
-                // The node goes in the first request of a stream only.
-                if std::mem::take(&mut first) {
-                    req.node = Some(self.node.clone());
-                }
-                // The receiver lives until this function returns.
-                let _ = tx.send(req);
-            };
-        for r in self.state.on_connect(Instant::now()) {
+        let mut send = |mut req: W::Req| {
+            // The node goes in the first request of a stream only.
+            if std::mem::take(&mut first) {
+                W::set_node(&mut req, self.node);
+            }
+            // The receiver lives until this function returns.
+            let _ = tx.send(req);
+        };
+        for r in W::on_connect(self.state, Instant::now()) {
             send(r);
         }
-        let mut client = AggregatedDiscoveryServiceClient::new(channel);
-        let mut stream = match client
-            .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(s) => {
+        let opened = tokio::time::timeout(
+            self.config.connect_timeout,
+            W::open(channel, UnboundedReceiverStream::new(rx)),
+        )
+        .await;
+        let mut stream = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => return (false, End::NoDelta),
+            Ok(Err(s)) => {
                 return (
                     false,
                     End::Failed(format!(
@@ -159,6 +243,15 @@ impl Session<'_> {
                         self.config.servers[idx],
                         s.code(),
                         s.message()
+                    )),
+                )
+            }
+            Err(_) => {
+                return (
+                    false,
+                    End::Failed(format!(
+                        "ADS stream to {}: no response headers within {:?}",
+                        self.config.servers[idx], self.config.connect_timeout
                     )),
                 )
             }
@@ -182,11 +275,11 @@ impl Session<'_> {
                 msg = stream.message() => match msg {
                     Ok(Some(resp)) => {
                         received = true;
-                        let step = self.state.on_response(&resp, Instant::now());
-                        for r in step.requests {
+                        let (requests, accepted) = W::on_response(self.state, &resp, Instant::now());
+                        for r in requests {
                             send(r);
                         }
-                        if step.accepted {
+                        if accepted {
                             self.publisher.publish(self.state, false).await;
                         } else {
                             let sync = self.state.sync();
@@ -245,6 +338,8 @@ pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: O
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     let mut cache_checked = false;
     let mut switch_to: Option<(usize, Channel)> = None;
+    // Servers that answered UNIMPLEMENTED to Delta: spoken to in SotW.
+    let mut sotw_only = vec![!config.delta; config.servers.len()];
     loop {
         let mut worked = false;
         let mut idx = 0;
@@ -264,18 +359,25 @@ pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: O
                     }
                 },
             };
-            let (received, end) = Session {
+            let mut session = Session {
                 config: &config,
                 node: &node,
                 state: &mut state,
                 publisher: &mut publisher,
-            }
-            .run(idx, channel)
-            .await;
+            };
+            let (received, end) = if sotw_only[idx] {
+                session.run::<Sotw>(idx, channel).await
+            } else {
+                session.run::<Delta>(idx, channel).await
+            };
             state.on_disconnect();
             update_status(&publisher.out.status, |s| s.connected = None);
             worked |= received;
             match end {
+                End::NoDelta => {
+                    tracing::info!(server = %config.servers[idx], "the xDS server does not support Delta; using State of the World");
+                    sotw_only[idx] = true;
+                }
                 End::Switch(j, ch) => {
                     switch_to = Some((j, ch));
                     idx = j;

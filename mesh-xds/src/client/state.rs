@@ -32,14 +32,14 @@ use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, RouteConfiguration,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use tokio::time::Instant;
 
+use super::validate;
 use super::{NackInfo, TypeSync};
-use crate::decode::{decode_cluster, decode_listener, decode_route_configuration};
+use crate::decode::decode_listener;
 use crate::encode::Resources;
-use crate::types::{self, unany};
+use crate::types;
 
 /// The four types, in the order they are first requested.
 pub(crate) const TYPES: [&str; 4] = [
@@ -50,19 +50,27 @@ pub(crate) const TYPES: [&str; 4] = [
 ];
 
 /// gRPC's code for a NACK (`INVALID_ARGUMENT`).
-const INVALID_ARGUMENT: i32 = 3;
+pub(super) const INVALID_ARGUMENT: i32 = 3;
 
 #[derive(Debug, Default)]
-struct TypeState {
+pub(super) struct TypeState {
     /// Last ACKed version.
-    version: String,
+    pub(super) version: String,
     /// Last nonce received on the current stream.
-    nonce: String,
+    pub(super) nonce: String,
     /// Named subscription (RDS, EDS); LDS and CDS are wildcard.
-    names: BTreeSet<String>,
-    last_nack: Option<NackInfo>,
-    nacks: u64,
-    acked: bool,
+    pub(super) names: BTreeSet<String>,
+    pub(super) last_nack: Option<NackInfo>,
+    pub(super) nacks: u64,
+    pub(super) acked: bool,
+}
+
+/// A named subscription that changed.
+#[derive(Debug)]
+pub(super) struct Resubscribed {
+    pub type_url: &'static str,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// What handling a response produced.
@@ -77,21 +85,23 @@ pub(crate) struct Step {
 /// The client's protocol state and last accepted resources.
 #[derive(Debug)]
 pub(crate) struct SotwState {
-    types: BTreeMap<&'static str, TypeState>,
+    pub(super) types: BTreeMap<&'static str, TypeState>,
     /// Client-side listeners by name, with the route config each names.
-    listeners: BTreeMap<String, (Listener, String)>,
-    routes: BTreeMap<String, RouteConfiguration>,
-    clusters: BTreeMap<String, Cluster>,
-    endpoints: BTreeMap<String, ClusterLoadAssignment>,
-    have_lds: bool,
-    have_cds: bool,
-    absent: BTreeSet<(&'static str, String)>,
-    pending: BTreeMap<(&'static str, String), Instant>,
-    timeout: Duration,
-    connected: bool,
+    pub(super) listeners: BTreeMap<String, (Listener, String)>,
+    pub(super) routes: BTreeMap<String, RouteConfiguration>,
+    pub(super) clusters: BTreeMap<String, Cluster>,
+    pub(super) endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    pub(super) have_lds: bool,
+    pub(super) have_cds: bool,
+    pub(super) absent: BTreeSet<(&'static str, String)>,
+    /// Delta only: the version of each resource held.
+    pub(super) versions: BTreeMap<(&'static str, String), String>,
+    pub(super) pending: BTreeMap<(&'static str, String), Instant>,
+    pub(super) timeout: Duration,
+    pub(super) connected: bool,
 }
 
-fn short(type_url: &str) -> &str {
+pub(super) fn short(type_url: &str) -> &str {
     type_url.rsplit('.').next().unwrap_or(type_url)
 }
 
@@ -136,34 +146,6 @@ fn route_clusters(rc: &RouteConfiguration, out: &mut BTreeSet<String>) {
     }
 }
 
-fn decode_all<T: prost::Message + prost::Name + Default>(
-    resources: &[Any],
-) -> Result<Vec<T>, String> {
-    resources
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            unany::<T>(a).ok_or_else(|| {
-                format!(
-                    "resource #{i} is a {} that does not decode as {}",
-                    a.type_url,
-                    T::full_name()
-                )
-            })
-        })
-        .collect()
-}
-
-fn no_duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String> {
-    let mut seen = BTreeSet::new();
-    for n in names {
-        if !seen.insert(n) {
-            return Err(format!("{n}: sent twice in one response"));
-        }
-    }
-    Ok(())
-}
-
 impl SotwState {
     pub(crate) fn new(does_not_exist: Duration) -> Self {
         Self {
@@ -175,13 +157,14 @@ impl SotwState {
             have_lds: false,
             have_cds: false,
             absent: BTreeSet::new(),
+            versions: BTreeMap::new(),
             pending: BTreeMap::new(),
             timeout: does_not_exist,
             connected: false,
         }
     }
 
-    fn ts(&mut self, type_url: &str) -> &mut TypeState {
+    pub(super) fn ts(&mut self, type_url: &str) -> &mut TypeState {
         // Only the four known types are ever looked up.
         self.types.entry(type_static(type_url)).or_default()
     }
@@ -269,8 +252,8 @@ impl SotwState {
         requests.extend(
             changed
                 .into_iter()
-                .filter(|t| *t != type_url)
-                .map(|t| self.request(t)),
+                .filter(|c| c.type_url != type_url)
+                .map(|c| self.request(c.type_url)),
         );
         Step {
             requests,
@@ -287,45 +270,31 @@ impl SotwState {
         }
         match type_url {
             types::LISTENER => {
-                let all: Vec<Listener> = decode_all(&resp.resources)?;
-                no_duplicates(all.iter().map(|l| l.name.as_str()))?;
-                let mut next = BTreeMap::new();
-                // Server-side (inbound) listeners are for gRPC servers, not
-                // the outbound model.
-                for l in all.into_iter().filter(|l| l.api_listener.is_some()) {
-                    let cl = decode_listener(&l).map_err(|e| e.to_string())?;
-                    next.insert(l.name.clone(), (l, cl.route_config_name));
-                }
-                self.listeners = next;
+                let all = validate::listeners(validate::decode_all(&resp.resources)?)?;
+                self.listeners = all
+                    .into_iter()
+                    .map(|(l, r)| (l.name.clone(), (l, r)))
+                    .collect();
                 self.have_lds = true;
             }
             types::ROUTE => {
-                let all: Vec<RouteConfiguration> = decode_all(&resp.resources)?;
-                no_duplicates(all.iter().map(|r| r.name.as_str()))?;
-                for rc in &all {
-                    decode_route_configuration(rc).map_err(|e| e.to_string())?;
-                }
+                let all: Vec<RouteConfiguration> = validate::decode_all(&resp.resources)?;
+                validate::routes(&all)?;
                 for rc in all {
                     self.absent.remove(&(types::ROUTE, rc.name.clone()));
                     self.routes.insert(rc.name.clone(), rc);
                 }
             }
             types::CLUSTER => {
-                let all: Vec<Cluster> = decode_all(&resp.resources)?;
-                no_duplicates(all.iter().map(|c| c.name.as_str()))?;
-                for c in &all {
-                    decode_cluster(c, None).map_err(|e| e.to_string())?;
-                }
+                let all: Vec<Cluster> = validate::decode_all(&resp.resources)?;
+                validate::clusters(&all)?;
                 self.absent.retain(|(t, _)| *t != types::CLUSTER);
                 self.clusters = all.into_iter().map(|c| (c.name.clone(), c)).collect();
                 self.have_cds = true;
             }
             types::ENDPOINT => {
-                let all: Vec<ClusterLoadAssignment> = decode_all(&resp.resources)?;
-                no_duplicates(all.iter().map(|c| c.cluster_name.as_str()))?;
-                if all.iter().any(|c| c.cluster_name.is_empty()) {
-                    return Err("a ClusterLoadAssignment without cluster_name".into());
-                }
+                let all: Vec<ClusterLoadAssignment> = validate::decode_all(&resp.resources)?;
+                validate::endpoints(&all)?;
                 for cla in all {
                     self.absent
                         .remove(&(types::ENDPOINT, cla.cluster_name.clone()));
@@ -337,11 +306,11 @@ impl SotwState {
         Ok(())
     }
 
-    fn wanted_routes(&self) -> BTreeSet<String> {
+    pub(super) fn wanted_routes(&self) -> BTreeSet<String> {
         self.listeners.values().map(|(_, r)| r.clone()).collect()
     }
 
-    fn wanted_endpoints(&self) -> BTreeSet<String> {
+    pub(super) fn wanted_endpoints(&self) -> BTreeSet<String> {
         self.clusters.values().filter_map(eds_name).collect()
     }
 
@@ -357,20 +326,29 @@ impl SotwState {
 
     /// Brings the RDS and EDS subscriptions in line with the listeners and
     /// clusters; returns the types whose subscription changed.
-    fn resubscribe(&mut self, now: Instant) -> Vec<&'static str> {
+    pub(super) fn resubscribe(&mut self, now: Instant) -> Vec<Resubscribed> {
         let mut changed = Vec::new();
         for (t, want) in [
             (types::ROUTE, self.wanted_routes()),
             (types::ENDPOINT, self.wanted_endpoints()),
         ] {
-            if self.ts(t).names != want {
+            let have = &self.ts(t).names;
+            if *have != want {
+                let added = want.difference(have).cloned().collect();
+                let removed = have.difference(&want).cloned().collect();
                 match t {
                     types::ROUTE => self.routes.retain(|k, _| want.contains(k)),
                     _ => self.endpoints.retain(|k, _| want.contains(k)),
                 }
+                self.versions
+                    .retain(|(tt, n), _| *tt != t || want.contains(n));
                 self.absent.retain(|(tt, n)| *tt != t || want.contains(n));
                 self.ts(t).names = want;
-                changed.push(t);
+                changed.push(Resubscribed {
+                    type_url: t,
+                    added,
+                    removed,
+                });
             }
         }
         self.arm_timers(now);
@@ -401,7 +379,7 @@ impl SotwState {
         out
     }
 
-    fn arm_timers(&mut self, now: Instant) {
+    pub(super) fn arm_timers(&mut self, now: Instant) {
         let missing = self.missing();
         self.pending.retain(|k, _| missing.contains(k));
         if !self.connected {
@@ -520,7 +498,7 @@ impl SotwState {
 
 /// The static type URL for a known type; unknown ones map to an empty
 /// string (they are NACKed).
-fn type_static(type_url: &str) -> &'static str {
+pub(super) fn type_static(type_url: &str) -> &'static str {
     TYPES
         .iter()
         .find(|t| **t == type_url)
