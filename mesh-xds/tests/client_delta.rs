@@ -14,6 +14,12 @@ use client_support::{
 use mesh_core::model::Model;
 use mesh_xds::client::{default_node_id, XdsClient, XdsClientConfig};
 use mesh_xds::encode::{encode, EncodeOptions};
+use mesh_xds::pb::envoy::service::discovery::v3::{
+    aggregated_discovery_service_server::{
+        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    },
+    DeltaDiscoveryRequest, DiscoveryRequest,
+};
 use mesh_xds::server::{Snapshot, SnapshotCache};
 use mesh_xds::types;
 
@@ -118,4 +124,65 @@ async fn delta_nack_once_then_resync_after_a_restart() {
         s.types[types::ROUTE].last_nack.is_none()
     })
     .await;
+}
+
+/// A control plane that only speaks State of the World (as istiod's
+/// proxyless path and older servers): Delta answers UNIMPLEMENTED.
+#[derive(Clone)]
+struct SotwOnly(mesh_xds::server::AdsServer);
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for SotwOnly {
+    type StreamAggregatedResourcesStream =
+        <mesh_xds::server::AdsServer as AggregatedDiscoveryService>::StreamAggregatedResourcesStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
+        self.0.stream_aggregated_resources(request).await
+    }
+
+    type DeltaAggregatedResourcesStream =
+        <mesh_xds::server::AdsServer as AggregatedDiscoveryService>::DeltaAggregatedResourcesStream;
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no Delta here"))
+    }
+}
+
+#[tokio::test]
+async fn delta_mode_speaks_sotw_to_a_server_without_delta() {
+    let cache = SnapshotCache::new();
+    let id = default_node_id(&node("bookinfo", PRODUCTPAGE));
+    let local = common::productpage();
+    serve_model(&cache, &id, &local);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = AggregatedDiscoveryServiceServer::new(SotwOnly(mesh_xds::server::AdsServer::new(
+        cache.clone(),
+    )));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let client = XdsClient::start(delta(vec![format!("http://{addr}")])).unwrap();
+    let got = client.ready(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(outbound_json(&got), outbound_json(&local));
+    // The server saw SotW ACKs.
+    wait_status(&client, "synced", |s| s.connected.is_some()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cache
+        .status(&id)
+        .get(types::ROUTE)
+        .and_then(|s| s.acked.clone())
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no SotW ACK");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
