@@ -158,7 +158,14 @@ impl SotwState {
             .iter()
             .map(|(n, v, _)| ((type_url, n.to_string()), v.to_string()))
             .collect();
-        let removed = &resp.removed_resources;
+        // `removed_resource_names` is the newer spelling of the same list.
+        let removed: Vec<String> = resp
+            .removed_resources
+            .iter()
+            .cloned()
+            .chain(resp.removed_resource_names.iter().map(|r| r.name.clone()))
+            .collect();
+        let removed = &removed;
         match type_url {
             types::LISTENER => {
                 let all = validate::listeners(validate::decode_all::<Listener>(anys)?)?;

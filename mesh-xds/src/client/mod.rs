@@ -75,6 +75,12 @@ pub struct XdsClientConfig {
     /// asked for may stay unanswered before it is taken as absent (15 s, as
     /// gRPC).
     pub does_not_exist_timeout: Duration,
+    /// How long a cluster that a route sends to may be missing from the
+    /// (complete, wildcard) CDS set before the model is published without
+    /// it (2 s): long enough for a server that sends routes before their
+    /// clusters, short enough that a route to an undefined subset does not
+    /// hold back startup.
+    pub missing_cluster_grace: Duration,
     /// TCP + HTTP/2 connect timeout per server (5 s).
     pub connect_timeout: Duration,
     /// While on a fallback server, how often a higher-priority one is tried
@@ -98,6 +104,7 @@ impl XdsClientConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             does_not_exist_timeout: Duration::from_secs(15),
+            missing_cluster_grace: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
             primary_retry: Duration::from_secs(5),
             cache_file: None,

@@ -327,7 +327,7 @@ impl Session<'_> {
 
 /// The client task.
 pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: Outputs) {
-    let mut state = SotwState::new(config.does_not_exist_timeout);
+    let mut state = SotwState::new(config.does_not_exist_timeout, config.missing_cluster_grace);
     let mut publisher = Publisher {
         base,
         out,

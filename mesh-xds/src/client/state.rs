@@ -14,10 +14,11 @@
 //! - Every request carries the current subscription, so an ACK also
 //!   carries a subscription change and a request the server finds stale is
 //!   made up for by the next ACK.
-//! - A subscribed RDS/EDS name, or a cluster a route sends to, that stays
-//!   unanswered for the does-not-exist timeout while connected is taken as
-//!   absent (gRPC's does-not-exist timer); timers stop on disconnect and
-//!   start again on the next stream.
+//! - A subscribed RDS/EDS name that stays unanswered for the
+//!   does-not-exist timeout while connected is taken as absent (gRPC's
+//!   does-not-exist timer); so is a cluster a route sends to that CDS lacks,
+//!   after a shorter grace. Timers stop on disconnect and start again on
+//!   the next stream.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -98,6 +99,8 @@ pub(crate) struct SotwState {
     pub(super) versions: BTreeMap<(&'static str, String), String>,
     pub(super) pending: BTreeMap<(&'static str, String), Instant>,
     pub(super) timeout: Duration,
+    /// How long a cluster a route sends to may be missing from CDS.
+    pub(super) cluster_grace: Duration,
     pub(super) connected: bool,
 }
 
@@ -147,7 +150,7 @@ fn route_clusters(rc: &RouteConfiguration, out: &mut BTreeSet<String>) {
 }
 
 impl SotwState {
-    pub(crate) fn new(does_not_exist: Duration) -> Self {
+    pub(crate) fn new(does_not_exist: Duration, cluster_grace: Duration) -> Self {
         Self {
             types: TYPES.iter().map(|t| (*t, TypeState::default())).collect(),
             listeners: BTreeMap::new(),
@@ -160,6 +163,7 @@ impl SotwState {
             versions: BTreeMap::new(),
             pending: BTreeMap::new(),
             timeout: does_not_exist,
+            cluster_grace,
             connected: false,
         }
     }
@@ -386,7 +390,16 @@ impl SotwState {
             return;
         }
         for k in missing {
-            self.pending.entry(k).or_insert(now + self.timeout);
+            // CDS is wildcard and complete: a cluster it lacks only gets a
+            // short grace (for a server that sends routes before their
+            // clusters), so a route to an undefined subset does not hold
+            // back the whole model for the full timeout.
+            let wait = if k.0 == types::CLUSTER {
+                self.cluster_grace
+            } else {
+                self.timeout
+            };
+            self.pending.entry(k).or_insert(now + wait);
         }
     }
 

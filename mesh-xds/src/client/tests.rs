@@ -97,7 +97,7 @@ const V1: &str = "outbound|8080|v1|svc.p.svc.cluster.local";
 #[tokio::test(start_paused = true)]
 async fn sync_in_any_order_publishes_only_a_consistent_set() {
     let res = resources();
-    let mut st = SotwState::new(Duration::from_secs(15));
+    let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
     let now = Instant::now();
     let first = st.on_connect(now);
     assert_eq!(
@@ -154,7 +154,7 @@ async fn sync_in_any_order_publishes_only_a_consistent_set() {
 #[tokio::test(start_paused = true)]
 async fn invalid_response_is_nacked_with_the_previous_version_and_changes_nothing() {
     let res = resources();
-    let mut st = SotwState::new(Duration::from_secs(15));
+    let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
     let now = Instant::now();
     st.on_connect(now);
     st.on_response(&resp(types::LISTENER, &res.listeners, "1", "a"), now);
@@ -194,7 +194,7 @@ async fn invalid_response_is_nacked_with_the_previous_version_and_changes_nothin
 #[tokio::test(start_paused = true)]
 async fn does_not_exist_timer_declares_missing_names_absent() {
     let res = resources();
-    let mut st = SotwState::new(Duration::from_secs(15));
+    let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
     st.on_connect(Instant::now());
     // The server never answers RDS, nor EDS for v1.
     st.on_response(
@@ -240,4 +240,174 @@ async fn does_not_exist_timer_declares_missing_names_absent() {
     st.on_response(&resp(types::ROUTE, &res.routes, "2", "d"), Instant::now());
     let d = crate::decode::decode(&st.assemble().unwrap()).unwrap();
     assert_eq!(d.outbound.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_to_a_cluster_cds_lacks_waits_only_the_grace() {
+    let res = resources();
+    let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
+    st.on_connect(Instant::now());
+    // CDS without the v1 subset cluster the route sends to (an undefined
+    // subset, or a server that sends routes before clusters).
+    let clusters: Vec<_> = res
+        .clusters
+        .iter()
+        .filter(|c| c.name != V1)
+        .cloned()
+        .collect();
+    let endpoints: Vec<_> = res
+        .endpoints
+        .iter()
+        .filter(|e| e.cluster_name != V1)
+        .cloned()
+        .collect();
+    let now = Instant::now();
+    st.on_response(&resp(types::CLUSTER, &clusters, "1", "a"), now);
+    st.on_response(&resp(types::ENDPOINT, &endpoints, "1", "b"), now);
+    st.on_response(&resp(types::LISTENER, &res.listeners, "1", "c"), now);
+    st.on_response(&resp(types::ROUTE, &res.routes, "1", "d"), now);
+    assert!(
+        st.assemble().is_none(),
+        "the route's cluster may still come"
+    );
+
+    // It comes within the grace: consistent at once.
+    let mut early = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
+    early.on_connect(now);
+    early.on_response(&resp(types::CLUSTER, &clusters, "1", "a"), now);
+    early.on_response(&resp(types::ENDPOINT, &endpoints, "1", "b"), now);
+    early.on_response(&resp(types::LISTENER, &res.listeners, "1", "c"), now);
+    early.on_response(&resp(types::ROUTE, &res.routes, "1", "d"), now);
+    early.on_response(&resp(types::CLUSTER, &res.clusters, "2", "e"), now);
+    early.on_response(&resp(types::ENDPOINT, &res.endpoints, "2", "f"), now);
+    assert_eq!(early.assemble().unwrap(), res);
+
+    // It never comes: published without it after 2 s, not 15 s.
+    tokio::time::advance(Duration::from_millis(1900)).await;
+    assert!(!st.on_timer(Instant::now()));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(st.on_timer(Instant::now()));
+    let got = st.assemble().unwrap();
+    assert!(got.clusters.iter().all(|c| c.name != V1));
+    assert_eq!(st.sync()[types::CLUSTER].does_not_exist, [V1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delta_applies_changes_and_removals_and_asks_by_difference() {
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
+    fn delta<T: prost::Message + prost::Name>(
+        type_url: &str,
+        items: &[(String, T)],
+        removed: &[&str],
+        nonce: &str,
+    ) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            type_url: type_url.into(),
+            nonce: nonce.into(),
+            system_version_info: nonce.into(),
+            resources: items
+                .iter()
+                .map(|(n, r)| Resource {
+                    name: n.clone(),
+                    version: format!("{n}@{nonce}"),
+                    resource: Some(any(r)),
+                    ..Default::default()
+                })
+                .collect(),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+    fn named<T: Clone>(v: &[T], f: impl Fn(&T) -> String) -> Vec<(String, T)> {
+        v.iter().map(|x| (f(x), x.clone())).collect()
+    }
+    let res = resources();
+    let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
+    let now = Instant::now();
+    let first = st.delta_on_connect(now);
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].resource_names_subscribe, ["*"]);
+
+    let (reqs, ok) = st.delta_on_response(
+        &delta(
+            types::CLUSTER,
+            &named(
+                &res.clusters,
+                |c: &envoy_types::pb::envoy::config::cluster::v3::Cluster| c.name.clone(),
+            ),
+            &[],
+            "c1",
+        ),
+        now,
+    );
+    assert!(ok);
+    assert_eq!(reqs[0].response_nonce, "c1");
+    assert_eq!(reqs[1].type_url, types::ENDPOINT);
+    assert_eq!(reqs[1].resource_names_subscribe.len(), res.clusters.len());
+    st.delta_on_response(
+        &delta(
+            types::ENDPOINT,
+            &named(
+                &res.endpoints,
+                |e: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment| {
+                    e.cluster_name.clone()
+                },
+            ),
+            &[],
+            "e1",
+        ),
+        now,
+    );
+    let (reqs, _) = st.delta_on_response(
+        &delta(
+            types::LISTENER,
+            &named(
+                &res.listeners,
+                |l: &envoy_types::pb::envoy::config::listener::v3::Listener| l.name.clone(),
+            ),
+            &[],
+            "l1",
+        ),
+        now,
+    );
+    assert_eq!(reqs[1].resource_names_subscribe, [RDS]);
+    st.delta_on_response(
+        &delta(
+            types::ROUTE,
+            &named(&res.routes, |r: &RouteConfiguration| r.name.clone()),
+            &[],
+            "r1",
+        ),
+        now,
+    );
+    assert_eq!(st.assemble().unwrap(), res);
+
+    // The server removes the route config the listener names: absent at
+    // once, no timer.
+    st.delta_on_response(
+        &delta::<RouteConfiguration>(types::ROUTE, &[], &[RDS], "r2"),
+        now,
+    );
+    let d = crate::decode::decode(&st.assemble().unwrap()).unwrap();
+    assert!(d.outbound.is_empty());
+    // The listener goes: RDS is unsubscribed by difference.
+    let (reqs, _) = st.delta_on_response(
+        &delta::<envoy_types::pb::envoy::config::listener::v3::Listener>(
+            types::LISTENER,
+            &[],
+            &[&res.listeners[0].name],
+            "l2",
+        ),
+        now,
+    );
+    assert_eq!(reqs[1].resource_names_unsubscribe, [RDS]);
+    // A reconnect tells the server what is held.
+    st.on_disconnect();
+    let again = st.delta_on_connect(now);
+    let cds = again.iter().find(|r| r.type_url == types::CLUSTER).unwrap();
+    assert_eq!(cds.initial_resource_versions.len(), res.clusters.len());
+    assert!(cds
+        .initial_resource_versions
+        .values()
+        .all(|v| v.ends_with("@c1")));
 }
