@@ -172,6 +172,15 @@ async fn local_model(yaml: &str) -> std::sync::Arc<Model> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xds_fed_mesh_routes_like_local_mode_and_follows_updates() {
+    routes_and_follows(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_over_delta_xds() {
+    routes_and_follows(true).await;
+}
+
+async fn routes_and_follows(delta: bool) {
     let v1 = backend("v1").await;
     let v2 = backend("v2").await;
     let yaml_v1 = config(v1.port(), v2.port(), "v1");
@@ -185,6 +194,7 @@ async fn xds_fed_mesh_routes_like_local_mode_and_follows_updates() {
         .namespace("default")
         .labels(w.labels.clone())
         .service_account("web")
+        .xds_tuning(move |c| c.delta = delta)
         .build()
         .await
         .unwrap();
