@@ -1,6 +1,9 @@
 //! The node this client sends: Istio's metadata keys, written the way
 //! Istio's agent and `istioctl`'s gRPC bootstrap write them, so that
 //! [`crate::node::NodeInfo::from_node`] (and istiod) read them back.
+//! `GENERATOR: grpc` asks istiod for the proxyless-gRPC resource shapes
+//! (`api_listener` listeners, RDS, EDS) this client decodes, rather than a
+//! sidecar Envoy's.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -28,6 +31,7 @@ pub fn default_node_id(info: &NodeInfo) -> String {
 /// The xDS node for `info` (its id, or [`default_node_id`] when empty).
 pub fn to_node(info: &NodeInfo) -> Node {
     let mut md = Struct::default();
+    md.fields.insert("GENERATOR".into(), string("grpc"));
     let mut put = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
             md.fields.insert(k.to_string(), string(v));
@@ -92,6 +96,11 @@ mod tests {
         assert_eq!(
             node.id,
             "sidecar~10.0.0.9~productpage-v1.bookinfo~bookinfo.svc.cluster.local"
+        );
+        let md = node.metadata.as_ref().unwrap();
+        assert_eq!(
+            md.fields["GENERATOR"].kind,
+            Some(Kind::StringValue("grpc".into()))
         );
         let back = NodeInfo::from_node(&node);
         assert_eq!(
