@@ -52,6 +52,18 @@ async fn initial_sync_equals_the_local_compile_and_updates_apply() {
     assert!(got
         .outbound
         .contains_key("reviews.bookinfo.svc.cluster.local:9080"));
+    // The inbound mTLS mode (mesh-wide STRICT) comes from the server-side
+    // listeners.
+    assert!(!local.inbound.ports.is_empty());
+    for port in local.inbound.ports.keys() {
+        assert_eq!(
+            got.inbound.mtls.mode_for(*port),
+            local.inbound.mtls.mode_for(*port),
+            "port {port}"
+        );
+    }
+    assert_eq!(got.inbound.mtls.mode, local.inbound.mtls.mode);
+    assert_eq!(got.inbound.mtls.mode, mesh_core::model::MtlsMode::Strict);
 
     // Every type ACKed, on both sides, at the server's versions.
     let snap = cache.snapshot(&id).unwrap();

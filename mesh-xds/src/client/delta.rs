@@ -168,12 +168,17 @@ impl SotwState {
         let removed = &removed;
         match type_url {
             types::LISTENER => {
-                let all = validate::listeners(validate::decode_all::<Listener>(anys)?)?;
+                let (client, inbound) =
+                    validate::listeners(validate::decode_all::<Listener>(anys)?)?;
                 for n in removed {
                     self.listeners.remove(n);
+                    self.inbound.remove(n);
                 }
-                for (l, r) in all {
+                for (l, r) in client {
                     self.listeners.insert(l.name.clone(), (l, r));
+                }
+                for l in inbound {
+                    self.inbound.insert(l.name.clone(), l);
                 }
                 self.have_lds = true;
             }

@@ -29,14 +29,15 @@
 //! tells the server what the client holds); the validation, consistency and
 //! publishing rules are the same.
 //!
-//! Not here: the inbound half of the model
-//! (server-side listeners carry RBAC, which is not decoded back into
-//! policies; the model's inbound policy is the one of a workload no policy
-//! selects).
+//! The inbound half of the model is only partly carried: the mTLS mode per
+//! port is read from the server-side listeners' filter chains; JWT rules
+//! and authorization policies (RBAC filters) are not decoded back, so they
+//! stay those of a workload no policy selects.
 
 mod backoff;
 mod cache;
 mod delta;
+mod inbound;
 mod node;
 mod run;
 mod state;

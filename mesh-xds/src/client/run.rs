@@ -68,6 +68,9 @@ impl Publisher {
         };
         let mut model = self.base.clone();
         decoded.apply_to(&mut model);
+        if let Some(mtls) = super::inbound::mtls_policy(res.listeners.iter()) {
+            model.inbound.mtls = mtls;
+        }
         self.count += 1;
         let count = self.count;
         // Status first, so whoever wakes on the new model sees it.

@@ -89,6 +89,8 @@ pub(crate) struct SotwState {
     pub(super) types: BTreeMap<&'static str, TypeState>,
     /// Client-side listeners by name, with the route config each names.
     pub(super) listeners: BTreeMap<String, (Listener, String)>,
+    /// Server-side inbound listeners by name.
+    pub(super) inbound: BTreeMap<String, Listener>,
     pub(super) routes: BTreeMap<String, RouteConfiguration>,
     pub(super) clusters: BTreeMap<String, Cluster>,
     pub(super) endpoints: BTreeMap<String, ClusterLoadAssignment>,
@@ -154,6 +156,7 @@ impl SotwState {
         Self {
             types: TYPES.iter().map(|t| (*t, TypeState::default())).collect(),
             listeners: BTreeMap::new(),
+            inbound: BTreeMap::new(),
             routes: BTreeMap::new(),
             clusters: BTreeMap::new(),
             endpoints: BTreeMap::new(),
@@ -274,11 +277,13 @@ impl SotwState {
         }
         match type_url {
             types::LISTENER => {
-                let all = validate::listeners(validate::decode_all(&resp.resources)?)?;
-                self.listeners = all
+                let (client, inbound) =
+                    validate::listeners(validate::decode_all(&resp.resources)?)?;
+                self.listeners = client
                     .into_iter()
                     .map(|(l, r)| (l.name.clone(), (l, r)))
                     .collect();
+                self.inbound = inbound.into_iter().map(|l| (l.name.clone(), l)).collect();
                 self.have_lds = true;
             }
             types::ROUTE => {
@@ -437,7 +442,12 @@ impl SotwState {
         }
         let wanted = self.wanted_routes();
         Some(Resources {
-            listeners: self.listeners.values().map(|(l, _)| l.clone()).collect(),
+            listeners: self
+                .listeners
+                .values()
+                .map(|(l, _)| l.clone())
+                .chain(self.inbound.values().cloned())
+                .collect(),
             routes: self
                 .routes
                 .iter()
@@ -460,14 +470,18 @@ impl SotwState {
     /// Starts from resources kept on disk: they count as received, and
     /// their RDS/EDS names are subscribed on the next stream.
     pub(crate) fn load(&mut self, r: Resources) {
-        self.listeners = r
+        let (client, inbound): (Vec<Listener>, Vec<Listener>) = r
             .listeners
+            .into_iter()
+            .partition(|l| l.api_listener.is_some());
+        self.listeners = client
             .into_iter()
             .filter_map(|l| {
                 let route = decode_listener(&l).ok()?.route_config_name;
                 Some((l.name.clone(), (l, route)))
             })
             .collect();
+        self.inbound = inbound.into_iter().map(|l| (l.name.clone(), l)).collect();
         self.routes = r.routes.into_iter().map(|x| (x.name.clone(), x)).collect();
         self.clusters = r
             .clusters

@@ -411,3 +411,31 @@ async fn delta_applies_changes_and_removals_and_asks_by_difference() {
         .values()
         .all(|v| v.ends_with("@c1")));
 }
+
+#[test]
+fn inbound_listeners_give_the_mtls_mode_per_port() {
+    use crate::encode::inbound_listener;
+    use mesh_core::model::MtlsMode;
+    let mut m = model();
+    m.inbound.mtls.mode = MtlsMode::Permissive;
+    m.inbound.mtls.ports.insert(8443, MtlsMode::Strict);
+    m.inbound.mtls.ports.insert(8080, MtlsMode::Disable);
+    let ls: Vec<_> = [8080, 8443, 9090]
+        .iter()
+        .map(|p| inbound_listener(&m, "0.0.0.0", *p, &[]))
+        .collect();
+    let got = super::inbound::mtls_policy(ls.iter()).unwrap();
+    assert_eq!(got.mode_for(8443), MtlsMode::Strict);
+    assert_eq!(got.mode_for(8080), MtlsMode::Disable);
+    assert_eq!(got.mode_for(9090), MtlsMode::Permissive);
+    // Disagreeing ports: others fall back to Istio's default.
+    assert_eq!(got.mode, MtlsMode::Permissive);
+    // All STRICT: STRICT for every port.
+    m.inbound.mtls.ports.clear();
+    m.inbound.mtls.mode = MtlsMode::Strict;
+    let strict = inbound_listener(&m, "0.0.0.0", 9090, &[]);
+    let got = super::inbound::mtls_policy(std::iter::once(&strict)).unwrap();
+    assert_eq!(got.mode_for(1234), MtlsMode::Strict);
+    // No inbound listener: nothing to say.
+    assert!(super::inbound::mtls_policy(resources().listeners.iter()).is_none());
+}

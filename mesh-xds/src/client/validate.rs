@@ -43,20 +43,26 @@ pub(super) fn no_duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Result<
     Ok(())
 }
 
-/// The client-side listeners with the route config each names. Server-side
-/// (inbound) listeners are for gRPC servers, not the outbound model, and
-/// are left out.
-pub(super) fn listeners(all: Vec<Listener>) -> Result<Vec<(Listener, String)>, String> {
+/// Listeners split into client-side ones (with the route config each
+/// names) and server-side inbound ones (for gRPC servers and the inbound
+/// mTLS mode; not part of the outbound model).
+pub(super) type SplitListeners = (Vec<(Listener, String)>, Vec<Listener>);
+
+/// Checks and splits listeners.
+pub(super) fn listeners(all: Vec<Listener>) -> Result<SplitListeners, String> {
     no_duplicates(all.iter().map(|l| l.name.as_str()))?;
-    all.into_iter()
-        .filter(|l| l.api_listener.is_some())
+    let (client, inbound): (Vec<Listener>, Vec<Listener>) =
+        all.into_iter().partition(|l| l.api_listener.is_some());
+    let client = client
+        .into_iter()
         .map(|l| {
             let route = decode_listener(&l)
                 .map_err(|e| e.to_string())?
                 .route_config_name;
             Ok((l, route))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok((client, inbound))
 }
 
 /// Route configurations decode.

@@ -1,0 +1,50 @@
+//! What the server-side inbound listeners tell about the workload's mTLS
+//! mode, so an SDK server fed by xDS enforces what the control plane
+//! decided for its ports.
+//!
+//! The chains are read as [`crate::encode`] (and istiod's proxyless
+//! generator) build them: one TLS chain is STRICT, a TLS chain beside a
+//! plaintext one is PERMISSIVE, one plaintext chain is DISABLE. Ports
+//! without a listener take the mode every listener agrees on, else
+//! PERMISSIVE (Istio's default); which PeerAuthentications decided it
+//! (`sources`) is not carried over xDS and stays empty.
+//!
+//! Not recovered here: JWT rules and AuthorizationPolicies (the listeners'
+//! RBAC filters are not decoded back into policies) and port protocols.
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use mesh_core::model::{MtlsMode, MtlsPolicy};
+
+use crate::encode::parse_inbound_listener_name;
+
+fn mode(l: &Listener) -> Option<MtlsMode> {
+    let tls = l
+        .filter_chains
+        .iter()
+        .filter(|c| c.transport_socket.is_some())
+        .count();
+    let plain = l.filter_chains.len() - tls;
+    match (tls, plain) {
+        (0, 0) => None,
+        (_, 0) => Some(MtlsMode::Strict),
+        (0, _) => Some(MtlsMode::Disable),
+        _ => Some(MtlsMode::Permissive),
+    }
+}
+
+/// The mTLS policy the inbound listeners describe; `None` when there are
+/// none (the default policy stays).
+pub(super) fn mtls_policy<'a>(listeners: impl Iterator<Item = &'a Listener>) -> Option<MtlsPolicy> {
+    let mut policy = MtlsPolicy::default();
+    for l in listeners.filter(|l| l.api_listener.is_none()) {
+        let (Some((_, port)), Some(m)) = (parse_inbound_listener_name(&l.name), mode(l)) else {
+            continue;
+        };
+        policy.ports.insert(port, m);
+    }
+    let first = *policy.ports.values().next()?;
+    if policy.ports.values().all(|m| *m == first) {
+        policy.mode = first;
+    }
+    Some(policy)
+}
