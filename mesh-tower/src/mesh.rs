@@ -334,7 +334,8 @@ impl MeshBuilder {
     }
 
     /// Gets the workload certificate from the mesh CA (and keeps rotating
-    /// it); needs [`MeshBuilder::service_account`]. Works in both modes.
+    /// it); needs [`MeshBuilder::service_account`]. Works in both modes; in
+    /// xDS mode it is also the client certificate for `https://` servers.
     pub fn ca(mut self, ca: CaOptions) -> Self {
         self.ca = Some(ca);
         self
@@ -356,7 +357,13 @@ impl MeshBuilder {
         };
         let mut mesh = match &self.xds {
             Some(source) => {
-                let xds = start_xds(source, &self.client, self.load_mesh_config()?).await?;
+                let xds = start_xds(
+                    source,
+                    &self.client,
+                    self.load_mesh_config()?,
+                    identity.as_deref(),
+                )
+                .await?;
                 let mut mesh = Mesh::assemble(self.client, xds.model(), self.options);
                 mesh.xds = Some(xds);
                 mesh

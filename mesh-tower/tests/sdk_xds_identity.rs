@@ -30,6 +30,7 @@ spec:
 ";
 
 struct Ca {
+    ca: Arc<CertificateAuthority>,
     addr: String,
     roots: std::path::PathBuf,
     _stop: oneshot::Sender<()>,
@@ -68,6 +69,7 @@ async fn ca(dir: &std::path::Path) -> Ca {
     let roots = dir.join("root-cert.pem");
     std::fs::write(&roots, ca.trust_bundle().to_pem()).unwrap();
     Ca {
+        ca,
         addr,
         roots,
         _stop: stop,
@@ -186,6 +188,77 @@ async fn mesh_mode_gets_its_identity_from_the_ca_and_talks_mtls() {
         .unwrap();
     assert!(
         matches!(err, SourceError::Identity { .. }) && err.to_string().contains("service_account"),
+        "{err}"
+    );
+}
+
+/// The ADS server behind mesh mTLS (as istiod's port 15012): its own
+/// SPIFFE certificate, client certificates required.
+async fn xds_mtls(cache: SnapshotCache, ca: &CertificateAuthority) -> String {
+    let serving = ca
+        .issue_local(
+            &SpiffeId::parse("spiffe://cluster.local/ns/mesh-system/sa/meshd").unwrap(),
+            &["meshd.mesh-system.svc"],
+            None,
+        )
+        .unwrap();
+    let cfg = tls::server_config(
+        watch::channel(Arc::new(serving)).1,
+        watch::channel(Arc::new(ca.trust_bundle().clone())).1,
+        PeerPolicy::new("cluster.local"),
+        ClientAuth::Required,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures_util::stream::unfold((listener, acceptor), |(l, a)| async move {
+        loop {
+            let tcp = match l.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => return Some((Err(e), (l, a))),
+            };
+            // A client without a mesh certificate fails here and is dropped.
+            if let Ok(conn) = a.accept(tcp).await {
+                return Some((Ok::<_, std::io::Error>(conn), (l, a)));
+            }
+        }
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AdsServer::new(cache).into_service())
+            .serve_with_incoming(incoming),
+    );
+    format!("https://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_over_mesh_mtls_with_the_workload_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path()).await;
+    let cache = SnapshotCache::new();
+    publish(&cache, "web");
+    let url = xds_mtls(cache, &ca.ca).await;
+
+    let web = mesh(&url, &ca, dir.path(), "web").await.unwrap();
+    assert!(web.current().outbound.contains_key("api.example.com:80"));
+    assert_eq!(
+        web.xds_status().unwrap().connected.as_deref(),
+        Some(url.as_str())
+    );
+
+    // https without a certificate to present is refused up front.
+    let err = Mesh::xds([url.as_str()])
+        .namespace("default")
+        .build()
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            SourceError::Xds(mesh_xds::client::XdsClientError::BadAddress { .. })
+        ),
         "{err}"
     );
 }

@@ -111,13 +111,29 @@ pub fn node_info(client: &Client) -> NodeInfo {
 }
 
 /// Starts the xDS client for `client` and waits for its first model (or
-/// the cached one).
+/// the cached one). With a workload certificate, `https://` servers are
+/// dialed with mesh mTLS (the control plane's SPIFFE identity verified
+/// against the mesh trust domain), as istiod's port 15012.
 pub async fn start_xds(
     source: &XdsSource,
     client: &Client,
     mesh: MeshConfig,
+    identity: Option<&CertificateProvider>,
 ) -> Result<XdsClient, SourceError> {
     let mut cfg = XdsClientConfig::new(source.servers.clone(), node_info(client));
+    if let Some(p) = identity {
+        let tls = mesh_ca::tls::client_config(
+            Some(p.certificates()),
+            p.trust_bundle(),
+            mesh_ca::tls::PeerPolicy::new(mesh.trust_domain())
+                .with_aliases(mesh.trust_domain_aliases.clone()),
+        )
+        .map_err(|e| SourceError::Identity {
+            ca: source.servers.join(", "),
+            why: format!("TLS to the xDS server: {e}"),
+        })?;
+        cfg.tls = Some(Arc::new(tls));
+    }
     cfg.mesh_config = mesh;
     cfg.cache_file = source.cache_file.clone();
     if let Some(t) = &source.tuning {

@@ -89,6 +89,9 @@ pub struct XdsClientConfig {
     pub primary_retry: Duration,
     /// Where to keep the last published resources, if anywhere.
     pub cache_file: Option<PathBuf>,
+    /// TLS for `https://` servers (e.g. mesh mTLS to port 15012 with the
+    /// workload certificate); `http://` servers are dialed in plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Speak Delta (incremental) xDS instead of State of the World; a
     /// server that answers UNIMPLEMENTED is spoken to in SotW (default
     /// false: SotW is what every control plane and gRPC client supports).
@@ -109,6 +112,7 @@ impl XdsClientConfig {
             connect_timeout: Duration::from_secs(5),
             primary_retry: Duration::from_secs(5),
             cache_file: None,
+            tls: None,
             delta: false,
         }
     }
@@ -222,12 +226,23 @@ impl XdsClient {
             return Err(XdsClientError::NoServers);
         }
         for s in &config.servers {
-            tonic::transport::Endpoint::from_shared(s.clone()).map_err(|e| {
-                XdsClientError::BadAddress {
-                    address: s.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+            let bad = |detail: String| XdsClientError::BadAddress {
+                address: s.clone(),
+                detail,
+            };
+            let uri: tonic::transport::Uri = s.parse().map_err(|e| bad(format!("{e}")))?;
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") if config.tls.is_some() => {}
+                Some("https") => return Err(bad(
+                    "https needs a TLS config (XdsClientConfig::tls, or a CA on the mesh builder)"
+                        .into(),
+                )),
+                _ => return Err(bad("the scheme must be http or https".into())),
+            }
+            if uri.host().is_none() {
+                return Err(bad("no host".into()));
+            }
         }
         if config.backoff_base.is_zero() || config.backoff_max < config.backoff_base {
             return Err(XdsClientError::Config(format!(

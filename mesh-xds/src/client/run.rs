@@ -91,8 +91,21 @@ impl Publisher {
     }
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(address.to_string())
+async fn connect(
+    address: &str,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Channel, String> {
+    let uri: tonic::transport::Uri = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let host = uri.host().unwrap_or_default().to_string();
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let tls = match (uri.scheme_str(), tls) {
+        (Some("https"), Some(tls)) => Some(tls.clone()),
+        _ => None,
+    };
+    // tonic speaks HTTP/2 over whatever stream we hand it; TLS is ours, so
+    // the endpoint itself is plain `http://`.
+    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| format!("{address}: {e}"))?
         .connect_timeout(timeout)
         // A control plane that vanishes without closing the connection is
@@ -100,10 +113,28 @@ async fn connect(address: &str, timeout: Duration) -> Result<Channel, String> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("connect to {address}: {}", chain(&e)))
+    let connected = match tls {
+        None => endpoint.connect().await,
+        Some(tls) => {
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .map_err(|e| format!("{address}: TLS server name {host:?}: {e}"))?;
+            let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+                let tls = tls.clone();
+                let name = name.clone();
+                let target = authority.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(target.as_str()).await?;
+                    let stream = tokio_rustls::TlsConnector::from(tls)
+                        .connect(name, tcp)
+                        .await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            });
+            endpoint.connect_with_connector(connector).await
+        }
+    };
+    connected.map_err(|e| format!("connect to {address}: {}", chain(&e)))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -307,9 +338,10 @@ impl Session<'_> {
                 _ = probe_tick.tick(), if idx > 0 && probe.is_none() => {
                     let higher: Vec<String> = self.config.servers[..idx].to_vec();
                     let timeout = self.config.connect_timeout;
+                    let tls = self.config.tls.clone();
                     probe = Some(Box::pin(async move {
                         for (j, addr) in higher.iter().enumerate() {
-                            if let Ok(ch) = connect(addr, timeout).await {
+                            if let Ok(ch) = connect(addr, timeout, tls.as_ref()).await {
                                 return Some((j, ch));
                             }
                         }
@@ -352,7 +384,13 @@ pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: O
                     idx = j;
                     ch
                 }
-                None => match connect(&config.servers[idx], config.connect_timeout).await {
+                None => match connect(
+                    &config.servers[idx],
+                    config.connect_timeout,
+                    config.tls.as_ref(),
+                )
+                .await
+                {
                     Ok(ch) => ch,
                     Err(e) => {
                         tracing::warn!("xDS server unreachable: {e}");
