@@ -6,7 +6,8 @@
 //! What it does, in the order a session runs:
 //! - connects to the first reachable server of [`XdsClientConfig::servers`]
 //!   (gRFC A71 fallback: the next one when a server cannot be reached, back
-//!   to a higher-priority one as soon as it answers again);
+//!   to a higher-priority one as soon as it answers again), over TLS for
+//!   `https://` servers ([`XdsClientConfig::tls`], e.g. mesh mTLS);
 //! - sends the node with Istio's metadata keys (see [`to_node`]) and subscribes
 //!   to every listener and every cluster (wildcard LDS and CDS, as Envoy
 //!   does, so the model holds every cluster a local compile would), then to
@@ -19,7 +20,9 @@
 //! - publishes a new model only when the resources changed and form a
 //!   consistent set: every route configuration a listener names, every
 //!   cluster a route sends to and every load assignment of an EDS cluster
-//!   present, or declared absent by the does-not-exist timer;
+//!   present, or declared absent by the does-not-exist timer (a cluster a
+//!   route names but the complete CDS set lacks gets a shorter grace, so an
+//!   undefined subset does not hold the whole model back);
 //! - keeps the last good model across NACKs and disconnects, reconnects with
 //!   jittered exponential backoff, and optionally writes each published set
 //!   to an on-disk cache it serves at start when no server can be reached.
