@@ -255,6 +255,14 @@ impl Mesh {
     pub fn certificates(&self) -> Option<&Arc<CertificateProvider>> {
         self.identity.as_ref()
     }
+
+    /// The inbound server's certificate source, following rotations, when
+    /// [`MeshBuilder::ca`] was given.
+    pub fn tls_source(&self) -> Option<crate::server::TlsSource> {
+        self.identity
+            .as_deref()
+            .map(crate::server::TlsSource::from_provider)
+    }
 }
 
 impl MeshBuilder {

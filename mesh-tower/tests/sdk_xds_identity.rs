@@ -137,6 +137,7 @@ async fn mesh_mode_gets_its_identity_from_the_ca_and_talks_mtls() {
         assert!(dir.path().join("web").join(f).exists(), "{f}");
     }
     assert!(web.current().outbound.contains_key("api.example.com:80"));
+    assert!(web.tls_source().is_some());
 
     // api serves mTLS with its certificate; web connects with its own and
     // each side sees the other's SPIFFE identity.
