@@ -46,5 +46,8 @@ pub(super) fn mtls_policy<'a>(listeners: impl Iterator<Item = &'a Listener>) -> 
     if policy.ports.values().all(|m| *m == first) {
         policy.mode = first;
     }
+    // Port-level entries only where they differ, as a local compile has them.
+    let mode = policy.mode;
+    policy.ports.retain(|_, m| *m != mode);
     Some(policy)
 }
