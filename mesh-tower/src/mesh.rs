@@ -1,6 +1,8 @@
 //! The entry point a service uses: one builder that yields the compiled
 //! model for this workload and the clients and servers built on it.
 //!
+//! Local mode compiles a directory of YAML in the process:
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), mesh_tower::source::SourceError> {
 //! let mesh = mesh_tower::Mesh::local("mesh/")
@@ -10,6 +12,25 @@
 //!     .await?;
 //! let model = mesh.current();
 //! # let _ = model; Ok(()) }
+//! ```
+//!
+//! Mesh mode takes the same options but gets the model from a control
+//! plane over xDS (servers in priority order), and optionally the workload
+//! certificate from the mesh CA:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mesh_tower::source::SourceError> {
+//! use mesh_tower::source::xds::CaOptions;
+//! let mesh = mesh_tower::Mesh::xds(["http://127.0.0.1:15010"])
+//!     .namespace("default")
+//!     .labels([("app", "productpage")])
+//!     .service_account("productpage")
+//!     .xds_cache_file("/var/run/mesh/xds-cache.pb")
+//!     .ca(CaOptions::new("127.0.0.1:15012", "meshd.mesh-system.svc", "/etc/mesh/root-cert.pem"))
+//!     .build()
+//!     .await?;
+//! let client = mesh.http_client();
+//! # let _ = client; Ok(()) }
 //! ```
 
 use std::future::Future;
@@ -30,9 +51,14 @@ use crate::balance::Endpoints;
 use crate::client::{ClientLayer, ClientOptions, ClientService};
 use crate::grpc::GrpcChannel;
 use crate::server::TlsSource;
+use crate::source::xds::{start_identity, start_xds, CaOptions, XdsSource, XdsTuning};
 use crate::source::{watch_local, LocalSource, SourceError, SourceStatus, Watcher};
 use crate::tls::TlsConnector;
 use crate::ModelRx;
+use mesh_ca::CertificateProvider;
+use mesh_core::config::load::load_mesh_config;
+use mesh_core::config::MeshConfig;
+use mesh_xds::client::{XdsClient, XdsClientConfig, XdsStatus};
 
 /// The outbound HTTP client of a workload, running the whole client stack
 /// (routing, splits, retries, timeouts, faults, mirrors, load balancing,
@@ -108,6 +134,8 @@ pub struct Mesh {
     client: Client,
     model: ModelRx,
     watcher: Option<Watcher>,
+    xds: Option<XdsClient>,
+    certificates: Option<Arc<CertificateProvider>>,
     layer: ClientLayer,
     endpoints: Endpoints,
     identity: Option<TlsSource>,
@@ -123,6 +151,8 @@ pub struct MeshBuilder {
     options: ClientOptions,
     identity: Option<TlsSource>,
     auto_mtls: Option<bool>,
+    xds: Option<XdsSource>,
+    ca: Option<CaOptions>,
 }
 
 impl Mesh {
@@ -137,26 +167,41 @@ impl Mesh {
             options: ClientOptions::default(),
             identity: None,
             auto_mtls: None,
+            xds: None,
+            ca: None,
         }
+    }
+
+    /// Mesh mode: the model comes from a control plane over xDS (`meshd`,
+    /// istiod, or any Envoy v3 ADS server), `servers` in priority order
+    /// (`http://127.0.0.1:15010`); the next one is used while a server is
+    /// unreachable, and the first again as soon as it is back. The builder
+    /// takes the same identity options as local mode (sent as the node's
+    /// Istio metadata) plus [`MeshBuilder::xds_cache_file`],
+    /// [`MeshBuilder::xds_ready_timeout`] and [`MeshBuilder::xds_tuning`].
+    pub fn xds<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> MeshBuilder {
+        let mut b = Self::local(PathBuf::new());
+        b.paths.clear();
+        b.xds = Some(XdsSource::new(
+            servers.into_iter().map(Into::into).collect(),
+        ));
+        b
     }
 
     /// A mesh over a model channel someone else feeds (tests, or an xDS client).
     pub fn from_model(client: Client, model: ModelRx) -> Self {
-        Self::assemble(client, model, None, ClientOptions::default())
+        Self::assemble(client, model, ClientOptions::default())
     }
 
-    fn assemble(
-        client: Client,
-        model: ModelRx,
-        watcher: Option<Watcher>,
-        options: ClientOptions,
-    ) -> Self {
+    fn assemble(client: Client, model: ModelRx, options: ClientOptions) -> Self {
         let layer = crate::client::layer(model.clone(), options);
         let endpoints = secured_endpoints(&model, None, true);
         Self {
             client,
             model,
-            watcher,
+            watcher: None,
+            xds: None,
+            certificates: None,
             layer,
             endpoints,
             identity: None,
@@ -221,6 +266,26 @@ impl Mesh {
     /// Applied/rejected counts and the last rejection, in local mode.
     pub fn source_status(&self) -> Option<SourceStatus> {
         self.watcher.as_ref().map(Watcher::status)
+    }
+
+    /// Sync state with the control plane (connected server, ACKed versions,
+    /// last NACK, last error), in mesh mode.
+    pub fn xds_status(&self) -> Option<XdsStatus> {
+        self.xds.as_ref().map(XdsClient::status)
+    }
+
+    /// The workload certificate from the mesh CA, kept rotating, when
+    /// [`MeshBuilder::ca`] was given: feed it to the inbound server
+    /// ([`crate::server::accept::TlsSource::from_provider`]) and to client
+    /// mTLS.
+    pub fn certificates(&self) -> Option<&Arc<CertificateProvider>> {
+        self.certificates.as_ref()
+    }
+
+    /// The inbound server's certificate source, following rotations, when
+    /// the mesh has an identity (same as [`Mesh::identity`], owned).
+    pub fn tls_source(&self) -> Option<crate::server::TlsSource> {
+        self.identity.clone()
     }
 }
 
@@ -289,30 +354,103 @@ impl MeshBuilder {
         self
     }
 
-    /// Loads and compiles the config and starts watching it. Fails when the
-    /// initial config is unreadable or invalid; later invalid edits are
-    /// rejected while the last good model keeps serving.
+    /// xDS mode only: where to keep the last config received, so that a
+    /// restart with no reachable control plane serves it.
+    pub fn xds_cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        if let Some(x) = &mut self.xds {
+            x.cache_file = Some(path.into());
+        }
+        self
+    }
+
+    /// xDS mode only: how long `build()` waits for the first model (10 s).
+    pub fn xds_ready_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(x) = &mut self.xds {
+            x.ready_timeout = timeout;
+        }
+        self
+    }
+
+    /// xDS mode only: adjusts the xDS client's settings (backoff,
+    /// does-not-exist timeout, extra node metadata).
+    pub fn xds_tuning(mut self, f: impl Fn(&mut XdsClientConfig) + Send + Sync + 'static) -> Self {
+        if let Some(x) = &mut self.xds {
+            let tuning: XdsTuning = Arc::new(f);
+            x.tuning = Some(tuning);
+        }
+        self
+    }
+
+    /// Gets the workload certificate from the mesh CA (and keeps rotating
+    /// it); needs [`MeshBuilder::service_account`]. Works in both modes; in
+    /// xDS mode it is also the client certificate for `https://` servers.
+    pub fn ca(mut self, ca: CaOptions) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// Local mode: loads and compiles the config and starts watching it;
+    /// fails when the initial config is unreadable or invalid, and later
+    /// invalid edits are rejected while the last good model keeps serving.
+    /// xDS mode: waits for the first model from the control plane (or the
+    /// cache file), failing after the ready timeout with an error that
+    /// names the servers. With a CA, also waits for the first certificate.
     pub async fn build(self) -> Result<Mesh, SourceError> {
-        let source = LocalSource {
-            paths: self.paths,
-            mesh_config: self.mesh_config,
-            poll_interval: self.poll_interval,
+        let identity = match &self.ca {
+            Some(ca) => {
+                let td = self.load_mesh_config()?.trust_domain().to_string();
+                Some(Arc::new(start_identity(ca, &self.client, &td).await?))
+            }
+            None => None,
         };
-        let auto_mtls = match (self.auto_mtls, &source.mesh_config) {
-            (Some(on), _) => on,
-            (None, Some(path)) => mesh_core::config::load::load_mesh_config(path)
-                .map_err(|e| SourceError::Invalid(vec![e]))?
-                .auto_mtls(),
-            (None, None) => true,
+        let auto_mtls = match self.auto_mtls {
+            Some(on) => on,
+            None => self.load_mesh_config()?.auto_mtls(),
         };
-        let (model, watcher) = watch_local(source, self.client.clone())?;
-        let mesh = Mesh::assemble(self.client, model, Some(watcher), self.options);
+        // An explicit identity wins over the CA's certificate.
+        let tls = self
+            .identity
+            .clone()
+            .or_else(|| identity.as_deref().map(TlsSource::from_provider));
+        let mut mesh = match &self.xds {
+            Some(source) => {
+                let xds = start_xds(
+                    source,
+                    &self.client,
+                    self.load_mesh_config()?,
+                    identity.as_deref(),
+                )
+                .await?;
+                let mut mesh = Mesh::assemble(self.client, xds.model(), self.options);
+                mesh.xds = Some(xds);
+                mesh
+            }
+            None => {
+                let source = LocalSource {
+                    paths: self.paths,
+                    mesh_config: self.mesh_config,
+                    poll_interval: self.poll_interval,
+                };
+                let (model, watcher) = watch_local(source, self.client.clone())?;
+                let mut mesh = Mesh::assemble(self.client, model, self.options);
+                mesh.watcher = Some(watcher);
+                mesh
+            }
+        };
+        mesh.certificates = identity;
         // Without an identity auto-mTLS cannot apply, so the flag only
         // matters with one.
-        Ok(match self.identity {
-            Some(identity) => mesh.with_identity(identity, auto_mtls),
+        Ok(match tls {
+            Some(tls) => mesh.with_identity(tls, auto_mtls),
             None => mesh,
         })
+    }
+
+    fn load_mesh_config(&self) -> Result<MeshConfig, SourceError> {
+        match &self.mesh_config {
+            Some(p) => load_mesh_config(p).map_err(|e| SourceError::Invalid(vec![e])),
+            None => Ok(MeshConfig::default()),
+        }
     }
 }
 

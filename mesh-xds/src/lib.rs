@@ -10,12 +10,16 @@
 //!   make-before-break ordering per client ACK) and a CSDS server over a
 //!   snapshot cache keyed by node id, with server events for the control
 //!   plane; and [`node`] for reading Istio node metadata.
+//! - [`client`]: the ADS client the SDK uses (SotW, reconnect and fallback,
+//!   last-known-good, does-not-exist timer, on-disk cache) publishing a
+//!   model on a `watch` channel.
 //!
 //! Not here: compiling models (that is `mesh-core`'s job; the control plane
 //! calls it per node).
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod decode;
 pub mod encode;
 pub mod node;

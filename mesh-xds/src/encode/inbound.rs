@@ -179,10 +179,18 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         transport_socket: tls,
         ..Default::default()
     };
-    let filter_chains = match model.inbound.mtls.mode_for(port) {
+    let mode = model.inbound.mtls.mode_for(port);
+    let filter_chains = match mode {
         MtlsMode::Strict => vec![chain("inbound-mtls", Some(tls))],
         MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", None)],
     };
+    // PERMISSIVE and DISABLE give the same chains (as istiod's do), so the
+    // mode itself rides in our metadata for SDK servers fed by xDS.
+    let mut md = serde_json::Map::new();
+    md.insert(
+        "mtls".into(),
+        serde_json::Value::String(mtls_mode_name(mode).into()),
+    );
     Listener {
         name,
         address: Some(Address {
@@ -194,7 +202,17 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         }),
         filter_chains,
         traffic_direction: TrafficDirection::Inbound as i32,
+        metadata: super::mesh_metadata(md),
         ..Default::default()
+    }
+}
+
+/// The PeerAuthentication spelling of a mode, as carried in listener metadata.
+pub(crate) fn mtls_mode_name(m: MtlsMode) -> &'static str {
+    match m {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Permissive => "PERMISSIVE",
+        MtlsMode::Disable => "DISABLE",
     }
 }
 

@@ -1,5 +1,6 @@
-//! Where the model comes from in local mode: a directory of Istio YAML,
-//! watched for changes.
+//! Where the model comes from. In local mode (this module): a directory of
+//! Istio YAML, watched for changes. In mesh mode: [`xds`], a control plane
+//! over xDS.
 //!
 //! Every change is loaded, validated and compiled for this workload; a
 //! config with any error is rejected with a logged error that names file,
@@ -20,6 +21,8 @@ use mesh_core::config::MeshConfig;
 use mesh_core::model::{Client, Model};
 use tokio::sync::watch;
 
+pub mod xds;
+
 /// What went wrong loading a config version.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
@@ -29,6 +32,17 @@ pub enum SourceError {
     /// The config has errors; each names file, line and field.
     #[error("configuration rejected ({} errors):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigError>),
+    /// The xDS client could not start or got no model in time.
+    #[error(transparent)]
+    Xds(#[from] mesh_xds::client::XdsClientError),
+    /// No workload certificate from the CA.
+    #[error("workload identity from the CA at {ca}: {why}")]
+    Identity {
+        /// The CA address.
+        ca: String,
+        /// What failed.
+        why: String,
+    },
 }
 
 /// A local config source: a directory (or files) and an optional MeshConfig.

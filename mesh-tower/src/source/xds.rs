@@ -1,0 +1,188 @@
+//! Where the model comes from in mesh mode: a control plane over xDS (the
+//! [`mesh_xds::client::XdsClient`]), and the workload identity from the
+//! mesh CA (a rotating [`mesh_ca::CertificateProvider`]).
+//!
+//! The xDS client publishes on the same kind of `watch` channel local mode
+//! does, so every layer works unchanged. The control plane compiles the
+//! outbound half of the model for this node; the inbound half (mTLS mode,
+//! JWT and authorization policies) is not carried back over xDS and stays
+//! the one of a workload no policy selects.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_ca::{
+    CaClient, CaClientConfig, CertificateProvider, RotationConfig, SpiffeId, TrustBundle,
+};
+use mesh_core::config::MeshConfig;
+use mesh_core::model::Client;
+use mesh_xds::client::{XdsClient, XdsClientConfig};
+use mesh_xds::node::NodeInfo;
+
+use super::SourceError;
+
+/// Adjusts the xDS client's settings (backoff, does-not-exist timeout,
+/// node metadata such as `CLUSTER_ID` or `INSTANCE_IPS`).
+pub type XdsTuning = Arc<dyn Fn(&mut XdsClientConfig) + Send + Sync>;
+
+/// How to reach the control plane.
+#[derive(Clone)]
+pub struct XdsSource {
+    /// Servers in priority order (`http://127.0.0.1:15010`).
+    pub servers: Vec<String>,
+    /// Where to keep the last config, to serve it when a restart finds no
+    /// control plane.
+    pub cache_file: Option<PathBuf>,
+    /// How long `build()` waits for the first model (10 s).
+    pub ready_timeout: Duration,
+    /// Extra settings of the xDS client.
+    pub tuning: Option<XdsTuning>,
+}
+
+impl std::fmt::Debug for XdsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsSource")
+            .field("servers", &self.servers)
+            .field("cache_file", &self.cache_file)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("tuning", &self.tuning.is_some())
+            .finish()
+    }
+}
+
+impl XdsSource {
+    /// Defaults for `servers`.
+    pub fn new(servers: Vec<String>) -> Self {
+        Self {
+            servers,
+            cache_file: None,
+            ready_timeout: Duration::from_secs(10),
+            tuning: None,
+        }
+    }
+}
+
+/// The mesh CA (Istio's `IstioCertificateService`) and how to authenticate
+/// to it.
+#[derive(Debug, Clone)]
+pub struct CaOptions {
+    /// `host:port` of the CA.
+    pub address: String,
+    /// The DNS name on the CA's serving certificate.
+    pub server_name: String,
+    /// PEM file of the roots that verify the CA (`root-cert.pem`).
+    pub roots_file: PathBuf,
+    /// File holding the bootstrap token, if the CA wants one.
+    pub token_file: Option<PathBuf>,
+    /// Where to also write `cert-chain.pem`, `key.pem`, `root-cert.pem`.
+    pub output_dir: Option<PathBuf>,
+    /// How long `build()` waits for the first certificate (30 s).
+    pub timeout: Duration,
+}
+
+impl CaOptions {
+    /// A CA at `address` whose certificate names `server_name`, verified
+    /// with the roots in `roots_file`.
+    pub fn new(
+        address: impl Into<String>,
+        server_name: impl Into<String>,
+        roots_file: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            address: address.into(),
+            server_name: server_name.into(),
+            roots_file: roots_file.into(),
+            token_file: None,
+            output_dir: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The node an xDS client sends for `client`.
+pub fn node_info(client: &Client) -> NodeInfo {
+    NodeInfo {
+        namespace: Some(client.namespace.clone()),
+        labels: client.labels.clone(),
+        service_account: client.service_account.clone(),
+        ..NodeInfo::default()
+    }
+}
+
+/// Starts the xDS client for `client` and waits for its first model (or
+/// the cached one). With a workload certificate, `https://` servers are
+/// dialed with mesh mTLS (the control plane's SPIFFE identity verified
+/// against the mesh trust domain), as istiod's port 15012.
+pub async fn start_xds(
+    source: &XdsSource,
+    client: &Client,
+    mesh: MeshConfig,
+    identity: Option<&CertificateProvider>,
+) -> Result<XdsClient, SourceError> {
+    let mut cfg = XdsClientConfig::new(source.servers.clone(), node_info(client));
+    if let Some(p) = identity {
+        let tls = mesh_ca::tls::client_config(
+            Some(p.certificates()),
+            p.trust_bundle(),
+            mesh_ca::tls::PeerPolicy::new(mesh.trust_domain())
+                .with_aliases(mesh.trust_domain_aliases.clone()),
+        )
+        .map_err(|e| SourceError::Identity {
+            ca: source.servers.join(", "),
+            why: format!("TLS to the xDS server: {e}"),
+        })?;
+        cfg.tls = Some(Arc::new(tls));
+    }
+    cfg.mesh_config = mesh;
+    cfg.cache_file = source.cache_file.clone();
+    if let Some(t) = &source.tuning {
+        t(&mut cfg);
+    }
+    let xds = XdsClient::start(cfg)?;
+    xds.ready(source.ready_timeout).await?;
+    Ok(xds)
+}
+
+/// Gets the workload certificate for `client` from the CA and keeps it
+/// rotating.
+pub async fn start_identity(
+    ca: &CaOptions,
+    client: &Client,
+    trust_domain: &str,
+) -> Result<CertificateProvider, SourceError> {
+    let fail = |why: String| SourceError::Identity {
+        ca: ca.address.clone(),
+        why,
+    };
+    let sa = client.service_account.clone().ok_or_else(|| {
+        fail("no service account: call .service_account(..) on the builder".into())
+    })?;
+    let id = SpiffeId::new(trust_domain, client.namespace.clone(), sa)
+        .map_err(|e| fail(e.to_string()))?;
+    let pem = std::fs::read_to_string(&ca.roots_file)
+        .map_err(|e| fail(format!("reading CA roots {}: {e}", ca.roots_file.display())))?;
+    let roots = TrustBundle::from_pem(&pem, &ca.roots_file.display().to_string())
+        .map_err(|e| fail(e.to_string()))?;
+    let mut cfg = CaClientConfig::new(ca.address.clone(), ca.server_name.clone(), roots);
+    if let Some(f) = &ca.token_file {
+        let token = std::fs::read_to_string(f)
+            .map_err(|e| fail(format!("reading token {}: {e}", f.display())))?;
+        cfg.token = Some(token.trim().to_string());
+    }
+    let mut rotation = RotationConfig::new(id);
+    rotation.output_dir = ca.output_dir.clone();
+    match tokio::time::timeout(
+        ca.timeout,
+        CertificateProvider::start(CaClient::new(cfg), rotation),
+    )
+    .await
+    {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail(format!(
+            "no certificate within {:?}; check the CA address, its roots and the token",
+            ca.timeout
+        ))),
+    }
+}

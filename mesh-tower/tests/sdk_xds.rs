@@ -1,0 +1,295 @@
+//! The SDK fed by xDS: a real ADS server (mesh-xds) serving snapshots
+//! compiled from YAML, two hyper backends on loopback, and `Mesh::xds`
+//! routing requests by what the control plane sends; the model it builds
+//! equals the one `Mesh::local` compiles from the same YAML for the same
+//! workload.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use mesh_core::config::MeshConfig;
+use mesh_core::model::{Client, Model};
+use mesh_tower::source::xds::node_info;
+use mesh_tower::source::SourceError;
+use mesh_tower::{body, Mesh, MeshClient};
+use mesh_xds::client::{default_node_id, XdsClientError};
+use mesh_xds::encode::{encode, EncodeOptions};
+use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
+
+/// A hyper HTTP/1.1 server answering every request with `name`.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reviews with two subsets on the two backends, all traffic to `subset`.
+fn config(v1: u16, v2: u16, subset: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: default}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v1, namespace: default}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {v1}}}
+  labels: {{app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v2, namespace: default}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {v2}}}
+  labels: {{app: reviews, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 3, interval: 5s, baseEjectionTime: 30s}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - name: pinned
+    match: [{{headers: {{x-pin: {{exact: v2}}}}}}]
+    route: [{{destination: {{host: reviews, subset: v2}}}}]
+  - name: main
+    route: [{{destination: {{host: reviews, subset: {subset}}}}}]
+    retries: {{attempts: 2, retryOn: connect-failure}}
+    timeout: 3s
+"
+    )
+}
+
+/// The workload calling reviews.
+fn workload() -> Client {
+    let mut c = Client::new(
+        "default",
+        [("app".to_string(), "web".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    c.service_account = Some("web".into());
+    c
+}
+
+/// What the control plane does per node: compile, encode, snapshot.
+fn publish(cache: &SnapshotCache, yaml: &str) {
+    let loaded = mesh_core::config::load_str(yaml, "mesh.yaml");
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let model = mesh_core::compile::compile(&loaded.resources, &MeshConfig::default(), &workload());
+    let id = default_node_id(&node_info(&workload()));
+    cache.set_snapshot(
+        &id,
+        Snapshot::from_resources(&encode(&model, &EncodeOptions::default())),
+    );
+}
+
+async fn ads_server(cache: SnapshotCache) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures_util::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(AdsServer::new(cache).into_service())
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+async fn get(client: &MeshClient, pin: Option<&str>) -> (u16, String) {
+    let mut req = http::Request::get("http://reviews:9080/reviews/1");
+    if let Some(p) = pin {
+        req = req.header("x-pin", p);
+    }
+    let resp = client
+        .request(req.body(body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn json(m: &Model) -> serde_json::Value {
+    serde_json::to_value(m).unwrap()
+}
+
+/// `Mesh::local` over `yaml` for the same workload.
+async fn local_model(yaml: &str) -> std::sync::Arc<Model> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
+    let w = workload();
+    let mesh = Mesh::local(dir.path())
+        .namespace(w.namespace.clone())
+        .labels(w.labels.clone())
+        .service_account("web")
+        .build()
+        .await
+        .unwrap();
+    mesh.current()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_fed_mesh_routes_like_local_mode_and_follows_updates() {
+    routes_and_follows(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_over_delta_xds() {
+    routes_and_follows(true).await;
+}
+
+async fn routes_and_follows(delta: bool) {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let yaml_v1 = config(v1.port(), v2.port(), "v1");
+    let yaml_v2 = config(v1.port(), v2.port(), "v2");
+    let cache = SnapshotCache::new();
+    publish(&cache, &yaml_v1);
+    let url = ads_server(cache.clone()).await;
+
+    let w = workload();
+    let mesh = Mesh::xds([url.clone()])
+        .namespace("default")
+        .labels(w.labels.clone())
+        .service_account("web")
+        .xds_tuning(move |c| c.delta = delta)
+        .build()
+        .await
+        .unwrap();
+    let client = mesh.http_client();
+    for _ in 0..20 {
+        assert_eq!(get(&client, None).await, (200, "v1".to_string()));
+    }
+    assert_eq!(get(&client, Some("v2")).await, (200, "v2".to_string()));
+    assert_eq!(
+        mesh.xds_status().unwrap().connected.as_deref(),
+        Some(url.as_str())
+    );
+
+    // The same YAML and workload give the same model in both modes.
+    assert_eq!(json(&mesh.current()), json(&*local_model(&yaml_v1).await));
+
+    // The control plane moves all traffic to v2: the next requests follow.
+    let mut rx = mesh.model();
+    rx.borrow_and_update();
+    publish(&cache, &yaml_v2);
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(&client, None).await, (200, "v2".to_string()));
+    }
+    assert_eq!(json(&mesh.current()), json(&*local_model(&yaml_v2).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_serves_the_cache_without_a_control_plane_or_names_the_server() {
+    let v1 = backend("v1").await;
+    let yaml = config(v1.port(), v1.port(), "v1");
+    let cache = SnapshotCache::new();
+    publish(&cache, &yaml);
+    let url = ads_server(cache).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("xds.pb");
+    let fast = |c: &mut mesh_xds::client::XdsClientConfig| {
+        c.backoff_base = Duration::from_millis(50);
+        c.backoff_max = Duration::from_millis(100);
+    };
+
+    let first = Mesh::xds([url])
+        .namespace("default")
+        .labels(workload().labels)
+        .service_account("web")
+        .xds_cache_file(&file)
+        .xds_tuning(fast)
+        .build()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no cache written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(first);
+
+    // Nothing listens here: the cached config serves, and requests work.
+    let dead = format!(
+        "http://{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    );
+    let mesh = Mesh::xds([dead.clone()])
+        .namespace("default")
+        .labels(workload().labels)
+        .service_account("web")
+        .xds_cache_file(&file)
+        .xds_tuning(fast)
+        .build()
+        .await
+        .unwrap();
+    assert!(mesh.xds_status().unwrap().serving_cache);
+    assert_eq!(
+        get(&mesh.http_client(), None).await,
+        (200, "v1".to_string())
+    );
+
+    // No cache and no server: build fails in time, naming the server.
+    let err = Mesh::xds([dead.clone()])
+        .namespace("default")
+        .xds_ready_timeout(Duration::from_millis(500))
+        .xds_tuning(fast)
+        .build()
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, SourceError::Xds(XdsClientError::Timeout { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&dead), "{err}");
+}
