@@ -148,7 +148,10 @@ async fn the_cache_serves_at_start_without_a_server_and_corruption_is_ignored() 
     server.kill();
 
     // A damaged cache is ignored: no model, and the error names the server.
-    std::fs::write(&file, b"\x0a\x05hello, not a cache").unwrap();
+    // (Its own file: the dropped client's last cache write may still land.)
+    let damaged = file.with_extension("damaged");
+    std::fs::write(&damaged, b"\x0a\x05hello, not a cache").unwrap();
+    cfg.cache_file = Some(damaged);
     let third = XdsClient::start(cfg).unwrap();
     let err = third.ready(Duration::from_millis(800)).await.unwrap_err();
     assert!(matches!(err, XdsClientError::Timeout { .. }), "{err}");
