@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use mesh_xds::encode::{encode, EncodeOptions, Resources};
-use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
+use mesh_xds::server::{AdsServer, ServerEvent, Snapshot, SnapshotCache};
 use mesh_xds::types::{self, unany};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -91,7 +91,7 @@ impl Client {
     }
 }
 
-async fn start(server: AdsServer) -> Client {
+async fn serve(server: AdsServer) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = server.into_service();
@@ -102,6 +102,14 @@ async fn start(server: AdsServer) -> Client {
             .await
             .unwrap();
     });
+    addr
+}
+
+async fn start(server: AdsServer) -> Client {
+    connect(serve(server).await).await
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Client {
     let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -327,4 +335,131 @@ async fn delta_is_unimplemented() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<ServerEvent>) -> ServerEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn server_events_and_connected_nodes() {
+    let cache = SnapshotCache::new();
+    let res = bookinfo();
+    cache.set_snapshot(NODE, Snapshot::from_resources(&res));
+    let server = AdsServer::new(cache.clone());
+    let mut events = server.events();
+    let addr = serve(server).await;
+    assert!(cache.nodes().is_empty());
+    let mut c = connect(addr).await;
+
+    c.send(types::CLUSTER, &[], "", "").await;
+    let cds = c.recv().await;
+    let ServerEvent::Connected {
+        node: info,
+        stream_id,
+        peer,
+    } = next_event(&mut events).await
+    else {
+        panic!("expected Connected first")
+    };
+    assert_eq!(info.id, NODE);
+    assert_eq!(info.namespace.as_deref(), Some("bookinfo"));
+    assert!(peer.unwrap().ip().is_loopback());
+    match next_event(&mut events).await {
+        ServerEvent::Pushed {
+            node_id,
+            type_url,
+            version,
+            nonce,
+        } => {
+            assert_eq!(node_id, NODE);
+            assert_eq!(type_url, types::CLUSTER);
+            assert_eq!(version, cds.version_info);
+            assert_eq!(nonce, cds.nonce);
+        }
+        e => panic!("expected Pushed, got {e:?}"),
+    }
+    assert_eq!(cache.nodes(), [NODE]);
+    let connected = cache.connected();
+    assert_eq!(connected[0].streams, 1);
+    assert_eq!(
+        connected[0].info.service_account.as_deref(),
+        Some("bookinfo-productpage")
+    );
+    // Sent, not yet ACKed: pending.
+    let st = &cache.status(NODE)[types::CLUSTER];
+    assert_eq!(st.pending.as_deref(), Some(cds.version_info.as_str()));
+    assert_eq!(st.acked, None);
+
+    c.ack(&cds, &[]).await;
+    match next_event(&mut events).await {
+        ServerEvent::Acked {
+            node_id,
+            type_url,
+            version,
+        } => assert_eq!(
+            (node_id.as_str(), type_url.as_str(), version.as_str()),
+            (NODE, types::CLUSTER, cds.version_info.as_str())
+        ),
+        e => panic!("expected Acked, got {e:?}"),
+    }
+    let st = &cache.status(NODE)[types::CLUSTER];
+    assert_eq!(st.pending, None);
+    assert_eq!(st.acked.as_deref(), Some(cds.version_info.as_str()));
+
+    // LDS, then a NACK of it.
+    c.send(types::LISTENER, &[], "", "").await;
+    let lds = c.recv().await;
+    assert!(matches!(
+        next_event(&mut events).await,
+        ServerEvent::Pushed { .. }
+    ));
+    c.tx.send(DiscoveryRequest {
+        node: Some(node()),
+        type_url: types::LISTENER.into(),
+        response_nonce: lds.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "listener rejected: bad filter".into(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match next_event(&mut events).await {
+        ServerEvent::Nacked {
+            type_url,
+            version,
+            message,
+            ..
+        } => {
+            assert_eq!(type_url, types::LISTENER);
+            assert_eq!(version, lds.version_info);
+            assert_eq!(message, "listener rejected: bad filter");
+        }
+        e => panic!("expected Nacked, got {e:?}"),
+    }
+    let st = &cache.status(NODE)[types::LISTENER];
+    assert_eq!(
+        st.last_nack.as_ref().unwrap().rejected_version,
+        lds.version_info
+    );
+    assert_eq!(st.acked, None);
+
+    // The client goes away.
+    drop(c);
+    match next_event(&mut events).await {
+        ServerEvent::Disconnected {
+            node_id,
+            stream_id: id,
+        } => assert_eq!((node_id.as_str(), id), (NODE, stream_id)),
+        e => panic!("expected Disconnected, got {e:?}"),
+    }
+    assert!(cache.nodes().is_empty());
+    // The snapshot stays for when it comes back.
+    assert_eq!(cache.snapshot_nodes(), [NODE]);
 }

@@ -3,6 +3,7 @@
 //! exactly the types whose content changed and wakes that node's streams.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,6 +15,7 @@ use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
 
 use crate::encode::Resources;
+use crate::node::NodeInfo;
 use crate::types::{self, any, unany};
 
 /// Resources of one node, by type URL then resource name.
@@ -140,8 +142,13 @@ pub struct Nack {
 pub struct TypeStatus {
     /// Last version sent.
     pub sent: Option<String>,
+    /// The version sent and not yet ACKed or NACKed.
+    pub pending: Option<String>,
     /// Last version the client ACKed.
     pub acked: Option<String>,
+    /// A version held back by make-before-break: it references clusters
+    /// the client has not ACKed yet.
+    pub held: Option<String>,
     /// The last NACK, cleared by a later ACK.
     pub last_nack: Option<Nack>,
     /// NACKs received in total.
@@ -151,10 +158,22 @@ pub struct TypeStatus {
 /// Sync state of one node: per type URL.
 pub type NodeStatus = BTreeMap<String, TypeStatus>;
 
+/// A node with at least one open stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedNode {
+    /// What the node said about itself on its latest stream.
+    pub info: NodeInfo,
+    /// Open streams of this node.
+    pub streams: usize,
+    /// TCP peer of the latest stream, when known.
+    pub peer: Option<SocketAddr>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     nodes: HashMap<String, watch::Sender<Option<Arc<Versioned>>>>,
     status: HashMap<String, NodeStatus>,
+    connected: HashMap<String, ConnectedNode>,
 }
 
 /// Snapshots per node id, shared by the server and whoever computes them.
@@ -228,11 +247,56 @@ impl SnapshotCache {
         inner.status.remove(node_id);
     }
 
-    /// Node ids with a snapshot.
+    /// Ids of the nodes connected now (at least one open stream), sorted.
     pub fn nodes(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().nodes.keys().cloned().collect();
+        let mut v: Vec<String> = self.lock().connected.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The connected nodes with their metadata, sorted by id.
+    pub fn connected(&self) -> Vec<ConnectedNode> {
+        let mut v: Vec<ConnectedNode> = self.lock().connected.values().cloned().collect();
+        v.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        v
+    }
+
+    /// Ids of the nodes that have a snapshot, sorted.
+    pub fn snapshot_nodes(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut v: Vec<String> = inner
+            .nodes
+            .iter()
+            .filter(|(_, tx)| tx.borrow().is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn stream_opened(&self, info: &NodeInfo, peer: Option<SocketAddr>) {
+        let mut inner = self.lock();
+        let e = inner
+            .connected
+            .entry(info.id.clone())
+            .or_insert_with(|| ConnectedNode {
+                info: info.clone(),
+                streams: 0,
+                peer,
+            });
+        e.info = info.clone();
+        e.peer = peer;
+        e.streams += 1;
+    }
+
+    pub(crate) fn stream_closed(&self, node_id: &str) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.connected.get_mut(node_id) {
+            e.streams = e.streams.saturating_sub(1);
+            if e.streams == 0 {
+                inner.connected.remove(node_id);
+            }
+        }
     }
 
     /// Sync state of a node (what was sent, ACKed, NACKed per type).

@@ -60,8 +60,8 @@ pub enum RequestKind {
     Subscribe,
     /// ACK of a version.
     Ack(String),
-    /// NACK with the client's message.
-    Nack(String),
+    /// NACK: the rejected version and the client's message.
+    Nack(Nack),
     /// Stale nonce; ignored.
     Stale,
 }
@@ -118,17 +118,20 @@ impl StreamState {
                 message = nack.message,
                 "NACK"
             );
+            let n = nack.clone();
             self.cache.update_status(&node, &type_url, |s| {
-                s.last_nack = Some(nack.clone());
+                s.last_nack = Some(n);
+                s.pending = None;
                 s.nacks += 1;
             });
-            RequestKind::Nack(err.message.clone())
+            RequestKind::Nack(nack)
         } else if req.response_nonce.is_empty() {
             RequestKind::Subscribe
         } else {
             let v = req.version_info.clone();
             self.cache.update_status(&node, &type_url, |s| {
                 s.acked = Some(v.clone());
+                s.pending = None;
                 s.last_nack = None;
             });
             RequestKind::Ack(req.version_info.clone())
@@ -177,8 +180,10 @@ impl StreamState {
         st.sent = Some((version.clone(), st.sub.clone()));
         let node = self.node.clone().unwrap_or_default();
         let v = version.clone();
-        self.cache
-            .update_status(&node, type_url, |s| s.sent = Some(v));
+        self.cache.update_status(&node, type_url, |s| {
+            s.sent = Some(v.clone());
+            s.pending = Some(v);
+        });
         Some(DiscoveryResponse {
             version_info: version,
             resources,
@@ -255,7 +260,13 @@ mod tests {
             details: vec![],
         });
         let (k, out) = st.on_request(&nack, Some(&snap));
-        assert_eq!(k, RequestKind::Nack("no".into()));
+        let RequestKind::Nack(n) = k else {
+            panic!("not a NACK: {k:?}")
+        };
+        assert_eq!(
+            (n.rejected_version, n.message),
+            (r.version_info.clone(), "no".into())
+        );
         assert!(out.is_none());
         assert_eq!(cache.status("n")[types::CLUSTER].nacks, 1);
         // Same again (a client retrying its NACK): still nothing.
