@@ -23,12 +23,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mesh_xds::pb::envoy::config::core::v3::Node;
-use mesh_xds::pb::google::protobuf::{value::Kind as PbKind, Struct};
 use mesh_core::config::networking::WorkloadEntry;
 use mesh_core::config::resource::{Kind, ObjectMeta, Origin, Resource, Spec};
 use mesh_core::config::yaml::LineIndex;
 use mesh_xds::node::NodeInfo;
+use mesh_xds::pb::envoy::config::core::v3::Node;
+use mesh_xds::pb::google::protobuf::{value::Kind as PbKind, Struct};
 use serde::Deserialize;
 
 /// The node metadata key that opts a workload into auto-registration.
@@ -192,13 +192,18 @@ mod tests {
 
     #[test]
     fn opt_in_fields_and_errors() {
-        assert!(registration(&node(&[("NAMESPACE", "demo")])).unwrap().is_none());
+        assert!(registration(&node(&[("NAMESPACE", "demo")]))
+            .unwrap()
+            .is_none());
         let r = registration(&node(&[
             ("AUTO_REGISTER_GROUP", "echo"),
             ("NAMESPACE", "demo"),
             ("INSTANCE_IPS", "10.0.0.7,fd00::7"),
             ("SERVICE_ACCOUNT", "echo-sa"),
-            ("POD_PORTS", r#"[{"name":"grpc","containerPort":50051,"protocol":"TCP"}]"#),
+            (
+                "POD_PORTS",
+                r#"[{"name":"grpc","containerPort":50051,"protocol":"TCP"}]"#,
+            ),
         ]))
         .unwrap()
         .unwrap();
@@ -210,8 +215,11 @@ mod tests {
         assert_eq!(we.locality.as_deref(), Some("eu/eu-1"));
         assert_eq!(we.service_account.as_deref(), Some("echo-sa"));
 
-        let e = registration(&node(&[("AUTO_REGISTER_GROUP", "echo"), ("NAMESPACE", "demo")]))
-            .unwrap_err();
+        let e = registration(&node(&[
+            ("AUTO_REGISTER_GROUP", "echo"),
+            ("NAMESPACE", "demo"),
+        ]))
+        .unwrap_err();
         assert!(e.contains("INSTANCE_IPS"), "{e}");
         let e = registration(&node(&[
             ("AUTO_REGISTER_GROUP", "echo"),

@@ -61,6 +61,7 @@ struct State {
     registrations: BTreeMap<String, Registration>,
     nodes: BTreeMap<String, NodeEntry>,
     memo: HashMap<ClientKey, Arc<Snapshot>>,
+    raw: HashMap<String, Node>,
 }
 
 /// Shared control-plane state; cheap to clone.
@@ -156,7 +157,9 @@ impl Controller {
         let bumped = self.recompile(&mut st);
         drop(st);
         self.metrics.generations.inc();
-        self.metrics.generation.set(i64::try_from(number).unwrap_or(i64::MAX));
+        self.metrics
+            .generation
+            .set(i64::try_from(number).unwrap_or(i64::MAX));
         self.metrics
             .push_time
             .observe(started.elapsed().as_secs_f64());
@@ -213,7 +216,6 @@ impl Controller {
         changed
             .into_iter()
             .map(|t| {
-                self.metrics.pushed(&t);
                 let v = versions
                     .as_ref()
                     .and_then(|v| v.version(&t).map(str::to_string))
@@ -223,47 +225,68 @@ impl Controller {
             .collect()
     }
 
-    /// A node's stream connected (or its first request named the node).
-    /// Idempotent per `(node, stream)`.
-    pub fn connected(&self, node: &Node, stream_id: Option<u64>, peer: Option<SocketAddr>) {
-        let info = NodeInfo::from_node(node);
-        let registration = autoreg::registration(node);
-        let mut st = self.lock();
-        let entry = st
-            .nodes
-            .entry(node.id.clone())
+    fn ensure_node<'a>(st: &'a mut State, info: &NodeInfo) -> &'a mut NodeEntry {
+        st.nodes
+            .entry(info.id.clone())
             .or_insert_with(|| NodeEntry {
-                key: ClientKey::of(&info),
+                key: ClientKey::of(info),
                 info: info.clone(),
                 streams: BTreeMap::new(),
                 registration_error: None,
-            });
-        if let Some(id) = stream_id {
-            if !entry.streams.contains_key(&id) {
-                entry.streams.insert(
-                    id,
-                    StreamInfo {
-                        peer,
-                        since: SystemTime::now(),
-                    },
-                );
-                self.metrics.connected.inc();
-            }
+            })
+    }
+
+    /// The ADS server saw a node's first request: give it its snapshot now,
+    /// before the stream answers (the node hook runs on the stream's task).
+    pub fn node_seen(&self, info: &NodeInfo) {
+        let mut st = self.lock();
+        let entry = Self::ensure_node(&mut st, info);
+        let key = ClientKey::of(info);
+        if entry.key != key {
+            // Same id, new metadata (a restarted workload with new labels).
+            entry.key = key;
+            entry.info = info.clone();
         }
+        self.push_node(&mut st, &info.id);
+    }
+
+    /// The raw node of a new stream (from [`crate::tap`]), kept until its
+    /// `Connected` event is handled.
+    pub fn raw_node(&self, node: Node) {
+        self.lock().raw.insert(node.id.clone(), node);
+    }
+
+    /// A stream of a node connected.
+    pub fn connected(&self, info: &NodeInfo, stream_id: u64, peer: Option<SocketAddr>) {
+        let mut st = self.lock();
+        let raw = st.raw.remove(&info.id);
+        let entry = Self::ensure_node(&mut st, info);
+        entry.streams.insert(
+            stream_id,
+            StreamInfo {
+                peer,
+                since: SystemTime::now(),
+            },
+        );
+        let registration = raw.as_ref().map(autoreg::registration);
         let newly_registered = match registration {
-            Ok(Some(r)) if st.registrations.get(&node.id) != Some(&r) => {
-                tracing::info!(node = node.id, workload = r.resource.key(), "workload auto-registered");
-                st.registrations.insert(node.id.clone(), r);
+            Some(Ok(Some(r))) if st.registrations.get(&info.id) != Some(&r) => {
+                tracing::info!(
+                    node = info.id,
+                    workload = r.resource.key(),
+                    "workload auto-registered"
+                );
+                st.registrations.insert(info.id.clone(), r);
                 true
             }
-            Ok(_) => false,
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!("{e}");
-                if let Some(n) = st.nodes.get_mut(&node.id) {
+                if let Some(n) = st.nodes.get_mut(&info.id) {
                     n.registration_error = Some(e);
                 }
                 false
             }
+            _ => false,
         };
         if newly_registered {
             // Its services' endpoints changed for every node that sees them.
@@ -271,31 +294,66 @@ impl Controller {
             drop(st);
             self.convergence.expect(Instant::now(), bumped);
         } else {
-            self.push_node(&mut st, &node.id);
+            self.push_node(&mut st, &info.id);
         }
     }
 
-    /// A stream ended; when it was the node's last, the node is forgotten
-    /// and its auto-registration withdrawn.
+    /// A stream ended. When the node has no stream left (the ADS server's
+    /// own count decides, so a reconnect racing the old stream's end keeps
+    /// the node), it is forgotten and its auto-registration withdrawn.
     pub fn disconnected(&self, node_id: &str, stream_id: u64) {
         let mut st = self.lock();
-        let Some(entry) = st.nodes.get_mut(node_id) else {
-            return;
-        };
-        if entry.streams.remove(&stream_id).is_some() {
-            self.metrics.connected.dec();
+        if let Some(entry) = st.nodes.get_mut(node_id) {
+            entry.streams.remove(&stream_id);
         }
-        if !entry.streams.is_empty() {
+        if self.cache.nodes().iter().any(|n| n == node_id) {
             return;
         }
+        self.remove_node(st, node_id);
+    }
+
+    fn remove_node(&self, mut st: MutexGuard<'_, State>, node_id: &str) {
         st.nodes.remove(node_id);
+        st.raw.remove(node_id);
         self.cache.clear(node_id);
         self.convergence.forget(node_id);
         if let Some(r) = st.registrations.remove(node_id) {
-            tracing::info!(node = node_id, workload = r.resource.key(), "auto-registered workload removed");
+            tracing::info!(
+                node = node_id,
+                workload = r.resource.key(),
+                "auto-registered workload removed"
+            );
             let bumped = self.recompile(&mut st);
             drop(st);
             self.convergence.expect(Instant::now(), bumped);
         }
+    }
+
+    /// Re-reads who is connected from the ADS server after events were
+    /// lost (a lagging event subscriber).
+    pub fn resync(&self) {
+        let connected = self.cache.connected();
+        let ids: std::collections::BTreeSet<String> =
+            connected.iter().map(|c| c.info.id.clone()).collect();
+        let gone: Vec<String> = self
+            .lock()
+            .nodes
+            .keys()
+            .filter(|id| !ids.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            let st = self.lock();
+            self.remove_node(st, &id);
+        }
+        for c in connected {
+            let known = self.lock().nodes.contains_key(&c.info.id);
+            if !known {
+                self.node_seen(&c.info);
+            }
+        }
+        let mut st = self.lock();
+        let State { raw, nodes, .. } = &mut *st;
+        raw.retain(|id, _| nodes.contains_key(id) || ids.contains(id));
     }
 }

@@ -176,7 +176,10 @@ mod tests {
         );
         let e = SettingsFile::parse("xdsadr: 1\n", "meshd.yaml").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("meshd.yaml") && msg.contains("xdsadr") && msg.contains("xdsAddr"), "{msg}");
+        assert!(
+            msg.contains("meshd.yaml") && msg.contains("xdsadr") && msg.contains("xdsAddr"),
+            "{msg}"
+        );
     }
 
     #[test]
