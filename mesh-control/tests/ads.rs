@@ -15,19 +15,33 @@ async fn serves_each_node_and_pushes_only_to_nodes_whose_config_changed() {
     assert_eq!(meshd.generation(), Some(1));
 
     // A client in demo sees the demo-only VirtualService; one in team-b does not.
-    let mut a = Ads::connect(meshd.xds_addr(), node("client-a", "demo", &[("app", "client")], &[])).await;
-    let mut b = Ads::connect(meshd.xds_addr(), node("client-b", "team-b", &[("app", "other")], &[])).await;
+    let mut a = Ads::connect(
+        meshd.xds_addr(),
+        node("client-a", "demo", &[("app", "client")], &[]),
+    )
+    .await;
+    let mut b = Ads::connect(
+        meshd.xds_addr(),
+        node("client-b", "team-b", &[("app", "other")], &[]),
+    )
+    .await;
     a.sync_all().await;
     b.sync_all().await;
 
     let cds = &a.last[types::CLUSTER];
     let names: Vec<String> = clusters(cds).into_iter().map(|c| c.name).collect();
     assert!(names.contains(&ECHO_EDS.to_string()), "{names:?}");
-    assert!(names.iter().any(|n| n.contains("api.example.com")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("api.example.com")),
+        "{names:?}"
+    );
     let eds = endpoints(&a.last[types::ENDPOINT]);
     assert_eq!(eds[ECHO_EDS], ["10.0.0.1:7070"]);
     let rds = routes(&a.last[types::ROUTE]);
-    let web = rds.iter().find(|r| r.name == WEB_RDS).expect("web route config");
+    let web = rds
+        .iter()
+        .find(|r| r.name == WEB_RDS)
+        .expect("web route config");
     let route_json = format!("{web:?}");
     assert!(route_json.contains("seconds: 5"), "{route_json}");
 
@@ -83,7 +97,11 @@ async fn invalid_edit_is_rejected_and_last_good_config_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
     let meshd = start(dir.path()).await;
-    let mut a = Ads::connect(meshd.xds_addr(), node("client-a", "demo", &[("app", "client")], &[])).await;
+    let mut a = Ads::connect(
+        meshd.xds_addr(),
+        node("client-a", "demo", &[("app", "client")], &[]),
+    )
+    .await;
     a.sync_all().await;
     let before = a.version(types::ROUTE);
 
@@ -128,10 +146,17 @@ async fn auto_registered_workload_is_an_endpoint_while_connected() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
     let meshd = start(dir.path()).await;
-    let mut a = Ads::connect(meshd.xds_addr(), node("client-a", "demo", &[("app", "client")], &[])).await;
+    let mut a = Ads::connect(
+        meshd.xds_addr(),
+        node("client-a", "demo", &[("app", "client")], &[]),
+    )
+    .await;
     a.sync_all().await;
     let eds_subs = eds_names(&a.last[types::CLUSTER]);
-    assert_eq!(endpoints(&a.last[types::ENDPOINT])[ECHO_EDS], ["10.0.0.1:7070"]);
+    assert_eq!(
+        endpoints(&a.last[types::ENDPOINT])[ECHO_EDS],
+        ["10.0.0.1:7070"]
+    );
 
     // A VM-style echo replica connects with WorkloadGroup metadata.
     let vm = node(
@@ -141,7 +166,10 @@ async fn auto_registered_workload_is_an_endpoint_while_connected() {
         &[
             ("AUTO_REGISTER_GROUP", "echo"),
             ("INSTANCE_IPS", "10.9.8.7"),
-            ("POD_PORTS", r#"[{"name":"grpc","containerPort":17070,"protocol":"TCP"}]"#),
+            (
+                "POD_PORTS",
+                r#"[{"name":"grpc","containerPort":17070,"protocol":"TCP"}]"#,
+            ),
         ],
     );
     let mut w = Ads::connect(meshd.xds_addr(), vm).await;
@@ -153,7 +181,10 @@ async fn auto_registered_workload_is_an_endpoint_while_connected() {
     eps.sort();
     assert_eq!(eps, ["10.0.0.1:7070", "10.9.8.7:17070"]);
     let configz = json(meshd.http_addr(), "/debug/configz").await;
-    assert_eq!(configz["autoRegistered"][0]["workloadEntry"], "WorkloadEntry/demo/echo-10-9-8-7");
+    assert_eq!(
+        configz["autoRegistered"][0]["workloadEntry"],
+        "WorkloadEntry/demo/echo-10-9-8-7"
+    );
 
     // It disconnects: the endpoint goes away.
     drop(w);

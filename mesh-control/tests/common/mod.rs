@@ -177,6 +177,11 @@ impl Ads {
             .unwrap();
     }
 
+    /// Sends a request as built by the caller.
+    pub async fn send_raw(&mut self, req: DiscoveryRequest) {
+        self.tx.send(req).await.unwrap();
+    }
+
     pub async fn recv(&mut self) -> DiscoveryResponse {
         let r = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
             .await
@@ -296,9 +301,11 @@ pub fn endpoints(r: &DiscoveryResponse) -> BTreeMap<String, Vec<String>> {
 /// `GET path` over HTTP/1.1; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: meshd\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: meshd\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
         .await
@@ -337,8 +344,14 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad metrics line {l:?}"));
-            (k.to_string(), v.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {l:?}")))
+            let (k, v) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad metrics line {l:?}"));
+            (
+                k.to_string(),
+                v.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            )
         })
         .collect()
 }
