@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
     route::v3::RouteConfiguration,
@@ -14,6 +15,8 @@ use envoy_types::pb::envoy::config::{
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
 
+use super::deps::Deps;
+use super::record::{NodeRecord, TypeRecord};
 use crate::encode::Resources;
 use crate::node::NodeInfo;
 use crate::types::{self, any, unany};
@@ -117,13 +120,60 @@ pub struct Versioned {
     pub snapshot: Snapshot,
     /// Version per type URL.
     pub versions: BTreeMap<String, String>,
+    /// Version per resource (type URL, then name): a hash of its encoding,
+    /// what Delta xDS sends as `Resource.version`.
+    pub resource_versions: BTreeMap<String, BTreeMap<String, String>>,
+    /// Cross-resource references, for make-before-break.
+    pub deps: Deps,
 }
 
 impl Versioned {
+    /// Versions the resources of `snapshot` and indexes its references.
+    pub fn new(snapshot: Snapshot, versions: BTreeMap<String, String>) -> Self {
+        let resource_versions = snapshot
+            .types
+            .iter()
+            .map(|(t, rs)| {
+                let vs = rs
+                    .iter()
+                    .map(|(n, a)| (n.clone(), resource_version(a)))
+                    .collect();
+                (t.clone(), vs)
+            })
+            .collect();
+        let deps = Deps::of(&snapshot);
+        Self {
+            snapshot,
+            versions,
+            resource_versions,
+            deps,
+        }
+    }
+
     /// The version of a type, when the type is present.
     pub fn version(&self, type_url: &str) -> Option<&str> {
         self.versions.get(type_url).map(String::as_str)
     }
+
+    /// The version of one resource, when present.
+    pub fn resource_version(&self, type_url: &str, name: &str) -> Option<&str> {
+        self.resource_versions
+            .get(type_url)?
+            .get(name)
+            .map(String::as_str)
+    }
+}
+
+/// A resource's version: FNV-1a 64 of its type URL and bytes, in hex. Stable
+/// across processes (unlike std's hasher), so a client reconnecting with
+/// `initial_resource_versions` to a restarted server is not sent what it has.
+pub fn resource_version(a: &Any) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in a.type_url.bytes().chain(a.value.iter().copied()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// A NACK a client sent.
@@ -174,6 +224,7 @@ struct Inner {
     nodes: HashMap<String, watch::Sender<Option<Arc<Versioned>>>>,
     status: HashMap<String, NodeStatus>,
     connected: HashMap<String, ConnectedNode>,
+    records: HashMap<String, NodeRecord>,
 }
 
 /// Snapshots per node id, shared by the server and whoever computes them.
@@ -212,6 +263,23 @@ impl SnapshotCache {
                 snapshot.types.entry(t.clone()).or_default();
             }
         }
+        // A resource equal to the one already cached keeps its old bytes, so
+        // its Delta version (a hash of the bytes) does not move when only the
+        // protobuf map order of a re-encoding differs.
+        if let Some(o) = &old {
+            for (type_url, res) in &mut snapshot.types {
+                let Some(prev) = o.snapshot.types.get(type_url) else {
+                    continue;
+                };
+                for (name, a) in res.iter_mut() {
+                    if let Some(p) = prev.get(name) {
+                        if p != a && same_resource(type_url, p, a) {
+                            *a = p.clone();
+                        }
+                    }
+                }
+            }
+        }
         let mut versions = BTreeMap::new();
         let mut changed = Vec::new();
         for (type_url, res) in &snapshot.types {
@@ -227,7 +295,7 @@ impl SnapshotCache {
             versions.insert(type_url.clone(), v);
         }
         if !changed.is_empty() || old.is_none() {
-            tx.send_replace(Some(Arc::new(Versioned { snapshot, versions })));
+            tx.send_replace(Some(Arc::new(Versioned::new(snapshot, versions))));
         }
         changed
     }
@@ -274,8 +342,9 @@ impl SnapshotCache {
         v
     }
 
-    pub(crate) fn stream_opened(&self, info: &NodeInfo, peer: Option<SocketAddr>) {
+    pub(crate) fn stream_opened(&self, node: &Node, info: &NodeInfo, peer: Option<SocketAddr>) {
         let mut inner = self.lock();
+        inner.records.entry(info.id.clone()).or_default().node = node.clone();
         let e = inner
             .connected
             .entry(info.id.clone())
@@ -295,6 +364,7 @@ impl SnapshotCache {
             e.streams = e.streams.saturating_sub(1);
             if e.streams == 0 {
                 inner.connected.remove(node_id);
+                inner.records.remove(node_id);
             }
         }
     }
@@ -310,6 +380,28 @@ impl SnapshotCache {
             .entry(node_id.to_string())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
+    }
+
+    pub(crate) fn record(&self, node_id: &str, type_url: &str, f: impl FnOnce(&mut TypeRecord)) {
+        let mut inner = self.lock();
+        f(inner
+            .records
+            .entry(node_id.to_string())
+            .or_default()
+            .types
+            .entry(type_url.to_string())
+            .or_default());
+    }
+
+    /// The records of the connected nodes, by id.
+    pub(crate) fn records(&self) -> BTreeMap<String, NodeRecord> {
+        let inner = self.lock();
+        inner
+            .records
+            .iter()
+            .filter(|(id, _)| inner.connected.contains_key(*id))
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
     }
 
     pub(crate) fn update_status(

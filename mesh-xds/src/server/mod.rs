@@ -9,6 +9,12 @@
 //! UNIMPLEMENTED); gRPC clients only use SotW. CSDS comes later too.
 
 mod cache;
+mod csds;
+mod deps;
+#[cfg(test)]
+mod mbb_tests;
+mod order;
+mod record;
 mod stream;
 
 use std::net::SocketAddr;
@@ -30,6 +36,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use cache::{ConnectedNode, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
+pub use csds::CsdsServer;
+pub use deps::Deps;
 pub use stream::{RequestKind, StreamState, PUSH_ORDER};
 
 use crate::node::NodeInfo;
@@ -178,7 +186,7 @@ impl StreamCtx {
     /// Registers the node of the stream (first request).
     fn connected(&mut self, node: &Node) {
         let info = NodeInfo::from_node(node);
-        self.cache.stream_opened(&info, self.peer);
+        self.cache.stream_opened(node, &info, self.peer);
         if let Some(h) = &self.hook {
             h(&info);
         }
@@ -287,9 +295,9 @@ async fn run_stream(
                     watch = Some(cache.watch(&node.id));
                 }
                 let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
-                let (kind, resp) = state.on_request(&req, snap.as_deref());
+                let (kind, resp) = state.on_request(&req, snap.as_ref());
                 ctx.request(&req.type_url, &kind);
-                if let Some(r) = resp {
+                for r in resp {
                     if !send(&ctx, &tx, r).await {
                         return;
                     }

@@ -11,15 +11,26 @@
 //! - LDS and CDS requests with no names (or `*`) subscribe to everything;
 //!   otherwise, and always for RDS and EDS, only the names asked for.
 //! - A response carries every subscribed resource that exists; names that
-//!   do not exist are left out (gRPC then runs its does-not-exist timer).
+//!   do not exist are left out. For LDS and CDS (full state) the client
+//!   takes absence as does-not-exist at once; for RDS and EDS gRPC runs its
+//!   15 s does-not-exist timer (gRFC A53).
 //! - On a snapshot change, types are pushed CDS, EDS, LDS, RDS (then any
-//!   others), and only the types whose version moved.
+//!   others), and only the types whose content moved, subject to the
+//!   make-before-break rules of [`super::order`]: listeners and routes that
+//!   reference clusters the client has not ACKed are held back until it
+//!   has; clusters that the client's routes still use are kept in CDS (and
+//!   their endpoints in EDS) until it ACKs routes without them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
 
 use super::cache::{Nack, SnapshotCache, Versioned};
+use super::order::{self, ClientView};
+use super::record::Holdings;
 use crate::types;
 
 /// Push order on a snapshot change (make before break).
@@ -31,17 +42,116 @@ pub const PUSH_ORDER: [&str; 4] = [
 ];
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Subscription {
-    wildcard: bool,
-    names: BTreeSet<String>,
+pub(crate) struct Subscription {
+    pub(crate) wildcard: bool,
+    pub(crate) names: BTreeSet<String>,
+}
+
+impl Subscription {
+    pub(crate) fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// What one response carried: enough to know what the client holds
+/// without copying resources (the snapshot is shared).
+#[derive(Debug, Clone)]
+struct Sent {
+    type_url: String,
+    version: String,
+    sub: Subscription,
+    snap: Arc<Versioned>,
+    /// Resources kept from earlier responses that the snapshot dropped.
+    kept: BTreeMap<String, Any>,
+}
+
+impl Sent {
+    fn names<'a>(&'a self, type_url: &str) -> Vec<&'a String> {
+        let mut v: Vec<&String> = self
+            .snap
+            .snapshot
+            .resources(type_url)
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .filter(|n| self.sub.wants(n))
+            .collect();
+        v.extend(self.kept.keys());
+        v
+    }
+
+    fn get(&self, type_url: &str, name: &str) -> Option<&Any> {
+        self.kept.get(name).or_else(|| {
+            self.snap
+                .snapshot
+                .resources(type_url)?
+                .get(name)
+                .filter(|_| self.sub.wants(name))
+        })
+    }
+
+    /// Clusters referenced by what this response carried.
+    fn refs(&self, type_url: &str, out: &mut BTreeSet<String>) {
+        for n in self.names(type_url) {
+            if let Some(c) = self.snap.deps.clusters_of(type_url, n) {
+                out.extend(c.iter().cloned());
+            }
+        }
+    }
+}
+
+impl Holdings for Sent {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&str, &str, &Any)) {
+        // In SotW a resource's version is the response's.
+        for n in self.names(&self.type_url) {
+            if let Some(a) = self.get(&self.type_url, n) {
+                f(n, &self.version, a);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     sub: Subscription,
-    /// Version and subscription of the last response.
-    sent: Option<(String, Subscription)>,
+    /// The last response.
+    sent: Option<Arc<Sent>>,
+    /// The last response the client ACKed.
+    acked: Option<Arc<Sent>>,
     last_nonce: String,
+}
+
+impl TypeState {
+    fn names(&self, type_url: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for s in [&self.sent, &self.acked].into_iter().flatten() {
+            out.extend(s.names(type_url).into_iter().cloned());
+        }
+        out
+    }
+
+    fn acked_names(&self, type_url: &str) -> BTreeSet<String> {
+        self.acked
+            .as_ref()
+            .map(|a| a.names(type_url).into_iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, type_url: &str, name: &str) -> Option<&Any> {
+        [&self.sent, &self.acked]
+            .into_iter()
+            .flatten()
+            .find_map(|s| s.get(type_url, name))
+    }
+
+    fn refs(&self, type_url: &str, out: &mut BTreeSet<String>) {
+        for s in [&self.sent, &self.acked].into_iter().flatten() {
+            s.refs(type_url, out);
+        }
+    }
 }
 
 /// One stream's protocol state.
@@ -51,6 +161,8 @@ pub struct StreamState {
     types: BTreeMap<String, TypeState>,
     nonce: u64,
     cache: SnapshotCache,
+    /// EDS names of clusters ACKed since the last EDS request.
+    awaiting_eds: BTreeSet<String>,
 }
 
 /// What a request was.
@@ -66,8 +178,52 @@ pub enum RequestKind {
     Stale,
 }
 
-fn wildcard_type(type_url: &str) -> bool {
+pub(crate) fn wildcard_type(type_url: &str) -> bool {
     type_url == types::LISTENER || type_url == types::CLUSTER
+}
+
+/// Types in push order: the four xDS types, then any others, keeping only
+/// those in `present`.
+pub(crate) fn push_order<'a>(present: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let present: BTreeSet<&String> = present.collect();
+    let mut order: Vec<String> = PUSH_ORDER
+        .iter()
+        .filter(|t| present.iter().any(|p| p == *t))
+        .map(|s| s.to_string())
+        .collect();
+    order.extend(
+        present
+            .into_iter()
+            .filter(|t| !PUSH_ORDER.contains(&t.as_str()))
+            .cloned(),
+    );
+    order
+}
+
+/// True when every RDS/EDS resource `snap` would send now went out, the
+/// same, in the last response (or there are none at all). Resources that
+/// left need no response: absence from an RDS or EDS response deletes
+/// nothing.
+fn same_as_sent(
+    st: &TypeState,
+    type_url: &str,
+    snap: &Versioned,
+    kept: &BTreeMap<String, Any>,
+    count: usize,
+) -> bool {
+    if count == 0 {
+        return true;
+    }
+    let Some(sent) = &st.sent else {
+        return false;
+    };
+    snap.snapshot
+        .resources(type_url)
+        .into_iter()
+        .flatten()
+        .filter(|(n, _)| st.sub.wants(n))
+        .chain(kept.iter())
+        .all(|(n, a)| sent.get(type_url, n) == Some(a))
 }
 
 impl StreamState {
@@ -78,6 +234,7 @@ impl StreamState {
             types: BTreeMap::new(),
             nonce: 0,
             cache,
+            awaiting_eds: BTreeSet::new(),
         }
     }
 
@@ -93,19 +250,29 @@ impl StreamState {
         }
     }
 
-    /// Handles a request; returns its kind and the response to send, if any.
+    /// Handles a request; returns its kind and the responses to send (an
+    /// ACK may release held-back types, so there can be several).
     pub fn on_request(
         &mut self,
         req: &DiscoveryRequest,
-        snap: Option<&Versioned>,
-    ) -> (RequestKind, Option<DiscoveryResponse>) {
+        snap: Option<&Arc<Versioned>>,
+    ) -> (RequestKind, Vec<DiscoveryResponse>) {
         let type_url = req.type_url.clone();
         let node = self.node.clone().unwrap_or_default();
+        let eds_on = self.types.contains_key(types::ENDPOINT);
+        let eds_sub = match self.types.get(types::ENDPOINT) {
+            Some(e) if type_url == types::CLUSTER => e.sub.names.clone(),
+            _ => BTreeSet::new(),
+        };
         let st = self.types.entry(type_url.clone()).or_default();
         let kind = if !req.response_nonce.is_empty() && req.response_nonce != st.last_nonce {
-            return (RequestKind::Stale, None);
+            return (RequestKind::Stale, Vec::new());
         } else if let Some(err) = &req.error_detail {
-            let rejected = st.sent.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+            let rejected = st
+                .sent
+                .as_ref()
+                .map(|s| s.version.clone())
+                .unwrap_or_default();
             let nack = Nack {
                 rejected_version: rejected,
                 nonce: req.response_nonce.clone(),
@@ -118,6 +285,9 @@ impl StreamState {
                 message = nack.message,
                 "NACK"
             );
+            self.cache.record(&node, &type_url, |r| {
+                r.nacked_at = Some(SystemTime::now());
+            });
             let n = nack.clone();
             self.cache.update_status(&node, &type_url, |s| {
                 s.last_nack = Some(n);
@@ -128,6 +298,26 @@ impl StreamState {
         } else if req.response_nonce.is_empty() {
             RequestKind::Subscribe
         } else {
+            let before = st.acked_names(&type_url);
+            st.acked = st.sent.clone();
+            if type_url == types::CLUSTER && eds_on {
+                if let Some(a) = &st.acked {
+                    for c in a.names(&type_url) {
+                        if before.contains(c) {
+                            continue;
+                        }
+                        let eds = a.snap.deps.eds_names.get(c).cloned();
+                        let eds = eds.or_else(|| a.kept.get(c).and_then(super::deps::eds_name));
+                        self.awaiting_eds
+                            .extend(eds.filter(|e| !eds_sub.contains(e)));
+                    }
+                }
+            }
+            if let Some(a) = st.acked.clone() {
+                self.cache.record(&node, &type_url, |r| {
+                    r.acked = Some((a, SystemTime::now()));
+                });
+            }
             let v = req.version_info.clone();
             self.cache.update_status(&node, &type_url, |s| {
                 s.acked = Some(v.clone());
@@ -137,52 +327,195 @@ impl StreamState {
             RequestKind::Ack(req.version_info.clone())
         };
         let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let Some(st) = self.types.get_mut(&type_url) else {
+            return (kind, Vec::new());
+        };
         st.sub = Subscription {
             wildcard: wildcard_type(&type_url) && (names.is_empty() || names.contains("*")),
             names: names.into_iter().filter(|n| n != "*").collect(),
         };
-        let resp = snap.and_then(|s| self.respond(&type_url, s));
-        (kind, resp)
+        if type_url == types::ENDPOINT {
+            // The client has said which endpoints it wants.
+            self.awaiting_eds.clear();
+        }
+        let out = snap.map(|s| self.plan(s)).unwrap_or_default();
+        (kind, out)
     }
 
     /// Responses for a new snapshot, in push order.
-    pub fn on_snapshot(&mut self, snap: &Versioned) -> Vec<DiscoveryResponse> {
-        let mut order: Vec<String> = PUSH_ORDER.iter().map(|s| s.to_string()).collect();
-        order.extend(
-            self.types
-                .keys()
-                .filter(|t| !PUSH_ORDER.contains(&t.as_str()))
-                .cloned(),
-        );
-        order.retain(|t| self.types.contains_key(t));
-        order.iter().filter_map(|t| self.respond(t, snap)).collect()
+    pub fn on_snapshot(&mut self, snap: &Arc<Versioned>) -> Vec<DiscoveryResponse> {
+        self.plan(snap)
     }
 
-    fn respond(&mut self, type_url: &str, snap: &Versioned) -> Option<DiscoveryResponse> {
-        let version = snap.version(type_url)?.to_string();
-        let all = snap.snapshot.resources(type_url)?;
-        let st = self.types.get_mut(type_url)?;
-        if st
-            .sent
-            .as_ref()
-            .is_some_and(|(v, sub)| *v == version && *sub == st.sub)
+    fn plan(&mut self, snap: &Arc<Versioned>) -> Vec<DiscoveryResponse> {
+        push_order(self.types.keys())
+            .iter()
+            .filter_map(|t| self.respond(t, snap))
+            .collect()
+    }
+
+    /// Clusters referenced by the listeners and routes the client has or
+    /// is being sent.
+    fn in_use(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for t in [types::LISTENER, types::ROUTE] {
+            if let Some(st) = self.types.get(t) {
+                st.refs(t, &mut out);
+            }
+        }
+        out
+    }
+
+    fn kept_clusters(&self, snap: &Versioned) -> BTreeMap<String, Any> {
+        let Some(cds) = self.types.get(types::CLUSTER) else {
+            return BTreeMap::new();
+        };
+        let current = cds.names(types::CLUSTER);
+        let now = snap.snapshot.resources(types::CLUSTER);
+        if current
+            .iter()
+            .all(|c| now.is_some_and(|m| m.contains_key(c)))
         {
+            return BTreeMap::new();
+        }
+        order::kept_clusters(&current, snap, &self.in_use())
+            .into_iter()
+            .filter_map(|c| {
+                let a = cds.get(types::CLUSTER, &c)?.clone();
+                Some((c, a))
+            })
+            .collect()
+    }
+
+    fn kept_endpoints(&self, snap: &Versioned) -> BTreeMap<String, Any> {
+        let Some(eds) = self.types.get(types::ENDPOINT) else {
+            return BTreeMap::new();
+        };
+        let kept = self.kept_clusters(snap);
+        let now = snap.snapshot.resources(types::ENDPOINT);
+        order::kept_endpoints(snap, &kept)
+            .into_iter()
+            .filter(|n| !now.is_some_and(|m| m.contains_key(n)))
+            .filter_map(|n| {
+                let a = eds.get(types::ENDPOINT, &n)?.clone();
+                Some((n, a))
+            })
+            .collect()
+    }
+
+    fn view(&self) -> ClientView {
+        let acked = |t: &str| {
+            self.types
+                .get(t)
+                .map(|s| s.acked_names(t))
+                .unwrap_or_default()
+        };
+        ClientView {
+            cds_subscribed: self.types.contains_key(types::CLUSTER),
+            acked_clusters: acked(types::CLUSTER),
+            eds_subscribed: self
+                .types
+                .get(types::ENDPOINT)
+                .map(|s| s.sub.names.clone())
+                .unwrap_or_default(),
+            acked_endpoints: acked(types::ENDPOINT),
+            awaiting_eds: self.awaiting_eds.clone(),
+        }
+    }
+
+    /// The cluster that holds back `type_url` (a listener or route type)
+    /// from `snap`, if any.
+    fn held_by(&self, type_url: &str, snap: &Versioned) -> Option<String> {
+        let st = self.types.get(type_url)?;
+        let mut have = BTreeSet::new();
+        st.refs(type_url, &mut have);
+        let mut new_refs = BTreeSet::new();
+        for n in snap
+            .snapshot
+            .resources(type_url)?
+            .keys()
+            .filter(|n| st.sub.wants(n))
+        {
+            if let Some(c) = snap.deps.clusters_of(type_url, n) {
+                new_refs.extend(c.difference(&have).cloned());
+            }
+        }
+        if new_refs.is_empty() {
             return None;
         }
-        let resources = all
+        order::not_ready(&self.view(), snap, &self.kept_clusters(snap), &new_refs)
+    }
+
+    fn respond(&mut self, type_url: &str, snap: &Arc<Versioned>) -> Option<DiscoveryResponse> {
+        let base = snap.version(type_url)?.to_string();
+        let kept = match type_url {
+            types::CLUSTER => self.kept_clusters(snap),
+            types::ENDPOINT => self.kept_endpoints(snap),
+            _ => BTreeMap::new(),
+        };
+        let version = order::version_with_kept(&base, &kept);
+        let node = self.node.clone().unwrap_or_default();
+        {
+            let st = self.types.get(type_url)?;
+            if st
+                .sent
+                .as_ref()
+                .is_some_and(|s| s.version == version && s.sub == st.sub)
+            {
+                return None;
+            }
+        }
+        if matches!(type_url, types::LISTENER | types::ROUTE) {
+            if let Some(c) = self.held_by(type_url, snap) {
+                tracing::debug!(
+                    node,
+                    type_url,
+                    version,
+                    cluster = c,
+                    "held back until the client ACKs the cluster"
+                );
+                let v = version.clone();
+                self.cache
+                    .update_status(&node, type_url, |s| s.held = Some(v));
+                return None;
+            }
+        }
+        let st = self.types.get_mut(type_url)?;
+        let mut resources: Vec<Any> = snap
+            .snapshot
+            .resources(type_url)?
             .iter()
-            .filter(|(name, _)| st.sub.wildcard || st.sub.names.contains(*name))
+            .filter(|(name, _)| st.sub.wants(name))
             .map(|(_, r)| r.clone())
             .collect();
+        let kept: BTreeMap<String, Any> =
+            kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
+        resources.extend(kept.values().cloned());
+        if !wildcard_type(type_url) && same_as_sent(st, type_url, snap, &kept, resources.len()) {
+            // RDS and EDS are not full state: a response would only repeat
+            // what the client has, or (when none of its names exist) say
+            // nothing, and gRPC's does-not-exist timer covers that.
+            return None;
+        }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         st.last_nonce = nonce.clone();
-        st.sent = Some((version.clone(), st.sub.clone()));
-        let node = self.node.clone().unwrap_or_default();
+        let sent = Arc::new(Sent {
+            type_url: type_url.to_string(),
+            version: version.clone(),
+            sub: st.sub.clone(),
+            snap: snap.clone(),
+            kept,
+        });
+        st.sent = Some(sent.clone());
+        self.cache.record(&node, type_url, |r| {
+            r.sent = Some((sent, SystemTime::now()));
+        });
         let v = version.clone();
         self.cache.update_status(&node, type_url, |s| {
             s.sent = Some(v.clone());
             s.pending = Some(v);
+            s.held = None;
         });
         Some(DiscoveryResponse {
             version_info: version,
@@ -218,14 +551,14 @@ mod tests {
         }
     }
 
-    fn setup() -> (SnapshotCache, StreamState, Versioned) {
+    fn setup() -> (SnapshotCache, StreamState, Arc<Versioned>) {
         let cache = SnapshotCache::new();
         let mut s = Snapshot::new();
         s.insert(types::CLUSTER, "a", res("a"));
         s.insert(types::CLUSTER, "b", res("b"));
         s.insert(types::ENDPOINT, "a", res("ea"));
         cache.set_snapshot("n", s);
-        let snap = (*cache.snapshot("n").unwrap()).clone();
+        let snap = cache.snapshot("n").unwrap();
         let mut st = StreamState::new(cache.clone());
         st.set_node("n");
         (cache, st, snap)
@@ -236,22 +569,29 @@ mod tests {
         let (_, mut st, snap) = setup();
         let (k, r) = st.on_request(&req(types::CLUSTER, &["*"], "", ""), Some(&snap));
         assert_eq!(k, RequestKind::Subscribe);
-        assert_eq!(r.unwrap().resources.len(), 2);
+        assert_eq!(r[0].resources.len(), 2);
         let (_, r) = st.on_request(&req(types::ENDPOINT, &["a", "zz"], "", ""), Some(&snap));
-        assert_eq!(r.unwrap().resources.len(), 1);
-        // EDS with no names subscribes to nothing (no wildcard for EDS).
+        assert_eq!(r[0].resources.len(), 1);
+        // EDS with no names subscribes to nothing (no wildcard for EDS),
+        // and names that do not exist are not answered (does-not-exist
+        // timer).
         let (_, r) = st.on_request(&req(types::ENDPOINT, &[], "", "2"), Some(&snap));
-        assert_eq!(r.unwrap().resources.len(), 0);
+        assert!(r.is_empty());
+        let (_, r) = st.on_request(&req(types::ROUTE, &["nope"], "", ""), Some(&snap));
+        assert!(r.is_empty());
+        // CDS by name: a missing name is simply absent (full state).
+        let (_, r) = st.on_request(&req(types::CLUSTER, &["a", "nope"], "", "1"), Some(&snap));
+        assert_eq!(r[0].resources.len(), 1);
     }
 
     #[test]
     fn stale_ack_nack_and_resubscribe() {
         let (cache, mut st, snap) = setup();
         let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
-        let r = r.unwrap();
+        let r = r[0].clone();
         // Stale nonce: ignored.
         let (k, out) = st.on_request(&req(types::CLUSTER, &[], "", "999"), Some(&snap));
-        assert_eq!((k, out), (RequestKind::Stale, None));
+        assert_eq!((k, out), (RequestKind::Stale, vec![]));
         // NACK: recorded, nothing re-sent.
         let mut nack = req(types::CLUSTER, &[], "", &r.nonce);
         nack.error_detail = Some(Status {
@@ -267,13 +607,13 @@ mod tests {
             (n.rejected_version, n.message),
             (r.version_info.clone(), "no".into())
         );
-        assert!(out.is_none());
+        assert!(out.is_empty());
         assert_eq!(cache.status("n")[types::CLUSTER].nacks, 1);
         // Same again (a client retrying its NACK): still nothing.
-        assert!(st.on_request(&nack, Some(&snap)).1.is_none());
+        assert!(st.on_request(&nack, Some(&snap)).1.is_empty());
         // A new subscription at the same version is answered.
         let (_, out) = st.on_request(&req(types::CLUSTER, &["a"], "", &r.nonce), Some(&snap));
-        let out = out.unwrap();
+        let out = out[0].clone();
         assert_eq!(
             (out.version_info.as_str(), out.resources.len()),
             (r.version_info.as_str(), 1)
@@ -284,7 +624,7 @@ mod tests {
             Some(&snap),
         );
         assert_eq!(k, RequestKind::Ack(r.version_info.clone()));
-        assert!(out.is_none());
+        assert!(out.is_empty());
         let status = &cache.status("n")[types::CLUSTER];
         assert!(status.last_nack.is_none());
         assert_eq!(status.acked.as_deref(), Some(r.version_info.as_str()));
@@ -294,9 +634,9 @@ mod tests {
     fn snapshot_pushes_only_subscribed_changed_types_in_order() {
         let (cache, mut st, snap) = setup();
         let (_, r) = st.on_request(&req(types::ENDPOINT, &["a"], "", ""), Some(&snap));
-        assert!(r.is_some());
+        assert!(!r.is_empty());
         let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
-        assert!(r.is_some());
+        assert!(!r.is_empty());
         let mut s = snap.snapshot.clone();
         s.insert(types::CLUSTER, "c", res("c"));
         s.insert(types::ENDPOINT, "a", res("ea2"));
