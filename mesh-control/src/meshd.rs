@@ -1,4 +1,4 @@
-//! Starting and stopping meshd: the CA, the ADS + CA gRPC server, the
+//! Starting and stopping meshd: the CA, the ADS + CSDS + CA gRPC server, the
 //! HTTP server, the directory watcher and the event and convergence tasks.
 
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mesh_ca::{ca_store, CaConfig, CaService, CertificateAuthority, TokenStore};
-use mesh_xds::server::{AdsServer, SnapshotCache};
+use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -200,6 +200,7 @@ impl Meshd {
         let tap_ctl = ctl.clone();
         let ads_svc = NodeTap::new(ads.into_service(), Arc::new(move |n| tap_ctl.raw_node(n)));
         let ca_svc = CaService::new(ca.clone(), tokens).into_server();
+        let csds_svc = CsdsServer::new(cache.clone()).into_service();
         let xds_serving = Arc::new(AtomicBool::new(false));
         let serving = xds_serving.clone();
         let mut stop = shutdown_rx.clone();
@@ -207,14 +208,18 @@ impl Meshd {
             let server = tonic::transport::Server::builder()
                 .add_service(ads_svc)
                 .add_service(ca_svc)
+                .add_service(csds_svc)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
                     let _ = stop.wait_for(|s| *s).await;
                 });
-            serving.store(true, Ordering::Release);
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "the xDS/CA gRPC server stopped");
             }
+            serving.store(false, Ordering::Release);
         }));
+        // The socket is bound and listening: connections are accepted from
+        // here on, so the port counts as serving.
+        xds_serving.store(true, Ordering::Release);
 
         let state = HttpState {
             ctl: ctl.clone(),
