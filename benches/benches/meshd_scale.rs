@@ -107,7 +107,11 @@ fn node(i: usize, identities: usize) -> Node {
         },
     );
     Node {
-        id: format!("sidecar~10.200.{}.{}~client-{i}.bench~bench.svc.cluster.local", i / 250, i % 250),
+        id: format!(
+            "sidecar~10.200.{}.{}~client-{i}.bench~bench.svc.cluster.local",
+            i / 250,
+            i % 250
+        ),
         metadata: Some(md),
         ..Default::default()
     }
@@ -129,16 +133,20 @@ async fn client(
     let mut ads = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
     let mut first = Some(node(i, identities));
-    let req = |first: &mut Option<Node>, t: &str, names: Vec<String>, v: &str, n: &str| DiscoveryRequest {
-        node: first.take(),
-        type_url: t.into(),
-        resource_names: names,
-        version_info: v.into(),
-        response_nonce: n.into(),
-        ..Default::default()
+    let req = |first: &mut Option<Node>, t: &str, names: Vec<String>, v: &str, n: &str| {
+        DiscoveryRequest {
+            node: first.take(),
+            type_url: t.into(),
+            resource_names: names,
+            version_info: v.into(),
+            response_nonce: n.into(),
+            ..Default::default()
+        }
     };
-    tx.send(req(&mut first, types::CLUSTER, vec![], "", "")).await?;
-    tx.send(req(&mut first, types::LISTENER, vec![], "", "")).await?;
+    tx.send(req(&mut first, types::CLUSTER, vec![], "", ""))
+        .await?;
+    tx.send(req(&mut first, types::LISTENER, vec![], "", ""))
+        .await?;
     let mut rx = ads
         .stream_aggregated_resources(ReceiverStream::new(rx))
         .await?
@@ -146,8 +154,14 @@ async fn client(
     let mut subs: HashMap<String, Vec<String>> = HashMap::new();
     while let Some(r) = rx.message().await? {
         let names = subs.get(&r.type_url).cloned().unwrap_or_default();
-        tx.send(req(&mut first, &r.type_url, names, &r.version_info, &r.nonce))
-            .await?;
+        tx.send(req(
+            &mut first,
+            &r.type_url,
+            names,
+            &r.version_info,
+            &r.nonce,
+        ))
+        .await?;
         let _ = report.send(Acked {
             client: i,
             type_url: r.type_url.clone(),
@@ -170,7 +184,8 @@ async fn client(
                     .iter()
                     .filter_map(unany::<Listener>)
                     .filter_map(|l| {
-                        let hcm: HttpConnectionManager = unany(l.api_listener?.api_listener.as_ref()?)?;
+                        let hcm: HttpConnectionManager =
+                            unany(l.api_listener?.api_listener.as_ref()?)?;
                         match hcm.route_specifier? {
                             RouteSpecifier::Rds(rds) => Some(rds.route_config_name),
                             _ => None,
@@ -256,7 +271,12 @@ async fn run() -> Result<(), Error> {
         });
     }
     let mut state = HashMap::new();
-    let all_types = [types::CLUSTER, types::ENDPOINT, types::LISTENER, types::ROUTE];
+    let all_types = [
+        types::CLUSTER,
+        types::ENDPOINT,
+        types::LISTENER,
+        types::ROUTE,
+    ];
     until(&mut reports, &mut state, deadline, "the full push", |s| {
         s.len() == clients * all_types.len()
     })
@@ -276,12 +296,18 @@ async fn run() -> Result<(), Error> {
         .collect();
     let t = Instant::now();
     std::fs::write(dir.path().join("vs-0.yaml"), vs(0, 7))?;
-    until(&mut reports, &mut state, deadline, "every client to ACK the change", |s| {
-        before.iter().all(|(c, v)| {
-            s.get(&(*c, types::ROUTE.to_string()))
-                .is_some_and(|now| now != v)
-        })
-    })
+    until(
+        &mut reports,
+        &mut state,
+        deadline,
+        "every client to ACK the change",
+        |s| {
+            before.iter().all(|(c, v)| {
+                s.get(&(*c, types::ROUTE.to_string()))
+                    .is_some_and(|now| now != v)
+            })
+        },
+    )
     .await?;
     let change = t.elapsed();
     println!(
@@ -290,11 +316,17 @@ async fn run() -> Result<(), Error> {
         100,
         change.as_secs_f64() * 1e3
     );
-    let conv = meshd
-        .controller()
-        .convergence()
+    // meshd sees the last ACKs a moment after the clients sent them.
+    let convergence = meshd.controller().convergence().clone();
+    for _ in 0..200 {
+        if convergence.completed() > 0 && convergence.waiting() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let conv = convergence
         .last()
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     println!("  meshd's own convergence figure (change seen -> all ACKed):  {conv:>8.1} ms");
     println!(
         "  RSS: {rss_start:.0} MiB at start, {rss_loaded:.0} MiB with config loaded, {rss_synced:.0} MiB with all clients synced ({:.1} MiB per client, meshd + client side)",
@@ -311,7 +343,10 @@ async fn run() -> Result<(), Error> {
 }
 
 fn main() {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshd_scale: cannot start a runtime: {e}");

@@ -50,6 +50,8 @@ pub struct NodeEntry {
     pub streams: BTreeMap<u64, StreamInfo>,
     /// Why its auto-registration was refused, if it was.
     pub registration_error: Option<String>,
+    /// The snapshot last handed to the cache for it.
+    pushed: Option<Arc<Snapshot>>,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,8 @@ struct State {
     registrations: BTreeMap<String, Registration>,
     nodes: BTreeMap<String, NodeEntry>,
     memo: HashMap<ClientKey, Arc<Snapshot>>,
+    /// The previous compile round's snapshots, to stabilize the next.
+    prev: HashMap<ClientKey, Arc<Snapshot>>,
     raw: HashMap<String, Node>,
 }
 
@@ -183,7 +187,13 @@ impl Controller {
         resources.extend(st.registrations.values().map(|r| r.resource.clone()));
         let mesh: MeshConfig = generation.mesh.as_ref().clone();
         st.compiler = Some(Arc::new(Compiler::new(resources, mesh)));
-        st.memo.clear();
+        let memo = std::mem::take(&mut st.memo);
+        // Identities no node has any more are not worth keeping.
+        let live: std::collections::HashSet<&ClientKey> =
+            st.nodes.values().map(|n| &n.key).collect();
+        let prev: HashMap<ClientKey, Arc<Snapshot>> =
+            memo.into_iter().filter(|(k, _)| live.contains(k)).collect();
+        st.prev = prev;
         let ids: Vec<String> = st.nodes.keys().cloned().collect();
         let mut bumped = BTreeMap::new();
         for id in ids {
@@ -203,14 +213,32 @@ impl Controller {
         let Some(compiler) = st.compiler.clone() else {
             return BTreeMap::new();
         };
-        let snap = st
-            .memo
-            .entry(key)
-            .or_insert_with_key(|key| {
+        let snap = match st.memo.get(&key) {
+            Some(s) => s.clone(),
+            None => {
                 self.metrics.compilations.inc();
-                Arc::new(compile::snapshot(&compiler, key))
-            })
-            .clone();
+                let fresh = compile::snapshot(&compiler, &key);
+                let snap = match st.prev.get(&key) {
+                    Some(prev) => match compile::stabilize(prev, fresh) {
+                        (_, true) => prev.clone(),
+                        (s, false) => Arc::new(s),
+                    },
+                    None => Arc::new(fresh),
+                };
+                st.memo.insert(key, snap.clone());
+                snap
+            }
+        };
+        let Some(entry) = st.nodes.get_mut(node_id) else {
+            return BTreeMap::new();
+        };
+        if entry.pushed.as_ref().is_some_and(|p| Arc::ptr_eq(p, &snap))
+            && self.cache.snapshot(node_id).is_some()
+        {
+            // Same content as this node already has: nothing to compare.
+            return BTreeMap::new();
+        }
+        entry.pushed = Some(snap.clone());
         let changed = self.cache.set_snapshot(node_id, (*snap).clone());
         let versions = self.cache.snapshot(node_id);
         changed
@@ -233,6 +261,7 @@ impl Controller {
                 info: info.clone(),
                 streams: BTreeMap::new(),
                 registration_error: None,
+                pushed: None,
             })
     }
 
