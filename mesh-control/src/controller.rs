@@ -25,7 +25,7 @@ use mesh_xds::server::{Snapshot, SnapshotCache};
 use tokio::time::Instant;
 
 use crate::autoreg::{self, Registration};
-use crate::compile::{self, ClientKey};
+use crate::compile::{self, ClientKey, Compiled};
 use crate::converge::Convergence;
 use crate::load::{Generation, Rejection};
 use crate::metrics::Metrics;
@@ -62,9 +62,9 @@ struct State {
     compiler: Option<Arc<Compiler>>,
     registrations: BTreeMap<String, Registration>,
     nodes: BTreeMap<String, NodeEntry>,
-    memo: HashMap<ClientKey, Arc<Snapshot>>,
-    /// The previous compile round's snapshots, to stabilize the next.
-    prev: HashMap<ClientKey, Arc<Snapshot>>,
+    memo: HashMap<ClientKey, Arc<Compiled>>,
+    /// The previous compile round's results, to diff the next against.
+    prev: HashMap<ClientKey, Arc<Compiled>>,
     raw: HashMap<String, Node>,
 }
 
@@ -191,7 +191,7 @@ impl Controller {
         // Identities no node has any more are not worth keeping.
         let live: std::collections::HashSet<&ClientKey> =
             st.nodes.values().map(|n| &n.key).collect();
-        let prev: HashMap<ClientKey, Arc<Snapshot>> =
+        let prev: HashMap<ClientKey, Arc<Compiled>> =
             memo.into_iter().filter(|(k, _)| live.contains(k)).collect();
         st.prev = prev;
         let ids: Vec<String> = st.nodes.keys().cloned().collect();
@@ -214,18 +214,16 @@ impl Controller {
             return BTreeMap::new();
         };
         let snap = match st.memo.get(&key) {
-            Some(s) => s.clone(),
+            Some(c) => c.snapshot.clone(),
             None => {
                 self.metrics.compilations.inc();
-                let fresh = compile::snapshot(&compiler, &key);
-                let snap = match st.prev.get(&key) {
-                    Some(prev) => match compile::stabilize(prev, fresh) {
-                        (_, true) => prev.clone(),
-                        (s, false) => Arc::new(s),
-                    },
-                    None => Arc::new(fresh),
-                };
-                st.memo.insert(key, snap.clone());
+                let c = Arc::new(compile::compile(
+                    &compiler,
+                    &key,
+                    st.prev.get(&key).map(|p| &**p),
+                ));
+                let snap = c.snapshot.clone();
+                st.memo.insert(key, c);
                 snap
             }
         };

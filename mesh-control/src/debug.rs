@@ -73,6 +73,12 @@ pub struct TypeSync {
     /// Last version ACKed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acked: Option<String>,
+    /// Sent and not answered yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+    /// Held back by make-before-break (it needs clusters not ACKed yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// The last NACK's message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nack: Option<String>,
@@ -123,6 +129,8 @@ pub fn syncz(ctl: &Controller) -> Vec<NodeSync> {
                         current,
                         sent: st.sent,
                         acked: st.acked,
+                        pending: st.pending,
+                        held: st.held,
                         nack: st.last_nack.map(|n| n.message),
                         nacks: st.nacks,
                     },
