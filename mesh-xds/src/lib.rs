@@ -1,16 +1,18 @@
 //! Envoy v3 xDS for the mesh.
 //!
-//! - [`encode`]: the compiled [`mesh_core::model::Model`] of one client as the
+//! - [`encode`](mod@encode): the compiled [`mesh_core::model::Model`] of one client as the
 //!   Envoy v3 resources istiod's proxyless-gRPC generator sends (client-side
 //!   `api_listener` listeners named `host:port`, RouteConfigurations, EDS
 //!   clusters, ClusterLoadAssignments, and server-side inbound listeners with
 //!   RBAC filters).
 //! - [`decode`]: the reverse, for the resources we encode.
-//! - [`server`]: an ADS server (State of the World) over a snapshot cache
-//!   keyed by node id, and [`node`] for reading Istio node metadata.
+//! - [`server`]: an ADS server (State of the World and Delta, with
+//!   make-before-break ordering per client ACK) and a CSDS server over a
+//!   snapshot cache keyed by node id, with server events for the control
+//!   plane; and [`node`] for reading Istio node metadata.
 //!
-//! Not here: the ADS client, Delta xDS and CSDS (later work), and compiling
-//! models (that is `mesh-core`'s job; the control plane calls it per node).
+//! Not here: compiling models (that is `mesh-core`'s job; the control plane
+//! calls it per node).
 
 #![forbid(unsafe_code)]
 

@@ -314,29 +314,6 @@ async fn node_metadata_gives_client() {
     assert_eq!(mesh_xds::node::client(&bare).namespace, "bookinfo");
 }
 
-#[tokio::test]
-async fn delta_is_unimplemented() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = AdsServer::new(SnapshotCache::new()).into_service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (_tx, rx) = mpsc::channel(1);
-    let err = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-}
-
 async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<ServerEvent>) -> ServerEvent {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await

@@ -253,3 +253,74 @@ async fn csds_reports_acked_nacked_stale_and_held() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn csds_reports_delta_clients_with_resource_versions() {
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        DeltaDiscoveryRequest,
+    };
+    let cache = SnapshotCache::new();
+    cache.set_snapshot(NODE, snapshot(&["a", "b"], &["a"]));
+    let addr = serve(cache.clone()).await;
+    let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let mut responses = ads
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let node = Some(Node {
+        id: NODE.into(),
+        ..Default::default()
+    });
+    tx.send(DeltaDiscoveryRequest {
+        node: node.clone(),
+        type_url: types::CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = responses.message().await.unwrap().unwrap();
+    assert_eq!(r.resources.len(), 2);
+    tx.send(DeltaDiscoveryRequest {
+        node,
+        type_url: types::CLUSTER.into(),
+        response_nonce: r.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let resp = csds
+            .fetch_client_status(ClientStatusRequest {
+                node_matchers: vec![by_id(NODE)],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let cfg = &resp.config[0];
+        let g = find(cfg, types::CLUSTER, "b");
+        if statuses(g) == (ConfigStatus::Synced, ClientResourceStatus::Acked) {
+            let sent = r.resources.iter().find(|x| x.name == "b").unwrap();
+            assert_eq!(
+                g.version_info, sent.version,
+                "Delta: the resource's own version"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never SYNCED: {g:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

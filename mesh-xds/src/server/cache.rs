@@ -130,18 +130,34 @@ pub struct Versioned {
 impl Versioned {
     /// Versions the resources of `snapshot` and indexes its references.
     pub fn new(snapshot: Snapshot, versions: BTreeMap<String, String>) -> Self {
+        Self::update(snapshot, versions, None)
+    }
+
+    /// Like [`Versioned::new`], reusing what `old` computed for resources
+    /// whose bytes did not change.
+    pub fn update(
+        snapshot: Snapshot,
+        versions: BTreeMap<String, String>,
+        old: Option<&Versioned>,
+    ) -> Self {
         let resource_versions = snapshot
             .types
             .iter()
             .map(|(t, rs)| {
                 let vs = rs
                     .iter()
-                    .map(|(n, a)| (n.clone(), resource_version(a)))
+                    .map(|(n, a)| {
+                        let reuse = old.and_then(|o| {
+                            (o.snapshot.resources(t)?.get(n)? == a)
+                                .then(|| o.resource_version(t, n).map(str::to_string))?
+                        });
+                        (n.clone(), reuse.unwrap_or_else(|| resource_version(a)))
+                    })
                     .collect();
                 (t.clone(), vs)
             })
             .collect();
-        let deps = Deps::of(&snapshot);
+        let deps = Deps::update(&snapshot, old.map(|o| (&o.snapshot, &o.deps)));
         Self {
             snapshot,
             versions,
@@ -295,7 +311,8 @@ impl SnapshotCache {
             versions.insert(type_url.clone(), v);
         }
         if !changed.is_empty() || old.is_none() {
-            tx.send_replace(Some(Arc::new(Versioned::new(snapshot, versions))));
+            let v = Versioned::update(snapshot, versions, old.as_deref());
+            tx.send_replace(Some(Arc::new(v)));
         }
         changed
     }
@@ -356,6 +373,19 @@ impl SnapshotCache {
         e.info = info.clone();
         e.peer = peer;
         e.streams += 1;
+        if e.streams == 1 {
+            // A new connection has nothing in flight and nothing held back
+            // yet; what it ACKed and NACKed before stays as history.
+            for st in inner
+                .status
+                .entry(info.id.clone())
+                .or_default()
+                .values_mut()
+            {
+                st.pending = None;
+                st.held = None;
+            }
+        }
     }
 
     pub(crate) fn stream_closed(&self, node_id: &str) {

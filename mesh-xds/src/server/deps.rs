@@ -41,23 +41,46 @@ pub struct Deps {
 impl Deps {
     /// The references of a snapshot's listeners, routes and clusters.
     pub fn of(snapshot: &Snapshot) -> Self {
+        Self::update(snapshot, None)
+    }
+
+    /// The references of `snapshot`, reusing those of `old` (the previous
+    /// snapshot of the node, with its index) for resources whose bytes did
+    /// not change: most pushes change a few resources of many.
+    pub fn update(snapshot: &Snapshot, old: Option<(&Snapshot, &Deps)>) -> Self {
+        let unchanged = |t: &str, name: &str, a: &Any| {
+            old.and_then(|(s, d)| {
+                let same = s.resources(t)?.get(name)? == a;
+                same.then_some(d)
+            })
+        };
         let mut d = Self::default();
         for (name, a) in snapshot.resources(types::LISTENER).into_iter().flatten() {
-            let refs = listener_clusters(a);
+            let refs = match unchanged(types::LISTENER, name, a) {
+                Some(o) => o.listener_clusters.get(name).cloned().unwrap_or_default(),
+                None => listener_clusters(a),
+            };
             if !refs.is_empty() {
                 d.listener_clusters.insert(name.clone(), refs);
             }
         }
         for (name, a) in snapshot.resources(types::ROUTE).into_iter().flatten() {
-            if let Some(rc) = unany::<RouteConfiguration>(a) {
-                let refs = route_clusters(&rc);
-                if !refs.is_empty() {
-                    d.route_clusters.insert(name.clone(), refs);
-                }
+            let refs = match unchanged(types::ROUTE, name, a) {
+                Some(o) => o.route_clusters.get(name).cloned().unwrap_or_default(),
+                None => unany::<RouteConfiguration>(a)
+                    .map(|rc| route_clusters(&rc))
+                    .unwrap_or_default(),
+            };
+            if !refs.is_empty() {
+                d.route_clusters.insert(name.clone(), refs);
             }
         }
         for (name, a) in snapshot.resources(types::CLUSTER).into_iter().flatten() {
-            if let Some(eds) = eds_name(a) {
+            let eds = match unchanged(types::CLUSTER, name, a) {
+                Some(o) => o.eds_names.get(name).cloned(),
+                None => eds_name(a),
+            };
+            if let Some(eds) = eds {
                 d.eds_names.insert(name.clone(), eds);
             }
         }

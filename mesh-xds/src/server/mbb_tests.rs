@@ -253,3 +253,20 @@ fn nacked_cluster_keeps_routes_held_and_is_not_resent() {
     assert_eq!(types_of(&out), [types::ROUTE]);
     assert_eq!(route_targets(&out[0]), ["a", "b"]);
 }
+
+#[test]
+fn clusters_of_dropped_routes_are_released() {
+    let (mut f, [rds, _, _]) = Fixture::synced();
+    // The listener and its routes go away together with cluster a; the
+    // client's routes still name a, so a stays...
+    let mut s = Snapshot::new();
+    s.insert(types::CLUSTER, "z", any(&cluster("z")));
+    let out = f.set(s);
+    assert_eq!(types_of(&out), [types::CLUSTER]);
+    assert_eq!(cluster_names(&out[0]), ["a", "z"]);
+    f.request(req(types::CLUSTER, &[], Some(&out[0])));
+    // ...until the client drops those routes (its listener went).
+    let out = f.request(req(types::ROUTE, &[], Some(&rds)));
+    assert_eq!(types_of(&out), [types::CLUSTER]);
+    assert_eq!(cluster_names(&out[0]), ["z"]);
+}

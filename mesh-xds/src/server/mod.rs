@@ -1,28 +1,41 @@
-//! The ADS server (State of the World) over a [`SnapshotCache`].
+//! The ADS server (State of the World and Delta) and CSDS over a
+//! [`SnapshotCache`].
 //!
 //! `meshd` compiles a model per node, encodes it, and calls
 //! [`SnapshotCache::set_snapshot`]; every stream of that node is woken and
-//! pushes the types that changed. An optional hook tells the control plane
-//! when a node it has no snapshot for connects, with its Istio metadata.
+//! pushes what changed. An optional hook tells the control plane when a
+//! node connects, with its Istio metadata; [`AdsServer::events`] reports
+//! connects, disconnects, pushes, ACKs and NACKs as they happen.
 //!
-//! Delta xDS is not implemented yet (`DeltaAggregatedResources` answers
-//! UNIMPLEMENTED); gRPC clients only use SotW. CSDS comes later too.
+//! - `stream`: the SotW protocol of one stream (what gRPC clients speak).
+//! - `delta`: the incremental protocol of one stream (Envoy's Delta ADS).
+//! - `order`: make-before-break, shared by both: a listener or route that
+//!   references a cluster the client has not ACKed is held back until it
+//!   has (CDS, then EDS); a removed cluster keeps being sent while routes
+//!   the client has still use it.
+//! - `service`: the I/O loop around either protocol.
+//! - [`CsdsServer`]: `ClientStatusDiscoveryService`, what each connected
+//!   client holds, per resource.
+//!
+//! Not here: compiling snapshots (the control plane does that per node).
 
 mod cache;
 mod csds;
+mod delta;
+#[cfg(test)]
+mod delta_tests;
 mod deps;
 #[cfg(test)]
 mod mbb_tests;
 mod order;
 mod record;
+mod service;
 mod stream;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use envoy_types::pb::envoy::config::core::v3::Node;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_server::{
@@ -32,11 +45,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use cache::{ConnectedNode, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
 pub use csds::CsdsServer;
+pub use delta::DeltaState;
 pub use deps::Deps;
 pub use stream::{RequestKind, StreamState, PUSH_ORDER};
 
@@ -150,13 +164,19 @@ impl AdsServer {
         self.events.subscribe()
     }
 
+    /// A CSDS server reporting on the same cache (add its
+    /// [`CsdsServer::into_service`] next to this one).
+    pub fn csds(&self) -> CsdsServer {
+        CsdsServer::new(self.cache.clone())
+    }
+
     /// The tonic service to add to a `Server`.
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         AggregatedDiscoveryServiceServer::new(self)
     }
 
-    fn stream_ctx(&self, peer: Option<SocketAddr>) -> StreamCtx {
-        StreamCtx {
+    fn stream_ctx(&self, peer: Option<SocketAddr>) -> service::StreamCtx {
+        service::StreamCtx {
             cache: self.cache.clone(),
             hook: self.hook.clone(),
             events: self.events.clone(),
@@ -167,160 +187,7 @@ impl AdsServer {
     }
 }
 
-/// What a stream task needs besides its protocol state: where to report.
-struct StreamCtx {
-    cache: SnapshotCache,
-    hook: Option<NodeHook>,
-    events: broadcast::Sender<ServerEvent>,
-    id: u64,
-    peer: Option<SocketAddr>,
-    node: Option<String>,
-}
-
-impl StreamCtx {
-    fn emit(&self, e: ServerEvent) {
-        // No subscriber is fine: events are best effort.
-        let _ = self.events.send(e);
-    }
-
-    /// Registers the node of the stream (first request).
-    fn connected(&mut self, node: &Node) {
-        let info = NodeInfo::from_node(node);
-        self.cache.stream_opened(node, &info, self.peer);
-        if let Some(h) = &self.hook {
-            h(&info);
-        }
-        self.node = Some(info.id.clone());
-        self.emit(ServerEvent::Connected {
-            node: info,
-            stream_id: self.id,
-            peer: self.peer,
-        });
-    }
-
-    fn node_id(&self) -> String {
-        self.node.clone().unwrap_or_default()
-    }
-
-    fn request(&self, type_url: &str, kind: &RequestKind) {
-        let node_id = self.node_id();
-        let type_url = type_url.to_string();
-        match kind {
-            RequestKind::Ack(version) => self.emit(ServerEvent::Acked {
-                node_id,
-                type_url,
-                version: version.clone(),
-            }),
-            RequestKind::Nack(n) => self.emit(ServerEvent::Nacked {
-                node_id,
-                type_url,
-                version: n.rejected_version.clone(),
-                message: n.message.clone(),
-            }),
-            RequestKind::Subscribe | RequestKind::Stale => {}
-        }
-    }
-
-    fn pushed(&self, type_url: &str, version: &str, nonce: &str) {
-        self.emit(ServerEvent::Pushed {
-            node_id: self.node_id(),
-            type_url: type_url.to_string(),
-            version: version.to_string(),
-            nonce: nonce.to_string(),
-        });
-    }
-}
-
-impl Drop for StreamCtx {
-    fn drop(&mut self) {
-        if let Some(node_id) = self.node.take() {
-            self.cache.stream_closed(&node_id);
-            self.emit(ServerEvent::Disconnected {
-                node_id,
-                stream_id: self.id,
-            });
-        }
-    }
-}
-
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-async fn send(
-    ctx: &StreamCtx,
-    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    r: DiscoveryResponse,
-) -> bool {
-    let (t, v, n) = (r.type_url.clone(), r.version_info.clone(), r.nonce.clone());
-    if tx.send(Ok(r)).await.is_err() {
-        return false;
-    }
-    ctx.pushed(&t, &v, &n);
-    true
-}
-
-async fn run_stream(
-    mut ctx: StreamCtx,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let cache = ctx.cache.clone();
-    let mut state = StreamState::new(cache.clone());
-    let mut watch: Option<tokio::sync::watch::Receiver<Option<Arc<Versioned>>>> = None;
-    loop {
-        let changed = async {
-            match watch.as_mut() {
-                Some(w) => w.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            req = requests.next() => {
-                let req = match req {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "ADS stream error");
-                        return;
-                    }
-                    None => return,
-                };
-                if state.node().is_none() {
-                    let Some(node) = req.node.as_ref() else {
-                        let _ = tx.send(Err(Status::invalid_argument(
-                            "the first DiscoveryRequest of a stream must carry `node` (the client's id and metadata)",
-                        ))).await;
-                        return;
-                    };
-                    state.set_node(&node.id);
-                    ctx.connected(node);
-                    watch = Some(cache.watch(&node.id));
-                }
-                let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
-                let (kind, resp) = state.on_request(&req, snap.as_ref());
-                ctx.request(&req.type_url, &kind);
-                for r in resp {
-                    if !send(&ctx, &tx, r).await {
-                        return;
-                    }
-                }
-            }
-            ok = changed => {
-                if !ok {
-                    // The node's snapshot was cleared: keep serving what was sent.
-                    watch = None;
-                    continue;
-                }
-                let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
-                if let Some(s) = snap {
-                    for r in state.on_snapshot(&s) {
-                        if !send(&ctx, &tx, r).await {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
@@ -332,7 +199,8 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let ctx = self.stream_ctx(request.remote_addr());
-        tokio::spawn(run_stream(ctx, request.into_inner(), tx));
+        let state = StreamState::new(self.cache.clone());
+        tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -340,10 +208,12 @@ impl AggregatedDiscoveryService for AdsServer {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "Delta xDS is not supported yet; use State of the World (StreamAggregatedResources)",
-        ))
+        let (tx, rx) = mpsc::channel(16);
+        let ctx = self.stream_ctx(request.remote_addr());
+        let state = DeltaState::new(self.cache.clone());
+        tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

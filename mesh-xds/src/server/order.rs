@@ -16,7 +16,9 @@
 //!
 //! Only references new to the client are checked, and references to
 //! clusters that exist nowhere are not waited for (nothing would release
-//! them). The gate is active only once the client subscribes to CDS on the
+//! them), nor, for a client that subscribes to clusters by name, clusters
+//! it has not named: gRPC asks for a cluster only once a route names it,
+//! and queues the RPCs for it until its CDS and EDS arrive. The gate is active only once the client subscribes to CDS on the
 //! stream: a gRPC client asks for LDS, then RDS, then CDS on first
 //! connect, and its first routes must not wait for a CDS it has not asked
 //! for yet.
@@ -34,6 +36,10 @@ use crate::types;
 pub struct ClientView {
     /// The client subscribes to CDS on this stream.
     pub cds_subscribed: bool,
+    /// Its CDS subscription is a wildcard.
+    pub cds_wildcard: bool,
+    /// The cluster names it subscribes to by name.
+    pub cds_names: BTreeSet<String>,
     /// Cluster names in the client's last ACKed CDS state.
     pub acked_clusters: BTreeSet<String>,
     /// ClusterLoadAssignment names the client subscribes to.
@@ -72,7 +78,10 @@ pub fn not_ready<'a>(
     let endpoints = snap.snapshot.resources(types::ENDPOINT);
     for c in new_refs {
         let exists = clusters.is_some_and(|m| m.contains_key(c)) || kept.contains_key(c);
-        if !exists {
+        if !exists || !(view.cds_wildcard || view.cds_names.contains(c)) {
+            // A client that names its clusters (gRPC subscribes to the
+            // clusters its routes name) can only ask for c once it has the
+            // route; until CDS and EDS arrive it queues those RPCs.
             continue;
         }
         if !view.acked_clusters.contains(c) {
@@ -215,6 +224,8 @@ mod tests {
         let new = set(&["b"]);
         let mut v = ClientView {
             cds_subscribed: true,
+            cds_wildcard: true,
+            cds_names: BTreeSet::new(),
             acked_clusters: set(&["a"]),
             eds_subscribed: set(&["eds-a"]),
             acked_endpoints: set(&["eds-a"]),
@@ -233,6 +244,13 @@ mod tests {
         assert_eq!(not_ready(&v, &s, &kept, &new), None);
         // A reference to a cluster that exists nowhere is not waited for.
         assert_eq!(not_ready(&v, &s, &kept, &set(&["ghost"])), None);
+        // Nor one a client naming its clusters has not named.
+        v.acked_endpoints.remove("eds-b");
+        v.cds_wildcard = false;
+        v.cds_names = set(&["a"]);
+        assert_eq!(not_ready(&v, &s, &kept, &new), None);
+        v.cds_names.insert("b".into());
+        assert_eq!(not_ready(&v, &s, &kept, &new).as_deref(), Some("b"));
         // Before the client subscribes to CDS there is nothing to wait for.
         v.cds_subscribed = false;
         v.acked_clusters.clear();

@@ -7,13 +7,15 @@
 //! - `error_detail` set means NACK: it is recorded (per node and type) and
 //!   nothing is re-sent until the snapshot or the subscription changes, so a
 //!   rejected version is never pushed in a loop. Otherwise a request with
-//!   the last nonce is an ACK of `version_info`.
+//!   the last nonce and the version sent is an ACK; with an older version
+//!   (the client kept it after a NACK) it only changes the subscription.
 //! - LDS and CDS requests with no names (or `*`) subscribe to everything;
 //!   otherwise, and always for RDS and EDS, only the names asked for.
 //! - A response carries every subscribed resource that exists; names that
 //!   do not exist are left out. For LDS and CDS (full state) the client
 //!   takes absence as does-not-exist at once; for RDS and EDS gRPC runs its
-//!   15 s does-not-exist timer (gRFC A53).
+//!   15 s does-not-exist timer (gRFC A53), so an RDS or EDS response that
+//!   would carry nothing, or only what the client already has, is not sent.
 //! - On a snapshot change, types are pushed CDS, EDS, LDS, RDS (then any
 //!   others), and only the types whose content moved, subject to the
 //!   make-before-break rules of [`super::order`]: listeners and routes that
@@ -90,8 +92,11 @@ impl Sent {
     }
 
     /// Clusters referenced by what this response carried.
-    fn refs(&self, type_url: &str, out: &mut BTreeSet<String>) {
-        for n in self.names(type_url) {
+    /// Clusters referenced by what this response carried and the client
+    /// still subscribes to (`now`): a route configuration it dropped (its
+    /// listener went) uses nothing any more.
+    fn refs(&self, type_url: &str, now: &Subscription, out: &mut BTreeSet<String>) {
+        for n in self.names(type_url).into_iter().filter(|n| now.wants(n)) {
             if let Some(c) = self.snap.deps.clusters_of(type_url, n) {
                 out.extend(c.iter().cloned());
             }
@@ -149,7 +154,7 @@ impl TypeState {
 
     fn refs(&self, type_url: &str, out: &mut BTreeSet<String>) {
         for s in [&self.sent, &self.acked].into_iter().flatten() {
-            s.refs(type_url, out);
+            s.refs(type_url, &self.sub, out);
         }
     }
 }
@@ -295,7 +300,12 @@ impl StreamState {
                 s.nacks += 1;
             });
             RequestKind::Nack(nack)
-        } else if req.response_nonce.is_empty() {
+        } else if req.response_nonce.is_empty()
+            || st.sent.as_ref().map(|s| s.version.as_str()) != Some(req.version_info.as_str())
+        {
+            // No nonce: a first request. A nonce with a version other than
+            // the one sent: the client keeps an older version (it NACKed
+            // the last one) and is only changing its subscription.
             RequestKind::Subscribe
         } else {
             let before = st.acked_names(&type_url);
@@ -370,6 +380,14 @@ impl StreamState {
         let Some(cds) = self.types.get(types::CLUSTER) else {
             return BTreeMap::new();
         };
+        // Fast path: everything the client has came from this snapshot.
+        let from_here = |s: &Option<Arc<Sent>>| {
+            s.as_ref()
+                .is_none_or(|s| std::ptr::eq(Arc::as_ptr(&s.snap), snap) && s.kept.is_empty())
+        };
+        if from_here(&cds.sent) && from_here(&cds.acked) {
+            return BTreeMap::new();
+        }
         let current = cds.names(types::CLUSTER);
         let now = snap.snapshot.resources(types::CLUSTER);
         if current
@@ -410,8 +428,11 @@ impl StreamState {
                 .map(|s| s.acked_names(t))
                 .unwrap_or_default()
         };
+        let cds = self.types.get(types::CLUSTER);
         ClientView {
-            cds_subscribed: self.types.contains_key(types::CLUSTER),
+            cds_subscribed: cds.is_some(),
+            cds_wildcard: cds.is_some_and(|c| c.sub.wildcard),
+            cds_names: cds.map(|c| c.sub.names.clone()).unwrap_or_default(),
             acked_clusters: acked(types::CLUSTER),
             eds_subscribed: self
                 .types
@@ -481,16 +502,19 @@ impl StreamState {
             }
         }
         let st = self.types.get_mut(type_url)?;
-        let mut resources: Vec<Any> = snap
+        let kept: BTreeMap<String, Any> =
+            kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
+        // In name order, kept resources among the others.
+        let resources: Vec<Any> = snap
             .snapshot
             .resources(type_url)?
             .iter()
             .filter(|(name, _)| st.sub.wants(name))
-            .map(|(_, r)| r.clone())
+            .chain(kept.iter())
+            .collect::<BTreeMap<&String, &Any>>()
+            .into_values()
+            .cloned()
             .collect();
-        let kept: BTreeMap<String, Any> =
-            kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
-        resources.extend(kept.values().cloned());
         if !wildcard_type(type_url) && same_as_sent(st, type_url, snap, &kept, resources.len()) {
             // RDS and EDS are not full state: a response would only repeat
             // what the client has, or (when none of its names exist) say
@@ -528,134 +552,5 @@ impl StreamState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::cache::Snapshot;
-    use envoy_types::pb::google::protobuf::Any;
-    use envoy_types::pb::google::rpc::Status;
-
-    fn res(n: &str) -> Any {
-        Any {
-            type_url: "t".into(),
-            value: n.as_bytes().to_vec(),
-        }
-    }
-
-    fn req(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-        DiscoveryRequest {
-            type_url: type_url.into(),
-            resource_names: names.iter().map(|s| s.to_string()).collect(),
-            version_info: version.into(),
-            response_nonce: nonce.into(),
-            ..Default::default()
-        }
-    }
-
-    fn setup() -> (SnapshotCache, StreamState, Arc<Versioned>) {
-        let cache = SnapshotCache::new();
-        let mut s = Snapshot::new();
-        s.insert(types::CLUSTER, "a", res("a"));
-        s.insert(types::CLUSTER, "b", res("b"));
-        s.insert(types::ENDPOINT, "a", res("ea"));
-        cache.set_snapshot("n", s);
-        let snap = cache.snapshot("n").unwrap();
-        let mut st = StreamState::new(cache.clone());
-        st.set_node("n");
-        (cache, st, snap)
-    }
-
-    #[test]
-    fn wildcard_named_and_missing() {
-        let (_, mut st, snap) = setup();
-        let (k, r) = st.on_request(&req(types::CLUSTER, &["*"], "", ""), Some(&snap));
-        assert_eq!(k, RequestKind::Subscribe);
-        assert_eq!(r[0].resources.len(), 2);
-        let (_, r) = st.on_request(&req(types::ENDPOINT, &["a", "zz"], "", ""), Some(&snap));
-        assert_eq!(r[0].resources.len(), 1);
-        // EDS with no names subscribes to nothing (no wildcard for EDS),
-        // and names that do not exist are not answered (does-not-exist
-        // timer).
-        let (_, r) = st.on_request(&req(types::ENDPOINT, &[], "", "2"), Some(&snap));
-        assert!(r.is_empty());
-        let (_, r) = st.on_request(&req(types::ROUTE, &["nope"], "", ""), Some(&snap));
-        assert!(r.is_empty());
-        // CDS by name: a missing name is simply absent (full state).
-        let (_, r) = st.on_request(&req(types::CLUSTER, &["a", "nope"], "", "1"), Some(&snap));
-        assert_eq!(r[0].resources.len(), 1);
-    }
-
-    #[test]
-    fn stale_ack_nack_and_resubscribe() {
-        let (cache, mut st, snap) = setup();
-        let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
-        let r = r[0].clone();
-        // Stale nonce: ignored.
-        let (k, out) = st.on_request(&req(types::CLUSTER, &[], "", "999"), Some(&snap));
-        assert_eq!((k, out), (RequestKind::Stale, vec![]));
-        // NACK: recorded, nothing re-sent.
-        let mut nack = req(types::CLUSTER, &[], "", &r.nonce);
-        nack.error_detail = Some(Status {
-            code: 3,
-            message: "no".into(),
-            details: vec![],
-        });
-        let (k, out) = st.on_request(&nack, Some(&snap));
-        let RequestKind::Nack(n) = k else {
-            panic!("not a NACK: {k:?}")
-        };
-        assert_eq!(
-            (n.rejected_version, n.message),
-            (r.version_info.clone(), "no".into())
-        );
-        assert!(out.is_empty());
-        assert_eq!(cache.status("n")[types::CLUSTER].nacks, 1);
-        // Same again (a client retrying its NACK): still nothing.
-        assert!(st.on_request(&nack, Some(&snap)).1.is_empty());
-        // A new subscription at the same version is answered.
-        let (_, out) = st.on_request(&req(types::CLUSTER, &["a"], "", &r.nonce), Some(&snap));
-        let out = out[0].clone();
-        assert_eq!(
-            (out.version_info.as_str(), out.resources.len()),
-            (r.version_info.as_str(), 1)
-        );
-        // ACK clears the NACK.
-        let (k, out) = st.on_request(
-            &req(types::CLUSTER, &["a"], &out.version_info, &out.nonce),
-            Some(&snap),
-        );
-        assert_eq!(k, RequestKind::Ack(r.version_info.clone()));
-        assert!(out.is_empty());
-        let status = &cache.status("n")[types::CLUSTER];
-        assert!(status.last_nack.is_none());
-        assert_eq!(status.acked.as_deref(), Some(r.version_info.as_str()));
-    }
-
-    #[test]
-    fn snapshot_pushes_only_subscribed_changed_types_in_order() {
-        let (cache, mut st, snap) = setup();
-        let (_, r) = st.on_request(&req(types::ENDPOINT, &["a"], "", ""), Some(&snap));
-        assert!(!r.is_empty());
-        let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
-        assert!(!r.is_empty());
-        let mut s = snap.snapshot.clone();
-        s.insert(types::CLUSTER, "c", res("c"));
-        s.insert(types::ENDPOINT, "a", res("ea2"));
-        s.insert(types::LISTENER, "l", res("l"));
-        assert_eq!(cache.set_snapshot("n", s).len(), 3);
-        let v = cache.snapshot("n").unwrap();
-        let out: Vec<String> = st.on_snapshot(&v).into_iter().map(|r| r.type_url).collect();
-        // LDS is not subscribed on this stream.
-        assert_eq!(out, [types::CLUSTER, types::ENDPOINT]);
-        assert!(st.on_snapshot(&v).is_empty());
-        // A type dropped from the snapshot is pushed empty.
-        let mut s = Snapshot::new();
-        s.insert(types::ENDPOINT, "a", res("ea2"));
-        s.insert(types::LISTENER, "l", res("l"));
-        assert_eq!(cache.set_snapshot("n", s), [types::CLUSTER]);
-        let v = cache.snapshot("n").unwrap();
-        let out = st.on_snapshot(&v);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].type_url, types::CLUSTER);
-        assert!(out[0].resources.is_empty());
-    }
-}
+#[path = "stream_tests.rs"]
+mod tests;
