@@ -29,6 +29,8 @@ pub struct Metrics {
     pub nacks: Family<TypeLabel, Counter>,
     /// Seconds to compile, encode and hand out one config generation.
     pub push_time: Histogram,
+    /// Seconds to compile and encode one client identity.
+    pub compile_time: Histogram,
     /// Seconds from a config change being seen to every affected client
     /// ACKing (or NACKing) it.
     pub convergence: Histogram,
@@ -60,6 +62,7 @@ impl Metrics {
         let nacks = Family::<TypeLabel, Counter>::default();
         let push_time = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let convergence = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let compile_time = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let connected = Gauge::default();
         let compilations = Counter::default();
         registry.register(
@@ -93,6 +96,11 @@ impl Metrics {
             push_time.clone(),
         );
         registry.register(
+            "meshd_compile_time_seconds",
+            "Time to compile and encode one client identity (the rest of push time is handing snapshots to nodes)",
+            compile_time.clone(),
+        );
+        registry.register(
             "meshd_convergence_time_seconds",
             "Time from a config change being seen to every affected client ACKing it",
             convergence.clone(),
@@ -115,6 +123,7 @@ impl Metrics {
             pushes,
             nacks,
             push_time,
+            compile_time,
             convergence,
             connected,
             compilations,
