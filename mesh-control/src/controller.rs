@@ -217,11 +217,15 @@ impl Controller {
             Some(c) => c.snapshot.clone(),
             None => {
                 self.metrics.compilations.inc();
+                let started = std::time::Instant::now();
                 let c = Arc::new(compile::compile(
                     &compiler,
                     &key,
                     st.prev.get(&key).map(|p| &**p),
                 ));
+                self.metrics
+                    .compile_time
+                    .observe(started.elapsed().as_secs_f64());
                 let snap = c.snapshot.clone();
                 st.memo.insert(key, c);
                 snap

@@ -63,6 +63,7 @@ async fn health_ready_and_metrics() {
     assert_eq!(m["meshd_xds_connected_streams"], 1.0);
     assert!(m["meshd_xds_pushes_total{type=\"cds\"}"] >= 1.0, "{text}");
     assert!(m["meshd_push_time_seconds_count"] >= 2.0);
+    assert!(m["meshd_compile_time_seconds_count"] >= 2.0, "{text}");
     // A NACK answers the push too: convergence completes.
     assert!(text.contains("meshd_convergence_time_seconds_bucket"));
 
