@@ -184,11 +184,15 @@ fn incremental(prev: &Compiled, model: &Model) -> Arc<Snapshot> {
     // Partial models: no inbound ports, so no server listeners (those did
     // not change: inbound policy and authorization are equal).
     let part = |outbound, clusters| {
-        let mut m = model.clone();
-        m.outbound = outbound;
-        m.clusters = clusters;
-        m.inbound.ports.clear();
-        m
+        let mut inbound = model.inbound.clone();
+        inbound.ports.clear();
+        Model {
+            client: model.client.clone(),
+            mesh: model.mesh.clone(),
+            outbound,
+            clusters,
+            inbound,
+        }
     };
     let opts = EncodeOptions::default();
     let remove = Snapshot::from_resources(&encode(&part(stale_out, stale_clusters), &opts));
