@@ -195,3 +195,37 @@ async fn auto_registered_workload_is_an_endpoint_while_connected() {
     assert_eq!(configz["autoRegistered"], serde_json::json!([]));
     meshd.shutdown().await;
 }
+
+#[tokio::test]
+async fn grpc_server_gets_its_inbound_listener_by_the_address_it_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let meshd = start(dir.path()).await;
+    // A proxyless gRPC server (app=echo) asks for the listener of the
+    // address it listens on, as grpc-go / grpcio xDS servers do.
+    let mut s = Ads::connect(
+        meshd.xds_addr(),
+        node(
+            "echo-server-1",
+            "demo",
+            &[("app", "echo")],
+            &[("INSTANCE_IPS", "127.0.0.1")],
+        ),
+    )
+    .await;
+    for name in [
+        "xds.istio.io/grpc/lds/inbound/127.0.0.1:7070",
+        "xds.istio.io/grpc/lds/inbound/[::]:7070",
+        "xds.istio.io/grpc/lds/inbound/0.0.0.0:7070",
+    ] {
+        let names = vec![name.to_string()];
+        s.send(types::LISTENER, &names, "", "").await;
+        let r = s.recv_ack(&names).await;
+        assert_eq!(r.resources.len(), 1, "{name}");
+        let l: mesh_xds::pb::envoy::config::listener::v3::Listener =
+            mesh_xds::types::unany(&r.resources[0]).unwrap();
+        assert_eq!(l.name, name);
+        assert!(!l.filter_chains.is_empty(), "{name}: {l:?}");
+    }
+    meshd.shutdown().await;
+}
