@@ -229,3 +229,61 @@ async fn grpc_server_gets_its_inbound_listener_by_the_address_it_bound() {
     }
     meshd.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_stream_of_the_same_workload_keeps_its_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let meshd = start(dir.path()).await;
+    let mut a = Ads::connect(
+        meshd.xds_addr(),
+        node("client-a", "demo", &[("app", "client")], &[]),
+    )
+    .await;
+    a.sync_all().await;
+    let eds_subs = eds_names(&a.last[types::CLUSTER]);
+    let vm = || {
+        node(
+            "echo-vm-2",
+            "demo",
+            &[("app", "echo")],
+            &[
+                ("AUTO_REGISTER_GROUP", "echo"),
+                ("INSTANCE_IPS", "10.9.8.6"),
+            ],
+        )
+    };
+    let mut w1 = Ads::connect(meshd.xds_addr(), vm()).await;
+    w1.send(types::CLUSTER, &[], "", "").await;
+    w1.recv_ack(&[]).await;
+    let r = a.recv_ack(&eds_subs).await;
+    assert_eq!(endpoints(&r)[ECHO_EDS].len(), 2);
+
+    // The workload reconnects (new stream first, then the old one ends, as
+    // during a control-plane connection rotation): it stays registered.
+    let mut w2 = Ads::connect(meshd.xds_addr(), vm()).await;
+    w2.send(types::CLUSTER, &[], "", "").await;
+    w2.recv_ack(&[]).await;
+    drop(w1);
+    a.silent(400).await;
+    let configz = json(meshd.http_addr(), "/debug/configz").await;
+    assert_eq!(
+        configz["autoRegistered"].as_array().unwrap().len(),
+        1,
+        "{configz}"
+    );
+    let adsz = json(meshd.http_addr(), "/debug/adsz").await;
+    let row = adsz
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "echo-vm-2")
+        .unwrap();
+    assert_eq!(row["streamCount"], 1, "{adsz}");
+
+    // Its last stream ends: gone.
+    drop(w2);
+    let r = a.recv_ack(&eds_subs).await;
+    assert_eq!(endpoints(&r)[ECHO_EDS], ["10.0.0.1:7070"]);
+    meshd.shutdown().await;
+}
