@@ -1,7 +1,8 @@
 //! `meshd`, the bundled control plane (istiod's counterpart): watches a
 //! directory of Istio YAML, validates and analyzes every change, compiles
-//! it per connected client and serves it over Envoy v3 ADS, hosts the CA
-//! (Istio's `IstioCertificateService`) on the same gRPC port, and serves
+//! it per connected client and serves it over Envoy v3 ADS (with CSDS for
+//! `meshctl proxy-config`), hosts the CA (Istio's
+//! `IstioCertificateService`) on the same gRPC port, and serves
 //! health, Prometheus metrics and debug views over HTTP.
 //!
 //! ```no_run
