@@ -2,10 +2,13 @@
 //!
 //! `analyze` reports the configurations behind most Istio outages;
 //! `x route` and `x authz` explain, with the very engines the SDK runs,
-//! where a request would be routed and whether it would be allowed.
+//! where a request would be routed and whether it would be allowed;
+//! `proxy-status` and `proxy-config` show what meshd's clients run.
 #![forbid(unsafe_code)]
 
 mod analyze;
+mod proxy_config;
+mod proxy_status;
 mod x_authz;
 mod x_route;
 
@@ -30,6 +33,10 @@ enum Command {
     /// Generate bootstrap files for workloads.
     #[command(subcommand)]
     Bootstrap(BootstrapCommand),
+    /// Every client connected to meshd and whether it runs the latest config, per xDS type.
+    ProxyStatus(proxy_status::Args),
+    /// One client's config as meshd holds it (over CSDS).
+    ProxyConfig(proxy_config::Args),
     /// Experimental request simulators.
     #[command(subcommand)]
     X(XCommand),
@@ -55,6 +62,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Bootstrap(BootstrapCommand::Grpc(args)) => bootstrap::run(*args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
+        Command::ProxyConfig(args) => proxy_config::run(args),
         Command::X(XCommand::Route(args)) => x_route::run(*args),
         Command::X(XCommand::Authz(args)) => x_authz::run(*args),
     };

@@ -1,0 +1,138 @@
+//! The `meshd` binary: flags (each also from a `MESHD_*` environment
+//! variable, then from `--config-file`), logging, and running until Ctrl-C
+//! or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mesh_control::settings::parse_duration;
+use mesh_control::{Meshd, MeshdConfig, SettingsFile};
+
+/// meshd: the mesh's control plane (Istio YAML in, Envoy v3 xDS out, plus the CA).
+#[derive(Parser, Debug)]
+#[command(name = "meshd", version, about)]
+struct Args {
+    /// Directory of Istio YAML to serve (watched for changes).
+    #[arg(long, env = "MESHD_CONFIG")]
+    config: Option<PathBuf>,
+    /// MeshConfig file (Istio's meshConfig: trustDomain, outboundTrafficPolicy, ...).
+    #[arg(long, env = "MESHD_MESH_CONFIG")]
+    mesh_config: Option<PathBuf>,
+    /// Address of the xDS + CA gRPC server [default: 127.0.0.1:15010].
+    #[arg(long, env = "MESHD_XDS_ADDR")]
+    xds_addr: Option<SocketAddr>,
+    /// Address of /healthz, /ready, /metrics, /debug/* [default: 127.0.0.1:15014].
+    #[arg(long, env = "MESHD_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// CA directory: keeps the self-signed root, or holds a plugged-in CA [default: a temporary directory].
+    #[arg(long, env = "MESHD_CA_DIR")]
+    ca_dir: Option<PathBuf>,
+    /// Bootstrap token file for the CA ({"tokens": [{"token", "namespace", "serviceAccount"}]}).
+    #[arg(long, env = "MESHD_CA_TOKENS")]
+    ca_tokens: Option<PathBuf>,
+    /// Trust domain of issued identities [default: cluster.local].
+    #[arg(long, env = "MESHD_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// Quiet time before a change is applied, e.g. 100ms [default: 100ms].
+    #[arg(long, env = "MESHD_DEBOUNCE", value_parser = parse_duration)]
+    debounce: Option<std::time::Duration>,
+    /// Settings file (YAML) for any of the above; flags and env vars win over it.
+    #[arg(long, env = "MESHD_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+}
+
+fn config(args: Args) -> Result<MeshdConfig, String> {
+    let file = match &args.config_file {
+        Some(p) => SettingsFile::load(p).map_err(|e| e.to_string())?,
+        None => SettingsFile::default(),
+    };
+    let dir = args.config.or(file.config).ok_or(
+        "no config directory: pass --config DIR, set MESHD_CONFIG or put `config:` in the settings file",
+    )?;
+    let mut c = MeshdConfig::new(dir);
+    c.mesh_config = args.mesh_config.or(file.mesh_config);
+    c.xds_addr = args
+        .xds_addr
+        .or(file.xds_addr)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010)));
+    c.http_addr = args
+        .http_addr
+        .or(file.http_addr)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15014)));
+    c.ca_dir = args.ca_dir.or(file.ca_dir);
+    c.ca_tokens = args.ca_tokens.or(file.ca_tokens);
+    if let Some(td) = args.trust_domain.or(file.trust_domain) {
+        c.trust_domain = td;
+    }
+    if let Some(d) = args.debounce {
+        c.debounce = d;
+    } else if let Some(d) = &file.debounce {
+        c.debounce = parse_duration(d).map_err(|e| format!("settings file debounce: {e}"))?;
+    }
+    if let Some(p) = &file.poll_interval {
+        c.poll_interval =
+            parse_duration(p).map_err(|e| format!("settings file pollInterval: {e}"))?;
+    }
+    Ok(c)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let meshd = match Meshd::start(config).await {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("meshd: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        // Printed on stdout so scripts that start meshd on port 0 can read them.
+        println!("xds {}", meshd.xds_addr());
+        println!("http {}", meshd.http_addr());
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        meshd.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,143 @@
+//! meshd's HTTP port (istiod's 15014): `/healthz`, `/ready`, `/metrics`
+//! and the `/debug/*` views, on hyper 1 (HTTP/1.1).
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::controller::Controller;
+use crate::debug;
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// The control plane.
+    pub ctl: Controller,
+    /// The watched directory (shown in configz).
+    pub config_dir: PathBuf,
+    /// True once the xDS port accepts connections.
+    pub xds_serving: Arc<AtomicBool>,
+}
+
+impl HttpState {
+    /// Ready: a config is loaded and the xDS port is serving.
+    pub fn ready(&self) -> bool {
+        self.xds_serving.load(Ordering::Acquire) && self.ctl.generation().is_some()
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn json(v: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => text(StatusCode::OK, "application/json", s + "\n"),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("could not encode the view as JSON: {e}\n"),
+        ),
+    }
+}
+
+/// Answers one request.
+pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET is served here\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        "/ready" => {
+            if state.ready() {
+                text(StatusCode::OK, "text/plain; charset=utf-8", "ready\n".into())
+            } else {
+                let why = if state.ctl.generation().is_none() {
+                    match state.ctl.rejection() {
+                        Some(r) => format!("no valid configuration loaded yet:\n{}\n", r.message()),
+                        None => "no configuration loaded yet\n".to_string(),
+                    }
+                } else {
+                    "the xDS port is not serving yet\n".to_string()
+                };
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", why)
+            }
+        }
+        "/metrics" => {
+            let m = state.ctl.metrics();
+            let streams: usize = state.ctl.cache().connected().iter().map(|c| c.streams).sum();
+            m.connected.set(i64::try_from(streams).unwrap_or(i64::MAX));
+            text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                m.render(),
+            )
+        }
+        "/debug/configz" => json(&debug::configz(&state.ctl, &state.config_dir)),
+        "/debug/syncz" => json(&debug::syncz(&state.ctl)),
+        "/debug/adsz" => json(&debug::adsz(&state.ctl)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found; try /healthz, /ready, /metrics, /debug/configz, /debug/syncz, /debug/adsz\n"
+                .into(),
+        ),
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: HttpState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let r = handle(&state, &req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}

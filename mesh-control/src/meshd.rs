@@ -1,0 +1,316 @@
+//! Starting and stopping meshd: the CA, the ADS + CSDS + CA gRPC server, the
+//! HTTP server, the directory watcher and the event and convergence tasks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mesh_ca::{ca_store, CaConfig, CaService, CertificateAuthority, TokenStore};
+use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::controller::Controller;
+use crate::error::{MeshdError, Result};
+use crate::http::{self, HttpState};
+use crate::load::ConfigSource;
+use crate::metrics::Metrics;
+use crate::settings::MeshdConfig;
+use crate::tap::NodeTap;
+use crate::watch::{fingerprint, Debouncer};
+
+/// The control plane.
+#[derive(Debug)]
+pub struct Meshd;
+
+/// A running meshd. Dropping it without [`MeshdHandle::shutdown`] stops the
+/// background tasks too.
+#[derive(Debug)]
+pub struct MeshdHandle {
+    xds_addr: SocketAddr,
+    http_addr: SocketAddr,
+    ctl: Controller,
+    ca: Arc<CertificateAuthority>,
+    ca_dir: PathBuf,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    // Keeps a temporary CA directory alive as long as meshd runs.
+    _ca_temp: Option<tempfile::TempDir>,
+}
+
+impl MeshdHandle {
+    /// The bound xDS + CA gRPC address (plaintext).
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The control-plane state: current generation, nodes, rejections.
+    pub fn controller(&self) -> &Controller {
+        &self.ctl
+    }
+
+    /// The number of the config generation being served, if any.
+    pub fn generation(&self) -> Option<u64> {
+        self.ctl.generation().map(|g| g.number)
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.ca
+    }
+
+    /// The mesh root certificates (PEM), what workloads must trust.
+    pub fn root_cert_pem(&self) -> String {
+        self.ca.trust_bundle().to_pem()
+    }
+
+    /// Where the CA keeps its keys.
+    pub fn ca_dir(&self) -> &Path {
+        &self.ca_dir
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for MeshdHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MeshdError::Bind { what, addr, source })
+}
+
+fn local_addr(l: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr> {
+    l.local_addr()
+        .map_err(|source| MeshdError::Bind { what, addr, source })
+}
+
+fn load_ca(
+    config: &MeshdConfig,
+) -> Result<(
+    Arc<CertificateAuthority>,
+    PathBuf,
+    Option<tempfile::TempDir>,
+)> {
+    let (dir, temp) = match &config.ca_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("meshd-ca-")
+                .tempdir()
+                .map_err(|e| MeshdError::Io {
+                    what: "creating a temporary CA directory (pass --ca-dir to keep the root)"
+                        .into(),
+                    source: e,
+                })?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| MeshdError::Io {
+        what: format!("creating the CA directory {}", dir.display()),
+        source: e,
+    })?;
+    let (ca, source) = ca_store::load_or_create(&dir, CaConfig::new(config.trust_domain.clone()))
+        .map_err(|source| MeshdError::Ca {
+        dir: dir.clone(),
+        source,
+    })?;
+    tracing::info!(dir = %dir.display(), ?source, trust_domain = config.trust_domain, "CA ready");
+    Ok((Arc::new(ca), dir, temp))
+}
+
+impl Meshd {
+    /// Starts meshd: loads the config (an invalid one is reported and meshd
+    /// stays not-ready until a valid one arrives), binds both ports and
+    /// starts watching.
+    pub async fn start(config: MeshdConfig) -> Result<MeshdHandle> {
+        let source = ConfigSource {
+            dir: config.config_dir.clone(),
+            mesh_config: config.mesh_config.clone(),
+            trust_domain: config.trust_domain.clone(),
+        };
+        source
+            .check_readable()
+            .map_err(|detail| MeshdError::ConfigDir {
+                path: config.config_dir.clone(),
+                detail,
+            })?;
+        let (ca, ca_dir, ca_temp) = load_ca(&config)?;
+        let tokens = match &config.ca_tokens {
+            Some(p) => TokenStore::load(p).map_err(|source| MeshdError::Ca {
+                dir: p.clone(),
+                source,
+            })?,
+            None => TokenStore::empty(),
+        };
+
+        let cache = SnapshotCache::new();
+        let metrics = Arc::new(Metrics::new());
+        let ctl = Controller::new(cache.clone(), metrics);
+
+        let mut watched: Vec<PathBuf> = vec![config.config_dir.clone()];
+        watched.extend(config.mesh_config.clone());
+        let paths: Vec<&Path> = watched.iter().map(PathBuf::as_path).collect();
+        let initial_fp = fingerprint(&paths);
+        let mut next_generation = 1;
+        match source.load(next_generation) {
+            Ok(g) => {
+                next_generation += 1;
+                ctl.apply(g, Instant::now());
+            }
+            Err(r) => ctl.reject(r),
+        }
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let hook_ctl = ctl.clone();
+        let ads = AdsServer::new(cache.clone()).with_node_hook(move |n| hook_ctl.node_seen(n));
+        tasks.push(tokio::spawn(crate::events::run(ctl.clone(), ads.events())));
+        tasks.push(tokio::spawn(ctl.convergence().clone().run()));
+
+        let xds_listener = bind("xDS/CA gRPC", config.xds_addr).await?;
+        let xds_addr = local_addr(&xds_listener, "xDS/CA gRPC", config.xds_addr)?;
+        let http_listener = bind("HTTP", config.http_addr).await?;
+        let http_addr = local_addr(&http_listener, "HTTP", config.http_addr)?;
+
+        let tap_ctl = ctl.clone();
+        let ads_svc = NodeTap::new(ads.into_service(), Arc::new(move |n| tap_ctl.raw_node(n)));
+        let ca_svc = CaService::new(ca.clone(), tokens).into_server();
+        let csds_svc = CsdsServer::new(cache.clone()).into_service();
+        let xds_serving = Arc::new(AtomicBool::new(false));
+        let serving = xds_serving.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let server = tonic::transport::Server::builder()
+                .add_service(ads_svc)
+                .add_service(ca_svc)
+                .add_service(csds_svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the xDS/CA gRPC server stopped");
+            }
+            serving.store(false, Ordering::Release);
+        }));
+        // The socket is bound and listening: connections are accepted from
+        // here on, so the port counts as serving.
+        xds_serving.store(true, Ordering::Release);
+
+        let state = HttpState {
+            ctl: ctl.clone(),
+            config_dir: config.config_dir.clone(),
+            xds_serving,
+        };
+        tasks.push(tokio::spawn(http::serve(
+            http_listener,
+            state,
+            shutdown_rx.clone(),
+        )));
+
+        tasks.push(tokio::spawn(watch_loop(
+            WatchLoop {
+                source,
+                paths: watched,
+                fingerprint: initial_fp,
+                debouncer: Debouncer::new(config.debounce, config.debounce_max),
+                poll: config.poll_interval,
+                next_generation,
+            },
+            ctl.clone(),
+            shutdown_rx,
+        )));
+
+        tracing::info!(%xds_addr, %http_addr, config = %config.config_dir.display(), "meshd serving");
+        Ok(MeshdHandle {
+            xds_addr,
+            http_addr,
+            ctl,
+            ca,
+            ca_dir,
+            shutdown,
+            tasks,
+            _ca_temp: ca_temp,
+        })
+    }
+}
+
+struct WatchLoop {
+    source: ConfigSource,
+    paths: Vec<PathBuf>,
+    fingerprint: u64,
+    debouncer: Debouncer,
+    poll: std::time::Duration,
+    next_generation: u64,
+}
+
+async fn watch_loop(mut w: WatchLoop, ctl: Controller, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now = Instant::now();
+        let wake = w
+            .debouncer
+            .deadline()
+            .map_or(now + w.poll, |d| d.min(now + w.poll));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.changed() => return,
+        }
+        let paths = w.paths.clone();
+        let fp = tokio::task::spawn_blocking(move || {
+            let p: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+            fingerprint(&p)
+        })
+        .await
+        .unwrap_or(w.fingerprint);
+        if fp != w.fingerprint {
+            w.fingerprint = fp;
+            w.debouncer.changed(Instant::now());
+        }
+        let Some(first_seen) = w.debouncer.take_due(Instant::now()) else {
+            continue;
+        };
+        let source = w.source.clone();
+        let number = w.next_generation;
+        let ctl2 = ctl.clone();
+        // Loading and compiling are CPU work; keep them off the async workers.
+        let accepted = tokio::task::spawn_blocking(move || match source.load(number) {
+            Ok(g) => {
+                ctl2.apply(g, first_seen);
+                true
+            }
+            Err(r) => {
+                ctl2.reject(r);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if accepted {
+            w.next_generation += 1;
+        }
+    }
+}

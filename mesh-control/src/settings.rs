@@ -1,0 +1,192 @@
+//! meshd's settings: [`MeshdConfig`] (what the library takes) and the
+//! optional `meshd.yaml` settings file the binary reads under its flags and
+//! environment variables.
+//!
+//! Precedence, highest first: command-line flag, environment variable
+//! (`MESHD_*`), settings file, built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{MeshdError, Result};
+
+/// Everything meshd needs to run.
+#[derive(Debug, Clone)]
+pub struct MeshdConfig {
+    /// The directory of Istio YAML (walked recursively).
+    pub config_dir: PathBuf,
+    /// A MeshConfig file (`meshConfig` of Istio's install), if any.
+    pub mesh_config: Option<PathBuf>,
+    /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
+    pub xds_addr: SocketAddr,
+    /// Where `/healthz`, `/ready`, `/metrics` and `/debug/*` are served.
+    pub http_addr: SocketAddr,
+    /// Where the CA keeps its root (`root-cert.pem`/`root-key.pem`, created on
+    /// first start) or a plugged-in CA (`ca-cert.pem`, `ca-key.pem`, ...).
+    /// `None`: a temporary directory that lives as long as meshd.
+    pub ca_dir: Option<PathBuf>,
+    /// The bootstrap token file (`{"tokens": [...]}`) the CA accepts.
+    pub ca_tokens: Option<PathBuf>,
+    /// Trust domain of issued identities, and of the mesh when the
+    /// MeshConfig does not set one.
+    pub trust_domain: String,
+    /// How often the directory is checked for changes.
+    pub poll_interval: Duration,
+    /// Quiet time after the last change before a config is applied
+    /// (Istio's `PILOT_DEBOUNCE_AFTER`).
+    pub debounce: Duration,
+    /// Longest a steady stream of changes can delay applying
+    /// (`PILOT_DEBOUNCE_MAX`).
+    pub debounce_max: Duration,
+}
+
+impl MeshdConfig {
+    /// Defaults for tests and embedding: loopback port 0 for xDS and HTTP
+    /// (read the bound ports from the handle), CA in a temporary directory,
+    /// trust domain `cluster.local`, 100 ms poll and debounce.
+    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            config_dir: config_dir.into(),
+            mesh_config: None,
+            xds_addr: loopback,
+            http_addr: loopback,
+            ca_dir: None,
+            ca_tokens: None,
+            trust_domain: "cluster.local".to_string(),
+            poll_interval: Duration::from_millis(100),
+            debounce: Duration::from_millis(100),
+            debounce_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The `meshd.yaml` settings file: every field optional, camelCase, paths
+/// relative to the file's directory.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsFile {
+    /// `config`: the Istio YAML directory.
+    pub config: Option<PathBuf>,
+    /// `meshConfig`: the MeshConfig file.
+    pub mesh_config: Option<PathBuf>,
+    /// `xdsAddr`.
+    pub xds_addr: Option<SocketAddr>,
+    /// `httpAddr`.
+    pub http_addr: Option<SocketAddr>,
+    /// `caDir`.
+    pub ca_dir: Option<PathBuf>,
+    /// `caTokens`.
+    pub ca_tokens: Option<PathBuf>,
+    /// `trustDomain`.
+    pub trust_domain: Option<String>,
+    /// `debounce`, such as `100ms` or `1s`.
+    pub debounce: Option<String>,
+    /// `pollInterval`, such as `500ms`.
+    pub poll_interval: Option<String>,
+}
+
+impl SettingsFile {
+    /// Reads and parses a settings file, resolving relative paths against
+    /// its directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| MeshdError::Io {
+            what: format!("reading settings file {}", path.display()),
+            source: e,
+        })?;
+        let mut s = Self::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut s.config,
+            &mut s.mesh_config,
+            &mut s.ca_dir,
+            &mut s.ca_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(s)
+    }
+
+    /// Parses settings YAML; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self> {
+        let (docs, err) = mesh_core::config::yaml::parse_documents(text);
+        if let Some(e) = err {
+            return Err(MeshdError::Settings(format!("{file}: {e}")));
+        }
+        let Some(doc) = docs.into_iter().next() else {
+            return Ok(Self::default());
+        };
+        if doc.value.is_null() {
+            return Ok(Self::default());
+        }
+        serde_json::from_value(doc.value).map_err(|e| {
+            MeshdError::Settings(format!(
+                "{file}: {e}; known keys are config, meshConfig, xdsAddr, httpAddr, caDir, caTokens, trustDomain, debounce, pollInterval"
+            ))
+        })
+    }
+}
+
+/// Parses `250ms`, `2s` or `1m` (what the settings file and flags accept).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, ""));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write it like 100ms, 2s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "{s:?} has unknown unit {unit:?}; use ms, s or m (100ms, 2s, 1m)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn settings_file_parses_and_rejects_unknown_keys() {
+        let s = SettingsFile::parse(
+            "config: conf\nxdsAddr: 127.0.0.1:15010\ntrustDomain: example.org\ndebounce: 250ms\n",
+            "meshd.yaml",
+        )
+        .unwrap();
+        assert_eq!(s.config.as_deref(), Some(Path::new("conf")));
+        assert_eq!(s.xds_addr, Some("127.0.0.1:15010".parse().unwrap()));
+        assert_eq!(s.trust_domain.as_deref(), Some("example.org"));
+        assert_eq!(
+            parse_duration(s.debounce.as_deref().unwrap()).unwrap(),
+            Duration::from_millis(250)
+        );
+        let e = SettingsFile::parse("xdsadr: 1\n", "meshd.yaml").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("meshd.yaml") && msg.contains("xdsadr") && msg.contains("xdsAddr"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("fast").unwrap_err().contains("100ms"));
+        assert!(parse_duration("3h").unwrap_err().contains("unknown unit"));
+    }
+}
