@@ -31,6 +31,9 @@ pub struct ClientKey {
     pub service_account: Option<String>,
     /// `INSTANCE_IPS`, which name its inbound listeners.
     pub instance_ips: Vec<String>,
+    /// A stock proxyless gRPC client: route kinds gRPC rejects are left
+    /// out of its RouteConfigurations (see [`NodeInfo::proxyless_grpc`]).
+    pub proxyless_grpc: bool,
 }
 
 impl ClientKey {
@@ -42,6 +45,7 @@ impl ClientKey {
             labels: client.labels.into_iter().collect(),
             service_account: client.service_account,
             instance_ips: info.instance_ips.clone(),
+            proxyless_grpc: info.proxyless_grpc,
         }
     }
 
@@ -118,7 +122,7 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
                 && p.inbound == inbound
                 && p.policies == policies =>
         {
-            incremental(p, &model)
+            incremental(p, &model, key.proxyless_grpc)
         }
         _ => {
             let fresh = Snapshot::from_resources(&encode(
@@ -126,6 +130,7 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
                 &EncodeOptions {
                     inbound_addresses: inbound_addresses(&model, key),
                     authorization_policies: policies.clone(),
+                    proxyless_grpc: key.proxyless_grpc,
                     ..EncodeOptions::default()
                 },
             ));
@@ -148,7 +153,7 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
 
 /// The previous snapshot with the changed outbound services and clusters
 /// re-encoded, removed ones dropped; the same `Arc` when nothing changed.
-fn incremental(prev: &Compiled, model: &Model) -> Arc<Snapshot> {
+fn incremental(prev: &Compiled, model: &Model, proxyless_grpc: bool) -> Arc<Snapshot> {
     let old = &prev.model;
     let changed_out: BTreeMap<String, OutboundService> = model
         .outbound
@@ -194,7 +199,10 @@ fn incremental(prev: &Compiled, model: &Model) -> Arc<Snapshot> {
             inbound,
         }
     };
-    let opts = EncodeOptions::default();
+    let opts = EncodeOptions {
+        proxyless_grpc,
+        ..EncodeOptions::default()
+    };
     let remove = Snapshot::from_resources(&encode(&part(stale_out, stale_clusters), &opts));
     let add = Snapshot::from_resources(&encode(&part(changed_out, changed_clusters), &opts));
     let mut out = Snapshot::new();
@@ -307,6 +315,7 @@ mod tests_support {
             labels: vec![("app".into(), "client".into())],
             service_account: None,
             instance_ips: vec![],
+            proxyless_grpc: false,
         }
     }
 }
@@ -390,5 +399,51 @@ mod incremental_tests {
         // Nothing changed: the very same snapshot.
         let again = compile(&c3, &k, Some(&inc3));
         assert!(Arc::ptr_eq(&again.snapshot, &inc3.snapshot));
+    }
+}
+
+#[cfg(test)]
+mod proxyless_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::tests_support::*;
+    use super::*;
+    use mesh_xds::pb::envoy::config::route::v3::RouteConfiguration;
+
+    fn routes_of(snap: &Snapshot, name: &str) -> usize {
+        let any = &snap.resources(types::ROUTE).unwrap()[name];
+        let rc: RouteConfiguration = unany(any).unwrap();
+        rc.virtual_hosts.iter().map(|v| v.routes.len()).sum()
+    }
+
+    #[test]
+    fn stock_grpc_clients_do_not_get_route_kinds_they_reject() {
+        // A redirect before the default route: grpc-js-xds NACKs a whole
+        // RouteConfiguration holding one, so a stock client gets the
+        // route config without it, and our SDK gets all of it.
+        let redirect = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: demo}\nspec:\n  hosts: [b]\n  http:\n  - match: [{uri: {exact: /old}}]\n    redirect: {uri: /new}\n  - route: [{destination: {host: b}}]\n";
+        let c = compiler_with("5s", redirect);
+        let name = "outbound|80||b.demo.svc.cluster.local";
+        let sdk = compile(&c, &key(), None);
+        let stock = compile(
+            &c,
+            &ClientKey {
+                proxyless_grpc: true,
+                ..key()
+            },
+            None,
+        );
+        assert_eq!(routes_of(&sdk.snapshot, name), 2);
+        assert_eq!(routes_of(&stock.snapshot, name), 1);
+        // The incremental path keeps the choice.
+        let c2 = compiler_with("6s", redirect);
+        let again = compile(
+            &c2,
+            &ClientKey {
+                proxyless_grpc: true,
+                ..key()
+            },
+            Some(&stock),
+        );
+        assert_eq!(routes_of(&again.snapshot, name), 1);
     }
 }

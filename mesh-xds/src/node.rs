@@ -32,7 +32,15 @@ pub struct NodeInfo {
     pub workload_name: Option<String>,
     /// `INSTANCE_IPS`.
     pub instance_ips: Vec<String>,
+    /// A stock proxyless gRPC client (`GENERATOR: grpc` without our SDK's
+    /// [`MESH_SDK`] key): it rejects a whole RouteConfiguration that holds
+    /// a route kind gRPC does not implement, so those are left out for it.
+    pub proxyless_grpc: bool,
 }
+
+/// Node metadata key our SDK's xDS client sets, so the control plane sends
+/// it every route kind (it runs redirects and direct responses itself).
+pub const MESH_SDK: &str = "MESH_SDK";
 
 fn string(md: &Struct, key: &str) -> Option<String> {
     match md.fields.get(key)?.kind.as_ref()? {
@@ -82,6 +90,8 @@ impl NodeInfo {
                         .collect()
                 })
                 .unwrap_or_default(),
+            proxyless_grpc: string(md, "GENERATOR").as_deref() == Some("grpc")
+                && !md.fields.contains_key(MESH_SDK),
         }
     }
 

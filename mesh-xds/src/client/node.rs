@@ -32,6 +32,9 @@ pub fn default_node_id(info: &NodeInfo) -> String {
 pub fn to_node(info: &NodeInfo) -> Node {
     let mut md = Struct::default();
     md.fields.insert("GENERATOR".into(), string("grpc"));
+    // Not a stock gRPC client: the control plane may send every route kind.
+    md.fields
+        .insert(crate::node::MESH_SDK.into(), string("true"));
     let mut put = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
             md.fields.insert(k.to_string(), string(v));
@@ -91,6 +94,7 @@ mod tests {
             mesh_id: Some("cluster.local".into()),
             workload_name: Some("productpage-v1".into()),
             instance_ips: vec!["10.0.0.9".into(), "fd00::9".into()],
+            proxyless_grpc: false,
         };
         let node = to_node(&info);
         assert_eq!(
