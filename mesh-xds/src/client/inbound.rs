@@ -19,11 +19,13 @@
 //! that mode. Ports without a listener take the mode every listener agrees
 //! on, else PERMISSIVE (Istio's default); PeerAuthentication names, JWT
 //! rules, AuthorizationPolicies (RBAC filters are not decoded back) and
-//! port protocols then keep the local defaults. No inbound listener at all
-//! (no Service selects the workload) leaves the inbound policy untouched.
+//! port protocols then keep the base model's. No inbound listener at all
+//! (no Service selects the workload, so the encoder sends none) keeps the
+//! base model's inbound policy: the policies that select such a workload
+//! do not reach it over xDS.
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use mesh_core::model::{InboundPolicy, MtlsMode, MtlsPolicy};
+use mesh_core::model::{InboundPolicy, Model, MtlsMode, MtlsPolicy};
 
 use crate::encode::parse_inbound_listener_name;
 use crate::inbound_policy::{from_json, INBOUND_KEY};
@@ -46,23 +48,26 @@ fn is_server_listener(l: &Listener) -> bool {
     l.api_listener.is_none() && parse_inbound_listener_name(&l.name).is_some()
 }
 
-/// Sets what the inbound listeners among `listeners` say into `inbound`:
-/// the stated policy when one is, else the mTLS modes the chains tell.
+/// Sets what the inbound listeners among `listeners` say into `model`:
+/// the stated policy when one is (with the path normalization it was
+/// compiled with, which the server applies before authorization), else the
+/// mTLS modes the chains tell.
 pub(super) fn apply<'a>(
     listeners: impl Iterator<Item = &'a Listener>,
-    inbound: &mut InboundPolicy,
+    model: &mut Model,
 ) -> Result<(), String> {
     let server: Vec<&Listener> = listeners.filter(|l| is_server_listener(l)).collect();
     // Every listener of one workload carries the same policy; the first
     // (by name, as the state keeps them) stands for all.
     for l in &server {
         if let Some(p) = stated(l)? {
-            *inbound = p;
+            model.mesh.path_normalization = p.authz.normalization();
+            model.inbound = p;
             return Ok(());
         }
     }
     if let Some(mtls) = mtls_policy(server.into_iter()) {
-        inbound.mtls = mtls;
+        model.inbound.mtls = mtls;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use mesh_core::authz::{PolicySet, Request};
 use mesh_core::config::mesh_config::{NormalizationType, ProxyPathNormalization};
 use mesh_core::config::MeshConfig;
-use mesh_core::model::{Client, InboundPolicy, Model, MtlsMode};
+use mesh_core::model::{Client, Model, MtlsMode};
 
 use crate::encode::{encode, EncodeOptions};
 use crate::types::json_to_struct;
@@ -132,10 +132,10 @@ fn compile(yaml: &str) -> Model {
 
 /// What the client makes of `listeners`, starting from a model compiled
 /// without any config (the SDK's base model).
-fn decoded(listeners: &[Listener]) -> InboundPolicy {
-    let mut inbound = compile("").inbound;
-    super::inbound::apply(listeners.iter(), &mut inbound).unwrap();
-    inbound
+fn decoded(listeners: &[Listener]) -> Model {
+    let mut m = mesh_core::compile::compile(&[], &MeshConfig::default(), &client());
+    super::inbound::apply(listeners.iter(), &mut m).unwrap();
+    m
 }
 
 fn verdicts(set: &PolicySet) -> Vec<serde_json::Value> {
@@ -173,7 +173,10 @@ fn inbound_policy_survives_encode_and_decode() {
     assert_eq!(local.inbound.ports.len(), 3);
 
     let res = encode(&local, &EncodeOptions::default());
-    let got = decoded(&res.listeners);
+    let model = decoded(&res.listeners);
+    // The server normalizes paths as the control plane's mesh config says.
+    assert_eq!(model.mesh, local.mesh);
+    let got = model.inbound;
     assert_eq!(
         serde_json::to_value(&got).unwrap(),
         serde_json::to_value(&local.inbound).unwrap()
@@ -213,7 +216,7 @@ fn inbound_policy_survives_encode_and_decode() {
 
 #[test]
 fn removing_the_policies_reaches_the_client() {
-    let mut base = compile(YAML).inbound;
+    let mut base = compile(YAML);
     let open = compile(
         "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  selector: {app: api}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
     );
@@ -222,10 +225,10 @@ fn removing_the_policies_reaches_the_client() {
         &mut base,
     )
     .unwrap();
-    assert!(base.authz.policies().is_empty());
-    assert!(base.authz_policies.is_empty());
-    assert!(base.jwt.is_empty());
-    assert_eq!(base.mtls.mode, MtlsMode::Permissive);
+    assert!(base.inbound.authz.policies().is_empty());
+    assert!(base.inbound.authz_policies.is_empty());
+    assert!(base.inbound.jwt.is_empty());
+    assert_eq!(base.inbound.mtls.mode, MtlsMode::Permissive);
 }
 
 #[test]
@@ -235,7 +238,7 @@ fn listeners_without_our_policy_give_the_mtls_mode_only() {
     for l in &mut res.listeners {
         l.metadata = None;
     }
-    let got = decoded(&res.listeners);
+    let got = decoded(&res.listeners).inbound;
     // Chains alone: STRICT everywhere but the plaintext-only port.
     assert_eq!(got.mtls.mode_for(8080), MtlsMode::Strict);
     assert_eq!(got.mtls.mode_for(5432), MtlsMode::Disable);
@@ -263,6 +266,6 @@ fn a_policy_that_does_not_decode_is_refused() {
     let bad = l.clone();
     let err = super::validate::listeners(vec![bad.clone()]).unwrap_err();
     assert!(err.contains("no-namespace"), "{err}");
-    let mut inbound = compile("").inbound;
-    assert!(super::inbound::apply(std::iter::once(&bad), &mut inbound).is_err());
+    let mut m = compile("");
+    assert!(super::inbound::apply(std::iter::once(&bad), &mut m).is_err());
 }

@@ -68,7 +68,7 @@ impl Publisher {
         };
         let mut model = self.base.clone();
         decoded.apply_to(&mut model);
-        if let Err(e) = super::inbound::apply(res.listeners.iter(), &mut model.inbound) {
+        if let Err(e) = super::inbound::apply(res.listeners.iter(), &mut model) {
             // Validation NACKs such listeners; this is a cache file's. A
             // model without the inbound policy would let through what it
             // denies, so the previous one keeps serving.
