@@ -2,7 +2,8 @@
 //! compiled from YAML, two hyper backends on loopback, and `Mesh::xds`
 //! routing requests by what the control plane sends; the model it builds
 //! equals the one `Mesh::local` compiles from the same YAML for the same
-//! workload.
+//! workload, its inbound policy (mTLS, AuthorizationPolicies,
+//! RequestAuthentications, port protocols) included.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
 use std::convert::Infallible;
@@ -93,9 +94,57 @@ spec:
     route: [{{destination: {{host: reviews, subset: {subset}}}}}]
     retries: {{attempts: 2, retryOn: connect-failure}}
     timeout: 3s
-"
+{INBOUND}"
     )
 }
+
+/// The calling workload's own inbound side, bookinfo's productpage style:
+/// a Service selecting it (so it has inbound listeners), its own mTLS mode,
+/// who may call it, and the JWTs it accepts.
+const INBOUND: &str = "---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 9080, targetPort: 8080}, {name: grpc-admin, port: 9090}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {9090: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/istio-system/sa/istio-ingressgateway]}}]
+    to: [{operation: {methods: [GET]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwksUri: https://raw.githubusercontent.com/istio/istio/release-1.24/security/tools/jwt/samples/jwks.json
+    forwardOriginalToken: true
+";
 
 /// The workload calling reviews.
 fn workload() -> Client {
@@ -155,6 +204,26 @@ fn json(m: &Model) -> serde_json::Value {
     serde_json::to_value(m).unwrap()
 }
 
+/// The whole model is the same, inbound included: the JSON covers all but
+/// the compiled AuthorizationPolicies, compared here by what they were
+/// compiled from.
+fn assert_same_model(xds: &Model, local: &Model) {
+    assert_eq!(json(xds), json(local));
+    let specs = |m: &Model| {
+        m.inbound
+            .authz
+            .policies()
+            .iter()
+            .map(|p| (p.name.clone(), p.action, p.dry_run, p.spec().clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(specs(xds), specs(local));
+    assert_eq!(
+        xds.inbound.authz.normalization(),
+        local.inbound.authz.normalization()
+    );
+}
+
 /// `Mesh::local` over `yaml` for the same workload.
 async fn local_model(yaml: &str) -> std::sync::Arc<Model> {
     let dir = tempfile::tempdir().unwrap();
@@ -208,8 +277,16 @@ async fn routes_and_follows(delta: bool) {
         Some(url.as_str())
     );
 
-    // The same YAML and workload give the same model in both modes.
-    assert_eq!(json(&mesh.current()), json(&*local_model(&yaml_v1).await));
+    // The same YAML and workload give the same model in both modes,
+    // including what the workload's own server enforces.
+    let local = local_model(&yaml_v1).await;
+    assert_eq!(
+        local.inbound.authz_policies,
+        ["default/no-admin", "default/web-viewer"]
+    );
+    assert_eq!(local.inbound.jwt.len(), 1);
+    assert_eq!(local.inbound.mtls.sources, ["default/web"]);
+    assert_same_model(&mesh.current(), &local);
 
     // The control plane moves all traffic to v2: the next requests follow.
     let mut rx = mesh.model();
@@ -222,7 +299,7 @@ async fn routes_and_follows(delta: bool) {
     for _ in 0..20 {
         assert_eq!(get(&client, None).await, (200, "v2".to_string()));
     }
-    assert_eq!(json(&mesh.current()), json(&*local_model(&yaml_v2).await));
+    assert_same_model(&mesh.current(), &*local_model(&yaml_v2).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

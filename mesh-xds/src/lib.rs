@@ -4,7 +4,8 @@
 //!   Envoy v3 resources istiod's proxyless-gRPC generator sends (client-side
 //!   `api_listener` listeners named `host:port`, RouteConfigurations, EDS
 //!   clusters, ClusterLoadAssignments, and server-side inbound listeners with
-//!   RBAC filters).
+//!   RBAC filters for stock gRPC servers and the compiled inbound policy in
+//!   their metadata for our SDK).
 //! - [`decode`]: the reverse, for the resources we encode.
 //! - [`server`]: an ADS server (State of the World and Delta, with
 //!   make-before-break ordering per client ACK) and a CSDS server over a
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod decode;
 pub mod encode;
+mod inbound_policy;
 pub mod node;
 pub mod server;
 pub mod types;

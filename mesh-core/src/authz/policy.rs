@@ -9,6 +9,7 @@
 //! requests, exactly as Envoy's RBAC `not_id` does.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -321,6 +322,9 @@ pub struct CompiledPolicy {
     /// Values that could not be used (normally caught by validation).
     pub warnings: Vec<String>,
     pub(crate) rules: Vec<CompiledRule>,
+    // The spec it was compiled from, so a compiled model can be sent on
+    // (xDS metadata) and recompiled to the same policy elsewhere.
+    spec: Arc<AuthorizationPolicy>,
 }
 
 /// True when the resource carries `istio.io/dry-run` with a true value
@@ -384,7 +388,15 @@ impl CompiledPolicy {
             dry_run,
             warnings: b.warnings,
             rules,
+            spec: Arc::new(p.clone()),
         }
+    }
+
+    /// The spec this policy was compiled from; with [`CompiledPolicy::name`]
+    /// and [`CompiledPolicy::dry_run`], what [`CompiledPolicy::from_spec`]
+    /// needs to compile it again.
+    pub fn spec(&self) -> &AuthorizationPolicy {
+        &self.spec
     }
 
     /// Number of rules.

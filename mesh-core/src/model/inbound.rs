@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::authz::PolicySet;
 use crate::config::kube::Protocol;
 use crate::config::security::request_authentication::JwtRule;
 
 /// PeerAuthentication's mTLS mode after inheritance is resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     /// mTLS required; plaintext refused.
@@ -23,7 +23,7 @@ pub enum MtlsMode {
 }
 
 /// The effective mTLS policy of a workload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MtlsPolicy {
     /// Mode for ports without a port-level override.
     pub mode: MtlsMode,
@@ -51,7 +51,7 @@ impl Default for MtlsPolicy {
 }
 
 /// The JWT rules of one RequestAuthentication that applies to the workload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JwtPolicy {
     /// `ns/name` of the RequestAuthentication.
     pub policy: String,

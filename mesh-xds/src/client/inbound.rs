@@ -1,24 +1,76 @@
-//! What the server-side inbound listeners tell about the workload's mTLS
-//! mode, so an SDK server fed by xDS enforces what the control plane
-//! decided for its ports.
+//! What the server-side inbound listeners tell about the workload's
+//! inbound policy, so an SDK server fed by xDS enforces what the control
+//! plane decided: the same mTLS modes, AuthorizationPolicies,
+//! RequestAuthentications and port protocols a local compile gives.
 //!
-//! Our encoder states the mode in the listener's `mesh` metadata; without
-//! it (another control plane) the chains are read as istiod's proxyless
-//! generator builds them: TLS chains only is STRICT, a TLS chain beside a
-//! plaintext one is PERMISSIVE, plaintext only is DISABLE (istiod's
-//! PERMISSIVE looks the same to a proxyless server, which then accepts
-//! plaintext either way). Ports
-//! without a listener take the mode every listener agrees on, else
-//! PERMISSIVE (Istio's default); which PeerAuthentications decided it
-//! (`sources`) is not carried over xDS and stays empty.
+//! Our encoder puts the whole compiled policy in each inbound listener's
+//! `mesh` metadata (see `crate::inbound_policy` for the format and why it
+//! is not read from the RBAC filters); it replaces the model's inbound
+//! policy as a whole. One that does not decode is NACKed with its listener
+//! ([`stated`] runs at validation): serving without the policies it names
+//! would let through what they deny.
 //!
-//! Not recovered here: JWT rules and AuthorizationPolicies (the listeners'
-//! RBAC filters are not decoded back into policies) and port protocols.
+//! Without it (another control plane, such as istiod) only the mTLS mode
+//! is recovered, from the chains as istiod's proxyless generator builds
+//! them: TLS chains only is STRICT, a TLS chain beside a plaintext one is
+//! PERMISSIVE, plaintext only is DISABLE (istiod's PERMISSIVE looks the
+//! same to a proxyless server, which then accepts plaintext either way);
+//! a listener stating only `mtls` in our metadata (an older encoder) gives
+//! that mode. Ports without a listener take the mode every listener agrees
+//! on, else PERMISSIVE (Istio's default); PeerAuthentication names, JWT
+//! rules, AuthorizationPolicies (RBAC filters are not decoded back) and
+//! port protocols then keep the base model's. No inbound listener at all
+//! (no Service selects the workload, so the encoder sends none) keeps the
+//! base model's inbound policy: the policies that select such a workload
+//! do not reach it over xDS.
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use mesh_core::model::{MtlsMode, MtlsPolicy};
+use mesh_core::model::{InboundPolicy, Model, MtlsMode, MtlsPolicy};
 
 use crate::encode::parse_inbound_listener_name;
+use crate::inbound_policy::{from_json, INBOUND_KEY};
+
+/// The inbound policy a listener of ours states in its metadata; `None`
+/// for listeners without one.
+pub(super) fn stated(l: &Listener) -> Result<Option<InboundPolicy>, String> {
+    let Some(md) = crate::decode::mesh_md(l.metadata.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(v) = md.get(INBOUND_KEY) else {
+        return Ok(None);
+    };
+    from_json(v)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", l.name))
+}
+
+fn is_server_listener(l: &Listener) -> bool {
+    l.api_listener.is_none() && parse_inbound_listener_name(&l.name).is_some()
+}
+
+/// Sets what the inbound listeners among `listeners` say into `model`:
+/// the stated policy when one is (with the path normalization it was
+/// compiled with, which the server applies before authorization), else the
+/// mTLS modes the chains tell.
+pub(super) fn apply<'a>(
+    listeners: impl Iterator<Item = &'a Listener>,
+    model: &mut Model,
+) -> Result<(), String> {
+    let server: Vec<&Listener> = listeners.filter(|l| is_server_listener(l)).collect();
+    // Every listener of one workload carries the same policy; the first
+    // (by name, as the state keeps them) stands for all.
+    for l in &server {
+        if let Some(p) = stated(l)? {
+            model.mesh.path_normalization = p.authz.normalization();
+            model.inbound = p;
+            return Ok(());
+        }
+    }
+    if let Some(mtls) = mtls_policy(server.into_iter()) {
+        model.inbound.mtls = mtls;
+    }
+    Ok(())
+}
 
 fn mode(l: &Listener) -> Option<MtlsMode> {
     let stated = crate::decode::mesh_md(l.metadata.as_ref())
@@ -47,7 +99,7 @@ fn mode(l: &Listener) -> Option<MtlsMode> {
 /// none (the default policy stays).
 pub(super) fn mtls_policy<'a>(listeners: impl Iterator<Item = &'a Listener>) -> Option<MtlsPolicy> {
     let mut policy = MtlsPolicy::default();
-    for l in listeners.filter(|l| l.api_listener.is_none()) {
+    for l in listeners.filter(|l| is_server_listener(l)) {
         let (Some((_, port)), Some(m)) = (parse_inbound_listener_name(&l.name), mode(l)) else {
             continue;
         };

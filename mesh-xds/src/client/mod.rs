@@ -41,6 +41,8 @@ mod backoff;
 mod cache;
 mod delta;
 mod inbound;
+#[cfg(test)]
+mod inbound_tests;
 mod node;
 mod run;
 mod state;

@@ -68,8 +68,14 @@ impl Publisher {
         };
         let mut model = self.base.clone();
         decoded.apply_to(&mut model);
-        if let Some(mtls) = super::inbound::mtls_policy(res.listeners.iter()) {
-            model.inbound.mtls = mtls;
+        if let Err(e) = super::inbound::apply(res.listeners.iter(), &mut model) {
+            // Validation NACKs such listeners; this is a cache file's. A
+            // model without the inbound policy would let through what it
+            // denies, so the previous one keeps serving.
+            let msg = format!("the inbound policy does not decode: {e}");
+            tracing::error!("{msg}; the previous model keeps serving");
+            update_status(&self.out.status, |s| s.last_error = Some(msg));
+            return;
         }
         self.count += 1;
         let count = self.count;

@@ -62,6 +62,9 @@ pub(super) fn listeners(all: Vec<Listener>) -> Result<SplitListeners, String> {
             Ok((l, route))
         })
         .collect::<Result<_, String>>()?;
+    for l in &inbound {
+        super::inbound::stated(l)?;
+    }
     Ok((client, inbound))
 }
 

@@ -9,8 +9,9 @@
 //! control plane, without that metadata, decode from their Envoy fields.
 //!
 //! Not decoded: server-side listeners' RBAC back into AuthorizationPolicies
-//! (the inbound policy is compiled where the config is), CORS beyond what
-//! the metadata carries.
+//! (the ADS client reads the inbound policy from those listeners' metadata
+//! instead, see `crate::inbound_policy`), CORS beyond what the metadata
+//! carries.
 
 mod cluster;
 mod route;

@@ -12,6 +12,10 @@
 //! provider makes grpcio NACK the whole listener when the bootstrap has no
 //! certificate providers (a plaintext workload's), and the server never
 //! starts serving.
+//!
+//! The RBAC filters are for stock gRPC servers only; our SDK reads the
+//! compiled inbound policy from the listener's `mesh` metadata instead
+//! (`crate::inbound_policy`).
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
@@ -185,11 +189,17 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", None)],
     };
     // PERMISSIVE and DISABLE give the same chains (as istiod's do), so the
-    // mode itself rides in our metadata for SDK servers fed by xDS.
+    // mode itself rides in our metadata, for readers of this listener alone;
+    // the whole inbound policy rides beside it for SDK servers fed by xDS
+    // (see `crate::inbound_policy` for why not only RBAC).
     let mut md = serde_json::Map::new();
     md.insert(
         "mtls".into(),
         serde_json::Value::String(mtls_mode_name(mode).into()),
+    );
+    md.insert(
+        crate::inbound_policy::INBOUND_KEY.into(),
+        crate::inbound_policy::to_json(&model.inbound),
     );
     Listener {
         name,
