@@ -206,7 +206,7 @@ pub async fn live_shift(tool: &Tool) -> Result<(), HarnessError> {
         while v1_calls() < 20 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        s.shift_live()
+        s.shift_live().await
     };
     let (r, shifted) = tokio::join!(run, shift);
     shifted?;

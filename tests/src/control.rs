@@ -1,177 +1,107 @@
-//! The control plane of the interop tests: the real
-//! [`mesh_xds::server::AdsServer`] on `127.0.0.1:0`, with a node hook that
-//! compiles the YAML directory for each connecting node (its Istio
-//! metadata -> [`mesh_core::model::Client`] -> compiled model -> Envoy
-//! resources -> snapshot), as `meshd` will.
-//!
-//! [`ControlPlane::start`] is the one place to swap for
-//! `mesh_control::Meshd::start(MeshdConfig::new(dir))` when `meshd` lands.
+//! The control plane of the interop tests: `meshd` itself
+//! ([`mesh_control::Meshd`]) on `127.0.0.1:0`, watching the test's YAML
+//! directory. Stock clients get what any user's clients get: meshd compiles
+//! per node identity, decides per node that a `GENERATOR: grpc` client
+//! without our SDK's marker is a stock proxyless client, and pushes
+//! debounced changes.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use mesh_core::authz::{self, Workload};
-use mesh_core::compile::Compiler;
-use mesh_core::config::load::load_paths;
-use mesh_core::config::MeshConfig;
-use mesh_xds::encode::{encode, EncodeOptions};
-use mesh_xds::node::NodeInfo;
-use mesh_xds::server::{AdsServer, Nack, Snapshot, SnapshotCache};
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
+use mesh_xds::server::Nack;
 
 use crate::HarnessError;
 
-struct State {
-    compiler: Compiler,
-    nodes: BTreeMap<String, NodeInfo>,
-}
-
-/// A running control plane; dropping it stops the server.
+/// A running control plane; dropping it stops meshd.
 pub struct ControlPlane {
-    xds_addr: SocketAddr,
-    cache: SnapshotCache,
-    state: Arc<Mutex<State>>,
-    stop: Option<oneshot::Sender<()>>,
+    handle: MeshdHandle,
+    dir: PathBuf,
 }
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane")
-            .field("xds_addr", &self.xds_addr)
+            .field("xds_addr", &self.handle.xds_addr())
+            .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
 }
 
-fn load(dir: &Path) -> Result<Compiler, HarnessError> {
-    let err = |message: String| HarnessError::Config {
-        dir: dir.display().to_string(),
-        message,
-    };
-    let loaded = load_paths(&[dir]).map_err(|e| err(e.to_string()))?;
-    let resources = loaded.into_result().map_err(|errs| {
-        err(errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "))
-    })?;
-    Ok(Compiler::new(resources, MeshConfig::default()))
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // A panic elsewhere mid-update leaves plain maps that are still usable.
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The snapshot of one node: its model, encoded with the server listeners
-/// a gRPC xDS server of that workload asks for (each instance IP, and
-/// `0.0.0.0`, on every port a Service selects it on) and the
-/// AuthorizationPolicies that select it.
-fn snapshot_for(compiler: &Compiler, node: &NodeInfo) -> Snapshot {
-    let client = node.client();
-    let model = compiler.compile(&client);
-    let workload = Workload::new(client.namespace.clone(), client.labels.clone());
-    let policies = authz::select(
-        compiler.resources().iter(),
-        &model.mesh.root_namespace,
-        &workload,
-    )
-    .into_iter()
-    .cloned()
-    .collect();
-    let mut ips = node.instance_ips.clone();
-    ips.push("0.0.0.0".to_string());
-    let inbound_addresses = model
-        .inbound
-        .ports
-        .keys()
-        .flat_map(|p| ips.iter().map(move |ip| (ip.clone(), *p)))
-        .collect();
-    let opts = EncodeOptions {
-        inbound_addresses,
-        authorization_policies: policies,
-        // Every node here is a stock proxyless gRPC client (its bootstrap
-        // says GENERATOR: grpc); meshd decides this per node.
-        proxyless_grpc: true,
-        ..EncodeOptions::default()
-    };
-    Snapshot::from_resources(&encode(&model, &opts))
-}
-
 impl ControlPlane {
-    /// Loads the Istio YAML in `dir` and serves ADS on `127.0.0.1:0`.
+    /// Starts meshd on the Istio YAML in `dir` (ADS on `127.0.0.1:0`); a
+    /// config meshd rejects is an error naming what it said.
     pub async fn start(dir: &Path) -> Result<Self, HarnessError> {
-        let compiler = load(dir)?;
-        let cache = SnapshotCache::new();
-        let state = Arc::new(Mutex::new(State {
-            compiler,
-            nodes: BTreeMap::new(),
-        }));
-        let hook_state = Arc::clone(&state);
-        let hook_cache = cache.clone();
-        let server = AdsServer::new(cache.clone()).with_node_hook(move |node: &NodeInfo| {
-            let mut st = lock(&hook_state);
-            st.nodes.insert(node.id.clone(), node.clone());
-            hook_cache.set_snapshot(&node.id, snapshot_for(&st.compiler, node));
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let handle = Meshd::start(MeshdConfig::new(dir))
             .await
-            .map_err(|e| HarnessError::io("binding the xDS port on 127.0.0.1", e))?;
-        let xds_addr = listener
-            .local_addr()
-            .map_err(|e| HarnessError::io("reading the xDS port", e))?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(server.into_service())
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "interop control plane stopped");
-            }
-        });
+            .map_err(|e| HarnessError::Config {
+                dir: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
-            xds_addr,
-            cache,
-            state,
-            stop: Some(stop),
+            handle,
+            dir: dir.to_path_buf(),
         })
     }
 
     /// Where clients reach ADS (`127.0.0.1:port`).
     pub fn xds_addr(&self) -> SocketAddr {
-        self.xds_addr
+        self.handle.xds_addr()
     }
 
-    /// Loads `dir` instead and pushes the new snapshots to every node that
-    /// connected so far.
-    pub fn reload(&self, dir: &Path) -> Result<(), HarnessError> {
-        let compiler = load(dir)?;
-        let mut st = lock(&self.state);
-        st.compiler = compiler;
-        for node in st.nodes.values() {
-            self.cache
-                .set_snapshot(&node.id, snapshot_for(&st.compiler, node));
+    /// Waits until meshd has applied what is now in `dir` (the directory it
+    /// watches): a new config generation, or the rejection it logged.
+    pub async fn reload(&self, dir: &Path) -> Result<(), HarnessError> {
+        let err = |message: String| HarnessError::Config {
+            dir: dir.display().to_string(),
+            message,
+        };
+        if dir != self.dir {
+            return Err(err(format!(
+                "meshd watches {}, not this directory",
+                self.dir.display()
+            )));
         }
-        Ok(())
+        let before = self.handle.generation();
+        let rejected = self.handle.controller().rejections();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.handle.generation() != before {
+                return Ok(());
+            }
+            if self.handle.controller().rejections() != rejected {
+                let why = self
+                    .handle
+                    .controller()
+                    .rejection()
+                    .map(|r| format!("{r:?}"))
+                    .unwrap_or_default();
+                return Err(err(format!("meshd rejected the change: {why}")));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(err("meshd did not apply the change within 10s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    /// The ids of the nodes that connected.
+    /// The ids of the nodes connected now.
     pub fn nodes(&self) -> Vec<String> {
-        lock(&self.state).nodes.keys().cloned().collect()
+        self.handle.controller().cache().nodes()
     }
 
     /// Every NACK a node still stands by, per type URL (an ACK clears it):
     /// a stock client rejecting our resources shows up here.
     pub fn nacks(&self) -> Vec<(String, String, Nack)> {
+        let cache = self.handle.controller().cache();
+        let mut nodes = cache.nodes();
+        nodes.extend(cache.snapshot_nodes());
+        nodes.sort();
+        nodes.dedup();
         let mut out = Vec::new();
-        for node in self.nodes() {
-            for (type_url, st) in self.cache.status(&node) {
+        for node in nodes {
+            for (type_url, st) in cache.status(&node) {
                 if let Some(n) = st.last_nack {
                     out.push((node.clone(), type_url, n));
                 }
@@ -180,21 +110,18 @@ impl ControlPlane {
         out
     }
 
-    /// Total NACKs ever received, over all nodes and types.
+    /// Total NACKs meshd ever received, over all nodes and types: its
+    /// `meshd_xds_nacks_total` metric, as an operator would read it (it
+    /// outlives the clients, whose stream state goes when they leave).
     pub fn nack_count(&self) -> u64 {
-        self.nodes()
-            .iter()
-            .flat_map(|n| self.cache.status(n).into_values())
-            .map(|s| s.nacks)
-            .sum()
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.handle
+            .controller()
+            .metrics()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("meshd_xds_nacks_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 }
 

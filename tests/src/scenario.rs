@@ -281,10 +281,10 @@ fn port_of(backends: &[Backend], name: &str) -> u16 {
 impl Scenario {
     /// Rewrites the config with service `live` moved to subset v2 and
     /// pushes it to every connected client.
-    pub fn shift_live(&self) -> Result<(), HarnessError> {
+    pub async fn shift_live(&self) -> Result<(), HarnessError> {
         let yaml = config(|name| port_of(&self.backends, name), true);
         write_yaml(self.config_dir.path(), &yaml)?;
-        self.control.reload(self.config_dir.path())
+        self.control.reload(self.config_dir.path()).await
     }
 
     /// Starts the backends and the control plane, and writes the client

@@ -150,7 +150,7 @@ pub async fn authorization_policy(server: &Tool, client: &Tool) -> Result<(), Ha
 
     // Dropping the policy reaches the serving server without a restart.
     write_yaml(dir.path(), &config(port, false))?;
-    cp.reload(dir.path())?;
+    cp.reload(dir.path()).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let r = call(
