@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The main job, until the full loopback mesh demo lands: analyze the sample
-# mesh configuration and explain a routing and an authorization decision
-# with the same engines the SDK executes.
+# The main job: a whole mesh on loopback (meshd serving Istio YAML over
+# xDS to an SDK workload and two real backends, a rollout by editing the
+# YAML under traffic), then the operator's view: analyze the sample mesh
+# configuration and explain a routing and an authorization decision with
+# the same engines the SDK executes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p meshctl --locked
+cargo build -q -p meshctl -p mesh-examples --examples --locked
 meshctl=target/debug/meshctl
+
+echo "== the mesh on loopback: meshd + an SDK workload (Mesh::xds) + backends v1/v2"
+cargo run -q -p mesh-examples --example mesh_demo --locked
+
+echo
 
 echo "== meshctl analyze examples/bookinfo (a healthy mesh config)"
 $meshctl analyze examples/bookinfo

@@ -25,3 +25,18 @@ async fn resilience_masks_a_failing_backend() {
     );
     assert!(r.good_served.0 > 500 && r.good_served.1 > 500, "{r:?}");
 }
+
+/// The whole mesh: meshd's xDS drives the split, and the YAML edit reaches
+/// the workload as a push under traffic with no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_demo_rolls_out_through_meshd() {
+    let r = mesh_examples::mesh_demo::run().await.expect("demo run");
+    assert!((60..=140).contains(&r.before.1), "{r:?}");
+    assert_eq!(r.during.0 + r.during.1, 500);
+    assert!((420..=580).contains(&r.after.1), "{r:?}");
+    assert!(r.generations.1 > r.generations.0, "{r:?}");
+    assert!(
+        r.acked.iter().any(|(t, _)| t == "RouteConfiguration"),
+        "{r:?}"
+    );
+}

@@ -33,12 +33,13 @@ impl ControlPlane {
     /// Starts meshd on the Istio YAML in `dir` (ADS on `127.0.0.1:0`); a
     /// config meshd rejects is an error naming what it said.
     pub async fn start(dir: &Path) -> Result<Self, HarnessError> {
-        let handle = Meshd::start(MeshdConfig::new(dir))
-            .await
-            .map_err(|e| HarnessError::Config {
-                dir: dir.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let handle =
+            Meshd::start(MeshdConfig::new(dir))
+                .await
+                .map_err(|e| HarnessError::Config {
+                    dir: dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
         Ok(Self {
             handle,
             dir: dir.to_path_buf(),
