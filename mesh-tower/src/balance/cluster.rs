@@ -16,7 +16,7 @@ use mesh_core::lb::{Balancer, ClientInfo, HashSource, LbConfig, LbEndpoint, Loca
 use mesh_core::model::{Cluster, Model};
 use mesh_core::outlier::{OutlierConfig, OutlierDetector};
 
-use super::connector::{Connector, EndpointMeta, Keepalive, PoolConnector};
+use super::connector::{Connector, EndpointMeta, Keepalive, PoolConnector, PoolTarget};
 use super::limits::Limits;
 use super::stats::ClusterStats;
 use crate::MeshBody;
@@ -284,7 +284,7 @@ impl ClusterState {
         let client = build_client(
             proto,
             pools.settings.as_ref(),
-            PoolConnector {
+            PoolConnector::new(PoolTarget {
                 connector: self.connector.clone(),
                 cluster: Arc::from(self.name.as_str()),
                 host: pools.host.clone(),
@@ -294,7 +294,7 @@ impl ClusterState {
                 stats: self.stats.clone(),
                 tls: pools.tls.clone(),
                 http2: proto == Proto::Http2,
-            },
+            }),
         );
         let sent = client.request(req);
         pools.clients.insert(proto, client);

@@ -116,10 +116,28 @@ pub(crate) struct EndpointMeta {
 /// hyper-util's connector for one cluster: maps the pool's URI (the
 /// endpoint address) back to a [`ConnectTarget`], applies the connect
 /// timeout and counts open connections.
+///
+/// hyper clones its connector for every request, so everything sits behind
+/// one `Arc`: a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub(crate) struct PoolConnector {
+pub(crate) struct PoolConnector(Arc<PoolTarget>);
+
+impl PoolConnector {
+    pub fn new(target: PoolTarget) -> Self {
+        Self(Arc::new(target))
+    }
+}
+
+impl std::ops::Deref for PoolConnector {
+    type Target = PoolTarget;
+    fn deref(&self) -> &PoolTarget {
+        &self.0
+    }
+}
+
+/// What a [`PoolConnector`] knows about its cluster.
+pub(crate) struct PoolTarget {
     pub connector: Arc<dyn Connector>,
-    // Shared: hyper clones the connector for every request.
     pub cluster: Arc<str>,
     pub host: Arc<str>,
     pub meta: Arc<RwLock<HashMap<SocketAddr, EndpointMeta>>>,
