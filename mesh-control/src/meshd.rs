@@ -188,7 +188,9 @@ impl Meshd {
         let mut tasks = Vec::new();
 
         let hook_ctl = ctl.clone();
-        let ads = AdsServer::new(cache.clone()).with_node_hook(move |n| hook_ctl.node_seen(n));
+        let ads = AdsServer::new(cache.clone())
+            .with_node_hook(move |n| hook_ctl.node_seen(n))
+            .with_shutdown(shutdown_rx.clone());
         tasks.push(tokio::spawn(crate::events::run(ctl.clone(), ads.events())));
         tasks.push(tokio::spawn(ctl.convergence().clone().run()));
 

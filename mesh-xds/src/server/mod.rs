@@ -124,6 +124,7 @@ pub struct AdsServer {
     hook: Option<NodeHook>,
     events: broadcast::Sender<ServerEvent>,
     next_stream: Arc<AtomicU64>,
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -143,6 +144,7 @@ impl AdsServer {
             hook: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
             next_stream: Arc::new(AtomicU64::new(0)),
+            closing: None,
         }
     }
 
@@ -183,7 +185,16 @@ impl AdsServer {
             id: self.next_stream.fetch_add(1, Ordering::Relaxed) + 1,
             peer,
             node: None,
+            closing: self.closing.clone(),
         }
+    }
+
+    /// Ends every stream (with UNAVAILABLE, so clients reconnect) once
+    /// `closing` turns true or its sender goes away: a server shutting down
+    /// must not leave streams that outlive it.
+    pub fn with_shutdown(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 }
 

@@ -109,6 +109,7 @@ pub(crate) struct StreamCtx {
     pub(crate) id: u64,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) node: Option<String>,
+    pub(crate) closing: Option<watch::Receiver<bool>>,
 }
 
 impl StreamCtx {
@@ -198,8 +199,20 @@ pub(crate) async fn run<P: Protocol>(
     tx: mpsc::Sender<Result<P::Resp, Status>>,
 ) {
     let cache = ctx.cache.clone();
+    let mut closing = ctx.closing.clone();
     let mut watch: Option<watch::Receiver<Option<Arc<Versioned>>>> = None;
     loop {
+        // The server is going away: end the stream so the client
+        // reconnects (to us again, or its next server) instead of holding
+        // a stream nobody serves.
+        let closed = async {
+            match closing.as_mut() {
+                Some(c) => {
+                    let _ = c.wait_for(|closing| *closing).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let changed = async {
             match watch.as_mut() {
                 Some(w) => w.changed().await.is_ok(),
@@ -207,6 +220,10 @@ pub(crate) async fn run<P: Protocol>(
             }
         };
         tokio::select! {
+            () = closed => {
+                let _ = tx.send(Err(Status::unavailable("the xDS server is shutting down"))).await;
+                return;
+            }
             req = requests.next() => {
                 let req = match req {
                     Some(Ok(r)) => r,
