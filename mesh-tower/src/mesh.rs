@@ -396,17 +396,16 @@ impl MeshBuilder {
     /// cache file), failing after the ready timeout with an error that
     /// names the servers. With a CA, also waits for the first certificate.
     pub async fn build(self) -> Result<Mesh, SourceError> {
+        // Read once: trust domain, auto-mTLS and the xDS client all need it.
+        let mesh_config = self.load_mesh_config()?;
         let identity = match &self.ca {
             Some(ca) => {
-                let td = self.load_mesh_config()?.trust_domain().to_string();
+                let td = mesh_config.trust_domain().to_string();
                 Some(Arc::new(start_identity(ca, &self.client, &td).await?))
             }
             None => None,
         };
-        let auto_mtls = match self.auto_mtls {
-            Some(on) => on,
-            None => self.load_mesh_config()?.auto_mtls(),
-        };
+        let auto_mtls = self.auto_mtls.unwrap_or_else(|| mesh_config.auto_mtls());
         // An explicit identity wins over the CA's certificate.
         let tls = self
             .identity
@@ -414,13 +413,7 @@ impl MeshBuilder {
             .or_else(|| identity.as_deref().map(TlsSource::from_provider));
         let mut mesh = match &self.xds {
             Some(source) => {
-                let xds = start_xds(
-                    source,
-                    &self.client,
-                    self.load_mesh_config()?,
-                    identity.as_deref(),
-                )
-                .await?;
+                let xds = start_xds(source, &self.client, mesh_config, identity.as_deref()).await?;
                 let mut mesh = Mesh::assemble(self.client, xds.model(), self.options);
                 mesh.xds = Some(xds);
                 mesh

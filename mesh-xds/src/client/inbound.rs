@@ -15,8 +15,8 @@
 //! them: TLS chains only is STRICT, a TLS chain beside a plaintext one is
 //! PERMISSIVE, plaintext only is DISABLE (istiod's PERMISSIVE looks the
 //! same to a proxyless server, which then accepts plaintext either way);
-//! a listener stating only `mtls` in our metadata (an older encoder) gives
-//! that mode. Ports without a listener take the mode every listener agrees
+//! a listener of ours gives the mode its stated policy has for its port.
+//! Ports without a listener take the mode every listener agrees
 //! on, else PERMISSIVE (Istio's default); PeerAuthentication names, JWT
 //! rules, AuthorizationPolicies (RBAC filters are not decoded back) and
 //! port protocols then keep the base model's. No inbound listener at all
@@ -72,14 +72,9 @@ pub(super) fn apply<'a>(
     Ok(())
 }
 
-fn mode(l: &Listener) -> Option<MtlsMode> {
-    let stated = crate::decode::mesh_md(l.metadata.as_ref())
-        .and_then(|md| md.get("mtls")?.as_str().map(str::to_string));
-    match stated.as_deref() {
-        Some("STRICT") => return Some(MtlsMode::Strict),
-        Some("PERMISSIVE") => return Some(MtlsMode::Permissive),
-        Some("DISABLE") => return Some(MtlsMode::Disable),
-        _ => {}
+fn mode(l: &Listener, port: u16) -> Option<MtlsMode> {
+    if let Ok(Some(p)) = stated(l) {
+        return Some(p.mtls.mode_for(port));
     }
     let tls = l
         .filter_chains
@@ -100,7 +95,10 @@ fn mode(l: &Listener) -> Option<MtlsMode> {
 pub(super) fn mtls_policy<'a>(listeners: impl Iterator<Item = &'a Listener>) -> Option<MtlsPolicy> {
     let mut policy = MtlsPolicy::default();
     for l in listeners.filter(|l| is_server_listener(l)) {
-        let (Some((_, port)), Some(m)) = (parse_inbound_listener_name(&l.name), mode(l)) else {
+        let Some((_, port)) = parse_inbound_listener_name(&l.name) else {
+            continue;
+        };
+        let Some(m) = mode(l, port) else {
             continue;
         };
         policy.ports.insert(port, m);

@@ -188,15 +188,11 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         MtlsMode::Strict => vec![chain("inbound-mtls", Some(tls))],
         MtlsMode::Permissive | MtlsMode::Disable => vec![chain("inbound-plaintext", None)],
     };
-    // PERMISSIVE and DISABLE give the same chains (as istiod's do), so the
-    // mode itself rides in our metadata, for readers of this listener alone;
-    // the whole inbound policy rides beside it for SDK servers fed by xDS
-    // (see `crate::inbound_policy` for why not only RBAC).
+    // PERMISSIVE and DISABLE give the same chains (as istiod's do); the
+    // whole inbound policy, mTLS modes included, rides in our metadata for
+    // SDK servers fed by xDS (see `crate::inbound_policy` for why not only
+    // RBAC).
     let mut md = serde_json::Map::new();
-    md.insert(
-        "mtls".into(),
-        serde_json::Value::String(mtls_mode_name(mode).into()),
-    );
     md.insert(
         crate::inbound_policy::INBOUND_KEY.into(),
         crate::inbound_policy::to_json(&model.inbound),
@@ -214,15 +210,6 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
         traffic_direction: TrafficDirection::Inbound as i32,
         metadata: super::mesh_metadata(md),
         ..Default::default()
-    }
-}
-
-/// The PeerAuthentication spelling of a mode, as carried in listener metadata.
-pub(crate) fn mtls_mode_name(m: MtlsMode) -> &'static str {
-    match m {
-        MtlsMode::Strict => "STRICT",
-        MtlsMode::Permissive => "PERMISSIVE",
-        MtlsMode::Disable => "DISABLE",
     }
 }
 
