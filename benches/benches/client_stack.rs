@@ -99,11 +99,13 @@ impl Caller for Bare {
 #[derive(Clone)]
 struct Meshed {
     client: mesh_tower::MeshClient,
+    uri: http::Uri,
 }
 
 impl Caller for Meshed {
     async fn call(&self) -> Result<(), Error> {
-        let req = http::Request::get("http://api.bench.local/items/1").body(body::empty())?;
+        // Parsed once, as for the bare client: only the stacks differ.
+        let req = http::Request::get(self.uri.clone()).body(body::empty())?;
         let resp = self.client.request(req).await?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()).into());
@@ -152,7 +154,8 @@ async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
     lat.sort();
     // Throughput: 4 concurrent callers for a fixed time.
     let cpu0 = cpu_time();
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let secs = 2.0;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let c = caller.clone();
@@ -172,15 +175,26 @@ async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
     let cpu = cpu_time().saturating_sub(cpu0);
     Ok(Figures {
         cpu_per_req: cpu / (total.max(1) as u32),
-        rps: total as f64 / 3.0,
+        rps: total as f64 / secs,
         p50: lat[lat.len() / 2],
         p99: lat[lat.len() * 99 / 100],
     })
 }
 
-fn main() -> Result<(), Error> {
+/// Median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+const ROUNDS: usize = 5;
+
+/// Both clients on one runtime with `threads` workers, serving the same
+/// loopback server: `ROUNDS` back-to-back pairs (bare, then mesh), so the
+/// machine's noise falls on both sides of each ratio alike.
+fn run(threads: usize) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()?;
     rt.block_on(async {
@@ -194,6 +208,7 @@ fn main() -> Result<(), Error> {
         let mesh = Mesh::local(dir.path()).namespace("default").build().await?;
         let meshed = Meshed {
             client: mesh.http_client(),
+            uri: "http://api.bench.local/items/1".parse()?,
         };
         // For profiling one side alone: CLIENT_STACK_ONLY=mesh|bare.
         if let Ok(only) = std::env::var("CLIENT_STACK_ONLY") {
@@ -208,40 +223,60 @@ fn main() -> Result<(), Error> {
             );
             return Ok(());
         }
-        // Interleave to share the machine's noise fairly.
         let conns = || ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
-        let c0 = conns();
-        let b1 = measure(bare.clone()).await?;
-        let c1 = conns();
-        let m1 = measure(meshed.clone()).await?;
         println!(
-            "connections opened: bare {}, mesh {}",
-            c1 - c0,
-            conns() - c1
-        );
-        let b2 = measure(bare).await?;
-        let m2 = measure(meshed).await?;
-        let best = |a: Figures, b: Figures| if a.rps >= b.rps { a } else { b };
-        let (b, m) = (best(b1, b2), best(m1, m2));
-        println!("client stack vs bare hyper client, loopback HTTP/1.1, same run");
-        println!(
-            "                 req/s (4 callers)      p50        p99   cpu/req (client+server)"
+            "\n{threads} worker thread(s), client and server on the same runtime, loopback HTTP/1.1"
         );
         println!(
-            "bare hyper      {:>12.0}   {:>9.1?} {:>9.1?} {:>9.1?}",
-            b.rps, b.p50, b.p99, b.cpu_per_req
+            "round      bare req/s   mesh req/s   ratio   bare cpu/req  mesh cpu/req  added   p50 bare/mesh"
         );
+        let (mut ratios, mut added, mut p50s) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=ROUNDS {
+            let c0 = conns();
+            let b = measure(bare.clone()).await?;
+            let m = measure(meshed.clone()).await?;
+            if round == 1 && conns() - c0 > 16 {
+                return Err(format!("{} connections opened: pooling is broken", conns() - c0).into());
+            }
+            let ratio = m.rps / b.rps;
+            let extra = m.cpu_per_req.as_secs_f64() - b.cpu_per_req.as_secs_f64();
+            println!(
+                "{round:>5} {:>14.0} {:>12.0} {:>7.3} {:>13.1?} {:>13.1?} {:>+6.1}µs {:>7.1?}/{:.1?}",
+                b.rps,
+                m.rps,
+                ratio,
+                b.cpu_per_req,
+                m.cpu_per_req,
+                extra * 1e6,
+                b.p50,
+                m.p50
+            );
+            ratios.push(ratio);
+            added.push(extra * 1e6);
+            p50s.push((m.p50.as_secs_f64() - b.p50.as_secs_f64()) * 1e6);
+        }
         println!(
-            "mesh stack      {:>12.0}   {:>9.1?} {:>9.1?} {:>9.1?}",
-            m.rps, m.p50, m.p99, m.cpu_per_req
-        );
-        println!(
-            "ratio mesh/bare: throughput {:.3}x, p50 +{:.1?}, p99 +{:.1?}, cpu/req +{:.1?}",
-            m.rps / b.rps,
-            m.p50.saturating_sub(b.p50),
-            m.p99.saturating_sub(b.p99),
-            m.cpu_per_req.saturating_sub(b.cpu_per_req)
+            "median: mesh/bare throughput {:.3}x, cpu/req {:+.1}µs, p50 {:+.1}µs",
+            median(&mut ratios),
+            median(&mut added),
+            median(&mut p50s)
         );
         Ok(())
     })
+}
+
+fn main() -> Result<(), Error> {
+    // CLIENT_STACK_THREADS picks one runtime size; by default both: two
+    // workers (contention between cores included) and one (the stack's
+    // own CPU cost, without cross-core effects).
+    match std::env::var("CLIENT_STACK_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        Some(t) => run(t),
+        None => {
+            run(2)?;
+            run(1)
+        }
+    }
 }

@@ -59,7 +59,16 @@ pub async fn run() -> Result<DemoReport, Error> {
         tokio::spawn(async move { measure(&client, 500).await })
     };
     std::fs::write(&file, config(v1.addr.port(), v2.addr.port(), 50))?;
-    tokio::time::timeout(Duration::from_secs(10), model.changed()).await??;
+    // xDS delivers a change one resource type at a time, and the SDK
+    // applies each as it comes: wait for the new split itself, not for the
+    // first model that differs.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while v2_weight(&model.borrow_and_update()) != Some(50) {
+            model.changed().await?;
+        }
+        Ok::<_, tokio::sync::watch::error::RecvError>(())
+    })
+    .await??;
     let during = background.await??;
     let after = measure(&client, 1000).await?;
     let gen1 = meshd.generation().unwrap_or(0);
@@ -83,5 +92,19 @@ pub async fn run() -> Result<DemoReport, Error> {
         after,
         generations: (gen0, gen1),
         acked,
+    })
+}
+
+/// The weight of the `v2` subset on the reviews route, as the model has it.
+fn v2_weight(model: &mesh_core::model::Model) -> Option<u32> {
+    model.outbound.values().find_map(|svc| {
+        svc.routes.routes.iter().find_map(|r| match &r.action {
+            mesh_core::route::Action::Forward(w) => w
+                .destinations
+                .iter()
+                .find(|d| d.subset.as_deref() == Some("v2"))
+                .map(|d| d.weight),
+            _ => None,
+        })
     })
 }

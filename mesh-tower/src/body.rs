@@ -29,11 +29,21 @@ pub fn full(bytes: impl Into<Bytes>) -> MeshBody {
         .boxed_unsync()
 }
 
-/// Boxes any body whose error converts into [`BoxError`].
+/// Boxes any body whose error converts into [`BoxError`]; a body that
+/// already is a [`MeshBody`] is passed on as it is, not boxed again.
 pub fn boxed<B>(body: B) -> MeshBody
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed_unsync()
+    let mut slot = Some(body);
+    if let Some(same) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<MeshBody>>() {
+        if let Some(b) = same.take() {
+            return b;
+        }
+    }
+    match slot {
+        Some(b) => b.map_err(Into::into).boxed_unsync(),
+        None => empty(),
+    }
 }

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tower::ServiceExt;
+use crate::client::call::CallRef;
 
 use crate::body::{boxed, BoxError, MeshBody};
 
@@ -73,16 +73,22 @@ pub struct MeshClient {
     inner: ClientService<Endpoints>,
 }
 
-/// The future of a [`MeshClient`] call.
-pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<http::Response<MeshBody>, BoxError>> + Send>>,
+type StackFuture = <ClientService<Endpoints> as tower::Service<http::Request<MeshBody>>>::Future;
+
+pin_project_lite::pin_project! {
+    /// The future of a [`MeshClient`] call: the stack's own future, held
+    /// as it is (no allocation of its own).
+    pub struct ResponseFuture {
+        #[pin]
+        inner: StackFuture,
+    }
 }
 
 impl Future for ResponseFuture {
     type Output = Result<http::Response<MeshBody>, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -102,10 +108,10 @@ impl MeshClient {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let call = self.inner.clone().oneshot(req.map(boxed));
-        ResponseFuture {
-            inner: Box::pin(call),
-        }
+        // The stack is called as it is, not cloned per request: see
+        // `CallRef`.
+        let inner = self.inner.call_ref(req.map(boxed));
+        ResponseFuture { inner }
     }
 }
 

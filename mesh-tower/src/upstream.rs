@@ -33,7 +33,7 @@ pub struct Upstream {
     pub attempt: u32,
     /// Endpoints earlier attempts of this request used, most recent last.
     /// The endpoint stage appends to it and avoids these when it can.
-    pub tried: Arc<Mutex<Vec<SocketAddr>>>,
+    pub tried: Arc<Mutex<Tried>>,
 }
 
 impl Upstream {
@@ -48,7 +48,10 @@ impl Upstream {
 
     /// The endpoints tried so far.
     pub fn tried_endpoints(&self) -> Vec<SocketAddr> {
-        self.tried.lock().map(|t| t.clone()).unwrap_or_default()
+        self.tried
+            .lock()
+            .map(|t| t.iter().collect())
+            .unwrap_or_default()
     }
 
     /// Records that an attempt used `addr`.
@@ -62,3 +65,62 @@ impl Upstream {
 /// Response extension set by the endpoint stage: the endpoint that answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServedBy(pub SocketAddr);
+
+/// Endpoints tried by a request's attempts. The first few are kept inline
+/// (a request rarely makes more than three attempts), so recording one
+/// allocates nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tried {
+    inline: [Option<SocketAddr>; 3],
+    more: Vec<SocketAddr>,
+}
+
+impl Tried {
+    /// The endpoints, most recent last.
+    pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.inline
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.more.iter().copied())
+    }
+
+    /// True when no attempt recorded an endpoint yet.
+    pub fn is_empty(&self) -> bool {
+        self.inline[0].is_none()
+    }
+
+    /// True when `addr` was tried.
+    pub fn contains(&self, addr: &SocketAddr) -> bool {
+        self.iter().any(|a| a == *addr)
+    }
+
+    /// Records `addr`.
+    pub fn push(&mut self, addr: SocketAddr) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(addr),
+            None => self.more.push(addr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_keeps_order_past_its_inline_slots() {
+        let mut t = Tried::default();
+        assert!(t.is_empty());
+        let addrs: Vec<SocketAddr> = (1..=5)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 80)))
+            .collect();
+        for a in &addrs {
+            t.push(*a);
+        }
+        assert!(!t.is_empty());
+        assert_eq!(t.iter().collect::<Vec<_>>(), addrs);
+        assert!(t.contains(&addrs[4]));
+        assert!(!t.contains(&SocketAddr::from(([10, 0, 0, 9], 80))));
+    }
+}

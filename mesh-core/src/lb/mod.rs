@@ -145,6 +145,29 @@ pub struct HostView {
     pub tried: bool,
 }
 
+/// The caller's view of a cluster's endpoints at the moment of a pick.
+///
+/// Any `Fn(usize) -> HostView` is one. A caller that can tell cheaply that
+/// every endpoint is healthy and none was tried by this request says so
+/// with [`Hosts::all_healthy_untried`]: the balancer then looks at only the
+/// endpoints it draws (two for least request) instead of all of them, so a
+/// pick costs the same with 3 endpoints or 3000.
+pub trait Hosts {
+    /// The view of endpoint `i`.
+    fn view(&self, i: usize) -> HostView;
+
+    /// True when no endpoint is ejected and this request tried none.
+    fn all_healthy_untried(&self) -> bool {
+        false
+    }
+}
+
+impl<F: Fn(usize) -> HostView> Hosts for F {
+    fn view(&self, i: usize) -> HostView {
+        self(i)
+    }
+}
+
 /// A decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Picked {
@@ -181,6 +204,11 @@ pub struct Balancer<K: Eq + Hash + Clone> {
     tables: HashMap<usize, (Vec<usize>, Table)>,
     // Reused by every pick so a request allocates nothing here.
     scratch: Scratch,
+    // Whether a pick over all-healthy, untried endpoints may skip the
+    // scan: equal weights, no locality weights; `warm_until`: when the
+    // last slow start ends (weights are equal only after it).
+    uniform: bool,
+    warm_until: Option<Instant>,
 }
 
 /// Per-pick working buffers, kept between picks.
@@ -208,6 +236,8 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
             locality_weight: None,
             tables: HashMap::new(),
             scratch: Scratch::default(),
+            uniform: false,
+            warm_until: None,
         };
         b.state = vec![EpState::default(); endpoints.len()];
         b.endpoints = endpoints;
@@ -310,6 +340,21 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
         let locs: Vec<Locality> = self.endpoints.iter().map(|e| e.locality.clone()).collect();
         self.locality_weight =
             locality::distribute_weights(&self.cfg.distribute, &self.client.locality, &locs);
+        let first = self.endpoints.first().map(|e| e.weight.max(1));
+        self.uniform = self.locality_weight.is_none()
+            && self
+                .endpoints
+                .iter()
+                .all(|e| Some(e.weight.max(1)) == first);
+        self.warm_until = match self.cfg.warmup {
+            Some(wu) if !self.cfg.algorithm.is_hash() => self
+                .state
+                .iter()
+                .filter_map(|s| s.added)
+                .max()
+                .map(|a| a + wu.duration),
+            _ => None,
+        };
     }
 
     fn eff_weight(&self, i: usize, now: Instant) -> f64 {
@@ -332,13 +377,81 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
         hash: Option<u64>,
         view: &dyn Fn(usize) -> HostView,
     ) -> Option<Picked> {
+        self.pick_hosts(now, rng, hash, &view)
+    }
+
+    /// [`Balancer::pick`] over a [`Hosts`], which may let the pick skip
+    /// looking at every endpoint.
+    pub fn pick_hosts(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        hash: Option<u64>,
+        hosts: &dyn Hosts,
+    ) -> Option<Picked> {
         if self.endpoints.is_empty() {
             return None;
         }
+        if hosts.all_healthy_untried() {
+            if let Some(p) = self.pick_all_healthy(now, rng, hash, hosts) {
+                return Some(p);
+            }
+        }
         let mut s = std::mem::take(&mut self.scratch);
-        let picked = self.pick_with(&mut s, now, rng, hash, view);
+        let picked = self.pick_with(&mut s, now, rng, hash, &|i| hosts.view(i));
         self.scratch = s;
         picked
+    }
+
+    /// The pick when every endpoint is healthy and untried, without
+    /// looking at each: priority 0 takes all traffic then (its health is
+    /// 100%), nothing is avoided, and with equal weights least request and
+    /// random draw uniformly. `None` when the general pick must decide
+    /// (unequal or warming weights, locality weights, round robin).
+    fn pick_all_healthy(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        hash: Option<u64>,
+        hosts: &dyn Hosts,
+    ) -> Option<Picked> {
+        if !self.uniform || self.warm_until.is_some_and(|w| now < w) {
+            return None;
+        }
+        let members = self.priorities.first()?;
+        let n = members.len();
+        let at = |k: usize| members.get(k).copied();
+        let index = match self.cfg.algorithm {
+            Algorithm::RoundRobin => return None,
+            Algorithm::Random => at(below(rng, n))?,
+            Algorithm::LeastRequest => {
+                let a = below(rng, n);
+                if n == 1 {
+                    at(a)?
+                } else {
+                    let b = (a + 1 + below(rng, n - 1)) % n;
+                    let (ia, ib) = (at(a)?, at(b)?);
+                    if hosts.view(ib).active < hosts.view(ia).active {
+                        ib
+                    } else {
+                        ia
+                    }
+                }
+            }
+            Algorithm::RingHash { .. } | Algorithm::Maglev { .. } => {
+                let mut s = std::mem::take(&mut self.scratch);
+                s.candidates.clear();
+                s.candidates.extend_from_slice(members);
+                let index = self.pick_hash(0, &s.candidates, hash, rng, &|_| true);
+                self.scratch = s;
+                index?
+            }
+        };
+        Some(Picked {
+            index,
+            priority: 0,
+            panic: false,
+        })
     }
 
     fn pick_with(

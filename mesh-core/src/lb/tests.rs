@@ -504,3 +504,107 @@ proptest! {
         prop_assert!(p.is_some_and(|p| mask & (1 << p.index) != 0));
     }
 }
+
+/// A view that says every endpoint is healthy and untried (when `fast`),
+/// with `active[i]` requests in flight, counting how often it is asked.
+struct Counted {
+    active: Vec<u32>,
+    fast: bool,
+    asked: std::cell::Cell<usize>,
+}
+
+impl Hosts for Counted {
+    fn view(&self, i: usize) -> HostView {
+        self.asked.set(self.asked.get() + 1);
+        HostView {
+            healthy: true,
+            active: self.active[i],
+            tried: false,
+        }
+    }
+
+    fn all_healthy_untried(&self) -> bool {
+        self.fast
+    }
+}
+
+fn pick_counts(b: &mut Balancer<u32>, hosts: &Counted, picks: usize) -> Vec<usize> {
+    let now = Instant::now();
+    let mut rng = SplitMix64(7);
+    let mut c = vec![0; b.endpoints().len()];
+    for _ in 0..picks {
+        let p = b.pick_hosts(now, &mut rng, None, hosts).expect("picked");
+        c[p.index] += 1;
+    }
+    c
+}
+
+#[test]
+fn all_healthy_pick_looks_at_two_endpoints_not_all() {
+    let n = 1000;
+    let hosts = Counted {
+        active: vec![0; n],
+        fast: true,
+        asked: Default::default(),
+    };
+    let mut b = Balancer::new(LbConfig::default(), ClientInfo::default(), eps(n as u32));
+    pick_counts(&mut b, &hosts, 100);
+    assert!(
+        hosts.asked.get() <= 200,
+        "asked {} times",
+        hosts.asked.get()
+    );
+    // Without the hint every endpoint is looked at on every pick.
+    let slow = Counted {
+        fast: false,
+        ..hosts
+    };
+    slow.asked.set(0);
+    pick_counts(&mut b, &slow, 10);
+    assert_eq!(slow.asked.get(), 10 * n);
+}
+
+#[test]
+fn all_healthy_pick_is_still_power_of_two_choices() {
+    // Endpoint i has 10*i requests in flight. With two distinct uniform
+    // draws, the busiest never wins and the idlest wins whenever drawn:
+    // 1 - C(9,2)/C(10,2) = 20% of picks. Fast and general paths agree.
+    let active: Vec<u32> = (0..10).map(|i| i * 10).collect();
+    for fast in [true, false] {
+        let hosts = Counted {
+            active: active.clone(),
+            fast,
+            asked: Default::default(),
+        };
+        let mut b = Balancer::new(LbConfig::default(), ClientInfo::default(), eps(10));
+        let c = pick_counts(&mut b, &hosts, 20_000);
+        assert_eq!(c[9], 0, "fast={fast}: {c:?}");
+        let idlest = c[0] as f64 / 20_000.0;
+        assert!((idlest - 0.2).abs() < 0.02, "fast={fast}: {idlest} {c:?}");
+    }
+}
+
+#[test]
+fn all_healthy_hint_is_ignored_when_weights_differ_or_warm_up() {
+    let hosts = Counted {
+        active: vec![0; 3],
+        fast: true,
+        asked: Default::default(),
+    };
+    // Unequal weights: the general pick, which honours them.
+    let e = vec![ep(0, 1, ""), ep(1, 1, ""), ep(2, 8, "")];
+    let mut b = Balancer::new(cfg(Algorithm::Random), ClientInfo::default(), e);
+    let c = pick_counts(&mut b, &hosts, 10_000);
+    assert!(c[2] > 7_000, "{c:?}");
+    // A new endpoint warming up: the general pick, which ramps it.
+    let mut lbc = cfg(Algorithm::Random);
+    lbc.warmup = Some(Warmup {
+        duration: Duration::from_secs(60),
+        min_percent: 10.0,
+        aggression: 1.0,
+    });
+    let mut b = Balancer::new(lbc.clone(), ClientInfo::default(), eps(2));
+    b.update(lbc, ClientInfo::default(), eps(3), Instant::now());
+    let c = pick_counts(&mut b, &hosts, 10_000);
+    assert!(c[2] < 1_000, "the new endpoint starts near 10%: {c:?}");
+}

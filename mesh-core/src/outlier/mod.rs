@@ -219,9 +219,16 @@ pub struct OutlierStats {
 #[derive(Debug, Clone)]
 pub struct OutlierDetector<K: Eq + Hash + Clone> {
     cfg: OutlierConfig,
-    hosts: HashMap<K, HostState>,
-    last_sweep: Option<Instant>,
+    // Looked up on every request's result: a fast hash (keys are
+    // endpoint addresses from config, not from requests).
+    hosts: HashMap<K, HostState, foldhash::fast::RandomState>,
+    // When the next interval sweep is due (`None` before the first
+    // result). Kept as a deadline so the check per request is one compare.
+    next_sweep: Option<Instant>,
     stats: OutlierStats,
+    // The latest end of any ejection: past it nothing is ejected, which
+    // lets the balancer skip asking about each endpoint.
+    ejections_end: Option<Instant>,
 }
 
 impl<K: Eq + Hash + Clone> OutlierDetector<K> {
@@ -229,9 +236,10 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     pub fn new(cfg: OutlierConfig) -> Self {
         Self {
             cfg,
-            hosts: HashMap::new(),
-            last_sweep: None,
+            hosts: HashMap::default(),
+            next_sweep: None,
             stats: OutlierStats::default(),
+            ejections_end: None,
         }
     }
 
@@ -242,6 +250,12 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
 
     /// Replaces the settings, keeping every endpoint's state.
     pub fn set_config(&mut self, cfg: OutlierConfig) {
+        if let Some(due) = self.next_sweep {
+            // The sweep stays one (new) interval after the last one.
+            self.next_sweep = due
+                .checked_sub(self.cfg.interval)
+                .and_then(|last| last.checked_add(cfg.interval));
+        }
         self.cfg = cfg;
     }
 
@@ -253,17 +267,27 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     /// The endpoints are now `keys`: new ones start clean, surviving ones
     /// keep their counters and ejections, removed ones are forgotten.
     pub fn update_endpoints(&mut self, keys: &[K]) {
-        let mut next = HashMap::with_capacity(keys.len());
+        let mut next =
+            HashMap::with_capacity_and_hasher(keys.len(), foldhash::fast::RandomState::default());
         for k in keys {
             let st = self.hosts.remove(k).unwrap_or_default();
             next.insert(k.clone(), st);
         }
         self.hosts = next;
+        self.ejections_end = self.hosts.values().filter_map(|h| h.ejected_until).max();
+    }
+
+    /// True when no endpoint is ejected at `now` (without looking at each).
+    pub fn none_ejected(&self, now: Instant) -> bool {
+        self.ejections_end.is_none_or(|end| now >= end)
     }
 
     /// True while `key` is ejected at `now`. An endpoint whose ejection
     /// time is up counts as back even before the next sweep.
     pub fn is_ejected(&self, key: &K, now: Instant) -> bool {
+        if self.none_ejected(now) {
+            return false;
+        }
         self.hosts
             .get(key)
             .and_then(|h| h.ejected_until)
@@ -272,6 +296,9 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
 
     /// Endpoints ejected at `now`.
     pub fn ejected_count(&self, now: Instant) -> usize {
+        if self.none_ejected(now) {
+            return 0;
+        }
         self.hosts
             .values()
             .filter(|h| h.ejected_until.is_some_and(|u| now < u))
@@ -282,7 +309,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     /// fires. Runs a sweep first when an interval has passed.
     pub fn on_result(&mut self, key: &K, outcome: Outcome, now: Instant) -> Option<Ejection> {
         self.maybe_tick(now);
-        let cfg = self.cfg.clone();
+        let cfg = &self.cfg;
         let h = self.hosts.get_mut(key)?;
         if h.ejected_until.is_some_and(|u| now < u) {
             // Results of requests that started before the ejection do not
@@ -357,7 +384,9 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
             .base_ejection_time
             .saturating_mul(h.multiplier)
             .min(cfg.max_ejection_time.max(cfg.base_ejection_time));
-        h.ejected_until = Some(now + duration);
+        let until = now + duration;
+        h.ejected_until = Some(until);
+        self.ejections_end = self.ejections_end.max(Some(until));
         self.stats.ejections_total += 1;
         Some(Ejection {
             reason,
@@ -368,14 +397,12 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
 
     /// Sweeps when at least one interval has passed since the last sweep.
     pub fn maybe_tick(&mut self, now: Instant) -> Vec<K> {
-        match self.last_sweep {
+        match self.next_sweep {
             None => {
-                self.last_sweep = Some(now);
+                self.next_sweep = now.checked_add(self.cfg.interval);
                 Vec::new()
             }
-            Some(last) if now.saturating_duration_since(last) >= self.cfg.interval => {
-                self.tick(now)
-            }
+            Some(due) if now >= due => self.tick(now),
             Some(_) => Vec::new(),
         }
     }
@@ -384,7 +411,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     /// (and reports them) and lets the ejection multiplier of endpoints
     /// that stayed healthy decay by one, as Envoy does.
     pub fn tick(&mut self, now: Instant) -> Vec<K> {
-        self.last_sweep = Some(now);
+        self.next_sweep = now.checked_add(self.cfg.interval);
         let mut returned = Vec::new();
         for (k, h) in self.hosts.iter_mut() {
             match h.ejected_until {

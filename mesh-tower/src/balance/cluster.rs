@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,18 +43,35 @@ pub(crate) struct Core {
     pub lb: Balancer<SocketAddr>,
     pub outlier: Option<OutlierDetector<SocketAddr>>,
     pub rng: SplitMix64,
-    pub active: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
     pub hash: Option<HashSource>,
-    /// The balancer's endpoints in its order, with the URI authority a
-    /// request to each carries (built once, not per request).
-    pub targets: Vec<(SocketAddr, Option<Authority>)>,
+    /// The balancer's endpoints in its order.
+    pub targets: Vec<Target>,
 }
 
-fn targets(eps: &[LbEndpoint<SocketAddr>]) -> Vec<(SocketAddr, Option<Authority>)> {
+/// One endpoint as the request path needs it, built when the endpoints
+/// change rather than per request.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub addr: SocketAddr,
+    /// The URI authority a request to it carries.
+    pub authority: Option<Authority>,
+    /// Requests in flight to it. Shared with those requests, which
+    /// release their count when their response ends without taking the
+    /// cluster lock, and carried over when the endpoints change.
+    pub active: Arc<AtomicU32>,
+}
+
+/// The targets of `eps`; an endpoint already in `old` keeps its count of
+/// requests in flight.
+fn targets(eps: &[LbEndpoint<SocketAddr>], old: &[Target]) -> Vec<Target> {
     eps.iter()
-        .map(|e| {
-            let a = Authority::from_maybe_shared(bytes::Bytes::from(e.key.to_string())).ok();
-            (e.key, a)
+        .map(|e| match old.iter().find(|t| t.addr == e.key) {
+            Some(t) => t.clone(),
+            None => Target {
+                addr: e.key,
+                authority: Authority::from_maybe_shared(bytes::Bytes::from(e.key.to_string())).ok(),
+                active: Arc::default(),
+            },
         })
         .collect()
 }
@@ -72,7 +90,17 @@ struct Pools {
     settings: Option<ConnectionPoolSettings>,
     host: Arc<str>,
     tls: Option<Arc<ClientTlsSettings>>,
-    clients: HashMap<Proto, HttpClient>,
+    http1: Option<HttpClient>,
+    http2: Option<HttpClient>,
+}
+
+impl Pools {
+    fn client(&mut self, proto: Proto) -> &mut Option<HttpClient> {
+        match proto {
+            Proto::Http1 => &mut self.http1,
+            Proto::Http2 => &mut self.http2,
+        }
+    }
 }
 
 /// The client's locality: an explicit one, else its topology labels.
@@ -144,7 +172,7 @@ impl ClusterState {
             cluster.policy.outlier_detection.as_ref(),
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
-        let targets = targets(&eps);
+        let targets = targets(&eps, &[]);
         let outlier = outlier_config(cluster).map(|c| {
             let mut d = OutlierDetector::new(c);
             d.update_endpoints(&keys);
@@ -158,7 +186,6 @@ impl ClusterState {
                 lb: Balancer::new(lbc, client, eps),
                 outlier,
                 rng: SplitMix64(seed),
-                active: HashMap::default(),
                 hash: hash_source(cluster),
                 targets,
             }),
@@ -170,7 +197,8 @@ impl ClusterState {
                 settings: cluster.policy.connection_pool.clone(),
                 host: Arc::from(cluster.host.as_str()),
                 tls: cluster.policy.tls.clone().map(Arc::new),
-                clients: HashMap::new(),
+                http1: None,
+                http2: None,
             }),
             meta: Arc::new(RwLock::new(HashMap::new())),
             connector,
@@ -229,7 +257,7 @@ impl ClusterState {
             cluster.policy.outlier_detection.as_ref(),
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
-        core.targets = targets(&eps);
+        core.targets = targets(&eps, &core.targets);
         core.lb.update(lbc, client, eps, now);
         match (outlier_config(cluster), core.outlier.as_mut()) {
             (Some(c), Some(d)) => {
@@ -261,7 +289,8 @@ impl ClusterState {
                 p.settings = cluster.policy.connection_pool.clone();
                 p.host = Arc::from(cluster.host.as_str());
                 p.tls = cluster.policy.tls.clone().map(Arc::new);
-                p.clients.clear();
+                p.http1 = None;
+                p.http2 = None;
             }
         }
         self.set_meta(cluster);
@@ -278,7 +307,7 @@ impl ClusterState {
         req: http::Request<MeshBody>,
     ) -> Option<hyper_util::client::legacy::ResponseFuture> {
         let mut pools = self.pools.lock().ok()?;
-        if let Some(c) = pools.clients.get(&proto) {
+        if let Some(c) = pools.client(proto) {
             return Some(c.request(req));
         }
         let client = build_client(
@@ -297,7 +326,7 @@ impl ClusterState {
             }),
         );
         let sent = client.request(req);
-        pools.clients.insert(proto, client);
+        *pools.client(proto) = Some(client);
         Some(sent)
     }
 

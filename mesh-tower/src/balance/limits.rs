@@ -44,15 +44,6 @@ impl Drop for Admission {
     }
 }
 
-struct PendingGuard<'a>(&'a Limits, &'a ClusterStats);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
-        self.1.pending_down();
-    }
-}
-
 impl Limits {
     pub fn new(cp: Option<&ConnectionPoolSettings>) -> Self {
         let http = cp.and_then(|c| c.http.as_ref());
@@ -82,13 +73,14 @@ impl Limits {
         }
     }
 
-    /// Admits a request or refuses it with UO. `http1` requests also need
-    /// a connection slot, waiting for one as pending when allowed.
-    pub async fn admit(
+    /// Admits a request at once, refuses it with UO, or (an `http1`
+    /// request when every connection slot is taken and pending requests
+    /// are allowed) gives the [`Wait`] for a slot.
+    pub fn admit_now(
         self: &Arc<Self>,
         http1: bool,
         stats: &Arc<ClusterStats>,
-    ) -> Result<Admission, MeshError> {
+    ) -> Result<Admit, MeshError> {
         let prev = self.active.fetch_add(1, Ordering::AcqRel);
         stats.active_up();
         // From here on, dropping `adm` undoes the active count.
@@ -108,17 +100,17 @@ impl Limits {
             ));
         }
         let Some(slots) = self.conn_slots.as_ref().filter(|_| http1) else {
-            return Ok(adm);
+            return Ok(Admit::Now(adm));
         };
         if let Ok(p) = slots.clone().try_acquire_owned() {
             adm._slot = Some(p);
-            return Ok(adm);
+            return Ok(Admit::Now(adm));
         }
         let prev = self.pending.fetch_add(1, Ordering::AcqRel);
         stats.pending_up();
-        let guard = PendingGuard(self, stats);
+        let pending = Pending(Some(adm));
         if prev >= self.max_pending {
-            drop(guard);
+            drop(pending);
             stats.inc_overflows();
             return Err(MeshError::new(
                 ResponseFlag::UpstreamOverflow,
@@ -128,10 +120,61 @@ impl Limits {
                 ),
             ));
         }
-        let permit = slots.clone().acquire_owned().await.map_err(|_| {
+        Ok(Admit::Wait(Wait {
+            slots: slots.clone(),
+            pending,
+        }))
+    }
+}
+
+/// The result of [`Limits::admit_now`] that did not refuse.
+pub(crate) enum Admit {
+    /// Admitted.
+    Now(Admission),
+    /// Admitted once a connection slot frees up.
+    Wait(Wait),
+}
+
+/// An admission counted as pending until it gets its connection slot.
+pub(crate) struct Wait {
+    slots: Arc<Semaphore>,
+    pending: Pending,
+}
+
+/// An admission counted as pending; dropping it undoes both counts.
+struct Pending(Option<Admission>);
+
+impl Pending {
+    fn end(a: &Admission) {
+        a.limits.pending.fetch_sub(1, Ordering::AcqRel);
+        a.stats.pending_down();
+    }
+
+    /// The admission, no longer pending.
+    fn into_admission(mut self) -> Option<Admission> {
+        let a = self.0.take()?;
+        Self::end(&a);
+        Some(a)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            Self::end(a);
+        }
+    }
+}
+
+impl Wait {
+    /// Waits for the connection slot.
+    pub async fn admitted(self) -> Result<Admission, MeshError> {
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
             MeshError::new(ResponseFlag::UpstreamOverflow, "connection pool closed")
         })?;
-        drop(guard);
+        let mut adm = self.pending.into_admission().ok_or_else(|| {
+            MeshError::new(ResponseFlag::UpstreamOverflow, "admission already used")
+        })?;
         adm._slot = Some(permit);
         Ok(adm)
     }

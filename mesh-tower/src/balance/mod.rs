@@ -59,14 +59,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, Version};
-use mesh_core::lb::HostView;
+use mesh_core::lb::{HostView, Hosts};
 use mesh_core::model::{Cluster, ClusterPolicy, Model};
-use mesh_core::outlier::{grpc_to_http_status, Outcome};
+use mesh_core::outlier::{grpc_to_http_status, Outcome, OutlierDetector};
 use mesh_core::registry::Resolution;
 
 pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
@@ -74,14 +74,15 @@ pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepaliv
 pub use stats::{ClusterStats, StatsSnapshot};
 
 use body::GuardedBody;
-use cluster::{client_info, lb_endpoints, ClusterState, Proto};
+use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto, Target};
 use connector::ConnRequests;
 use hyper_util::client::legacy::connect::capture_connection;
-use limits::Admission;
+use limits::{Admission, Admit};
 pub use request::SourceIp;
 use request::{choose_proto, prepare, request_hash, resolve};
 
 use crate::body as mesh_body;
+use crate::upstream::Tried;
 use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy, Upstream};
 
 /// Builds an [`Endpoints`].
@@ -115,6 +116,7 @@ impl EndpointsBuilder {
                 clusters: Mutex::new(HashMap::default()),
                 passthrough: Mutex::new(None),
                 last_model: Mutex::new(Weak::new()),
+                last_model_ptr: AtomicUsize::new(0),
                 connector: self.connector,
                 locality: self.locality,
                 seed: AtomicU64::new(seed),
@@ -129,6 +131,7 @@ struct Inner {
     clusters: Mutex<HashMap<String, Arc<ClusterState>, foldhash::fast::RandomState>>,
     passthrough: Mutex<Option<Arc<ClusterState>>>,
     last_model: Mutex<Weak<Model>>,
+    last_model_ptr: AtomicUsize,
     connector: Arc<dyn Connector>,
     locality: Option<String>,
     seed: AtomicU64,
@@ -205,7 +208,26 @@ impl Endpoints {
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
     }
 
-    /// The state of `cluster`, created or brought up to date with `model`.
+    /// The state of `cluster` when it can be had without waiting: already
+    /// there (brought up to date under the pick's lock), or new with only
+    /// IP endpoints. `None` when host names must be looked up first.
+    fn state_now(&self, model: &Arc<Model>, cluster: &Cluster) -> Option<Arc<ClusterState>> {
+        self.gc(model);
+        let existing = self
+            .inner
+            .clusters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cluster.name).cloned());
+        match existing {
+            Some(st) => Some(st),
+            None if needs_lookup(cluster) => None,
+            None => Some(self.insert_state(model, cluster, &HashMap::new())),
+        }
+    }
+
+    /// The state of `cluster`, created or brought up to date with `model`,
+    /// looking up host-named endpoints.
     async fn state_for(&self, model: &Arc<Model>, cluster: &Cluster) -> Arc<ClusterState> {
         self.gc(model);
         let existing = self
@@ -222,36 +244,61 @@ impl Endpoints {
             }
         }
         let resolved = resolve(cluster).await;
-        let eps = lb_endpoints(cluster, &resolved);
-        let client = client_info(model, self.inner.locality.as_deref());
         match existing {
             Some(st) => {
                 if let Ok(mut core) = st.core.lock() {
-                    if ClusterState::needs_update(&mut core, model, cluster) {
-                        st.update(&mut core, model, cluster, client, eps, now());
-                    }
+                    self.update_state(&st, &mut core, model, cluster, &resolved);
                 }
                 st
             }
-            None => {
-                let st = Arc::new(ClusterState::new(
-                    cluster,
-                    Arc::downgrade(model),
-                    client,
-                    eps,
-                    self.inner.connector.clone(),
-                    self.next_seed(),
-                ));
-                match self.inner.clusters.lock() {
-                    Ok(mut m) => m.entry(cluster.name.clone()).or_insert(st).clone(),
-                    Err(_) => st,
-                }
-            }
+            None => self.insert_state(model, cluster, &resolved),
+        }
+    }
+
+    fn insert_state(
+        &self,
+        model: &Arc<Model>,
+        cluster: &Cluster,
+        resolved: &HashMap<(String, u16), SocketAddr>,
+    ) -> Arc<ClusterState> {
+        let st = Arc::new(ClusterState::new(
+            cluster,
+            Arc::downgrade(model),
+            client_info(model, self.inner.locality.as_deref()),
+            lb_endpoints(cluster, resolved),
+            self.inner.connector.clone(),
+            self.next_seed(),
+        ));
+        match self.inner.clusters.lock() {
+            Ok(mut m) => m.entry(cluster.name.clone()).or_insert(st).clone(),
+            Err(_) => st,
+        }
+    }
+
+    fn update_state(
+        &self,
+        st: &ClusterState,
+        core: &mut Core,
+        model: &Arc<Model>,
+        cluster: &Cluster,
+        resolved: &HashMap<(String, u16), SocketAddr>,
+    ) {
+        if ClusterState::needs_update(core, model, cluster) {
+            let client = client_info(model, self.inner.locality.as_deref());
+            let eps = lb_endpoints(cluster, resolved);
+            st.update(core, model, cluster, client, eps, now());
         }
     }
 
     /// Forgets clusters a newly seen model no longer has.
     fn gc(&self, model: &Arc<Model>) {
+        // The common case, the same model as last time, takes no lock. The
+        // address compare is exact: `last_model` holds a `Weak`, which
+        // keeps the address from being reused by another model.
+        let ptr = Arc::as_ptr(model) as usize;
+        if self.inner.last_model_ptr.load(Ordering::Acquire) == ptr {
+            return;
+        }
         let Ok(mut last) = self.inner.last_model.lock() else {
             return;
         };
@@ -259,6 +306,7 @@ impl Endpoints {
             return;
         }
         *last = Arc::downgrade(model);
+        self.inner.last_model_ptr.store(ptr, Ordering::Release);
         drop(last);
         if let Ok(mut m) = self.inner.clusters.lock() {
             m.retain(|name, _| model.clusters.contains_key(name));
@@ -293,6 +341,42 @@ impl Endpoints {
         .clone()
     }
 
+    /// Starts a request without waiting when it can: the cluster state is
+    /// at hand, an endpoint is picked, the limits admit it at once, and the
+    /// request is handed to the pool. What needs to wait (host-name
+    /// lookups, passthrough, a connection slot) goes the async way.
+    fn start(&self, mut req: Request<MeshBody>) -> EndpointsFuture {
+        let Some(up) = req.extensions().get::<Upstream>() else {
+            return EndpointsFuture::failed(uh(
+                "the request carries no Upstream: the routing stage must choose a cluster first",
+            ));
+        };
+        if up.is_passthrough() {
+            return EndpointsFuture::slow(self.clone().serve(req));
+        }
+        let model = up.model.clone();
+        let Some(cluster) = model.clusters.get(&*up.cluster) else {
+            return EndpointsFuture::failed(uh(format!(
+                "cluster {} is not in the model",
+                up.cluster
+            )));
+        };
+        if cluster.endpoints.is_empty() {
+            return EndpointsFuture::slow(self.clone().serve(req));
+        }
+        let Some(state) = self.state_now(&model, cluster) else {
+            return EndpointsFuture::slow(self.clone().serve(req));
+        };
+        set_host(&mut req);
+        match self.dispatch(req, cluster, state, true) {
+            Ok(Dispatched::Sent(f)) => EndpointsFuture(Flight::Sent(f)),
+            Ok(Dispatched::Wait(w)) => EndpointsFuture::slow(async move { w.send().await?.await }),
+            Ok(Dispatched::Stale(req)) => EndpointsFuture::slow(self.clone().serve(req)),
+            Err(e) => EndpointsFuture(Flight::Failed(Some(e))),
+        }
+    }
+
+    /// The async way of [`Endpoints::start`].
     async fn serve(self, mut req: Request<MeshBody>) -> Result<Response<MeshBody>, BoxError> {
         let Some(up) = req.extensions().get::<Upstream>().cloned() else {
             return Err(uh(
@@ -325,19 +409,49 @@ impl Endpoints {
                     Some(c) => (c.host.clone(), c.port),
                     None => (up.host.to_string(), up.port),
                 };
+                set_host(&mut req);
                 return self.passthrough(req, &up, &host, port).await;
             }
         };
         let state = self.state_for(&model, cluster).await;
+        set_host(&mut req);
+        let sent = match self.dispatch(req, cluster, state, false)? {
+            Dispatched::Sent(f) => f,
+            Dispatched::Wait(w) => w.send().await?,
+            Dispatched::Stale(_) => return Err(uh("cluster state went stale").into()),
+        };
+        sent.await
+    }
+
+    /// Picks the endpoint of `req` in `state` and sends it there when the
+    /// limits admit it at once. With `current`, a state behind the
+    /// request's model is first brought up to date (or, when that needs a
+    /// host-name lookup, the request comes back as [`Dispatched::Stale`]).
+    fn dispatch(
+        &self,
+        req: Request<MeshBody>,
+        cluster: &Cluster,
+        state: Arc<ClusterState>,
+        current: bool,
+    ) -> Result<Dispatched, BoxError> {
         let now = now();
+        let Some(up) = req.extensions().get::<Upstream>() else {
+            return Err(uh("the request carries no Upstream").into());
+        };
         // Pick, and count the request as active on its endpoint, under one
         // short hold of the cluster lock.
-        let (addr, authority, set_cookie, ejected) = {
+        let (target, set_cookie) = {
             let mut core = match state.core.lock() {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
             };
             let core = &mut *core;
+            if current && ClusterState::needs_update(core, &up.model, cluster) {
+                if needs_lookup(cluster) {
+                    return Ok(Dispatched::Stale(req));
+                }
+                self.update_state(&state, core, &up.model, cluster, &HashMap::new());
+            }
             let (hash, set_cookie) = match &core.hash {
                 Some(src) => request_hash(src, &req, self.next_seed()),
                 None => (None, None),
@@ -345,55 +459,35 @@ impl Endpoints {
             if let Some(d) = core.outlier.as_mut() {
                 d.maybe_tick(now);
             }
-            let outlier = core.outlier.as_ref();
-            let targets = &core.targets;
-            let active = &core.active;
             let tried = up.tried.lock().ok();
-            let tried: &[SocketAddr] = tried.as_deref().map_or(&[], |t| t.as_slice());
-            let view = |i: usize| {
-                let a = targets.get(i).map(|t| t.0);
-                HostView {
-                    healthy: a.is_some_and(|a| outlier.is_none_or(|d| !d.is_ejected(&a, now))),
-                    active: a.and_then(|a| active.get(&a).copied()).unwrap_or(0),
-                    tried: a.is_some_and(|a| tried.contains(&a)),
-                }
+            let hosts = HostsNow {
+                targets: &core.targets,
+                outlier: core.outlier.as_ref(),
+                tried: tried.as_deref(),
+                now,
             };
-            let picked = core.lb.pick(now, &mut core.rng, hash, &view);
-            let ejected = outlier.map_or(0, |d| d.ejected_count(now));
-            let target = picked.and_then(|p| targets.get(p.index)).cloned();
-            if let Some((a, _)) = &target {
-                *core.active.entry(*a).or_insert(0) += 1;
-            }
-            match target {
-                Some((a, auth)) => (Some(a), auth, set_cookie, ejected),
-                None => (None, None, set_cookie, ejected),
-            }
-        };
-        let Some(addr) = addr else {
-            state.stats.inc_no_healthy();
-            return Err(uh(format!(
-                "no healthy endpoint in cluster {} ({} endpoints, {ejected} ejected by outlier detection)",
-                cluster.name,
-                cluster.endpoints.len()
-            ))
-            .into());
+            let picked = core.lb.pick_hosts(now, &mut core.rng, hash, &hosts);
+            let target = picked.and_then(|p| core.targets.get(p.index)).cloned();
+            let Some(target) = target else {
+                let ejected = core.outlier.as_ref().map_or(0, |d| d.ejected_count(now));
+                state.stats.inc_no_healthy();
+                return Err(uh(format!(
+                    "no healthy endpoint in cluster {} ({} endpoints, {ejected} ejected by outlier detection)",
+                    cluster.name,
+                    cluster.endpoints.len()
+                ))
+                .into());
+            };
+            target.active.fetch_add(1, Ordering::Relaxed);
+            (target, set_cookie)
         };
         // From here on the active count is released when the guard drops.
-        let active = ActiveCount {
-            state: state.clone(),
-            addr,
-        };
-        up.record_tried(addr);
+        let active = ActiveCount(target.active.clone());
+        up.record_tried(target.addr);
         let proto = choose_proto(cluster, &req);
         let Some(limits) = state.limits() else {
             return Err(uh("cluster state is poisoned").into());
         };
-        let admission = limits.admit(proto == Proto::Http1, &state.stats).await?;
-        let guard = ActiveGuard {
-            _active: active,
-            _admission: admission,
-        };
-        prepare(&mut req, addr, authority, &up, proto)?;
         let max_per_conn = cluster
             .policy
             .connection_pool
@@ -401,74 +495,19 @@ impl Endpoints {
             .and_then(|c| c.http.as_ref())
             .and_then(|h| h.max_requests_per_connection)
             .filter(|m| *m > 0);
-        let capture = max_per_conn.map(|_| capture_connection(&mut req));
-        state.stats.inc_requests();
-        let Some(sent) = state.send(proto, req) else {
-            return Err(uh("connection pool is poisoned").into());
+        let picked = Pick {
+            req,
+            state,
+            addr: target.addr,
+            authority: target.authority,
+            proto,
+            set_cookie,
+            max_per_conn,
+            active,
         };
-        let result = sent.await;
-        // maxRequestsPerConnection: retire a connection that has served
-        // its share (it finishes what it carries, then closes).
-        if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
-            if let Some(n) = r.extensions().get::<ConnRequests>() {
-                if n.0.fetch_add(1, Ordering::AcqRel) + 1 >= max {
-                    if let Some(c) = cap.connection_metadata().as_ref() {
-                        c.poison();
-                    }
-                }
-            }
-        }
-        let outcome = match &result {
-            // A trailers-only gRPC error counts as its HTTP equivalent.
-            Ok(r) => Outcome::Status(
-                r.headers()
-                    .get(&GRPC_STATUS)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .map_or(r.status().as_u16(), grpc_to_http_status),
-            ),
-            Err(e) if e.is_connect() => Outcome::ConnectFailed,
-            Err(_) => Outcome::Reset,
-        };
-        if let Ok(mut core) = state.core.lock() {
-            if let Some(d) = core.outlier.as_mut() {
-                if let Some(ej) = d.on_result(&addr, outcome, self::now()) {
-                    state.stats.inc_ejections();
-                    tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
-                }
-            }
-        }
-        match result {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                parts.extensions.insert(ServedBy(addr));
-                if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                    parts.headers.append(http::header::SET_COOKIE, c);
-                }
-                let body = mesh_body::boxed(GuardedBody::new(body, guard));
-                Ok(Response::from_parts(parts, body))
-            }
-            Err(e) => {
-                let chain = error_chain(&e);
-                let err = if e.is_connect() {
-                    MeshError::new(
-                        ResponseFlag::UpstreamConnectionFailure,
-                        format!(
-                            "connecting to {addr} of cluster {} failed: {chain}",
-                            cluster.name
-                        ),
-                    )
-                } else {
-                    MeshError::new(
-                        ResponseFlag::UpstreamRemoteReset,
-                        format!(
-                            "{addr} of cluster {} reset the request: {chain}",
-                            cluster.name
-                        ),
-                    )
-                };
-                Err(err.into())
-            }
+        match limits.admit_now(proto == Proto::Http1, &picked.state.stats)? {
+            Admit::Now(admission) => picked.send(admission).map(Dispatched::Sent),
+            Admit::Wait(wait) => Ok(Dispatched::Wait(Waiting { picked, wait })),
         }
     }
 
@@ -499,7 +538,7 @@ impl Endpoints {
             Proto::Http1
         };
         let state = self.passthrough_state();
-        prepare(&mut req, addr, None, up, proto)?;
+        prepare(&mut req, addr, None, proto)?;
         let Some(sent) = state.send(proto, req) else {
             return Err(uh("connection pool is poisoned").into());
         };
@@ -527,14 +566,277 @@ impl Endpoints {
 impl tower::Service<Request<MeshBody>> for Endpoints {
     type Response = Response<MeshBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>;
+    type Future = EndpointsFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
-        Box::pin(self.clone().serve(req))
+        self.start(req)
+    }
+}
+
+impl crate::client::call::CallRef for Endpoints {
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        self.start(req)
+    }
+}
+
+/// The response future of [`Endpoints`]. A request that needed no waiting
+/// before it was handed to the pool (the common case) costs no allocation
+/// of its own here.
+pub struct EndpointsFuture(Flight);
+
+enum Flight {
+    Sent(InFlight),
+    Failed(Option<BoxError>),
+    Slow(Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>),
+}
+
+impl EndpointsFuture {
+    fn failed(e: MeshError) -> Self {
+        EndpointsFuture(Flight::Failed(Some(e.into())))
+    }
+
+    fn slow(
+        f: impl Future<Output = Result<Response<MeshBody>, BoxError>> + Send + 'static,
+    ) -> Self {
+        EndpointsFuture(Flight::Slow(Box::pin(f)))
+    }
+}
+
+impl std::fmt::Debug for EndpointsFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointsFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for EndpointsFuture {
+    type Output = Result<Response<MeshBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Flight::Sent(f) => Pin::new(f).poll(cx),
+            Flight::Failed(e) => Poll::Ready(Err(e
+                .take()
+                .unwrap_or_else(|| "endpoint future polled after completion".into()))),
+            Flight::Slow(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What [`Endpoints::dispatch`] did with a request.
+enum Dispatched {
+    /// Handed to the pool.
+    Sent(InFlight),
+    /// Picked, waiting for a connection slot.
+    Wait(Waiting),
+    /// Not picked: the cluster state needs a host-name lookup first.
+    Stale(Request<MeshBody>),
+}
+
+/// A request with its endpoint chosen and counted, not yet sent.
+struct Pick {
+    req: Request<MeshBody>,
+    state: Arc<ClusterState>,
+    addr: SocketAddr,
+    authority: Option<http::uri::Authority>,
+    proto: Proto,
+    set_cookie: Option<String>,
+    max_per_conn: Option<u32>,
+    active: ActiveCount,
+}
+
+impl Pick {
+    /// Points the request at the endpoint and hands it to the pool.
+    fn send(self, admission: Admission) -> Result<InFlight, BoxError> {
+        let Pick {
+            mut req,
+            state,
+            addr,
+            authority,
+            proto,
+            set_cookie,
+            max_per_conn,
+            active,
+        } = self;
+        let guard = ActiveGuard {
+            _active: active,
+            _admission: admission,
+        };
+        prepare(&mut req, addr, authority, proto)?;
+        let capture = max_per_conn.map(|_| capture_connection(&mut req));
+        state.stats.inc_requests();
+        let Some(fut) = state.send(proto, req) else {
+            return Err(uh("connection pool is poisoned").into());
+        };
+        Ok(InFlight {
+            fut,
+            done: Some(Sent {
+                state,
+                addr,
+                proto,
+                guard,
+                set_cookie,
+                max_per_conn,
+                capture,
+            }),
+        })
+    }
+}
+
+/// A picked request waiting for a connection slot (`maxConnections`).
+struct Waiting {
+    picked: Pick,
+    wait: limits::Wait,
+}
+
+impl Waiting {
+    async fn send(self) -> Result<InFlight, BoxError> {
+        let admission = self.wait.admitted().await?;
+        self.picked.send(admission)
+    }
+}
+
+/// A request handed to the pool, and what its answer is checked against.
+struct InFlight {
+    fut: hyper_util::client::legacy::ResponseFuture,
+    done: Option<Sent>,
+}
+
+struct Sent {
+    state: Arc<ClusterState>,
+    addr: SocketAddr,
+    proto: Proto,
+    guard: ActiveGuard,
+    set_cookie: Option<String>,
+    max_per_conn: Option<u32>,
+    capture: Option<hyper_util::client::legacy::connect::CaptureConnection>,
+}
+
+impl Future for InFlight {
+    type Output = Result<Response<MeshBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(Pin::new(&mut self.fut).poll(cx));
+        Poll::Ready(match self.done.take() {
+            Some(sent) => sent.finish(result),
+            None => Err("endpoint future polled after completion".into()),
+        })
+    }
+}
+
+impl Sent {
+    /// Retires a connection at its request limit, feeds outlier detection,
+    /// and turns the pool's answer into the stage's.
+    fn finish(
+        self,
+        result: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    ) -> Result<Response<MeshBody>, BoxError> {
+        let Sent {
+            state,
+            addr,
+            proto,
+            guard,
+            set_cookie,
+            max_per_conn,
+            capture,
+        } = self;
+        // maxRequestsPerConnection: retire a connection that has served
+        // its share (it finishes what it carries, then closes).
+        if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
+            if let Some(n) = r.extensions().get::<ConnRequests>() {
+                if n.0.fetch_add(1, Ordering::AcqRel) + 1 >= max {
+                    if let Some(c) = cap.connection_metadata().as_ref() {
+                        c.poison();
+                    }
+                }
+            }
+        }
+        let outcome = match &result {
+            // A trailers-only gRPC error counts as its HTTP equivalent
+            // (gRPC is HTTP/2 only).
+            Ok(r) if proto == Proto::Http2 => Outcome::Status(
+                r.headers()
+                    .get(&GRPC_STATUS)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map_or(r.status().as_u16(), grpc_to_http_status),
+            ),
+            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Err(e) if e.is_connect() => Outcome::ConnectFailed,
+            Err(_) => Outcome::Reset,
+        };
+        if let Ok(mut core) = state.core.lock() {
+            if let Some(d) = core.outlier.as_mut() {
+                if let Some(ej) = d.on_result(&addr, outcome, self::now()) {
+                    state.stats.inc_ejections();
+                    tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
+                }
+            }
+        }
+        match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                parts.extensions.insert(ServedBy(addr));
+                if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    parts.headers.append(http::header::SET_COOKIE, c);
+                }
+                let body = mesh_body::boxed(GuardedBody::new(body, guard));
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                let chain = error_chain(&e);
+                let err = if e.is_connect() {
+                    MeshError::new(
+                        ResponseFlag::UpstreamConnectionFailure,
+                        format!(
+                            "connecting to {addr} of cluster {} failed: {chain}",
+                            state.name
+                        ),
+                    )
+                } else {
+                    MeshError::new(
+                        ResponseFlag::UpstreamRemoteReset,
+                        format!(
+                            "{addr} of cluster {} reset the request: {chain}",
+                            state.name
+                        ),
+                    )
+                };
+                Err(err.into())
+            }
+        }
+    }
+}
+
+/// The endpoints as a pick sees them: health from outlier detection,
+/// requests in flight, and what earlier attempts of this request tried.
+struct HostsNow<'a> {
+    targets: &'a [Target],
+    outlier: Option<&'a OutlierDetector<SocketAddr>>,
+    tried: Option<&'a Tried>,
+    now: std::time::Instant,
+}
+
+impl Hosts for HostsNow<'_> {
+    fn view(&self, i: usize) -> HostView {
+        let Some(t) = self.targets.get(i) else {
+            return HostView::default();
+        };
+        HostView {
+            healthy: self
+                .outlier
+                .is_none_or(|d| !d.is_ejected(&t.addr, self.now)),
+            active: t.active.load(Ordering::Relaxed),
+            tried: self.tried.is_some_and(|tr| tr.contains(&t.addr)),
+        }
+    }
+
+    fn all_healthy_untried(&self) -> bool {
+        self.tried.is_none_or(Tried::is_empty)
+            && self.outlier.is_none_or(|d| d.none_ejected(self.now))
     }
 }
 
@@ -545,23 +847,39 @@ struct ActiveGuard {
     _admission: Admission,
 }
 
-/// One request counted as active on `addr` (the count was taken under the
-/// cluster lock when the endpoint was picked); released on drop.
-struct ActiveCount {
-    state: Arc<ClusterState>,
-    addr: SocketAddr,
-}
+/// One request counted as active on its endpoint (counted when the
+/// endpoint was picked); released on drop.
+struct ActiveCount(Arc<AtomicU32>);
 
 impl Drop for ActiveCount {
     fn drop(&mut self) {
-        if let Ok(mut core) = self.state.core.lock() {
-            if let Some(n) = core.active.get_mut(&self.addr) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    core.active.remove(&self.addr);
-                }
-            }
-        }
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// True when some endpoint of `cluster` is named by host name, so
+/// building its state needs a lookup.
+fn needs_lookup(cluster: &Cluster) -> bool {
+    cluster
+        .endpoints
+        .iter()
+        .any(|e| e.address.parse::<IpAddr>().is_err())
+}
+
+/// Gives the request a `Host` header naming the authority it asked for,
+/// since its URI is about to name the endpoint instead.
+fn set_host(req: &mut Request<MeshBody>) {
+    if req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let value = match (req.uri().authority(), req.extensions().get::<Upstream>()) {
+        (Some(a), _) => HeaderValue::from_str(a.as_str()),
+        (None, Some(up)) if up.port == 80 || up.port == 0 => HeaderValue::from_str(&up.host),
+        (None, Some(up)) => HeaderValue::from_str(&format!("{}:{}", up.host, up.port)),
+        (None, None) => return,
+    };
+    if let Ok(v) = value {
+        req.headers_mut().insert(http::header::HOST, v);
     }
 }
 

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use http::uri::Authority;
-use http::{HeaderValue, Request, Uri, Version};
+use http::{Request, Uri, Version};
 use mesh_core::lb::{hash_key, HashSource};
 use mesh_core::model::Cluster;
 
 use super::cluster::Proto;
-use crate::{MeshBody, MeshError, ResponseFlag, Upstream};
+use crate::{MeshBody, MeshError, ResponseFlag};
 
 /// Request extension: the downstream client's IP, hashed by
 /// `consistentHash.useSourceIp` (set by servers, gateways and the shim).
@@ -67,25 +67,14 @@ pub(crate) fn choose_proto<B>(cluster: &Cluster, req: &Request<B>) -> Proto {
     Proto::Http1
 }
 
-/// Points the request at `addr`, keeping the requested authority in
-/// `Host`.
+/// Points the request at `addr` (the `Host` header already names the
+/// authority the client asked for).
 pub(crate) fn prepare(
     req: &mut Request<MeshBody>,
     addr: SocketAddr,
     authority: Option<Authority>,
-    up: &Upstream,
     proto: Proto,
 ) -> Result<(), MeshError> {
-    if !req.headers().contains_key(http::header::HOST) {
-        let value = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()),
-            None if up.port == 80 || up.port == 0 => HeaderValue::from_str(&up.host),
-            None => HeaderValue::from_str(&format!("{}:{}", up.host, up.port)),
-        };
-        if let Ok(v) = value {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
-    }
     let authority = match authority {
         Some(a) => a,
         None => addr.to_string().parse().map_err(|e| {

@@ -23,6 +23,7 @@ use tower::{Layer, Service};
 use crate::body::{BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
 
+use super::call::{CallRef, Via};
 use super::rng;
 use super::routed::Routed;
 
@@ -91,38 +92,58 @@ where
     }
 
     fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
-        let routed = req.extensions().get::<Routed>();
-        let grpc = routed.is_some_and(|r| r.grpc);
-        let decision = routed
-            .and_then(Routed::route)
-            .and_then(|r| r.fault.as_ref())
-            .map(|f| decide(f, rng::next_f64(), rng::next_f64()))
-            .filter(|d| !d.is_none());
-        let Some(decision) = decision else {
-            return Either::Left(self.inner.call(req));
-        };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Either::Right(Box::pin(async move {
-            if let Some(d) = decision.delay {
-                tokio::time::sleep(d).await;
-            }
-            if let Some(a) = decision.abort {
-                let mut resp = abort_response(&a, grpc);
-                if decision.delay.is_some() {
-                    resp.headers_mut()
-                        .insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static("DI,FI"));
-                }
-                return Ok(resp);
-            }
-            let mut resp = super::call::call(&mut inner, req).await?;
-            if !resp.headers().contains_key(RESPONSE_FLAGS_HEADER) {
-                resp.headers_mut().insert(
-                    RESPONSE_FLAGS_HEADER,
-                    HeaderValue::from_static(ResponseFlag::DelayInjected.as_str()),
-                );
-            }
-            Ok(resp)
-        }))
+        fault_call(Via::Ready(&mut self.inner), req)
     }
+}
+
+impl<S> CallRef for FaultService<S>
+where
+    S: CallRef + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        fault_call(Via::Shared(&self.inner, S::call_ref), req)
+    }
+}
+
+fn fault_call<S>(via: Via<'_, S>, req: Request<MeshBody>) -> FaultFuture<S::Future>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let routed = req.extensions().get::<Routed>();
+    let grpc = routed.is_some_and(|r| r.grpc);
+    let decision = routed
+        .and_then(Routed::route)
+        .and_then(|r| r.fault.as_ref())
+        .map(|f| decide(f, rng::next_f64(), rng::next_f64()))
+        .filter(|d| !d.is_none());
+    let Some(decision) = decision else {
+        return Either::Left(via.call(req));
+    };
+    let inner = via.owned();
+    Either::Right(Box::pin(async move {
+        if let Some(d) = decision.delay {
+            tokio::time::sleep(d).await;
+        }
+        if let Some(a) = decision.abort {
+            let mut resp = abort_response(&a, grpc);
+            if decision.delay.is_some() {
+                resp.headers_mut()
+                    .insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static("DI,FI"));
+            }
+            return Ok(resp);
+        }
+        let mut resp = super::call::oneshot(inner, req).await?;
+        if !resp.headers().contains_key(RESPONSE_FLAGS_HEADER) {
+            resp.headers_mut().insert(
+                RESPONSE_FLAGS_HEADER,
+                HeaderValue::from_static(ResponseFlag::DelayInjected.as_str()),
+            );
+        }
+        Ok(resp)
+    }))
 }

@@ -27,6 +27,7 @@ enum BodyCopy {
     Now(Replay),
     Later(Tee),
 }
+use super::call::{CallRef, Via};
 use super::rng;
 use super::routed::Routed;
 use super::target;
@@ -139,84 +140,130 @@ where
 {
     type Response = Response<MeshBody>;
     type Error = BoxError;
-    type Future = Either<S::Future, BoxFuture<'static, Result<Response<MeshBody>, BoxError>>>;
+    type Future = MirrorFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
-        let Some(routed) = req.extensions().get::<Routed>() else {
-            return Either::Left(self.inner.call(req));
-        };
-        let Some(route) = routed.route() else {
-            return Either::Left(self.inner.call(req));
-        };
-        if route.mirrors.is_empty() {
-            return Either::Left(self.inner.call(req));
-        }
-        let chosen: Vec<usize> = route
-            .mirrors
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| hit(m.percentage, rng::next_f64()))
-            .map(|(i, _)| i)
-            .collect();
-        if chosen.is_empty() {
-            return Either::Left(self.inner.call(req));
-        }
-        let routed = routed.clone();
-        let timeout = route.timeout.map(|t| t.get()).filter(|t| !t.is_zero());
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let sink = self.sink.clone();
-        let limit = self.body_limit;
-        Either::Right(Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let mut template = Request::new(());
-            *template.method_mut() = parts.method.clone();
-            *template.uri_mut() = parts.uri.clone();
-            *template.version_mut() = parts.version;
-            *template.headers_mut() = parts.headers.clone();
-            let (body, copy) = match prepare(body, limit)? {
-                Prepared::TooLarge(b) => {
-                    tracing::debug!("request body larger than {limit} bytes: not mirrored");
-                    (b, None)
-                }
-                Prepared::Complete(replay) => (replay.body(), Some(BodyCopy::Now(replay))),
-                Prepared::Teed(b, tee) => (b, Some(BodyCopy::Later(tee))),
-            };
-            if let Some(copy) = copy {
-                tokio::spawn(async move {
-                    // A streamed body is mirrored once it ended within the limit.
-                    let replay = match copy {
-                        BodyCopy::Now(r) => r,
-                        BodyCopy::Later(tee) => match tee.finished().await {
-                            Some(r) => r,
-                            None => return,
-                        },
-                    };
-                    let Some(route) = routed.route() else {
-                        return;
-                    };
-                    for m in chosen.iter().filter_map(|i| route.mirrors.get(*i)) {
-                        let shadow = shadow_request(&template, &replay, m, &routed);
-                        let send = super::call::oneshot(sink.clone(), shadow);
-                        tokio::spawn(async move {
-                            let result = match timeout {
-                                Some(t) => tokio::time::timeout(t, send).await.ok(),
-                                None => Some(send.await),
-                            };
-                            if let Some(Err(e)) = result {
-                                tracing::debug!("mirror request failed: {e}");
-                            }
-                        });
-                    }
-                });
-            }
-            super::call::call(&mut inner, Request::from_parts(parts, body)).await
-        }))
+        mirror_call(
+            Via::Ready(&mut self.inner),
+            &self.sink,
+            self.body_limit,
+            req,
+        )
     }
+}
+
+impl<S, M> CallRef for MirrorService<S, M>
+where
+    S: CallRef + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    M: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    M::Future: Send + 'static,
+{
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        mirror_call(
+            Via::Shared(&self.inner, S::call_ref),
+            &self.sink,
+            self.body_limit,
+            req,
+        )
+    }
+}
+
+type MirrorFuture<F> = Either<F, BoxFuture<'static, Result<Response<MeshBody>, BoxError>>>;
+
+fn mirror_call<S, M>(
+    via: Via<'_, S>,
+    sink: &M,
+    limit: usize,
+    req: Request<MeshBody>,
+) -> MirrorFuture<S::Future>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    M: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    M::Future: Send + 'static,
+{
+    let Some(routed) = req.extensions().get::<Routed>() else {
+        return Either::Left(via.call(req));
+    };
+    let Some(route) = routed.route() else {
+        return Either::Left(via.call(req));
+    };
+    if route.mirrors.is_empty() {
+        return Either::Left(via.call(req));
+    }
+    let chosen: Vec<usize> = route
+        .mirrors
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| hit(m.percentage, rng::next_f64()))
+        .map(|(i, _)| i)
+        .collect();
+    if chosen.is_empty() {
+        return Either::Left(via.call(req));
+    }
+    let routed = routed.clone();
+    let timeout = route.timeout.map(|t| t.get()).filter(|t| !t.is_zero());
+    let inner = via.owned();
+    let sink = sink.clone();
+    Either::Right(Box::pin(async move {
+        let (parts, body) = req.into_parts();
+        let mut template = Request::new(());
+        *template.method_mut() = parts.method.clone();
+        *template.uri_mut() = parts.uri.clone();
+        *template.version_mut() = parts.version;
+        *template.headers_mut() = parts.headers.clone();
+        let (body, copy) = match prepare(body, limit)? {
+            Prepared::TooLarge(b) => {
+                tracing::debug!("request body larger than {limit} bytes: not mirrored");
+                (b, None)
+            }
+            Prepared::Complete(replay) => (replay.body(), Some(BodyCopy::Now(replay))),
+            Prepared::Teed(b, tee) => (b, Some(BodyCopy::Later(tee))),
+        };
+        if let Some(copy) = copy {
+            tokio::spawn(async move {
+                // A streamed body is mirrored once it ended within the limit.
+                let replay = match copy {
+                    BodyCopy::Now(r) => r,
+                    BodyCopy::Later(tee) => match tee.finished().await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                };
+                let Some(route) = routed.route() else {
+                    return;
+                };
+                for m in chosen.iter().filter_map(|i| route.mirrors.get(*i)) {
+                    let shadow = shadow_request(&template, &replay, m, &routed);
+                    let send = super::call::oneshot(sink.clone(), shadow);
+                    tokio::spawn(async move {
+                        let result = match timeout {
+                            Some(t) => tokio::time::timeout(t, send).await.ok(),
+                            None => Some(send.await),
+                        };
+                        if let Some(Err(e)) = result {
+                            tracing::debug!("mirror request failed: {e}");
+                        }
+                    });
+                }
+            });
+        }
+        super::call::oneshot(inner, Request::from_parts(parts, body)).await
+    }))
 }
 
 #[cfg(test)]

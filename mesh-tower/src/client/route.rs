@@ -31,6 +31,7 @@ use crate::error::{is_grpc, MeshError, ResponseFlag};
 use crate::upstream::Upstream;
 use crate::ModelRx;
 
+use super::call::{CallRef, Via};
 use super::routed::Routed;
 use super::{errors, headers, local, rng, target};
 
@@ -259,38 +260,55 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
-        let model = self.model.borrow().clone();
-        let grpc = is_grpc(&req);
-        let (routed, upstream) = match decide(&model, &mut req, grpc) {
-            Decision::Local(resp) => {
-                return RouteFuture {
-                    inner: None,
-                    local: Some(resp),
-                    grpc,
-                    table: None,
-                    route_index: 0,
-                    destination_index: 0,
-                }
+    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+        route_call(Via::Ready(&mut self.inner), &self.model, req)
+    }
+}
+
+impl<S> CallRef for RouteService<S>
+where
+    S: CallRef + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        route_call(Via::Shared(&self.inner, S::call_ref), &self.model, req)
+    }
+}
+
+fn route_call<S>(
+    via: Via<'_, S>,
+    model: &ModelRx,
+    mut req: Request<MeshBody>,
+) -> RouteFuture<S::Future>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
+{
+    let model = model.borrow().clone();
+    let grpc = is_grpc(&req);
+    let (routed, upstream) = match decide(&model, &mut req, grpc) {
+        Decision::Local(resp) => {
+            return RouteFuture {
+                inner: None,
+                local: Some(resp),
+                grpc,
+                table: None,
+                route_index: 0,
+                destination_index: 0,
             }
-            Decision::Forward(r, u) => (r, u),
-        };
-        req.extensions_mut().insert(upstream);
-        let table = routed.table.clone();
-        let (route_index, destination_index) = (routed.route_index, routed.destination_index);
-        req.extensions_mut().insert(routed);
-        // The ready service serves this request; a fresh clone waits for
-        // the next `poll_ready`.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        RouteFuture {
-            inner: Some(inner.call(req)),
-            local: None,
-            grpc,
-            table,
-            route_index,
-            destination_index,
         }
+        Decision::Forward(r, u) => (r, u),
+    };
+    req.extensions_mut().insert(upstream);
+    let table = routed.table.clone();
+    let (route_index, destination_index) = (routed.route_index, routed.destination_index);
+    req.extensions_mut().insert(routed);
+    RouteFuture {
+        inner: Some(via.call(req)),
+        local: None,
+        grpc,
+        table,
+        route_index,
+        destination_index,
     }
 }
 

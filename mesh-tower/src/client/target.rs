@@ -47,18 +47,29 @@ pub fn authority<B>(req: &Request<B>) -> Option<Authority<'_>> {
 }
 
 /// Splits `host[:port]` (IPv6 in brackets), dropping any userinfo.
+// Byte scans: this runs on every request, and the authority is ASCII
+// wherever it matters (a non-ASCII byte is never a delimiter in UTF-8).
 pub fn split_authority(raw: &str, default_port: u16) -> Authority<'_> {
-    let hostport = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
-            None => (rest, None),
+    let bytes = raw.as_bytes();
+    let start = bytes.iter().rposition(|b| *b == b'@').map_or(0, |i| i + 1);
+    let hostport = raw.get(start..).unwrap_or(raw);
+    let hp = hostport.as_bytes();
+    let (host, port) = if hp.first() == Some(&b'[') {
+        match hp.iter().position(|b| *b == b']') {
+            Some(close) => (
+                hostport.get(1..close).unwrap_or(""),
+                hostport
+                    .get(close + 1..)
+                    .and_then(|t| t.strip_prefix(':'))
+                    .and_then(parse_port),
+            ),
+            None => (hostport.get(1..).unwrap_or(""), None),
         }
     } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => match p.parse::<u16>() {
-                Ok(p) => (h, Some(p)),
-                Err(_) => (hostport, None),
+        match hp.iter().rposition(|b| *b == b':') {
+            Some(colon) => match hostport.get(colon + 1..).and_then(parse_port) {
+                Some(p) => (hostport.get(..colon).unwrap_or(""), Some(p)),
+                None => (hostport, None),
             },
             None => (hostport, None),
         }
@@ -69,6 +80,15 @@ pub fn split_authority(raw: &str, default_port: u16) -> Authority<'_> {
         explicit_port: port.is_some(),
         raw,
     }
+}
+
+/// A port: 1 to 5 ASCII digits, at most 65535.
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = s.bytes().fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+    u16::try_from(n).ok()
 }
 
 thread_local! {
@@ -150,6 +170,12 @@ mod tests {
         assert_eq!((a.host, a.port), ("::1", 8080));
         let a = split_authority("user@h:81", 80);
         assert_eq!((a.host, a.port), ("h", 81));
+        let a = split_authority("h:99999", 80);
+        assert_eq!((a.host, a.port, a.explicit_port), ("h:99999", 80, false));
+        let a = split_authority("h:", 80);
+        assert_eq!((a.host, a.port), ("h:", 80));
+        let a = split_authority("[::1]", 443);
+        assert_eq!((a.host, a.port, a.explicit_port), ("::1", 443, false));
         assert_eq!(itoa(0, &mut [0; 5]), "0");
         assert_eq!(itoa(65535, &mut [0; 5]), "65535");
     }

@@ -21,6 +21,7 @@ use tower::{Layer, Service};
 use crate::body::{BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag};
 
+use super::call::{CallRef, Via};
 use super::routed::Routed;
 
 /// Adds the route timeout in front of a service.
@@ -87,32 +88,53 @@ where
     }
 
     fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
-        let routed = req.extensions().get::<Routed>();
-        let grpc = routed.is_some_and(|r| r.grpc);
-        let route_timeout = routed
-            .and_then(Routed::route)
-            .and_then(|r| r.timeout)
-            .map(|d| d.get())
-            .or(self.default)
-            .filter(|d| !d.is_zero());
-        let grpc_deadline = if grpc {
-            grpc_timeout(req.headers())
-        } else {
-            None
-        };
-        let (timeout, from_grpc) = match (route_timeout, grpc_deadline) {
-            (Some(r), Some(g)) if g < r => (g, true),
-            (Some(r), _) => (r, false),
-            (None, Some(g)) => (g, true),
-            (None, None) => return Either::Left(self.inner.call(req)),
-        };
-        Either::Right(TimeoutFuture {
-            inner: tokio::time::timeout(timeout, self.inner.call(req)),
-            timeout,
-            from_grpc,
-            grpc,
-        })
+        timeout_call(Via::Ready(&mut self.inner), self.default, req)
     }
+}
+
+impl<S> CallRef for TimeoutService<S>
+where
+    S: CallRef,
+    S::Future: Send + 'static,
+{
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        timeout_call(Via::Shared(&self.inner, S::call_ref), self.default, req)
+    }
+}
+
+fn timeout_call<S>(
+    via: Via<'_, S>,
+    default: Option<Duration>,
+    req: Request<MeshBody>,
+) -> Either<S::Future, TimeoutFuture<S::Future>>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
+{
+    let routed = req.extensions().get::<Routed>();
+    let grpc = routed.is_some_and(|r| r.grpc);
+    let route_timeout = routed
+        .and_then(Routed::route)
+        .and_then(|r| r.timeout)
+        .map(|d| d.get())
+        .or(default)
+        .filter(|d| !d.is_zero());
+    let grpc_deadline = if grpc {
+        grpc_timeout(req.headers())
+    } else {
+        None
+    };
+    let (timeout, from_grpc) = match (route_timeout, grpc_deadline) {
+        (Some(r), Some(g)) if g < r => (g, true),
+        (Some(r), _) => (r, false),
+        (None, Some(g)) => (g, true),
+        (None, None) => return Either::Left(via.call(req)),
+    };
+    Either::Right(TimeoutFuture {
+        inner: tokio::time::timeout(timeout, via.call(req)),
+        timeout,
+        from_grpc,
+        grpc,
+    })
 }
 
 pin_project! {
