@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use mesh_core::model::Model;
 
+use crate::client::Routed;
+
 /// Where a request goes, set by routing on every attempt.
 ///
 /// Cloned for every attempt and by the endpoint stage, so its names are
@@ -34,6 +36,9 @@ pub struct Upstream {
     /// Endpoints earlier attempts of this request used, most recent last.
     /// The endpoint stage appends to it and avoids these when it can.
     pub tried: Arc<Mutex<Tried>>,
+    /// The routing decision that chose this upstream (`None` when the
+    /// request did not come through the route layer, e.g. a mirror copy).
+    pub routed: Option<Routed>,
 }
 
 impl Upstream {

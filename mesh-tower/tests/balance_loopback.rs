@@ -163,6 +163,7 @@ fn request(model: &Arc<Model>, headers: &[(&str, &str)]) -> Request<mesh_tower::
         model: model.clone(),
         attempt: 1,
         tried: Default::default(),
+        routed: None,
     });
     req
 }

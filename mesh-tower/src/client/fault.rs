@@ -25,7 +25,7 @@ use crate::error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
 
 use super::call::{CallRef, Via};
 use super::rng;
-use super::routed::Routed;
+use super::routed::{self, Routed};
 
 /// Adds fault injection in front of a service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,7 +114,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let routed = req.extensions().get::<Routed>();
+    let routed = routed::of(&req);
     let grpc = routed.is_some_and(|r| r.grpc);
     let decision = routed
         .and_then(Routed::route)

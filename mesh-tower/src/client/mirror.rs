@@ -9,15 +9,18 @@
 //! is mirrored; a larger or streaming body is sent to the main destination
 //! only. The copy is bounded by the route timeout when the route has one.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, Either};
 use http::{HeaderValue, Request, Response, Uri};
 use mesh_core::fault::hit;
+use mesh_core::model::Model;
 use mesh_core::route::model::Mirror;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
+use crate::upstream::Upstream;
 
 use super::replay::Replay;
 use super::tee::{prepare, Prepared, Tee};
@@ -92,6 +95,7 @@ fn shadow_request(
     body: &Replay,
     mirror: &Mirror,
     routed: &Routed,
+    model: &Arc<Model>,
 ) -> Request<MeshBody> {
     let mut req = Request::new(body.body());
     *req.method_mut() = parts.method().clone();
@@ -120,7 +124,7 @@ fn shadow_request(
         &mirror.host,
         port,
         mirror.subset.as_deref(),
-        &routed.model,
+        model,
     ));
     req
 }
@@ -196,7 +200,10 @@ where
         + 'static,
     M::Future: Send + 'static,
 {
-    let Some(routed) = req.extensions().get::<Routed>() else {
+    let Some(up) = req.extensions().get::<Upstream>() else {
+        return Either::Left(via.call(req));
+    };
+    let Some(routed) = up.routed.as_ref() else {
         return Either::Left(via.call(req));
     };
     let Some(route) = routed.route() else {
@@ -216,6 +223,7 @@ where
         return Either::Left(via.call(req));
     }
     let routed = routed.clone();
+    let model = up.model.clone();
     let timeout = route.timeout.map(|t| t.get()).filter(|t| !t.is_zero());
     let inner = via.owned();
     let sink = sink.clone();
@@ -248,7 +256,7 @@ where
                     return;
                 };
                 for m in chosen.iter().filter_map(|i| route.mirrors.get(*i)) {
-                    let shadow = shadow_request(&template, &replay, m, &routed);
+                    let shadow = shadow_request(&template, &replay, m, &routed, &model);
                     let send = super::call::oneshot(sink.clone(), shadow);
                     tokio::spawn(async move {
                         let result = match timeout {

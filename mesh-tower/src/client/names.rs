@@ -68,6 +68,7 @@ pub(crate) fn upstream(
         model: model.clone(),
         attempt: 1,
         tried: Arc::default(),
+        routed: None,
     }
 }
 

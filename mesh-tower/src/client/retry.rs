@@ -31,7 +31,6 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use mesh_core::retry::{admit_retry, grpc_status, Outcome, RetryBudget, RetryOn, RetryPolicy};
-use mesh_core::route::RouteTable;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
@@ -44,7 +43,6 @@ use super::call::{CallRef, Via};
 use super::errors;
 use super::replay::Replay;
 use super::rng;
-use super::routed::Routed;
 use super::tee::{peek_trailers, prepare, Prepared, Tee};
 
 /// Limits of the retry layer.
@@ -260,8 +258,8 @@ enum Attempt {
 
 /// What later attempts are built from: the request as it came, minus its
 /// body. The first attempt takes the request's own extensions; when they
-/// hold nothing but the routing stage's two, later attempts rebuild those
-/// instead of every request paying for a copy of the map.
+/// hold nothing but the routing stage's [`Upstream`], later attempts
+/// rebuild that instead of every request paying for a copy of the map.
 struct Template {
     method: http::Method,
     uri: http::Uri,
@@ -269,17 +267,12 @@ struct Template {
     headers: http::HeaderMap,
     extensions: Option<http::Extensions>,
     upstream: Upstream,
-    routed: Routed,
 }
 
 impl Template {
     /// Splits `parts` into the first attempt's and the template of later ones.
-    fn new(
-        parts: http::request::Parts,
-        upstream: Upstream,
-        routed: Routed,
-    ) -> (Self, http::request::Parts) {
-        let extensions = (parts.extensions.len() > 2).then(|| parts.extensions.clone());
+    fn new(parts: http::request::Parts, upstream: Upstream) -> (Self, http::request::Parts) {
+        let extensions = (parts.extensions.len() > 1).then(|| parts.extensions.clone());
         let template = Template {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -287,7 +280,6 @@ impl Template {
             headers: parts.headers.clone(),
             extensions,
             upstream,
-            routed,
         };
         // The first attempt keeps the request's own extensions.
         (template, parts)
@@ -304,8 +296,6 @@ impl Template {
         let ext = req.extensions_mut();
         if let Some(e) = &self.extensions {
             *ext = e.clone();
-        } else {
-            ext.insert(self.routed.clone());
         }
         let mut up = self.upstream.clone();
         up.attempt = attempt;
@@ -330,8 +320,6 @@ enum Phase {
 struct Retrying<S> {
     inner: S,
     template: Template,
-    table: Arc<RouteTable>,
-    route_index: usize,
     replay: Option<Replay>,
     tee: Option<Tee>,
     counters: Arc<ClusterCounters>,
@@ -346,9 +334,11 @@ struct Retrying<S> {
 
 impl<S> Retrying<S> {
     fn policy(&self) -> &RetryPolicy {
-        self.table
-            .routes
-            .get(self.route_index)
+        self.template
+            .upstream
+            .routed
+            .as_ref()
+            .and_then(|r| r.route())
             .map_or(&DISABLED, |r| &r.retries)
     }
 
@@ -635,18 +625,14 @@ fn retry_call<S>(
 where
     S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError> + Clone,
 {
-    let routed = req.extensions().get::<Routed>();
-    let (table, route_index, grpc) = match routed.and_then(|r| Some((r.table.clone()?, r))) {
-        Some((t, r)) => (t, r.route_index, r.grpc),
+    let Some(upstream) = req.extensions().get::<Upstream>() else {
+        return RetryFuture::single(via.call(req), None, false);
+    };
+    let routed = upstream.routed.as_ref();
+    let (policy, grpc) = match routed.and_then(|r| Some((r.route()?, r.grpc))) {
+        Some((route, grpc)) => (&route.retries, grpc),
         None => return RetryFuture::single(via.call(req), None, false),
     };
-    let Some(upstream) = req.extensions().get::<Upstream>() else {
-        return RetryFuture::single(via.call(req), None, grpc);
-    };
-    let policy = table
-        .routes
-        .get(route_index)
-        .map_or(&*DISABLED, |r| &r.retries);
     let per_try = policy
         .per_try_timeout
         .map(|d| d.get())
@@ -690,17 +676,14 @@ where
         }
     };
     let _request = Held::request(&counters);
-    let (Some(upstream), Some(routed)) = (
-        parts.extensions.get::<Upstream>().cloned(),
-        parts.extensions.get::<Routed>().cloned(),
-    ) else {
+    let Some(upstream) = parts.extensions.get::<Upstream>().cloned() else {
         return RetryFuture::single(
             via.call(Request::from_parts(parts, first_body)),
             per_try,
             grpc,
         );
     };
-    let (template, first) = Template::new(parts, upstream, routed);
+    let (template, first) = Template::new(parts, upstream);
     // The ready service serves this request; an instance is kept for
     // the later attempts (made ready before each).
     let (fut, inner) = via.call_and_keep(Request::from_parts(first, first_body));
@@ -712,8 +695,6 @@ where
         retrying: Some(Retrying {
             inner,
             template,
-            table,
-            route_index,
             replay,
             tee,
             counters,

@@ -79,7 +79,7 @@ enum Decision {
     /// Answer now.
     Local(Response<MeshBody>),
     /// Forward.
-    Forward(Routed, Upstream),
+    Forward(Upstream),
 }
 
 fn no_route(reason: String, status: StatusCode, grpc: bool) -> Decision {
@@ -109,25 +109,22 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
                 StatusCode::SERVICE_UNAVAILABLE,
                 grpc,
             ),
-            OutboundPolicy::AllowAny => Decision::Forward(
-                Routed {
-                    model: model.clone(),
+            OutboundPolicy::AllowAny => Decision::Forward(Upstream {
+                cluster: Arc::from(Upstream::PASSTHROUGH),
+                host: Arc::from(auth.host),
+                port: auth.port,
+                subset: None,
+                model: model.clone(),
+                attempt: 1,
+                tried: Arc::default(),
+                routed: Some(Routed {
                     table: None,
                     route_index: 0,
                     destination_index: 0,
                     port: auth.port,
                     grpc,
-                },
-                Upstream {
-                    cluster: Arc::from(Upstream::PASSTHROUGH),
-                    host: Arc::from(auth.host),
-                    port: auth.port,
-                    subset: None,
-                    model: model.clone(),
-                    attempt: 1,
-                    tried: Arc::default(),
-                },
-            ),
+                }),
+            }),
         };
     };
     let table = svc.routes.clone();
@@ -194,7 +191,7 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
         .position(|d| std::ptr::eq(d, dest))
         .unwrap_or(0);
     let port = dest.port.unwrap_or(svc_port);
-    let upstream = super::names::upstream(&dest.host, port, dest.subset.as_deref(), model);
+    let mut upstream = super::names::upstream(&dest.host, port, dest.subset.as_deref(), model);
     // Rewrites, computed while the request is borrowed, applied after.
     let (new_path, new_authority) = match &route.rewrite {
         Some(rw) => (rw.rewrite_path(route, block, path), rw.authority.clone()),
@@ -205,17 +202,14 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
     }
     headers::apply(&dest.request_headers, req.headers_mut());
     headers::apply(&route.request_headers, req.headers_mut());
-    Decision::Forward(
-        Routed {
-            model: model.clone(),
-            table: Some(table.clone()),
-            route_index,
-            destination_index,
-            port,
-            grpc,
-        },
-        upstream,
-    )
+    upstream.routed = Some(Routed {
+        table: Some(table.clone()),
+        route_index,
+        destination_index,
+        port,
+        grpc,
+    });
+    Decision::Forward(upstream)
 }
 
 /// Replaces the path (with query) and/or the authority of a request. The
@@ -283,9 +277,9 @@ fn route_call<S>(
 where
     S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
 {
-    let model = model.borrow().clone();
+    let model = snapshot(model);
     let grpc = is_grpc(&req);
-    let (routed, upstream) = match decide(&model, &mut req, grpc) {
+    let upstream = match decide(&model, &mut req, grpc) {
         Decision::Local(resp) => {
             return RouteFuture {
                 inner: None,
@@ -296,12 +290,17 @@ where
                 destination_index: 0,
             }
         }
-        Decision::Forward(r, u) => (r, u),
+        Decision::Forward(u) => u,
+    };
+    // The table rides along for the response header operations only when
+    // the route has some.
+    let (table, route_index, destination_index) = match &upstream.routed {
+        Some(r) if r.route().is_some_and(has_response_ops) => {
+            (r.table.clone(), r.route_index, r.destination_index)
+        }
+        _ => (None, 0, 0),
     };
     req.extensions_mut().insert(upstream);
-    let table = routed.table.clone();
-    let (route_index, destination_index) = (routed.route_index, routed.destination_index);
-    req.extensions_mut().insert(routed);
     RouteFuture {
         inner: Some(via.call(req)),
         local: None,
@@ -310,6 +309,56 @@ where
         route_index,
         destination_index,
     }
+}
+
+/// Models seen per thread, each with this thread's own receiver of its
+/// channel: whether a newer model was published is one atomic load on a
+/// line nobody writes between publications, where `borrow` takes the
+/// channel's lock, a write every thread contends on for every request.
+struct Snapshot {
+    rx: ModelRx,
+    model: Arc<Model>,
+}
+
+/// Channels remembered per thread (a process rarely has more than one).
+const SNAPSHOTS_PER_THREAD: usize = 8;
+
+thread_local! {
+    static SNAPSHOTS: std::cell::RefCell<Vec<Snapshot>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The latest model published on `rx`.
+fn snapshot(rx: &ModelRx) -> Arc<Model> {
+    SNAPSHOTS.with(|cell| {
+        let Ok(mut seen) = cell.try_borrow_mut() else {
+            return rx.borrow().clone();
+        };
+        if let Some(s) = seen.iter_mut().find(|s| s.rx.same_channel(rx)) {
+            if s.rx.has_changed().unwrap_or(true) {
+                s.model = s.rx.borrow_and_update().clone();
+            }
+            return s.model.clone();
+        }
+        if seen.len() >= SNAPSHOTS_PER_THREAD {
+            seen.remove(0);
+        }
+        let mut own = rx.clone();
+        let model = own.borrow_and_update().clone();
+        seen.push(Snapshot {
+            rx: own,
+            model: model.clone(),
+        });
+        model
+    })
+}
+
+/// True when `route` or one of its destinations changes response headers.
+fn has_response_ops(route: &mesh_core::route::Route) -> bool {
+    !route.response_headers.is_empty()
+        || route
+            .destinations()
+            .iter()
+            .any(|d| !d.response_headers.is_empty())
 }
 
 pin_project! {
@@ -357,5 +406,30 @@ where
             headers::apply(&route.response_headers, resp.headers_mut());
         }
         Poll::Ready(Ok(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_follows_each_publication_on_every_thread() {
+        let first = crate::client::tests::model("");
+        let (tx, rx) = tokio::sync::watch::channel(first.clone());
+        assert!(Arc::ptr_eq(&snapshot(&rx), &first));
+        assert!(Arc::ptr_eq(&snapshot(&rx), &first));
+        let second = crate::client::tests::model("");
+        tx.send_replace(second.clone());
+        // The very next request sees the new model, here and elsewhere.
+        assert!(Arc::ptr_eq(&snapshot(&rx), &second));
+        let rx2 = rx.clone();
+        let seen = std::thread::spawn(move || snapshot(&rx2)).join().unwrap();
+        assert!(Arc::ptr_eq(&seen, &second));
+        // Another channel is told apart from the first.
+        let third = crate::client::tests::model("");
+        let (_tx3, rx3) = tokio::sync::watch::channel(third.clone());
+        assert!(Arc::ptr_eq(&snapshot(&rx3), &third));
+        assert!(Arc::ptr_eq(&snapshot(&rx), &second));
     }
 }

@@ -1,21 +1,26 @@
-//! The routing decision as a request extension, read by the layers below
-//! the route layer (mirror, timeout, retry, fault).
+//! The routing decision, read by the layers below the route layer
+//! (mirror, timeout, retry, fault).
 //!
-//! The route layer matches once per request and records the result here;
-//! the other layers look up the route through cheap `Arc` clones instead of
-//! matching again. The first attempt's [`crate::Upstream`] is a separate
-//! extension, which the retry layer replaces per attempt.
+//! The route layer matches once per request and records the result in the
+//! request's [`crate::Upstream`] (one extension per request, not two: each
+//! costs an allocation and a lookup); the other layers look up the route
+//! through it instead of matching again.
 
 use std::sync::Arc;
 
-use mesh_core::model::Model;
+use http::Request;
 use mesh_core::route::{Destination, Route, RouteTable};
+
+use crate::upstream::Upstream;
+
+/// The routing decision of `req`, when the route layer made one.
+pub fn of<B>(req: &Request<B>) -> Option<&Routed> {
+    req.extensions().get::<Upstream>()?.routed.as_ref()
+}
 
 /// The route a request matched and the destination chosen for it.
 #[derive(Debug, Clone)]
 pub struct Routed {
-    /// The model snapshot the request started with.
-    pub model: Arc<Model>,
     /// The route table of the destination service, `None` for passthrough
     /// requests (unknown host under ALLOW_ANY).
     pub table: Option<Arc<RouteTable>>,

@@ -22,7 +22,7 @@ use crate::body::{BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag};
 
 use super::call::{CallRef, Via};
-use super::routed::Routed;
+use super::routed::{self, Routed};
 
 /// Adds the route timeout in front of a service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,7 +110,7 @@ fn timeout_call<S>(
 where
     S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
 {
-    let routed = req.extensions().get::<Routed>();
+    let routed = routed::of(&req);
     let grpc = routed.is_some_and(|r| r.grpc);
     let route_timeout = routed
         .and_then(Routed::route)
