@@ -51,38 +51,33 @@
 mod body;
 mod cluster;
 mod connector;
+mod flight;
 mod limits;
 mod request;
 mod stats;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, Version};
-use mesh_core::lb::{HostView, Hosts};
 use mesh_core::model::{Cluster, ClusterPolicy, Model};
-use mesh_core::outlier::{grpc_to_http_status, Outcome, OutlierDetector};
 use mesh_core::registry::Resolution;
 
 pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepalive, TcpConnector};
+pub use flight::EndpointsFuture;
+use flight::{ActiveCount, Dispatched, Flight, HostsNow, Pick, Waiting};
 pub use stats::{ClusterStats, StatsSnapshot};
 
-use body::GuardedBody;
-use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto, Target};
-use connector::ConnRequests;
-use hyper_util::client::legacy::connect::capture_connection;
-use limits::{Admission, Admit};
+use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto};
+use limits::Admit;
 pub use request::SourceIp;
 use request::{choose_proto, prepare, request_hash, resolve};
 
 use crate::body as mesh_body;
-use crate::upstream::Tried;
 use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy, Upstream};
 
 /// Builds an [`Endpoints`].
@@ -580,280 +575,6 @@ impl tower::Service<Request<MeshBody>> for Endpoints {
 impl crate::client::call::CallRef for Endpoints {
     fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
         self.start(req)
-    }
-}
-
-/// The response future of [`Endpoints`]. A request that needed no waiting
-/// before it was handed to the pool (the common case) costs no allocation
-/// of its own here.
-pub struct EndpointsFuture(Flight);
-
-enum Flight {
-    Sent(InFlight),
-    Failed(Option<BoxError>),
-    Slow(Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>),
-}
-
-impl EndpointsFuture {
-    fn failed(e: MeshError) -> Self {
-        EndpointsFuture(Flight::Failed(Some(e.into())))
-    }
-
-    fn slow(
-        f: impl Future<Output = Result<Response<MeshBody>, BoxError>> + Send + 'static,
-    ) -> Self {
-        EndpointsFuture(Flight::Slow(Box::pin(f)))
-    }
-}
-
-impl std::fmt::Debug for EndpointsFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndpointsFuture").finish_non_exhaustive()
-    }
-}
-
-impl Future for EndpointsFuture {
-    type Output = Result<Response<MeshBody>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            Flight::Sent(f) => Pin::new(f).poll(cx),
-            Flight::Failed(e) => Poll::Ready(Err(e
-                .take()
-                .unwrap_or_else(|| "endpoint future polled after completion".into()))),
-            Flight::Slow(f) => f.as_mut().poll(cx),
-        }
-    }
-}
-
-/// What [`Endpoints::dispatch`] did with a request.
-enum Dispatched {
-    /// Handed to the pool.
-    Sent(InFlight),
-    /// Picked, waiting for a connection slot.
-    Wait(Waiting),
-    /// Not picked: the cluster state needs a host-name lookup first.
-    Stale(Request<MeshBody>),
-}
-
-/// A request with its endpoint chosen and counted, not yet sent.
-struct Pick {
-    req: Request<MeshBody>,
-    state: Arc<ClusterState>,
-    addr: SocketAddr,
-    authority: Option<http::uri::Authority>,
-    proto: Proto,
-    set_cookie: Option<String>,
-    max_per_conn: Option<u32>,
-    active: ActiveCount,
-}
-
-impl Pick {
-    /// Points the request at the endpoint and hands it to the pool.
-    fn send(self, admission: Admission) -> Result<InFlight, BoxError> {
-        let Pick {
-            mut req,
-            state,
-            addr,
-            authority,
-            proto,
-            set_cookie,
-            max_per_conn,
-            active,
-        } = self;
-        let guard = ActiveGuard {
-            _active: active,
-            _admission: admission,
-        };
-        prepare(&mut req, addr, authority, proto)?;
-        let capture = max_per_conn.map(|_| capture_connection(&mut req));
-        state.stats.inc_requests();
-        let Some(fut) = state.send(proto, req) else {
-            return Err(uh("connection pool is poisoned").into());
-        };
-        Ok(InFlight {
-            fut,
-            done: Some(Sent {
-                state,
-                addr,
-                proto,
-                guard,
-                set_cookie,
-                max_per_conn,
-                capture,
-            }),
-        })
-    }
-}
-
-/// A picked request waiting for a connection slot (`maxConnections`).
-struct Waiting {
-    picked: Pick,
-    wait: limits::Wait,
-}
-
-impl Waiting {
-    async fn send(self) -> Result<InFlight, BoxError> {
-        let admission = self.wait.admitted().await?;
-        self.picked.send(admission)
-    }
-}
-
-/// A request handed to the pool, and what its answer is checked against.
-struct InFlight {
-    fut: hyper_util::client::legacy::ResponseFuture,
-    done: Option<Sent>,
-}
-
-struct Sent {
-    state: Arc<ClusterState>,
-    addr: SocketAddr,
-    proto: Proto,
-    guard: ActiveGuard,
-    set_cookie: Option<String>,
-    max_per_conn: Option<u32>,
-    capture: Option<hyper_util::client::legacy::connect::CaptureConnection>,
-}
-
-impl Future for InFlight {
-    type Output = Result<Response<MeshBody>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = std::task::ready!(Pin::new(&mut self.fut).poll(cx));
-        Poll::Ready(match self.done.take() {
-            Some(sent) => sent.finish(result),
-            None => Err("endpoint future polled after completion".into()),
-        })
-    }
-}
-
-impl Sent {
-    /// Retires a connection at its request limit, feeds outlier detection,
-    /// and turns the pool's answer into the stage's.
-    fn finish(
-        self,
-        result: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
-    ) -> Result<Response<MeshBody>, BoxError> {
-        let Sent {
-            state,
-            addr,
-            proto,
-            guard,
-            set_cookie,
-            max_per_conn,
-            capture,
-        } = self;
-        // maxRequestsPerConnection: retire a connection that has served
-        // its share (it finishes what it carries, then closes).
-        if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
-            if let Some(n) = r.extensions().get::<ConnRequests>() {
-                if n.0.fetch_add(1, Ordering::AcqRel) + 1 >= max {
-                    if let Some(c) = cap.connection_metadata().as_ref() {
-                        c.poison();
-                    }
-                }
-            }
-        }
-        let outcome = match &result {
-            // A trailers-only gRPC error counts as its HTTP equivalent
-            // (gRPC is HTTP/2 only).
-            Ok(r) if proto == Proto::Http2 => Outcome::Status(
-                r.headers()
-                    .get(&GRPC_STATUS)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .map_or(r.status().as_u16(), grpc_to_http_status),
-            ),
-            Ok(r) => Outcome::Status(r.status().as_u16()),
-            Err(e) if e.is_connect() => Outcome::ConnectFailed,
-            Err(_) => Outcome::Reset,
-        };
-        if let Ok(mut core) = state.core.lock() {
-            if let Some(d) = core.outlier.as_mut() {
-                if let Some(ej) = d.on_result(&addr, outcome, self::now()) {
-                    state.stats.inc_ejections();
-                    tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
-                }
-            }
-        }
-        match result {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                parts.extensions.insert(ServedBy(addr));
-                if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                    parts.headers.append(http::header::SET_COOKIE, c);
-                }
-                let body = mesh_body::boxed(GuardedBody::new(body, guard));
-                Ok(Response::from_parts(parts, body))
-            }
-            Err(e) => {
-                let chain = error_chain(&e);
-                let err = if e.is_connect() {
-                    MeshError::new(
-                        ResponseFlag::UpstreamConnectionFailure,
-                        format!(
-                            "connecting to {addr} of cluster {} failed: {chain}",
-                            state.name
-                        ),
-                    )
-                } else {
-                    MeshError::new(
-                        ResponseFlag::UpstreamRemoteReset,
-                        format!(
-                            "{addr} of cluster {} reset the request: {chain}",
-                            state.name
-                        ),
-                    )
-                };
-                Err(err.into())
-            }
-        }
-    }
-}
-
-/// The endpoints as a pick sees them: health from outlier detection,
-/// requests in flight, and what earlier attempts of this request tried.
-struct HostsNow<'a> {
-    targets: &'a [Target],
-    outlier: Option<&'a OutlierDetector<SocketAddr>>,
-    tried: Option<&'a Tried>,
-    now: std::time::Instant,
-}
-
-impl Hosts for HostsNow<'_> {
-    fn view(&self, i: usize) -> HostView {
-        let Some(t) = self.targets.get(i) else {
-            return HostView::default();
-        };
-        HostView {
-            healthy: self
-                .outlier
-                .is_none_or(|d| !d.is_ejected(&t.addr, self.now)),
-            active: t.active.load(Ordering::Relaxed),
-            tried: self.tried.is_some_and(|tr| tr.contains(&t.addr)),
-        }
-    }
-
-    fn all_healthy_untried(&self) -> bool {
-        self.tried.is_none_or(Tried::is_empty)
-            && self.outlier.is_none_or(|d| d.none_ejected(self.now))
-    }
-}
-
-/// Holds a request's place (active count per endpoint, circuit-breaker
-/// slots) until its response body ends.
-struct ActiveGuard {
-    _active: ActiveCount,
-    _admission: Admission,
-}
-
-/// One request counted as active on its endpoint (counted when the
-/// endpoint was picked); released on drop.
-struct ActiveCount(Arc<AtomicU32>);
-
-impl Drop for ActiveCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,186 +1,32 @@
-//! The retry layer: Envoy's retry semantics driven by the route's
-//! [`RetryPolicy`] (Istio's default when the route has none).
-//!
-//! Per request: the body is buffered up to a limit so it can be replayed (a
-//! larger or streaming body is sent once and never retried); every attempt
-//! gets a fresh [`Upstream`] with the attempt number increased and the same
-//! `tried` list, so the endpoint stage can prefer endpoints not tried yet;
-//! each attempt is bounded by `perTryTimeout`; the outcome (status,
-//! `grpc-status` from headers or, for gRPC conditions, from trailers of a
-//! response buffered up to a limit, connect failure, reset, per-try timeout)
-//! is judged by [`RetryPolicy::should_retry_attempt`]; a retry waits
-//! Envoy's exponential backoff with full jitter. Before each retry the
-//! cluster's concurrent-retry limit (`connectionPool.http.maxRetries`) and
-//! the retry budget are checked with [`admit_retry`] on counters shared by
-//! every request to that cluster, so retries cannot multiply load during an
-//! outage.
-//!
-//! When retries end, the last upstream response is passed on as it is (as
-//! Envoy does); when the last attempt failed locally the answer is 503 with
-//! flag URX (504 UT for a per-try timeout). The route timeout is the timeout
-//! layer's, around this one.
+//! The retry loop of one request, written out by hand so a request costs
+//! no allocation here: the attempt in flight with its per-try timer, the
+//! judgement of each answer, the backoff, and the template later attempts
+//! are built from.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
-use mesh_core::retry::{admit_retry, grpc_status, Outcome, RetryBudget, RetryOn, RetryPolicy};
+use mesh_core::retry::{admit_retry, grpc_status, Outcome, RetryOn, RetryPolicy};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::body::{BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag};
 use crate::upstream::Upstream;
 
-use super::call::{CallRef, Via};
-use super::errors;
-use super::replay::Replay;
-use super::rng;
-use super::tee::{peek_trailers, prepare, Prepared, Tee};
+use super::super::errors;
+use super::super::replay::Replay;
+use super::super::rng;
+use super::super::tee::{peek_trailers, Tee};
+use super::{ClusterCounters, Held, RetryConfig, GRPC_CONDITIONS};
 
-/// Limits of the retry layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryConfig {
-    /// Largest request body buffered for replay (default 64 KiB).
-    pub body_limit: usize,
-    /// Largest response buffered to read gRPC trailers when a gRPC retry
-    /// condition needs them (default 64 KiB).
-    pub response_buffer_limit: usize,
-    /// The retry budget per cluster; `None` disables it (default 20% of
-    /// active requests, at least 3 concurrent retries).
-    pub budget: Option<RetryBudget>,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            body_limit: 64 * 1024,
-            response_buffer_limit: 64 * 1024,
-            budget: Some(RetryBudget::default()),
-        }
-    }
-}
-
-/// Requests and retries in flight for one cluster.
-#[derive(Debug, Default)]
-pub struct ClusterCounters {
-    active_requests: AtomicU64,
-    active_retries: AtomicU64,
-}
-
-impl ClusterCounters {
-    /// Requests in flight (with a retry policy) to the cluster.
-    pub fn active_requests(&self) -> u64 {
-        self.active_requests.load(Ordering::Relaxed)
-    }
-
-    /// Retries in flight (waiting for their backoff or sent) to the cluster.
-    pub fn active_retries(&self) -> u64 {
-        self.active_retries.load(Ordering::Relaxed)
-    }
-}
-
-/// Decrements a counter when dropped.
-struct Held(Arc<ClusterCounters>, bool);
-
-impl Held {
-    fn request(c: &Arc<ClusterCounters>) -> Self {
-        c.active_requests.fetch_add(1, Ordering::Relaxed);
-        Held(c.clone(), false)
-    }
-    fn retry(c: &Arc<ClusterCounters>) -> Self {
-        c.active_retries.fetch_add(1, Ordering::Relaxed);
-        Held(c.clone(), true)
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let c = if self.1 {
-            &self.0.active_retries
-        } else {
-            &self.0.active_requests
-        };
-        c.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Retry counters of every cluster, shared by all clones of a stack.
-#[derive(Debug, Default)]
-pub struct RetryState {
-    clusters: RwLock<HashMap<String, Arc<ClusterCounters>, foldhash::fast::RandomState>>,
-}
-
-impl RetryState {
-    /// The counters of `cluster`.
-    pub fn cluster(&self, cluster: &str) -> Arc<ClusterCounters> {
-        if let Ok(m) = self.clusters.read() {
-            if let Some(c) = m.get(cluster) {
-                return c.clone();
-            }
-        }
-        match self.clusters.write() {
-            Ok(mut m) => m.entry(cluster.to_string()).or_default().clone(),
-            Err(_) => Arc::new(ClusterCounters::default()),
-        }
-    }
-}
-
-/// Adds retries in front of a service.
-#[derive(Debug, Clone, Default)]
-pub struct RetryLayer {
-    config: RetryConfig,
-    state: Arc<RetryState>,
-}
-
-impl RetryLayer {
-    /// A retry layer with `config` and fresh counters.
-    pub fn new(config: RetryConfig) -> Self {
-        Self {
-            config,
-            state: Arc::default(),
-        }
-    }
-
-    /// A retry layer sharing counters `state` with other stacks.
-    pub fn with_state(config: RetryConfig, state: Arc<RetryState>) -> Self {
-        Self { config, state }
-    }
-}
-
-impl<S> Layer<S> for RetryLayer {
-    type Service = RetryService<S>;
-    fn layer(&self, inner: S) -> RetryService<S> {
-        RetryService {
-            inner,
-            config: self.config,
-            state: self.state.clone(),
-        }
-    }
-}
-
-/// The retry stage (see the module docs).
-#[derive(Debug, Clone)]
-pub struct RetryService<S> {
-    inner: S,
-    config: RetryConfig,
-    state: Arc<RetryState>,
-}
-
-const GRPC_CONDITIONS: u32 = RetryOn::CANCELLED.bits()
-    | RetryOn::DEADLINE_EXCEEDED.bits()
-    | RetryOn::INTERNAL.bits()
-    | RetryOn::RESOURCE_EXHAUSTED.bits()
-    | RetryOn::UNAVAILABLE.bits();
-
-fn per_try_timeout_response(t: Duration, grpc: bool) -> Response<MeshBody> {
+pub(super) fn per_try_timeout_response(t: Duration, grpc: bool) -> Response<MeshBody> {
     MeshError::new(
         ResponseFlag::UpstreamRequestTimeout,
         format!("upstream request timeout: per-try timeout {t:?} expired"),
@@ -193,7 +39,7 @@ static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-statu
 static X_ENVOY_RATELIMITED: http::HeaderName = http::HeaderName::from_static("x-envoy-ratelimited");
 
 /// A response judged by its headers.
-enum Judged {
+pub(super) enum Judged {
     /// The outcome is known.
     Now(Outcome, Response<MeshBody>),
     /// Only the trailers can tell (see [`judge_trailers`]).
@@ -202,7 +48,7 @@ enum Judged {
 
 /// The outcome of a response read from its headers, when they tell it.
 /// Headers the policy has no condition on are not looked up (`on`).
-fn judge_headers(resp: Response<MeshBody>, on: RetryOn, need_trailers: bool) -> Judged {
+pub(super) fn judge_headers(resp: Response<MeshBody>, on: RetryOn, need_trailers: bool) -> Judged {
     let headers = resp.headers();
     let status = resp.status().as_u16();
     let header_grpc = if on.bits() & GRPC_CONDITIONS != 0 {
@@ -250,7 +96,7 @@ async fn judge_trailers(
 }
 
 /// How one attempt ended.
-enum Attempt {
+pub(super) enum Attempt {
     Response(Response<MeshBody>),
     Failed(BoxError),
     TimedOut(Duration),
@@ -260,18 +106,21 @@ enum Attempt {
 /// body. The first attempt takes the request's own extensions; when they
 /// hold nothing but the routing stage's [`Upstream`], later attempts
 /// rebuild that instead of every request paying for a copy of the map.
-struct Template {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: http::HeaderMap,
-    extensions: Option<http::Extensions>,
-    upstream: Upstream,
+pub(super) struct Template {
+    pub(super) method: http::Method,
+    pub(super) uri: http::Uri,
+    pub(super) version: http::Version,
+    pub(super) headers: http::HeaderMap,
+    pub(super) extensions: Option<http::Extensions>,
+    pub(super) upstream: Upstream,
 }
 
 impl Template {
     /// Splits `parts` into the first attempt's and the template of later ones.
-    fn new(parts: http::request::Parts, upstream: Upstream) -> (Self, http::request::Parts) {
+    pub(super) fn new(
+        parts: http::request::Parts,
+        upstream: Upstream,
+    ) -> (Self, http::request::Parts) {
         let extensions = (parts.extensions.len() > 1).then(|| parts.extensions.clone());
         let template = Template {
             method: parts.method.clone(),
@@ -305,7 +154,7 @@ impl Template {
 }
 
 /// Where a request with a retry policy stands between polls.
-enum Phase {
+pub(super) enum Phase {
     /// An attempt is in flight (`attempt`, with the per-try timer).
     Attempting,
     /// A 200 response's trailers are being read for a gRPC status.
@@ -317,19 +166,19 @@ enum Phase {
 }
 
 /// The state of a request with a retry policy.
-struct Retrying<S> {
-    inner: S,
-    template: Template,
-    replay: Option<Replay>,
-    tee: Option<Tee>,
-    counters: Arc<ClusterCounters>,
-    max_retries: Option<u32>,
-    config: RetryConfig,
-    need_trailers: bool,
-    retries_done: u32,
-    phase: Phase,
-    _request: Held,
-    retry: Option<Held>,
+pub(super) struct Retrying<S> {
+    pub(super) inner: S,
+    pub(super) template: Template,
+    pub(super) replay: Option<Replay>,
+    pub(super) tee: Option<Tee>,
+    pub(super) counters: Arc<ClusterCounters>,
+    pub(super) max_retries: Option<u32>,
+    pub(super) config: RetryConfig,
+    pub(super) need_trailers: bool,
+    pub(super) retries_done: u32,
+    pub(super) phase: Phase,
+    pub(super) _request: Held,
+    pub(super) retry: Option<Held>,
 }
 
 impl<S> Retrying<S> {
@@ -400,14 +249,15 @@ impl<S> Retrying<S> {
 }
 
 /// What follows an attempt.
-enum Next {
+pub(super) enum Next {
     /// Another attempt after this backoff.
     Retry(Duration),
     /// No more attempts: the answer.
     Answer(Result<Response<MeshBody>, BoxError>),
 }
 
-static DISABLED: std::sync::LazyLock<RetryPolicy> = std::sync::LazyLock::new(RetryPolicy::disabled);
+pub(super) static DISABLED: std::sync::LazyLock<RetryPolicy> =
+    std::sync::LazyLock::new(RetryPolicy::disabled);
 
 pin_project! {
     /// The response future of [`RetryService`]: one attempt (no retry
@@ -434,7 +284,37 @@ impl<S> RetryFuture<S>
 where
     S: Service<Request<MeshBody>>,
 {
-    fn single(fut: S::Future, per_try: Option<Duration>, grpc: bool) -> Self {
+    /// The answer is already known (the request could not be prepared).
+    pub(super) fn failed(e: BoxError) -> Self {
+        RetryFuture {
+            attempt: None,
+            timer: None,
+            per_try: None,
+            grpc: false,
+            retrying: None,
+            ready: Some(Err(e)),
+        }
+    }
+
+    /// The first attempt of a request with a retry policy, in flight.
+    pub(super) fn retrying(
+        fut: S::Future,
+        per_try: Option<Duration>,
+        grpc: bool,
+        state: Retrying<S>,
+    ) -> Self {
+        RetryFuture {
+            attempt: Some(fut),
+            timer: per_try.map(tokio::time::sleep),
+            per_try,
+            grpc,
+            retrying: Some(state),
+            ready: None,
+        }
+    }
+
+    /// One attempt, with no retry.
+    pub(super) fn single(fut: S::Future, per_try: Option<Duration>, grpc: bool) -> Self {
         RetryFuture {
             attempt: Some(fut),
             timer: per_try.map(tokio::time::sleep),
@@ -577,135 +457,5 @@ where
                 Next::Answer(answer) => return Poll::Ready(answer),
             }
         }
-    }
-}
-
-impl<S> Service<Request<MeshBody>> for RetryService<S>
-where
-    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<MeshBody>;
-    type Error = BoxError;
-    type Future = RetryFuture<S>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
-        retry_call(Via::Ready(&mut self.inner), self.config, &self.state, req)
-    }
-}
-
-impl<S> CallRef for RetryService<S>
-where
-    S: CallRef + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
-        retry_call(
-            Via::Shared(&self.inner, S::call_ref),
-            self.config,
-            &self.state,
-            req,
-        )
-    }
-}
-
-fn retry_call<S>(
-    via: Via<'_, S>,
-    config: RetryConfig,
-    state: &RetryState,
-    req: Request<MeshBody>,
-) -> RetryFuture<S>
-where
-    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError> + Clone,
-{
-    let Some(upstream) = req.extensions().get::<Upstream>() else {
-        return RetryFuture::single(via.call(req), None, false);
-    };
-    let routed = upstream.routed.as_ref();
-    let (policy, grpc) = match routed.and_then(|r| Some((r.route()?, r.grpc))) {
-        Some((route, grpc)) => (&route.retries, grpc),
-        None => return RetryFuture::single(via.call(req), None, false),
-    };
-    let per_try = policy
-        .per_try_timeout
-        .map(|d| d.get())
-        .filter(|d| !d.is_zero());
-    if !policy.enabled() {
-        return RetryFuture::single(via.call(req), per_try, grpc);
-    }
-    let counters = state.cluster(&upstream.cluster);
-    let max_retries = upstream
-        .model
-        .clusters
-        .get(&*upstream.cluster)
-        .and_then(|c| c.policy.connection_pool.as_ref())
-        .and_then(|p| p.http.as_ref())
-        .and_then(|h| h.max_retries);
-    let need_trailers = grpc && policy.retry_on.bits() & GRPC_CONDITIONS != 0;
-    let (parts, body) = req.into_parts();
-    let (replay, first_body, tee) = match prepare(body, config.body_limit) {
-        Ok(Prepared::Complete(r)) => {
-            let b = r.body();
-            (Some(r), b, None)
-        }
-        Ok(Prepared::Teed(b, t)) => (None, b, Some(t)),
-        Ok(Prepared::TooLarge(b)) => {
-            tracing::debug!(
-                "request body larger than {} bytes: sent once, not retried",
-                config.body_limit
-            );
-            let req = Request::from_parts(parts, b);
-            return RetryFuture::single(via.call(req), per_try, grpc);
-        }
-        Err(e) => {
-            return RetryFuture {
-                attempt: None,
-                timer: None,
-                per_try,
-                grpc,
-                retrying: None,
-                ready: Some(Err(e)),
-            }
-        }
-    };
-    let _request = Held::request(&counters);
-    let Some(upstream) = parts.extensions.get::<Upstream>().cloned() else {
-        return RetryFuture::single(
-            via.call(Request::from_parts(parts, first_body)),
-            per_try,
-            grpc,
-        );
-    };
-    let (template, first) = Template::new(parts, upstream);
-    // The ready service serves this request; an instance is kept for
-    // the later attempts (made ready before each).
-    let (fut, inner) = via.call_and_keep(Request::from_parts(first, first_body));
-    RetryFuture {
-        attempt: Some(fut),
-        timer: per_try.map(tokio::time::sleep),
-        per_try,
-        grpc,
-        retrying: Some(Retrying {
-            inner,
-            template,
-            replay,
-            tee,
-            counters,
-            max_retries,
-            config,
-            need_trailers,
-            retries_done: 0,
-            phase: Phase::Attempting,
-            _request,
-            retry: None,
-        }),
-        ready: None,
     }
 }

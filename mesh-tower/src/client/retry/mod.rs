@@ -1,0 +1,295 @@
+//! The retry layer: Envoy's retry semantics driven by the route's
+//! [`RetryPolicy`] (Istio's default when the route has none).
+//!
+//! Per request: the body is buffered up to a limit so it can be replayed (a
+//! larger or streaming body is sent once and never retried); every attempt
+//! gets a fresh [`Upstream`] with the attempt number increased and the same
+//! `tried` list, so the endpoint stage can prefer endpoints not tried yet;
+//! each attempt is bounded by `perTryTimeout`; the outcome (status,
+//! `grpc-status` from headers or, for gRPC conditions, from trailers of a
+//! response buffered up to a limit, connect failure, reset, per-try timeout)
+//! is judged by [`RetryPolicy::should_retry_attempt`]; a retry waits
+//! Envoy's exponential backoff with full jitter. Before each retry the
+//! cluster's concurrent-retry limit (`connectionPool.http.maxRetries`) and
+//! the retry budget are checked with [`admit_retry`] on counters shared by
+//! every request to that cluster, so retries cannot multiply load during an
+//! outage.
+//!
+//! When retries end, the last upstream response is passed on as it is (as
+//! Envoy does); when the last attempt failed locally the answer is 503 with
+//! flag URX (504 UT for a per-try timeout). The route timeout is the timeout
+//! layer's, around this one.
+
+mod future;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use mesh_core::retry::{RetryBudget, RetryOn};
+use tower::{Layer, Service};
+
+use crate::body::{BoxError, MeshBody};
+use crate::upstream::Upstream;
+
+use super::call::{CallRef, Via};
+use super::tee::{prepare, Prepared};
+
+pub use future::RetryFuture;
+use future::{Phase, Retrying, Template};
+
+/// Limits of the retry layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// Largest request body buffered for replay (default 64 KiB).
+    pub body_limit: usize,
+    /// Largest response buffered to read gRPC trailers when a gRPC retry
+    /// condition needs them (default 64 KiB).
+    pub response_buffer_limit: usize,
+    /// The retry budget per cluster; `None` disables it (default 20% of
+    /// active requests, at least 3 concurrent retries).
+    pub budget: Option<RetryBudget>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 64 * 1024,
+            response_buffer_limit: 64 * 1024,
+            budget: Some(RetryBudget::default()),
+        }
+    }
+}
+
+/// Requests and retries in flight for one cluster.
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    active_requests: AtomicU64,
+    active_retries: AtomicU64,
+}
+
+impl ClusterCounters {
+    /// Requests in flight (with a retry policy) to the cluster.
+    pub fn active_requests(&self) -> u64 {
+        self.active_requests.load(Ordering::Relaxed)
+    }
+
+    /// Retries in flight (waiting for their backoff or sent) to the cluster.
+    pub fn active_retries(&self) -> u64 {
+        self.active_retries.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements a counter when dropped.
+struct Held(Arc<ClusterCounters>, bool);
+
+impl Held {
+    fn request(c: &Arc<ClusterCounters>) -> Self {
+        c.active_requests.fetch_add(1, Ordering::Relaxed);
+        Held(c.clone(), false)
+    }
+    fn retry(c: &Arc<ClusterCounters>) -> Self {
+        c.active_retries.fetch_add(1, Ordering::Relaxed);
+        Held(c.clone(), true)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let c = if self.1 {
+            &self.0.active_retries
+        } else {
+            &self.0.active_requests
+        };
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Retry counters of every cluster, shared by all clones of a stack.
+#[derive(Debug, Default)]
+pub struct RetryState {
+    clusters: RwLock<HashMap<String, Arc<ClusterCounters>, foldhash::fast::RandomState>>,
+}
+
+impl RetryState {
+    /// The counters of `cluster`.
+    pub fn cluster(&self, cluster: &str) -> Arc<ClusterCounters> {
+        if let Ok(m) = self.clusters.read() {
+            if let Some(c) = m.get(cluster) {
+                return c.clone();
+            }
+        }
+        match self.clusters.write() {
+            Ok(mut m) => m.entry(cluster.to_string()).or_default().clone(),
+            Err(_) => Arc::new(ClusterCounters::default()),
+        }
+    }
+}
+
+/// Adds retries in front of a service.
+#[derive(Debug, Clone, Default)]
+pub struct RetryLayer {
+    config: RetryConfig,
+    state: Arc<RetryState>,
+}
+
+impl RetryLayer {
+    /// A retry layer with `config` and fresh counters.
+    pub fn new(config: RetryConfig) -> Self {
+        Self {
+            config,
+            state: Arc::default(),
+        }
+    }
+
+    /// A retry layer sharing counters `state` with other stacks.
+    pub fn with_state(config: RetryConfig, state: Arc<RetryState>) -> Self {
+        Self { config, state }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = RetryService<S>;
+    fn layer(&self, inner: S) -> RetryService<S> {
+        RetryService {
+            inner,
+            config: self.config,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The retry stage (see the module docs).
+#[derive(Debug, Clone)]
+pub struct RetryService<S> {
+    inner: S,
+    config: RetryConfig,
+    state: Arc<RetryState>,
+}
+
+const GRPC_CONDITIONS: u32 = RetryOn::CANCELLED.bits()
+    | RetryOn::DEADLINE_EXCEEDED.bits()
+    | RetryOn::INTERNAL.bits()
+    | RetryOn::RESOURCE_EXHAUSTED.bits()
+    | RetryOn::UNAVAILABLE.bits();
+
+impl<S> Service<Request<MeshBody>> for RetryService<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<MeshBody>;
+    type Error = BoxError;
+    type Future = RetryFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+        retry_call(Via::Ready(&mut self.inner), self.config, &self.state, req)
+    }
+}
+
+impl<S> CallRef for RetryService<S>
+where
+    S: CallRef + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        retry_call(
+            Via::Shared(&self.inner, S::call_ref),
+            self.config,
+            &self.state,
+            req,
+        )
+    }
+}
+
+fn retry_call<S>(
+    via: Via<'_, S>,
+    config: RetryConfig,
+    state: &RetryState,
+    req: Request<MeshBody>,
+) -> RetryFuture<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError> + Clone,
+{
+    let Some(upstream) = req.extensions().get::<Upstream>() else {
+        return RetryFuture::single(via.call(req), None, false);
+    };
+    let routed = upstream.routed.as_ref();
+    let (policy, grpc) = match routed.and_then(|r| Some((r.route()?, r.grpc))) {
+        Some((route, grpc)) => (&route.retries, grpc),
+        None => return RetryFuture::single(via.call(req), None, false),
+    };
+    let per_try = policy
+        .per_try_timeout
+        .map(|d| d.get())
+        .filter(|d| !d.is_zero());
+    if !policy.enabled() {
+        return RetryFuture::single(via.call(req), per_try, grpc);
+    }
+    let counters = state.cluster(&upstream.cluster);
+    let max_retries = upstream
+        .model
+        .clusters
+        .get(&*upstream.cluster)
+        .and_then(|c| c.policy.connection_pool.as_ref())
+        .and_then(|p| p.http.as_ref())
+        .and_then(|h| h.max_retries);
+    let need_trailers = grpc && policy.retry_on.bits() & GRPC_CONDITIONS != 0;
+    let (parts, body) = req.into_parts();
+    let (replay, first_body, tee) = match prepare(body, config.body_limit) {
+        Ok(Prepared::Complete(r)) => {
+            let b = r.body();
+            (Some(r), b, None)
+        }
+        Ok(Prepared::Teed(b, t)) => (None, b, Some(t)),
+        Ok(Prepared::TooLarge(b)) => {
+            tracing::debug!(
+                "request body larger than {} bytes: sent once, not retried",
+                config.body_limit
+            );
+            let req = Request::from_parts(parts, b);
+            return RetryFuture::single(via.call(req), per_try, grpc);
+        }
+        Err(e) => return RetryFuture::failed(e),
+    };
+    let _request = Held::request(&counters);
+    let Some(upstream) = parts.extensions.get::<Upstream>().cloned() else {
+        return RetryFuture::single(
+            via.call(Request::from_parts(parts, first_body)),
+            per_try,
+            grpc,
+        );
+    };
+    let (template, first) = Template::new(parts, upstream);
+    // The ready service serves this request; an instance is kept for
+    // the later attempts (made ready before each).
+    let (fut, inner) = via.call_and_keep(Request::from_parts(first, first_body));
+    RetryFuture::retrying(
+        fut,
+        per_try,
+        grpc,
+        Retrying {
+            inner,
+            template,
+            replay,
+            tee,
+            counters,
+            max_retries,
+            config,
+            need_trailers,
+            retries_done: 0,
+            phase: Phase::Attempting,
+            _request,
+            retry: None,
+        },
+    )
+}
