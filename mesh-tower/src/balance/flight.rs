@@ -38,7 +38,7 @@ pub(super) enum Flight {
 }
 
 impl EndpointsFuture {
-    pub(super) fn failed(e: MeshError) -> Self {
+    pub(super) fn failed(e: impl Into<BoxError>) -> Self {
         EndpointsFuture(Flight::Failed(Some(e.into())))
     }
 

@@ -72,7 +72,7 @@ pub use flight::EndpointsFuture;
 use flight::{ActiveCount, Dispatched, Flight, HostsNow, Pick, Waiting};
 pub use stats::{ClusterStats, StatsSnapshot};
 
-use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto};
+use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto, Target};
 use limits::Admit;
 pub use request::SourceIp;
 use request::{choose_proto, prepare, request_hash, resolve};
@@ -207,13 +207,7 @@ impl Endpoints {
     /// there (brought up to date under the pick's lock), or new with only
     /// IP endpoints. `None` when host names must be looked up first.
     fn state_now(&self, model: &Arc<Model>, cluster: &Cluster) -> Option<Arc<ClusterState>> {
-        self.gc(model);
-        let existing = self
-            .inner
-            .clusters
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&cluster.name).cloned());
+        let existing = self.existing(model, cluster);
         match existing {
             Some(st) => Some(st),
             None if needs_lookup(cluster) => None,
@@ -224,13 +218,7 @@ impl Endpoints {
     /// The state of `cluster`, created or brought up to date with `model`,
     /// looking up host-named endpoints.
     async fn state_for(&self, model: &Arc<Model>, cluster: &Cluster) -> Arc<ClusterState> {
-        self.gc(model);
-        let existing = self
-            .inner
-            .clusters
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&cluster.name).cloned());
+        let existing = self.existing(model, cluster);
         if let Some(st) = &existing {
             if let Ok(mut core) = st.core.lock() {
                 if !ClusterState::needs_update(&mut core, model, cluster) {
@@ -248,6 +236,14 @@ impl Endpoints {
             }
             None => self.insert_state(model, cluster, &resolved),
         }
+    }
+
+    /// The state kept for `cluster`, if any, after forgetting clusters
+    /// `model` no longer has.
+    fn existing(&self, model: &Arc<Model>, cluster: &Cluster) -> Option<Arc<ClusterState>> {
+        self.gc(model);
+        let clusters = self.inner.clusters.lock().ok()?;
+        clusters.get(&cluster.name).cloned()
     }
 
     fn insert_state(
@@ -367,7 +363,7 @@ impl Endpoints {
             Ok(Dispatched::Sent(f)) => EndpointsFuture(Flight::Sent(f)),
             Ok(Dispatched::Wait(w)) => EndpointsFuture::slow(async move { w.send().await?.await }),
             Ok(Dispatched::Stale(req)) => EndpointsFuture::slow(self.clone().serve(req)),
-            Err(e) => EndpointsFuture(Flight::Failed(Some(e))),
+            Err(e) => EndpointsFuture::failed(e),
         }
     }
 
@@ -477,8 +473,13 @@ impl Endpoints {
             (target, set_cookie)
         };
         // From here on the active count is released when the guard drops.
-        let active = ActiveCount(target.active.clone());
-        up.record_tried(target.addr);
+        let Target {
+            addr,
+            authority,
+            active,
+        } = target;
+        let active = ActiveCount(active);
+        up.record_tried(addr);
         let proto = choose_proto(cluster, &req);
         let Some(limits) = state.limits() else {
             return Err(uh("cluster state is poisoned").into());
@@ -493,8 +494,8 @@ impl Endpoints {
         let picked = Pick {
             req,
             state,
-            addr: target.addr,
-            authority: target.authority,
+            addr,
+            authority,
             proto,
             set_cookie,
             max_per_conn,
