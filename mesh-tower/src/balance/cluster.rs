@@ -323,6 +323,12 @@ impl ClusterState {
                 stats: self.stats.clone(),
                 tls: pools.tls.clone(),
                 http2: proto == Proto::Http2,
+                count_requests: pools
+                    .settings
+                    .as_ref()
+                    .and_then(|c| c.http.as_ref())
+                    .and_then(|h| h.max_requests_per_connection)
+                    .is_some_and(|m| m > 0),
             }),
         );
         let sent = client.request(req);

@@ -146,6 +146,9 @@ pub(crate) struct PoolTarget {
     pub stats: Arc<ClusterStats>,
     pub tls: Option<Arc<ClientTlsSettings>>,
     pub http2: bool,
+    /// Count the requests each connection serves (only when
+    /// `maxRequestsPerConnection` asks: the count rides on every response).
+    pub count_requests: bool,
 }
 
 impl tower::Service<Uri> for PoolConnector {
@@ -202,7 +205,7 @@ impl tower::Service<Uri> for PoolConnector {
             Ok(MeshConn {
                 io: TokioIo::new(io),
                 stats: this.stats.clone(),
-                requests: ConnRequests::default(),
+                requests: this.count_requests.then(ConnRequests::default),
             })
         })
     }
@@ -212,7 +215,7 @@ impl tower::Service<Uri> for PoolConnector {
 pub(crate) struct MeshConn {
     io: TokioIo<BoxIo>,
     stats: Arc<ClusterStats>,
-    requests: ConnRequests,
+    requests: Option<ConnRequests>,
 }
 
 /// Response extension: the number of requests a connection has served
@@ -228,7 +231,10 @@ impl Drop for MeshConn {
 
 impl Connection for MeshConn {
     fn connected(&self) -> Connected {
-        Connected::new().extra(self.requests.clone())
+        match &self.requests {
+            Some(r) => Connected::new().extra(r.clone()),
+            None => Connected::new(),
+        }
     }
 }
 
