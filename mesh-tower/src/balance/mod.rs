@@ -595,7 +595,7 @@ fn set_host(req: &mut Request<MeshBody>) {
         return;
     }
     let value = match (req.uri().authority(), req.extensions().get::<Upstream>()) {
-        (Some(a), _) => HeaderValue::from_str(a.as_str()),
+        (Some(a), _) => host_value(a.as_str()),
         (None, Some(up)) if up.port == 80 || up.port == 0 => HeaderValue::from_str(&up.host),
         (None, Some(up)) => HeaderValue::from_str(&format!("{}:{}", up.host, up.port)),
         (None, None) => return,
@@ -603,6 +603,34 @@ fn set_host(req: &mut Request<MeshBody>) {
     if let Ok(v) = value {
         req.headers_mut().insert(http::header::HOST, v);
     }
+}
+
+/// Host values built per thread: a client talks to few authorities, and a
+/// clone of a built value copies and checks nothing (and touches no count
+/// another thread shares).
+const HOST_VALUES_PER_THREAD: usize = 16;
+
+thread_local! {
+    static HOST_VALUES: std::cell::RefCell<Vec<(Box<str>, HeaderValue)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The `Host` value for `authority`.
+fn host_value(authority: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    HOST_VALUES.with(|cell| {
+        let Ok(mut seen) = cell.try_borrow_mut() else {
+            return HeaderValue::from_str(authority);
+        };
+        if let Some((_, v)) = seen.iter().find(|(a, _)| &**a == authority) {
+            return Ok(v.clone());
+        }
+        let v = HeaderValue::from_str(authority)?;
+        if seen.len() >= HOST_VALUES_PER_THREAD {
+            seen.remove(0);
+        }
+        seen.push((authority.into(), v.clone()));
+        Ok(v)
+    })
 }
 
 // Pre-parsed: a `&str` key is parsed again on every lookup.
@@ -625,4 +653,27 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_values_are_built_once_per_authority() {
+        let a = host_value("reviews:9080").unwrap();
+        let b = host_value("reviews:9080").unwrap();
+        assert_eq!(a, "reviews:9080");
+        // Same bytes, not a copy: the second came from the cache.
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+        assert_eq!(host_value("ratings").unwrap(), "ratings");
+        assert!(host_value("bad\nhost").is_err());
+        for i in 0..2 * HOST_VALUES_PER_THREAD {
+            assert_eq!(
+                host_value(&format!("h{i}")).unwrap(),
+                format!("h{i}").as_str()
+            );
+        }
+        assert_eq!(host_value("reviews:9080").unwrap(), "reviews:9080");
+    }
 }
