@@ -6,42 +6,18 @@
 //! RequestAuthentications, port protocols) included.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+#[path = "xds_support.rs"]
+mod xds_support;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use mesh_core::config::MeshConfig;
+use http_body_util::BodyExt;
 use mesh_core::model::{Client, Model};
-use mesh_tower::source::xds::node_info;
 use mesh_tower::source::SourceError;
 use mesh_tower::{body, Mesh, MeshClient};
-use mesh_xds::client::{default_node_id, XdsClientError};
-use mesh_xds::encode::{encode, EncodeOptions};
-use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
-
-/// A hyper HTTP/1.1 server answering every request with `name`.
-async fn backend(name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
+use mesh_xds::client::XdsClientError;
+use mesh_xds::server::SnapshotCache;
+use xds_support::{ads_server, backend};
 
 /// Reviews with two subsets on the two backends, all traffic to `subset`.
 fn config(v1: u16, v2: u16, subset: &str) -> String {
@@ -148,42 +124,11 @@ spec:
 
 /// The workload calling reviews.
 fn workload() -> Client {
-    let mut c = Client::new(
-        "default",
-        [("app".to_string(), "web".to_string())]
-            .into_iter()
-            .collect(),
-    );
-    c.service_account = Some("web".into());
-    c
+    xds_support::workload(Some("web"))
 }
 
-/// What the control plane does per node: compile, encode, snapshot.
 fn publish(cache: &SnapshotCache, yaml: &str) {
-    let loaded = mesh_core::config::load_str(yaml, "mesh.yaml");
-    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    let model = mesh_core::compile::compile(&loaded.resources, &MeshConfig::default(), &workload());
-    let id = default_node_id(&node_info(&workload()));
-    cache.set_snapshot(
-        &id,
-        Snapshot::from_resources(&encode(&model, &EncodeOptions::default())),
-    );
-}
-
-async fn ads_server(cache: SnapshotCache) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(s, _)| s), l))
-    });
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(AdsServer::new(cache).into_service())
-            .serve_with_incoming(incoming)
-            .await
-            .unwrap();
-    });
-    format!("http://{addr}")
+    xds_support::publish(cache, yaml, &workload());
 }
 
 async fn get(client: &MeshClient, pin: Option<&str>) -> (u16, String) {

@@ -4,18 +4,18 @@
 //! the certificates they were given.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
+#[path = "xds_support.rs"]
+mod xds_support;
+
 use std::sync::Arc;
 
 use mesh_ca::tls::{self, ClientAuth, PeerPolicy};
 use mesh_ca::{CaConfig, CaService, CertificateAuthority, SpiffeId, TokenStore};
-use mesh_core::config::MeshConfig;
 use mesh_core::model::Client;
-use mesh_tower::source::xds::{node_info, CaOptions};
+use mesh_tower::source::xds::CaOptions;
 use mesh_tower::source::SourceError;
 use mesh_tower::Mesh;
-use mesh_xds::client::default_node_id;
-use mesh_xds::encode::{encode, EncodeOptions};
-use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
+use mesh_xds::server::{AdsServer, SnapshotCache};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
@@ -76,29 +76,10 @@ async fn ca(dir: &std::path::Path) -> Ca {
     }
 }
 
-async fn xds(cache: SnapshotCache) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(s, _)| s), l))
-    });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AdsServer::new(cache).into_service())
-            .serve_with_incoming(incoming),
-    );
-    format!("http://{addr}")
-}
-
 fn publish(cache: &SnapshotCache, sa: &str) {
     let mut client = Client::new("default", Default::default());
     client.service_account = Some(sa.to_string());
-    let loaded = mesh_core::config::load_str(YAML, "mesh.yaml");
-    let model = mesh_core::compile::compile(&loaded.resources, &MeshConfig::default(), &client);
-    cache.set_snapshot(
-        &default_node_id(&node_info(&client)),
-        Snapshot::from_resources(&encode(&model, &EncodeOptions::default())),
-    );
+    xds_support::publish(cache, YAML, &client);
 }
 
 async fn mesh(url: &str, ca: &Ca, dir: &std::path::Path, sa: &str) -> Result<Mesh, SourceError> {
@@ -122,7 +103,7 @@ async fn mesh_mode_gets_its_identity_from_the_ca_and_talks_mtls() {
     let cache = SnapshotCache::new();
     publish(&cache, "web");
     publish(&cache, "api");
-    let url = xds(cache).await;
+    let url = xds_support::ads_server(cache).await;
 
     let web = mesh(&url, &ca, dir.path(), "web").await.unwrap();
     let api = mesh(&url, &ca, dir.path(), "api").await.unwrap();

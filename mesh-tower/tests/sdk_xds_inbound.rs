@@ -8,19 +8,18 @@
 
 #[path = "server_support.rs"]
 mod support;
+#[path = "xds_support.rs"]
+mod xds_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh_core::config::MeshConfig;
 use mesh_core::model::Client;
 use mesh_tower::server::{AcceptConfig, Server, TlsSource};
-use mesh_tower::source::xds::node_info;
 use mesh_tower::Mesh;
-use mesh_xds::client::default_node_id;
-use mesh_xds::encode::{encode, EncodeOptions};
-use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
+use mesh_xds::server::SnapshotCache;
 use support::{plain, raw_get};
+use xds_support::ads_server;
 
 const SERVICE: &str = "apiVersion: v1
 kind: Service
@@ -52,42 +51,11 @@ spec:
 "#;
 
 fn workload() -> Client {
-    let mut c = Client::new(
-        "default",
-        [("app".to_string(), "web".to_string())]
-            .into_iter()
-            .collect(),
-    );
-    c.service_account = Some("web".into());
-    c
+    xds_support::workload(Some("web"))
 }
 
-/// What the control plane does per node: compile, encode, snapshot.
 fn publish(cache: &SnapshotCache, yaml: &str) {
-    let loaded = mesh_core::config::load_str(yaml, "mesh.yaml");
-    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    let model = mesh_core::compile::compile(&loaded.resources, &MeshConfig::default(), &workload());
-    let id = default_node_id(&node_info(&workload()));
-    cache.set_snapshot(
-        &id,
-        Snapshot::from_resources(&encode(&model, &EncodeOptions::default())),
-    );
-}
-
-async fn ads_server(cache: SnapshotCache) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(s, _)| s), l))
-    });
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(AdsServer::new(cache).into_service())
-            .serve_with_incoming(incoming)
-            .await
-            .unwrap();
-    });
-    format!("http://{addr}")
+    xds_support::publish(cache, yaml, &workload());
 }
 
 /// The workload's server: the default inbound stack on the xDS model.

@@ -4,39 +4,19 @@
 //! to a cluster it does not have), so no request fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-use std::convert::Infallible;
+#[path = "xds_support.rs"]
+mod xds_support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use mesh_core::config::MeshConfig;
+use http_body_util::BodyExt;
 use mesh_core::model::Client;
-use mesh_tower::source::xds::node_info;
 use mesh_tower::{body, Mesh};
-use mesh_xds::client::default_node_id;
-use mesh_xds::encode::{encode, EncodeOptions};
-use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
-
-async fn backend(name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
+use mesh_xds::server::{AdsServer, SnapshotCache};
+use xds_support::backend;
 
 /// `subsets` defined; `route` as (subset, weight).
 fn config(v1: u16, v2: u16, subsets: &[&str], route: &[(&str, u32)]) -> String {
@@ -93,22 +73,11 @@ spec:
 }
 
 fn workload() -> Client {
-    Client::new(
-        "default",
-        [("app".to_string(), "web".to_string())]
-            .into_iter()
-            .collect(),
-    )
+    xds_support::workload(None)
 }
 
 fn publish(cache: &SnapshotCache, yaml: &str) {
-    let loaded = mesh_core::config::load_str(yaml, "mesh.yaml");
-    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    let model = mesh_core::compile::compile(&loaded.resources, &MeshConfig::default(), &workload());
-    cache.set_snapshot(
-        &default_node_id(&node_info(&workload())),
-        Snapshot::from_resources(&encode(&model, &EncodeOptions::default())),
-    );
+    xds_support::publish(cache, yaml, &workload());
 }
 
 async fn rollout(delta: bool) {
