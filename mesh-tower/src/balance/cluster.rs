@@ -10,17 +10,15 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh_core::config::networking::destination_rule::{ClientTlsSettings, ConnectionPoolSettings};
 use mesh_core::lb::{Balancer, ClientInfo, HashSource, LbConfig, LbEndpoint, Locality, SplitMix64};
 use mesh_core::model::{Cluster, Model};
 use mesh_core::outlier::{OutlierConfig, OutlierDetector};
 
-use super::connector::{Connector, EndpointMeta, Keepalive, PoolConnector, PoolTarget};
+use super::connector::{Connector, Dialer, EndpointMeta, Keepalive};
 use super::limits::Limits;
+use super::pool::{EndpointPool, PoolConfig};
 use super::stats::ClusterStats;
-use crate::MeshBody;
 
 /// Istio's default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,8 +31,6 @@ pub(crate) enum Proto {
     Http1,
     Http2,
 }
-
-pub(crate) type HttpClient = Client<PoolConnector, MeshBody>;
 
 /// The mutable part, behind one short-held lock.
 pub(crate) struct Core {
@@ -59,21 +55,37 @@ pub(crate) struct Target {
     /// release their count when their response ends without taking the
     /// cluster lock, and carried over when the endpoints change.
     pub active: Arc<AtomicU32>,
+    /// Its connections.
+    pub pool: Arc<EndpointPool>,
 }
 
 /// The targets of `eps`; an endpoint already in `old` keeps its count of
-/// requests in flight.
-fn targets(eps: &[LbEndpoint<SocketAddr>], old: &[Target]) -> Vec<Target> {
-    eps.iter()
-        .map(|e| match old.iter().find(|t| t.addr == e.key) {
-            Some(t) => t.clone(),
-            None => Target {
-                addr: e.key,
-                authority: Authority::from_maybe_shared(bytes::Bytes::from(e.key.to_string())).ok(),
-                active: Arc::default(),
-            },
+/// requests in flight, and its connections unless the pool settings
+/// changed.
+fn targets(eps: &[LbEndpoint<SocketAddr>], old: &[Target], pools: &mut Pools) -> Vec<Target> {
+    let old: HashMap<SocketAddr, &Target> = old.iter().map(|t| (t.addr, t)).collect();
+    let targets: Vec<Target> = eps
+        .iter()
+        .map(|e| {
+            let pool = pools.endpoint(e.key);
+            match old.get(&e.key) {
+                Some(t) => Target {
+                    pool,
+                    ..(*t).clone()
+                },
+                None => Target {
+                    addr: e.key,
+                    authority: Authority::from_maybe_shared(bytes::Bytes::from(e.key.to_string()))
+                        .ok(),
+                    active: Arc::default(),
+                    pool,
+                },
+            }
         })
-        .collect()
+        .collect();
+    let live: std::collections::HashSet<SocketAddr> = targets.iter().map(|t| t.addr).collect();
+    pools.by_addr.retain(|a, _| live.contains(a));
+    targets
 }
 
 pub(crate) struct ClusterState {
@@ -86,20 +98,22 @@ pub(crate) struct ClusterState {
     connector: Arc<dyn Connector>,
 }
 
-struct Pools {
+/// The cluster's pool settings and its endpoints' pools.
+pub(crate) struct Pools {
     settings: Option<ConnectionPoolSettings>,
     host: Arc<str>,
     tls: Option<Arc<ClientTlsSettings>>,
-    http1: Option<HttpClient>,
-    http2: Option<HttpClient>,
+    config: Arc<PoolConfig>,
+    by_addr: HashMap<SocketAddr, Arc<EndpointPool>>,
 }
 
 impl Pools {
-    fn client(&mut self, proto: Proto) -> &mut Option<HttpClient> {
-        match proto {
-            Proto::Http1 => &mut self.http1,
-            Proto::Http2 => &mut self.http2,
-        }
+    /// The pool of `addr`, made on first use.
+    pub fn endpoint(&mut self, addr: SocketAddr) -> Arc<EndpointPool> {
+        self.by_addr
+            .entry(addr)
+            .or_insert_with(|| Arc::new(EndpointPool::new(addr, self.config.clone())))
+            .clone()
     }
 }
 
@@ -172,7 +186,22 @@ impl ClusterState {
             cluster.policy.outlier_detection.as_ref(),
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
-        let targets = targets(&eps, &[]);
+        let stats = Arc::new(ClusterStats::default());
+        let meta = Arc::new(RwLock::new(HashMap::new()));
+        let mut pools = Pools {
+            settings: cluster.policy.connection_pool.clone(),
+            host: Arc::from(cluster.host.as_str()),
+            tls: cluster.policy.tls.clone().map(Arc::new),
+            config: pool_config(
+                &cluster.name,
+                cluster,
+                connector.clone(),
+                meta.clone(),
+                stats.clone(),
+            ),
+            by_addr: HashMap::new(),
+        };
+        let targets = targets(&eps, &[], &mut pools);
         let outlier = outlier_config(cluster).map(|c| {
             let mut d = OutlierDetector::new(c);
             d.update_endpoints(&keys);
@@ -192,15 +221,9 @@ impl ClusterState {
             limits: RwLock::new(Arc::new(Limits::new(
                 cluster.policy.connection_pool.as_ref(),
             ))),
-            stats: Arc::new(ClusterStats::default()),
-            pools: Mutex::new(Pools {
-                settings: cluster.policy.connection_pool.clone(),
-                host: Arc::from(cluster.host.as_str()),
-                tls: cluster.policy.tls.clone().map(Arc::new),
-                http1: None,
-                http2: None,
-            }),
-            meta: Arc::new(RwLock::new(HashMap::new())),
+            stats,
+            pools: Mutex::new(pools),
+            meta,
             connector,
         };
         state.set_meta(cluster);
@@ -257,7 +280,31 @@ impl ClusterState {
             cluster.policy.outlier_detection.as_ref(),
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
-        core.targets = targets(&eps, &core.targets);
+        {
+            let mut p = match self.pools.lock() {
+                Ok(p) => p,
+                Err(p) => p.into_inner(),
+            };
+            if p.settings != cluster.policy.connection_pool
+                || *p.host != *cluster.host
+                || p.tls.as_deref() != cluster.policy.tls.as_ref()
+            {
+                p.settings = cluster.policy.connection_pool.clone();
+                p.host = Arc::from(cluster.host.as_str());
+                p.tls = cluster.policy.tls.clone().map(Arc::new);
+                p.config = pool_config(
+                    &self.name,
+                    cluster,
+                    self.connector.clone(),
+                    self.meta.clone(),
+                    self.stats.clone(),
+                );
+                // New settings, new connections: the old ones close once
+                // the requests they carry end.
+                p.by_addr.clear();
+            }
+            core.targets = targets(&eps, &core.targets, &mut p);
+        }
         core.lb.update(lbc, client, eps, now);
         match (outlier_config(cluster), core.outlier.as_mut()) {
             (Some(c), Some(d)) => {
@@ -281,59 +328,18 @@ impl ClusterState {
                 *l = Arc::new(Limits::new(cluster.policy.connection_pool.as_ref()));
             }
         }
-        if let Ok(mut p) = self.pools.lock() {
-            if p.settings != cluster.policy.connection_pool
-                || *p.host != *cluster.host
-                || p.tls.as_deref() != cluster.policy.tls.as_ref()
-            {
-                p.settings = cluster.policy.connection_pool.clone();
-                p.host = Arc::from(cluster.host.as_str());
-                p.tls = cluster.policy.tls.clone().map(Arc::new);
-                p.http1 = None;
-                p.http2 = None;
-            }
-        }
         self.set_meta(cluster);
         core.cluster = Some(cluster.clone());
         core.seen = Arc::downgrade(model);
     }
 
-    /// Sends `req` on the pooled client for `proto` (built on first use).
-    /// The returned future owns what it needs, so the pool lock is only
-    /// held while the request is handed over, and the client is not cloned.
-    pub fn send(
-        &self,
-        proto: Proto,
-        req: http::Request<MeshBody>,
-    ) -> Option<hyper_util::client::legacy::ResponseFuture> {
-        let mut pools = self.pools.lock().ok()?;
-        if let Some(c) = pools.client(proto) {
-            return Some(c.request(req));
+    /// The pool of `addr`, for requests to an address no target holds
+    /// (passthrough).
+    pub fn pool_for(&self, addr: SocketAddr) -> Arc<EndpointPool> {
+        match self.pools.lock() {
+            Ok(mut p) => p.endpoint(addr),
+            Err(p) => p.into_inner().endpoint(addr),
         }
-        let client = build_client(
-            proto,
-            pools.settings.as_ref(),
-            PoolConnector::new(PoolTarget {
-                connector: self.connector.clone(),
-                cluster: Arc::from(self.name.as_str()),
-                host: pools.host.clone(),
-                meta: self.meta.clone(),
-                connect_timeout: connect_timeout(pools.settings.as_ref()),
-                keepalive: keepalive(pools.settings.as_ref()),
-                stats: self.stats.clone(),
-                tls: pools.tls.clone(),
-                http2: proto == Proto::Http2,
-                count_requests: pools
-                    .settings
-                    .as_ref()
-                    .and_then(|c| c.http.as_ref())
-                    .and_then(|h| h.max_requests_per_connection)
-                    .is_some_and(|m| m > 0),
-            }),
-        );
-        let sent = client.request(req);
-        *pools.client(proto) = Some(client);
-        Some(sent)
     }
 
     pub fn limits(&self) -> Option<Arc<Limits>> {
@@ -356,16 +362,19 @@ fn keepalive(cp: Option<&ConnectionPoolSettings>) -> Option<Keepalive> {
     })
 }
 
-/// hyper-util's pooled client with the cluster's pool settings: the idle
-/// timeout (the shorter of `http.idleTimeout` and `tcp.idleTimeout`,
-/// default 1h, `0s` on TCP disables it), at most `maxConnections` idle
-/// connections per endpoint, and no reuse when `maxRequestsPerConnection`
-/// is 1.
-pub(crate) fn build_client(
-    proto: Proto,
-    cp: Option<&ConnectionPoolSettings>,
-    conn: PoolConnector,
-) -> HttpClient {
+/// The pool settings of `cluster`: the idle timeout (the shorter of
+/// `http.idleTimeout` and `tcp.idleTimeout`, default 1h, `0s` on TCP
+/// disables it), at most `maxConnections` idle connections per endpoint,
+/// `maxRequestsPerConnection` (1 also disables idle reuse), and the
+/// connect timeout and keepalive for the dialer.
+fn pool_config(
+    name: &str,
+    cluster: &Cluster,
+    connector: Arc<dyn Connector>,
+    meta: Arc<RwLock<HashMap<SocketAddr, EndpointMeta>>>,
+    stats: Arc<ClusterStats>,
+) -> Arc<PoolConfig> {
+    let cp = cluster.policy.connection_pool.as_ref();
     let http = cp.and_then(|c| c.http.as_ref());
     let tcp = cp.and_then(|c| c.tcp.as_ref());
     let mut idle = http
@@ -379,16 +388,28 @@ pub(crate) fn build_client(
             idle = idle.min(t.get());
         }
     }
+    let max_requests = http
+        .and_then(|h| h.max_requests_per_connection)
+        .filter(|m| *m > 0);
     let mut max_idle = tcp
         .and_then(|t| t.max_connections)
         .map_or(usize::MAX, |m| m as usize);
-    if http.and_then(|h| h.max_requests_per_connection) == Some(1) {
+    if max_requests == Some(1) {
         max_idle = 0;
     }
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_timer(TokioTimer::new())
-        .pool_idle_timeout(if idle_off { None } else { Some(idle) })
-        .pool_max_idle_per_host(max_idle)
-        .http2_only(proto == Proto::Http2);
-    b.build(conn)
+    Arc::new(PoolConfig {
+        dialer: Dialer {
+            connector,
+            cluster: Arc::from(name),
+            host: Arc::from(cluster.host.as_str()),
+            meta,
+            connect_timeout: connect_timeout(cp),
+            keepalive: keepalive(cp),
+            stats,
+            tls: cluster.policy.tls.clone().map(Arc::new),
+        },
+        idle_timeout: (!idle_off).then_some(idle),
+        max_idle,
+        max_requests,
+    })
 }

@@ -4,8 +4,8 @@
 //! [`crate::tls::TlsConnector`] TLS or mesh mTLS on top of it, deciding
 //! from the endpoint's [`ConnectTarget::identity`] and
 //! [`ConnectTarget::tls_mode`] and the cluster's [`ConnectTarget::tls`].
-//! [`PoolConnector`] adapts a `Connector` to what hyper-util's pooled
-//! client expects, adding the connect timeout and connection counting.
+//! `Dialer` puts a cluster's facts around a `Connector` for its pools,
+//! adding the connect timeout and connection counting.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,8 +16,6 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use mesh_core::config::networking::destination_rule::ClientTlsSettings;
 use mesh_core::registry::TlsMode;
@@ -113,30 +111,10 @@ pub(crate) struct EndpointMeta {
     pub tls_mode: Option<TlsMode>,
 }
 
-/// hyper-util's connector for one cluster: maps the pool's URI (the
-/// endpoint address) back to a [`ConnectTarget`], applies the connect
-/// timeout and counts open connections.
-///
-/// hyper clones its connector for every request, so everything sits behind
-/// one `Arc`: a clone is one reference count, not one per field.
-#[derive(Clone)]
-pub(crate) struct PoolConnector(Arc<PoolTarget>);
-
-impl PoolConnector {
-    pub fn new(target: PoolTarget) -> Self {
-        Self(Arc::new(target))
-    }
-}
-
-impl std::ops::Deref for PoolConnector {
-    type Target = PoolTarget;
-    fn deref(&self) -> &PoolTarget {
-        &self.0
-    }
-}
-
-/// What a [`PoolConnector`] knows about its cluster.
-pub(crate) struct PoolTarget {
+/// Opens connections for one cluster's pools: finds the endpoint's
+/// identity and TLS mode, applies the connect timeout (TLS handshake
+/// included) and counts open connections and failed attempts.
+pub(crate) struct Dialer {
     pub connector: Arc<dyn Connector>,
     pub cluster: Arc<str>,
     pub host: Arc<str>,
@@ -145,68 +123,47 @@ pub(crate) struct PoolTarget {
     pub keepalive: Option<Keepalive>,
     pub stats: Arc<ClusterStats>,
     pub tls: Option<Arc<ClientTlsSettings>>,
-    pub http2: bool,
-    /// Count the requests each connection serves (only when
-    /// `maxRequestsPerConnection` asks: the count rides on every response).
-    pub count_requests: bool,
 }
 
-impl tower::Service<Uri> for PoolConnector {
-    type Response = MeshConn;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<MeshConn, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let addr: SocketAddr = uri
-                .authority()
-                .map(|a| a.as_str())
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e| format!("endpoint address in {uri} is not ip:port: {e}"))?;
-            let meta = this
-                .meta
-                .read()
-                .ok()
-                .and_then(|m| m.get(&addr).cloned())
-                .unwrap_or_default();
-            let target = ConnectTarget {
-                addr,
-                cluster: this.cluster.to_string(),
-                host: this.host.to_string(),
-                identity: meta.identity,
-                tls_mode: meta.tls_mode.unwrap_or(TlsMode::Disabled),
-                keepalive: this.keepalive,
-                tls: this.tls.clone(),
-                http2: this.http2,
-            };
-            let fut = this.connector.connect(target);
-            let io = match tokio::time::timeout(this.connect_timeout, fut).await {
-                Ok(Ok(io)) => io,
-                Ok(Err(e)) => {
-                    this.stats.inc_connect_failures();
-                    return Err(e.into());
-                }
-                Err(_) => {
-                    this.stats.inc_connect_failures();
-                    return Err(format!(
-                        "connect to {addr} timed out after {:?}",
-                        this.connect_timeout
-                    )
-                    .into());
-                }
-            };
-            this.stats.conn_opened();
-            Ok(MeshConn {
-                io: TokioIo::new(io),
-                stats: this.stats.clone(),
-                requests: this.count_requests.then(ConnRequests::default),
-            })
+impl Dialer {
+    /// A stream to `addr`, offering HTTP/2 over TLS when `http2`.
+    pub async fn dial(&self, addr: SocketAddr, http2: bool) -> Result<MeshConn, BoxError> {
+        let meta = self
+            .meta
+            .read()
+            .ok()
+            .and_then(|m| m.get(&addr).cloned())
+            .unwrap_or_default();
+        let target = ConnectTarget {
+            addr,
+            cluster: self.cluster.to_string(),
+            host: self.host.to_string(),
+            identity: meta.identity,
+            tls_mode: meta.tls_mode.unwrap_or(TlsMode::Disabled),
+            keepalive: self.keepalive,
+            tls: self.tls.clone(),
+            http2,
+        };
+        let fut = self.connector.connect(target);
+        let io = match tokio::time::timeout(self.connect_timeout, fut).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                self.stats.inc_connect_failures();
+                return Err(e.into());
+            }
+            Err(_) => {
+                self.stats.inc_connect_failures();
+                return Err(format!(
+                    "connect to {addr} timed out after {:?}",
+                    self.connect_timeout
+                )
+                .into());
+            }
+        };
+        self.stats.conn_opened();
+        Ok(MeshConn {
+            io: TokioIo::new(io),
+            stats: self.stats.clone(),
         })
     }
 }
@@ -215,26 +172,11 @@ impl tower::Service<Uri> for PoolConnector {
 pub(crate) struct MeshConn {
     io: TokioIo<BoxIo>,
     stats: Arc<ClusterStats>,
-    requests: Option<ConnRequests>,
 }
-
-/// Response extension: the number of requests a connection has served
-/// (for `maxRequestsPerConnection`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ConnRequests(pub Arc<std::sync::atomic::AtomicU32>);
 
 impl Drop for MeshConn {
     fn drop(&mut self) {
         self.stats.conn_closed();
-    }
-}
-
-impl Connection for MeshConn {
-    fn connected(&self) -> Connected {
-        match &self.requests {
-            Some(r) => Connected::new().extra(r.clone()),
-            None => Connected::new(),
-        }
     }
 }
 

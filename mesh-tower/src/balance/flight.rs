@@ -12,16 +12,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
-use hyper_util::client::legacy::connect::capture_connection;
 use mesh_core::lb::{HostView, Hosts};
 use mesh_core::outlier::{grpc_to_http_status, Outcome, OutlierDetector};
 
 use super::body::GuardedBody;
 use super::cluster::{ClusterState, Proto, Target};
-use super::connector::ConnRequests;
 use super::limits::{self, Admission};
+use super::pool::{EndpointPool, Lease, PoolError, SendFuture};
 use super::request::prepare;
-use super::{error_chain, uh, GRPC_STATUS};
+use super::{error_chain, GRPC_STATUS};
 use crate::body as mesh_body;
 use crate::upstream::Tried;
 use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy};
@@ -87,8 +86,8 @@ pub(super) struct Pick {
     pub(super) authority: Option<http::uri::Authority>,
     pub(super) proto: Proto,
     pub(super) set_cookie: Option<String>,
-    pub(super) max_per_conn: Option<u32>,
     pub(super) active: ActiveCount,
+    pub(super) pool: Arc<EndpointPool>,
 }
 
 impl Pick {
@@ -101,29 +100,24 @@ impl Pick {
             authority,
             proto,
             set_cookie,
-            max_per_conn,
             active,
+            pool,
         } = self;
         let guard = ActiveGuard {
             _active: active,
             _admission: admission,
+            lease: None,
         };
         prepare(&mut req, addr, authority, proto)?;
-        let capture = max_per_conn.map(|_| capture_connection(&mut req));
         state.stats.inc_requests();
-        let Some(fut) = state.send(proto, req) else {
-            return Err(uh("connection pool is poisoned").into());
-        };
         Ok(InFlight {
-            fut,
+            fut: pool.send(proto, req),
             done: Some(Sent {
                 state,
                 addr,
                 proto,
                 guard,
                 set_cookie,
-                max_per_conn,
-                capture,
             }),
         })
     }
@@ -144,7 +138,7 @@ impl Waiting {
 
 /// A request handed to the pool, and what its answer is checked against.
 pub(super) struct InFlight {
-    pub(super) fut: hyper_util::client::legacy::ResponseFuture,
+    pub(super) fut: SendFuture,
     pub(super) done: Option<Sent>,
 }
 
@@ -154,8 +148,6 @@ pub(super) struct Sent {
     pub(super) proto: Proto,
     pub(super) guard: ActiveGuard,
     pub(super) set_cookie: Option<String>,
-    pub(super) max_per_conn: Option<u32>,
-    pub(super) capture: Option<hyper_util::client::legacy::connect::CaptureConnection>,
 }
 
 impl Future for InFlight {
@@ -171,43 +163,31 @@ impl Future for InFlight {
 }
 
 impl Sent {
-    /// Retires a connection at its request limit, feeds outlier detection,
-    /// and turns the pool's answer into the stage's.
+    /// Feeds outlier detection and turns the pool's answer into the
+    /// stage's; the response body keeps the request's slots and its
+    /// connection until it ends.
     fn finish(
         self,
-        result: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+        result: Result<(Response<hyper::body::Incoming>, Lease), PoolError>,
     ) -> Result<Response<MeshBody>, BoxError> {
         let Sent {
             state,
             addr,
             proto,
-            guard,
+            mut guard,
             set_cookie,
-            max_per_conn,
-            capture,
         } = self;
-        // maxRequestsPerConnection: retire a connection that has served
-        // its share (it finishes what it carries, then closes).
-        if let (Ok(r), Some(max), Some(cap)) = (&result, max_per_conn, &capture) {
-            if let Some(n) = r.extensions().get::<ConnRequests>() {
-                if n.0.fetch_add(1, Ordering::AcqRel) + 1 >= max {
-                    if let Some(c) = cap.connection_metadata().as_ref() {
-                        c.poison();
-                    }
-                }
-            }
-        }
         let outcome = match &result {
             // A trailers-only gRPC error counts as its HTTP equivalent
             // (gRPC is HTTP/2 only).
-            Ok(r) if proto == Proto::Http2 => Outcome::Status(
+            Ok((r, _)) if proto == Proto::Http2 => Outcome::Status(
                 r.headers()
                     .get(&GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u32>().ok())
                     .map_or(r.status().as_u16(), grpc_to_http_status),
             ),
-            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Ok((r, _)) => Outcome::Status(r.status().as_u16()),
             Err(e) if e.is_connect() => Outcome::ConnectFailed,
             Err(_) => Outcome::Reset,
         };
@@ -220,12 +200,13 @@ impl Sent {
             }
         }
         match result {
-            Ok(resp) => {
+            Ok((resp, lease)) => {
                 let (mut parts, body) = resp.into_parts();
                 parts.extensions.insert(ServedBy(addr));
                 if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
                     parts.headers.append(http::header::SET_COOKIE, c);
                 }
+                guard.lease = Some(lease);
                 let body = mesh_body::boxed(GuardedBody::new(body, guard));
                 Ok(Response::from_parts(parts, body))
             }
@@ -284,10 +265,19 @@ impl Hosts for HostsNow<'_> {
 }
 
 /// Holds a request's place (active count per endpoint, circuit-breaker
-/// slots) until its response body ends.
+/// slots, its connection) until its response body ends.
 pub(super) struct ActiveGuard {
     pub(super) _active: ActiveCount,
     pub(super) _admission: Admission,
+    pub(super) lease: Option<Lease>,
+}
+
+impl super::body::Release for ActiveGuard {
+    fn release(mut self, clean: bool) {
+        if let (true, Some(lease)) = (clean, self.lease.take()) {
+            lease.reuse();
+        }
+    }
 }
 
 /// One request counted as active on its endpoint (counted when the

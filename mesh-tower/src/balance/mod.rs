@@ -5,8 +5,8 @@
 //!
 //! [`Endpoints`] is one shared service (clone it freely) holding per-cluster
 //! state: the load balancer and outlier detector from `mesh_core::lb` and
-//! `mesh_core::outlier`, circuit-breaker counters, and hyper-util pools
-//! keyed by cluster and protocol. State follows the model each request
+//! `mesh_core::outlier`, circuit-breaker counters, and one connection pool
+//! per endpoint (`pool`, on hyper's connection API). State follows the model each request
 //! carries: when a cluster changes, surviving endpoints keep their outlier
 //! and balancer state, and pools are rebuilt only if the connection-pool
 //! settings changed.
@@ -28,8 +28,8 @@
 //!   as `:authority`, with the original `host` header alongside);
 //! - the response carries [`ServedBy`].
 //!
-//! `maxRequestsPerConnection` retires a connection (hyper-util's poison)
-//! once it has served that many requests; 1 also disables idle reuse.
+//! `maxRequestsPerConnection` retires a connection once it has served that
+//! many requests; 1 also disables idle reuse.
 //!
 //! Protocol: HTTP/2 with prior knowledge (h2c) for `http2`/`grpc` ports and
 //! for gRPC requests; HTTP/2 for everything when `h2UpgradePolicy: UPGRADE`;
@@ -53,6 +53,7 @@ mod cluster;
 mod connector;
 mod flight;
 mod limits;
+mod pool;
 mod request;
 mod stats;
 
@@ -66,6 +67,7 @@ use http::{HeaderValue, Request, Response, Version};
 use mesh_core::model::{Cluster, ClusterPolicy, Model};
 use mesh_core::registry::Resolution;
 
+use body::GuardedBody;
 pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepalive, TcpConnector};
 pub use flight::EndpointsFuture;
@@ -477,6 +479,7 @@ impl Endpoints {
             addr,
             authority,
             active,
+            pool,
         } = target;
         let active = ActiveCount(active);
         up.record_tried(addr);
@@ -484,13 +487,6 @@ impl Endpoints {
         let Some(limits) = state.limits() else {
             return Err(uh("cluster state is poisoned").into());
         };
-        let max_per_conn = cluster
-            .policy
-            .connection_pool
-            .as_ref()
-            .and_then(|c| c.http.as_ref())
-            .and_then(|h| h.max_requests_per_connection)
-            .filter(|m| *m > 0);
         let picked = Pick {
             req,
             state,
@@ -498,8 +494,8 @@ impl Endpoints {
             authority,
             proto,
             set_cookie,
-            max_per_conn,
             active,
+            pool,
         };
         match limits.admit_now(proto == Proto::Http1, &picked.state.stats)? {
             Admit::Now(admission) => picked.send(admission).map(Dispatched::Sent),
@@ -535,13 +531,11 @@ impl Endpoints {
         };
         let state = self.passthrough_state();
         prepare(&mut req, addr, None, proto)?;
-        let Some(sent) = state.send(proto, req) else {
-            return Err(uh("connection pool is poisoned").into());
-        };
-        match sent.await {
-            Ok(resp) => {
+        match state.pool_for(addr).send(proto, req).await {
+            Ok((resp, lease)) => {
                 let (mut parts, body) = resp.into_parts();
                 parts.extensions.insert(ServedBy(addr));
+                let body = GuardedBody::new(body, lease);
                 Ok(Response::from_parts(parts, mesh_body::boxed(body)))
             }
             Err(e) => {

@@ -67,40 +67,46 @@ pub(crate) fn choose_proto<B>(cluster: &Cluster, req: &Request<B>) -> Proto {
     Proto::Http1
 }
 
-/// Points the request at `addr` (the `Host` header already names the
-/// authority the client asked for).
+/// Puts the request's URI in the form its connection needs: HTTP/1.1
+/// sends the path (authority-form for CONNECT), with the `Host` header
+/// already naming the authority the client asked for; HTTP/2 sends the
+/// endpoint address as `:authority`.
 pub(crate) fn prepare(
     req: &mut Request<MeshBody>,
     addr: SocketAddr,
     authority: Option<Authority>,
     proto: Proto,
 ) -> Result<(), MeshError> {
-    let authority = match authority {
-        Some(a) => a,
-        None => addr.to_string().parse().map_err(|e| {
-            MeshError::new(
-                ResponseFlag::NoHealthyUpstream,
-                format!("cannot build the upstream URI for {addr}: {e}"),
-            )
-        })?,
-    };
-    // Path and query are shared bytes: the new URI copies nothing.
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(
-        req.uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    let uri = Uri::from_parts(parts).map_err(|e| {
+    let bad = |e: &dyn std::fmt::Display| {
         MeshError::new(
             ResponseFlag::NoHealthyUpstream,
             format!("cannot build the upstream URI for {addr}: {e}"),
         )
-    })?;
-    *req.uri_mut() = uri;
+    };
+    let endpoint = |authority: Option<Authority>| match authority {
+        Some(a) => Ok(a),
+        None => addr.to_string().parse::<Authority>().map_err(|e| bad(&e)),
+    };
+    let mut parts = http::uri::Parts::default();
+    if req.method() == http::Method::CONNECT && proto == Proto::Http1 {
+        parts.authority = Some(match req.uri().authority() {
+            Some(a) => a.clone(),
+            None => endpoint(authority)?,
+        });
+    } else {
+        // Shared bytes: the new URI copies nothing.
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        if proto == Proto::Http2 {
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(endpoint(authority)?);
+        }
+    }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| bad(&e))?;
     *req.version_mut() = match proto {
         Proto::Http1 => Version::HTTP_11,
         Proto::Http2 => Version::HTTP_2,
