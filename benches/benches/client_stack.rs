@@ -154,7 +154,7 @@ async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
     lat.sort();
     // Throughput: 4 concurrent callers for a fixed time.
     let cpu0 = cpu_time();
-    let secs = 2.0;
+    let secs = 1.0;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -187,7 +187,7 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 /// Both clients on one runtime with `threads` workers, serving the same
 /// loopback server: `ROUNDS` back-to-back pairs (bare, then mesh), so the

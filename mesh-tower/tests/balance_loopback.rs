@@ -103,6 +103,42 @@ async fn outlier_ejects_failing_backend_and_it_returns() {
 }
 
 #[tokio::test]
+async fn a_success_ends_the_failure_streak() {
+    let b = backend().await;
+    let m = model(
+        &[&b],
+        "    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 10s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 100
+",
+    );
+    let ep = Endpoints::new();
+    // 2 failures, a success, 2 failures, a success...: never 3 in a row.
+    for _ in 0..4 {
+        b.status.store(503, Ordering::SeqCst);
+        for _ in 0..2 {
+            let a = send(&ep, request(&m, &[])).await.unwrap();
+            assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        b.status.store(200, Ordering::SeqCst);
+        let a = send(&ep, request(&m, &[])).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    assert!(ep.ejected(CLUSTER).is_empty());
+    // Many successes, then 3 failures in a row: ejected.
+    for _ in 0..5 {
+        send(&ep, request(&m, &[])).await.unwrap();
+    }
+    b.status.store(503, Ordering::SeqCst);
+    for _ in 0..3 {
+        send(&ep, request(&m, &[])).await.unwrap();
+    }
+    assert_eq!(ep.ejected(CLUSTER), vec![b.addr]);
+}
+
+#[tokio::test]
 async fn overflow_fails_fast_without_queueing() {
     let b = backend().await;
     b.delay_ms.store(300, Ordering::SeqCst);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ pub(crate) struct Core {
     pub hash: Option<HashSource>,
     /// The balancer's endpoints in its order.
     pub targets: Vec<Target>,
+    /// The circuit breakers.
+    pub limits: Arc<Limits>,
 }
 
 /// One endpoint as the request path needs it, built when the endpoints
@@ -49,38 +51,43 @@ pub(crate) struct Core {
 #[derive(Clone)]
 pub(crate) struct Target {
     pub addr: SocketAddr,
-    /// The URI authority a request to it carries.
-    pub authority: Option<Authority>,
-    /// Requests in flight to it. Shared with those requests, which
-    /// release their count when their response ends without taking the
-    /// cluster lock, and carried over when the endpoints change.
-    pub active: Arc<AtomicU32>,
+    /// What requests to it share with the cluster state; carried over when
+    /// the endpoints change.
+    pub shared: Arc<TargetShared>,
     /// Its connections.
     pub pool: Arc<EndpointPool>,
 }
 
-/// The targets of `eps`; an endpoint already in `old` keeps its count of
-/// requests in flight, and its connections unless the pool settings
-/// changed.
+/// The per-endpoint state a request holds until its response ends, so
+/// that it can release it without the cluster lock.
+pub(crate) struct TargetShared {
+    /// The URI authority an HTTP/2 request to it carries.
+    pub authority: Option<Authority>,
+    /// Requests in flight to it.
+    pub active: AtomicU32,
+    /// True while outlier detection may hold a failure streak for it: a
+    /// success needs the cluster lock only to end a streak.
+    pub failing: AtomicBool,
+}
+
+/// The targets of `eps`; an endpoint already in `old` keeps its shared
+/// state, and its connections unless the pool settings changed.
 fn targets(eps: &[LbEndpoint<SocketAddr>], old: &[Target], pools: &mut Pools) -> Vec<Target> {
     let old: HashMap<SocketAddr, &Target> = old.iter().map(|t| (t.addr, t)).collect();
     let targets: Vec<Target> = eps
         .iter()
-        .map(|e| {
-            let pool = pools.endpoint(e.key);
-            match old.get(&e.key) {
-                Some(t) => Target {
-                    pool,
-                    ..(*t).clone()
-                },
-                None => Target {
-                    addr: e.key,
+        .map(|e| Target {
+            addr: e.key,
+            shared: match old.get(&e.key) {
+                Some(t) => t.shared.clone(),
+                None => Arc::new(TargetShared {
                     authority: Authority::from_maybe_shared(bytes::Bytes::from(e.key.to_string()))
                         .ok(),
-                    active: Arc::default(),
-                    pool,
-                },
-            }
+                    active: AtomicU32::new(0),
+                    failing: AtomicBool::new(false),
+                }),
+            },
+            pool: pools.endpoint(e.key),
         })
         .collect();
     let live: std::collections::HashSet<SocketAddr> = targets.iter().map(|t| t.addr).collect();
@@ -91,7 +98,6 @@ fn targets(eps: &[LbEndpoint<SocketAddr>], old: &[Target], pools: &mut Pools) ->
 pub(crate) struct ClusterState {
     pub name: String,
     pub core: Mutex<Core>,
-    pub limits: RwLock<Arc<Limits>>,
     pub stats: Arc<ClusterStats>,
     pools: Mutex<Pools>,
     meta: Arc<RwLock<HashMap<SocketAddr, EndpointMeta>>>,
@@ -217,10 +223,8 @@ impl ClusterState {
                 rng: SplitMix64(seed),
                 hash: hash_source(cluster),
                 targets,
+                limits: Arc::new(Limits::new(cluster.policy.connection_pool.as_ref())),
             }),
-            limits: RwLock::new(Arc::new(Limits::new(
-                cluster.policy.connection_pool.as_ref(),
-            ))),
             stats,
             pools: Mutex::new(pools),
             meta,
@@ -324,9 +328,7 @@ impl ClusterState {
             .as_ref()
             .map(|c| c.policy.connection_pool.clone());
         if old_pool.as_ref() != Some(&cluster.policy.connection_pool) {
-            if let Ok(mut l) = self.limits.write() {
-                *l = Arc::new(Limits::new(cluster.policy.connection_pool.as_ref()));
-            }
+            core.limits = Arc::new(Limits::new(cluster.policy.connection_pool.as_ref()));
         }
         self.set_meta(cluster);
         core.cluster = Some(cluster.clone());
@@ -340,10 +342,6 @@ impl ClusterState {
             Ok(mut p) => p.endpoint(addr),
             Err(p) => p.into_inner().endpoint(addr),
         }
-    }
-
-    pub fn limits(&self) -> Option<Arc<Limits>> {
-        self.limits.read().ok().map(|l| l.clone())
     }
 }
 

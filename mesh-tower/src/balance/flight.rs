@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,7 +16,7 @@ use mesh_core::lb::{HostView, Hosts};
 use mesh_core::outlier::{grpc_to_http_status, Outcome, OutlierDetector};
 
 use super::body::GuardedBody;
-use super::cluster::{ClusterState, Proto, Target};
+use super::cluster::{ClusterState, Proto, Target, TargetShared};
 use super::limits::{self, Admission};
 use super::pool::{EndpointPool, Lease, PoolError, SendFuture};
 use super::request::prepare;
@@ -83,7 +83,6 @@ pub(super) struct Pick {
     pub(super) req: Request<MeshBody>,
     pub(super) state: Arc<ClusterState>,
     pub(super) addr: SocketAddr,
-    pub(super) authority: Option<http::uri::Authority>,
     pub(super) proto: Proto,
     pub(super) set_cookie: Option<String>,
     pub(super) active: ActiveCount,
@@ -97,14 +96,17 @@ impl Pick {
             mut req,
             state,
             addr,
-            authority,
             proto,
             set_cookie,
             active,
             pool,
         } = self;
+        let authority = match proto {
+            Proto::Http2 => active.0.authority.clone(),
+            Proto::Http1 => None,
+        };
         let guard = ActiveGuard {
-            _active: active,
+            active,
             _admission: admission,
             lease: None,
         };
@@ -191,12 +193,19 @@ impl Sent {
             Err(e) if e.is_connect() => Outcome::ConnectFailed,
             Err(_) => Outcome::Reset,
         };
-        if let Ok(mut core) = state.core.lock() {
-            if let Some(d) = core.outlier.as_mut() {
-                if let Some(ej) = d.on_result(&addr, outcome, super::now()) {
-                    state.stats.inc_ejections();
-                    tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
+        // A success ends a failure streak; with none to end, outlier
+        // detection has nothing to do and the cluster lock is not taken.
+        let success = matches!(outcome, Outcome::Status(s) if s < 500);
+        let failing = &guard.active.0.failing;
+        if !success || failing.load(Ordering::Relaxed) {
+            if let Ok(mut core) = state.core.lock() {
+                if let Some(d) = core.outlier.as_mut() {
+                    if let Some(ej) = d.on_result(&addr, outcome, super::now()) {
+                        state.stats.inc_ejections();
+                        tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
+                    }
                 }
+                failing.store(!success, Ordering::Relaxed);
             }
         }
         match result {
@@ -253,7 +262,7 @@ impl Hosts for HostsNow<'_> {
             healthy: self
                 .outlier
                 .is_none_or(|d| !d.is_ejected(&t.addr, self.now)),
-            active: t.active.load(Ordering::Relaxed),
+            active: t.shared.active.load(Ordering::Relaxed),
             tried: self.tried.is_some_and(|tr| tr.contains(&t.addr)),
         }
     }
@@ -267,7 +276,7 @@ impl Hosts for HostsNow<'_> {
 /// Holds a request's place (active count per endpoint, circuit-breaker
 /// slots, its connection) until its response body ends.
 pub(super) struct ActiveGuard {
-    pub(super) _active: ActiveCount,
+    pub(super) active: ActiveCount,
     pub(super) _admission: Admission,
     pub(super) lease: Option<Lease>,
 }
@@ -282,10 +291,10 @@ impl super::body::Release for ActiveGuard {
 
 /// One request counted as active on its endpoint (counted when the
 /// endpoint was picked); released on drop.
-pub(super) struct ActiveCount(pub(super) Arc<AtomicU32>);
+pub(super) struct ActiveCount(pub(super) Arc<TargetShared>);
 
 impl Drop for ActiveCount {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }

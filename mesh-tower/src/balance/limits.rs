@@ -25,22 +25,25 @@ pub(crate) struct Limits {
     max_pending: u64,
     max_connections: u64,
     conn_slots: Option<Arc<Semaphore>>,
+    /// No limit below Istio's defaults: admission counts nothing.
+    unlimited: bool,
     active: AtomicU64,
     pending: AtomicU64,
 }
 
-/// A request's admission; releases its slots when dropped.
+/// A request's admission; releases its slots when dropped. Under no
+/// limit it holds nothing (nothing is counted).
 #[derive(Debug)]
 pub(crate) struct Admission {
-    limits: Arc<Limits>,
-    stats: Arc<ClusterStats>,
+    limits: Option<(Arc<Limits>, Arc<ClusterStats>)>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.limits.active.fetch_sub(1, Ordering::AcqRel);
-        self.stats.active_down();
+        if let Some((l, _)) = &self.limits {
+            l.active.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -58,15 +61,17 @@ impl Limits {
                 (max_connections as usize).min(Semaphore::MAX_PERMITS),
             ))
         });
+        let max_requests = http
+            .and_then(|h| h.http2_max_requests)
+            .map_or(max, u64::from)
+            .max(1);
         Self {
-            max_requests: http
-                .and_then(|h| h.http2_max_requests)
-                .map_or(max, u64::from)
-                .max(1),
+            max_requests,
             max_pending: http
                 .and_then(|h| h.http1_max_pending_requests)
                 .map_or(max, u64::from),
             max_connections,
+            unlimited: max_requests >= max && conn_slots.is_none(),
             conn_slots,
             active: AtomicU64::new(0),
             pending: AtomicU64::new(0),
@@ -81,12 +86,18 @@ impl Limits {
         http1: bool,
         stats: &Arc<ClusterStats>,
     ) -> Result<Admit, MeshError> {
+        if self.unlimited {
+            // Istio's defaults: nothing to enforce, so nothing to count
+            // (the cluster's requests in flight are the endpoints' counts).
+            return Ok(Admit::Now(Admission {
+                limits: None,
+                _slot: None,
+            }));
+        }
         let prev = self.active.fetch_add(1, Ordering::AcqRel);
-        stats.active_up();
         // From here on, dropping `adm` undoes the active count.
         let mut adm = Admission {
-            limits: self.clone(),
-            stats: stats.clone(),
+            limits: Some((self.clone(), stats.clone())),
             _slot: None,
         };
         if prev >= self.max_requests {
@@ -146,8 +157,10 @@ struct Pending(Option<Admission>);
 
 impl Pending {
     fn end(a: &Admission) {
-        a.limits.pending.fetch_sub(1, Ordering::AcqRel);
-        a.stats.pending_down();
+        if let Some((l, stats)) = &a.limits {
+            l.pending.fetch_sub(1, Ordering::AcqRel);
+            stats.pending_down();
+        }
     }
 
     /// The admission, no longer pending.

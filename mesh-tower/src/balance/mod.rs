@@ -74,7 +74,7 @@ pub use flight::EndpointsFuture;
 use flight::{ActiveCount, Dispatched, Flight, HostsNow, Pick, Waiting};
 pub use stats::{ClusterStats, StatsSnapshot};
 
-use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto, Target};
+use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto};
 use limits::Admit;
 pub use request::SourceIp;
 use request::{choose_proto, prepare, request_hash, resolve};
@@ -169,8 +169,16 @@ impl Endpoints {
 
     /// Counters of `cluster`, once a request has used it.
     pub fn stats(&self, cluster: &str) -> Option<StatsSnapshot> {
-        let map = self.inner.clusters.lock().ok()?;
-        map.get(cluster).map(|s| s.stats.snapshot())
+        let state = self.inner.clusters.lock().ok()?.get(cluster).cloned()?;
+        let mut snap = state.stats.snapshot();
+        if let Ok(core) = state.core.lock() {
+            snap.active_requests = core
+                .targets
+                .iter()
+                .map(|t| u64::from(t.shared.active.load(Ordering::Relaxed)))
+                .sum();
+        }
+        Some(snap)
     }
 
     /// Endpoints of `cluster` ejected by outlier detection now.
@@ -431,9 +439,9 @@ impl Endpoints {
         let Some(up) = req.extensions().get::<Upstream>() else {
             return Err(uh("the request carries no Upstream").into());
         };
-        // Pick, and count the request as active on its endpoint, under one
-        // short hold of the cluster lock.
-        let (target, set_cookie) = {
+        // Pick, count the request as active on its endpoint and admit it,
+        // under one short hold of the cluster lock.
+        let picked = {
             let mut core = match state.core.lock() {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
@@ -471,33 +479,25 @@ impl Endpoints {
                 ))
                 .into());
             };
-            target.active.fetch_add(1, Ordering::Relaxed);
-            (target, set_cookie)
+            target.shared.active.fetch_add(1, Ordering::Relaxed);
+            // From here on the active count is released when the guard drops.
+            let active = ActiveCount(target.shared);
+            let proto = choose_proto(cluster, &req);
+            let admit = core.limits.admit_now(proto == Proto::Http1, &state.stats)?;
+            (target.addr, target.pool, active, proto, set_cookie, admit)
         };
-        // From here on the active count is released when the guard drops.
-        let Target {
-            addr,
-            authority,
-            active,
-            pool,
-        } = target;
-        let active = ActiveCount(active);
+        let (addr, pool, active, proto, set_cookie, admit) = picked;
         up.record_tried(addr);
-        let proto = choose_proto(cluster, &req);
-        let Some(limits) = state.limits() else {
-            return Err(uh("cluster state is poisoned").into());
-        };
         let picked = Pick {
             req,
             state,
             addr,
-            authority,
             proto,
             set_cookie,
             active,
             pool,
         };
-        match limits.admit_now(proto == Proto::Http1, &picked.state.stats)? {
+        match admit {
             Admit::Now(admission) => picked.send(admission).map(Dispatched::Sent),
             Admit::Wait(wait) => Ok(Dispatched::Wait(Waiting { picked, wait })),
         }

@@ -183,17 +183,49 @@ impl EndpointPool {
     /// connection of this pool.
     pub fn send(self: &Arc<Self>, proto: Proto, req: Request<MeshBody>) -> SendFuture {
         match proto {
-            Proto::Http1 => Box::pin(self.clone().send1(req)),
+            Proto::Http1 => match self.take_idle() {
+                // The usual case: the request goes to the connection now,
+                // and the future only waits for the answer.
+                Some(mut idle) if idle.tx.is_ready() => {
+                    let sent = idle.tx.try_send_request(req);
+                    let pool = self.clone();
+                    Box::pin(async move {
+                        // Nothing but the answer is held across an await:
+                        // this future is allocated for every request.
+                        let req = match sent.await {
+                            Ok(resp) => {
+                                let lease = Lease::Http1 {
+                                    pool,
+                                    tx: idle.tx,
+                                    served: idle.served + 1,
+                                };
+                                return Ok((resp, lease));
+                            }
+                            Err(mut e) => match e.take_message() {
+                                // Refused before a byte was written.
+                                Some(req) => req,
+                                None => return Err(PoolError::request(e.into_error())),
+                            },
+                        };
+                        drop(idle);
+                        Box::pin(pool.send1(None, req)).await
+                    })
+                }
+                idle => Box::pin(self.clone().send1(idle, req)),
+            },
             Proto::Http2 => Box::pin(self.clone().send2(req)),
         }
     }
 
+    /// Sends on `first`, else on the newest idle connection, else on a new
+    /// one; a request a reused connection refused goes to the next.
     async fn send1(
         self: Arc<Self>,
+        mut first: Option<Idle>,
         mut req: Request<MeshBody>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         loop {
-            let (mut tx, served, reused) = match self.take_idle() {
+            let (mut tx, served, reused) = match first.take().or_else(|| self.take_idle()) {
                 Some(idle) => (idle.tx, idle.served, true),
                 None => (self.open1().await?, 0, false),
             };

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct ClusterStats {
     requests: AtomicU64,
-    active: AtomicU64,
     pending: AtomicU64,
     overflows: AtomicU64,
     ejections: AtomicU64,
@@ -37,12 +36,13 @@ pub struct StatsSnapshot {
 }
 
 impl ClusterStats {
-    /// The current values.
+    /// The current values (`active_requests` is the caller's to fill:
+    /// the endpoints count their requests in flight).
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
             requests: g(&self.requests),
-            active_requests: g(&self.active),
+            active_requests: 0,
             pending_requests: g(&self.pending),
             overflows: g(&self.overflows),
             ejections: g(&self.ejections),
@@ -54,12 +54,6 @@ impl ClusterStats {
 
     pub(crate) fn inc_requests(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn active_up(&self) {
-        self.active.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn active_down(&self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
     }
     pub(crate) fn pending_up(&self) {
         self.pending.fetch_add(1, Ordering::Relaxed);

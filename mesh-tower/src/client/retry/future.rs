@@ -275,7 +275,7 @@ pin_project! {
         timer: Option<Sleep>,
         per_try: Option<Duration>,
         grpc: bool,
-        retrying: Option<Retrying<S>>,
+        retrying: Option<Box<Retrying<S>>>,
         ready: Option<Result<Response<MeshBody>, BoxError>>,
     }
 }
@@ -308,7 +308,7 @@ where
             timer: per_try.map(tokio::time::sleep),
             per_try,
             grpc,
-            retrying: Some(state),
+            retrying: Some(Box::new(state)),
             ready: None,
         }
     }
