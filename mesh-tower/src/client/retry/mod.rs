@@ -108,14 +108,59 @@ impl Drop for Held {
 }
 
 /// Retry counters of every cluster, shared by all clones of a stack.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RetryState {
+    /// Tells states apart in the per-thread cache (an address can be
+    /// reused by a later state).
+    id: u64,
     clusters: RwLock<HashMap<String, Arc<ClusterCounters>, foldhash::fast::RandomState>>,
+}
+
+impl Default for RetryState {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            clusters: RwLock::default(),
+        }
+    }
+}
+
+/// Counters looked up per thread: a client sends to few clusters, and the
+/// shared map's lock is a cache line every thread would write per request.
+const COUNTERS_PER_THREAD: usize = 16;
+
+/// A cached lookup: state id, cluster name, its counters.
+type SeenCounters = (u64, Box<str>, Arc<ClusterCounters>);
+
+thread_local! {
+    static COUNTERS: std::cell::RefCell<Vec<SeenCounters>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl RetryState {
     /// The counters of `cluster`.
     pub fn cluster(&self, cluster: &str) -> Arc<ClusterCounters> {
+        COUNTERS.with(|cell| {
+            let Ok(mut seen) = cell.try_borrow_mut() else {
+                return self.shared(cluster);
+            };
+            if let Some((_, _, c)) = seen
+                .iter()
+                .find(|(id, name, _)| *id == self.id && &**name == cluster)
+            {
+                return c.clone();
+            }
+            let c = self.shared(cluster);
+            if seen.len() >= COUNTERS_PER_THREAD {
+                seen.remove(0);
+            }
+            seen.push((self.id, cluster.into(), c.clone()));
+            c
+        })
+    }
+
+    fn shared(&self, cluster: &str) -> Arc<ClusterCounters> {
         if let Ok(m) = self.clusters.read() {
             if let Some(c) = m.get(cluster) {
                 return c.clone();
@@ -292,4 +337,26 @@ where
             retry: None,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_per_state_and_shared_across_threads() {
+        let a = Arc::new(RetryState::default());
+        let b = RetryState::default();
+        let first = a.cluster("outbound|80||reviews");
+        assert!(Arc::ptr_eq(&first, &a.cluster("outbound|80||reviews")));
+        // Another state (even at a reused address) has its own counters.
+        assert!(!Arc::ptr_eq(&first, &b.cluster("outbound|80||reviews")));
+        assert!(!Arc::ptr_eq(&first, &a.cluster("outbound|80||ratings")));
+        // Another thread sees the same counters for the same state.
+        let a2 = a.clone();
+        let there = std::thread::spawn(move || a2.cluster("outbound|80||reviews"))
+            .join()
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &there));
+    }
 }
