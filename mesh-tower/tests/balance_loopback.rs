@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -586,4 +587,55 @@ async fn grpc_unavailable_counts_as_503_for_outlier_detection() {
         assert_eq!(resp.headers()["grpc-status"], "14");
     }
     assert_eq!(ep.ejected(CLUSTER), vec![addr]);
+}
+
+#[tokio::test]
+async fn a_cluster_that_leaves_the_model_comes_back_with_fresh_state() {
+    let b = backend().await;
+    let m1 = model(&[&b], "    loadBalancer: {simple: ROUND_ROBIN}\n");
+    let ep = Endpoints::new();
+    for _ in 0..3 {
+        send(&ep, request(&m1, &[])).await.unwrap();
+    }
+    assert_eq!(ep.stats(CLUSTER).unwrap().requests, 3);
+    // A slow request keeps the old state alive throughout.
+    b.delay_ms.store(400, Ordering::SeqCst);
+    let slow = {
+        let (ep, m1) = (ep.clone(), m1.clone());
+        tokio::spawn(async move { send(&ep, request(&m1, &[])).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.delay_ms.store(0, Ordering::SeqCst);
+    // A model without the cluster: a request carrying it (for whatever
+    // cluster) makes the stage forget the cluster's state.
+    let loaded = mesh_core::config::load_str(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: other, namespace: default}
+spec:
+  hosts: [other.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{name: http, number: 80, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+",
+        "other.yaml",
+    );
+    let m2 = Arc::new(mesh_core::compile::compile(
+        &loaded.resources,
+        &Default::default(),
+        &mesh_core::model::Client::new("default", Default::default()),
+    ));
+    assert!(!m2.clusters.contains_key(CLUSTER));
+    let mut req = request(&m2, &[]);
+    req.extensions_mut().get_mut::<Upstream>().unwrap().cluster =
+        "outbound|80||other.example.com".into();
+    let _ = tower::Service::call(&mut ep.clone(), req).await;
+    assert!(ep.stats(CLUSTER).is_none(), "forgotten");
+    // Back again: a new state, counting from zero (not a copy this thread
+    // kept from before).
+    let m3 = model(&[&b], "    loadBalancer: {simple: ROUND_ROBIN}\n");
+    send(&ep, request(&m3, &[])).await.unwrap();
+    assert_eq!(ep.stats(CLUSTER).unwrap().requests, 1);
+    slow.await.unwrap();
 }

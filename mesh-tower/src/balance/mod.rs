@@ -111,6 +111,11 @@ impl EndpointsBuilder {
         Endpoints {
             inner: Arc::new(Inner {
                 clusters: Mutex::new(HashMap::default()),
+                generation: AtomicU64::new(0),
+                id: {
+                    static NEXT: AtomicU64 = AtomicU64::new(0);
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                },
                 passthrough: Mutex::new(None),
                 last_model: Mutex::new(Weak::new()),
                 last_model_ptr: AtomicUsize::new(0),
@@ -126,6 +131,11 @@ struct Inner {
     // Looked up per request by cluster name: a fast hash, not SipHash
     // (names come from config, not from requests).
     clusters: Mutex<HashMap<String, Arc<ClusterState>, foldhash::fast::RandomState>>,
+    /// Changes whenever `clusters` gains or loses a state: per-thread
+    /// lookups made before are stale.
+    generation: AtomicU64,
+    /// Tells stages apart in the per-thread lookups.
+    id: u64,
     passthrough: Mutex<Option<Arc<ClusterState>>>,
     last_model: Mutex<Weak<Model>>,
     last_model_ptr: AtomicUsize,
@@ -252,8 +262,20 @@ impl Endpoints {
     /// `model` no longer has.
     fn existing(&self, model: &Arc<Model>, cluster: &Cluster) -> Option<Arc<ClusterState>> {
         self.gc(model);
-        let clusters = self.inner.clusters.lock().ok()?;
-        clusters.get(&cluster.name).cloned()
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let key = (self.inner.id, generation);
+        if let Some(st) = seen_state(key, &cluster.name) {
+            return Some(st);
+        }
+        let st = self
+            .inner
+            .clusters
+            .lock()
+            .ok()?
+            .get(&cluster.name)
+            .cloned()?;
+        remember_state(key, &cluster.name, &st);
+        Some(st)
     }
 
     fn insert_state(
@@ -271,7 +293,11 @@ impl Endpoints {
             self.next_seed(),
         ));
         match self.inner.clusters.lock() {
-            Ok(mut m) => m.entry(cluster.name.clone()).or_insert(st).clone(),
+            Ok(mut m) => {
+                let st = m.entry(cluster.name.clone()).or_insert(st).clone();
+                self.inner.generation.fetch_add(1, Ordering::AcqRel);
+                st
+            }
             Err(_) => st,
         }
     }
@@ -310,7 +336,11 @@ impl Endpoints {
         self.inner.last_model_ptr.store(ptr, Ordering::Release);
         drop(last);
         if let Ok(mut m) = self.inner.clusters.lock() {
+            let before = m.len();
             m.retain(|name, _| model.clusters.contains_key(name));
+            if m.len() != before {
+                self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -584,6 +614,43 @@ fn needs_lookup(cluster: &Cluster) -> bool {
 
 /// Gives the request a `Host` header naming the authority it asked for,
 /// since its URI is about to name the endpoint instead.
+/// Cluster states looked up per thread: the shared map's lock is a cache
+/// line every thread would write on every request. Entries are weak (a
+/// dropped stage closes its connections) and keyed by the stage and the
+/// map's generation, so a state the stage forgot is never found here.
+const STATES_PER_THREAD: usize = 16;
+
+/// A cached lookup: (stage id, generation), cluster name, its state.
+type SeenState = ((u64, u64), Box<str>, Weak<ClusterState>);
+
+thread_local! {
+    static STATES: std::cell::RefCell<Vec<SeenState>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn seen_state(key: (u64, u64), cluster: &str) -> Option<Arc<ClusterState>> {
+    STATES.with(|cell| {
+        let seen = cell.try_borrow().ok()?;
+        seen.iter()
+            .find(|(k, name, _)| *k == key && &**name == cluster)
+            .and_then(|(_, _, st)| st.upgrade())
+    })
+}
+
+fn remember_state(key: (u64, u64), cluster: &str, st: &Arc<ClusterState>) {
+    STATES.with(|cell| {
+        let Ok(mut seen) = cell.try_borrow_mut() else {
+            return;
+        };
+        // Entries of an older generation of this stage are dead.
+        seen.retain(|((id, g), _, _)| *id != key.0 || *g == key.1);
+        if seen.len() >= STATES_PER_THREAD {
+            seen.remove(0);
+        }
+        seen.push((key, cluster.into(), Arc::downgrade(st)));
+    })
+}
+
 fn set_host(req: &mut Request<MeshBody>) {
     if req.headers().contains_key(http::header::HOST) {
         return;
