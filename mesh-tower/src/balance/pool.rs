@@ -304,14 +304,16 @@ impl EndpointPool {
         self: Arc<Self>,
         mut req: Request<MeshBody>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        // A connection that refuses the stream is replaced, once: a server
+        // that refuses every new connection gets an error, not a loop.
+        let mut refusals = 0;
         loop {
             let (mut tx, stream) = self.checkout2().await?;
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Lease::Http2 { _stream: stream })),
                 Err(mut e) => match e.take_message() {
-                    // The connection closed before taking the stream: drop
-                    // it from the slot and try a fresh one.
-                    Some(r) => {
+                    Some(r) if refusals < 1 => {
+                        refusals += 1;
                         let mut h2 = lock(&self.http2);
                         if h2
                             .conn
@@ -322,7 +324,7 @@ impl EndpointPool {
                         }
                         req = r;
                     }
-                    None => return Err(PoolError::request(e.into_error())),
+                    _ => return Err(PoolError::request(e.into_error())),
                 },
             }
         }
