@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod mesh;
 pub mod server;
 pub mod source;
+mod thread_cache;
 pub mod tls;
 pub mod upstream;
 

@@ -80,6 +80,7 @@ pub use request::SourceIp;
 use request::{choose_proto, prepare, request_hash, resolve};
 
 use crate::body as mesh_body;
+use crate::thread_cache::ThreadCache;
 use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy, Upstream};
 
 /// Builds an [`Endpoints`].
@@ -612,45 +613,34 @@ fn needs_lookup(cluster: &Cluster) -> bool {
         .any(|e| e.address.parse::<IpAddr>().is_err())
 }
 
-/// Gives the request a `Host` header naming the authority it asked for,
-/// since its URI is about to name the endpoint instead.
-/// Cluster states looked up per thread: the shared map's lock is a cache
-/// line every thread would write on every request. Entries are weak (a
-/// dropped stage closes its connections) and keyed by the stage and the
-/// map's generation, so a state the stage forgot is never found here.
-const STATES_PER_THREAD: usize = 16;
-
-/// A cached lookup: (stage id, generation), cluster name, its state.
-type SeenState = ((u64, u64), Box<str>, Weak<ClusterState>);
+/// A cached cluster state's key: (stage id, generation), cluster name.
+type StateKey = ((u64, u64), Box<str>);
 
 thread_local! {
-    static STATES: std::cell::RefCell<Vec<SeenState>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// Cluster states looked up per thread: the shared map's lock is a
+    /// cache line every thread would write on every request. Entries are
+    /// weak (a dropped stage closes its connections) and keyed by the stage
+    /// and the map's generation, so a state the stage forgot is never found.
+    static STATES: ThreadCache<StateKey, Weak<ClusterState>> =
+        const { ThreadCache::new() };
 }
 
 fn seen_state(key: (u64, u64), cluster: &str) -> Option<Arc<ClusterState>> {
-    STATES.with(|cell| {
-        let seen = cell.try_borrow().ok()?;
-        seen.iter()
-            .find(|(k, name, _)| *k == key && &**name == cluster)
-            .and_then(|(_, _, st)| st.upgrade())
-    })
+    STATES
+        .with(|c| c.find(|(k, name), st| (*k == key && &**name == cluster).then(|| st.upgrade())))?
 }
 
 fn remember_state(key: (u64, u64), cluster: &str, st: &Arc<ClusterState>) {
-    STATES.with(|cell| {
-        let Ok(mut seen) = cell.try_borrow_mut() else {
-            return;
-        };
+    STATES.with(|c| {
         // Entries of an older generation of this stage are dead.
-        seen.retain(|((id, g), _, _)| *id != key.0 || *g == key.1);
-        if seen.len() >= STATES_PER_THREAD {
-            seen.remove(0);
-        }
-        seen.push((key, cluster.into(), Arc::downgrade(st)));
+        c.insert((key, cluster.into()), Arc::downgrade(st), |((k, _), _)| {
+            k.0 != key.0 || k.1 == key.1
+        })
     })
 }
 
+/// Gives the request a `Host` header naming the authority it asked for,
+/// since its URI is about to name the endpoint instead.
 fn set_host(req: &mut Request<MeshBody>) {
     if req.headers().contains_key(http::header::HOST) {
         return;
@@ -666,32 +656,21 @@ fn set_host(req: &mut Request<MeshBody>) {
     }
 }
 
-/// Host values built per thread: a client talks to few authorities, and a
-/// clone of a built value copies and checks nothing (and touches no count
-/// another thread shares).
-const HOST_VALUES_PER_THREAD: usize = 16;
-
 thread_local! {
-    static HOST_VALUES: std::cell::RefCell<Vec<(Box<str>, HeaderValue)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// Host values built per thread: a client talks to few authorities,
+    /// and a clone of a built value copies and checks nothing (and touches
+    /// no count another thread shares).
+    static HOST_VALUES: ThreadCache<Box<str>, HeaderValue> = const { ThreadCache::new() };
 }
 
 /// The `Host` value for `authority`.
 fn host_value(authority: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    HOST_VALUES.with(|cell| {
-        let Ok(mut seen) = cell.try_borrow_mut() else {
-            return HeaderValue::from_str(authority);
-        };
-        if let Some((_, v)) = seen.iter().find(|(a, _)| &**a == authority) {
-            return Ok(v.clone());
-        }
-        let v = HeaderValue::from_str(authority)?;
-        if seen.len() >= HOST_VALUES_PER_THREAD {
-            seen.remove(0);
-        }
-        seen.push((authority.into(), v.clone()));
-        Ok(v)
-    })
+    if let Some(v) = HOST_VALUES.with(|c| c.find(|a, v| (&**a == authority).then(|| v.clone()))) {
+        return Ok(v);
+    }
+    let v = HeaderValue::from_str(authority)?;
+    HOST_VALUES.with(|c| c.insert(authority.into(), v.clone(), |_| true));
+    Ok(v)
 }
 
 // Pre-parsed: a `&str` key is parsed again on every lookup.
@@ -729,7 +708,7 @@ mod tests {
         assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
         assert_eq!(host_value("ratings").unwrap(), "ratings");
         assert!(host_value("bad\nhost").is_err());
-        for i in 0..2 * HOST_VALUES_PER_THREAD {
+        for i in 0..2 * crate::thread_cache::CAPACITY {
             assert_eq!(
                 host_value(&format!("h{i}")).unwrap(),
                 format!("h{i}").as_str()

@@ -32,6 +32,7 @@ use mesh_core::retry::{RetryBudget, RetryOn};
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
+use crate::thread_cache::ThreadCache;
 use crate::upstream::Upstream;
 
 use super::call::{CallRef, Via};
@@ -126,38 +127,28 @@ impl Default for RetryState {
     }
 }
 
-/// Counters looked up per thread: a client sends to few clusters, and the
-/// shared map's lock is a cache line every thread would write per request.
-const COUNTERS_PER_THREAD: usize = 16;
-
-/// A cached lookup: state id, cluster name, its counters.
-type SeenCounters = (u64, Box<str>, Arc<ClusterCounters>);
-
 thread_local! {
-    static COUNTERS: std::cell::RefCell<Vec<SeenCounters>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// Counters looked up per thread: a client sends to few clusters, and
+    /// the shared map's lock is a cache line every thread would write per
+    /// request. Keyed by the state's id and the cluster name.
+    static COUNTERS: ThreadCache<(u64, Box<str>), Arc<ClusterCounters>> =
+        const { ThreadCache::new() };
 }
 
 impl RetryState {
     /// The counters of `cluster`.
     pub fn cluster(&self, cluster: &str) -> Arc<ClusterCounters> {
-        COUNTERS.with(|cell| {
-            let Ok(mut seen) = cell.try_borrow_mut() else {
-                return self.shared(cluster);
-            };
-            if let Some((_, _, c)) = seen
-                .iter()
-                .find(|(id, name, _)| *id == self.id && &**name == cluster)
-            {
-                return c.clone();
-            }
-            let c = self.shared(cluster);
-            if seen.len() >= COUNTERS_PER_THREAD {
-                seen.remove(0);
-            }
-            seen.push((self.id, cluster.into(), c.clone()));
-            c
-        })
+        let hit = COUNTERS.with(|c| {
+            c.find(|(id, name), counters| {
+                (*id == self.id && &**name == cluster).then(|| counters.clone())
+            })
+        });
+        if let Some(counters) = hit {
+            return counters;
+        }
+        let counters = self.shared(cluster);
+        COUNTERS.with(|c| c.insert((self.id, cluster.into()), counters.clone(), |_| true));
+        counters
     }
 
     fn shared(&self, cluster: &str) -> Arc<ClusterCounters> {
