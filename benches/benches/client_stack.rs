@@ -115,49 +115,62 @@ impl Caller for Meshed {
     }
 }
 
-struct Figures {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    /// Process CPU time (client and server together) per request in the
-    /// throughput phase: what the stack adds to every request's cost.
-    cpu_per_req: Duration,
+/// What one side did over a round, summed over its slices.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    wall: Duration,
+    /// Process CPU time (client and server together) in the throughput
+    /// slices: what the stack adds to every request's cost.
+    cpu: Duration,
+    /// Sequential request latencies.
+    lat: Vec<Duration>,
 }
 
-/// User + system CPU time of this process so far, from /proc/self/stat.
+impl Tally {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_per_req(&self) -> Duration {
+        self.cpu / (self.requests.max(1) as u32)
+    }
+
+    /// The latency at `per_mille`/1000 of the samples.
+    fn pct(&mut self, per_mille: usize) -> Duration {
+        self.lat.sort();
+        let i = (self.lat.len() * per_mille / 1000).min(self.lat.len().saturating_sub(1));
+        self.lat.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// CPU time of the whole process so far, to the nanosecond (the tick
+/// counts of /proc are 10 ms: too coarse for slices of 100 ms).
 fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces).
-            let rest = s.rsplit_once(')')?.1.to_string();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    // Linux reports in USER_HZ, 100 per second on every common platform.
-    Duration::from_millis(ticks * 10)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
-    // Warm up connections and caches.
-    for _ in 0..500 {
-        caller.call().await?;
-    }
-    // Latency: sequential requests.
-    let mut lat = Vec::with_capacity(5000);
-    for _ in 0..5000 {
-        let t = Instant::now();
-        caller.call().await?;
-        lat.push(t.elapsed());
-    }
-    lat.sort();
-    // Throughput: 4 concurrent callers for a fixed time.
+/// Concurrent callers in the throughput slices.
+const CALLERS: usize = 4;
+/// One throughput slice. Short slices, alternated between the sides, put
+/// the machine's slow swings (a noisy neighbour, frequency changes) on
+/// both sides alike; one long run per side would hand them to one side.
+const SLICE: Duration = Duration::from_millis(100);
+/// Slice pairs per round.
+const PAIRS: usize = 10;
+/// Sequential requests per side per pair, for latency.
+const LATENCY_BATCH: usize = 300;
+/// Rounds per runtime size; the median round is reported.
+const ROUNDS: usize = 7;
+
+/// `CALLERS` concurrent callers for one `SLICE`, added to `tally`.
+async fn slice<C: Caller>(caller: &C, tally: &mut Tally) -> Result<(), Error> {
     let cpu0 = cpu_time();
-    let secs = 1.0;
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
+    let start = Instant::now();
+    let deadline = start + SLICE;
+    let mut tasks = Vec::with_capacity(CALLERS);
+    for _ in 0..CALLERS {
         let c = caller.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -168,17 +181,61 @@ async fn measure<C: Caller>(caller: C) -> Result<Figures, Error> {
             Ok::<u64, Error>(n)
         }));
     }
-    let mut total = 0;
     for t in tasks {
-        total += t.await??;
+        tally.requests += t.await??;
     }
-    let cpu = cpu_time().saturating_sub(cpu0);
-    Ok(Figures {
-        cpu_per_req: cpu / (total.max(1) as u32),
-        rps: total as f64 / secs,
-        p50: lat[lat.len() / 2],
-        p99: lat[lat.len() * 99 / 100],
-    })
+    tally.wall += start.elapsed();
+    tally.cpu += cpu_time().saturating_sub(cpu0);
+    Ok(())
+}
+
+/// `n` requests by `CALLERS` concurrent callers.
+async fn fixed<C: Caller>(caller: &C, n: usize) -> Result<(), Error> {
+    let mut tasks = Vec::with_capacity(CALLERS);
+    for i in 0..CALLERS {
+        let c = caller.clone();
+        let share = n / CALLERS + usize::from(i < n % CALLERS);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                c.call().await?;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// `LATENCY_BATCH` sequential requests, their latencies added to `tally`.
+async fn latency<C: Caller>(caller: &C, tally: &mut Tally) -> Result<(), Error> {
+    for _ in 0..LATENCY_BATCH {
+        let t = Instant::now();
+        caller.call().await?;
+        tally.lat.push(t.elapsed());
+    }
+    Ok(())
+}
+
+/// One round: `PAIRS` pairs of slices, in the order bare-mesh, mesh-bare,
+/// ... so neither side always runs first.
+async fn round(bare: &Bare, mesh: &Meshed) -> Result<(Tally, Tally), Error> {
+    let (mut b, mut m) = (Tally::default(), Tally::default());
+    for pair in 0..PAIRS {
+        if pair % 2 == 0 {
+            slice(bare, &mut b).await?;
+            slice(mesh, &mut m).await?;
+            latency(bare, &mut b).await?;
+            latency(mesh, &mut m).await?;
+        } else {
+            slice(mesh, &mut m).await?;
+            slice(bare, &mut b).await?;
+            latency(mesh, &mut m).await?;
+            latency(bare, &mut b).await?;
+        }
+    }
+    Ok((b, m))
 }
 
 /// Median of `v` (sorted in place).
@@ -187,11 +244,8 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-const ROUNDS: usize = 9;
-
 /// Both clients on one runtime with `threads` workers, serving the same
-/// loopback server: `ROUNDS` back-to-back pairs (bare, then mesh), so the
-/// machine's noise falls on both sides of each ratio alike.
+/// loopback server, measured in alternating slices (see [`round`]).
 fn run(threads: usize) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -210,53 +264,91 @@ fn run(threads: usize) -> Result<(), Error> {
             client: mesh.http_client(),
             uri: "http://api.bench.local/items/1".parse()?,
         };
+        let only = std::env::var("CLIENT_STACK_ONLY").ok();
+        // Warm up connections and caches.
+        let c0 = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..500 {
+            if only.as_deref() != Some("mesh") {
+                bare.call().await?;
+            }
+            if only.as_deref() != Some("bare") {
+                meshed.call().await?;
+            }
+        }
         // For profiling one side alone: CLIENT_STACK_ONLY=mesh|bare.
-        if let Ok(only) = std::env::var("CLIENT_STACK_ONLY") {
-            let f = if only == "bare" {
-                measure(bare).await?
-            } else {
-                measure(meshed).await?
-            };
+        if let Some(only) = only {
+            // CLIENT_STACK_REQUESTS=n: exactly n more requests (by
+            // CALLERS concurrent callers) and nothing else, so that two
+            // runs under callgrind differ by a known number of requests.
+            if let Some(n) = std::env::var("CLIENT_STACK_REQUESTS")
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                if only == "bare" {
+                    fixed(&bare, n).await?;
+                } else {
+                    fixed(&meshed, n).await?;
+                }
+                return Ok(());
+            }
+            let mut t = Tally::default();
+            for _ in 0..PAIRS {
+                if only == "bare" {
+                    slice(&bare, &mut t).await?;
+                    latency(&bare, &mut t).await?;
+                } else {
+                    slice(&meshed, &mut t).await?;
+                    latency(&meshed, &mut t).await?;
+                }
+            }
             println!(
-                "{only}: {:.0} req/s, p50 {:.1?}, p99 {:.1?}, cpu/req {:.1?}",
-                f.rps, f.p50, f.p99, f.cpu_per_req
+                "{only}: {} requests, {:.0} req/s, p50 {:.1?}, p99 {:.1?}, cpu/req {:.2?}",
+                t.requests + (PAIRS * LATENCY_BATCH + 500) as u64,
+                t.rps(),
+                t.pct(500),
+                t.pct(990),
+                t.cpu_per_req()
             );
             return Ok(());
         }
-        let conns = || ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
         println!(
-            "\n{threads} worker thread(s), client and server on the same runtime, loopback HTTP/1.1"
+            "\n{threads} worker thread(s), client and server on the same runtime, loopback HTTP/1.1, \
+             {CALLERS} callers, {PAIRS} alternating {SLICE:?} slice pairs per round"
         );
         println!(
-            "round      bare req/s   mesh req/s   ratio   bare cpu/req  mesh cpu/req  added   p50 bare/mesh"
+            "round      bare req/s   mesh req/s   ratio   bare cpu/req  mesh cpu/req    added   p50 bare/mesh   p99 bare/mesh"
         );
         let (mut ratios, mut added, mut p50s) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 1..=ROUNDS {
-            let c0 = conns();
-            let b = measure(bare.clone()).await?;
-            let m = measure(meshed.clone()).await?;
-            if round == 1 && conns() - c0 > 16 {
-                return Err(format!("{} connections opened: pooling is broken", conns() - c0).into());
+        for r in 1..=ROUNDS {
+            let (mut b, mut m) = round(&bare, &meshed).await?;
+            if r == 1 {
+                let opened = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) - c0;
+                if opened > 2 * CALLERS as u64 + 2 {
+                    return Err(format!("{opened} connections opened: pooling is broken").into());
+                }
             }
-            let ratio = m.rps / b.rps;
-            let extra = m.cpu_per_req.as_secs_f64() - b.cpu_per_req.as_secs_f64();
+            let ratio = m.rps() / b.rps();
+            let extra = m.cpu_per_req().as_secs_f64() - b.cpu_per_req().as_secs_f64();
+            let (bp, mp) = (b.pct(500), m.pct(500));
             println!(
-                "{round:>5} {:>14.0} {:>12.0} {:>7.3} {:>13.1?} {:>13.1?} {:>+6.1}µs {:>7.1?}/{:.1?}",
-                b.rps,
-                m.rps,
+                "{r:>5} {:>14.0} {:>12.0} {:>7.3} {:>13.2?} {:>13.2?} {:>+7.2}µs {:>7.1?}/{:<7.1?} {:>7.1?}/{:.1?}",
+                b.rps(),
+                m.rps(),
                 ratio,
-                b.cpu_per_req,
-                m.cpu_per_req,
+                b.cpu_per_req(),
+                m.cpu_per_req(),
                 extra * 1e6,
-                b.p50,
-                m.p50
+                bp,
+                mp,
+                b.pct(990),
+                m.pct(990)
             );
             ratios.push(ratio);
             added.push(extra * 1e6);
-            p50s.push((m.p50.as_secs_f64() - b.p50.as_secs_f64()) * 1e6);
+            p50s.push((mp.as_secs_f64() - bp.as_secs_f64()) * 1e6);
         }
         println!(
-            "median: mesh/bare throughput {:.3}x, cpu/req {:+.1}µs, p50 {:+.1}µs",
+            "median: mesh/bare throughput {:.3}x, cpu/req {:+.2}µs, p50 {:+.1}µs",
             median(&mut ratios),
             median(&mut added),
             median(&mut p50s)

@@ -68,16 +68,6 @@ impl Future for EndpointsFuture {
     }
 }
 
-/// What [`Endpoints::dispatch`] did with a request.
-pub(super) enum Dispatched {
-    /// Handed to the pool.
-    Sent(InFlight),
-    /// Picked, waiting for a connection slot.
-    Wait(Waiting),
-    /// Not picked: the cluster state needs a host-name lookup first.
-    Stale(Request<MeshBody>),
-}
-
 /// A request with its endpoint chosen and counted, not yet sent.
 pub(super) struct Pick {
     pub(super) req: Request<MeshBody>,

@@ -71,7 +71,7 @@ use body::GuardedBody;
 pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepalive, TcpConnector};
 pub use flight::EndpointsFuture;
-use flight::{ActiveCount, Dispatched, Flight, HostsNow, Pick, Waiting};
+use flight::{ActiveCount, Flight, HostsNow, Pick, Waiting};
 pub use stats::{ClusterStats, StatsSnapshot};
 
 use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto};
@@ -378,6 +378,9 @@ impl Endpoints {
     /// request is handed to the pool. What needs to wait (host-name
     /// lookups, passthrough, a connection slot) goes the async way.
     fn start(&self, mut req: Request<MeshBody>) -> EndpointsFuture {
+        // Before anything borrows the request: the pick below only reads
+        // it, so the model it carries needs no clone of its own.
+        set_host(&mut req);
         let Some(up) = req.extensions().get::<Upstream>() else {
             return EndpointsFuture::failed(uh(
                 "the request carries no Upstream: the routing stage must choose a cluster first",
@@ -386,8 +389,7 @@ impl Endpoints {
         if up.is_passthrough() {
             return EndpointsFuture::slow(self.clone().serve(req));
         }
-        let model = up.model.clone();
-        let Some(cluster) = model.clusters.get(&*up.cluster) else {
+        let Some(cluster) = up.model.clusters.get(&*up.cluster) else {
             return EndpointsFuture::failed(uh(format!(
                 "cluster {} is not in the model",
                 up.cluster
@@ -396,15 +398,24 @@ impl Endpoints {
         if cluster.endpoints.is_empty() {
             return EndpointsFuture::slow(self.clone().serve(req));
         }
-        let Some(state) = self.state_now(&model, cluster) else {
+        let Some(state) = self.state_now(&up.model, cluster) else {
             return EndpointsFuture::slow(self.clone().serve(req));
         };
-        set_host(&mut req);
-        match self.dispatch(req, cluster, state, true) {
-            Ok(Dispatched::Sent(f)) => EndpointsFuture(Flight::Sent(f)),
-            Ok(Dispatched::Wait(w)) => EndpointsFuture::slow(async move { w.send().await?.await }),
-            Ok(Dispatched::Stale(req)) => EndpointsFuture::slow(self.clone().serve(req)),
-            Err(e) => EndpointsFuture::failed(e),
+        let picked = match self.pick(&req, up, cluster, &state, true) {
+            Ok(Some(p)) => p,
+            Ok(None) => return EndpointsFuture::slow(self.clone().serve(req)),
+            Err(e) => return EndpointsFuture::failed(e),
+        };
+        match picked.into_pick(req, state) {
+            (pick, Admit::Now(admission)) => match pick.send(admission) {
+                Ok(f) => EndpointsFuture(Flight::Sent(f)),
+                Err(e) => EndpointsFuture::failed(e),
+            },
+            (pick, Admit::Wait(wait)) => {
+                EndpointsFuture::slow(
+                    async move { Waiting { picked: pick, wait }.send().await?.await },
+                )
+            }
         }
     }
 
@@ -447,91 +458,75 @@ impl Endpoints {
         };
         let state = self.state_for(&model, cluster).await;
         set_host(&mut req);
-        let sent = match self.dispatch(req, cluster, state, false)? {
-            Dispatched::Sent(f) => f,
-            Dispatched::Wait(w) => w.send().await?,
-            Dispatched::Stale(_) => return Err(uh("cluster state went stale").into()),
+        let Some(picked) = self.pick(&req, &up, cluster, &state, false)? else {
+            return Err(uh("cluster state went stale").into());
+        };
+        let sent = match picked.into_pick(req, state) {
+            (pick, Admit::Now(admission)) => pick.send(admission)?,
+            (pick, Admit::Wait(wait)) => Waiting { picked: pick, wait }.send().await?,
         };
         sent.await
     }
 
-    /// Picks the endpoint of `req` in `state` and sends it there when the
-    /// limits admit it at once. With `current`, a state behind the
-    /// request's model is first brought up to date (or, when that needs a
-    /// host-name lookup, the request comes back as [`Dispatched::Stale`]).
-    fn dispatch(
+    /// Picks the endpoint of `req` (whose [`Upstream`] is `up`) in `state`,
+    /// counts it active and asks the limits to admit it. With `current`, a
+    /// state behind the request's model is first brought up to date (or,
+    /// when that needs a host-name lookup, `None` comes back).
+    fn pick(
         &self,
-        req: Request<MeshBody>,
+        req: &Request<MeshBody>,
+        up: &Upstream,
         cluster: &Cluster,
-        state: Arc<ClusterState>,
+        state: &Arc<ClusterState>,
         current: bool,
-    ) -> Result<Dispatched, BoxError> {
+    ) -> Result<Option<Picked>, BoxError> {
         let now = now();
-        let Some(up) = req.extensions().get::<Upstream>() else {
-            return Err(uh("the request carries no Upstream").into());
-        };
         // Pick, count the request as active on its endpoint and admit it,
         // under one short hold of the cluster lock.
-        let picked = {
-            let mut core = match state.core.lock() {
-                Ok(c) => c,
-                Err(p) => p.into_inner(),
-            };
-            let core = &mut *core;
-            if current && ClusterState::needs_update(core, &up.model, cluster) {
-                if needs_lookup(cluster) {
-                    return Ok(Dispatched::Stale(req));
-                }
-                self.update_state(&state, core, &up.model, cluster, &HashMap::new());
-            }
-            let (hash, set_cookie) = match &core.hash {
-                Some(src) => request_hash(src, &req, self.next_seed()),
-                None => (None, None),
-            };
-            if let Some(d) = core.outlier.as_mut() {
-                d.maybe_tick(now);
-            }
-            let tried = up.tried.lock().ok();
-            let hosts = HostsNow {
-                targets: &core.targets,
-                outlier: core.outlier.as_ref(),
-                tried: tried.as_deref(),
-                now,
-            };
-            let picked = core.lb.pick_hosts(now, &mut core.rng, hash, &hosts);
-            let target = picked.and_then(|p| core.targets.get(p.index)).cloned();
-            let Some(target) = target else {
-                let ejected = core.outlier.as_ref().map_or(0, |d| d.ejected_count(now));
-                state.stats.inc_no_healthy();
-                return Err(uh(format!(
-                    "no healthy endpoint in cluster {} ({} endpoints, {ejected} ejected by outlier detection)",
-                    cluster.name,
-                    cluster.endpoints.len()
-                ))
-                .into());
-            };
-            target.shared.active.fetch_add(1, Ordering::Relaxed);
-            // From here on the active count is released when the guard drops.
-            let active = ActiveCount(target.shared);
-            let proto = choose_proto(cluster, &req);
-            let admit = core.limits.admit_now(proto == Proto::Http1, &state.stats)?;
-            (target.addr, target.pool, active, proto, set_cookie, admit)
+        let mut core = match state.core.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
         };
-        let (addr, pool, active, proto, set_cookie, admit) = picked;
-        up.record_tried(addr);
-        let picked = Pick {
-            req,
-            state,
-            addr,
+        let core = &mut *core;
+        if current && ClusterState::needs_update(core, &up.model, cluster) {
+            if needs_lookup(cluster) {
+                return Ok(None);
+            }
+            self.update_state(state, core, &up.model, cluster, &HashMap::new());
+        }
+        let (hash, set_cookie) = match &core.hash {
+            Some(src) => request_hash(src, req, self.next_seed()),
+            None => (None, None),
+        };
+        if let Some(d) = core.outlier.as_mut() {
+            d.maybe_tick(now);
+        }
+        let tried = up.tried.lock().ok();
+        let hosts = HostsNow {
+            targets: &core.targets,
+            outlier: core.outlier.as_ref(),
+            tried: tried.as_deref(),
+            now,
+        };
+        let picked = core.lb.pick_hosts(now, &mut core.rng, hash, &hosts);
+        drop(tried);
+        let Some(target) = picked.and_then(|p| core.targets.get(p.index)) else {
+            return Err(no_healthy(core, cluster, state, now));
+        };
+        target.shared.active.fetch_add(1, Ordering::Relaxed);
+        // From here on the active count is released when the guard drops.
+        let active = ActiveCount(target.shared.clone());
+        let proto = choose_proto(cluster, req);
+        let admit = core.limits.admit_now(proto == Proto::Http1, &state.stats)?;
+        up.record_tried(target.addr);
+        Ok(Some(Picked {
+            addr: target.addr,
+            pool: target.pool.clone(),
+            active,
             proto,
             set_cookie,
-            active,
-            pool,
-        };
-        match admit {
-            Admit::Now(admission) => picked.send(admission).map(Dispatched::Sent),
-            Admit::Wait(wait) => Ok(Dispatched::Wait(Waiting { picked, wait })),
-        }
+            admit,
+        }))
     }
 
     async fn passthrough(
@@ -676,6 +671,50 @@ fn host_value(authority: &str) -> Result<HeaderValue, http::header::InvalidHeade
 // Pre-parsed: a `&str` key is parsed again on every lookup.
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
+/// The failure of a pick that found no endpoint to use.
+#[cold]
+fn no_healthy(
+    core: &Core,
+    cluster: &Cluster,
+    state: &ClusterState,
+    now: std::time::Instant,
+) -> BoxError {
+    let ejected = core.outlier.as_ref().map_or(0, |d| d.ejected_count(now));
+    state.stats.inc_no_healthy();
+    uh(format!(
+        "no healthy endpoint in cluster {} ({} endpoints, {ejected} ejected by outlier detection)",
+        cluster.name,
+        cluster.endpoints.len()
+    ))
+    .into()
+}
+
+/// What [`Endpoints::pick`] chose, before the request joins it.
+struct Picked {
+    addr: SocketAddr,
+    pool: Arc<pool::EndpointPool>,
+    active: ActiveCount,
+    proto: Proto,
+    set_cookie: Option<String>,
+    admit: Admit,
+}
+
+impl Picked {
+    fn into_pick(self, req: Request<MeshBody>, state: Arc<ClusterState>) -> (Pick, Admit) {
+        let pick = Pick {
+            req,
+            state,
+            addr: self.addr,
+            proto: self.proto,
+            set_cookie: self.set_cookie,
+            active: self.active,
+            pool: self.pool,
+        };
+        (pick, self.admit)
+    }
+}
+
+#[cold]
 fn uh(reason: impl Into<String>) -> MeshError {
     MeshError::new(ResponseFlag::NoHealthyUpstream, reason)
 }

@@ -66,6 +66,7 @@ pub mod retry;
 pub mod rng;
 pub mod route;
 pub mod routed;
+mod snapshot;
 pub mod target;
 pub mod tee;
 pub mod timeout;

@@ -17,11 +17,28 @@ use crate::upstream::Upstream;
 /// Entries kept per thread before the cache starts over.
 const MAX_ENTRIES: usize = 4096;
 
+/// The names of one destination, built by this thread.
 #[derive(Clone)]
-struct Names {
+pub(crate) struct Names {
     cluster: Arc<str>,
     host: Arc<str>,
     subset: Option<Arc<str>>,
+}
+
+impl Names {
+    /// A first-attempt [`Upstream`] to these names on `model`.
+    pub(crate) fn upstream(self, port: u16, model: &Arc<mesh_core::model::Model>) -> Upstream {
+        Upstream {
+            cluster: self.cluster,
+            host: self.host,
+            port,
+            subset: self.subset,
+            model: model.clone(),
+            attempt: 1,
+            tried: Arc::default(),
+            routed: None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -41,7 +58,12 @@ pub(crate) fn upstream(
     subset: Option<&str>,
     model: &Arc<mesh_core::model::Model>,
 ) -> Upstream {
-    let names = CACHE.with(|c| {
+    intern(host, port, subset).upstream(port, model)
+}
+
+/// This thread's names for `host:port` (subset `subset`).
+pub(crate) fn intern(host: &str, port: u16, subset: Option<&str>) -> Names {
+    CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let c = &mut *c;
         c.key.clear();
@@ -59,17 +81,7 @@ pub(crate) fn upstream(
         };
         c.names.insert(c.key.as_str().into(), n.clone());
         n
-    });
-    Upstream {
-        cluster: names.cluster,
-        host: names.host,
-        port,
-        subset: names.subset,
-        model: model.clone(),
-        attempt: 1,
-        tried: Arc::default(),
-        routed: None,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use crate::ModelRx;
 
 use super::call::{CallRef, Via};
 use super::routed::Routed;
+use super::snapshot::{self, RouteCache};
 use super::{errors, headers, local, rng, target};
 
 /// Adds the route stage in front of a service.
@@ -90,8 +91,14 @@ fn no_route(reason: String, status: StatusCode, grpc: bool) -> Decision {
     )
 }
 
-/// Routes `req` against `model`, rewriting it in place when it is forwarded.
-fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decision {
+/// Routes `req` against `model` (`cache`: this thread's resolutions
+/// against it), rewriting it in place when it is forwarded.
+fn decide(
+    model: &Arc<Model>,
+    cache: &mut RouteCache,
+    req: &mut Request<MeshBody>,
+    grpc: bool,
+) -> Decision {
     let Some(auth) = target::authority(req) else {
         return no_route(
             "no route: the request has neither a URI authority nor a Host header".into(),
@@ -99,7 +106,12 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
             grpc,
         );
     };
-    let Some(svc) = target::resolve(model, auth.host, auth.port) else {
+    let default_port = if auth.explicit_port {
+        auth.port
+    } else {
+        target::default_port(req)
+    };
+    let Some(svc) = cache.service(model, &auth, default_port) else {
         return match model.mesh.outbound_policy {
             OutboundPolicy::RegistryOnly => no_route(
                 format!(
@@ -127,7 +139,7 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
             }),
         };
     };
-    let table = svc.routes.clone();
+    let table = svc.routes;
     let svc_port = svc.port;
     let scheme = target::scheme(req);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -146,17 +158,16 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
         .enumerate()
         .find_map(|(i, r)| r.matches(&info).map(|b| (i, b)))
     else {
+        let host = target::resolve(model, auth.host, auth.port).map_or(auth.host, |s| &s.host);
         return no_route(
             format!(
-                "no route: no rule of {} matched {} {} for {}:{}",
+                "no route: no rule of {} matched {} {} for {host}:{svc_port}",
                 table
                     .virtual_service
                     .as_deref()
                     .unwrap_or("the default route"),
                 info.method,
                 info.path,
-                svc.host,
-                svc_port
             ),
             StatusCode::NOT_FOUND,
             grpc,
@@ -191,7 +202,7 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
         .position(|d| std::ptr::eq(d, dest))
         .unwrap_or(0);
     let port = dest.port.unwrap_or(svc_port);
-    let mut upstream = super::names::upstream(&dest.host, port, dest.subset.as_deref(), model);
+    let mut upstream = cache.names(dest, port).upstream(port, model);
     // Rewrites, computed while the request is borrowed, applied after.
     let (new_path, new_authority) = match &route.rewrite {
         Some(rw) => (rw.rewrite_path(route, block, path), rw.authority.clone()),
@@ -203,7 +214,7 @@ fn decide(model: &Arc<Model>, req: &mut Request<MeshBody>, grpc: bool) -> Decisi
     headers::apply(&dest.request_headers, req.headers_mut());
     headers::apply(&route.request_headers, req.headers_mut());
     upstream.routed = Some(Routed {
-        table: Some(table.clone()),
+        table: Some(table),
         route_index,
         destination_index,
         port,
@@ -277,9 +288,10 @@ fn route_call<S>(
 where
     S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
 {
-    let model = snapshot(model);
     let grpc = is_grpc(&req);
-    let upstream = match decide(&model, &mut req, grpc) {
+    let decision =
+        snapshot::with_latest(model, |model, cache| decide(model, cache, &mut req, grpc));
+    let upstream = match decision {
         Decision::Local(resp) => {
             return RouteFuture {
                 inner: None,
@@ -309,47 +321,6 @@ where
         route_index,
         destination_index,
     }
-}
-
-/// Models seen per thread, each with this thread's own receiver of its
-/// channel: whether a newer model was published is one atomic load on a
-/// line nobody writes between publications, where `borrow` takes the
-/// channel's lock, a write every thread contends on for every request.
-struct Snapshot {
-    rx: ModelRx,
-    model: Arc<Model>,
-}
-
-/// Channels remembered per thread (a process rarely has more than one).
-const SNAPSHOTS_PER_THREAD: usize = 8;
-
-thread_local! {
-    static SNAPSHOTS: std::cell::RefCell<Vec<Snapshot>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The latest model published on `rx`.
-fn snapshot(rx: &ModelRx) -> Arc<Model> {
-    SNAPSHOTS.with(|cell| {
-        let Ok(mut seen) = cell.try_borrow_mut() else {
-            return rx.borrow().clone();
-        };
-        if let Some(s) = seen.iter_mut().find(|s| s.rx.same_channel(rx)) {
-            if s.rx.has_changed().unwrap_or(true) {
-                s.model = s.rx.borrow_and_update().clone();
-            }
-            return s.model.clone();
-        }
-        if seen.len() >= SNAPSHOTS_PER_THREAD {
-            seen.remove(0);
-        }
-        let mut own = rx.clone();
-        let model = own.borrow_and_update().clone();
-        seen.push(Snapshot {
-            rx: own,
-            model: model.clone(),
-        });
-        model
-    })
 }
 
 /// True when `route` or one of its destinations changes response headers.
@@ -406,30 +377,5 @@ where
             headers::apply(&route.response_headers, resp.headers_mut());
         }
         Poll::Ready(Ok(resp))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_follows_each_publication_on_every_thread() {
-        let first = crate::client::tests::model("");
-        let (tx, rx) = tokio::sync::watch::channel(first.clone());
-        assert!(Arc::ptr_eq(&snapshot(&rx), &first));
-        assert!(Arc::ptr_eq(&snapshot(&rx), &first));
-        let second = crate::client::tests::model("");
-        tx.send_replace(second.clone());
-        // The very next request sees the new model, here and elsewhere.
-        assert!(Arc::ptr_eq(&snapshot(&rx), &second));
-        let rx2 = rx.clone();
-        let seen = std::thread::spawn(move || snapshot(&rx2)).join().unwrap();
-        assert!(Arc::ptr_eq(&seen, &second));
-        // Another channel is told apart from the first.
-        let third = crate::client::tests::model("");
-        let (_tx3, rx3) = tokio::sync::watch::channel(third.clone());
-        assert!(Arc::ptr_eq(&snapshot(&rx3), &third));
-        assert!(Arc::ptr_eq(&snapshot(&rx), &second));
     }
 }

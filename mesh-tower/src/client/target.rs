@@ -38,12 +38,16 @@ pub fn authority<B>(req: &Request<B>) -> Option<Authority<'_>> {
         Some(a) => a.as_str(),
         None => req.headers().get(http::header::HOST)?.to_str().ok()?,
     };
-    let default_port = if scheme(req).eq_ignore_ascii_case("https") {
+    Some(split_authority(raw, default_port(req)))
+}
+
+/// The port a request for its scheme goes to when it names none.
+pub fn default_port<B>(req: &Request<B>) -> u16 {
+    if scheme(req).eq_ignore_ascii_case("https") {
         443
     } else {
         80
-    };
-    Some(split_authority(raw, default_port))
+    }
 }
 
 /// Splits `host[:port]` (IPv6 in brackets), dropping any userinfo.
