@@ -239,6 +239,7 @@ where
                 tracing::debug!("request body larger than {limit} bytes: not mirrored");
                 (b, None)
             }
+            Prepared::Empty(b) => (b, Some(BodyCopy::Now(Replay::empty()))),
             Prepared::Complete(replay) => (replay.body(), Some(BodyCopy::Now(replay))),
             Prepared::Teed(b, tee) => (b, Some(BodyCopy::Later(tee))),
         };

@@ -29,6 +29,14 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// The copy of an empty body (allocates nothing).
+    pub fn empty() -> Self {
+        Replay {
+            data: Bytes::new(),
+            trailers: None,
+        }
+    }
+
     /// A fresh body with the same data and trailers.
     pub fn body(&self) -> MeshBody {
         match &self.trailers {

@@ -179,6 +179,9 @@ impl Drop for TeeBody {
 
 /// A request body made ready for replay by [`prepare`].
 pub enum Prepared {
+    /// A body that had ended already: send it as it is; its copy is
+    /// [`Replay::empty`].
+    Empty(MeshBody),
     /// The whole body, read without waiting.
     Complete(Replay),
     /// The body to send (copied as it streams) and its copy.
@@ -190,6 +193,9 @@ pub enum Prepared {
 /// Makes `body` replayable up to `limit` bytes without waiting (see the
 /// module docs).
 pub fn prepare(mut body: MeshBody, limit: usize) -> Result<Prepared, BoxError> {
+    if body.is_end_stream() {
+        return Ok(Prepared::Empty(body));
+    }
     if body.size_hint().lower() > limit as u64 {
         return Ok(Prepared::TooLarge(body));
     }

@@ -172,7 +172,6 @@ pub(super) struct Retrying<S> {
     pub(super) replay: Option<Replay>,
     pub(super) tee: Option<Tee>,
     pub(super) counters: Arc<ClusterCounters>,
-    pub(super) max_retries: Option<u32>,
     pub(super) config: RetryConfig,
     pub(super) need_trailers: bool,
     pub(super) retries_done: u32,
@@ -232,10 +231,18 @@ impl<S> Retrying<S> {
                 format!("not retried: the request body was still streaming or larger than {limit} bytes")
             }));
         }
+        let up = &self.template.upstream;
+        let max_retries = up
+            .model
+            .clusters
+            .get(&*up.cluster)
+            .and_then(|c| c.policy.connection_pool.as_ref())
+            .and_then(|p| p.http.as_ref())
+            .and_then(|h| h.max_retries);
         if let Err(refusal) = admit_retry(
             self.counters.active_requests(),
             self.counters.active_retries(),
-            self.max_retries,
+            max_retries,
             self.config.budget.as_ref(),
         ) {
             tracing::debug!("retry refused: {refusal}");

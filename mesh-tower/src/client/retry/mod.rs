@@ -36,6 +36,7 @@ use crate::thread_cache::ThreadCache;
 use crate::upstream::Upstream;
 
 use super::call::{CallRef, Via};
+use super::replay::Replay;
 use super::tee::{prepare, Prepared};
 
 pub use future::RetryFuture;
@@ -272,16 +273,10 @@ where
         return RetryFuture::single(via.call(req), per_try, grpc);
     }
     let counters = state.cluster(&upstream.cluster);
-    let max_retries = upstream
-        .model
-        .clusters
-        .get(&*upstream.cluster)
-        .and_then(|c| c.policy.connection_pool.as_ref())
-        .and_then(|p| p.http.as_ref())
-        .and_then(|h| h.max_retries);
     let need_trailers = grpc && policy.retry_on.bits() & GRPC_CONDITIONS != 0;
     let (parts, body) = req.into_parts();
     let (replay, first_body, tee) = match prepare(body, config.body_limit) {
+        Ok(Prepared::Empty(b)) => (Some(Replay::empty()), b, None),
         Ok(Prepared::Complete(r)) => {
             let b = r.body();
             (Some(r), b, None)
@@ -319,7 +314,6 @@ where
             replay,
             tee,
             counters,
-            max_retries,
             config,
             need_trailers,
             retries_done: 0,
