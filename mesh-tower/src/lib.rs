@@ -21,6 +21,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod grpc;
+pub mod handle;
 pub mod mesh;
 pub mod server;
 pub mod source;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 pub use body::{BoxError, MeshBody};
 pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
+pub use handle::Handle;
 pub use mesh::{Mesh, MeshBuilder, MeshClient, ResponseFuture};
 pub use upstream::{ServedBy, Upstream};
 

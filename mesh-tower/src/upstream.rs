@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use mesh_core::model::Model;
 
 use crate::client::Routed;
+use crate::handle::Handle;
 
 /// Where a request goes, set by routing on every attempt.
 ///
@@ -29,8 +30,9 @@ pub struct Upstream {
     /// Subset, if the route named one.
     pub subset: Option<Arc<str>>,
     /// The model the request started with: in-flight requests finish on the
-    /// config they started with, whatever arrives meanwhile.
-    pub model: Arc<Model>,
+    /// config they started with, whatever arrives meanwhile. (A [`Handle`]
+    /// made by the routing thread: see its module.)
+    pub model: Handle<Model>,
     /// 1-based attempt number (retries increase it).
     pub attempt: u32,
     /// Endpoints earlier attempts of this request used, most recent last.

@@ -158,7 +158,7 @@ pub fn request(model: &Arc<Model>, headers: &[(&str, &str)]) -> Request<mesh_tow
         host: HOST.into(),
         port: 80,
         subset: None,
-        model: model.clone(),
+        model: model.clone().into(),
         attempt: 1,
         tried: Default::default(),
         routed: None,

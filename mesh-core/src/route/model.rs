@@ -11,7 +11,9 @@ use crate::retry::RetryPolicy;
 use super::matcher::{split_query, MatchBlock, RequestInfo, StrMatcher};
 
 /// The routes for one destination `host:port`, in order.
+// Aligned to a cache line for the same reason as `Model`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[repr(align(64))]
 pub struct RouteTable {
     /// Fully qualified destination host.
     pub host: String,

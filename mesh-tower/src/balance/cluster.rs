@@ -44,6 +44,10 @@ pub(crate) struct Core {
     pub targets: Vec<Target>,
     /// The circuit breakers.
     pub limits: Arc<Limits>,
+    /// Requests admitted at once (those that waited for a slot count in
+    /// the stats): counted here, under the lock the pick holds anyway,
+    /// rather than on a line of its own every request writes.
+    pub requests: u64,
 }
 
 /// One endpoint as the request path needs it, built when the endpoints
@@ -224,6 +228,7 @@ impl ClusterState {
                 hash: hash_source(cluster),
                 targets,
                 limits: Arc::new(Limits::new(cluster.policy.connection_pool.as_ref())),
+                requests: 0,
             }),
             stats,
             pools: Mutex::new(pools),

@@ -101,7 +101,6 @@ impl Pick {
             lease: None,
         };
         prepare(&mut req, addr, authority, proto)?;
-        state.stats.inc_requests();
         Ok(InFlight {
             fut: pool.send(proto, req),
             done: Some(Sent {
@@ -124,6 +123,7 @@ pub(super) struct Waiting {
 impl Waiting {
     pub(super) async fn send(self) -> Result<InFlight, BoxError> {
         let admission = self.wait.admitted().await?;
+        self.picked.state.stats.inc_requests();
         self.picked.send(admission)
     }
 }
@@ -186,17 +186,8 @@ impl Sent {
         // A success ends a failure streak; with none to end, outlier
         // detection has nothing to do and the cluster lock is not taken.
         let success = matches!(outcome, Outcome::Status(s) if s < 500);
-        let failing = &guard.active.0.failing;
-        if !success || failing.load(Ordering::Relaxed) {
-            if let Ok(mut core) = state.core.lock() {
-                if let Some(d) = core.outlier.as_mut() {
-                    if let Some(ej) = d.on_result(&addr, outcome, super::now()) {
-                        state.stats.inc_ejections();
-                        tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
-                    }
-                }
-                failing.store(!success, Ordering::Relaxed);
-            }
+        if !success || guard.active.0.failing.load(Ordering::Relaxed) {
+            feed_outlier(&state, &guard.active.0, addr, outcome, success);
         }
         match result {
             Ok((resp, lease)) => {
@@ -209,29 +200,58 @@ impl Sent {
                 let body = mesh_body::boxed(GuardedBody::new(body, guard));
                 Ok(Response::from_parts(parts, body))
             }
-            Err(e) => {
-                let chain = error_chain(&e);
-                let err = if e.is_connect() {
-                    MeshError::new(
-                        ResponseFlag::UpstreamConnectionFailure,
-                        format!(
-                            "connecting to {addr} of cluster {} failed: {chain}",
-                            state.name
-                        ),
-                    )
-                } else {
-                    MeshError::new(
-                        ResponseFlag::UpstreamRemoteReset,
-                        format!(
-                            "{addr} of cluster {} reset the request: {chain}",
-                            state.name
-                        ),
-                    )
-                };
-                Err(err.into())
-            }
+            Err(e) => Err(pool_failure(&e, addr, &state)),
         }
     }
+}
+
+/// Tells outlier detection how a request ended, for a failure or the
+/// first success after failures (the rest need no lock).
+// Out of line, like the other rare paths of a request: the common path
+// then fits in fewer instruction cache lines.
+#[cold]
+#[inline(never)]
+fn feed_outlier(
+    state: &ClusterState,
+    target: &TargetShared,
+    addr: SocketAddr,
+    outcome: Outcome,
+    success: bool,
+) {
+    if let Ok(mut core) = state.core.lock() {
+        if let Some(d) = core.outlier.as_mut() {
+            if let Some(ej) = d.on_result(&addr, outcome, super::now()) {
+                state.stats.inc_ejections();
+                tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
+            }
+        }
+        target.failing.store(!success, Ordering::Relaxed);
+    }
+}
+
+/// The stage's error for a request the pool could not carry.
+#[cold]
+#[inline(never)]
+fn pool_failure(e: &PoolError, addr: SocketAddr, state: &ClusterState) -> BoxError {
+    let chain = error_chain(e);
+    let err = if e.is_connect() {
+        MeshError::new(
+            ResponseFlag::UpstreamConnectionFailure,
+            format!(
+                "connecting to {addr} of cluster {} failed: {chain}",
+                state.name
+            ),
+        )
+    } else {
+        MeshError::new(
+            ResponseFlag::UpstreamRemoteReset,
+            format!(
+                "{addr} of cluster {} reset the request: {chain}",
+                state.name
+            ),
+        )
+    };
+    err.into()
 }
 
 /// The endpoints as a pick sees them: health from outlier detection,

@@ -128,6 +128,10 @@ impl EndpointsBuilder {
     }
 }
 
+// Aligned to a cache line: the clones and drops of `Endpoints` write the
+// reference count, which then shares no line with the fields every
+// request reads.
+#[repr(align(64))]
 struct Inner {
     // Looked up per request by cluster name: a fast hash, not SipHash
     // (names come from config, not from requests).
@@ -183,6 +187,7 @@ impl Endpoints {
         let state = self.inner.clusters.lock().ok()?.get(cluster).cloned()?;
         let mut snap = state.stats.snapshot();
         if let Ok(core) = state.core.lock() {
+            snap.requests += core.requests;
             snap.active_requests = core
                 .targets
                 .iter()
@@ -390,10 +395,7 @@ impl Endpoints {
             return EndpointsFuture::slow(self.clone().serve(req));
         }
         let Some(cluster) = up.model.clusters.get(&*up.cluster) else {
-            return EndpointsFuture::failed(uh(format!(
-                "cluster {} is not in the model",
-                up.cluster
-            )));
+            return EndpointsFuture::failed(not_in_model(up));
         };
         if cluster.endpoints.is_empty() {
             return EndpointsFuture::slow(self.clone().serve(req));
@@ -432,7 +434,7 @@ impl Endpoints {
             None
         } else {
             let Some(c) = model.clusters.get(&*up.cluster) else {
-                return Err(uh(format!("cluster {} is not in the model", up.cluster)).into());
+                return Err(not_in_model(&up).into());
             };
             Some(c)
         };
@@ -518,6 +520,9 @@ impl Endpoints {
         let active = ActiveCount(target.shared.clone());
         let proto = choose_proto(cluster, req);
         let admit = core.limits.admit_now(proto == Proto::Http1, &state.stats)?;
+        if matches!(admit, Admit::Now(_)) {
+            core.requests += 1;
+        }
         up.record_tried(target.addr);
         Ok(Some(Picked {
             addr: target.addr,
@@ -642,12 +647,23 @@ fn set_host(req: &mut Request<MeshBody>) {
     }
     let value = match (req.uri().authority(), req.extensions().get::<Upstream>()) {
         (Some(a), _) => host_value(a.as_str()),
-        (None, Some(up)) if up.port == 80 || up.port == 0 => HeaderValue::from_str(&up.host),
-        (None, Some(up)) => HeaderValue::from_str(&format!("{}:{}", up.host, up.port)),
+        (None, Some(up)) => upstream_host(up),
         (None, None) => return,
     };
     if let Ok(v) = value {
         req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
+/// The `Host` value naming `up`, for a request whose URI has no
+/// authority (rare: the route stage passes the authority it routed on).
+#[cold]
+#[inline(never)]
+fn upstream_host(up: &Upstream) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    if up.port == 80 || up.port == 0 {
+        HeaderValue::from_str(&up.host)
+    } else {
+        HeaderValue::from_str(&format!("{}:{}", up.host, up.port))
     }
 }
 
@@ -671,8 +687,16 @@ fn host_value(authority: &str) -> Result<HeaderValue, http::header::InvalidHeade
 // Pre-parsed: a `&str` key is parsed again on every lookup.
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
+/// The failure of a request for a cluster its model does not have.
+#[cold]
+#[inline(never)]
+fn not_in_model(up: &Upstream) -> MeshError {
+    uh(format!("cluster {} is not in the model", up.cluster))
+}
+
 /// The failure of a pick that found no endpoint to use.
 #[cold]
+#[inline(never)]
 fn no_healthy(
     core: &Core,
     cluster: &Cluster,

@@ -181,14 +181,14 @@ impl EndpointPool {
 
     /// Sends `req` (its URI already in the form `proto` needs) on a
     /// connection of this pool.
-    pub fn send(self: &Arc<Self>, proto: Proto, req: Request<MeshBody>) -> SendFuture {
+    pub fn send(self: Arc<Self>, proto: Proto, req: Request<MeshBody>) -> SendFuture {
         match proto {
             Proto::Http1 => match self.take_idle() {
                 // The usual case: the request goes to the connection now,
                 // and the future only waits for the answer.
                 Some(mut idle) if idle.tx.is_ready() => {
                     let sent = idle.tx.try_send_request(req);
-                    let pool = self.clone();
+                    let pool = self;
                     Box::pin(async move {
                         // Nothing but the answer is held across an await:
                         // this future is allocated for every request.
@@ -211,9 +211,9 @@ impl EndpointPool {
                         Box::pin(pool.send1(None, req)).await
                     })
                 }
-                idle => Box::pin(self.clone().send1(idle, req)),
+                idle => Box::pin(self.send1(idle, req)),
             },
-            Proto::Http2 => Box::pin(self.clone().send2(req)),
+            Proto::Http2 => Box::pin(self.send2(req)),
         }
     }
 

@@ -9,7 +9,6 @@
 //! is mirrored; a larger or streaming body is sent to the main destination
 //! only. The copy is bounded by the route timeout when the route has one.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, Either};
@@ -20,6 +19,7 @@ use mesh_core::route::model::Mirror;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
+use crate::handle::Handle;
 use crate::upstream::Upstream;
 
 use super::replay::Replay;
@@ -95,7 +95,7 @@ fn shadow_request(
     body: &Replay,
     mirror: &Mirror,
     routed: &Routed,
-    model: &Arc<Model>,
+    model: &Handle<Model>,
 ) -> Request<MeshBody> {
     let mut req = Request::new(body.body());
     *req.method_mut() = parts.method().clone();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use mesh_core::model::write_cluster_name;
 
+use crate::handle::Handle;
 use crate::upstream::Upstream;
 
 /// Entries kept per thread before the cache starts over.
@@ -27,7 +28,7 @@ pub(crate) struct Names {
 
 impl Names {
     /// A first-attempt [`Upstream`] to these names on `model`.
-    pub(crate) fn upstream(self, port: u16, model: &Arc<mesh_core::model::Model>) -> Upstream {
+    pub(crate) fn upstream(self, port: u16, model: &Handle<mesh_core::model::Model>) -> Upstream {
         Upstream {
             cluster: self.cluster,
             host: self.host,
@@ -56,7 +57,7 @@ pub(crate) fn upstream(
     host: &str,
     port: u16,
     subset: Option<&str>,
-    model: &Arc<mesh_core::model::Model>,
+    model: &Handle<mesh_core::model::Model>,
 ) -> Upstream {
     intern(host, port, subset).upstream(port, model)
 }
@@ -90,7 +91,7 @@ mod tests {
 
     #[test]
     fn names_match_the_model_cluster_names_and_are_shared() {
-        let model = crate::client::tests::model("");
+        let model = Handle::new(crate::client::tests::model(""));
         let a = upstream(
             "reviews.default.svc.cluster.local",
             9080,

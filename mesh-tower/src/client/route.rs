@@ -28,6 +28,7 @@ use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
 use crate::error::{is_grpc, MeshError, ResponseFlag};
+use crate::handle::Handle;
 use crate::upstream::Upstream;
 use crate::ModelRx;
 
@@ -83,6 +84,7 @@ enum Decision {
     Forward(Upstream),
 }
 
+#[cold]
 fn no_route(reason: String, status: StatusCode, grpc: bool) -> Decision {
     Decision::Local(
         MeshError::new(ResponseFlag::NoRoute, reason)
@@ -91,10 +93,89 @@ fn no_route(reason: String, status: StatusCode, grpc: bool) -> Decision {
     )
 }
 
+/// The decision for a host the registry does not know: 503 NR under
+/// REGISTRY_ONLY, the passthrough cluster under ALLOW_ANY.
+// The rare paths of `decide` are out of line, so its common path fits in
+// fewer instruction cache lines.
+#[cold]
+#[inline(never)]
+fn unknown_host(model: &Handle<Model>, auth: &target::Authority<'_>, grpc: bool) -> Decision {
+    match model.mesh.outbound_policy {
+        OutboundPolicy::RegistryOnly => no_route(
+            format!(
+                "no route to {}: not in the mesh registry and outboundTrafficPolicy is REGISTRY_ONLY",
+                auth.raw
+            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            grpc,
+        ),
+        OutboundPolicy::AllowAny => Decision::Forward(Upstream {
+            cluster: Arc::from(Upstream::PASSTHROUGH),
+            host: Arc::from(auth.host),
+            port: auth.port,
+            subset: None,
+            model: model.clone(),
+            attempt: 1,
+            tried: Arc::default(),
+            routed: Some(Routed {
+                table: None,
+                route_index: 0,
+                destination_index: 0,
+                port: auth.port,
+                grpc,
+            }),
+        }),
+    }
+}
+
+/// 404 NR: no rule of the service's routes matched the request.
+#[cold]
+#[inline(never)]
+fn no_rule(
+    model: &Model,
+    table: &RouteTable,
+    auth: &target::Authority<'_>,
+    svc_port: u16,
+    info: &RequestInfo<'_>,
+    grpc: bool,
+) -> Decision {
+    let host = target::resolve(model, auth.host, auth.port).map_or(auth.host, |s| &s.host);
+    no_route(
+        format!(
+            "no route: no rule of {} matched {} {} for {host}:{svc_port}",
+            table
+                .virtual_service
+                .as_deref()
+                .unwrap_or("the default route"),
+            info.method,
+            info.path,
+        ),
+        StatusCode::NOT_FOUND,
+        grpc,
+    )
+}
+
+/// 503 NR: the matched rule's destinations all weigh zero.
+#[cold]
+#[inline(never)]
+fn no_weight(table: &RouteTable, grpc: bool) -> Decision {
+    no_route(
+        format!(
+            "no route: the matched rule of {} has no destination with a positive weight",
+            table
+                .virtual_service
+                .as_deref()
+                .unwrap_or("the default route")
+        ),
+        StatusCode::SERVICE_UNAVAILABLE,
+        grpc,
+    )
+}
+
 /// Routes `req` against `model` (`cache`: this thread's resolutions
 /// against it), rewriting it in place when it is forwarded.
 fn decide(
-    model: &Arc<Model>,
+    model: &Handle<Model>,
     cache: &mut RouteCache,
     req: &mut Request<MeshBody>,
     grpc: bool,
@@ -112,32 +193,7 @@ fn decide(
         target::default_port(req)
     };
     let Some(svc) = cache.service(model, &auth, default_port) else {
-        return match model.mesh.outbound_policy {
-            OutboundPolicy::RegistryOnly => no_route(
-                format!(
-                    "no route to {}: not in the mesh registry and outboundTrafficPolicy is REGISTRY_ONLY",
-                    auth.raw
-                ),
-                StatusCode::SERVICE_UNAVAILABLE,
-                grpc,
-            ),
-            OutboundPolicy::AllowAny => Decision::Forward(Upstream {
-                cluster: Arc::from(Upstream::PASSTHROUGH),
-                host: Arc::from(auth.host),
-                port: auth.port,
-                subset: None,
-                model: model.clone(),
-                attempt: 1,
-                tried: Arc::default(),
-                routed: Some(Routed {
-                    table: None,
-                    route_index: 0,
-                    destination_index: 0,
-                    port: auth.port,
-                    grpc,
-                }),
-            }),
-        };
+        return unknown_host(model, &auth, grpc);
     };
     let table = svc.routes;
     let svc_port = svc.port;
@@ -158,20 +214,7 @@ fn decide(
         .enumerate()
         .find_map(|(i, r)| r.matches(&info).map(|b| (i, b)))
     else {
-        let host = target::resolve(model, auth.host, auth.port).map_or(auth.host, |s| &s.host);
-        return no_route(
-            format!(
-                "no route: no rule of {} matched {} {} for {host}:{svc_port}",
-                table
-                    .virtual_service
-                    .as_deref()
-                    .unwrap_or("the default route"),
-                info.method,
-                info.path,
-            ),
-            StatusCode::NOT_FOUND,
-            grpc,
-        );
+        return no_rule(model, &table, &auth, svc_port, &info, grpc);
     };
     let Some(route) = table.routes.get(route_index) else {
         return no_route("no route".into(), StatusCode::NOT_FOUND, grpc);
@@ -184,17 +227,7 @@ fn decide(
         Action::Forward(w) => w,
     };
     let Some(dest) = weighted.pick(rng::next_u64()) else {
-        return no_route(
-            format!(
-                "no route: the matched rule of {} has no destination with a positive weight",
-                table
-                    .virtual_service
-                    .as_deref()
-                    .unwrap_or("the default route")
-            ),
-            StatusCode::SERVICE_UNAVAILABLE,
-            grpc,
-        );
+        return no_weight(&table, grpc);
     };
     let destination_index = weighted
         .destinations
@@ -342,7 +375,7 @@ pin_project! {
         inner: Option<F>,
         local: Option<Response<MeshBody>>,
         grpc: bool,
-        table: Option<Arc<RouteTable>>,
+        table: Option<Handle<RouteTable>>,
         route_index: usize,
         destination_index: usize,
     }

@@ -6,11 +6,10 @@
 //! costs an allocation and a lookup); the other layers look up the route
 //! through it instead of matching again.
 
-use std::sync::Arc;
-
 use http::Request;
 use mesh_core::route::{Destination, Route, RouteTable};
 
+use crate::handle::Handle;
 use crate::upstream::Upstream;
 
 /// The routing decision of `req`, when the route layer made one.
@@ -23,7 +22,7 @@ pub fn of<B>(req: &Request<B>) -> Option<&Routed> {
 pub struct Routed {
     /// The route table of the destination service, `None` for passthrough
     /// requests (unknown host under ALLOW_ANY).
-    pub table: Option<Arc<RouteTable>>,
+    pub table: Option<Handle<RouteTable>>,
     /// Index of the matched route in `table`.
     pub route_index: usize,
     /// Index of the chosen destination in the route's destinations.

@@ -13,13 +13,13 @@
 //! stale outlives it.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
 use mesh_core::model::Model;
 use mesh_core::route::{Destination, RouteTable};
 
 use super::names::{self, Names};
 use super::target::{self, Authority};
+use crate::handle::Handle;
 use crate::ModelRx;
 
 /// Channels remembered per thread (a process rarely has more than one).
@@ -32,7 +32,7 @@ const ENTRIES: usize = 16;
 #[derive(Clone)]
 pub(crate) struct Service {
     /// The service's routes.
-    pub routes: Arc<RouteTable>,
+    pub routes: Handle<RouteTable>,
     /// The service's port.
     pub port: u16,
 }
@@ -64,7 +64,7 @@ impl RouteCache {
             return svc.clone();
         }
         let svc = target::resolve(model, auth.host, auth.port).map(|s| Service {
-            routes: s.routes.clone(),
+            routes: Handle::new(s.routes.clone()),
             port: s.port,
         });
         if self.services.len() >= ENTRIES {
@@ -94,7 +94,8 @@ impl RouteCache {
 
 struct Snapshot {
     rx: ModelRx,
-    model: Arc<Model>,
+    /// This thread's handle on the latest model.
+    model: Handle<Model>,
     cache: RouteCache,
 }
 
@@ -104,11 +105,14 @@ thread_local! {
 
 /// Runs `f` on the latest model published on `rx` and this thread's
 /// resolutions against it.
-pub(crate) fn with_latest<R>(rx: &ModelRx, f: impl FnOnce(&Arc<Model>, &mut RouteCache) -> R) -> R {
+pub(crate) fn with_latest<R>(
+    rx: &ModelRx,
+    f: impl FnOnce(&Handle<Model>, &mut RouteCache) -> R,
+) -> R {
     SNAPSHOTS.with(|cell| {
         let Ok(mut seen) = cell.try_borrow_mut() else {
             // Re-entered (a stack inside a stack): no cache.
-            let model = rx.borrow().clone();
+            let model = Handle::new(rx.borrow().clone());
             return f(&model, &mut RouteCache::default());
         };
         let i = match seen.iter().position(|s| s.rx.same_channel(rx)) {
@@ -118,7 +122,7 @@ pub(crate) fn with_latest<R>(rx: &ModelRx, f: impl FnOnce(&Arc<Model>, &mut Rout
                     seen.remove(0);
                 }
                 let mut own = rx.clone();
-                let model = own.borrow_and_update().clone();
+                let model = Handle::new(own.borrow_and_update().clone());
                 seen.push(Snapshot {
                     rx: own,
                     model,
@@ -128,11 +132,11 @@ pub(crate) fn with_latest<R>(rx: &ModelRx, f: impl FnOnce(&Arc<Model>, &mut Rout
             }
         };
         let Some(s) = seen.get_mut(i) else {
-            let model = rx.borrow().clone();
+            let model = Handle::new(rx.borrow().clone());
             return f(&model, &mut RouteCache::default());
         };
         if s.rx.has_changed().unwrap_or(true) {
-            s.model = s.rx.borrow_and_update().clone();
+            s.model = Handle::new(s.rx.borrow_and_update().clone());
             s.cache = RouteCache::default();
         }
         f(&s.model, &mut s.cache)
@@ -142,9 +146,10 @@ pub(crate) fn with_latest<R>(rx: &ModelRx, f: impl FnOnce(&Arc<Model>, &mut Rout
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn latest(rx: &ModelRx) -> Arc<Model> {
-        with_latest(rx, |m, _| m.clone())
+        with_latest(rx, |m, _| m.arc().clone())
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use super::super::errors;
 use super::super::replay::Replay;
 use super::super::rng;
 use super::super::tee::{peek_trailers, Tee};
-use super::{ClusterCounters, Held, RetryConfig, GRPC_CONDITIONS};
+use super::{Held, RetryConfig, GRPC_CONDITIONS};
 
 pub(super) fn per_try_timeout_response(t: Duration, grpc: bool) -> Response<MeshBody> {
     MeshError::new(
@@ -171,12 +170,13 @@ pub(super) struct Retrying<S> {
     pub(super) template: Template,
     pub(super) replay: Option<Replay>,
     pub(super) tee: Option<Tee>,
-    pub(super) counters: Arc<ClusterCounters>,
     pub(super) config: RetryConfig,
     pub(super) need_trailers: bool,
     pub(super) retries_done: u32,
     pub(super) phase: Phase,
-    pub(super) _request: Held,
+    /// This request counted in flight (and its thread's share of the
+    /// cluster's counters).
+    pub(super) request: Held,
     pub(super) retry: Option<Held>,
 }
 
@@ -218,13 +218,33 @@ impl<S> Retrying<S> {
     fn decide(&mut self, outcome: Outcome, last: Result<Response<MeshBody>, BoxError>) -> Next {
         // The retry that made this attempt is over.
         self.retry = None;
-        let policy = self.policy();
-        if !policy.should_retry_attempt(self.retries_done, &outcome) {
-            let n = self.retries_done + 1;
-            return Next::Answer(
-                self.exhausted(last, || format!("retries exhausted after {n} attempts")),
-            );
+        if !self
+            .policy()
+            .should_retry_attempt(self.retries_done, &outcome)
+        {
+            return match last {
+                // The common case: an answer nobody retries.
+                Ok(r) => Next::Answer(Ok(r)),
+                Err(e) => self.give_up(e),
+            };
         }
+        self.try_retry(last)
+    }
+
+    /// The answer for an attempt's error when no retry follows.
+    #[cold]
+    #[inline(never)]
+    fn give_up(&self, e: BoxError) -> Next {
+        let n = self.retries_done + 1;
+        Next::Answer(self.exhausted(Err(e), || format!("retries exhausted after {n} attempts")))
+    }
+
+    /// A retry when the body can be replayed and the limits admit one,
+    /// else the answer. (Out of line: rare, and the request's common path
+    /// then fits in fewer instruction cache lines.)
+    #[cold]
+    #[inline(never)]
+    fn try_retry(&mut self, last: Result<Response<MeshBody>, BoxError>) -> Next {
         if self.replay.is_none() {
             let limit = self.config.body_limit;
             return Next::Answer(self.exhausted(last, || {
@@ -240,15 +260,15 @@ impl<S> Retrying<S> {
             .and_then(|p| p.http.as_ref())
             .and_then(|h| h.max_retries);
         if let Err(refusal) = admit_retry(
-            self.counters.active_requests(),
-            self.counters.active_retries(),
+            self.request.shard().cluster().active_requests(),
+            self.request.shard().cluster().active_retries(),
             max_retries,
             self.config.budget.as_ref(),
         ) {
             tracing::debug!("retry refused: {refusal}");
             return Next::Answer(self.exhausted(last, || format!("retry refused: {refusal}")));
         }
-        self.retry = Some(Held::retry(&self.counters));
+        self.retry = Some(Held::retry(self.request.shard()));
         drop(last);
         self.retries_done += 1;
         Next::Retry(self.policy().backoff(self.retries_done, rng::next_f64()))
@@ -270,6 +290,7 @@ pin_project! {
     /// The response future of [`RetryService`]: one attempt (no retry
     /// policy, or a body too large to replay) or the retry loop, written
     /// out by hand so a request costs no allocation here.
+    #[project = RetryProj]
     pub struct RetryFuture<S>
     where
         S: Service<Request<MeshBody>>,
@@ -389,8 +410,7 @@ where
                             match judge_headers(resp, r.policy().retry_on, peek) {
                                 Judged::Now(o, resp) => Some((o, Ok(resp))),
                                 Judged::NeedsTrailers(resp) => {
-                                    let limit = r.config.response_buffer_limit;
-                                    r.phase = Phase::Judging(Box::pin(judge_trailers(resp, limit)));
+                                    r.phase = judging(resp, r.config.response_buffer_limit);
                                     None
                                 }
                             }
@@ -405,50 +425,12 @@ where
                         },
                     }
                 }
-                Some(Phase::Judging(_)) => {
-                    let Some(r) = this.retrying.as_mut() else {
-                        continue;
-                    };
-                    let Phase::Judging(f) = &mut r.phase else {
-                        continue;
-                    };
-                    match std::task::ready!(f.as_mut().poll(cx)) {
-                        Ok((o, resp)) => Some((o, Ok(resp))),
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-                Some(Phase::Backoff) => {
-                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                        std::task::ready!(t.poll(cx));
-                    }
-                    this.timer.set(None);
-                    if let Some(r) = this.retrying.as_mut() {
-                        r.phase = Phase::Readying;
-                    }
-                    None
-                }
-                Some(Phase::Readying) => {
-                    let Some(r) = this.retrying.as_mut() else {
-                        continue;
-                    };
-                    match std::task::ready!(r.inner.poll_ready(cx)) {
-                        Ok(()) => {
-                            let body = r
-                                .replay
-                                .as_ref()
-                                .map_or_else(crate::body::empty, Replay::body);
-                            let req = r.template.request(body, r.retries_done + 1);
-                            this.attempt.set(Some(r.inner.call(req)));
-                            this.timer.set(this.per_try.map(tokio::time::sleep));
-                            r.phase = Phase::Attempting;
-                            None
-                        }
-                        Err(e) => match errors::outcome_of(&e) {
-                            Some(o) => Some((o, Err(e))),
-                            None => return Poll::Ready(Err(e)),
-                        },
-                    }
-                }
+                Some(_) => match poll_phase(&mut this, cx) {
+                    Step::Pending => return Poll::Pending,
+                    Step::Done(r) => return Poll::Ready(r),
+                    Step::Ended(o, last) => Some((o, last)),
+                    Step::Next => None,
+                },
             };
             let Some((outcome, last)) = ended else {
                 continue;
@@ -465,4 +447,73 @@ where
             }
         }
     }
+}
+
+/// What [`poll_phase`] got to.
+enum Step {
+    Pending,
+    /// The final answer.
+    Done(Result<Response<MeshBody>, BoxError>),
+    /// An attempt ended: decide on a retry.
+    Ended(Outcome, Result<Response<MeshBody>, BoxError>),
+    /// Moved to the next phase: poll again.
+    Next,
+}
+
+/// The phases between attempts (reading trailers, backoff, waiting for
+/// the service), all of which follow a failure or a gRPC answer. Out of
+/// line: the request's common path (one attempt, answered) then fits in
+/// fewer instruction cache lines.
+#[cold]
+#[inline(never)]
+fn poll_phase<S>(this: &mut RetryProj<'_, S>, cx: &mut Context<'_>) -> Step
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
+{
+    let Some(r) = this.retrying.as_mut() else {
+        return Step::Done(Err("retry future polled in no phase".into()));
+    };
+    match &mut r.phase {
+        Phase::Attempting => Step::Next,
+        Phase::Judging(f) => match f.as_mut().poll(cx) {
+            Poll::Pending => Step::Pending,
+            Poll::Ready(Ok((o, resp))) => Step::Ended(o, Ok(resp)),
+            Poll::Ready(Err(e)) => Step::Done(Err(e)),
+        },
+        Phase::Backoff => {
+            if let Some(t) = this.timer.as_mut().as_pin_mut() {
+                if t.poll(cx).is_pending() {
+                    return Step::Pending;
+                }
+            }
+            this.timer.set(None);
+            r.phase = Phase::Readying;
+            Step::Next
+        }
+        Phase::Readying => match r.inner.poll_ready(cx) {
+            Poll::Pending => Step::Pending,
+            Poll::Ready(Ok(())) => {
+                let body = r
+                    .replay
+                    .as_ref()
+                    .map_or_else(crate::body::empty, Replay::body);
+                let req = r.template.request(body, r.retries_done + 1);
+                this.attempt.set(Some(r.inner.call(req)));
+                this.timer.set(this.per_try.map(tokio::time::sleep));
+                r.phase = Phase::Attempting;
+                Step::Next
+            }
+            Poll::Ready(Err(e)) => match errors::outcome_of(&e) {
+                Some(o) => Step::Ended(o, Err(e)),
+                None => Step::Done(Err(e)),
+            },
+        },
+    }
+}
+
+/// The phase that reads a response's trailers for its gRPC status.
+#[cold]
+#[inline(never)]
+fn judging(resp: Response<MeshBody>, limit: usize) -> Phase {
+    Phase::Judging(Box::pin(judge_trailers(resp, limit)))
 }

@@ -23,8 +23,8 @@
 mod future;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -66,44 +66,97 @@ impl Default for RetryConfig {
 }
 
 /// Requests and retries in flight for one cluster.
+///
+/// Each thread counts in a share of its own (one cache line),
+/// so requests on different cores never write the same line; the
+/// cluster's figures are the sums, read only when a retry is considered.
 #[derive(Debug, Default)]
 pub struct ClusterCounters {
-    active_requests: AtomicU64,
-    active_retries: AtomicU64,
+    shards: Mutex<Vec<Weak<Shard>>>,
 }
 
 impl ClusterCounters {
     /// Requests in flight (with a retry policy) to the cluster.
     pub fn active_requests(&self) -> u64 {
-        self.active_requests.load(Ordering::Relaxed)
+        self.sum(|s| &s.requests)
     }
 
     /// Retries in flight (waiting for their backoff or sent) to the cluster.
     pub fn active_retries(&self) -> u64 {
-        self.active_retries.load(Ordering::Relaxed)
+        self.sum(|s| &s.retries)
+    }
+
+    fn sum(&self, counter: impl Fn(&Shard) -> &AtomicI64) -> u64 {
+        let Ok(mut shards) = self.shards.lock() else {
+            return 0;
+        };
+        let mut n = 0i64;
+        // A share is dropped once nothing holds it, and then it counts 0.
+        shards.retain(|w| match w.upgrade() {
+            Some(s) => {
+                n += counter(&s).load(Ordering::Relaxed);
+                true
+            }
+            None => false,
+        });
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// A new share of these counters, for one thread.
+    fn shard(self: &Arc<Self>) -> Arc<Shard> {
+        let s = Arc::new(Shard {
+            requests: AtomicI64::new(0),
+            retries: AtomicI64::new(0),
+            cluster: self.clone(),
+        });
+        if let Ok(mut shards) = self.shards.lock() {
+            shards.push(Arc::downgrade(&s));
+        }
+        s
+    }
+}
+
+/// One thread's share of a cluster's counters. A hold decrements the
+/// share it incremented, on whatever thread it ends.
+#[derive(Debug)]
+#[repr(align(64))]
+pub(crate) struct Shard {
+    requests: AtomicI64,
+    retries: AtomicI64,
+    cluster: Arc<ClusterCounters>,
+}
+
+impl Shard {
+    /// The counters this is a share of.
+    pub(crate) fn cluster(&self) -> &ClusterCounters {
+        &self.cluster
     }
 }
 
 /// Decrements a counter when dropped.
-struct Held(Arc<ClusterCounters>, bool);
+struct Held(Arc<Shard>, bool);
 
 impl Held {
-    fn request(c: &Arc<ClusterCounters>) -> Self {
-        c.active_requests.fetch_add(1, Ordering::Relaxed);
-        Held(c.clone(), false)
+    fn request(s: Arc<Shard>) -> Self {
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        Held(s, false)
     }
-    fn retry(c: &Arc<ClusterCounters>) -> Self {
-        c.active_retries.fetch_add(1, Ordering::Relaxed);
-        Held(c.clone(), true)
+    fn retry(s: &Arc<Shard>) -> Self {
+        s.retries.fetch_add(1, Ordering::Relaxed);
+        Held(s.clone(), true)
+    }
+    /// The share this holds.
+    fn shard(&self) -> &Arc<Shard> {
+        &self.0
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let c = if self.1 {
-            &self.0.active_retries
+            &self.0.retries
         } else {
-            &self.0.active_requests
+            &self.0.requests
         };
         c.fetch_sub(1, Ordering::Relaxed);
     }
@@ -129,27 +182,31 @@ impl Default for RetryState {
 }
 
 thread_local! {
-    /// Counters looked up per thread: a client sends to few clusters, and
-    /// the shared map's lock is a cache line every thread would write per
-    /// request. Keyed by the state's id and the cluster name.
-    static COUNTERS: ThreadCache<(u64, Box<str>), Arc<ClusterCounters>> =
-        const { ThreadCache::new() };
+    /// This thread's shares of the counters, by the state's id and the
+    /// cluster name: a client sends to few clusters, and the shared map's
+    /// lock is a cache line every thread would write per request.
+    static SHARDS: ThreadCache<(u64, Box<str>), Arc<Shard>> = const { ThreadCache::new() };
 }
 
 impl RetryState {
     /// The counters of `cluster`.
     pub fn cluster(&self, cluster: &str) -> Arc<ClusterCounters> {
-        let hit = COUNTERS.with(|c| {
-            c.find(|(id, name), counters| {
-                (*id == self.id && &**name == cluster).then(|| counters.clone())
+        self.shared(cluster)
+    }
+
+    /// This thread's share of the counters of `cluster`.
+    pub(crate) fn shard(&self, cluster: &str) -> Arc<Shard> {
+        let hit = SHARDS.with(|c| {
+            c.find(|(id, name), shard| {
+                (*id == self.id && &**name == cluster).then(|| shard.clone())
             })
         });
-        if let Some(counters) = hit {
-            return counters;
+        if let Some(shard) = hit {
+            return shard;
         }
-        let counters = self.shared(cluster);
-        COUNTERS.with(|c| c.insert((self.id, cluster.into()), counters.clone(), |_| true));
-        counters
+        let shard = self.shared(cluster).shard();
+        SHARDS.with(|c| c.insert((self.id, cluster.into()), shard.clone(), |_| true));
+        shard
     }
 
     fn shared(&self, cluster: &str) -> Arc<ClusterCounters> {
@@ -272,7 +329,7 @@ where
     if !policy.enabled() {
         return RetryFuture::single(via.call(req), per_try, grpc);
     }
-    let counters = state.cluster(&upstream.cluster);
+    let shard = state.shard(&upstream.cluster);
     let need_trailers = grpc && policy.retry_on.bits() & GRPC_CONDITIONS != 0;
     let (parts, body) = req.into_parts();
     let (replay, first_body, tee) = match prepare(body, config.body_limit) {
@@ -292,7 +349,7 @@ where
         }
         Err(e) => return RetryFuture::failed(e),
     };
-    let _request = Held::request(&counters);
+    let request = Held::request(shard);
     let Some(upstream) = parts.extensions.get::<Upstream>().cloned() else {
         return RetryFuture::single(
             via.call(Request::from_parts(parts, first_body)),
@@ -313,12 +370,11 @@ where
             template,
             replay,
             tee,
-            counters,
             config,
             need_trailers,
             retries_done: 0,
             phase: Phase::Attempting,
-            _request,
+            request,
             retry: None,
         },
     )
@@ -327,6 +383,37 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_of_threads_add_up_and_end_at_zero() {
+        let state = Arc::new(RetryState::default());
+        let here = Held::request(state.shard("c"));
+        let s2 = state.clone();
+        let there = std::thread::spawn(move || Held::request(s2.shard("c")))
+            .join()
+            .unwrap();
+        let counters = state.cluster("c");
+        assert_eq!(counters.active_requests(), 2);
+        assert!(
+            !Arc::ptr_eq(here.shard(), there.shard()),
+            "one share per thread"
+        );
+        assert!(
+            Arc::ptr_eq(here.shard(), &state.shard("c")),
+            "kept per thread"
+        );
+        let retry = Held::retry(there.shard());
+        assert_eq!(counters.active_retries(), 1);
+        // A hold may end on another thread than the one it started on.
+        drop(there);
+        assert_eq!(counters.active_requests(), 1);
+        drop(retry);
+        drop(here);
+        assert_eq!(
+            (counters.active_requests(), counters.active_retries()),
+            (0, 0)
+        );
+    }
 
     #[test]
     fn counters_are_per_state_and_shared_across_threads() {
