@@ -87,18 +87,18 @@ pub(crate) fn prepare(
         Some(a) => Ok(a),
         None => addr.to_string().parse::<Authority>().map_err(|e| bad(&e)),
     };
+    // Taken apart rather than cloned: the new URI reuses the old one's
+    // bytes without touching their reference count again.
+    let old = std::mem::take(req.uri_mut()).into_parts();
     let mut parts = http::uri::Parts::default();
     if req.method() == http::Method::CONNECT && proto == Proto::Http1 {
-        parts.authority = Some(match req.uri().authority() {
-            Some(a) => a.clone(),
+        parts.authority = Some(match old.authority {
+            Some(a) => a,
             None => endpoint(authority)?,
         });
     } else {
-        // Shared bytes: the new URI copies nothing.
         parts.path_and_query = Some(
-            req.uri()
-                .path_and_query()
-                .cloned()
+            old.path_and_query
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
         if proto == Proto::Http2 {
