@@ -328,7 +328,7 @@ where
         Decision::Local(resp) => {
             return RouteFuture {
                 inner: None,
-                local: Some(resp),
+                local: Some(Box::new(resp)),
                 grpc,
                 table: None,
                 route_index: 0,
@@ -373,7 +373,9 @@ pin_project! {
     pub struct RouteFuture<F> {
         #[pin]
         inner: Option<F>,
-        local: Option<Response<MeshBody>>,
+        // Boxed: local answers are rare, and a future this size is moved
+        // through the layers above.
+        local: Option<Box<Response<MeshBody>>>,
         grpc: bool,
         table: Option<Handle<RouteTable>>,
         route_index: usize,
@@ -390,7 +392,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(resp) = this.local.take() {
-            return Poll::Ready(Ok(resp));
+            return Poll::Ready(Ok(*resp));
         }
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(Err("route future polled after completion".into()));

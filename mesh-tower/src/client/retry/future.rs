@@ -299,12 +299,13 @@ pin_project! {
         attempt: Option<S::Future>,
         // The per-try timeout while an attempt is in flight; the backoff
         // between attempts.
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: most requests have neither, and a future this size is
+        // moved through every layer above.
+        timer: Option<Pin<Box<Sleep>>>,
         per_try: Option<Duration>,
         grpc: bool,
         retrying: Option<Box<Retrying<S>>>,
-        ready: Option<Result<Response<MeshBody>, BoxError>>,
+        failed: Option<BoxError>,
     }
 }
 
@@ -320,7 +321,7 @@ where
             per_try: None,
             grpc: false,
             retrying: None,
-            ready: Some(Err(e)),
+            failed: Some(e),
         }
     }
 
@@ -333,11 +334,11 @@ where
     ) -> Self {
         RetryFuture {
             attempt: Some(fut),
-            timer: per_try.map(tokio::time::sleep),
+            timer: per_try.map(sleep),
             per_try,
             grpc,
             retrying: Some(Box::new(state)),
-            ready: None,
+            failed: None,
         }
     }
 
@@ -345,11 +346,11 @@ where
     pub(super) fn single(fut: S::Future, per_try: Option<Duration>, grpc: bool) -> Self {
         RetryFuture {
             attempt: Some(fut),
-            timer: per_try.map(tokio::time::sleep),
+            timer: per_try.map(sleep),
             per_try,
             grpc,
             retrying: None,
-            ready: None,
+            failed: None,
         }
     }
 }
@@ -362,8 +363,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(r) = this.ready.take() {
-            return Poll::Ready(r);
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
         }
         loop {
             let phase = this.retrying.as_ref().map(|r| &r.phase);
@@ -379,8 +380,7 @@ where
                             let expired = this
                                 .timer
                                 .as_mut()
-                                .as_pin_mut()
-                                .is_some_and(|t| t.poll(cx).is_ready());
+                                .is_some_and(|t| t.as_mut().poll(cx).is_ready());
                             if !expired {
                                 return Poll::Pending;
                             }
@@ -388,7 +388,7 @@ where
                         }
                     };
                     this.attempt.set(None);
-                    this.timer.set(None);
+                    *this.timer = None;
                     let Some(r) = this.retrying.as_mut() else {
                         return Poll::Ready(match ended {
                             Attempt::Response(r) => Ok(r),
@@ -440,7 +440,7 @@ where
             };
             match r.decide(outcome, last) {
                 Next::Retry(backoff) => {
-                    this.timer.set(Some(tokio::time::sleep(backoff)));
+                    *this.timer = Some(sleep(backoff));
                     r.phase = Phase::Backoff;
                 }
                 Next::Answer(answer) => return Poll::Ready(answer),
@@ -481,12 +481,12 @@ where
             Poll::Ready(Err(e)) => Step::Done(Err(e)),
         },
         Phase::Backoff => {
-            if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                if t.poll(cx).is_pending() {
+            if let Some(t) = this.timer.as_mut() {
+                if t.as_mut().poll(cx).is_pending() {
                     return Step::Pending;
                 }
             }
-            this.timer.set(None);
+            *this.timer = None;
             r.phase = Phase::Readying;
             Step::Next
         }
@@ -499,7 +499,7 @@ where
                     .map_or_else(crate::body::empty, Replay::body);
                 let req = r.template.request(body, r.retries_done + 1);
                 this.attempt.set(Some(r.inner.call(req)));
-                this.timer.set(this.per_try.map(tokio::time::sleep));
+                *this.timer = this.per_try.map(sleep);
                 r.phase = Phase::Attempting;
                 Step::Next
             }
@@ -516,4 +516,9 @@ where
 #[inline(never)]
 fn judging(resp: Response<MeshBody>, limit: usize) -> Phase {
     Phase::Judging(Box::pin(judge_trailers(resp, limit)))
+}
+
+/// A boxed timer for `d` from now.
+fn sleep(d: Duration) -> Pin<Box<Sleep>> {
+    Box::pin(tokio::time::sleep(d))
 }
