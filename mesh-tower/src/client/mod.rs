@@ -55,6 +55,7 @@
 //!   have no timeout unless [`ClientOptions::default_timeout`] is set.
 
 pub mod call;
+mod deadline;
 pub mod errors;
 pub mod fault;
 pub mod headers;

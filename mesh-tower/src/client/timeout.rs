@@ -10,18 +10,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::Either;
 use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag};
 
 use super::call::{CallRef, Via};
+use super::deadline::Registration;
 use super::routed::{self, Routed};
 
 /// Adds the route timeout in front of a service.
@@ -130,7 +132,9 @@ where
         (None, None) => return Either::Left(via.call(req)),
     };
     Either::Right(TimeoutFuture {
-        inner: tokio::time::timeout(timeout, via.call(req)),
+        deadline: Instant::now() + timeout,
+        inner: via.call(req),
+        registration: None,
         timeout,
         from_grpc,
         grpc,
@@ -139,10 +143,14 @@ where
 
 pin_project! {
     /// The response future of a request with a timeout: the inner
-    /// response, or 504 / `DEADLINE_EXCEEDED` (flag UT) on expiry.
+    /// response, or 504 / `DEADLINE_EXCEEDED` (flag UT) on expiry. The
+    /// deadline is kept by this thread's [`deadline`](super::deadline)
+    /// list rather than a tokio timer of its own.
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<F>,
+        inner: F,
+        deadline: Instant,
+        registration: Option<Registration>,
         timeout: Duration,
         from_grpc: bool,
         grpc: bool,
@@ -157,22 +165,39 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        Poll::Ready(match ready!(this.inner.poll(cx)) {
-            Ok(r) => r,
-            Err(_) => {
-                let timeout = *this.timeout;
-                Ok(MeshError::new(
-                    ResponseFlag::UpstreamRequestTimeout,
-                    if *this.from_grpc {
-                        format!("upstream request timeout: grpc-timeout {timeout:?} expired")
-                    } else {
-                        format!("upstream request timeout: route timeout {timeout:?} expired")
-                    },
-                )
-                .into_response(*this.grpc))
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            *this.registration = None;
+            return Poll::Ready(r);
+        }
+        match this.registration {
+            // First poll: the deadline was set a moment ago; the list
+            // wakes this even if it has passed already.
+            None => *this.registration = Registration::new(*this.deadline, cx.waker()),
+            Some(r) => {
+                if Instant::now() >= *this.deadline {
+                    *this.registration = None;
+                    return Poll::Ready(Ok(expired(*this.timeout, *this.from_grpc, *this.grpc)));
+                }
+                r.update(cx.waker());
             }
-        })
+        }
+        Poll::Pending
     }
+}
+
+/// The answer of a request whose deadline passed.
+#[cold]
+#[inline(never)]
+fn expired(timeout: Duration, from_grpc: bool, grpc: bool) -> Response<MeshBody> {
+    MeshError::new(
+        ResponseFlag::UpstreamRequestTimeout,
+        if from_grpc {
+            format!("upstream request timeout: grpc-timeout {timeout:?} expired")
+        } else {
+            format!("upstream request timeout: route timeout {timeout:?} expired")
+        },
+    )
+    .into_response(grpc)
 }
 
 #[cfg(test)]
