@@ -126,6 +126,37 @@ impl Drop for Registration {
     }
 }
 
+/// A one-shot timer on the deadline list: the per-try timeout and the
+/// backoff of the retry stage.
+pub(crate) struct Timer {
+    deadline: Instant,
+    registration: Option<Registration>,
+}
+
+impl Timer {
+    /// A timer expiring `d` from now.
+    pub(crate) fn after(d: std::time::Duration) -> Self {
+        Timer {
+            deadline: Instant::now() + d,
+            registration: None,
+        }
+    }
+
+    /// True once the deadline passed; until then, arranges for the task
+    /// of `cx` to be woken at the deadline.
+    pub(crate) fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if Instant::now() >= self.deadline {
+            self.registration = None;
+            return true;
+        }
+        match &self.registration {
+            None => self.registration = Registration::new(self.deadline, cx.waker()),
+            Some(r) => r.update(cx.waker()),
+        }
+        false
+    }
+}
+
 /// The sweeper of one thread's deadlines: sleeps until the earliest,
 /// wakes those that passed, and ends when the thread's list is gone.
 async fn sweep(shard: Weak<Shard>, news: Arc<Notify>, _alive: Arc<()>) {
@@ -215,6 +246,21 @@ mod tests {
         // Later deadlines still work after the list emptied.
         let t = until(start + Duration::from_secs(3)).await;
         assert_eq!(t - start, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_expires_after_its_duration_not_before() {
+        let start = Instant::now();
+        let mut timer = Timer::after(Duration::from_millis(40));
+        let fired = poll_fn(|cx| {
+            if timer.expired(cx) {
+                Poll::Ready(Instant::now())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        assert_eq!(fired - start, Duration::from_millis(40));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use mesh_core::retry::{admit_retry, grpc_status, Outcome, RetryOn, RetryPolicy};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower::Service;
 
 use crate::body::{BoxError, MeshBody};
@@ -24,6 +23,7 @@ use super::super::replay::Replay;
 use super::super::rng;
 use super::super::tee::{peek_trailers, Tee};
 use super::{Held, RetryConfig, GRPC_CONDITIONS};
+use crate::client::deadline::Timer;
 
 pub(super) fn per_try_timeout_response(t: Duration, grpc: bool) -> Response<MeshBody> {
     MeshError::new(
@@ -299,9 +299,9 @@ pin_project! {
         attempt: Option<S::Future>,
         // The per-try timeout while an attempt is in flight; the backoff
         // between attempts.
-        // Boxed: most requests have neither, and a future this size is
-        // moved through every layer above.
-        timer: Option<Pin<Box<Sleep>>>,
+        // On this thread's deadline list, like the route timeout (no tokio
+        // timer per attempt).
+        timer: Option<Timer>,
         per_try: Option<Duration>,
         grpc: bool,
         retrying: Option<Box<Retrying<S>>>,
@@ -334,7 +334,7 @@ where
     ) -> Self {
         RetryFuture {
             attempt: Some(fut),
-            timer: per_try.map(sleep),
+            timer: per_try.map(Timer::after),
             per_try,
             grpc,
             retrying: Some(Box::new(state)),
@@ -346,7 +346,7 @@ where
     pub(super) fn single(fut: S::Future, per_try: Option<Duration>, grpc: bool) -> Self {
         RetryFuture {
             attempt: Some(fut),
-            timer: per_try.map(sleep),
+            timer: per_try.map(Timer::after),
             per_try,
             grpc,
             retrying: None,
@@ -377,10 +377,7 @@ where
                         Poll::Ready(Ok(r)) => Attempt::Response(r),
                         Poll::Ready(Err(e)) => Attempt::Failed(e),
                         Poll::Pending => {
-                            let expired = this
-                                .timer
-                                .as_mut()
-                                .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                            let expired = this.timer.as_mut().is_some_and(|t| t.expired(cx));
                             if !expired {
                                 return Poll::Pending;
                             }
@@ -440,7 +437,7 @@ where
             };
             match r.decide(outcome, last) {
                 Next::Retry(backoff) => {
-                    *this.timer = Some(sleep(backoff));
+                    *this.timer = Some(Timer::after(backoff));
                     r.phase = Phase::Backoff;
                 }
                 Next::Answer(answer) => return Poll::Ready(answer),
@@ -482,7 +479,7 @@ where
         },
         Phase::Backoff => {
             if let Some(t) = this.timer.as_mut() {
-                if t.as_mut().poll(cx).is_pending() {
+                if !t.expired(cx) {
                     return Step::Pending;
                 }
             }
@@ -499,7 +496,7 @@ where
                     .map_or_else(crate::body::empty, Replay::body);
                 let req = r.template.request(body, r.retries_done + 1);
                 this.attempt.set(Some(r.inner.call(req)));
-                *this.timer = this.per_try.map(sleep);
+                *this.timer = this.per_try.map(Timer::after);
                 r.phase = Phase::Attempting;
                 Step::Next
             }
@@ -516,9 +513,4 @@ where
 #[inline(never)]
 fn judging(resp: Response<MeshBody>, limit: usize) -> Phase {
     Phase::Judging(Box::pin(judge_trailers(resp, limit)))
-}
-
-/// A boxed timer for `d` from now.
-fn sleep(d: Duration) -> Pin<Box<Sleep>> {
-    Box::pin(tokio::time::sleep(d))
 }
