@@ -25,6 +25,12 @@ impl<T> Handle<T> {
         Handle(Arc::new(inner))
     }
 
+    /// True when `a` and `b` are the same handle (not merely handles on
+    /// the same value).
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
     /// The shared `Arc` this is a handle on.
     pub fn arc(&self) -> &Arc<T> {
         &self.0
@@ -67,6 +73,8 @@ mod tests {
         let h2 = h.clone();
         assert_eq!(Arc::strong_count(&inner), 2, "one count for all clones");
         assert!(Arc::ptr_eq(h.arc(), h2.arc()));
+        assert!(Handle::ptr_eq(&h, &h2));
+        assert!(!Handle::ptr_eq(&h, &Handle::new(inner.clone())));
         assert_eq!(**h2, 5);
         drop((h, h2));
         assert_eq!(Arc::strong_count(&inner), 1);

@@ -10,7 +10,8 @@ use std::cell::RefCell;
 pub(crate) const CAPACITY: usize = 16;
 
 /// Key-value pairs of one thread, oldest first. Declare it in a
-/// `thread_local!` with `const { ThreadCache::new() }`.
+/// `thread_local!` with `const { ThreadCache::new() }`, or keep it in
+/// something that thread owns.
 pub(crate) struct ThreadCache<K, V> {
     entries: RefCell<Vec<(K, V)>>,
 }

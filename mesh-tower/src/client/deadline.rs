@@ -15,7 +15,7 @@
 //! once the old one is gone with its runtime.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Waker;
 
 use tokio::sync::Notify;
@@ -41,10 +41,7 @@ struct Entries {
 }
 
 fn lock(m: &Mutex<Entries>) -> MutexGuard<'_, Entries> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 thread_local! {
@@ -52,7 +49,7 @@ thread_local! {
 }
 
 /// A registered deadline; dropping it forgets the deadline.
-pub(crate) struct Registration {
+struct Registration {
     shard: Arc<Shard>,
     slot: usize,
 }
@@ -60,7 +57,7 @@ pub(crate) struct Registration {
 impl Registration {
     /// Remembers that `waker` must be woken at `deadline`. `None` outside
     /// a tokio runtime (nothing could run the sweeper there).
-    pub(crate) fn new(deadline: Instant, waker: &Waker) -> Option<Self> {
+    fn new(deadline: Instant, waker: &Waker) -> Option<Self> {
         let shard = SHARD.with(|s| {
             s.borrow_mut()
                 .get_or_insert_with(|| {
@@ -104,7 +101,7 @@ impl Registration {
     /// Wakes `waker` at the deadline instead of the one registered before
     /// (the request moved to another task or was polled with a new
     /// waker).
-    pub(crate) fn update(&self, waker: &Waker) {
+    fn update(&self, waker: &Waker) {
         let mut e = lock(&self.shard.entries);
         if let Some(Some((_, w))) = e.slots.get_mut(self.slot) {
             match w {
@@ -126,10 +123,11 @@ impl Drop for Registration {
     }
 }
 
-/// A one-shot timer on the deadline list: the per-try timeout and the
-/// backoff of the retry stage.
+/// A one-shot timer on the deadline list: the route timeout, and the
+/// per-try timeout and backoff of the retry stage.
 pub(crate) struct Timer {
     deadline: Instant,
+    polled: bool,
     registration: Option<Registration>,
 }
 
@@ -138,6 +136,7 @@ impl Timer {
     pub(crate) fn after(d: std::time::Duration) -> Self {
         Timer {
             deadline: Instant::now() + d,
+            polled: false,
             registration: None,
         }
     }
@@ -145,10 +144,13 @@ impl Timer {
     /// True once the deadline passed; until then, arranges for the task
     /// of `cx` to be woken at the deadline.
     pub(crate) fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        if Instant::now() >= self.deadline {
+        // The first poll follows the setting of the timer at once: no
+        // clock read (the sweeper wakes it if the deadline passed anyway).
+        if self.polled && Instant::now() >= self.deadline {
             self.registration = None;
             return true;
         }
+        self.polled = true;
         match &self.registration {
             None => self.registration = Registration::new(self.deadline, cx.waker()),
             Some(r) => r.update(cx.waker()),

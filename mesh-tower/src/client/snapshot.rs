@@ -20,14 +20,11 @@ use mesh_core::route::{Destination, RouteTable};
 use super::names::{self, Names};
 use super::target::{self, Authority};
 use crate::handle::Handle;
+use crate::thread_cache::ThreadCache;
 use crate::ModelRx;
 
 /// Channels remembered per thread (a process rarely has more than one).
 const CHANNELS_PER_THREAD: usize = 8;
-/// Authorities and destinations remembered per model and thread; the
-/// oldest goes first (a client talks to few).
-const ENTRIES: usize = 16;
-
 /// What a request's authority resolved to.
 #[derive(Clone)]
 pub(crate) struct Service {
@@ -37,14 +34,23 @@ pub(crate) struct Service {
     pub port: u16,
 }
 
-/// Resolutions against one model, on one thread.
-#[derive(Default)]
+/// Resolutions against one model, on one thread (a client talks to few
+/// authorities and destinations: short lists, the oldest going first).
 pub(crate) struct RouteCache {
     /// (authority as sent, the scheme's default port) -> service, `None`
     /// for an authority not in the registry.
-    services: Vec<(Box<str>, u16, Option<Service>)>,
+    services: ThreadCache<(Box<str>, u16), Option<Service>>,
     /// (destination address in the model, port) -> names.
-    names: Vec<(usize, u16, Names)>,
+    names: ThreadCache<(usize, u16), Names>,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache {
+            services: ThreadCache::new(),
+            names: ThreadCache::new(),
+        }
+    }
 }
 
 impl RouteCache {
@@ -55,23 +61,18 @@ impl RouteCache {
         auth: &Authority<'_>,
         default_port: u16,
     ) -> Option<Service> {
-        let hit = self
-            .services
-            .iter()
-            .rev()
-            .find(|(raw, port, _)| *port == default_port && **raw == *auth.raw);
-        if let Some((_, _, svc)) = hit {
-            return svc.clone();
+        let hit = self.services.find(|(raw, port), svc| {
+            (*port == default_port && **raw == *auth.raw).then(|| svc.clone())
+        });
+        if let Some(svc) = hit {
+            return svc;
         }
         let svc = target::resolve(model, auth.host, auth.port).map(|s| Service {
             routes: Handle::new(s.routes.clone()),
             port: s.port,
         });
-        if self.services.len() >= ENTRIES {
-            self.services.remove(0);
-        }
         self.services
-            .push((auth.raw.into(), default_port, svc.clone()));
+            .insert((auth.raw.into(), default_port), svc.clone(), |_| true);
         svc
     }
 
@@ -79,15 +80,12 @@ impl RouteCache {
     pub fn names(&mut self, dest: &Destination, port: u16) -> Names {
         // The model outlives this cache and never changes, so a
         // destination's address names it for as long as the entry lives.
-        let key = std::ptr::from_ref(dest) as usize;
-        if let Some((_, _, n)) = self.names.iter().find(|(k, p, _)| *k == key && *p == port) {
-            return n.clone();
+        let key = (std::ptr::from_ref(dest) as usize, port);
+        if let Some(n) = self.names.find(|k, n| (*k == key).then(|| n.clone())) {
+            return n;
         }
         let n = names::intern(&dest.host, port, dest.subset.as_deref());
-        if self.names.len() >= ENTRIES {
-            self.names.remove(0);
-        }
-        self.names.push((key, port, n.clone()));
+        self.names.insert(key, n.clone(), |_| true);
         n
     }
 }
@@ -180,10 +178,11 @@ mod tests {
         let routes =
             |rx: &ModelRx| with_latest(rx, |m, c| c.service(m, &auth, 80).map(|s| s.routes));
         let a = routes(&rx).expect("reviews is in the registry");
-        assert!(Arc::ptr_eq(&a, &routes(&rx).unwrap()), "cached");
+        // The same handle: resolved once, then found in the list.
+        assert!(Handle::ptr_eq(&a, &routes(&rx).unwrap()), "cached");
         tx.send_replace(crate::client::tests::model(""));
         let b = routes(&rx).unwrap();
-        assert!(!Arc::ptr_eq(&a, &b), "a new model resolves again");
+        assert!(!Arc::ptr_eq(a.arc(), b.arc()), "a new model resolves again");
         assert!(with_latest(&rx, |m, c| c
             .service(m, &target::split_authority("nowhere:80", 80), 80)
             .is_none()));

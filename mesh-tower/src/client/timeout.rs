@@ -16,14 +16,13 @@ use std::time::Duration;
 use futures_util::future::Either;
 use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag};
 
 use super::call::{CallRef, Via};
-use super::deadline::Registration;
+use super::deadline::Timer;
 use super::routed::{self, Routed};
 
 /// Adds the route timeout in front of a service.
@@ -132,9 +131,8 @@ where
         (None, None) => return Either::Left(via.call(req)),
     };
     Either::Right(TimeoutFuture {
-        deadline: Instant::now() + timeout,
+        timer: Timer::after(timeout),
         inner: via.call(req),
-        registration: None,
         timeout,
         from_grpc,
         grpc,
@@ -149,8 +147,7 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         inner: F,
-        deadline: Instant,
-        registration: Option<Registration>,
+        timer: Timer,
         timeout: Duration,
         from_grpc: bool,
         grpc: bool,
@@ -166,20 +163,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(r) = this.inner.poll(cx) {
-            *this.registration = None;
             return Poll::Ready(r);
         }
-        match this.registration {
-            // First poll: the deadline was set a moment ago; the list
-            // wakes this even if it has passed already.
-            None => *this.registration = Registration::new(*this.deadline, cx.waker()),
-            Some(r) => {
-                if Instant::now() >= *this.deadline {
-                    *this.registration = None;
-                    return Poll::Ready(Ok(expired(*this.timeout, *this.from_grpc, *this.grpc)));
-                }
-                r.update(cx.waker());
-            }
+        if this.timer.expired(cx) {
+            return Poll::Ready(Ok(expired(*this.timeout, *this.from_grpc, *this.grpc)));
         }
         Poll::Pending
     }
