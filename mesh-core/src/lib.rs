@@ -17,6 +17,7 @@ pub mod config;
 pub mod fault;
 pub mod host;
 pub mod lb;
+pub mod matcher;
 pub mod model;
 pub mod outlier;
 pub mod registry;

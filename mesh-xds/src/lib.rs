@@ -24,6 +24,7 @@ pub mod client;
 pub mod decode;
 pub mod encode;
 mod inbound_policy;
+pub mod matcher;
 pub mod node;
 pub mod server;
 pub mod types;

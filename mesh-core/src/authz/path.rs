@@ -75,23 +75,6 @@ pub enum PathError {
     NotAbsolute(String),
 }
 
-/// The path part of a raw `:path`: everything before the first `?` or `#`.
-pub fn strip_query(raw: &str) -> &str {
-    match raw.find(['?', '#']) {
-        Some(i) => &raw[..i],
-        None => raw,
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -103,7 +86,7 @@ fn must_escape(b: u8) -> bool {
 /// Normalizes the path of a raw `:path` (query and fragment removed) the way
 /// Envoy does under `mode`. Returns the input slice when nothing changes.
 pub fn normalize(raw: &str, mode: Normalization) -> Result<Cow<'_, str>, PathError> {
-    let path = strip_query(raw);
+    let path = crate::matcher::uri::path_only(raw);
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute(path.to_string()));
     }
@@ -140,11 +123,7 @@ pub fn normalize(raw: &str, mode: Normalization) -> Result<Cow<'_, str>, PathErr
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                let c = h * 16 + l;
+            if let Some(c) = crate::matcher::uri::percent_byte(&bytes[i..]) {
                 if decode_slashes && (c == b'/' || c == b'\\') {
                     buf.push(b'/');
                 } else if is_unreserved(c) {

@@ -68,12 +68,10 @@ pub fn find_cookie<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The value of query parameter `name` in a query string (not decoded).
+/// The value of query parameter `name` in a query string, not decoded:
+/// Envoy hashes the raw value.
 pub fn find_query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
-    })
+    crate::matcher::uri::query_param_raw(query, name)
 }
 
 /// A cookie to generate: its value is the hex of a hash of `seed` (Envoy

@@ -28,7 +28,7 @@ use crate::model::Client;
 use crate::retry::{grpc_status_code, RetryPolicy};
 
 use super::delegate::merge_delegate_rule;
-use super::matcher::{HeaderMatcher, MatchBlock, StrMatcher, UriMatcher};
+use super::matcher::{HeaderMatcher, MatchBlock, StrMatcher, StringMatcher};
 use super::model::*;
 
 /// A VirtualService with the metadata compilation needs.
@@ -481,32 +481,25 @@ fn header_ops(ops: Option<&vs::HeaderOperations>) -> HeaderOps {
 /// Compiles one match block's request conditions (source conditions are
 /// handled by [`block_applies`]).
 pub fn compile_block(m: &HttpMatchRequest) -> Result<MatchBlock, regex::Error> {
-    let opt = |s: &Option<crate::config::common::StringMatch>| {
-        s.as_ref().map(StrMatcher::compile).transpose()
-    };
+    let compile =
+        |s: &crate::config::common::StringMatch| StrMatcher::compile(s).map(StringMatcher::new);
+    let opt = |s: &Option<crate::config::common::StringMatch>| s.as_ref().map(compile).transpose();
     let mut headers = Vec::with_capacity(m.headers.len() + m.without_headers.len());
     for (name, sm) in &m.headers {
-        headers.push(HeaderMatcher {
-            name: name.to_ascii_lowercase(),
-            matcher: StrMatcher::compile(sm)?,
-            invert: false,
-        });
+        headers.push(HeaderMatcher::new(name, compile(sm)?));
     }
     for (name, sm) in &m.without_headers {
-        let matcher = if sm.regex.as_deref() == Some("*") {
-            StrMatcher::Present
+        // `*` is not a regex here: istiod reads it as "present".
+        let value = if sm.regex.as_deref() == Some("*") {
+            StrMatcher::Present.into()
         } else {
-            StrMatcher::compile(sm)?
+            compile(sm)?
         };
-        headers.push(HeaderMatcher {
-            name: name.to_ascii_lowercase(),
-            matcher,
-            invert: true,
-        });
+        headers.push(HeaderMatcher::without(name, value));
     }
     let mut query_params = Vec::with_capacity(m.query_params.len());
     for (k, sm) in &m.query_params {
-        query_params.push((k.clone(), StrMatcher::compile(sm)?));
+        query_params.push((k.clone(), compile(sm)?));
     }
     Ok(MatchBlock {
         name: m.name.clone(),
@@ -514,7 +507,7 @@ pub fn compile_block(m: &HttpMatchRequest) -> Result<MatchBlock, regex::Error> {
             .uri
             .as_ref()
             .map(|u| {
-                StrMatcher::compile(u).map(|matcher| UriMatcher {
+                StrMatcher::compile(u).map(|matcher| StringMatcher {
                     matcher,
                     ignore_case: m.ignore_uri_case,
                 })

@@ -1,18 +1,25 @@
 //! Compiled request matchers and the request view they run against.
 //!
-//! Matching follows Envoy as Istio configures it: string matches are exact,
-//! raw string prefix (`/v2` matches `/v2example`) or RE2 regex matched
-//! against the whole value; the path is matched without its query string;
-//! `ignoreUriCase` makes uri exact and prefix matches ASCII
-//! case-insensitive (regex stays case-sensitive, as Istio documents);
-//! header names are case-insensitive. The hot path does not allocate except
-//! to percent-decode a query parameter value that contains `%`.
+//! Matching follows Envoy as Istio configures it, through the shared
+//! [`crate::matcher`] types: string matches are exact, raw string prefix
+//! (`/v2` matches `/v2example`) or RE2 regex matched against the whole
+//! value; the path is matched without its query string; `ignoreUriCase`
+//! makes uri exact and prefix matches ASCII case-insensitive (regex stays
+//! case-sensitive, as Istio documents); method, authority and scheme are
+//! header matches on the pseudo-headers, so an absent authority matches
+//! nothing; header names are case-insensitive and a repeated header reads
+//! as its values joined with `,`. The hot path does not allocate except to
+//! percent-decode a query parameter value that contains `%` or to join a
+//! repeated header.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
 
-use regex::Regex;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+
+pub use crate::matcher::uri::{query_param, split_query};
+pub use crate::matcher::{
+    FullRegex, HeaderMatcher, HeaderSource, StrMatcher, StringMatcher, NO_HEADERS,
+};
 
 /// The request attributes route matching looks at.
 #[derive(Clone, Copy)]
@@ -61,213 +68,30 @@ impl<'a> RequestInfo<'a> {
         split_query(self.path).0
     }
 
-    /// The value of a header (lowercase name), pseudo-headers included.
+    /// The value of a header (lowercase name), pseudo-headers included; an
+    /// empty authority reads as absent.
     #[inline]
-    pub fn header(&self, name: &str) -> Option<&'a str> {
+    pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
         if !name.starts_with(':') && name != "host" {
             return self.headers.header(name);
         }
         match name {
-            ":authority" | "host" if !self.authority.is_empty() => Some(self.authority),
-            ":method" => Some(self.method),
-            ":path" => Some(self.path),
-            ":scheme" => Some(self.scheme),
+            ":authority" | "host" if !self.authority.is_empty() => {
+                Some(Cow::Borrowed(self.authority))
+            }
+            ":method" => Some(Cow::Borrowed(self.method)),
+            ":path" => Some(Cow::Borrowed(self.path)),
+            ":scheme" => Some(Cow::Borrowed(self.scheme)),
             _ => self.headers.header(name),
         }
     }
 }
 
-/// Request headers as the matcher reads them. Implementations compare names
-/// case-insensitively and return the first value of a repeated header.
-pub trait HeaderSource {
-    /// The value of header `name` (given in lowercase).
-    fn header(&self, name: &str) -> Option<&str>;
-}
-
-/// An empty header set.
-pub const NO_HEADERS: [(&str, &str); 0] = [];
-
-impl<const N: usize> HeaderSource for [(&str, &str); N] {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    }
-}
-
-impl HeaderSource for Vec<(&str, &str)> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    }
-}
-
-impl HeaderSource for Vec<(String, String)> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl HeaderSource for BTreeMap<String, String> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).map(String::as_str).or_else(|| {
-            self.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        })
-    }
-}
-
-impl HeaderSource for HashMap<String, String> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).map(String::as_str).or_else(|| {
-            self.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        })
-    }
-}
-
-/// A regex that must match the whole value (Envoy's `safe_regex`).
-#[derive(Debug, Clone)]
-pub struct FullRegex {
-    source: String,
-    re: Regex,
-}
-
-impl FullRegex {
-    /// Compiles `pattern` anchored at both ends.
-    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
-        Ok(Self {
-            source: pattern.to_string(),
-            re: Regex::new(&format!("^(?:{pattern})$"))?,
-        })
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
-    /// True when the whole of `s` matches.
-    pub fn is_match(&self, s: &str) -> bool {
-        self.re.is_match(s)
-    }
-}
-
-impl PartialEq for FullRegex {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-
-impl Serialize for FullRegex {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-/// A compiled string match.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrMatcher {
-    /// Equal.
-    Exact(String),
-    /// Starts with (raw string prefix).
-    Prefix(String),
-    /// Whole-value RE2 regex.
-    Regex(FullRegex),
-    /// Any value, as long as it is present.
-    Present,
-}
-
-impl StrMatcher {
-    /// Compiles a config string match. `{}` becomes [`StrMatcher::Present`].
-    pub fn compile(m: &crate::config::common::StringMatch) -> Result<Self, regex::Error> {
-        use crate::config::common::StringMatchKind as K;
-        Ok(match m.kind() {
-            K::Exact(s) => StrMatcher::Exact(s.to_string()),
-            K::Prefix(s) => StrMatcher::Prefix(s.to_string()),
-            K::Regex(s) => StrMatcher::Regex(FullRegex::new(s)?),
-            K::Present => StrMatcher::Present,
-        })
-    }
-
-    /// True when `value` matches.
-    #[inline]
-    pub fn matches(&self, value: &str) -> bool {
-        match self {
-            StrMatcher::Exact(e) => value == e,
-            StrMatcher::Prefix(p) => value.starts_with(p.as_str()),
-            StrMatcher::Regex(r) => r.is_match(value),
-            StrMatcher::Present => true,
-        }
-    }
-
-    /// Like [`StrMatcher::matches`] but exact and prefix compare ASCII
-    /// case-insensitively (regex unchanged).
-    #[inline]
-    pub fn matches_ignore_case(&self, value: &str) -> bool {
-        match self {
-            StrMatcher::Exact(e) => value.eq_ignore_ascii_case(e),
-            StrMatcher::Prefix(p) => value
-                .as_bytes()
-                .get(..p.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
-            other => other.matches(value),
-        }
-    }
-}
-
-/// The path match of a block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UriMatcher {
-    /// The match.
-    pub matcher: StrMatcher,
-    /// `ignoreUriCase`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ignore_case: bool,
-}
-
-impl UriMatcher {
-    /// True when the path (without query) matches.
-    #[inline]
-    pub fn matches(&self, path: &str) -> bool {
-        if self.ignore_case {
-            self.matcher.matches_ignore_case(path)
-        } else {
-            self.matcher.matches(path)
-        }
-    }
-}
-
-/// A header condition. With `invert` (from `withoutHeaders`) the result is
-/// inverted as Envoy's `invert_match` does: a missing header satisfies an
-/// inverted match only when the match is "present" (`{}`); a missing header
-/// never satisfies an inverted exact/prefix/regex match.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HeaderMatcher {
-    /// Lowercase header name.
-    pub name: String,
-    /// The value match.
-    pub matcher: StrMatcher,
-    /// From `withoutHeaders`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub invert: bool,
-}
-
-impl HeaderMatcher {
-    /// Evaluates the condition against a request.
-    #[inline]
-    pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
-        match req.header(&self.name) {
-            None => self.invert && self.matcher == StrMatcher::Present,
-            Some(v) => self.matcher.matches(v) != self.invert,
-        }
-    }
+/// A pseudo-header condition: like a header match, nothing matches an
+/// empty (absent) value.
+#[inline]
+fn pseudo(m: &StringMatcher, value: &str) -> bool {
+    !value.is_empty() && m.matches(value)
 }
 
 /// One compiled match block: every condition set must hold.
@@ -276,24 +100,25 @@ pub struct MatchBlock {
     /// Name of the block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Path condition.
+    /// Path condition (`ignore_case` from `ignoreUriCase`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uri: Option<UriMatcher>,
+    pub uri: Option<StringMatcher>,
     /// Scheme condition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<StrMatcher>,
+    pub scheme: Option<StringMatcher>,
     /// Method condition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<StrMatcher>,
+    pub method: Option<StringMatcher>,
     /// Authority condition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub authority: Option<StrMatcher>,
+    pub authority: Option<StringMatcher>,
     /// Header conditions (`headers` and `withoutHeaders`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatcher>,
-    /// Query parameter conditions.
+    /// Query parameter conditions ([`StrMatcher::Present`] for a
+    /// parameter that only has to be there).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub query_params: Vec<(String, StrMatcher)>,
+    pub query_params: Vec<(String, StringMatcher)>,
     /// Listener port condition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -317,17 +142,17 @@ impl MatchBlock {
             }
         }
         if let Some(m) = &self.method {
-            if !m.matches(req.method) {
+            if !pseudo(m, req.method) {
                 return false;
             }
         }
         if let Some(m) = &self.authority {
-            if !m.matches(req.authority) {
+            if !pseudo(m, req.authority) {
                 return false;
             }
         }
         if let Some(m) = &self.scheme {
-            if !m.matches(req.scheme) {
+            if !pseudo(m, req.scheme) {
                 return false;
             }
         }
@@ -336,7 +161,11 @@ impl MatchBlock {
                 return false;
             }
         }
-        if !self.headers.iter().all(|h| h.matches(req)) {
+        if !self
+            .headers
+            .iter()
+            .all(|h| h.matches_value(req.header(&h.name).as_deref()))
+        {
             return false;
         }
         self.query_params
@@ -354,51 +183,4 @@ impl MatchBlock {
             && self.query_params.is_empty()
             && self.port.is_none()
     }
-}
-
-/// Splits `path?query` into path and query (empty when absent). A fragment
-/// is dropped.
-#[inline]
-pub fn split_query(path: &str) -> (&str, &str) {
-    match path.bytes().position(|b| b == b'?' || b == b'#') {
-        None => (path, ""),
-        Some(i) if path.as_bytes()[i] == b'#' => (&path[..i], ""),
-        Some(i) => {
-            let rest = &path[i + 1..];
-            (&path[..i], rest.split_once('#').map_or(rest, |(q, _)| q))
-        }
-    }
-}
-
-/// The value of query parameter `name` (first occurrence), percent-decoded.
-/// A parameter without `=` has the empty value.
-pub fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
-    query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_decode(v))
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }

@@ -26,7 +26,7 @@ pub use compile::{
     VsRef,
 };
 pub use explain::{explain, ExplainRequest, ExplainedDestination, RouteExplanation};
-pub use matcher::{HeaderSource, MatchBlock, RequestInfo, StrMatcher};
+pub use matcher::{HeaderSource, MatchBlock, RequestInfo, StrMatcher, StringMatcher};
 pub use model::{Action, Destination, Route, RouteTable, WeightedDestinations};
 pub use unreachable::unreachable_rules;
 

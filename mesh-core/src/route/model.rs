@@ -334,7 +334,12 @@ impl Rewrite {
                 Some(StrMatcher::Prefix(prefix)) => {
                     format!("{u}{}", p.get(prefix.len()..).unwrap_or(""))
                 }
-                Some(StrMatcher::Exact(_)) | Some(StrMatcher::Regex(_)) => u.clone(),
+                Some(
+                    StrMatcher::Exact(_)
+                    | StrMatcher::Regex(_)
+                    | StrMatcher::Suffix(_)
+                    | StrMatcher::Contains(_),
+                ) => u.clone(),
                 Some(StrMatcher::Present) | None => {
                     format!("{u}{}", p.strip_prefix('/').unwrap_or(p))
                 }

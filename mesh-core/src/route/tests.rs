@@ -198,6 +198,9 @@ fn without_headers() {
         Some(0),
         "absent header satisfies withoutHeaders {{}}"
     );
+    // A request without x-env matches `withoutHeaders: {x-env: {exact:
+    // prod}}`: istiod sets treat_missing_header_as_empty, so Envoy reads
+    // the missing header as "" and "" is not "prod".
     let h = [("x-internal", "1")];
     assert_eq!(
         routed_index(
@@ -207,7 +210,8 @@ fn without_headers() {
                 ..get("/")
             }
         ),
-        None
+        Some(1),
+        "absent header satisfies withoutHeaders with a value match"
     );
     let h = [("x-internal", "1"), ("x-env", "dev")];
     assert_eq!(
@@ -814,4 +818,52 @@ mod props {
             prop_assert_eq!(t.route(&get(&path)).is_some(), path.starts_with(&prefix));
         }
     }
+}
+
+#[test]
+fn header_query_and_authority_missing_value_rules() {
+    // Istio translates method/authority/scheme to header matches on the
+    // pseudo-headers, so an absent authority matches nothing, not even
+    // `{}`; a repeated header reads as its values joined with ","; query
+    // values are percent-decoded and `{}` only needs the parameter.
+    let t = one(json!({"hosts": ["reviews"], "http": [
+        {"match": [{"authority": {}}], "route": dest("a")},
+        {"match": [{"headers": {"x-tag": {"exact": "a,b"}}}], "route": dest("b")},
+        {"match": [{"queryParams": {"q": {"exact": "x y"}}}], "route": dest("c")},
+        {"match": [{"queryParams": {"flag": {}}}], "route": dest("d")}]}));
+    assert_eq!(
+        routed_index(&t, &get("/")),
+        None,
+        "no authority: {{}} does not match"
+    );
+    assert_eq!(
+        routed_index(
+            &t,
+            &RequestInfo {
+                authority: "reviews:9080",
+                ..get("/")
+            }
+        ),
+        Some(0)
+    );
+    let h = [("x-tag", "a"), ("X-Tag", "b")];
+    assert_eq!(
+        routed_index(
+            &t,
+            &RequestInfo {
+                headers: &h,
+                ..get("/")
+            }
+        ),
+        Some(1),
+        "repeated headers are joined with ','"
+    );
+    assert_eq!(routed_index(&t, &get("/p?q=x%20y")), Some(2));
+    assert_eq!(routed_index(&t, &get("/p?q=x+y")), None, "+ is not a space");
+    assert_eq!(routed_index(&t, &get("/p?flag")), Some(3));
+    assert_eq!(
+        routed_index(&t, &get("/p?Flag=1")),
+        None,
+        "names are case-sensitive"
+    );
 }

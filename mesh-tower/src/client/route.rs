@@ -71,8 +71,10 @@ pub struct RouteService<S> {
 struct Headers<'a>(&'a HeaderMap);
 
 impl HeaderSource for Headers<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(|v| v.to_str().ok())
+    fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        // A value that is not visible ASCII reads as absent rather than as
+        // a lossy string a route could be matched against.
+        mesh_core::matcher::join_values(self.0.get_all(name).iter().map_while(|v| v.to_str().ok()))
     }
 }
 

@@ -4,26 +4,24 @@ use envoy_types::pb::envoy::config::core::v3::{
     data_source::Specifier, header_value_option::HeaderAppendAction, HeaderValueOption,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     route::Action as EnvoyAction,
     route_action::{ClusterSpecifier, HostRewriteSpecifier},
     route_match::PathSpecifier,
-    HeaderMatcher as EnvoyHeaderMatcher, RetryPolicy as EnvoyRetryPolicy, Route as EnvoyRoute,
-    RouteAction, RouteConfiguration,
+    RetryPolicy as EnvoyRetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
 };
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     fault_abort::ErrorType, HttpFault,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher as EnvoyStringMatcher;
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use mesh_core::config::common::Duration;
 use mesh_core::config::kube::Protocol;
 use mesh_core::config::networking::virtual_service::HttpBody;
 use mesh_core::retry::{RetryOn, RetryOrigin, RetryPolicy, DEFAULT_BACKOFF_BASE};
-use mesh_core::route::matcher::{FullRegex, HeaderMatcher, MatchBlock, StrMatcher, UriMatcher};
+use mesh_core::route::matcher::{FullRegex, MatchBlock, StrMatcher, StringMatcher};
 use mesh_core::route::model::{
     AbortFault, Action, DelayFault, DelegateOrigin, Destination, DirectResponse, Fault, HeaderOps,
     Mirror, Redirect, RegexRewrite, Rewrite, Route, RouteTable, WeightedDestinations,
@@ -108,36 +106,8 @@ fn regex(r: &str, res: &str) -> Result<FullRegex, DecodeError> {
     FullRegex::new(r).map_err(|e| DecodeError::invalid(res, format!("bad regex {r:?}: {e}")))
 }
 
-fn str_matcher(m: &StringMatcher, res: &str) -> Result<StrMatcher, DecodeError> {
-    Ok(match &m.match_pattern {
-        Some(MatchPattern::Exact(s)) => StrMatcher::Exact(s.clone()),
-        Some(MatchPattern::Prefix(s)) => StrMatcher::Prefix(s.clone()),
-        Some(MatchPattern::SafeRegex(r)) => StrMatcher::Regex(regex(&r.regex, res)?),
-        Some(MatchPattern::Suffix(s)) => {
-            StrMatcher::Regex(regex(&format!(".*{}", regex::escape(s)), res)?)
-        }
-        Some(MatchPattern::Contains(s)) => {
-            StrMatcher::Regex(regex(&format!(".*{}.*", regex::escape(s)), res)?)
-        }
-        _ => return Err(DecodeError::invalid(res, "unsupported string matcher")),
-    })
-}
-
-fn header_value(h: &EnvoyHeaderMatcher, res: &str) -> Result<StrMatcher, DecodeError> {
-    #[allow(deprecated)]
-    Ok(match &h.header_match_specifier {
-        None | Some(HeaderMatchSpecifier::PresentMatch(true)) => StrMatcher::Present,
-        Some(HeaderMatchSpecifier::StringMatch(m)) => str_matcher(m, res)?,
-        Some(HeaderMatchSpecifier::ExactMatch(e)) => StrMatcher::Exact(e.clone()),
-        Some(HeaderMatchSpecifier::PrefixMatch(p)) => StrMatcher::Prefix(p.clone()),
-        Some(HeaderMatchSpecifier::SafeRegexMatch(r)) => StrMatcher::Regex(regex(&r.regex, res)?),
-        Some(_) => {
-            return Err(DecodeError::invalid(
-                res,
-                format!("unsupported header match on {}", h.name),
-            ))
-        }
-    })
+fn str_matcher(m: &EnvoyStringMatcher, res: &str) -> Result<StringMatcher, DecodeError> {
+    crate::matcher::decode_string(m).map_err(|e| DecodeError::invalid(res, e))
 }
 
 fn decode_match(er: &EnvoyRoute, md: &Md, res: &str) -> Result<Option<MatchBlock>, DecodeError> {
@@ -158,27 +128,38 @@ fn decode_match(er: &EnvoyRoute, md: &Md, res: &str) -> Result<Option<MatchBlock
         None => None,
         Some(_) => return Err(DecodeError::invalid(res, "unsupported path match")),
     };
-    b.uri = uri.map(|matcher| UriMatcher {
+    b.uri = uri.map(|matcher| StringMatcher {
         matcher,
         ignore_case,
     });
     for h in &m.headers {
-        let v = header_value(h, res)?;
+        let h = crate::matcher::decode_header(h).map_err(|e| DecodeError::invalid(res, e))?;
+        // Plain pseudo-header matches have fields of their own; anything
+        // else (inverted, missing-as-empty) stays a header match, which
+        // reads pseudo-headers the same way.
+        let plain = !h.invert && !h.treat_missing_as_empty;
         match h.name.as_str() {
-            ":method" if !h.invert_match => b.method = Some(v),
-            ":authority" if !h.invert_match => b.authority = Some(v),
-            ":scheme" if !h.invert_match => b.scheme = Some(v),
-            name => b.headers.push(HeaderMatcher {
-                name: name.to_string(),
-                matcher: v,
-                invert: h.invert_match,
-            }),
+            ":method" if plain => b.method = Some(h.value),
+            ":authority" if plain => b.authority = Some(h.value),
+            ":scheme" if plain => b.scheme = Some(h.value),
+            _ => b.headers.push(h),
         }
     }
     for q in &m.query_parameters {
         let v = match &q.query_parameter_match_specifier {
             Some(QueryParameterMatchSpecifier::StringMatch(sm)) => str_matcher(sm, res)?,
-            _ => StrMatcher::Present,
+            Some(QueryParameterMatchSpecifier::PresentMatch(true)) | None => {
+                StringMatcher::new(StrMatcher::Present)
+            }
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)) => {
+                return Err(DecodeError::invalid(
+                    res,
+                    format!(
+                        "query parameter {}: present_match false is not supported",
+                        q.name
+                    ),
+                ))
+            }
         };
         b.query_params.push((q.name.clone(), v));
     }

@@ -7,7 +7,6 @@ use envoy_types::pb::envoy::config::core::v3::{
     HeaderValueOption, RuntimeFractionalPercent,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     retry_policy::{
@@ -20,9 +19,8 @@ use envoy_types::pb::envoy::config::route::v3::{
     },
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
-    DirectResponseAction, HeaderMatcher as EnvoyHeaderMatcher, QueryParameterMatcher,
-    RedirectAction, RetryPolicy as EnvoyRetryPolicy, Route as EnvoyRoute, RouteAction,
-    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    DirectResponseAction, QueryParameterMatcher, RedirectAction, RetryPolicy as EnvoyRetryPolicy,
+    Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
     fault_delay::FaultDelaySecifier, FaultDelay,
@@ -32,14 +30,14 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
-};
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use mesh_core::config::kube::Protocol;
 use mesh_core::model::{cluster_name, Model, OutboundService};
 use mesh_core::retry::{RetryOrigin, RetryPolicy};
-use mesh_core::route::matcher::{MatchBlock, StrMatcher};
+use mesh_core::route::matcher::{HeaderMatcher, MatchBlock, StrMatcher};
+
+use crate::matcher::{encode_header, encode_string};
 use mesh_core::route::model::{Action, Fault, HeaderOps, Mirror, Route};
 use serde_json::{json, Map, Value};
 
@@ -262,6 +260,14 @@ fn encode_match(block: Option<&MatchBlock>) -> RouteMatch {
             StrMatcher::Exact(p) => PathSpecifier::Path(p.clone()),
             StrMatcher::Prefix(p) => PathSpecifier::Prefix(p.clone()),
             StrMatcher::Regex(r) => PathSpecifier::SafeRegex(regex(r.as_str())),
+            // A compiled VirtualService never has these paths; a decoded
+            // one keeps its meaning as a regex.
+            StrMatcher::Suffix(p) => {
+                PathSpecifier::SafeRegex(regex(&format!(".*{}", regex::escape(p))))
+            }
+            StrMatcher::Contains(p) => {
+                PathSpecifier::SafeRegex(regex(&format!(".*{}.*", regex::escape(p))))
+            }
             StrMatcher::Present => PathSpecifier::Prefix("/".to_string()),
         });
         if u.ignore_case {
@@ -274,19 +280,19 @@ fn encode_match(block: Option<&MatchBlock>) -> RouteMatch {
         (":scheme", &b.scheme),
     ] {
         if let Some(sm) = sm {
-            m.headers.push(header_matcher(name, sm, false));
+            m.headers
+                .push(encode_header(&HeaderMatcher::new(name, sm.clone())));
         }
     }
     for h in &b.headers {
-        m.headers
-            .push(header_matcher(&h.name, &h.matcher, h.invert));
+        m.headers.push(encode_header(h));
     }
     for (name, sm) in &b.query_params {
         m.query_parameters.push(QueryParameterMatcher {
             name: name.clone(),
-            query_parameter_match_specifier: Some(match sm {
+            query_parameter_match_specifier: Some(match sm.matcher {
                 StrMatcher::Present => QueryParameterMatchSpecifier::PresentMatch(true),
-                other => QueryParameterMatchSpecifier::StringMatch(string_matcher(other)),
+                _ => QueryParameterMatchSpecifier::StringMatch(encode_string(sm)),
             }),
         });
     }
@@ -294,36 +300,7 @@ fn encode_match(block: Option<&MatchBlock>) -> RouteMatch {
 }
 
 fn regex(r: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: r.to_string(),
-        ..Default::default()
-    }
-}
-
-/// An Envoy string matcher (Present is not a string match; callers handle it).
-pub fn string_matcher(sm: &StrMatcher) -> StringMatcher {
-    let pattern = match sm {
-        StrMatcher::Exact(s) => MatchPattern::Exact(s.clone()),
-        StrMatcher::Prefix(s) => MatchPattern::Prefix(s.clone()),
-        StrMatcher::Regex(r) => MatchPattern::SafeRegex(regex(r.as_str())),
-        StrMatcher::Present => MatchPattern::SafeRegex(regex(".*")),
-    };
-    StringMatcher {
-        match_pattern: Some(pattern),
-        ignore_case: false,
-    }
-}
-
-fn header_matcher(name: &str, sm: &StrMatcher, invert: bool) -> EnvoyHeaderMatcher {
-    EnvoyHeaderMatcher {
-        name: name.to_string(),
-        invert_match: invert,
-        header_match_specifier: Some(match sm {
-            StrMatcher::Present => HeaderMatchSpecifier::PresentMatch(true),
-            other => HeaderMatchSpecifier::StringMatch(string_matcher(other)),
-        }),
-        ..Default::default()
-    }
+    crate::matcher::regex_matcher(r)
 }
 
 fn header_adds(ops: &HeaderOps) -> Vec<HeaderValueOption> {

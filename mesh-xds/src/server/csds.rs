@@ -22,9 +22,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::admin::v3::{ClientResourceStatus, UpdateFailureState};
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    string_matcher::MatchPattern, NodeMatcher, StringMatcher,
-};
+use envoy_types::pb::envoy::r#type::matcher::v3::NodeMatcher;
 use envoy_types::pb::envoy::service::status::v3::{
     client_config::GenericXdsConfig,
     client_status_discovery_service_server::{
@@ -86,15 +84,8 @@ impl CsdsServer {
     }
 }
 
-/// A node id matcher from a `NodeMatcher`.
-enum IdMatcher {
-    Any,
-    Exact(String, bool),
-    Prefix(String, bool),
-    Suffix(String, bool),
-    Contains(String, bool),
-    Regex(regex::Regex),
-}
+/// A node id matcher from a `NodeMatcher` (no `node_id`: any node).
+struct IdMatcher(Option<mesh_core::matcher::StringMatcher>);
 
 impl IdMatcher {
     fn new(m: &NodeMatcher) -> Result<Self, Status> {
@@ -103,59 +94,16 @@ impl IdMatcher {
                 "CSDS node_matchers: node_metadatas matching is not supported; match on node_id",
             ));
         }
-        let Some(StringMatcher {
-            match_pattern,
-            ignore_case,
-        }) = &m.node_id
-        else {
-            return Ok(Self::Any);
-        };
-        let fold = |s: &str| {
-            if *ignore_case {
-                s.to_lowercase()
-            } else {
-                s.to_string()
-            }
-        };
-        Ok(match match_pattern {
-            None => Self::Any,
-            Some(MatchPattern::Exact(s)) => Self::Exact(fold(s), *ignore_case),
-            Some(MatchPattern::Prefix(s)) => Self::Prefix(fold(s), *ignore_case),
-            Some(MatchPattern::Suffix(s)) => Self::Suffix(fold(s), *ignore_case),
-            Some(MatchPattern::Contains(s)) => Self::Contains(fold(s), *ignore_case),
-            Some(MatchPattern::SafeRegex(r)) => {
-                let re = regex::Regex::new(&format!("^(?:{})$", r.regex)).map_err(|e| {
-                    Status::invalid_argument(format!(
-                        "CSDS node_matchers: node_id regex {:?} does not compile: {e}",
-                        r.regex
-                    ))
-                })?;
-                Self::Regex(re)
-            }
-            Some(MatchPattern::Custom(_)) => {
-                return Err(Status::invalid_argument(
-                    "CSDS node_matchers: custom string matchers are not supported; use exact, prefix, suffix, contains or safe_regex",
-                ))
-            }
-        })
+        match &m.node_id {
+            Some(sm) if sm.match_pattern.is_some() => crate::matcher::decode_string(sm)
+                .map(|m| Self(Some(m)))
+                .map_err(|e| Status::invalid_argument(format!("CSDS node_matchers: node_id: {e}"))),
+            _ => Ok(Self(None)),
+        }
     }
 
     fn matches(&self, id: &str) -> bool {
-        let fold = |ic: bool| {
-            if ic {
-                id.to_lowercase()
-            } else {
-                id.to_string()
-            }
-        };
-        match self {
-            Self::Any => true,
-            Self::Exact(s, ic) => fold(*ic) == *s,
-            Self::Prefix(s, ic) => fold(*ic).starts_with(s.as_str()),
-            Self::Suffix(s, ic) => fold(*ic).ends_with(s.as_str()),
-            Self::Contains(s, ic) => fold(*ic).contains(s.as_str()),
-            Self::Regex(r) => r.is_match(id),
-        }
+        self.0.as_ref().is_none_or(|m| m.matches(id))
     }
 }
 
