@@ -20,6 +20,7 @@ pub mod lb;
 pub mod matcher;
 pub mod model;
 pub mod outlier;
+pub mod rbac;
 pub mod registry;
 pub mod retry;
 pub mod route;

@@ -9,7 +9,8 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use regex::Regex;
+
+use crate::matcher::FullRegex;
 
 /// Istio's string match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +68,9 @@ impl StrMatch {
 pub enum PathMatch {
     /// Exact, prefix, suffix or presence.
     Str(StrMatch),
-    /// A `{*}`/`{**}` template, compiled to an anchored regex.
-    Template(Regex),
+    /// A `{*}`/`{**}` template, compiled to a whole-path regex (the same
+    /// RE2 pattern Envoy's `url_path` `safe_regex` is sent).
+    Template(FullRegex),
 }
 
 impl PathMatch {
@@ -78,7 +80,7 @@ impl PathMatch {
             return Ok(Self::Str(StrMatch::parse(value)));
         }
         check_path_template(value)?;
-        let mut re = String::from("^");
+        let mut re = String::new();
         for (i, seg) in value.split('/').enumerate() {
             if i > 0 {
                 re.push('/');
@@ -89,8 +91,7 @@ impl PathMatch {
                 lit => re.push_str(&regex::escape(lit)),
             }
         }
-        re.push('$');
-        Regex::new(&re)
+        FullRegex::new(&re)
             .map(Self::Template)
             .map_err(|e| format!("path template {value:?} did not compile: {e}"))
     }

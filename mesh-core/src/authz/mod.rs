@@ -31,6 +31,7 @@
 mod compile;
 pub mod engine;
 pub mod key;
+pub mod lower;
 pub mod matcher;
 pub mod path;
 pub mod policy;
@@ -38,9 +39,12 @@ pub mod request;
 pub mod select;
 
 #[cfg(test)]
+mod lower_tests;
+#[cfg(test)]
 mod tests;
 
 pub use engine::{Check, Decision, DryRun, PolicySet, RuleRef, Verdict};
+pub use lower::{Effect, Lowered, Note, HTTP_ALLOW_FILTER, HTTP_DENY_FILTER};
 pub use path::{normalize, Normalization, PathError};
 pub use policy::{is_dry_run, CompiledPolicy};
 pub use request::{Protocol, Request};

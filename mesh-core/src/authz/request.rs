@@ -88,25 +88,23 @@ impl Request {
     }
 
     /// The value of a header (name case-insensitive), repeated headers joined
-    /// with `,`; `None` when absent.
+    /// with `,`; `None` when absent. The pseudo-headers `:method`, `:path`
+    /// and `:authority` read the request's own fields, as Envoy's header
+    /// map has them.
     pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut it = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str());
-        let first = it.next()?;
-        match it.next() {
-            None => Some(Cow::Borrowed(first)),
-            Some(second) => {
-                let mut s = format!("{first},{second}");
-                for v in it {
-                    s.push(',');
-                    s.push_str(v);
-                }
-                Some(Cow::Owned(s))
-            }
+        let pseudo = |v: &str| (!v.is_empty()).then_some(());
+        match name {
+            ":method" => return pseudo(&self.method).map(|_| Cow::Borrowed(self.method.as_str())),
+            ":path" => return pseudo(&self.path).map(|_| Cow::Borrowed(self.path.as_str())),
+            ":authority" => return pseudo(&self.host).map(|_| Cow::Borrowed(self.host.as_str())),
+            _ => {}
         }
+        crate::matcher::join_values(
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+        )
     }
 
     /// The original client address: `remote_ip`, else the direct peer.
@@ -124,6 +122,12 @@ impl Request {
     }
 }
 
+impl crate::matcher::HeaderSource for Request {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        Request::header(self, name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +141,8 @@ mod tests {
         assert_eq!(r.header("x-A").as_deref(), Some("1,2"));
         assert_eq!(r.header("B").as_deref(), Some("3"));
         assert_eq!(r.header("c"), None);
+        assert_eq!(r.header(":method").as_deref(), Some("GET"));
+        assert_eq!(r.header(":authority"), None, "no host");
     }
 
     #[test]
