@@ -129,7 +129,6 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
                 &model,
                 &EncodeOptions {
                     inbound_addresses: inbound_addresses(&model, key),
-                    authorization_policies: policies.clone(),
                     proxyless_grpc: key.proxyless_grpc,
                     ..EncodeOptions::default()
                 },

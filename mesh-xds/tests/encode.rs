@@ -278,14 +278,8 @@ fn inbound_listener_with_rbac() {
         common::labels(&[("app", "reviews"), ("version", "v1")]),
     );
     let m = mesh_core::compile::compile(&res, &Default::default(), &client);
-    let workload = mesh_core::authz::Workload::new("bookinfo", client.labels.clone());
-    let policies: Vec<_> = mesh_core::authz::select(&res, &m.mesh.root_namespace, &workload)
-        .into_iter()
-        .cloned()
-        .collect();
     let opts = EncodeOptions {
         inbound_addresses: vec![("0.0.0.0".into(), 9080)],
-        authorization_policies: policies,
         ..EncodeOptions::default()
     };
     let out = encode(&m, &opts);
@@ -348,18 +342,7 @@ spec:
     let client = mesh_core::model::Client::new("demo", common::labels(&[("app", "echo")]));
     let m = mesh_core::compile::compile(&res, &Default::default(), &client);
     assert!(m.inbound.ports.contains_key(&7070), "{:?}", m.inbound.ports);
-    let workload = mesh_core::authz::Workload::new("demo", client.labels.clone());
-    let policies: Vec<_> = mesh_core::authz::select(&res, &m.mesh.root_namespace, &workload)
-        .into_iter()
-        .cloned()
-        .collect();
-    let out = encode(
-        &m,
-        &EncodeOptions {
-            authorization_policies: policies,
-            ..EncodeOptions::default()
-        },
-    );
+    let out = encode(&m, &EncodeOptions::default());
     let l = out
         .listeners
         .iter()

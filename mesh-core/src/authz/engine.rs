@@ -105,6 +105,9 @@ impl Decision {
 
 struct Inner {
     policies: Vec<CompiledPolicy>,
+    /// Set when the policies came as RBAC filters from an xDS server
+    /// (then `policies` is empty and these decide).
+    rbac: Option<super::decoded::RbacPorts>,
     normalization: Normalization,
     /// Indices of enforced policies per action (CUSTOM, DENY, ALLOW).
     enforced: [Vec<usize>; 3],
@@ -141,6 +144,7 @@ impl std::fmt::Debug for PolicySet {
                     .collect::<Vec<_>>(),
             )
             .field("normalization", &self.inner.normalization)
+            .field("rbac", &self.inner.rbac)
             .finish()
     }
 }
@@ -213,11 +217,32 @@ impl PolicySet {
         Self {
             inner: Arc::new(Inner {
                 policies,
+                rbac: None,
                 normalization,
                 enforced,
                 with_dry_run,
             }),
         }
+    }
+
+    /// A set that enforces RBAC filters an xDS server sent, with Envoy's
+    /// semantics, per port (see [`super::decoded`]); paths are normalized
+    /// with `normalization` first, as the server's HTTP layer would.
+    pub fn from_rbac(rbac: super::decoded::RbacPorts, normalization: Normalization) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                policies: Vec::new(),
+                rbac: Some(rbac),
+                normalization,
+                enforced: Default::default(),
+                with_dry_run: Default::default(),
+            }),
+        }
+    }
+
+    /// The RBAC filters this set enforces, when it came from them.
+    pub fn rbac(&self) -> Option<&super::decoded::RbacPorts> {
+        self.inner.rbac.as_ref()
     }
 
     /// The compiled policies, in evaluation order.
@@ -242,6 +267,9 @@ impl PolicySet {
     /// Authorizes one request without explaining: the hot path of the
     /// server-side layer. Same verdict as [`PolicySet::evaluate`].
     pub fn check(&self, req: &Request) -> Check<'_> {
+        if let Some(r) = &self.inner.rbac {
+            return r.check(req, self.inner.normalization);
+        }
         let normalized = if req.protocol == super::request::Protocol::Http {
             match normalize(&req.path, self.inner.normalization) {
                 Ok(p) => Some(p),
@@ -277,6 +305,9 @@ impl PolicySet {
 
     /// Authorizes one request and explains the decision.
     pub fn evaluate(&self, req: &Request) -> Decision {
+        if let Some(r) = &self.inner.rbac {
+            return r.evaluate(req, self.inner.normalization);
+        }
         let http = req.protocol == super::request::Protocol::Http;
         let normalized = if http {
             match normalize(&req.path, self.inner.normalization) {

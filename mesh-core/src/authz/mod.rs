@@ -29,6 +29,7 @@
 //!   matching string; numbers, booleans and objects never match.
 
 mod compile;
+pub mod decoded;
 pub mod engine;
 pub mod key;
 pub mod lower;
@@ -43,6 +44,7 @@ mod lower_tests;
 #[cfg(test)]
 mod tests;
 
+pub use decoded::{PortRbac, RbacPorts};
 pub use engine::{Check, Decision, DryRun, PolicySet, RuleRef, Verdict};
 pub use lower::{Effect, Lowered, Note, HTTP_ALLOW_FILTER, HTTP_DENY_FILTER};
 pub use path::{normalize, Normalization, PathError};

@@ -110,34 +110,34 @@ impl Rbac {
 
 /// What dry-run (shadow) rules would have decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Shadow {
+pub struct Shadow<'f> {
     /// The filter holding them.
-    pub filter: String,
+    pub filter: &'f str,
     /// Whether they would let the request through.
     pub allowed: bool,
     /// The policy that decided, if one matched.
-    pub policy: Option<String>,
+    pub policy: Option<&'f str>,
 }
 
 /// The result of running a request through a chain of RBAC filters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
+pub struct Outcome<'f> {
     /// Every filter let the request through.
     pub allowed: bool,
     /// The filter that refused it.
-    pub filter: Option<String>,
+    pub filter: Option<&'f str>,
     /// The deciding policy: the DENY policy that matched, or the ALLOW
     /// policy that let it through in the last ALLOW filter.
-    pub policy: Option<String>,
+    pub policy: Option<&'f str>,
     /// The action of the deciding rules.
     pub action: Option<Action>,
     /// Dry-run results, per filter that has shadow rules and was reached.
-    pub shadow: Vec<Shadow>,
+    pub shadow: Vec<Shadow<'f>>,
 }
 
 /// Runs the request through `filters` in order, as an HTTP connection
 /// manager does: the first filter that refuses ends the chain.
-pub fn evaluate(filters: &[Filter], a: &Attributes<'_>) -> Outcome {
+pub fn evaluate<'f>(filters: &'f [Filter], a: &Attributes<'_>) -> Outcome<'f> {
     let mut out = Outcome {
         allowed: true,
         filter: None,
@@ -149,20 +149,20 @@ pub fn evaluate(filters: &[Filter], a: &Attributes<'_>) -> Outcome {
         if let Some(s) = &f.shadow {
             let (allowed, policy) = s.decide(a);
             out.shadow.push(Shadow {
-                filter: f.name.clone(),
+                filter: &f.name,
                 allowed,
-                policy: policy.map(str::to_string),
+                policy,
             });
         }
         let Some(rules) = &f.rules else { continue };
         let (allowed, policy) = rules.decide(a);
         if rules.action != Action::Log && policy.is_some() {
-            out.policy = policy.map(str::to_string);
+            out.policy = policy;
             out.action = Some(rules.action);
         }
         if !allowed {
             out.allowed = false;
-            out.filter = Some(f.name.clone());
+            out.filter = Some(&f.name);
             if policy.is_none() {
                 out.policy = None;
                 out.action = Some(rules.action);

@@ -70,13 +70,15 @@ fn allow_deny_log_and_shadow() {
         permissions: vec![Permission::never()],
         principals: vec![Principal::Any],
     };
-    assert!(evaluate(&[one(Action::Allow, any_policy())], &a).allowed);
-    assert!(!evaluate(&[one(Action::Allow, never.clone())], &a).allowed);
-    let denied = evaluate(&[one(Action::Deny, any_policy())], &a);
+    let allowed = |f: Filter| evaluate(&[f], &a).allowed;
+    assert!(allowed(one(Action::Allow, any_policy())));
+    assert!(!allowed(one(Action::Allow, never.clone())));
+    let deny = [one(Action::Deny, any_policy())];
+    let denied = evaluate(&deny, &a);
     assert!(!denied.allowed);
-    assert_eq!(denied.policy.as_deref(), Some("p"));
-    assert!(evaluate(&[one(Action::Deny, never)], &a).allowed);
-    assert!(evaluate(&[one(Action::Log, any_policy())], &a).allowed);
+    assert_eq!(denied.policy, Some("p"));
+    assert!(allowed(one(Action::Deny, never)));
+    assert!(allowed(one(Action::Log, any_policy())));
     // Shadow rules are reported, never enforced; no rules enforce nothing.
     let shadow = Filter {
         name: "s".into(),
@@ -86,7 +88,8 @@ fn allow_deny_log_and_shadow() {
             policies: vec![("p".into(), any_policy())],
         }),
     };
-    let out = evaluate(&[shadow], &a);
+    let chain = [shadow];
+    let out = evaluate(&chain, &a);
     assert!(out.allowed);
     assert!(!out.shadow[0].allowed);
 }
@@ -98,8 +101,9 @@ fn first_refusal_ends_the_chain() {
     deny.name = "deny".into();
     let mut allow = one(Action::Allow, any_policy());
     allow.name = "allow".into();
-    let out = evaluate(&[deny, allow], &a);
-    assert_eq!(out.filter.as_deref(), Some("deny"));
+    let chain = [deny, allow];
+    let out = evaluate(&chain, &a);
+    assert_eq!(out.filter, Some("deny"));
 }
 
 #[test]

@@ -13,9 +13,11 @@
 //! certificate providers (a plaintext workload's), and the server never
 //! starts serving.
 //!
-//! The RBAC filters are for stock gRPC servers only; our SDK reads the
+//! The RBAC filters are the workload's compiled authorization policy
+//! lowered for stock gRPC servers (`super::rbac`); our SDK reads the whole
 //! compiled inbound policy from the listener's `mesh` metadata instead
-//! (`crate::inbound_policy`).
+//! (`crate::inbound_policy`), and decodes the RBAC filters only when that
+//! metadata is absent (another control plane).
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress,
@@ -38,7 +40,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     DownstreamTlsContext,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
-use mesh_core::config::Resource;
+use mesh_core::authz::Protocol;
 use mesh_core::model::{Model, MtlsMode};
 
 use super::listener::http_filter;
@@ -123,7 +125,7 @@ pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
 }
 
 /// The inbound listener for a server on `ip:port`.
-pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource]) -> Listener {
+pub fn inbound_listener(model: &Model, ip: &str, port: u16) -> Listener {
     let name = inbound_listener_name(ip, port);
     let hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_{port}"),
@@ -148,7 +150,7 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16, policies: &[Resource
             }],
             ..Default::default()
         })),
-        http_filters: rbac_filters(policies)
+        http_filters: rbac_filters(&model.inbound.authz.lower(Protocol::Http))
             .into_iter()
             .chain(std::iter::once(http_filter(
                 ROUTER_FILTER,

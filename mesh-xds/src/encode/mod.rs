@@ -22,7 +22,6 @@ use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, core::v3::Metadata, endpoint::v3::ClusterLoadAssignment,
     listener::v3::Listener, route::v3::RouteConfiguration,
 };
-use mesh_core::config::Resource;
 use mesh_core::model::Model;
 
 pub use cluster::{encode_cluster, encode_endpoints};
@@ -30,7 +29,7 @@ pub use inbound::{
     inbound_listener, inbound_listener_name, parse_inbound_listener_name, INBOUND_LISTENER_PREFIX,
 };
 pub use listener::outbound_listener;
-pub use rbac::rbac_filters;
+pub use rbac::{encode_filter, rbac_filters};
 pub use route::{route_config_name, route_configuration};
 
 /// Key of our own metadata in `filter_metadata`.
@@ -39,10 +38,9 @@ pub const MESH_METADATA: &str = "mesh";
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// Name of the router filter.
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
-/// Name of the RBAC filter holding ALLOW policies (istiod's name).
-pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
-/// Name of the RBAC filter holding DENY policies (istiod's name).
-pub const RBAC_DENY_FILTER: &str = "envoy.filters.http.rbac.DENY";
+pub use mesh_core::authz::{
+    HTTP_ALLOW_FILTER as RBAC_FILTER, HTTP_DENY_FILTER as RBAC_DENY_FILTER,
+};
 /// Name of the HTTP connection manager network filter.
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 /// Certificate provider instance name istiod uses for proxyless gRPC.
@@ -58,9 +56,6 @@ pub struct EncodeOptions {
     /// Addresses the workload's gRPC servers listen on (`ip`, `port`). When
     /// empty, one listener on `0.0.0.0` per inbound port of the model.
     pub inbound_addresses: Vec<(String, u16)>,
-    /// The AuthorizationPolicy resources that apply to the workload (from
-    /// `mesh_core::authz::select`), translated into RBAC filters.
-    pub authorization_policies: Vec<Resource>,
     /// Also send listeners under the short names a gRPC client in the same
     /// namespace may dial (`xds:///reviews:9080`, `reviews.ns:9080`,
     /// `reviews.ns.svc:9080`), each naming the FQDN route config, as istiod
@@ -86,7 +81,6 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         Self {
             inbound_addresses: Vec::new(),
-            authorization_policies: Vec::new(),
             short_name_listeners: true,
             auto_mtls: false,
             proxyless_grpc: false,
@@ -135,12 +129,7 @@ pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
         opts.inbound_addresses.clone()
     };
     for (ip, port) in &addrs {
-        out.listeners.push(inbound_listener(
-            model,
-            ip,
-            *port,
-            &opts.authorization_policies,
-        ));
+        out.listeners.push(inbound_listener(model, ip, *port));
     }
     for c in model.clusters.values() {
         out.clusters.push(encode_cluster(c, model, opts.auto_mtls));
