@@ -56,6 +56,9 @@ impl Permission {
             Permission::UrlPath(m) => a.url_path.is_some_and(|p| m.matches(p)),
             Permission::DestinationIp(n) => ip_in(n, a.destination_ip),
             Permission::DestinationPort(p) => *p == a.destination_port,
+            Permission::DestinationPortRange(start, end) => {
+                (*start..*end).contains(&a.destination_port)
+            }
             Permission::RequestedServerName(m) => m.matches(a.sni.unwrap_or("")),
         }
     }

@@ -88,6 +88,8 @@ pub enum Permission {
     DestinationIp(IpNet),
     /// The port the connection was made to.
     DestinationPort(u16),
+    /// A port in `[start, end)`.
+    DestinationPortRange(u16, u16),
     /// The TLS server name of the connection.
     RequestedServerName(StringMatcher),
 }

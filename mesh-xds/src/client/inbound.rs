@@ -10,21 +10,30 @@
 //! ([`stated`] runs at validation): serving without the policies it names
 //! would let through what they deny.
 //!
-//! Without it (another control plane, such as istiod) only the mTLS mode
-//! is recovered, from the chains as istiod's proxyless generator builds
-//! them: TLS chains only is STRICT, a TLS chain beside a plaintext one is
-//! PERMISSIVE, plaintext only is DISABLE (istiod's PERMISSIVE looks the
-//! same to a proxyless server, which then accepts plaintext either way);
-//! a listener of ours gives the mode its stated policy has for its port.
-//! Ports without a listener take the mode every listener agrees
-//! on, else PERMISSIVE (Istio's default); PeerAuthentication names, JWT
-//! rules, AuthorizationPolicies (RBAC filters are not decoded back) and
-//! port protocols then keep the base model's. No inbound listener at all
-//! (no Service selects the workload, so the encoder sends none) keeps the
-//! base model's inbound policy: the policies that select such a workload
-//! do not reach it over xDS.
+//! Without it (another control plane, such as istiod):
+//! - Authorization comes from the listeners' standard RBAC filters, decoded
+//!   and enforced with Envoy's semantics per port
+//!   ([`mesh_core::authz::PolicySet::from_rbac`]). A listener whose
+//!   filters cannot be understood exactly denies its port (one error log
+//!   line names the listener and why); it never serves without them.
+//! - The mTLS mode is recovered from the chains as istiod's proxyless
+//!   generator builds them: TLS chains only is STRICT, a TLS chain beside a
+//!   plaintext one is PERMISSIVE, plaintext only is DISABLE (istiod's
+//!   PERMISSIVE looks the same to a proxyless server, which then accepts
+//!   plaintext either way); a listener of ours gives the mode its stated
+//!   policy has for its port. Ports without a listener take the mode every
+//!   listener agrees on, else PERMISSIVE (Istio's default).
+//! - PeerAuthentication names, JWT rules and port protocols keep the base
+//!   model's.
+//!
+//! No inbound listener at all (no Service selects the workload, so the
+//! encoder sends none) keeps the base model's inbound policy: the policies
+//! that select such a workload do not reach it over xDS.
+
+use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use mesh_core::authz::{PolicySet, PortRbac, RbacPorts};
 use mesh_core::model::{InboundPolicy, Model, MtlsMode, MtlsPolicy};
 
 use crate::encode::parse_inbound_listener_name;
@@ -66,10 +75,70 @@ pub(super) fn apply<'a>(
             return Ok(());
         }
     }
+    if server.is_empty() {
+        return Ok(());
+    }
+    model.inbound.authz = PolicySet::from_rbac(rbac_ports(&server), model.mesh.path_normalization);
+    model.inbound.authz_policies = model
+        .inbound
+        .authz
+        .rbac()
+        .map(RbacPorts::policy_names)
+        .unwrap_or_default();
     if let Some(mtls) = mtls_policy(server.into_iter()) {
         model.inbound.mtls = mtls;
     }
     Ok(())
+}
+
+/// Each server listener's RBAC, by port; one that cannot be understood
+/// denies its port.
+fn rbac_ports(server: &[&Listener]) -> RbacPorts {
+    let mut ports = BTreeMap::new();
+    for l in server {
+        let Some((_, port)) = parse_inbound_listener_name(&l.name) else {
+            continue;
+        };
+        let rbac = match crate::decode::listener_rbac(l) {
+            Ok(filters) => PortRbac::Filters {
+                listener: l.name.clone(),
+                filters,
+            },
+            Err(reason) => {
+                tracing::error!(
+                    listener = %l.name,
+                    "inbound listener RBAC not understood: {reason}; port {port} denies every request (response flag RBAC) until the server sends a policy the mesh can enforce"
+                );
+                PortRbac::Deny {
+                    listener: l.name.clone(),
+                    reason,
+                }
+            }
+        };
+        // Listeners on several addresses of one port: any that denies wins.
+        match ports.get(&port) {
+            Some(PortRbac::Deny { .. }) => {}
+            Some(PortRbac::Filters { filters, .. }) if matches!(&rbac, PortRbac::Filters { filters: f, .. } if f == filters) =>
+                {}
+            Some(PortRbac::Filters { .. }) => {
+                let reason =
+                    "listeners on several addresses of this port carry different RBAC filters"
+                        .to_string();
+                tracing::error!(listener = %l.name, "{reason}; port {port} denies every request");
+                ports.insert(
+                    port,
+                    PortRbac::Deny {
+                        listener: l.name.clone(),
+                        reason,
+                    },
+                );
+            }
+            None => {
+                ports.insert(port, rbac);
+            }
+        }
+    }
+    RbacPorts::new(ports)
 }
 
 fn mode(l: &Listener, port: u16) -> Option<MtlsMode> {

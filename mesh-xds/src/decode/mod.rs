@@ -8,12 +8,14 @@
 //! indexes, DestinationRule settings gRPC ignores). Resources from another
 //! control plane, without that metadata, decode from their Envoy fields.
 //!
-//! Not decoded: server-side listeners' RBAC back into AuthorizationPolicies
-//! (the ADS client reads the inbound policy from those listeners' metadata
-//! instead, see `crate::inbound_policy`), CORS beyond what the metadata
-//! carries.
+//! Server-side listeners' RBAC filters decode into mesh-core's RBAC
+//! ([`listener_rbac`]), enforced by an SDK server when the listener has no
+//! metadata of ours (our own listeners carry the whole compiled inbound
+//! policy, see `crate::inbound_policy`). Not decoded: CORS beyond what the
+//! metadata carries.
 
 mod cluster;
+mod rbac;
 mod route;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,7 @@ use mesh_core::model::{Cluster, Model, OutboundService};
 use serde_json::Value;
 
 pub use cluster::{decode_cluster, decode_endpoints, parse_cluster_name};
+pub use rbac::{decode_rbac, listener_rbac};
 pub use route::decode_route_configuration;
 
 use crate::encode::{Resources, MESH_METADATA};

@@ -124,6 +124,17 @@ pub fn common_tls_context(sans: &[String]) -> CommonTlsContext {
     }
 }
 
+/// How authorization reads connections to `port`: TCP semantics (HTTP
+/// fields dropped from ALLOW rules, removed from DENY rules) for a port
+/// its Service declares opaque TCP, HTTP otherwise, as the SDK's server
+/// evaluates them.
+fn authz_protocol(model: &Model, port: u16) -> Protocol {
+    match model.inbound.ports.get(&port) {
+        Some(p) if p.is_tcp() => Protocol::Tcp,
+        _ => Protocol::Http,
+    }
+}
+
 /// The inbound listener for a server on `ip:port`.
 pub fn inbound_listener(model: &Model, ip: &str, port: u16) -> Listener {
     let name = inbound_listener_name(ip, port);
@@ -150,7 +161,7 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16) -> Listener {
             }],
             ..Default::default()
         })),
-        http_filters: rbac_filters(&model.inbound.authz.lower(Protocol::Http))
+        http_filters: rbac_filters(&model.inbound.authz.lower(authz_protocol(model, port)))
             .into_iter()
             .chain(std::iter::once(http_filter(
                 ROUTER_FILTER,

@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::rbac::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::r#type::matcher::v3::{path_matcher, PathMatcher};
+use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use ipnet::IpNet;
 use mesh_core::authz::Lowered;
 use mesh_core::rbac::{Action, Filter, Permission, Policy, Principal, Rbac};
@@ -91,6 +92,10 @@ fn encode_permission(p: &Permission) -> EnvoyPermission {
         }),
         Permission::DestinationIp(n) => Rule::DestinationIp(cidr(n)),
         Permission::DestinationPort(port) => Rule::DestinationPort(u32::from(*port)),
+        Permission::DestinationPortRange(start, end) => Rule::DestinationPortRange(Int32Range {
+            start: i32::from(*start),
+            end: i32::from(*end),
+        }),
         Permission::RequestedServerName(m) => Rule::RequestedServerName(encode_string(m)),
     };
     EnvoyPermission { rule: Some(rule) }
