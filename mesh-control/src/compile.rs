@@ -125,6 +125,9 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
             incremental(p, &model, key.proxyless_grpc)
         }
         _ => {
+            if prev.is_none_or(|p| p.policies != policies) {
+                log_lowering(key, &model);
+            }
             let fresh = Snapshot::from_resources(&encode(
                 &model,
                 &EncodeOptions {
@@ -147,6 +150,33 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
         inbound,
         policies,
         snapshot,
+    }
+}
+
+/// Says which AuthorizationPolicy rules a stock gRPC server cannot
+/// evaluate exactly and what the RBAC filters sent to it do instead (an
+/// ALLOW rule dropped, a DENY rule widened): once per identity and policy
+/// change, so a stock server that denies more than the SDK is explained.
+fn log_lowering(key: &ClientKey, model: &Model) {
+    let ports: BTreeSet<bool> = model.inbound.ports.values().map(|p| p.is_tcp()).collect();
+    let mut seen = BTreeSet::new();
+    for tcp in ports {
+        let protocol = if tcp {
+            authz::Protocol::Tcp
+        } else {
+            authz::Protocol::Http
+        };
+        for note in model.inbound.authz.lower(protocol).notes {
+            let line = note.to_string();
+            if !seen.insert(line.clone()) {
+                continue;
+            }
+            if note.effect == authz::Effect::NotSent {
+                tracing::info!(namespace = %key.namespace, labels = ?key.labels, "{line}");
+            } else {
+                tracing::warn!(namespace = %key.namespace, labels = ?key.labels, "{line}");
+            }
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! `meshctl` as a library: what other crates (and the interop tests) need
 //! from the CLI without running the binary, chiefly the proxyless gRPC
 //! bootstrap builder, so a test gets exactly what `meshctl bootstrap grpc`
-//! prints for the same flags.
+//! prints for the same flags, and the authorization explanation
+//! `meshctl x authz` prints.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod bootstrap;
 pub mod common;

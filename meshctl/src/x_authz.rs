@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mesh_core::authz::{self, PolicySet, Request};
+use mesh_core::authz::Request;
 use mesh_core::compile::Compiler;
 
 use crate::common::{load_valid, mesh_config, parse_headers, parse_labels, print_json, CliError};
@@ -121,18 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     if let Some(c) = args.claims {
         req.claims = serde_json::from_str(&c).map_err(|e| format!("--claims is not JSON: {e}"))?;
     }
-    let workload = authz::Workload {
-        namespace: namespace.to_string(),
-        labels,
-        targets: Vec::new(),
-    };
-    let settings = compiler.settings();
-    let policies = PolicySet::for_workload(
-        compiler.resources(),
-        &settings.root_namespace,
-        &workload,
-        settings.path_normalization,
-    );
-    print_json(&policies.evaluate(&req))?;
+    let policies = meshctl::authz::policy_set(&compiler, namespace, labels);
+    print_json(&meshctl::authz::explain(&policies, &req))?;
     Ok(ExitCode::SUCCESS)
 }
