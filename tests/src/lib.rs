@@ -19,6 +19,7 @@ pub mod backend;
 pub mod checks;
 pub mod clients;
 pub mod control;
+pub mod istiod;
 pub mod mtls;
 pub mod scenario;
 pub mod server_side;
