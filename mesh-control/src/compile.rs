@@ -34,6 +34,8 @@ pub struct ClientKey {
     /// A stock proxyless gRPC client: route kinds gRPC rejects are left
     /// out of its RouteConfigurations (see [`NodeInfo::proxyless_grpc`]).
     pub proxyless_grpc: bool,
+    /// Which stock gRPC server it is (see [`NodeInfo::stock_server`]).
+    pub stock_server: mesh_core::authz::StockServer,
 }
 
 impl ClientKey {
@@ -46,6 +48,7 @@ impl ClientKey {
             service_account: client.service_account,
             instance_ips: info.instance_ips.clone(),
             proxyless_grpc: info.proxyless_grpc,
+            stock_server: info.stock_server,
         }
     }
 
@@ -133,6 +136,7 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
                 &EncodeOptions {
                     inbound_addresses: inbound_addresses(&model, key),
                     proxyless_grpc: key.proxyless_grpc,
+                    stock_server: key.stock_server,
                     ..EncodeOptions::default()
                 },
             ));
@@ -166,7 +170,12 @@ fn log_lowering(key: &ClientKey, model: &Model) {
         } else {
             authz::Protocol::Http
         };
-        for note in model.inbound.authz.lower(protocol).notes {
+        for note in model
+            .inbound
+            .authz
+            .lower_for(protocol, key.stock_server)
+            .notes
+        {
             let line = note.to_string();
             if !seen.insert(line.clone()) {
                 continue;
@@ -345,6 +354,7 @@ mod tests_support {
             service_account: None,
             instance_ips: vec![],
             proxyless_grpc: false,
+            stock_server: Default::default(),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct NodeInfo {
     /// [`MESH_SDK`] key): it rejects a whole RouteConfiguration that holds
     /// a route kind gRPC does not implement, so those are left out for it.
     pub proxyless_grpc: bool,
+    /// Which stock gRPC server it is, from `user_agent_name`, for what its
+    /// RBAC can evaluate.
+    pub stock_server: mesh_core::authz::StockServer,
 }
 
 /// Node metadata key our SDK's xDS client sets, so the control plane sends
@@ -92,6 +95,7 @@ impl NodeInfo {
                 .unwrap_or_default(),
             proxyless_grpc: string(md, "GENERATOR").as_deref() == Some("grpc")
                 && !md.fields.contains_key(MESH_SDK),
+            stock_server: mesh_core::authz::StockServer::from_user_agent(&node.user_agent_name),
         }
     }
 

@@ -4,7 +4,9 @@
 //! lowering changed and why. The interop tests compare real stock servers
 //! against this.
 
-use mesh_core::authz::{self, normalize, Decision, Note, PolicySet, Protocol, Request, Verdict};
+use mesh_core::authz::{
+    self, normalize, Decision, Note, PolicySet, Protocol, Request, StockServer, Verdict,
+};
 use mesh_core::compile::Compiler;
 use mesh_core::config::common::Labels;
 use mesh_core::rbac;
@@ -12,7 +14,9 @@ use serde::Serialize;
 
 /// A stock gRPC server's view of the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StockServer {
+pub struct StockDecision {
+    /// Which kind of server (they differ in what RBAC can see).
+    pub server: StockServer,
     /// ALLOW or DENY.
     pub decision: Verdict,
     /// The RBAC filter that refused the request.
@@ -37,7 +41,7 @@ pub struct Explained {
     #[serde(flatten)]
     pub engine: Decision,
     /// What a stock gRPC server fed by meshd decides.
-    pub stock_grpc_server: StockServer,
+    pub stock_grpc_server: StockDecision,
 }
 
 /// The compiled policies that apply to a workload.
@@ -56,10 +60,11 @@ pub fn policy_set(compiler: &Compiler, namespace: &str, labels: Labels) -> Polic
     )
 }
 
-/// Explains the decision on `req` both ways.
-pub fn explain(set: &PolicySet, req: &Request) -> Explained {
+/// Explains the decision on `req` both ways, for a stock server of kind
+/// `server`.
+pub fn explain(set: &PolicySet, req: &Request, server: StockServer) -> Explained {
     let engine = set.evaluate(req);
-    let lowered = set.lower(req.protocol);
+    let lowered = set.lower_for(req.protocol, server);
     let notes: Vec<String> = lowered.notes.iter().map(Note::to_string).collect();
     let stock = match req.protocol {
         Protocol::Http => normalize(&req.path, set.normalization()).ok().map(Some),
@@ -69,7 +74,8 @@ pub fn explain(set: &PolicySet, req: &Request) -> Explained {
         let peer = authz::lower::peer_uri(req);
         let attrs = authz::lower::attributes(req, path.as_deref(), peer.as_deref());
         let out = rbac::evaluate(&lowered.filters, &attrs);
-        StockServer {
+        StockDecision {
+            server,
             decision: if out.allowed {
                 Verdict::Allow
             } else {
@@ -82,7 +88,8 @@ pub fn explain(set: &PolicySet, req: &Request) -> Explained {
         }
     })
     // A path the HTTP layer rejects never reaches RBAC.
-    .unwrap_or(StockServer {
+    .unwrap_or(StockDecision {
+        server,
         decision: Verdict::Deny,
         filter: None,
         policy: None,

@@ -59,6 +59,19 @@ pub struct Args {
     /// JWT claims as JSON.
     #[arg(long)]
     claims: Option<String>,
+    /// The stock gRPC server whose RBAC decision is shown beside the
+    /// engine's: grpc (C-core, Go, Java) or grpc-js (Node).
+    #[arg(long, value_enum, default_value = "grpc")]
+    stock_server: Stock,
+}
+
+/// A kind of stock gRPC server.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Stock {
+    /// gRPC C-core (Python, C++, ...), grpc-go, grpc-java.
+    Grpc,
+    /// Node grpc-js-xds.
+    GrpcJs,
 }
 
 /// Protocol of the destination port.
@@ -122,6 +135,10 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         req.claims = serde_json::from_str(&c).map_err(|e| format!("--claims is not JSON: {e}"))?;
     }
     let policies = meshctl::authz::policy_set(&compiler, namespace, labels);
-    print_json(&meshctl::authz::explain(&policies, &req))?;
+    let stock = match args.stock_server {
+        Stock::Grpc => mesh_core::authz::StockServer::Grpc,
+        Stock::GrpcJs => mesh_core::authz::StockServer::GrpcJs,
+    };
+    print_json(&meshctl::authz::explain(&policies, &req, stock))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authz_corpus;
 pub mod backend;
 pub mod checks;
 pub mod clients;

@@ -63,7 +63,7 @@ spec:
     )
 }
 
-fn ca_err(e: impl std::fmt::Display) -> HarnessError {
+pub(crate) fn ca_err(e: impl std::fmt::Display) -> HarnessError {
     HarnessError::Script {
         script: "mesh-ca".into(),
         message: format!("issuing test certificates: {e}"),
@@ -77,9 +77,23 @@ pub fn write_identity(
     dir: &Path,
     sa: &str,
 ) -> Result<PathBuf, HarnessError> {
-    let id = SpiffeId::new(TRUST_DOMAIN, "interop", sa).map_err(ca_err)?;
+    write_identity_in(ca, dir, "interop", sa)
+}
+
+/// Writes the certificate files of `ns/sa` into `dir/ns-sa`.
+pub fn write_identity_in(
+    ca: &CertificateAuthority,
+    dir: &Path,
+    ns: &str,
+    sa: &str,
+) -> Result<PathBuf, HarnessError> {
+    let id = SpiffeId::new(TRUST_DOMAIN, ns, sa).map_err(ca_err)?;
     let cert = ca.issue_local(&id, &[], None).map_err(ca_err)?;
-    let out = dir.join(sa);
+    let out = dir.join(if ns == "interop" {
+        sa.to_string()
+    } else {
+        format!("{ns}-{sa}")
+    });
     files::write_workload_files(&out, &cert).map_err(ca_err)?;
     Ok(out)
 }

@@ -47,6 +47,34 @@ pub const HTTP_ALLOW_FILTER: &str = "envoy.filters.http.rbac";
 /// Name of the RBAC HTTP filter holding DENY policies (istiod's name).
 pub const HTTP_DENY_FILTER: &str = "envoy.filters.http.rbac.DENY";
 
+/// Which stock gRPC server will evaluate the filters: they differ in what
+/// they can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StockServer {
+    /// gRPC C-core (Python, C++, Ruby, ...), grpc-go and grpc-java: gRFC
+    /// A41 as written.
+    #[default]
+    Grpc,
+    /// Node's grpc-js-xds. Its server listens on every address of the port
+    /// (dual-stack), so an IPv4 client arrives as `::ffff:a.b.c.d`: IPv4
+    /// blocks never match it and an IPv6 block crashes the server while
+    /// parsing that address. IP conditions are therefore not sent to it.
+    GrpcJs,
+}
+
+impl StockServer {
+    /// The server a node's `user_agent_name` names (`gRPC Node Pure JS`
+    /// for grpc-js); A41's reading for anything else.
+    pub fn from_user_agent(user_agent: &str) -> Self {
+        if user_agent.contains("Node") {
+            StockServer::GrpcJs
+        } else {
+            StockServer::Grpc
+        }
+    }
+}
+
 /// What lowering did to a rule a stock gRPC server cannot evaluate as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,11 +143,16 @@ impl PolicySet {
     /// The RBAC filters that give a stock gRPC server this set's decisions
     /// on a port served as `protocol` (network RBAC semantics for TCP).
     pub fn lower(&self, protocol: Protocol) -> Lowered {
-        lower(self.policies(), protocol)
+        self.lower_for(protocol, StockServer::Grpc)
+    }
+
+    /// [`PolicySet::lower`] for one kind of stock server.
+    pub fn lower_for(&self, protocol: Protocol, server: StockServer) -> Lowered {
+        lower(self.policies(), protocol, server)
     }
 }
 
-fn lower(policies: &[CompiledPolicy], protocol: Protocol) -> Lowered {
+fn lower(policies: &[CompiledPolicy], protocol: Protocol, server: StockServer) -> Lowered {
     let tcp = protocol == Protocol::Tcp;
     let mut notes = Vec::new();
     let mut deny = Vec::new();
@@ -173,7 +206,7 @@ fn lower(policies: &[CompiledPolicy], protocol: Protocol) -> Lowered {
         };
         for (i, rule) in p.rules.iter().enumerate() {
             let mut rule_notes = Vec::new();
-            if let Some(policy) = lower_rule(rule, as_action, tcp, &mut rule_notes) {
+            if let Some(policy) = lower_rule(rule, as_action, tcp, server, &mut rule_notes) {
                 list.push((rule_name(&p.name, i), policy));
             }
             notes.extend(rule_notes.into_iter().map(|(effect, reason)| Note {
@@ -222,6 +255,7 @@ fn lower_rule(
     rule: &CompiledRule,
     action: Action,
     tcp: bool,
+    server: StockServer,
     notes: &mut Vec<(Effect, String)>,
 ) -> Option<Policy> {
     if rule.never.is_some() || (tcp && rule.has_http_only && action == Action::Allow) {
@@ -235,7 +269,7 @@ fn lower_rule(
             if tcp && cond.http_only {
                 continue;
             }
-            match lower_cond(cond) {
+            match lower_cond(cond, server) {
                 Ok(leaf) => out.push(leaf),
                 Err(why) if allow => {
                     ok = false;
@@ -346,7 +380,18 @@ fn perm_header(name: &str, value: StringMatcher) -> Permission {
     Permission::Header(HeaderMatcher::new(name, value))
 }
 
-fn lower_cond(c: &Cond) -> Result<Leaf, String> {
+fn lower_cond(c: &Cond, server: StockServer) -> Result<Leaf, String> {
+    if server == StockServer::GrpcJs
+        && matches!(
+            c.attr,
+            Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp
+        )
+    {
+        return Err(
+            "grpc-js-xds servers listen dual-stack and see IPv4 clients as ::ffff:a.b.c.d, so IP blocks never match them (and IPv6 blocks crash the server)"
+                .to_string(),
+        );
+    }
     fn all<T, U>(items: &[T], f: impl Fn(&T) -> Result<U, String>) -> Result<Vec<U>, String> {
         items.iter().map(f).collect()
     }
@@ -368,13 +413,13 @@ fn lower_cond(c: &Cond) -> Result<Leaf, String> {
             Leaf::Id(or_ids(ids))
         }
         (Attr::SourceIp, Values::Ip(nets)) => Leaf::Id(or_ids(
-            nets.iter().map(|n| Principal::DirectRemoteIp(*n)).collect(),
+            with_mapped(nets).map(Principal::DirectRemoteIp).collect(),
         )),
         (Attr::RemoteIp, Values::Ip(nets)) => {
-            Leaf::Id(or_ids(nets.iter().map(|n| Principal::RemoteIp(*n)).collect()))
+            Leaf::Id(or_ids(with_mapped(nets).map(Principal::RemoteIp).collect()))
         }
         (Attr::DestinationIp, Values::Ip(nets)) => Leaf::Perm(or_perms(
-            nets.iter().map(|n| Permission::DestinationIp(*n)).collect(),
+            with_mapped(nets).map(Permission::DestinationIp).collect(),
         )),
         (Attr::Port, Values::Port(ports)) => Leaf::Perm(or_perms(
             ports.iter().map(|p| Permission::DestinationPort(*p)).collect(),
@@ -427,6 +472,24 @@ fn lower_cond(c: &Cond) -> Result<Leaf, String> {
         }
     } else {
         leaf
+    })
+}
+
+/// Each block, and for an IPv4 block the same block in IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`): the engine reads an IPv4 peer on a dual-stack
+/// socket as IPv4, while RBAC compares address families strictly (a
+/// grpc-js-xds server on `127.0.0.1` sees `::ffff:127.0.0.1`).
+fn with_mapped(nets: &[ipnet::IpNet]) -> impl Iterator<Item = ipnet::IpNet> + '_ {
+    nets.iter().flat_map(|n| {
+        let mapped = match n {
+            ipnet::IpNet::V4(v4) => {
+                ipnet::Ipv6Net::new(v4.network().to_ipv6_mapped(), 96 + v4.prefix_len())
+                    .ok()
+                    .map(ipnet::IpNet::V6)
+            }
+            ipnet::IpNet::V6(_) => None,
+        };
+        std::iter::once(*n).chain(mapped)
     })
 }
 

@@ -31,6 +31,10 @@ struct Stock {
 }
 
 fn both(set: &PolicySet, req: &Request) -> Option<(bool, Stock)> {
+    both_for(set, req, StockServer::Grpc)
+}
+
+fn both_for(set: &PolicySet, req: &Request, server: StockServer) -> Option<(bool, Stock)> {
     let check = set.check(req);
     let engine = check.verdict == Verdict::Allow && check.custom_provider.is_none();
     let path = if req.protocol == Protocol::Http {
@@ -44,7 +48,7 @@ fn both(set: &PolicySet, req: &Request) -> Option<(bool, Stock)> {
     } else {
         None
     };
-    let lowered = set.lower(req.protocol);
+    let lowered = set.lower_for(req.protocol, server);
     let peer = peer_uri(req);
     let attrs = attributes(req, path.as_deref(), peer.as_deref());
     let out = rbac::evaluate(&lowered.filters, &attrs);
@@ -363,8 +367,8 @@ fn request() -> impl Strategy<Value = Request> {
                 "spiffe://other/ns/a/sa/x/extra",
                 "spiffe://td/ns/a/b/sa/x",
             ]),
-            prop::sample::select(&["10.1.2.3", "192.168.1.1", "::1"][..]),
-            opt(&["", "10.9.9.9"]),
+            prop::sample::select(&["10.1.2.3", "192.168.1.1", "::1", "::ffff:10.1.2.3"][..]),
+            opt(&["", "10.9.9.9", "::ffff:192.168.0.9"]),
         ),
         (opt(&["", "iss/sub"]), opt(&["", "x"]), any::<bool>()),
     )
@@ -403,10 +407,12 @@ proptest! {
     fn lowered_rbac_decides_as_the_engine(
         policies in prop::collection::vec(compiled_policy(), 0..=3),
         req in request(),
+        js in any::<bool>(),
     ) {
         let s = set(policies);
-        let Some((engine, out)) = both(&s, &req) else { return Ok(()) };
-        let lowered = s.lower(req.protocol);
+        let server = if js { StockServer::GrpcJs } else { StockServer::Grpc };
+        let Some((engine, out)) = both_for(&s, &req, server) else { return Ok(()) };
+        let lowered = s.lower_for(req.protocol, server);
         if lowered.is_exact() {
             prop_assert_eq!(engine, out.allowed, "engine {} vs rbac {:?}\nfilters {:#?}", engine, out, lowered.filters);
         } else {

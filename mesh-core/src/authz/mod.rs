@@ -46,7 +46,7 @@ mod tests;
 
 pub use decoded::{PortRbac, RbacPorts};
 pub use engine::{Check, Decision, DryRun, PolicySet, RuleRef, Verdict};
-pub use lower::{Effect, Lowered, Note, HTTP_ALLOW_FILTER, HTTP_DENY_FILTER};
+pub use lower::{Effect, Lowered, Note, StockServer, HTTP_ALLOW_FILTER, HTTP_DENY_FILTER};
 pub use path::{normalize, Normalization, PathError};
 pub use policy::{is_dry_run, CompiledPolicy};
 pub use request::{Protocol, Request};

@@ -137,8 +137,14 @@ impl Cond {
         let req = ctx.req;
         let strs =
             |v: Option<&str>, m: &[StrMatch]| v.is_some_and(|v| m.iter().any(|m| m.matches(v)));
+        // An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`;
+        // an IPv4 block still covers it.
         let ips = |ip: Option<IpAddr>, nets: &[IpNet]| {
-            ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+            ip.is_some_and(|ip| {
+                let canonical = ip.to_canonical();
+                nets.iter()
+                    .any(|n| n.contains(&ip) || n.contains(&canonical))
+            })
         };
         match (&self.attr, &self.values) {
             (Attr::Principal, Values::Str(m)) => strs(ctx.principal, m),

@@ -95,6 +95,7 @@ mod tests {
             workload_name: Some("productpage-v1".into()),
             instance_ips: vec!["10.0.0.9".into(), "fd00::9".into()],
             proxyless_grpc: false,
+            stock_server: Default::default(),
         };
         let node = to_node(&info);
         assert_eq!(

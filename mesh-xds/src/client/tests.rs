@@ -422,7 +422,7 @@ fn inbound_listeners_give_the_mtls_mode_per_port() {
     m.inbound.mtls.ports.insert(8080, MtlsMode::Disable);
     let ls: Vec<_> = [8080, 8443, 9090]
         .iter()
-        .map(|p| inbound_listener(&m, "0.0.0.0", *p))
+        .map(|p| inbound_listener(&m, "0.0.0.0", *p, Default::default()))
         .collect();
     let got = super::inbound::mtls_policy(ls.iter()).unwrap();
     assert_eq!(got.mode_for(8443), MtlsMode::Strict);
@@ -433,7 +433,7 @@ fn inbound_listeners_give_the_mtls_mode_per_port() {
     // All STRICT: STRICT for every port.
     m.inbound.mtls.ports.clear();
     m.inbound.mtls.mode = MtlsMode::Strict;
-    let strict = inbound_listener(&m, "0.0.0.0", 9090);
+    let strict = inbound_listener(&m, "0.0.0.0", 9090, Default::default());
     let got = super::inbound::mtls_policy(std::iter::once(&strict)).unwrap();
     assert_eq!(got.mode_for(1234), MtlsMode::Strict);
     // No inbound listener: nothing to say.

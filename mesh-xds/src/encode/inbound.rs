@@ -40,7 +40,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     DownstreamTlsContext,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
-use mesh_core::authz::Protocol;
+use mesh_core::authz::{Protocol, StockServer};
 use mesh_core::model::{Model, MtlsMode};
 
 use super::listener::http_filter;
@@ -136,7 +136,7 @@ fn authz_protocol(model: &Model, port: u16) -> Protocol {
 }
 
 /// The inbound listener for a server on `ip:port`.
-pub fn inbound_listener(model: &Model, ip: &str, port: u16) -> Listener {
+pub fn inbound_listener(model: &Model, ip: &str, port: u16, stock: StockServer) -> Listener {
     let name = inbound_listener_name(ip, port);
     let hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_{port}"),
@@ -161,13 +161,18 @@ pub fn inbound_listener(model: &Model, ip: &str, port: u16) -> Listener {
             }],
             ..Default::default()
         })),
-        http_filters: rbac_filters(&model.inbound.authz.lower(authz_protocol(model, port)))
-            .into_iter()
-            .chain(std::iter::once(http_filter(
-                ROUTER_FILTER,
-                &Router::default(),
-            )))
-            .collect(),
+        http_filters: rbac_filters(
+            &model
+                .inbound
+                .authz
+                .lower_for(authz_protocol(model, port), stock),
+        )
+        .into_iter()
+        .chain(std::iter::once(http_filter(
+            ROUTER_FILTER,
+            &Router::default(),
+        )))
+        .collect(),
         ..Default::default()
     };
     let hcm_filter = Filter {

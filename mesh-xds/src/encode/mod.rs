@@ -75,6 +75,9 @@ pub struct EncodeOptions {
     /// whole RouteConfiguration that contains one ("unsupported action"),
     /// which breaks every route of the service. Default false.
     pub proxyless_grpc: bool,
+    /// Which stock gRPC server evaluates the inbound listeners' RBAC
+    /// filters (what it cannot see is lowered fail-closed). Default A41's.
+    pub stock_server: mesh_core::authz::StockServer,
 }
 
 impl Default for EncodeOptions {
@@ -84,6 +87,7 @@ impl Default for EncodeOptions {
             short_name_listeners: true,
             auto_mtls: false,
             proxyless_grpc: false,
+            stock_server: mesh_core::authz::StockServer::Grpc,
         }
     }
 }
@@ -129,7 +133,8 @@ pub fn encode(model: &Model, opts: &EncodeOptions) -> Resources {
         opts.inbound_addresses.clone()
     };
     for (ip, port) in &addrs {
-        out.listeners.push(inbound_listener(model, ip, *port));
+        out.listeners
+            .push(inbound_listener(model, ip, *port, opts.stock_server));
     }
     for c in model.clusters.values() {
         out.clusters.push(encode_cluster(c, model, opts.auto_mtls));

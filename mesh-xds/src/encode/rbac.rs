@@ -68,10 +68,21 @@ fn encode_policy(p: &Policy) -> EnvoyPolicy {
     }
 }
 
-/// A CIDR range message.
+/// A CIDR range message. IPv6 prefixes are written as eight hex groups:
+/// grpc-js-xds cannot parse the dotted form Rust prints for IPv4-mapped
+/// addresses (`::ffff:127.0.0.0`) and leaves its server unable to serve.
 pub(crate) fn cidr(n: &IpNet) -> CidrRange {
+    let address_prefix = match n.network() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => v6
+            .segments()
+            .iter()
+            .map(|s| format!("{s:x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    };
     CidrRange {
-        address_prefix: n.network().to_string(),
+        address_prefix,
         prefix_len: Some(u32v(u32::from(n.prefix_len()))),
     }
 }

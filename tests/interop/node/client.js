@@ -30,6 +30,9 @@ function parseArgs(argv) {
       case '--interval-ms': a.intervalMs = Number(next()); break;
       // Also report every call's backend (or status) in order.
       case '--sequence': a.sequence = true; break;
+      // JSON file: a list of {method, headers: {name: value}} calls made
+      // once each, in order, after the warmup; their codes are "plan".
+      case '--plan': a.plan = next(); break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -39,12 +42,12 @@ function parseArgs(argv) {
 
 const codeNames = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k]));
 
-function call(client, args, headers, seconds, waitForReady) {
+function call(client, args, headers, seconds, waitForReady, method) {
   const md = new grpc.Metadata();
   for (const [k, v] of headers) md.add(k, v);
   const deadline = new Date(Date.now() + seconds * 1000);
   return new Promise((resolve) => {
-    client.makeUnaryRequest(args.method, (b) => b, (b) => b, Buffer.from('hello'), md,
+    client.makeUnaryRequest(method || args.method, (b) => b, (b) => b, Buffer.from('hello'), md,
       { deadline, waitForReady }, (err, reply) => {
         if (err) resolve({ code: codeNames[err.code] || String(err.code), details: err.details });
         else resolve({ code: 'OK', name: reply.toString() });
@@ -77,6 +80,15 @@ async function main() {
       if (key !== null) { byKey[key] = byKey[key] || {}; byKey[key][r.name] = (byKey[key][r.name] || 0) + 1; }
     }
   }
+  const planCodes = [];
+  if (args.plan) {
+    const plan = JSON.parse(require('fs').readFileSync(args.plan, 'utf8'));
+    for (const c of plan) {
+      const r = await call(client, args, Object.entries(c.headers || {}), args.deadline, false, c.method);
+      planCodes.push(r.code);
+      if (r.code !== 'OK' && !(r.code in errors)) errors[r.code] = r.details;
+    }
+  }
   client.close();
   lat.sort((x, y) => x - y);
   const report = {
@@ -84,6 +96,7 @@ async function main() {
     latency_ms: lat.length ? { min: lat[0], p50: lat[Math.floor(lat.length / 2)], max: lat[lat.length - 1] } : {},
   };
   if (args.sequence) report.sequence = seq;
+  if (args.plan) report.plan = planCodes;
   process.stdout.write(JSON.stringify(report) + '\n');
   // xDS watches keep the event loop alive; the report is out, so leave.
   process.exit(0);

@@ -1,6 +1,7 @@
 // Stock @grpc/grpc-js-xds server (gRFC A36) for the mesh interop tests.
 //
-// Serves every method of echo.Echo (raw Buffers, replying with --name) on
+// Serves the methods --methods names (default echo.Echo's Hello and
+// Forbidden; raw Buffers, replying with --name) on
 // 127.0.0.1:--port as an XdsServer with xDS credentials falling back to
 // plaintext, so its listener and RBAC filters come from the control plane
 // named in GRPC_XDS_BOOTSTRAP. Prints READY once bound (the server only
@@ -23,17 +24,21 @@ function arg(name, fallback) {
 
 const port = arg('--port');
 const name = arg('--name', 'xds-server');
+const methods = arg('--methods', '/echo.Echo/Hello,/echo.Echo/Forbidden').split(',');
 if (!port) throw new Error('--port is required');
 
 const raw = (b) => b;
-const method = (m) => ({
-  path: `/echo.Echo/${m}`, requestStream: false, responseStream: false,
+const method = (path) => ({
+  path, requestStream: false, responseStream: false,
   requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw,
 });
 const reply = (call, callback) => callback(null, Buffer.from(name));
 
 const server = new xds.XdsServer();
-server.addService({ Hello: method('Hello'), Forbidden: method('Forbidden') }, { Hello: reply, Forbidden: reply });
+server.addService(
+  Object.fromEntries(methods.map((p) => [p, method(p)])),
+  Object.fromEntries(methods.map((p) => [p, reply])),
+);
 server.bindAsync(`127.0.0.1:${port}`, new xds.XdsServerCredentials(grpc.ServerCredentials.createInsecure()), (err) => {
   if (err) { console.error(err); process.exit(1); }
   process.stdout.write('READY\n');

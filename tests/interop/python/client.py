@@ -32,6 +32,10 @@ def main():
                    help="pause between calls")
     p.add_argument("--sequence", action="store_true",
                    help="also report every call's backend (or status) in order")
+    p.add_argument("--plan",
+                   help="JSON file: a list of {method, headers: {name: value}} "
+                        "calls made once each, in order, after the warmup; "
+                        "their status codes are reported as \"plan\"")
     p.add_argument("--xds-creds", action="store_true",
                    help="xDS channel credentials (mTLS from the control "
                         "plane's cluster config), plaintext fallback")
@@ -81,6 +85,23 @@ def main():
                 if key is not None:
                     k = by_key.setdefault(key, {})
                     k[name] = k.get(name, 0) + 1
+        plan_codes = []
+        if args.plan:
+            with open(args.plan) as f:
+                plan = json.load(f)
+            for c in plan:
+                md = list(c.get("headers", {}).items())
+                one = channel.unary_unary(
+                    c["method"],
+                    request_serializer=lambda b: b,
+                    response_deserializer=lambda b: b,
+                )
+                try:
+                    one(b"hello", metadata=md or None, timeout=args.deadline)
+                    plan_codes.append("OK")
+                except grpc.RpcError as e:
+                    plan_codes.append(e.code().name)
+                    errors.setdefault(e.code().name, e.details())
     lat.sort()
     report = {
         "codes": codes,
@@ -95,6 +116,8 @@ def main():
     }
     if args.sequence:
         report["sequence"] = seq
+    if args.plan:
+        report["plan"] = plan_codes
     json.dump(report, sys.stdout)
     sys.stdout.write("\n")
 

@@ -1,6 +1,7 @@
 """Stock grpcio xDS server (gRFC A36) for the mesh interop tests.
 
-Serves every method of echo.Echo (raw bytes, replying with --name) on
+Serves the methods --methods names (default echo.Echo's Hello and
+Forbidden; raw bytes, replying with --name) on
 127.0.0.1:--port with xds=True and xDS server credentials falling back to
 plaintext, so its listener, filter chains and RBAC filters come from the
 control plane named in GRPC_XDS_BOOTSTRAP. Prints READY once started (the
@@ -18,6 +19,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", default="xds-server")
+    p.add_argument("--methods", default="/echo.Echo/Hello,/echo.Echo/Forbidden",
+                   help="comma-separated full method names to serve")
     args = p.parse_args()
 
     def reply(request, context):
@@ -25,10 +28,12 @@ def main():
 
     handler = grpc.unary_unary_rpc_method_handler(reply)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), xds=True)
-    server.add_generic_rpc_handlers((
-        grpc.method_handlers_generic_handler(
-            "echo.Echo", {"Hello": handler, "Forbidden": handler}),
-    ))
+    services = {}
+    for full in args.methods.split(","):
+        service, method = full.strip("/").split("/", 1)
+        services.setdefault(service, {})[method] = handler
+    server.add_generic_rpc_handlers(tuple(
+        grpc.method_handlers_generic_handler(s, m) for s, m in services.items()))
     creds = grpc.xds_server_credentials(grpc.insecure_server_credentials())
     server.add_secure_port("127.0.0.1:%d" % args.port, creds)
     server.start()
