@@ -4,9 +4,10 @@
 //!
 //! The xDS client publishes on the same kind of `watch` channel local mode
 //! does, so every layer works unchanged. The control plane compiles the
-//! outbound half of the model for this node; the inbound half (mTLS mode,
-//! JWT and authorization policies) is not carried back over xDS and stays
-//! the one of a workload no policy selects.
+//! model for this node; the inbound half (mTLS modes, JWT rules,
+//! authorization) comes from its inbound listeners: meshd's carry the
+//! compiled inbound policy, other servers' RBAC filters are enforced as
+//! sent (see `mesh_xds::client`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
