@@ -61,6 +61,7 @@ spec:
     y += &se("retrycodes", &[("flaky", "v1")]);
     y += &se("paths", &[("v1", "v1"), ("v2", "v2")]);
     y += &se("three", &[("h1", "a"), ("h2", "b"), ("h3", "c")]);
+    y += &se("redir", &[("v1", "v1")]);
     y += "---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -109,6 +110,20 @@ spec:
     route: [{destination: {host: paths.interop.test, subset: v2}}]
   - name: rest
     route: [{destination: {host: paths.interop.test, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: redir, namespace: interop}
+spec:
+  hosts: [redir.interop.test]
+  http:
+  - name: redirect
+    match: [{headers: {x-redirect: {exact: '1'}}}]
+    redirect: {uri: /elsewhere, authority: other.example.com}
+  - name: direct
+    match: [{headers: {x-direct: {exact: '1'}}}]
+    directResponse: {status: 503}
+  - route: [{destination: {host: redir.interop.test}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -351,10 +366,31 @@ const PROBES: &[Probe] = &[
         compare: Compare::Shares,
     },
     Probe {
-        name: "redirect-route-skipped",
+        name: "kitchen-redirect-route",
         service: "kitchen",
         count: 5,
         args: &["--header", "x-skip=0", "--header", "x-redirect=1"],
+        compare: Compare::Exact,
+    },
+    Probe {
+        name: "redirect-route",
+        service: "redir",
+        count: 5,
+        args: &["--header", "x-redirect=1"],
+        compare: Compare::Exact,
+    },
+    Probe {
+        name: "direct-response-route",
+        service: "redir",
+        count: 5,
+        args: &["--header", "x-direct=1"],
+        compare: Compare::Exact,
+    },
+    Probe {
+        name: "after-redirect-and-direct-routes",
+        service: "redir",
+        count: 5,
+        args: &[],
         compare: Compare::Exact,
     },
 ];

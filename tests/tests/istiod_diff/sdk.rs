@@ -178,18 +178,22 @@ fn decision(route: Option<&Route>) -> BTreeMap<&'static str, Value> {
         }
         other => serde_json::to_value(other).unwrap_or(Value::Null),
     };
+    let forwards = matches!(r.action, Action::Forward(_));
     d.insert("action", action);
-    // `origin` (Istio's default or the route's own) only labels the
-    // policy for explanations; what is retried is the rest.
-    let mut retries = serde_json::to_value(&r.retries).unwrap_or(Value::Null);
-    if let Some(o) = retries.as_object_mut() {
-        o.remove("origin");
+    // Retries and the route timeout only matter when the route forwards.
+    // `origin` (Istio's default or the route's own) only labels the policy
+    // for explanations; what is retried is the rest.
+    if forwards {
+        let mut retries = serde_json::to_value(&r.retries).unwrap_or(Value::Null);
+        if let Some(o) = retries.as_object_mut() {
+            o.remove("origin");
+        }
+        d.insert("retries", retries);
+        d.insert(
+            "timeout",
+            serde_json::to_value(r.timeout).unwrap_or(Value::Null),
+        );
     }
-    d.insert("retries", retries);
-    d.insert(
-        "timeout",
-        serde_json::to_value(r.timeout).unwrap_or(Value::Null),
-    );
     d.insert(
         "fault",
         serde_json::to_value(&r.fault).unwrap_or(Value::Null),
@@ -297,6 +301,47 @@ fn compare_models(i: &Model, m: &Model) -> (usize, Vec<Difference>) {
                     });
                 }
             }
+        }
+    }
+    // Whether each model can carry its routes out: every cluster a route
+    // forwards to, with its endpoints (a missing one fails the request
+    // with no healthy upstream).
+    let mut referenced = BTreeSet::new();
+    for key in keys_i.intersection(&keys_m) {
+        for model in [i, m] {
+            let svc = &model.outbound[*key];
+            for r in &svc.routes.routes {
+                for x in r.destinations() {
+                    let port = x.port.unwrap_or(svc.port);
+                    referenced.insert(mesh_core::model::cluster_name(
+                        &x.host,
+                        port,
+                        x.subset.as_deref(),
+                    ));
+                }
+            }
+        }
+    }
+    let upstream = |model: &Model, name: &str| {
+        model.clusters.get(name).map_or_else(
+            || {
+                "missing from the model: requests routed here fail (503, no healthy upstream)"
+                    .to_string()
+            },
+            |c| format!("present, {} endpoints", c.endpoints.len()),
+        )
+    };
+    for name in &referenced {
+        let (ui, um) = (upstream(i, name), upstream(m, name));
+        compared += 1;
+        if ui != um {
+            diffs.push(Difference {
+                area: AREA,
+                case: name.clone(),
+                request: "upstream cluster a route forwards to".into(),
+                istiod: ui,
+                meshd: um,
+            });
         }
     }
     let names_i: BTreeSet<&String> = i.clusters.keys().collect();
