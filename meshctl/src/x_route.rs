@@ -49,13 +49,22 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let compiler = Compiler::new(loaded.resources, mesh);
     let client = Client::new(args.source_namespace, parse_labels(&args.source_labels)?);
     let suffix = compiler.settings().domain_suffix.clone();
+    // The host as the SDK resolves it for this client (one resolver,
+    // mesh_core::host, through the compiled model); a name no service
+    // answers to is qualified as a resource's host would be.
+    let model = compiler.compile(&client);
+    let resolved = args
+        .port
+        .and_then(|p| model.resolve_outbound(&args.host, p, &mut String::new()))
+        .map(|s| s.host.as_str())
+        .or_else(|| model.resolve_host(&args.host));
+    let host = resolved.map_or_else(
+        || fqdn(&args.host, &client.namespace, &suffix),
+        str::to_string,
+    );
     // Without --port, a service with a single port is unambiguous.
-    let host = fqdn(&args.host, &client.namespace, &suffix);
     let port = args.port.or_else(|| {
-        let mut ports = compiler
-            .registry()
-            .services_named(&host)
-            .flat_map(|s| s.ports.iter().map(|p| p.number));
+        let mut ports = model.ports_of(&host);
         match (ports.next(), ports.next()) {
             (Some(p), None) => Some(p),
             _ => None,

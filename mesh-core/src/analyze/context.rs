@@ -41,6 +41,11 @@ impl<'a> Context<'a> {
         &self.compiler.settings().root_namespace
     }
 
+    /// The DNS suffix of in-cluster services.
+    pub fn domain_suffix(&self) -> &str {
+        &self.compiler.settings().domain_suffix
+    }
+
     /// A host as written in a resource of `namespace`, fully qualified.
     pub fn fqdn(&self, host: &str, namespace: &str) -> String {
         fqdn(host, namespace, &self.compiler.settings().domain_suffix)

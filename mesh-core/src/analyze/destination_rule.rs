@@ -115,11 +115,8 @@ fn namespace_ignored(ctx: &Context<'_>, r: &Resource, host: &str, out: &mut Vec<
             .collect();
         if !from_registry.is_empty() {
             from_registry
-        } else if let Some(svc_ns) = fq
-            .strip_suffix(&format!(".svc.{}", crate::host::DEFAULT_DOMAIN_SUFFIX))
-            .and_then(|rest| rest.rsplit_once('.').map(|(_, ns)| ns.to_string()))
-        {
-            vec![svc_ns]
+        } else if let Some((_, svc_ns)) = crate::host::service_of(&fq, ctx.domain_suffix()) {
+            vec![svc_ns.to_string()]
         } else {
             return;
         }

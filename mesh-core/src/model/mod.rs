@@ -142,7 +142,17 @@ pub fn cluster_name(host: &str, port: u16, subset: Option<&str>) -> String {
 
 /// Appends [`cluster_name`] to `out` (for callers that reuse a buffer).
 pub fn write_cluster_name(out: &mut String, host: &str, port: u16, subset: Option<&str>) {
-    // By hand rather than `write!`: this runs per request in the SDK.
+    out.push_str("outbound|");
+    push_port(out, port);
+    out.push('|');
+    out.push_str(subset.unwrap_or(""));
+    out.push('|');
+    out.push_str(host);
+}
+
+/// Appends `port` in decimal. By hand rather than `write!`: this runs per
+/// request in the SDK.
+fn push_port(out: &mut String, port: u16) {
     let mut digits = [0u8; 5];
     let mut i = digits.len();
     let mut n = port;
@@ -154,12 +164,7 @@ pub fn write_cluster_name(out: &mut String, host: &str, port: u16, subset: Optio
             break;
         }
     }
-    out.push_str("outbound|");
     out.extend(digits[i..].iter().map(|d| char::from(*d)));
-    out.push('|');
-    out.push_str(subset.unwrap_or(""));
-    out.push('|');
-    out.push_str(host);
 }
 
 /// Everything one client needs.
@@ -185,6 +190,67 @@ impl Model {
     /// The outbound service for `host:port`.
     pub fn outbound_for(&self, host: &str, port: u16) -> Option<&OutboundService> {
         self.outbound.get(&format!("{host}:{port}"))
+    }
+
+    /// The outbound service a request from this model's client for
+    /// `host:port` reaches: the first of [`crate::host::candidates`] (the
+    /// name as written, its search-path expansion from the client's
+    /// namespace, covering wildcards) that names one. `key` is a scratch
+    /// buffer, so a caller that keeps one allocates nothing here.
+    pub fn resolve_outbound(
+        &self,
+        host: &str,
+        port: u16,
+        key: &mut String,
+    ) -> Option<&OutboundService> {
+        self.resolve_key(host, key, |key| {
+            push_port(key, port);
+            self.outbound.get(key.as_str())
+        })
+    }
+
+    /// The fully qualified host this model's client reaches by dialling
+    /// `host` on any port: the first of [`crate::host::candidates`] that
+    /// names an outbound service, as [`Model::resolve_outbound`] picks it
+    /// for a port the service has.
+    pub fn resolve_host(&self, host: &str) -> Option<&str> {
+        use std::ops::Bound;
+        self.resolve_key(host, &mut String::new(), |prefix| {
+            self.outbound
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                .next()
+                .filter(|(k, _)| k.starts_with(prefix.as_str()))
+                .map(|(_, s)| s.host.as_str())
+        })
+    }
+
+    /// Tries `found` on `<candidate>:` (lowercase, in `key`) for each of
+    /// the [`crate::host::candidates`] of a `host` this client dials.
+    fn resolve_key<T>(
+        &self,
+        host: &str,
+        key: &mut String,
+        mut found: impl FnMut(&mut String) -> Option<T>,
+    ) -> Option<T> {
+        crate::host::resolve(
+            host,
+            &self.client.namespace,
+            &self.mesh.domain_suffix,
+            |c| {
+                key.clear();
+                c.write_lowercase(key);
+                key.push(':');
+                found(key)
+            },
+        )
+    }
+
+    /// The ports of the outbound services for the fully qualified `host`.
+    pub fn ports_of<'a>(&'a self, host: &'a str) -> impl Iterator<Item = u16> + 'a {
+        self.outbound
+            .values()
+            .filter(move |s| s.host.eq_ignore_ascii_case(host))
+            .map(|s| s.port)
     }
 
     /// The cluster for host, port and subset.

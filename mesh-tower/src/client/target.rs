@@ -1,12 +1,15 @@
 //! Which outbound service a request is for: the authority (URI authority or
 //! `Host` header) resolved against the model's `host:port` services.
 //!
-//! Short names are resolved as Kubernetes DNS search paths would resolve
-//! them from the client's namespace (`reviews`, `reviews.prod`,
-//! `reviews.prod.svc`), and a missing port defaults by scheme (80 for http,
-//! 443 for https). ServiceEntry wildcard hosts (`*.example.com`) match one
-//! or more leading labels. The lookup reuses a per-thread key buffer, so a
-//! hit costs a `BTreeMap` search and no allocation.
+//! Short names are resolved by mesh-core's one resolver
+//! ([`mesh_core::host::candidates`], through [`Model::resolve_outbound`]) as
+//! Kubernetes DNS search paths would resolve them from the client's
+//! namespace (`reviews`, `reviews.prod`, `reviews.prod.svc`), the same way
+//! `meshctl x route` and meshd's short-name listeners do; a missing port
+//! defaults by scheme (80 for http, 443 for https). ServiceEntry wildcard
+//! hosts (`*.example.com`) match one or more leading labels. The lookup
+//! reuses a per-thread key buffer, so a hit costs a `BTreeMap` search and no
+//! allocation.
 
 use std::cell::RefCell;
 
@@ -99,62 +102,11 @@ thread_local! {
     static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
 }
 
-fn lookup<'m>(model: &'m Model, parts: &[&str], port: u16) -> Option<&'m OutboundService> {
-    KEY.with(|k| {
-        let mut k = k.borrow_mut();
-        k.clear();
-        for p in parts {
-            k.push_str(p);
-        }
-        // Host names are case-insensitive; model keys are lowercase.
-        k.make_ascii_lowercase();
-        k.push(':');
-        k.push_str(itoa(port, &mut [0u8; 5]));
-        model.outbound.get(k.as_str())
-    })
-}
-
-fn itoa(mut n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-/// The outbound service for `host:port`, trying the name as given, then the
-/// namespace-relative expansions of a short name, then wildcard hosts.
+/// The outbound service for `host:port`: [`Model::resolve_outbound`] (the
+/// name as given, then its search-path expansion from the client's
+/// namespace, then wildcard hosts), with this thread's key buffer.
 pub fn resolve<'m>(model: &'m Model, host: &str, port: u16) -> Option<&'m OutboundService> {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if let Some(s) = lookup(model, &[host], port) {
-        return Some(s);
-    }
-    let ns = model.client.namespace.as_str();
-    let suffix = model.mesh.domain_suffix.as_str();
-    let dots = host.bytes().filter(|b| *b == b'.').count();
-    let found = match dots {
-        0 => lookup(model, &[host, ".", ns, ".svc.", suffix], port),
-        1 => lookup(model, &[host, ".svc.", suffix], port),
-        2 if host.ends_with(".svc") => lookup(model, &[host, ".", suffix], port),
-        _ => None,
-    };
-    if found.is_some() {
-        return found;
-    }
-    // Wildcards: `*.b.c` then `*.c` for `a.b.c`.
-    let mut rest = host;
-    while let Some((_, tail)) = rest.split_once('.') {
-        if let Some(s) = lookup(model, &["*.", tail], port) {
-            return Some(s);
-        }
-        rest = tail;
-    }
-    None
+    KEY.with(|k| model.resolve_outbound(host, port, &mut k.borrow_mut()))
 }
 
 #[cfg(test)]
@@ -180,7 +132,5 @@ mod tests {
         assert_eq!((a.host, a.port), ("h:", 80));
         let a = split_authority("[::1]", 443);
         assert_eq!((a.host, a.port, a.explicit_port), ("::1", 443, false));
-        assert_eq!(itoa(0, &mut [0; 5]), "0");
-        assert_eq!(itoa(65535, &mut [0; 5]), "65535");
     }
 }

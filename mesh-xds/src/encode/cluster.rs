@@ -315,11 +315,8 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
     if simple_in_lb_policy {
         remove_path(&mut extra, &["load_balancer", "simple"]);
     }
-    let (svc_name, ns) = c
-        .host
-        .strip_suffix(&format!(".svc.{}", model.mesh.domain_suffix))
-        .and_then(|s| s.split_once('.'))
-        .map_or((c.host.as_str(), ""), |(a, b)| (a, b));
+    let (svc_name, ns) =
+        mesh_core::host::service_of(&c.host, &model.mesh.domain_suffix).unwrap_or((&c.host, ""));
     let mut istio = Map::new();
     istio.insert(
         "services".into(),

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
     HttpFilter, Rds,
 };
+use mesh_core::host;
 use mesh_core::model::{Model, OutboundService};
 
 use super::{FAULT_FILTER, ROUTER_FILTER};
@@ -37,27 +38,22 @@ pub fn http_filter<T: prost::Message + prost::Name>(name: &str, config: &T) -> H
     }
 }
 
-/// Other names a client in the service's own namespace may use for it
-/// (`name:port`, `name.ns:port`, `name.ns.svc:port`), the names istiod
-/// expands to the FQDN for proxyless clients.
+/// Other names this model's client may dial the service by (`name:port`
+/// from the service's own namespace, `name.ns:port` and `name.ns.svc:port`
+/// from any), each resolving to the FQDN as the SDK and `meshctl x route`
+/// resolve it ([`mesh_core::host::short_names`]). A name that is itself an
+/// outbound service is left to that service, as resolution tries the name
+/// as written first.
 pub fn short_names(svc: &OutboundService, model: &Model) -> Vec<String> {
-    let suffix = format!(".svc.{}", model.mesh.domain_suffix);
-    let Some((name, ns)) = svc
-        .host
-        .strip_suffix(&suffix)
-        .and_then(|s| s.split_once('.'))
-    else {
-        return Vec::new();
-    };
-    if ns != model.client.namespace || name.contains('.') {
-        return Vec::new();
-    }
-    let p = svc.port;
-    vec![
-        format!("{name}:{p}"),
-        format!("{name}.{ns}:{p}"),
-        format!("{name}.{ns}.svc:{p}"),
-    ]
+    host::short_names(
+        &svc.host,
+        &model.client.namespace,
+        &model.mesh.domain_suffix,
+    )
+    .into_iter()
+    .map(|short| format!("{short}:{}", svc.port))
+    .filter(|alias| !model.outbound.contains_key(alias))
+    .collect()
 }
 
 /// The client-side listener `name` (`host:port`, or a short-name alias of

@@ -56,10 +56,14 @@ pub struct EncodeOptions {
     /// Addresses the workload's gRPC servers listen on (`ip`, `port`). When
     /// empty, one listener on `0.0.0.0` per inbound port of the model.
     pub inbound_addresses: Vec<(String, u16)>,
-    /// Also send listeners under the short names a gRPC client in the same
-    /// namespace may dial (`xds:///reviews:9080`, `reviews.ns:9080`,
-    /// `reviews.ns.svc:9080`), each naming the FQDN route config, as istiod
-    /// answers such names. Default true.
+    /// Also send listeners under the short names a gRPC client may dial
+    /// (`xds:///reviews:9080` from the service's namespace,
+    /// `reviews.ns:9080` and `reviews.ns.svc:9080` from any), each naming
+    /// the FQDN route config: the names the SDK and `meshctl x route`
+    /// resolve to that service (`mesh_core::host::short_names`). istiod expands
+    /// only names relative to the client's own namespace; Kubernetes DNS,
+    /// and so a sidecar's client, also reaches `reviews.ns` from elsewhere.
+    /// Default true.
     pub short_name_listeners: bool,
     /// Send Istio mTLS (the certificate-provider transport socket) to
     /// clusters without DestinationRule TLS whose endpoints are all in the

@@ -115,27 +115,18 @@ fn service_metadata(
     mesh_metadata(md)
 }
 
-/// The domains of the virtual host: the host and `host:port`, plus the short
-/// names istiod adds for Kubernetes services (`name.ns`, `name.ns.svc`, and
-/// `name` when the client is in the same namespace), each also with the port.
+/// The domains of the virtual host: the host and the short names this
+/// model's client may dial it by ([`mesh_core::host::short_names`], the
+/// names the SDK and `meshctl x route` resolve to it: `name.ns`,
+/// `name.ns.svc`, and `name` when the client is in the same namespace),
+/// each also with the port.
 pub fn domains(host: &str, port: u16, model: &Model) -> Vec<String> {
-    let mut names = vec![host.to_string()];
-    let suffix = format!(".svc.{}", model.mesh.domain_suffix);
-    if let Some(short) = host.strip_suffix(&suffix) {
-        if let Some((svc, ns)) = short.split_once('.') {
-            names.push(format!("{svc}.{ns}.svc"));
-            names.push(short.to_string());
-            if ns == model.client.namespace {
-                names.push(svc.to_string());
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(names.len() * 2);
-    for n in names {
-        out.push(format!("{n}:{port}"));
-        out.push(n);
-    }
-    out
+    let shorts =
+        mesh_core::host::short_names(host, &model.client.namespace, &model.mesh.domain_suffix);
+    std::iter::once(host)
+        .chain(shorts)
+        .flat_map(|n| [format!("{n}:{port}"), n.to_string()])
+        .collect()
 }
 
 fn encode_route(index: usize, r: &Route, svc: &OutboundService, model: &Model) -> Vec<EnvoyRoute> {
