@@ -2,7 +2,7 @@
 //! think, and rules that attackers can walk around.
 
 use crate::compile::mtls_policy;
-use crate::config::common::Labels;
+use crate::config::common::{selector_matches, Labels};
 use crate::config::mesh_config::PathNormalizationKind;
 use crate::config::security::authorization_policy::{Action, AuthorizationPolicy, Rule};
 use crate::config::{Kind, Resource};
@@ -294,7 +294,7 @@ fn hosts_on_sidecar(
     let on_gateway = !labels.is_empty()
         && ctx.of_kind(Kind::Gateway).any(|g| {
             g.gateway()
-                .is_some_and(|g| labels.iter().all(|(k, v)| g.selector.get(k) == Some(v)))
+                .is_some_and(|g| selector_matches(&labels, &g.selector))
         });
     if !on_gateway {
         out.push(Finding::at(

@@ -9,6 +9,7 @@
 //! `portLevelSettings` for the port, then the subset's policy, then the
 //! subset's `portLevelSettings`.
 
+use crate::config::common::selector_matches;
 use crate::config::networking::destination_rule::{DestinationRule, TrafficPolicy};
 use crate::config::{Kind, Resource};
 use crate::host::{fqdn, host_matches};
@@ -125,7 +126,7 @@ pub(super) fn build(
     let endpoints = |filter: Option<&crate::config::common::Labels>| -> Vec<ClusterEndpoint> {
         svc.endpoints
             .iter()
-            .filter(|e| filter.is_none_or(|l| l.iter().all(|(k, v)| e.labels.get(k) == Some(v))))
+            .filter(|e| filter.is_none_or(|l| selector_matches(l, &e.labels)))
             .map(|e| ClusterEndpoint {
                 address: e.address.clone(),
                 port: e.port_for(port),

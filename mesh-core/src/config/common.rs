@@ -13,6 +13,20 @@ use super::validate::{check_regex, field, Issues, Validate};
 /// Labels as Kubernetes writes them. Ordered so output is deterministic.
 pub type Labels = BTreeMap<String, String>;
 
+/// True when `labels` carries every label of `selector` with the same
+/// value. The one label-selector test: workload selectors (security kinds,
+/// Sidecar, ServiceEntry), `sourceLabels`, subsets, controller selectors.
+/// An empty selector matches everything, as in Kubernetes.
+pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A Kubernetes Service's selector: [`selector_matches`], except that an
+/// empty selector selects nothing (a Service without one has no pods).
+pub fn service_selects(selector: &Labels, labels: &Labels) -> bool {
+    !selector.is_empty() && selector_matches(selector, labels)
+}
+
 /// A duration as Istio accepts it in YAML: Go syntax (`1h2m3.5s`, `250ms`,
 /// `30s`), which includes protobuf JSON's `1.5s` form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -278,9 +292,7 @@ impl WorkloadSelector {
     /// True when `labels` carries every label of the selector. An empty
     /// selector matches everything, as in Kubernetes.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        selector_matches(&self.match_labels, labels)
     }
 }
 

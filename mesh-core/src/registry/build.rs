@@ -7,7 +7,7 @@
 //! service per host, with inline endpoints or the WorkloadEntries their
 //! `workloadSelector` picks.
 
-use crate::config::common::Labels;
+use crate::config::common::{service_selects, Labels};
 use crate::config::kube::Protocol;
 use crate::config::networking::service_entry::{Location, Resolution as SeResolution};
 use crate::config::networking::workload_entry::WorkloadEntry;
@@ -22,10 +22,6 @@ use super::{
 /// The label Istio puts on in-mesh endpoints; an explicit value wins over
 /// what we infer.
 const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
-
-fn selects(selector: &Labels, labels: &Labels) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
 
 fn endpoint_from(
     we: &WorkloadEntry,
@@ -68,7 +64,9 @@ pub fn build(resources: &[Resource], mesh: &MeshConfig) -> Registry {
     let selected_entries = |namespace: &str, selector: &Labels| -> Vec<Endpoint> {
         workload_entries
             .iter()
-            .filter(|(r, we)| r.meta.namespace == namespace && selects(selector, &we.labels))
+            .filter(|(r, we)| {
+                r.meta.namespace == namespace && service_selects(selector, &we.labels)
+            })
             .filter_map(|(r, we)| endpoint_from(we, namespace, r.key(), TlsMode::Istio))
             .collect()
     };

@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use build::build;
 pub use visibility::ExportTo;
 
-use crate::config::common::Labels;
+use crate::config::common::{service_selects, Labels};
 use crate::config::kube::Protocol;
 use crate::config::Kind;
 
@@ -205,9 +205,9 @@ impl Registry {
     ) -> impl Iterator<Item = &'a Service> + 'a {
         self.services.iter().filter(move |s| {
             s.namespace == namespace
-                && s.selector.as_ref().is_some_and(|sel| {
-                    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-                })
+                && s.selector
+                    .as_ref()
+                    .is_some_and(|sel| service_selects(sel, labels))
         })
     }
 }

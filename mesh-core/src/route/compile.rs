@@ -19,6 +19,7 @@
 //! the table has one default route to the host itself with Istio's default
 //! retry policy and no timeout.
 
+use crate::config::common::selector_matches;
 use crate::config::networking::virtual_service::{
     self as vs, HttpMatchRequest, HttpRoute, VirtualService, MESH_GATEWAY,
 };
@@ -281,9 +282,7 @@ pub fn block_applies(
         &m.gateways
     };
     gateways_apply(gateways, vs_ns, client)
-        && m.source_labels
-            .iter()
-            .all(|(k, val)| client.labels.get(k) == Some(val))
+        && selector_matches(&m.source_labels, &client.labels)
         && m.source_namespace
             .as_ref()
             .is_none_or(|ns| *ns == client.namespace)

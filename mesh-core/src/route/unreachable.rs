@@ -9,7 +9,7 @@
 //! method, authority, scheme, port and source conditions). A rule without
 //! match blocks covers everything after it.
 
-use crate::config::common::{StringMatch, StringMatchKind};
+use crate::config::common::{selector_matches, StringMatch, StringMatchKind};
 use crate::config::networking::virtual_service::{HttpMatchRequest, VirtualService};
 
 /// `(rule_index, match_index, shadowed_by_rule_index)`: `match_index` is
@@ -78,9 +78,7 @@ pub fn covers(a: &HttpMatchRequest, b: &HttpMatchRequest) -> bool {
             .iter()
             .all(|(k, am)| b.without_headers.get(k) == Some(am))
         && (a.port.is_none() || a.port == b.port)
-        && a.source_labels
-            .iter()
-            .all(|(k, v)| b.source_labels.get(k) == Some(v))
+        && selector_matches(&a.source_labels, &b.source_labels)
         && (a.source_namespace.is_none() || a.source_namespace == b.source_namespace)
         && (a.gateways.is_empty() && b.gateways.is_empty() || a.gateways == b.gateways)
 }

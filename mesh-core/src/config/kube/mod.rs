@@ -17,7 +17,7 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::common::Labels;
+use crate::config::common::{service_selects, Labels};
 use crate::config::validate::{check_port, field, is_dns1123_label, Issues, Validate};
 
 pub use protocol::Protocol;
@@ -215,7 +215,7 @@ impl ServiceSpec {
     pub fn selects(&self, labels: &Labels) -> bool {
         self.selector
             .as_ref()
-            .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .is_some_and(|sel| service_selects(sel, labels))
     }
 
     /// The port with this Service port number.

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::common::Labels;
+use crate::config::common::{selector_matches, Labels};
 use crate::config::validate::{check_port, field, Issues, Validate};
 
 use super::IpProtocol;
@@ -369,10 +369,7 @@ impl Validate for ControllerSpec {
     fn validate(&self, path: &str, issues: &mut Issues) {
         if let Some(sel) = &self.selector {
             let labels = self.template_labels();
-            let selected = sel
-                .match_labels
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v));
+            let selected = selector_matches(&sel.match_labels, labels);
             if !selected {
                 issues.push(
                     field(&field(path, "selector"), "matchLabels"),

@@ -55,7 +55,7 @@ pub struct WorkloadSelector {
 impl WorkloadSelector {
     /// True when `labels` carries every label of the selector.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        crate::config::common::selector_matches(&self.labels, labels)
     }
 }
 
