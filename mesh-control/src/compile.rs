@@ -74,8 +74,11 @@ pub struct Compiled {
     pub snapshot: Arc<Snapshot>,
 }
 
+/// The addresses a server of this identity may name in its listener
+/// request: the wildcards, loopback (where servers in examples and local
+/// runs bind) and the node's `INSTANCE_IPS`.
 fn inbound_addresses(model: &Model, key: &ClientKey) -> Vec<(String, u16)> {
-    let ips: BTreeSet<&str> = ["0.0.0.0", "::"]
+    let ips: BTreeSet<&str> = ["0.0.0.0", "::", "127.0.0.1", "::1"]
         .into_iter()
         .chain(key.instance_ips.iter().map(String::as_str))
         .collect();
@@ -455,13 +458,27 @@ mod proxyless_tests {
     }
 
     #[test]
-    fn stock_grpc_clients_do_not_get_route_kinds_they_reject() {
+    fn stock_grpc_clients_get_route_kinds_they_cannot_take_as_aborts() {
         // A redirect before the default route: grpc-js-xds NACKs a whole
-        // RouteConfiguration holding one, so a stock client gets the
-        // route config without it, and our SDK gets all of it.
+        // RouteConfiguration holding one, so a stock client gets it as a
+        // route whose calls are aborted (not a fall-through), and our SDK
+        // gets the redirect itself.
         let redirect = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: demo}\nspec:\n  hosts: [b]\n  http:\n  - match: [{uri: {exact: /old}}]\n    redirect: {uri: /new}\n  - route: [{destination: {host: b}}]\n";
         let c = compiler_with("5s", redirect);
         let name = "outbound|80||b.demo.svc.cluster.local";
+        let aborts = |snap: &Snapshot| {
+            let rc: RouteConfiguration =
+                unany(&snap.resources(types::ROUTE).unwrap()[name]).unwrap();
+            let r = &rc.virtual_hosts[0].routes[0];
+            (
+                matches!(
+                    r.action,
+                    Some(mesh_xds::pb::envoy::config::route::v3::route::Action::Redirect(_))
+                ),
+                r.typed_per_filter_config
+                    .contains_key("envoy.filters.http.fault"),
+            )
+        };
         let sdk = compile(&c, &key(), None);
         let stock = compile(
             &c,
@@ -472,7 +489,9 @@ mod proxyless_tests {
             None,
         );
         assert_eq!(routes_of(&sdk.snapshot, name), 2);
-        assert_eq!(routes_of(&stock.snapshot, name), 1);
+        assert_eq!(routes_of(&stock.snapshot, name), 2);
+        assert_eq!(aborts(&sdk.snapshot), (true, false));
+        assert_eq!(aborts(&stock.snapshot), (false, true));
         // The incremental path keeps the choice.
         let c2 = compiler_with("6s", redirect);
         let again = compile(
@@ -483,6 +502,6 @@ mod proxyless_tests {
             },
             Some(&stock),
         );
-        assert_eq!(routes_of(&again.snapshot, name), 1);
+        assert_eq!(aborts(&again.snapshot), (false, true));
     }
 }

@@ -415,7 +415,7 @@ fn ring_hash_policy_names_xx_hash() {
 /// left out (grpc-js-xds NACKs the whole RouteConfiguration with
 /// "unsupported action: redirect"); other clients still get them.
 #[test]
-fn proxyless_grpc_route_configs_leave_out_redirects_and_direct_responses() {
+fn proxyless_grpc_route_configs_abort_redirects_and_direct_responses() {
     let res = common::bookinfo_resources();
     let m = common::model_for(&res, "demo", &[("app", "client")]);
     let actions = |grpc: bool| -> Vec<(String, &'static str)> {
@@ -453,5 +453,51 @@ fn proxyless_grpc_route_configs_leave_out_redirects_and_direct_responses() {
     assert!(full.contains(&("teapot".to_string(), "direct")), "{full:?}");
     let grpc = actions(true);
     assert!(grpc.iter().all(|(_, k)| *k == "route"), "{grpc:?}");
-    assert_eq!(grpc.len(), full.len() - 2, "only the two are left out");
+    assert_eq!(grpc.len(), full.len(), "every route is kept, in order");
+    // The two become routes whose every call the fault filter aborts: the
+    // teapot's status, UNAVAILABLE for the redirect; not a fall-through.
+    let out = encode(
+        &m,
+        &EncodeOptions {
+            proxyless_grpc: true,
+            ..EncodeOptions::default()
+        },
+    );
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound|7070||echo.demo.svc.cluster.local")
+        .unwrap();
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+        fault_abort::ErrorType, HttpFault,
+    };
+    let abort = |name: &str| {
+        let r = rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap();
+        let f: HttpFault = unany(&r.typed_per_filter_config["envoy.filters.http.fault"]).unwrap();
+        let a = f.abort.unwrap();
+        assert_eq!(
+            a.percentage.unwrap().numerator,
+            1_000_000,
+            "{name}: every call"
+        );
+        a.error_type.unwrap()
+    };
+    assert!(matches!(abort("teapot"), ErrorType::HttpStatus(418)));
+    assert!(matches!(abort("moved"), ErrorType::GrpcStatus(14)));
+    let l = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "echo.demo.svc.cluster.local:7070")
+        .unwrap();
+    assert!(
+        hcm(l)
+            .http_filters
+            .iter()
+            .any(|f| f.name == "envoy.filters.http.fault"),
+        "the fault filter is there to abort them"
+    );
 }

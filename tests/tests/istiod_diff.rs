@@ -37,6 +37,31 @@ use mesh_interop::{istiod, Lang, Tool};
 /// istiod").
 const DELIBERATE: &[Deliberate] = &[
     Deliberate {
+        area: "sdk",
+        case: "kitchen",
+        request: "cluster load_balancer",
+        reason: "the kitchen route splits between a LEAST_REQUEST subset and a MAGLEV subset \
+                 hashing on x-user; istiod's route carries no hash policy for it, so its clients \
+                 pick a maglev endpoint without a key (at random); meshd sends the subset's \
+                 DestinationRule key as the route's hash policy (gRFC A42), which the SDK reads \
+                 back as the cluster's key",
+    },
+    Deliberate {
+        area: "sdk",
+        case: "",
+        request: "cluster connection_pool",
+        reason: "istiod's proxyless generator sends no circuit breakers for a DestinationRule \
+                 connectionPool (its cds.go applies TLS and load balancing only); meshd sends \
+                 the thresholds gRPC (max_requests) and the SDK enforce",
+    },
+    Deliberate {
+        area: "sdk",
+        case: "",
+        request: "cluster outlier_detection",
+        reason: "istiod's proxyless generator sends no outlier detection; meshd sends a \
+                 DestinationRule's outlierDetection, which gRPC (gRFC A50) and the SDK enforce",
+    },
+    Deliberate {
         area: "stock-client",
         case: "kitchen-",
         request: "",

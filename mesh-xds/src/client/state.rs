@@ -178,13 +178,20 @@ impl SotwState {
 
     fn request(&self, type_url: &'static str) -> DiscoveryRequest {
         let st = self.types.get(type_url);
+        let mut resource_names: Vec<String> = st
+            .map(|s| s.names.iter().cloned().collect())
+            .unwrap_or_default();
+        if type_url == types::CLUSTER && !resource_names.is_empty() {
+            // Wildcard and the clusters the routes name: a server that
+            // builds only named clusters (istiod's gRPC generator) answers
+            // the names, one that sends every cluster (meshd) the wildcard.
+            resource_names.insert(0, "*".to_string());
+        }
         DiscoveryRequest {
             type_url: type_url.to_string(),
             version_info: st.map(|s| s.version.clone()).unwrap_or_default(),
             response_nonce: st.map(|s| s.nonce.clone()).unwrap_or_default(),
-            resource_names: st
-                .map(|s| s.names.iter().cloned().collect())
-                .unwrap_or_default(),
+            resource_names,
             ..Default::default()
         }
     }
@@ -339,6 +346,7 @@ impl SotwState {
         let mut changed = Vec::new();
         for (t, want) in [
             (types::ROUTE, self.wanted_routes()),
+            (types::CLUSTER, self.wanted_clusters()),
             (types::ENDPOINT, self.wanted_endpoints()),
         ] {
             let have = &self.ts(t).names;
@@ -347,10 +355,13 @@ impl SotwState {
                 let removed = have.difference(&want).cloned().collect();
                 match t {
                     types::ROUTE => self.routes.retain(|k, _| want.contains(k)),
-                    _ => self.endpoints.retain(|k, _| want.contains(k)),
+                    types::ENDPOINT => self.endpoints.retain(|k, _| want.contains(k)),
+                    // CDS is wildcard too: every cluster a response carries
+                    // stays until a response leaves it out.
+                    _ => {}
                 }
                 self.versions
-                    .retain(|(tt, n), _| *tt != t || want.contains(n));
+                    .retain(|(tt, n), _| *tt == types::CLUSTER || *tt != t || want.contains(n));
                 self.absent.retain(|(tt, n)| *tt != t || want.contains(n));
                 self.ts(t).names = want;
                 changed.push(Resubscribed {

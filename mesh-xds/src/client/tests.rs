@@ -121,11 +121,22 @@ async fn sync_in_any_order_publishes_only_a_consistent_set() {
     assert!(st.assemble().is_none());
 
     // Routes before clusters (a server without make-before-break): not
-    // consistent while the clusters they send to are unknown.
+    // consistent while the clusters they send to are unknown. CDS now also
+    // names the clusters the routes send to, beside the wildcard (istiod's
+    // gRPC generator builds only named clusters).
     let step = st.on_response(&resp(types::ROUTE, &res.routes, "2", "n2"), now);
     assert_eq!(
         kinds(&step.requests),
-        [(types::ROUTE, vec![RDS.to_string()], "2", "n2", false)]
+        [
+            (types::ROUTE, vec![RDS.to_string()], "2", "n2", false),
+            (
+                types::CLUSTER,
+                vec!["*".to_string(), V1.to_string()],
+                "",
+                "",
+                false
+            )
+        ]
     );
     assert!(st.assemble().is_none());
 
@@ -135,7 +146,13 @@ async fn sync_in_any_order_publishes_only_a_consistent_set() {
     assert_eq!(
         kinds(&step.requests),
         [
-            (types::CLUSTER, vec![], "3", "n3", false),
+            (
+                types::CLUSTER,
+                vec!["*".to_string(), V1.to_string()],
+                "3",
+                "n3",
+                false
+            ),
             (types::ENDPOINT, eds.clone(), "", "", false)
         ]
     );

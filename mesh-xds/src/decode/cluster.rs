@@ -10,6 +10,9 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment,
 };
+use envoy_types::pb::envoy::config::route::v3::route_action::{
+    hash_policy::PolicySpecifier, HashPolicy,
+};
 use mesh_core::config::common::Duration;
 use mesh_core::config::kube::Protocol;
 use mesh_core::model::{Cluster, ClusterEndpoint, ClusterPolicy};
@@ -62,6 +65,38 @@ pub fn decode_cluster(
     c: &EnvoyCluster,
     cla: Option<&ClusterLoadAssignment>,
 ) -> Result<Cluster, DecodeError> {
+    decode_cluster_with(c, cla, None)
+}
+
+/// The hash key of a route's first hash policy, in DestinationRule
+/// `consistentHash` form: where Envoy (and istiod) put the key a
+/// consistent-hash cluster hashes on.
+pub(crate) fn route_hash_key(hp: &HashPolicy) -> Option<Value> {
+    Some(match hp.policy_specifier.as_ref()? {
+        PolicySpecifier::Header(h) => json!({"httpHeaderName": h.header_name}),
+        PolicySpecifier::Cookie(c) => {
+            let mut cookie = json!({"name": c.name});
+            if let Some(ttl) = &c.ttl {
+                cookie["ttl"] = dur_json(ttl);
+            }
+            if !c.path.is_empty() {
+                cookie["path"] = json!(c.path);
+            }
+            json!({"httpCookie": cookie})
+        }
+        PolicySpecifier::ConnectionProperties(p) if p.source_ip => json!({"useSourceIp": true}),
+        PolicySpecifier::QueryParameter(q) => json!({"httpQueryParameterName": q.name}),
+        _ => return None,
+    })
+}
+
+/// [`decode_cluster`], with the hash key the routes to the cluster carry
+/// (used when the cluster is a consistent-hash one without ours).
+pub(crate) fn decode_cluster_with(
+    c: &EnvoyCluster,
+    cla: Option<&ClusterLoadAssignment>,
+    route_hash: Option<&Value>,
+) -> Result<Cluster, DecodeError> {
     let md = mesh_md(c.metadata.as_ref());
     let (nhost, nport, nsubset) = parse_cluster_name(&c.name);
     let m = md.clone().unwrap_or_default();
@@ -100,7 +135,12 @@ pub fn decode_cluster(
     match lb_policy {
         LbPolicy::RingHash => {
             if let Some(LbConfig::RingHashLbConfig(r)) = &c.lb_config {
-                if let Some(min) = &r.minimum_ring_size {
+                // 1024 is Envoy's default minimum, which istiod names.
+                if let Some(min) = r
+                    .minimum_ring_size
+                    .as_ref()
+                    .filter(|m| ours || m.value != 1024)
+                {
                     set_path(
                         &mut p,
                         &[
@@ -115,6 +155,11 @@ pub fn decode_cluster(
             }
             if !has(&p, "load_balancer") {
                 set_path(&mut p, &["load_balancer", "consistentHash"], json!({}));
+            }
+            if let (false, Some(Value::Object(key))) = (ours, route_hash) {
+                for (k, v) in key {
+                    set_path(&mut p, &["load_balancer", "consistentHash", k], v.clone());
+                }
             }
         }
         LbPolicy::Maglev => {
@@ -136,10 +181,12 @@ pub fn decode_cluster(
                 LbPolicy::Random => "RANDOM",
                 _ => "ROUND_ROBIN",
             };
+            // Round robin is the default: a server that names it (istiod
+            // does) means the same as one that leaves it unset.
             let from_envoy = if ours {
                 m.get("simple_in_lb_policy").and_then(Value::as_bool) == Some(true)
             } else {
-                true
+                other != LbPolicy::RoundRobin
             };
             if from_envoy {
                 set_path(&mut p, &["load_balancer", "simple"], json!(simple));

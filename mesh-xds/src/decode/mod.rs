@@ -157,9 +157,38 @@ pub fn decode(res: &Resources) -> Result<Decoded, DecodeError> {
         .iter()
         .map(|e| (e.cluster_name.as_str(), e))
         .collect();
+    // The hash key of each cluster routes send to with a hash policy (the
+    // first such route's), for consistent-hash clusters of servers that
+    // keep the key on the route only (istiod).
+    let mut route_hash: BTreeMap<String, Value> = BTreeMap::new();
+    for rc in &res.routes {
+        for r in rc.virtual_hosts.iter().flat_map(|v| &v.routes) {
+            let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(ra)) =
+                &r.action
+            else {
+                continue;
+            };
+            let Some(key) = ra.hash_policy.first().and_then(cluster::route_hash_key) else {
+                continue;
+            };
+            use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+            let names: Vec<&str> = match &ra.cluster_specifier {
+                Some(ClusterSpecifier::Cluster(c)) => vec![c.as_str()],
+                Some(ClusterSpecifier::WeightedClusters(w)) => {
+                    w.clusters.iter().map(|c| c.name.as_str()).collect()
+                }
+                _ => Vec::new(),
+            };
+            for n in names {
+                route_hash
+                    .entry(n.to_string())
+                    .or_insert_with(|| key.clone());
+            }
+        }
+    }
     for c in &res.clusters {
         let cla = clas.get(c.name.as_str()).copied();
-        let cl = decode_cluster(c, cla)?;
+        let cl = cluster::decode_cluster_with(c, cla, route_hash.get(&c.name))?;
         out.clusters.insert(cl.name.clone(), cl);
     }
     Ok(out)

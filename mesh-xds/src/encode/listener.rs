@@ -61,7 +61,14 @@ pub fn short_names(svc: &OutboundService, model: &Model) -> Vec<String> {
 /// [`super::route::route_config_name`] as istiod names it.
 pub fn outbound_listener(name: &str, svc: &OutboundService) -> Listener {
     let mut filters = Vec::new();
-    if svc.routes.routes.iter().any(|r| r.fault.is_some()) {
+    // Redirects and direct responses become aborts for stock gRPC clients
+    // (see `super::route::route_configuration_for`).
+    if svc
+        .routes
+        .routes
+        .iter()
+        .any(|r| r.fault.is_some() || !matches!(r.action, mesh_core::route::Action::Forward(_)))
+    {
         filters.push(http_filter(FAULT_FILTER, &HttpFault::default()));
     }
     filters.push(http_filter(ROUTER_FILTER, &Router::default()));

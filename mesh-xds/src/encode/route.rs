@@ -62,9 +62,13 @@ pub fn route_configuration(name: &str, svc: &OutboundService, model: &Model) -> 
 }
 
 /// [`route_configuration`], for a proxyless gRPC client when
-/// `proxyless_grpc` (see [`super::EncodeOptions::proxyless_grpc`]): routes
-/// that redirect or answer directly are left out, so a request they would
-/// have taken falls through to the next route, as with istiod.
+/// `proxyless_grpc` (see [`super::EncodeOptions::proxyless_grpc`]): gRPC
+/// cannot follow a redirect or take a direct response, and grpc-js-xds
+/// NACKs a whole RouteConfiguration holding one, so such a route is sent
+/// as a route whose every call the fault filter aborts: the direct
+/// response's status, or UNAVAILABLE for a redirect (what grpcio answers
+/// istiod's "inappropriate action"). Calls it matches fail, as the route
+/// means them to, instead of falling through to the next route.
 pub fn route_configuration_for(
     name: &str,
     svc: &OutboundService,
@@ -73,10 +77,12 @@ pub fn route_configuration_for(
 ) -> RouteConfiguration {
     let mut routes = Vec::new();
     for (i, r) in svc.routes.routes.iter().enumerate() {
+        let encoded = encode_route(i, r, svc, model);
         if proxyless_grpc && !matches!(r.action, Action::Forward(_)) {
-            continue;
+            routes.extend(encoded.into_iter().map(|er| refusing_route(er, r, svc)));
+        } else {
+            routes.extend(encoded);
         }
-        routes.extend(encode_route(i, r, svc, model));
     }
     RouteConfiguration {
         name: route_config_name(&svc.host, svc.port),
@@ -90,6 +96,34 @@ pub fn route_configuration_for(
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
     }
+}
+
+/// A redirect or direct-response route as one a stock gRPC client can
+/// take: to the service's default cluster, every call aborted.
+fn refusing_route(mut er: EnvoyRoute, r: &Route, svc: &OutboundService) -> EnvoyRoute {
+    const UNAVAILABLE: u32 = 14;
+    let error_type = match &r.action {
+        Action::DirectResponse(d) => ErrorType::HttpStatus(u32::from(d.status)),
+        _ => ErrorType::GrpcStatus(UNAVAILABLE),
+    };
+    er.action = Some(EnvoyAction::Route(RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster_name(
+            &svc.host, svc.port, None,
+        ))),
+        ..Default::default()
+    }));
+    er.typed_per_filter_config.insert(
+        FAULT_FILTER.to_string(),
+        any(&HttpFault {
+            abort: Some(FaultAbort {
+                percentage: Some(percent(100.0)),
+                error_type: Some(error_type),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    );
+    er
 }
 
 /// What the virtual host's metadata says about the service and its table.
