@@ -26,9 +26,9 @@ use std::sync::Arc;
 use mesh_core::config::networking::WorkloadEntry;
 use mesh_core::config::resource::{Kind, ObjectMeta, Origin, Resource, Spec};
 use mesh_core::config::yaml::LineIndex;
-use mesh_xds::node::NodeInfo;
+use mesh_xds::node::{metadata_str, NodeInfo};
 use mesh_xds::pb::envoy::config::core::v3::Node;
-use mesh_xds::pb::google::protobuf::{value::Kind as PbKind, Struct};
+use mesh_xds::pb::google::protobuf::Struct;
 use serde::Deserialize;
 
 /// The node metadata key that opts a workload into auto-registration.
@@ -45,13 +45,6 @@ pub struct Registration {
     pub resource: Resource,
 }
 
-fn string(md: &Struct, key: &str) -> Option<String> {
-    match md.fields.get(key)?.kind.as_ref()? {
-        PbKind::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PodPort {
@@ -65,7 +58,7 @@ struct PodPort {
 pub fn registration(node: &Node) -> Result<Option<Registration>, String> {
     let empty = Struct::default();
     let md = node.metadata.as_ref().unwrap_or(&empty);
-    let Some(group) = string(md, AUTO_REGISTER_GROUP) else {
+    let Some(group) = metadata_str(md, AUTO_REGISTER_GROUP) else {
         return Ok(None);
     };
     let info = NodeInfo::from_node(node);
@@ -79,8 +72,8 @@ pub fn registration(node: &Node) -> Result<Option<Registration>, String> {
             node.id
         )
     })?;
-    let ports: BTreeMap<String, u32> = match string(md, "POD_PORTS") {
-        Some(json) => serde_json::from_str::<Vec<PodPort>>(&json)
+    let ports: BTreeMap<String, u32> = match metadata_str(md, "POD_PORTS") {
+        Some(json) => serde_json::from_str::<Vec<PodPort>>(json)
             .map_err(|e| {
                 format!(
                     "node {}: POD_PORTS is not Istio's JSON port list ({e}); expected [{{\"name\":\"grpc\",\"containerPort\":50051}}]",
@@ -106,7 +99,7 @@ pub fn registration(node: &Node) -> Result<Option<Registration>, String> {
         address: Some(address.clone()),
         ports,
         labels: info.labels.clone(),
-        network: string(md, "NETWORK"),
+        network: metadata_str(md, "NETWORK").map(str::to_string),
         locality,
         weight: None,
         service_account: info.service_account.clone(),
@@ -147,7 +140,7 @@ pub fn registration(node: &Node) -> Result<Option<Registration>, String> {
     }
     Ok(Some(Registration {
         node_id: node.id.clone(),
-        group,
+        group: group.to_string(),
         resource,
     }))
 }
@@ -157,7 +150,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use mesh_xds::pb::envoy::config::core::v3::Locality;
-    use mesh_xds::pb::google::protobuf::Value;
+    use mesh_xds::pb::google::protobuf::{value::Kind as PbKind, Value};
 
     fn s(v: &str) -> Value {
         Value {

@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use mesh_core::authz::StockServer;
 use mesh_xds::encode::INBOUND_LISTENER_PREFIX;
-use serde_json::{json, Map, Value};
+use mesh_xds::node::{node_json, to_node, NodeInfo};
+use serde_json::{json, Value};
 
 use crate::common::{parse_labels, print_json, CliError};
 
@@ -25,7 +27,8 @@ pub struct Args {
     /// Service account of the workload.
     #[arg(long, default_value = "default")]
     service_account: String,
-    /// Node id; defaults to Istio's form sidecar~IP~NAME.NS~NS.svc.cluster.local.
+    /// Node id; defaults to Istio's form sidecar~IP~NAME.NS~NS.svc.cluster.local
+    /// (mesh_xds::node::default_node_id).
     #[arg(long)]
     node_id: Option<String>,
     /// Workload name (pod or deployment), used in the default node id.
@@ -46,40 +49,33 @@ pub struct Args {
     mesh_id: String,
 }
 
+/// What the workload says about itself: the node metadata is written by
+/// mesh-xds's one writer ([`mesh_xds::node`]), the one the SDK's xDS
+/// client sends and meshd reads back, as a stock client (no `MESH_SDK`).
+fn node_info(args: &Args) -> Result<NodeInfo, CliError> {
+    Ok(NodeInfo {
+        id: args.node_id.clone().unwrap_or_default(),
+        namespace: Some(args.namespace.clone()),
+        labels: parse_labels(&args.labels)?,
+        service_account: Some(args.service_account.clone()),
+        cluster_id: Some(args.cluster_id.clone()),
+        mesh_id: Some(args.mesh_id.clone()),
+        workload_name: Some(args.workload_name.clone()),
+        instance_ips: vec![args.ip.clone()],
+        proxyless_grpc: true,
+        stock_server: StockServer::default(),
+    })
+}
+
 /// Builds the bootstrap document.
 pub fn bootstrap(args: &Args) -> Result<Value, CliError> {
-    let labels = parse_labels(&args.labels)?;
-    let ns = &args.namespace;
-    let node_id = args.node_id.clone().unwrap_or_else(|| {
-        format!(
-            "sidecar~{}~{}.{ns}~{ns}.svc.cluster.local",
-            args.ip, args.workload_name
-        )
-    });
-    let labels_json: Map<String, Value> = labels
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
     let mut doc = json!({
         "xds_servers": [{
             "server_uri": args.xds_addr,
             "channel_creds": [{"type": "insecure"}],
             "server_features": ["xds_v3"],
         }],
-        "node": {
-            "id": node_id,
-            "locality": {},
-            "metadata": {
-                "NAMESPACE": ns,
-                "LABELS": labels_json,
-                "SERVICE_ACCOUNT": args.service_account,
-                "WORKLOAD_NAME": args.workload_name,
-                "INSTANCE_IPS": args.ip,
-                "CLUSTER_ID": args.cluster_id,
-                "MESH_ID": args.mesh_id,
-                "GENERATOR": "grpc",
-            },
-        },
+        "node": node_json(&to_node(&node_info(args)?)),
         // gRFC A36: servers substitute their listening ip:port for `%s`;
         // the names match the inbound listeners mesh-xds encodes.
         "server_listener_resource_name_template": format!("{INBOUND_LISTENER_PREFIX}%s"),
@@ -149,5 +145,63 @@ mod tests {
         assert_eq!(doc["xds_servers"][0]["server_uri"], "127.0.0.1:1234");
         assert_eq!(doc["node"]["metadata"]["LABELS"]["app"], "cart");
         assert!(bootstrap_from_flags(["--labels", "x=y"]).is_err());
+    }
+
+    #[test]
+    fn the_bootstrap_node_reads_back_as_the_flags_say() {
+        let flags = [
+            "--namespace",
+            "shop",
+            "--labels",
+            "app=cart,version=v2",
+            "--service-account",
+            "cart-sa",
+            "--workload-name",
+            "cart-7d9",
+            "--ip",
+            "10.1.2.3",
+            "--cluster-id",
+            "east",
+            "--mesh-id",
+            "mesh1",
+        ];
+        let doc = bootstrap_from_flags(flags).unwrap();
+        let node = mesh_xds::node::node_from_json(&doc["node"]);
+        let info = NodeInfo::from_node(&node);
+        assert_eq!(
+            info,
+            NodeInfo {
+                id: "sidecar~10.1.2.3~cart-7d9.shop~shop.svc.cluster.local".into(),
+                namespace: Some("shop".into()),
+                labels: [("app", "cart"), ("version", "v2")]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
+                service_account: Some("cart-sa".into()),
+                cluster_id: Some("east".into()),
+                mesh_id: Some("mesh1".into()),
+                workload_name: Some("cart-7d9".into()),
+                instance_ips: vec!["10.1.2.3".into()],
+                proxyless_grpc: true,
+                stock_server: StockServer::default(),
+            }
+        );
+        // What the SDK's client sends for the same workload differs only
+        // in saying it is ours (and its user agent).
+        let mut sdk = to_node(&NodeInfo {
+            proxyless_grpc: false,
+            ..info.clone()
+        });
+        assert_eq!(
+            sdk.metadata
+                .as_mut()
+                .unwrap()
+                .fields
+                .remove(mesh_xds::node::MESH_SDK),
+            Some(mesh_xds::types::json_to_value(&json!("true")))
+        );
+        assert_eq!(sdk.metadata, node.metadata);
+        assert_eq!(sdk.id, node.id);
+        let explicit = bootstrap_from_flags(["--namespace", "shop", "--node-id", "n1"]).unwrap();
+        assert_eq!(explicit["node"]["id"], "n1");
     }
 }

@@ -43,7 +43,6 @@ mod delta;
 mod inbound;
 #[cfg(test)]
 mod inbound_tests;
-mod node;
 mod run;
 mod state;
 mod validate;
@@ -61,7 +60,7 @@ use tokio::task::JoinHandle;
 use crate::node::NodeInfo;
 
 pub use cache::{load_cache, write_cache, CacheError};
-pub use node::{default_node_id, to_node};
+pub use crate::node::{default_node_id, to_node};
 
 /// Settings of an [`XdsClient`].
 #[derive(Debug, Clone)]
