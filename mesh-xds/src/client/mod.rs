@@ -59,8 +59,8 @@ use tokio::task::JoinHandle;
 
 use crate::node::NodeInfo;
 
-pub use cache::{load_cache, write_cache, CacheError};
 pub use crate::node::{default_node_id, to_node};
+pub use cache::{load_cache, write_cache, CacheError};
 
 /// Settings of an [`XdsClient`].
 #[derive(Debug, Clone)]
