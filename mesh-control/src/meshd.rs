@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mesh_ca::{ca_store, CaConfig, CaService, CertificateAuthority, TokenStore};
+use mesh_core::config::fingerprint;
 use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,7 +22,7 @@ use crate::load::ConfigSource;
 use crate::metrics::Metrics;
 use crate::settings::MeshdConfig;
 use crate::tap::NodeTap;
-use crate::watch::{fingerprint, Debouncer};
+use crate::watch::Debouncer;
 
 /// The control plane.
 #[derive(Debug)]
@@ -173,8 +174,7 @@ impl Meshd {
 
         let mut watched: Vec<PathBuf> = vec![config.config_dir.clone()];
         watched.extend(config.mesh_config.clone());
-        let paths: Vec<&Path> = watched.iter().map(PathBuf::as_path).collect();
-        let initial_fp = fingerprint(&paths);
+        let initial_fp = fingerprint(&watched);
         let mut next_generation = 1;
         match source.load(next_generation) {
             Ok(g) => {
@@ -282,12 +282,9 @@ async fn watch_loop(mut w: WatchLoop, ctl: Controller, mut shutdown: watch::Rece
             _ = shutdown.changed() => return,
         }
         let paths = w.paths.clone();
-        let fp = tokio::task::spawn_blocking(move || {
-            let p: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-            fingerprint(&p)
-        })
-        .await
-        .unwrap_or(w.fingerprint);
+        let fp = tokio::task::spawn_blocking(move || fingerprint(&paths))
+            .await
+            .unwrap_or(w.fingerprint);
         if fp != w.fingerprint {
             w.fingerprint = fp;
             w.debouncer.changed(Instant::now());

@@ -1,5 +1,7 @@
-//! Noticing config changes: a fingerprint of the directory, polled, and a
-//! debouncer that waits for the edits to settle.
+//! Noticing config changes: the directory's fingerprint
+//! ([`mesh_core::config::fingerprint`], the same one the SDK's local
+//! source polls), polled, and a debouncer that waits for the edits to
+//! settle.
 //!
 //! Polling rather than inotify (`notify`): a config directory is small, so
 //! hashing it every ~100 ms costs little, and polling behaves the same on
@@ -9,42 +11,9 @@
 //! half-written files. The debouncer then turns a burst of writes (a `git
 //! pull`, `kubectl cp` of many files) into a single load.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-/// A hash of every path, size and content under `paths`; it changes when
-/// any file is added, removed or edited.
-pub fn fingerprint(paths: &[&Path]) -> u64 {
-    let mut h = DefaultHasher::new();
-    for p in paths {
-        hash_tree(p, &mut h);
-    }
-    h.finish()
-}
-
-fn hash_tree(path: &Path, h: &mut DefaultHasher) {
-    path.hash(h);
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                .unwrap_or_default();
-            entries.sort();
-            for e in entries {
-                hash_tree(&e, h);
-            }
-        }
-        Ok(_) => match std::fs::read(path) {
-            Ok(bytes) => bytes.hash(h),
-            Err(e) => e.kind().hash(h),
-        },
-        Err(e) => e.kind().hash(h),
-    }
-}
 
 /// Debounce state: a change is applied once no other change was seen for
 /// `after`, or at the latest `max` after the first change of the burst (so
@@ -134,22 +103,5 @@ mod tests {
         let (first, at) = applied.unwrap();
         assert_eq!(first, start);
         assert_eq!(at - start, 500 * MS);
-    }
-
-    #[test]
-    fn fingerprint_sees_edits_adds_and_removes() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.yaml");
-        std::fs::write(&a, "x: 1\n").unwrap();
-        let f1 = fingerprint(&[dir.path()]);
-        assert_eq!(f1, fingerprint(&[dir.path()]));
-        std::fs::write(&a, "x: 2\n").unwrap();
-        let f2 = fingerprint(&[dir.path()]);
-        assert_ne!(f1, f2);
-        std::fs::write(dir.path().join("b.yaml"), "").unwrap();
-        let f3 = fingerprint(&[dir.path()]);
-        assert_ne!(f2, f3);
-        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
-        assert_eq!(f2, fingerprint(&[dir.path()]));
     }
 }

@@ -9,6 +9,7 @@
 //! that is silently ignored is a policy that silently does not apply.
 
 pub mod common;
+pub mod fingerprint;
 pub mod kube;
 pub mod load;
 pub mod mesh_config;
@@ -19,6 +20,7 @@ pub mod telemetry;
 pub mod validate;
 pub mod yaml;
 
+pub use fingerprint::fingerprint;
 pub use load::{load_paths, load_str, ConfigError, LoadResult};
 pub use mesh_config::MeshConfig;
 pub use resource::{Kind, ObjectMeta, Origin, Resource, Spec};

@@ -5,12 +5,11 @@
 //! Every change is loaded, validated and compiled for this workload; a
 //! config with any error is rejected with a logged error that names file,
 //! line and field, and the last good model keeps serving. The watcher polls
-//! a fingerprint of the directory (paths, sizes and contents) rather than
+//! a fingerprint of the directory (paths, sizes and contents;
+//! [`mesh_core::config::fingerprint`], the same one meshd polls) rather than
 //! relying on inotify, so it behaves the same on every filesystem, including
 //! the symlink swaps Kubernetes uses for mounted ConfigMaps.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,33 +68,16 @@ impl LocalSource {
     }
 
     /// A fingerprint that changes whenever any config file is added,
-    /// removed or edited.
+    /// removed or edited: [`mesh_core::config::fingerprint`] of the paths
+    /// and the MeshConfig file.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        for p in self.paths.iter().chain(self.mesh_config.iter()) {
-            hash_tree(p, &mut h);
-        }
-        h.finish()
-    }
-}
-
-fn hash_tree(path: &Path, h: &mut DefaultHasher) {
-    path.hash(h);
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                .unwrap_or_default();
-            entries.sort();
-            for e in entries {
-                hash_tree(&e, h);
-            }
-        }
-        Ok(_) => match std::fs::read(path) {
-            Ok(bytes) => bytes.hash(h),
-            Err(e) => e.kind().hash(h),
-        },
-        Err(e) => e.kind().hash(h),
+        let watched: Vec<&Path> = self
+            .paths
+            .iter()
+            .chain(self.mesh_config.iter())
+            .map(PathBuf::as_path)
+            .collect();
+        mesh_core::config::fingerprint(&watched)
     }
 }
 
@@ -268,5 +250,23 @@ spec:
         let missing =
             watch_local(source(&dir.path().join("missing")), Client::default()).unwrap_err();
         assert!(matches!(missing, SourceError::Unreadable(_)));
+    }
+
+    #[test]
+    fn fingerprint_is_mesh_cores_over_config_and_mesh_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        let mesh = dir.path().join("mesh.yaml");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("a.yaml"), VS).unwrap();
+        std::fs::write(&mesh, "{}\n").unwrap();
+        let src = LocalSource {
+            mesh_config: Some(mesh.clone()),
+            ..source(&conf)
+        };
+        let before = src.fingerprint();
+        assert_eq!(before, mesh_core::config::fingerprint(&[&conf, &mesh]));
+        std::fs::write(&mesh, "defaultConfig: {}\n").unwrap();
+        assert_ne!(before, src.fingerprint());
     }
 }
