@@ -59,6 +59,7 @@ impl ClientKey {
             self.labels.iter().cloned().collect(),
         );
         c.service_account = self.service_account.clone();
+        c.addresses = self.instance_ips.clone();
         c
     }
 }

@@ -456,3 +456,37 @@ spec:
     assert!(other.inbound.jwt.is_empty());
     assert!(other.inbound.ports.is_empty());
 }
+
+#[test]
+fn a_service_entry_inline_endpoint_is_served_by_the_workload_at_its_address() {
+    // No workloadSelector: istiod finds the serving proxy by its IP; so do
+    // we, through the client's addresses (INSTANCE_IPS). The endpoint's
+    // port for the port name is the workload port.
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: grpc, protocol: GRPC}]
+  endpoints:
+  - {address: 10.0.0.7, ports: {grpc: 9090}}
+";
+    let res = resources(yaml);
+    let mut c = Client::new("shop", labels(&[("app", "legacy")]));
+    let none = compile(&res, &MeshConfig::default(), &c);
+    assert!(none.inbound.ports.is_empty(), "{:?}", none.inbound.ports);
+    c.addresses = vec!["10.0.0.8".into()];
+    assert!(compile(&res, &MeshConfig::default(), &c)
+        .inbound
+        .ports
+        .is_empty());
+    c.addresses = vec!["10.0.0.8".into(), "10.0.0.7".into()];
+    let m = compile(&res, &MeshConfig::default(), &c);
+    assert_eq!(
+        m.inbound.ports.into_iter().collect::<Vec<_>>(),
+        [(9090, Protocol::Grpc)]
+    );
+}

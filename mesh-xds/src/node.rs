@@ -153,6 +153,7 @@ impl NodeInfo {
             self.labels.clone(),
         );
         c.service_account = self.service_account.clone();
+        c.addresses = self.instance_ips.clone();
         c
     }
 }

@@ -102,15 +102,12 @@ pub(super) fn build(compiler: &Compiler, client: &Client) -> InboundPolicy {
         })
         .collect();
     let mut ports = BTreeMap::new();
-    for svc in compiler
-        .registry()
-        .services_of_workload(&client.namespace, &client.labels)
+    for (port, p) in
+        compiler
+            .registry()
+            .served_ports(&client.namespace, &client.labels, &client.addresses)
     {
-        for p in &svc.ports {
-            ports
-                .entry(p.target_port.unwrap_or(p.number))
-                .or_insert(p.protocol);
-        }
+        ports.entry(port).or_insert(p.protocol);
     }
     let workload = authz::Workload {
         namespace: client.namespace.clone(),

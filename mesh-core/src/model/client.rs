@@ -18,6 +18,11 @@ pub struct Client {
     /// Gateways the workload serves as; sidecars and SDK clients are `mesh`.
     #[serde(default)]
     pub gateways: Vec<String>,
+    /// The workload's own addresses (`INSTANCE_IPS`): a service whose
+    /// endpoint is one of them, with no selector (a ServiceEntry's inline
+    /// endpoint), is served by this workload, as istiod matches proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 impl Client {
@@ -28,6 +33,7 @@ impl Client {
             labels,
             service_account: None,
             gateways: vec!["mesh".to_string()],
+            addresses: Vec::new(),
         }
     }
 

@@ -154,6 +154,16 @@ pub struct Service {
 }
 
 impl Service {
+    /// True when the service's selector selects a workload with these
+    /// labels in `namespace` (no selector selects nothing).
+    pub fn selects(&self, namespace: &str, labels: &Labels) -> bool {
+        self.namespace == namespace
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|sel| service_selects(sel, labels))
+    }
+
     /// The port with this number.
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
@@ -197,17 +207,60 @@ impl Registry {
             .filter(move |s| s.hostname.eq_ignore_ascii_case(host))
     }
 
+    /// The workload ports of the services a workload serves: those whose
+    /// selector selects it, and those without a selector whose endpoint
+    /// is at one of its `addresses` (a ServiceEntry's inline endpoint, as
+    /// istiod matches a proxy by its IP). Each Service port as the
+    /// workload port it targets (the endpoint's port for that name, else
+    /// `targetPort`, else the port), with its protocol.
+    pub fn served_ports<'a>(
+        &'a self,
+        namespace: &str,
+        labels: &Labels,
+        addresses: &[String],
+    ) -> Vec<(u16, &'a ServicePort)> {
+        let mut out = Vec::new();
+        for s in self
+            .services
+            .iter()
+            .filter(|s| s.selects(namespace, labels))
+        {
+            out.extend(
+                s.ports
+                    .iter()
+                    .map(|p| (p.target_port.unwrap_or(p.number), p)),
+            );
+        }
+        if addresses.is_empty() {
+            return out;
+        }
+        for s in self.services.iter().filter(|s| s.selector.is_none()) {
+            for e in s
+                .endpoints
+                .iter()
+                .filter(|e| addresses.contains(&e.address))
+            {
+                out.extend(s.ports.iter().map(|p| {
+                    let port = e
+                        .ports
+                        .get(&p.name)
+                        .copied()
+                        .unwrap_or(p.target_port.unwrap_or(p.number));
+                    (port, p)
+                }));
+            }
+        }
+        out
+    }
+
     /// Services whose selector selects a workload with these labels in `namespace`.
     pub fn services_of_workload<'a>(
         &'a self,
         namespace: &'a str,
         labels: &'a Labels,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services.iter().filter(move |s| {
-            s.namespace == namespace
-                && s.selector
-                    .as_ref()
-                    .is_some_and(|sel| service_selects(sel, labels))
-        })
+        self.services
+            .iter()
+            .filter(move |s| s.selects(namespace, labels))
     }
 }

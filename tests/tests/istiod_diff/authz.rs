@@ -246,7 +246,8 @@ fn workloads(
             .into(),
         ports: (ports()?, ports()?),
         ip: "127.0.0.250".into(),
-        meshd_ip: "127.0.0.1".into(),
+        // The same node IP as istiod's node: both find the workload by it.
+        meshd_ip: "127.0.0.250".into(),
         shape: Shape::Inline,
     });
     out.push(Workload {
