@@ -51,14 +51,14 @@ use crate::balance::Endpoints;
 use crate::client::{ClientLayer, ClientOptions, ClientService};
 use crate::grpc::GrpcChannel;
 use crate::server::TlsSource;
-use crate::source::xds::{start_identity, start_xds, CaOptions, XdsSource, XdsTuning};
+use crate::source::xds::{start_identity, start_xds, CaOptions, XdsFeed, XdsSource, XdsTuning};
 use crate::source::{watch_local, LocalSource, SourceError, SourceStatus, Watcher};
 use crate::tls::TlsConnector;
 use crate::ModelRx;
 use mesh_ca::CertificateProvider;
 use mesh_core::config::load::load_mesh_config;
 use mesh_core::config::MeshConfig;
-use mesh_xds::client::{XdsClient, XdsClientConfig, XdsStatus};
+use mesh_xds::client::{XdsClientConfig, XdsStatus};
 
 /// The outbound HTTP client of a workload, running the whole client stack
 /// (routing, splits, retries, timeouts, faults, mirrors, load balancing,
@@ -140,7 +140,7 @@ pub struct Mesh {
     client: Client,
     model: ModelRx,
     watcher: Option<Watcher>,
-    xds: Option<XdsClient>,
+    xds: Option<XdsFeed>,
     certificates: Option<Arc<CertificateProvider>>,
     layer: ClientLayer,
     endpoints: Endpoints,
@@ -277,7 +277,7 @@ impl Mesh {
     /// Sync state with the control plane (connected server, ACKed versions,
     /// last NACK, last error), in mesh mode.
     pub fn xds_status(&self) -> Option<XdsStatus> {
-        self.xds.as_ref().map(XdsClient::status)
+        self.xds.as_ref().map(|f| f.main.status())
     }
 
     /// The workload certificate from the mesh CA, kept rotating, when
@@ -369,6 +369,20 @@ impl MeshBuilder {
         self
     }
 
+    /// xDS mode: the ports this workload serves with [`crate::server`].
+    /// Its server listeners (`xds.istio.io/grpc/lds/inbound/0.0.0.0:<port>`)
+    /// are then also asked for by name, on a second stream, as gRPC servers
+    /// do: istiod sends a workload's server listeners, and so the
+    /// authorization policies its RBAC filters carry, only to a client
+    /// that names them (meshd also sends them unasked). `build()` waits
+    /// for their answer too, so the server never starts without the policy.
+    pub fn inbound_ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        if let Some(x) = &mut self.xds {
+            x.inbound_ports = ports.into_iter().collect();
+        }
+        self
+    }
+
     /// xDS mode only: how long `build()` waits for the first model (10 s).
     pub fn xds_ready_timeout(mut self, timeout: Duration) -> Self {
         if let Some(x) = &mut self.xds {
@@ -420,7 +434,7 @@ impl MeshBuilder {
         let mut mesh = match &self.xds {
             Some(source) => {
                 let xds = start_xds(source, &self.client, mesh_config, identity.as_deref()).await?;
-                let mut mesh = Mesh::assemble(self.client, xds.model(), self.options);
+                let mut mesh = Mesh::assemble(self.client, xds.model.clone(), self.options);
                 mesh.xds = Some(xds);
                 mesh
             }

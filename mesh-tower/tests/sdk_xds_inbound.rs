@@ -118,3 +118,67 @@ async fn policies_from_the_control_plane_are_enforced_and_lifted_live() {
     assert!(body.starts_with("path=/admin\n"), "{body}");
     assert_eq!(status(addr, "/", bad_token).await.0, 200);
 }
+
+/// A control plane like istiod: its answer to the SDK's wildcard carries
+/// no server listener, and the server listener, sent only to a stream that
+/// names it, has standard RBAC filters and none of our metadata. With
+/// `inbound_ports` the SDK names it on a second stream and enforces those
+/// filters; `build()` waits for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_listeners_named_on_a_second_stream_carry_their_rbac() {
+    use mesh_xds::encode::inbound_listener_name;
+    let loaded = mesh_core::config::load_str(&format!("{SERVICE}{POLICIES}"), "mesh.yaml");
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let client = workload();
+    let model = mesh_core::compile::compile(
+        &loaded.resources,
+        &mesh_core::config::MeshConfig::default(),
+        &client,
+    );
+    let mut all = mesh_xds::encode::encode(&model, &mesh_xds::encode::EncodeOptions::default());
+    let server_name = inbound_listener_name("0.0.0.0", 8080);
+    let mut server: Vec<_> = all
+        .listeners
+        .iter()
+        .filter(|l| l.name == server_name)
+        .cloned()
+        .collect();
+    assert_eq!(server.len(), 1);
+    for l in &mut server {
+        l.metadata = None;
+    }
+    all.listeners.retain(|l| l.api_listener.is_some());
+    let cache = SnapshotCache::new();
+    let info = mesh_tower::source::xds::node_info(&client);
+    let main_id = mesh_xds::client::default_node_id(&info);
+    cache.set_snapshot(&main_id, mesh_xds::server::Snapshot::from_resources(&all));
+    let inbound_id = main_id.replacen("~workload.", "~workload-inbound.", 1);
+    cache.set_snapshot(
+        &inbound_id,
+        mesh_xds::server::Snapshot::from_resources(&mesh_xds::encode::Resources {
+            listeners: server,
+            ..Default::default()
+        }),
+    );
+    let url = ads_server(cache.clone()).await;
+    let mesh = Mesh::xds([url])
+        .namespace("default")
+        .labels(client.labels.clone())
+        .service_account("web")
+        .inbound_ports([8080])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(mesh.current().inbound.listeners, [server_name]);
+    assert!(mesh.current().inbound.authz.rbac().is_some());
+    assert!(
+        !mesh.current().outbound.is_empty(),
+        "the main stream's model is kept"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = serve(&mesh, dir.path()).await;
+    let (code, body) = status(addr, "/admin", "").await;
+    assert_eq!(code, 403, "the DENY filter from the named listener: {body}");
+    assert_eq!(status(addr, "/./admin", "").await.0, 403);
+    assert_eq!(status(addr, "/", "").await.0, 200);
+}

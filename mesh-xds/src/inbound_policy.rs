@@ -99,5 +99,6 @@ pub(crate) fn from_json(v: &serde_json::Value) -> Result<InboundPolicy, String> 
         jwt: wire.jwt,
         authz_policies: authz.policies().iter().map(|p| p.name.clone()).collect(),
         authz,
+        listeners: Vec::new(),
     })
 }

@@ -28,6 +28,8 @@ mod diff;
 mod routing;
 #[path = "istiod_diff/sdk.rs"]
 mod sdk;
+#[path = "istiod_diff/sdk_inbound.rs"]
+mod sdk_inbound;
 
 use diff::{verdict, Deliberate};
 use mesh_interop::{istiod, Lang, Tool};
@@ -152,6 +154,17 @@ async fn stock_server_authorization_matches_istiod() {
     let _one = SERIAL.lock().await;
     let (compared, diffs) = authz::run(&py).await.unwrap();
     if let Err(e) = verdict("authz", compared, &diffs, DELIBERATE) {
+        panic!("{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_server_authorization_from_istiod_matches_meshd() {
+    need_istiod();
+    let _one = SERIAL.lock().await;
+    let (compared, diffs) = sdk_inbound::run().await.unwrap();
+    assert!(compared >= 50, "{compared} decisions compared");
+    if let Err(e) = verdict("sdk-inbound", compared, &diffs, DELIBERATE) {
         panic!("{e}");
     }
 }

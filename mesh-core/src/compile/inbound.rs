@@ -126,5 +126,6 @@ pub(super) fn build(compiler: &Compiler, client: &Client) -> InboundPolicy {
         jwt,
         authz_policies: compiled.policies().iter().map(|p| p.name.clone()).collect(),
         authz: compiled,
+        listeners: Vec::new(),
     }
 }

@@ -73,4 +73,8 @@ pub struct InboundPolicy {
     pub authz: PolicySet,
     /// Names of the AuthorizationPolicies that apply (`ns/name`), for display.
     pub authz_policies: Vec<String>,
+    /// The server listeners this policy was read from, when it came over
+    /// xDS; empty when compiled here (or when no listener said anything).
+    #[serde(skip)]
+    pub listeners: Vec<String>,
 }

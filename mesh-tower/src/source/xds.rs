@@ -17,11 +17,12 @@ use mesh_ca::{
     CaClient, CaClientConfig, CertificateProvider, RotationConfig, SpiffeId, TrustBundle,
 };
 use mesh_core::config::MeshConfig;
-use mesh_core::model::Client;
+use mesh_core::model::{Client, Model};
 use mesh_xds::client::{XdsClient, XdsClientConfig};
 use mesh_xds::node::NodeInfo;
 
 use super::SourceError;
+use crate::ModelRx;
 
 /// Adjusts the xDS client's settings (backoff, does-not-exist timeout,
 /// node metadata such as `CLUSTER_ID` or `INSTANCE_IPS`).
@@ -39,6 +40,11 @@ pub struct XdsSource {
     pub ready_timeout: Duration,
     /// Extra settings of the xDS client.
     pub tuning: Option<XdsTuning>,
+    /// Ports the workload serves (with [`crate::server`]): its server
+    /// listeners are also asked for by name, on a second stream, since a
+    /// control plane such as istiod sends them (and so their authorization)
+    /// only to a client that names them.
+    pub inbound_ports: Vec<u16>,
 }
 
 impl std::fmt::Debug for XdsSource {
@@ -48,6 +54,7 @@ impl std::fmt::Debug for XdsSource {
             .field("cache_file", &self.cache_file)
             .field("ready_timeout", &self.ready_timeout)
             .field("tuning", &self.tuning.is_some())
+            .field("inbound_ports", &self.inbound_ports)
             .finish()
     }
 }
@@ -60,6 +67,7 @@ impl XdsSource {
             cache_file: None,
             ready_timeout: Duration::from_secs(10),
             tuning: None,
+            inbound_ports: Vec::new(),
         }
     }
 }
@@ -111,8 +119,97 @@ pub fn node_info(client: &Client) -> NodeInfo {
     }
 }
 
-/// Starts the xDS client for `client` and waits for its first model (or
-/// the cached one). With a workload certificate, `https://` servers are
+/// What a workload runs to be fed over xDS: the client of its whole model
+/// and, with inbound ports, the client of its server listeners; `model`
+/// is the first's model with the second's inbound policy.
+pub struct XdsFeed {
+    /// The client of the whole model.
+    pub main: XdsClient,
+    /// The client of the server listeners, named (see
+    /// [`XdsSource::inbound_ports`]).
+    pub inbound: Option<XdsClient>,
+    /// The model the layers read.
+    pub model: ModelRx,
+    merger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for XdsFeed {
+    fn drop(&mut self) {
+        if let Some(t) = &self.merger {
+            t.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for XdsFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsFeed")
+            .field("node", &self.main.node_id())
+            .field("inbound", &self.inbound.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The main model with the inbound policy the named server listeners gave,
+/// when they gave one (else the main model's own, e.g. meshd's wildcard
+/// answer already carried it).
+fn merged(main: &Model, inbound: &Model) -> Arc<Model> {
+    if inbound.inbound.listeners.is_empty() {
+        return Arc::new(main.clone());
+    }
+    let mut m = main.clone();
+    m.inbound = inbound.inbound.clone();
+    m.mesh.path_normalization = inbound.mesh.path_normalization;
+    Arc::new(m)
+}
+
+/// A model that follows both clients.
+fn merge(mut main: ModelRx, mut inbound: ModelRx) -> (ModelRx, tokio::task::JoinHandle<()>) {
+    let first = merged(&main.borrow(), &inbound.borrow());
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = main.changed() => if r.is_err() { return },
+                r = inbound.changed() => if r.is_err() { return },
+            }
+            let m = merged(&main.borrow_and_update(), &inbound.borrow_and_update());
+            if tx.send(m).is_err() {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// The node id of the server-listener stream: the workload's own with
+/// `-inbound` after the pod name (`sidecar~IP~POD-inbound.NS~...`), so a
+/// control plane keeps the two streams apart while reading the id the
+/// same way.
+fn inbound_node_id(node: &NodeInfo) -> String {
+    let id = if node.id.is_empty() {
+        mesh_xds::node::default_node_id(node)
+    } else {
+        node.id.clone()
+    };
+    let mut parts: Vec<String> = id.split('~').map(str::to_string).collect();
+    match parts.get_mut(2) {
+        Some(pod) if parts_len_is_istio(&id) => {
+            let at = pod.find('.').unwrap_or(pod.len());
+            pod.insert_str(at, "-inbound");
+            parts.join("~")
+        }
+        _ => format!("{id}-inbound"),
+    }
+}
+
+fn parts_len_is_istio(id: &str) -> bool {
+    id.split('~').count() == 4
+}
+
+/// Starts the xDS client(s) for `client` and waits for the first model
+/// (or the cached one), and the server listeners' answer when inbound
+/// ports are given. With a workload certificate, `https://` servers are
 /// dialed with mesh mTLS (the control plane's SPIFFE identity verified
 /// against the mesh trust domain), as istiod's port 15012.
 pub async fn start_xds(
@@ -120,7 +217,7 @@ pub async fn start_xds(
     client: &Client,
     mesh: MeshConfig,
     identity: Option<&CertificateProvider>,
-) -> Result<XdsClient, SourceError> {
+) -> Result<XdsFeed, SourceError> {
     let mut cfg = XdsClientConfig::new(source.servers.clone(), node_info(client));
     if let Some(p) = identity {
         let tls = mesh_ca::tls::client_config(
@@ -140,9 +237,41 @@ pub async fn start_xds(
     if let Some(t) = &source.tuning {
         t(&mut cfg);
     }
-    let xds = XdsClient::start(cfg)?;
-    xds.ready(source.ready_timeout).await?;
-    Ok(xds)
+    let inbound_cfg = (!source.inbound_ports.is_empty()).then(|| {
+        let mut c = cfg.clone();
+        c.cache_file = None;
+        c.only_listeners = Some(
+            source
+                .inbound_ports
+                .iter()
+                .map(|p| mesh_xds::encode::inbound_listener_name("0.0.0.0", *p))
+                .collect(),
+        );
+        c.node.id = inbound_node_id(&c.node);
+        c
+    });
+    let main = XdsClient::start(cfg)?;
+    let inbound = inbound_cfg.map(XdsClient::start).transpose()?;
+    main.ready(source.ready_timeout).await?;
+    let Some(inbound) = inbound else {
+        let model = main.model();
+        return Ok(XdsFeed {
+            main,
+            inbound: None,
+            model,
+            merger: None,
+        });
+    };
+    // Serving before the server listeners answer would serve without the
+    // authorization they carry.
+    inbound.ready(source.ready_timeout).await?;
+    let (model, merger) = merge(main.model(), inbound.model());
+    Ok(XdsFeed {
+        main,
+        inbound: Some(inbound),
+        model,
+        merger: Some(merger),
+    })
 }
 
 /// Gets the workload certificate for `client` from the CA and keeps it

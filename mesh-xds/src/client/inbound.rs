@@ -68,16 +68,19 @@ pub(super) fn apply<'a>(
     let server: Vec<&Listener> = listeners.filter(|l| is_server_listener(l)).collect();
     // Every listener of one workload carries the same policy; the first
     // (by name, as the state keeps them) stands for all.
+    let names: Vec<String> = server.iter().map(|l| l.name.clone()).collect();
     for l in &server {
         if let Some(p) = stated(l)? {
             model.mesh.path_normalization = p.authz.normalization();
             model.inbound = p;
+            model.inbound.listeners = names;
             return Ok(());
         }
     }
     if server.is_empty() {
         return Ok(());
     }
+    model.inbound.listeners = names;
     model.inbound.authz = PolicySet::from_rbac(rbac_ports(&server), model.mesh.path_normalization);
     model.inbound.authz_policies = model
         .inbound

@@ -9,10 +9,13 @@
 //!   to a higher-priority one as soon as it answers again), over TLS for
 //!   `https://` servers ([`XdsClientConfig::tls`], e.g. mesh mTLS);
 //! - sends the node with Istio's metadata keys (see [`to_node`]) and subscribes
-//!   to every listener and every cluster (wildcard LDS and CDS, as Envoy
-//!   does, so the model holds every cluster a local compile would), then to
-//!   the route configurations the listeners name and the load assignments of
-//!   the EDS clusters (named RDS and EDS, as gRPC's xDS resolver does);
+//!   to every listener (wildcard LDS, as Envoy does), to every cluster
+//!   together with the clusters its routes name (`*` plus names: a server
+//!   that answers the wildcard, as meshd, sends every cluster a local
+//!   compile would hold; one that builds only named clusters, as istiod's
+//!   gRPC generator, sends those), then to the route configurations the
+//!   listeners name and the load assignments of the EDS clusters (named RDS
+//!   and EDS, as gRPC's xDS resolver does);
 //! - validates each response with [`crate::decode`]: a valid one is ACKed
 //!   (its `version_info` and nonce), an invalid one NACKed once (the previous
 //!   version, and an `error_detail` naming the resource and the error) while
@@ -32,10 +35,13 @@
 //! tells the server what the client holds); the validation, consistency and
 //! publishing rules are the same.
 //!
-//! The inbound half of the model is only partly carried: the mTLS mode per
-//! port is read from the server-side listeners' filter chains; JWT rules
-//! and authorization policies (RBAC filters) are not decoded back, so they
-//! stay those of a workload no policy selects.
+//! The inbound half of the model comes from the server listeners: the
+//! whole compiled policy when they carry our metadata (meshd), else their
+//! standard RBAC filters enforced as sent and the mTLS mode their chains
+//! tell; a listener that cannot be understood denies its port (see
+//! `inbound`). A control plane that sends server listeners only when named
+//! (istiod) needs a second client with [`XdsClientConfig::only_listeners`]:
+//! `Mesh::xds(..).inbound_ports(..)` runs one.
 
 mod backoff;
 mod cache;
@@ -100,6 +106,13 @@ pub struct XdsClientConfig {
     /// server that answers UNIMPLEMENTED is spoken to in SotW (default
     /// false: SotW is what every control plane and gRPC client supports).
     pub delta: bool,
+    /// Subscribe only to these listeners, by name, and to no other type
+    /// (State of the World): a second client for a workload's server
+    /// listeners (`xds.istio.io/grpc/lds/inbound/0.0.0.0:8080`), which a
+    /// control plane such as istiod sends only to a client that names
+    /// them. Its model is the base model with the inbound policy those
+    /// listeners state or carry as RBAC. `None` (the default): everything.
+    pub only_listeners: Option<Vec<String>>,
 }
 
 impl XdsClientConfig {
@@ -118,6 +131,7 @@ impl XdsClientConfig {
             cache_file: None,
             tls: None,
             delta: false,
+            only_listeners: None,
         }
     }
 }

@@ -368,7 +368,13 @@ impl Session<'_> {
 
 /// The client task.
 pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: Outputs) {
-    let mut state = SotwState::new(config.does_not_exist_timeout, config.missing_cluster_grace);
+    let mut state = match &config.only_listeners {
+        Some(names) => SotwState::listeners_only(
+            config.does_not_exist_timeout,
+            names.iter().cloned().collect(),
+        ),
+        None => SotwState::new(config.does_not_exist_timeout, config.missing_cluster_grace),
+    };
     let mut publisher = Publisher {
         base,
         out,
@@ -380,7 +386,8 @@ pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: O
     let mut cache_checked = false;
     let mut switch_to: Option<(usize, Channel)> = None;
     // Servers that answered UNIMPLEMENTED to Delta: spoken to in SotW.
-    let mut sotw_only = vec![!config.delta; config.servers.len()];
+    let mut sotw_only =
+        vec![!config.delta || config.only_listeners.is_some(); config.servers.len()];
     loop {
         let mut worked = false;
         let mut idx = 0;

@@ -104,6 +104,9 @@ pub(crate) struct SotwState {
     /// How long a cluster a route sends to may be missing from CDS.
     pub(super) cluster_grace: Duration,
     pub(super) connected: bool,
+    /// Subscribe only to these listeners, by name (a workload's server
+    /// listeners), and to no other type.
+    pub(super) only_listeners: Option<BTreeSet<String>>,
 }
 
 pub(super) fn short(type_url: &str) -> &str {
@@ -168,7 +171,18 @@ impl SotwState {
             timeout: does_not_exist,
             cluster_grace,
             connected: false,
+            only_listeners: None,
         }
+    }
+
+    /// A state that subscribes only to the listeners `names` (LDS by name,
+    /// no other type): what a server needs of a control plane that, like
+    /// istiod, sends server listeners only to a client that names them.
+    pub(crate) fn listeners_only(does_not_exist: Duration, names: BTreeSet<String>) -> Self {
+        let mut st = Self::new(does_not_exist, does_not_exist);
+        st.ts(types::LISTENER).names = names.clone();
+        st.only_listeners = Some(names);
+        st
     }
 
     pub(super) fn ts(&mut self, type_url: &str) -> &mut TypeState {
@@ -204,6 +218,9 @@ impl SotwState {
             st.nonce.clear();
         }
         self.arm_timers(now);
+        if self.only_listeners.is_some() {
+            return vec![self.request(types::LISTENER)];
+        }
         TYPES
             .iter()
             .filter(|t| !named(t) || self.types.get(*t).is_some_and(|s| !s.names.is_empty()))
@@ -292,6 +309,9 @@ impl SotwState {
                     .collect();
                 self.inbound = inbound.into_iter().map(|l| (l.name.clone(), l)).collect();
                 self.have_lds = true;
+                let inbound = &self.inbound;
+                self.absent
+                    .retain(|(t, n)| *t != types::LISTENER || !inbound.contains_key(n));
             }
             types::ROUTE => {
                 let all: Vec<RouteConfiguration> = validate::decode_all(&resp.resources)?;
@@ -344,6 +364,10 @@ impl SotwState {
     /// clusters; returns the types whose subscription changed.
     pub(super) fn resubscribe(&mut self, now: Instant) -> Vec<Resubscribed> {
         let mut changed = Vec::new();
+        if self.only_listeners.is_some() {
+            self.arm_timers(now);
+            return changed;
+        }
         for (t, want) in [
             (types::ROUTE, self.wanted_routes()),
             (types::CLUSTER, self.wanted_clusters()),
@@ -378,6 +402,15 @@ impl SotwState {
     /// The names still missing, by type.
     fn missing(&self) -> BTreeSet<(&'static str, String)> {
         let mut out = BTreeSet::new();
+        if let Some(names) = &self.only_listeners {
+            for n in names {
+                if !self.inbound.contains_key(n) && !self.listeners.contains_key(n) {
+                    out.insert((types::LISTENER, n.clone()));
+                }
+            }
+            out.retain(|k| !self.absent.contains(k));
+            return out;
+        }
         for n in self.wanted_routes() {
             if !self.routes.contains_key(&n) {
                 out.insert((types::ROUTE, n));
@@ -448,6 +481,20 @@ impl SotwState {
     /// the route configs they name, every cluster, and the load assignment
     /// of each EDS cluster (renamed to the cluster it belongs to).
     pub(crate) fn assemble(&self) -> Option<Resources> {
+        if let Some(names) = &self.only_listeners {
+            // Every name answered, or declared absent by its timer.
+            let settled = self.have_lds
+                || names
+                    .iter()
+                    .all(|n| self.absent.contains(&(types::LISTENER, n.clone())));
+            if !settled || !self.missing().is_empty() {
+                return None;
+            }
+            return Some(Resources {
+                listeners: self.inbound.values().cloned().collect(),
+                ..Resources::default()
+            });
+        }
         if !self.have_lds || !self.have_cds || !self.missing().is_empty() {
             return None;
         }

@@ -456,3 +456,43 @@ fn inbound_listeners_give_the_mtls_mode_per_port() {
     // No inbound listener: nothing to say.
     assert!(super::inbound::mtls_policy(resources().listeners.iter()).is_none());
 }
+
+/// The server-listener stream: LDS by name only; the set is published once
+/// every name is answered or declared absent by the does-not-exist timer.
+#[tokio::test(start_paused = true)]
+async fn listeners_only_names_its_listeners_and_waits_for_each() {
+    use crate::encode::inbound_listener;
+    let m = model();
+    let a = crate::encode::inbound_listener_name("0.0.0.0", 9090);
+    let b = crate::encode::inbound_listener_name("0.0.0.0", 7777);
+    let names: std::collections::BTreeSet<String> = [a.clone(), b.clone()].into();
+    let mut st = SotwState::listeners_only(Duration::from_secs(15), names);
+    let now = Instant::now();
+    let first = st.on_connect(now);
+    assert_eq!(
+        kinds(&first),
+        [(types::LISTENER, vec![b.clone(), a.clone()], "", "", false)]
+    );
+    let l = inbound_listener(&m, "0.0.0.0", 9090, Default::default());
+    let step = st.on_response(&resp(types::LISTENER, &[l], "1", "n1"), now);
+    assert!(step.accepted);
+    assert_eq!(
+        step.requests.len(),
+        1,
+        "an ACK, no other type: {:?}",
+        step.requests
+    );
+    assert!(st.assemble().is_none(), "7777 is still unanswered");
+    let due = st.next_deadline().unwrap();
+    assert_eq!(due, now + Duration::from_secs(15));
+    assert!(st.on_timer(due));
+    let res = st.assemble().unwrap();
+    assert_eq!(
+        res.listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>(),
+        [a]
+    );
+    assert!(res.clusters.is_empty() && res.routes.is_empty());
+}
