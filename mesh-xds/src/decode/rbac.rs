@@ -4,9 +4,11 @@
 //!
 //! Fail closed: anything that could change what a listener allows and that
 //! is not understood exactly (a filter of unknown type that is not
-//! optional, a metadata or filter-state matcher, RBAC's CEL `matcher` API,
-//! per-route overrides, chains that disagree) is an error; the caller then
-//! denies the port ([`mesh_core::authz::PortRbac::Deny`]).
+//! optional, a filter-state or sourced-metadata matcher, RBAC's CEL
+//! `matcher` API, per-route overrides, chains that disagree) is an error;
+//! the caller then denies the port ([`mesh_core::authz::PortRbac::Deny`]).
+//! A metadata matcher is understood: nothing in an accepted chain writes
+//! metadata, so it reads as absent.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter as NetworkFilter, Listener};
@@ -276,11 +278,22 @@ fn decode_permission(p: &EnvoyPermission) -> Result<Permission, String> {
             Some(a) => Permission::UrlPath(decode_uri_template(a)?),
             None => return Err("uri_template without a typed_config".into()),
         },
-        Some(Rule::Metadata(_)) => {
-            return Err("metadata matchers (JWT claims from istio_authn) are not supported".into())
-        }
+        Some(Rule::Metadata(m)) => absent_metadata(m.invert),
         Some(other) => return Err(format!("permission {} is not supported", rule_name(other))),
     })
+}
+
+/// A metadata matcher (istiod's form for request principals and JWT
+/// claims, read from `istio_authn`): no filter before RBAC in a chain the
+/// SDK accepts writes dynamic metadata (any other filter makes the port
+/// deny), so the metadata is absent and the matcher yields its `invert`,
+/// as Envoy and gRPC C-core evaluate it.
+fn absent_metadata(invert: bool) -> Permission {
+    if invert {
+        Permission::Any
+    } else {
+        Permission::never()
+    }
 }
 
 fn rule_name(r: &permission::Rule) -> &'static str {
@@ -313,8 +326,12 @@ fn decode_principal(p: &EnvoyPrincipal) -> Result<Principal, String> {
         Some(Identifier::RemoteIp(c)) => Principal::RemoteIp(decode_cidr(c)?),
         Some(Identifier::Header(h)) => Principal::Header(decode_header(h)?),
         Some(Identifier::UrlPath(m)) => Principal::UrlPath(decode_path(m)?),
-        Some(Identifier::Metadata(_)) => {
-            return Err("metadata matchers (JWT claims from istio_authn) are not supported".into())
+        Some(Identifier::Metadata(m)) => {
+            if m.invert {
+                Principal::Any
+            } else {
+                Principal::never()
+            }
         }
         Some(_) => {
             return Err(
@@ -323,4 +340,98 @@ fn decode_principal(p: &EnvoyPrincipal) -> Result<Principal, String> {
             )
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use envoy_types::pb::envoy::r#type::matcher::v3::MetadataMatcher;
+    use mesh_core::matcher::NO_HEADERS;
+    use mesh_core::rbac::Attributes;
+
+    fn policy_with(principal: principal::Identifier) -> EnvoyRbac {
+        EnvoyRbac {
+            action: EnvoyAction::Deny as i32,
+            policies: [(
+                "p".to_string(),
+                EnvoyPolicy {
+                    permissions: vec![EnvoyPermission {
+                        rule: Some(permission::Rule::Any(true)),
+                    }],
+                    principals: vec![EnvoyPrincipal {
+                        identifier: Some(principal),
+                    }],
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    fn attrs() -> Attributes<'static> {
+        Attributes {
+            headers: &NO_HEADERS,
+            url_path: Some("/a"),
+            peer: None,
+            direct_remote_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: 80,
+            sni: None,
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn istiods_jwt_metadata_matchers_read_as_absent_metadata() {
+        // istiod's requestPrincipals: a metadata matcher on istio_authn.
+        let m = |invert| {
+            principal::Identifier::Metadata(MetadataMatcher {
+                filter: "istio_authn".into(),
+                invert,
+                ..Default::default()
+            })
+        };
+        let plain = decode_rbac(&policy_with(m(false))).unwrap();
+        assert_eq!(plain.first_match(&attrs()), None, "no token: no match");
+        let inverted = decode_rbac(&policy_with(m(true))).unwrap();
+        assert_eq!(
+            inverted.first_match(&attrs()),
+            Some("p"),
+            "notRequestPrincipals"
+        );
+    }
+
+    #[test]
+    fn filter_state_is_not_understood() {
+        use envoy_types::pb::envoy::r#type::matcher::v3::FilterStateMatcher;
+        let err = decode_rbac(&policy_with(principal::Identifier::FilterState(
+            FilterStateMatcher::default(),
+        )))
+        .unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn uri_templates_read_back_as_the_engines_templates() {
+        let m = decode_uri_template(&crate::types::any(&UriTemplateMatchConfig {
+            path_template: "/shop.Cart/*".into(),
+        }))
+        .unwrap();
+        assert!(m.matches("/shop.Cart/Add"));
+        assert!(!m.matches("/shop.Cart/a/b"));
+        let rest = decode_uri_template(&crate::types::any(&UriTemplateMatchConfig {
+            path_template: "/api/**".into(),
+        }))
+        .unwrap();
+        assert!(rest.matches("/api/a/b"));
+        assert!(
+            decode_uri_template(&crate::types::any(&UriTemplateMatchConfig {
+                path_template: "/api/{id=*}".into(),
+            }))
+            .is_err()
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //! sends server listeners only to a client that names them) decodes, from
 //! istiod, the standard RBAC filters (enforced with Envoy's semantics),
 //! and from meshd, the compiled policy in our metadata. The two inbound
-//! policies must decide a corpus of requests alike.
+//! policies must decide a corpus of requests alike (istiod's JWT rule, a
+//! metadata matcher, reads as "no token" on both sides).
 
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ spec:
     to: [{{operation: {{paths: ["/admin.Ops/*"]}}}}]
   - to: [{{operation: {{paths: ["/echo.Echo/Hello", "/shop.Cart/Get"], methods: ["POST"]}}}}]
     when: [{{key: "request.headers[x-env]", notValues: ["test*"]}}]
+  - from: [{{source: {{requestPrincipals: ["*"]}}}}]
+    to: [{{operation: {{paths: ["/other.Svc/*"]}}}}]
 "#
     )
 }
