@@ -182,9 +182,10 @@ impl tower::Service<http::Request<Body>> for EchoService {
     }
 }
 
-/// Messages as raw bytes: the body of a gRPC frame, untouched.
+/// Messages as raw bytes: the body of a gRPC frame, untouched (no
+/// protobuf codegen in the harness; clients and servers send names).
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;

@@ -9,6 +9,12 @@
 //! - [`path`]: path normalization per MeshConfig mode, applied before paths
 //!   are matched.
 //! - [`Request`]: the attributes a decision reads.
+//! - [`lower`]: the compiled policies as Envoy RBAC filters with the same
+//!   meaning, for stock gRPC servers (what they cannot evaluate fails
+//!   closed, with a [`Note`] per rule); a property test holds the two equal.
+//! - [`decoded`]: RBAC filters an xDS server sent, enforced per port with
+//!   Envoy's semantics ([`PolicySet::from_rbac`]) when no compiled policy
+//!   came with them.
 //!
 //! What this module is not: it does not authenticate (mTLS and JWT happen
 //! before; their results arrive in the [`Request`]), it does not call CUSTOM

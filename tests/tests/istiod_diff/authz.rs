@@ -13,14 +13,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
+use mesh_interop::backend::RawCodec;
 use mesh_interop::clients::{write_bootstrap, ServerProcess, Tool};
 use mesh_interop::control::yaml_dir;
 use mesh_interop::istiod::Istiod;
 use mesh_interop::server_side::free_port;
 use mesh_interop::{ControlPlane, HarnessError};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::Status;
 
 use super::diff::Difference;
 
@@ -329,44 +328,6 @@ spec:
         }
     }
     y
-}
-
-/// Messages as raw bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 /// One unary call on a fresh connection: `OK` or the status code's name.
