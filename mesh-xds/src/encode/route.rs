@@ -76,12 +76,36 @@ pub fn route_configuration_for(
     proxyless_grpc: bool,
 ) -> RouteConfiguration {
     let mut routes = Vec::new();
+    let mut refusing = Vec::new();
     for (i, r) in svc.routes.routes.iter().enumerate() {
         let encoded = encode_route(i, r, svc, model);
         if proxyless_grpc && !matches!(r.action, Action::Forward(_)) {
-            routes.extend(encoded.into_iter().map(|er| refusing_route(er, r, svc)));
+            refusing.push(routes.len());
+            routes.extend(encoded.into_iter().map(|er| refusing_route(er, r)));
         } else {
             routes.extend(encoded);
+        }
+    }
+    // The aborted routes name a cluster the other routes already use (one
+    // the client holds anyway; no call ever reaches it), else the
+    // service's default cluster.
+    let target = routes
+        .iter()
+        .find_map(|r| match &r.action {
+            Some(EnvoyAction::Route(RouteAction {
+                cluster_specifier: Some(ClusterSpecifier::Cluster(c)),
+                ..
+            })) => Some(c.clone()),
+            Some(EnvoyAction::Route(RouteAction {
+                cluster_specifier: Some(ClusterSpecifier::WeightedClusters(w)),
+                ..
+            })) => w.clusters.first().map(|c| c.name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| cluster_name(&svc.host, svc.port, None));
+    for i in refusing {
+        if let Some(EnvoyAction::Route(ra)) = &mut routes[i].action {
+            ra.cluster_specifier = Some(ClusterSpecifier::Cluster(target.clone()));
         }
     }
     RouteConfiguration {
@@ -99,19 +123,14 @@ pub fn route_configuration_for(
 }
 
 /// A redirect or direct-response route as one a stock gRPC client can
-/// take: to the service's default cluster, every call aborted.
-fn refusing_route(mut er: EnvoyRoute, r: &Route, svc: &OutboundService) -> EnvoyRoute {
+/// take: every call aborted (its cluster is set by the caller).
+fn refusing_route(mut er: EnvoyRoute, r: &Route) -> EnvoyRoute {
     const UNAVAILABLE: u32 = 14;
     let error_type = match &r.action {
         Action::DirectResponse(d) => ErrorType::HttpStatus(u32::from(d.status)),
         _ => ErrorType::GrpcStatus(UNAVAILABLE),
     };
-    er.action = Some(EnvoyAction::Route(RouteAction {
-        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster_name(
-            &svc.host, svc.port, None,
-        ))),
-        ..Default::default()
-    }));
+    er.action = Some(EnvoyAction::Route(RouteAction::default()));
     er.typed_per_filter_config.insert(
         FAULT_FILTER.to_string(),
         any(&HttpFault {
