@@ -73,21 +73,6 @@ const DELIBERATE: &[Deliberate] = &[
                  which gRPC accepts",
     },
     Deliberate {
-        area: "stock-client",
-        case: "redirect-route",
-        request: "",
-        reason: "meshd leaves redirect and direct-response routes out for stock gRPC clients \
-                 because grpc-js-xds NACKs a whole RouteConfiguration holding one; istiod sends \
-                 them, grpcio then fails matching calls UNAVAILABLE, meshd-fed clients fall \
-                 through to the next route (see the README: this fails open)",
-    },
-    Deliberate {
-        area: "stock-client",
-        case: "direct-response-route",
-        request: "",
-        reason: "as redirect-route: directResponse routes are left out for stock gRPC clients",
-    },
-    Deliberate {
         area: "authz",
         case: "interop/allow-nothing",
         request: "",
