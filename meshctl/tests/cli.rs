@@ -266,6 +266,68 @@ fn authz_denies_other_callers_and_plaintext() {
 }
 
 #[test]
+fn authz_shows_what_a_stock_grpc_server_decides_and_why() {
+    // An ALLOW rule on a JWT principal: the SDK allows a request with the
+    // token, a stock gRPC server (no JWT validation) cannot, and says so;
+    // grpc-js-xds additionally cannot evaluate IP blocks.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: jwt-or-lan, namespace: shop}
+spec:
+  rules:
+  - from: [{source: {requestPrincipals: ["https://issuer/*"]}}]
+  - from: [{source: {ipBlocks: ["10.0.0.0/8"]}}]
+"#,
+    )
+    .expect("write");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "x",
+            "authz",
+            "--config",
+            dir.path().to_str().expect("utf8"),
+            "--workload",
+            "shop/cart",
+            "--port",
+            "8080",
+            "--path",
+            "/cart",
+        ];
+        args.extend_from_slice(extra);
+        let o = meshctl(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        json(&o)
+    };
+    let v = run(&["--request-principal", "https://issuer/alice"]);
+    assert_eq!(v["decision"], "ALLOW", "{v}");
+    let stock = &v["stock_grpc_server"];
+    assert_eq!(stock["server"], "grpc");
+    assert_eq!(stock["decision"], "DENY", "{v}");
+    assert_eq!(stock["exact"], false);
+    let notes = stock["notes"].to_string();
+    assert!(notes.contains("shop/jwt-or-lan rule 0 dropped"), "{notes}");
+    assert!(notes.contains("requestPrincipals"), "{notes}");
+
+    let lan = run(&["--source-ip", "10.1.2.3"]);
+    assert_eq!(lan["decision"], "ALLOW");
+    assert_eq!(lan["stock_grpc_server"]["decision"], "ALLOW");
+    let js = run(&["--source-ip", "10.1.2.3", "--stock-server", "grpc-js"]);
+    assert_eq!(js["stock_grpc_server"]["server"], "grpc-js");
+    assert_eq!(js["stock_grpc_server"]["decision"], "DENY", "{js}");
+    assert!(js["stock_grpc_server"]["notes"]
+        .to_string()
+        .contains("dual-stack"));
+}
+
+#[test]
 fn bootstrap_grpc_points_a_proxyless_client_at_meshd() {
     let o = meshctl(&[
         "bootstrap",
