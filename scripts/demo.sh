@@ -6,7 +6,10 @@
 # the same engines the SDK executes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p meshctl -p mesh-examples --examples --locked
+# Two builds: target flags apply to every package named, and `--examples`
+# alone would leave out the meshctl binary the steps below run.
+cargo build -q -p meshctl --bin meshctl --locked
+cargo build -q -p mesh-examples --examples --locked
 meshctl=target/debug/meshctl
 
 echo "== the mesh on loopback: meshd + an SDK workload (Mesh::xds) + backends v1/v2"
