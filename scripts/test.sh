@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
 # Every test in the workspace: unit, property and integration tests, the
-# CLI tests that run meshctl on the sample configs in examples/, and the
-# differential check against istiod (tests/tests/istiod_diff.rs), whose
-# pilot-discovery binary scripts/istiod.sh builds once from the Go module
-# proxy into ~/.cache/mesh-peers (about 6 minutes cold) and reuses.
+# CLI tests that run meshctl on the sample configs in examples/, the
+# interop tests with stock gRPC (Python grpcio and Node grpc-js-xds, which
+# this script installs: grpcio into target/interop-venv, the npm packages
+# into tests/interop/node_modules), and the differential check against
+# istiod (tests/tests/istiod_diff.rs), whose pilot-discovery binary
+# scripts/istiod.sh builds once from the Go module proxy into
+# ~/.cache/mesh-peers (about 6 minutes cold) and reuses. A test that cannot
+# run fails; none passes by skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== stock gRPC for the interop tests (tests/interop)"
+venv=target/interop-venv
+if ! "$venv/bin/python3" -c "import grpc" 2>/dev/null; then
+  python3 -m venv "$venv"
+  PIP_ROOT_USER_ACTION=ignore "$venv/bin/python3" -m pip install --quiet \
+    --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+python3 -c "import grpc; print('grpcio', grpc.__version__)"
+if [ ! -f tests/interop/node_modules/@grpc/grpc-js-xds/package.json ]; then
+  (cd tests/interop && npm ci --silent --no-audit --no-fund)
+fi
+node -e "console.log('grpc-js-xds', require('./tests/interop/node_modules/@grpc/grpc-js-xds/package.json').version)"
+
 echo "== istiod (reference control plane for tests/tests/istiod_diff.rs)"
 bash scripts/istiod.sh | tail -n 1
+
 cargo test --workspace --locked

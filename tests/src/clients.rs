@@ -3,9 +3,9 @@
 //! grpc`, and running the scripts in `tests/interop/{python,node}` with a
 //! hard timeout.
 //!
-//! A missing interpreter or package makes [`Tool::find`] answer `None` (the
-//! test prints why and skips), unless `MESH_INTEROP_REQUIRED=1`, where it
-//! is an error: CI installs both and must never skip silently.
+//! A missing interpreter or package makes [`Tool::find`] fail with what is
+//! missing and how to install it: a test that cannot run fails, it never
+//! passes by skipping. `scripts/test.sh` installs both.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,9 +18,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::HarnessError;
-
-/// Set to `1` to turn a missing Python/Node setup into a failure.
-pub const REQUIRED_ENV: &str = "MESH_INTEROP_REQUIRED";
 
 /// Which stock gRPC implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +64,13 @@ fn runs(program: &str, args: &[&str]) -> bool {
 }
 
 impl Tool {
-    /// The tool for `lang` when it is installed. `Ok(None)` (with the reason
-    /// printed) when it is not; an error instead when
-    /// `MESH_INTEROP_REQUIRED=1`.
-    pub fn find(lang: Lang) -> Result<Option<Tool>, HarnessError> {
+    /// The tool for `lang`, or an error saying what is missing and the
+    /// command that installs it. There is no skipping: a test that cannot
+    /// run fails (`scripts/test.sh` installs both into `target/`).
+    pub fn find(lang: Lang) -> Result<Tool, HarnessError> {
         let missing = match lang {
             Lang::Python => (!runs("python3", &["-c", "import grpc"])).then_some(
-                "python3 with grpcio is not installed; run `pip install -r tests/interop/requirements.txt`",
+                "python3 with grpcio is not on PATH; run scripts/test.sh (it installs grpcio into target/interop-venv and puts it first on PATH), or `pip install -r tests/interop/requirements.txt`",
             ),
             Lang::Node => {
                 if !runs("node", &["--version"]) {
@@ -82,7 +79,7 @@ impl Tool {
                     .join("node_modules/@grpc/grpc-js-xds/package.json")
                     .exists()
                 {
-                    Some("tests/interop/node_modules is missing; run `npm ci` in tests/interop")
+                    Some("tests/interop/node_modules is missing; run scripts/test.sh, or `npm ci` in tests/interop")
                 } else {
                     None
                 }
@@ -93,17 +90,11 @@ impl Tool {
             Lang::Node => "node",
         };
         match missing {
-            None => Ok(Some(Tool { lang, program })),
-            Some(why) if std::env::var(REQUIRED_ENV).as_deref() == Ok("1") => {
-                Err(HarnessError::Script {
-                    script: format!("{} interop", lang.name()),
-                    message: format!("{why} ({REQUIRED_ENV}=1, so this fails instead of skipping)"),
-                })
-            }
-            Some(why) => {
-                eprintln!("SKIPPED {} interop: {why}", lang.name());
-                Ok(None)
-            }
+            None => Ok(Tool { lang, program }),
+            Some(why) => Err(HarnessError::Script {
+                script: format!("{} interop", lang.name()),
+                message: why.to_string(),
+            }),
         }
     }
 

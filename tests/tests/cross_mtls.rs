@@ -6,20 +6,21 @@
 use mesh_interop::mtls;
 use mesh_interop::{Lang, Tool};
 
-fn both() -> Option<(Tool, Tool)> {
-    let py = Tool::find(Lang::Python).unwrap()?;
-    let node = Tool::find(Lang::Node).unwrap()?;
-    Some((py, node))
+fn both() -> (Tool, Tool) {
+    (
+        Tool::find(Lang::Python).unwrap(),
+        Tool::find(Lang::Node).unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_client_to_python_server_over_mutual_tls() {
-    let Some((py, node)) = both() else { return };
+    let (py, node) = both();
     mtls::mutual_tls(&py, &node).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_to_node_server_over_mutual_tls() {
-    let Some((py, node)) = both() else { return };
+    let (py, node) = both();
     mtls::mutual_tls(&node, &py).await.unwrap();
 }

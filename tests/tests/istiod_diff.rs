@@ -86,15 +86,7 @@ const DELIBERATE: &[Deliberate] = &[
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn python() -> Tool {
-    // The harness's usual rule (skip without grpcio) does not apply: this
-    // test exists to compare, so a missing client is a failure.
-    match Tool::find(Lang::Python) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            panic!("python3 with grpcio is needed: pip install -r tests/interop/requirements.txt")
-        }
-        Err(e) => panic!("{e}"),
-    }
+    Tool::find(Lang::Python).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn need_istiod() {

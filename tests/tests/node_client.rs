@@ -7,60 +7,60 @@
 use mesh_interop::checks;
 use mesh_interop::{Lang, Tool};
 
-fn node() -> Option<Tool> {
+fn node() -> Tool {
     Tool::find(Lang::Node).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_xds_target_resolves_and_calls_succeed() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::resolves(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_weighted_split_and_header_route() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::weighted_split_and_header_route(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_retries_mask_unavailable() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::retries(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_route_timeout_gives_deadline_exceeded() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::timeout(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_fault_abort_and_delay() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::faults(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ring_hash_is_sticky_per_header() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::ring_hash(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_accepts_every_feature_of_a_rich_route() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::kitchen_sink_is_accepted(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_follows_a_live_config_change_without_failures() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::live_shift(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_honours_locality_weights() {
-    let Some(t) = node() else { return };
+    let t = node();
     checks::locality_weights(&t).await.unwrap();
 }

@@ -7,60 +7,60 @@
 use mesh_interop::checks;
 use mesh_interop::{Lang, Tool};
 
-fn python() -> Option<Tool> {
+fn python() -> Tool {
     Tool::find(Lang::Python).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_xds_target_resolves_and_calls_succeed() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::resolves(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_weighted_split_and_header_route() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::weighted_split_and_header_route(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_retries_mask_unavailable() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::retries(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_route_timeout_gives_deadline_exceeded() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::timeout(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_fault_abort_and_delay() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::faults(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_ring_hash_is_sticky_per_header() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::ring_hash(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_accepts_every_feature_of_a_rich_route() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::kitchen_sink_is_accepted(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_follows_a_live_config_change_without_failures() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::live_shift(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_honours_locality_weights() {
-    let Some(t) = python() else { return };
+    let t = python();
     checks::locality_weights(&t).await.unwrap();
 }

@@ -9,8 +9,6 @@ use mesh_interop::{Lang, Tool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_mutual_tls_with_spiffe_principals() {
-    let Some(py) = Tool::find(Lang::Python).unwrap() else {
-        return;
-    };
+    let py = Tool::find(Lang::Python).unwrap();
     mtls::mutual_tls(&py, &py).await.unwrap();
 }
