@@ -17,6 +17,7 @@
 //! bad credentials), `INVALID_ARGUMENT` (bad CSR or TTL),
 //! `PERMISSION_DENIED` (identity not owned), `INTERNAL` (signing failed).
 
+use mesh_core::sync::RwLockExt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -92,9 +93,7 @@ impl CaService {
 
     /// Replaces the bootstrap tokens (e.g. after the token file changed).
     pub fn set_tokens(&self, tokens: TokenStore) {
-        if let Ok(mut guard) = self.tokens.write() {
-            *guard = Arc::new(tokens);
-        }
+        *self.tokens.write_locked() = Arc::new(tokens);
     }
 
     /// Wraps the service for a tonic `Server`.
@@ -128,11 +127,7 @@ impl CaService {
             .ok_or_else(|| {
                 Status::unauthenticated("authorization metadata must be `Bearer <token>`")
             })?;
-        let store = self
-            .tokens
-            .read()
-            .map(|g| g.clone())
-            .map_err(|_| Status::internal("token store unavailable"))?;
+        let store = self.tokens.read_locked().clone();
         store
             .lookup(token, self.ca.trust_domain())
             .map(Authenticated::Token)

@@ -12,6 +12,7 @@
 //! - Auto-registered workloads (see [`crate::autoreg`]) are added to the
 //!   registry while their node has at least one stream.
 
+use mesh_core::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,7 +99,7 @@ impl Controller {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Poisoning only means a panic mid-update of plain maps elsewhere;
         // serving on is better than taking the control plane down.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// The snapshot cache the ADS server reads.

@@ -5,6 +5,7 @@
 //! The answers are read from the snapshot cache's per-node status, which
 //! the ADS streams keep; a node that disconnects stops being waited for.
 
+use mesh_core::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,7 +51,7 @@ impl Convergence {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     /// Waits for `bumped` (node -> type -> version). A push that overlaps an

@@ -25,3 +25,4 @@ pub mod registry;
 pub mod retry;
 pub mod route;
 pub mod spiffe;
+pub mod sync;

@@ -6,6 +6,7 @@
 //! decides *which endpoint* of that cluster serves it, and records every
 //! endpoint it used in [`Upstream::tried`] so a retry can prefer another one.
 
+use mesh_core::sync::LockExt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -55,17 +56,12 @@ impl Upstream {
 
     /// The endpoints tried so far.
     pub fn tried_endpoints(&self) -> Vec<SocketAddr> {
-        self.tried
-            .lock()
-            .map(|t| t.iter().collect())
-            .unwrap_or_default()
+        self.tried.locked().iter().collect()
     }
 
     /// Records that an attempt used `addr`.
     pub fn record_tried(&self, addr: SocketAddr) {
-        if let Ok(mut t) = self.tried.lock() {
-            t.push(addr);
-        }
+        self.tried.locked().push(addr);
     }
 }
 

@@ -3,6 +3,7 @@
 //! surviving endpoints keep their state and unchanged settings keep their
 //! pools (a changed DestinationRule TLS block starts new pools).
 
+use mesh_core::sync::{LockExt, RwLockExt};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32};
@@ -254,9 +255,7 @@ impl ClusterState {
                 ))
             })
             .collect();
-        if let Ok(mut m) = self.meta.write() {
-            *m = meta;
-        }
+        *self.meta.write_locked() = meta;
     }
 
     /// True when `model` is not the one the state was last checked against
@@ -290,10 +289,7 @@ impl ClusterState {
         );
         let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
         {
-            let mut p = match self.pools.lock() {
-                Ok(p) => p,
-                Err(p) => p.into_inner(),
-            };
+            let mut p = self.pools.locked();
             if p.settings != cluster.policy.connection_pool
                 || *p.host != *cluster.host
                 || p.tls.as_deref() != cluster.policy.tls.as_ref()
@@ -343,10 +339,7 @@ impl ClusterState {
     /// The pool of `addr`, for requests to an address no target holds
     /// (passthrough).
     pub fn pool_for(&self, addr: SocketAddr) -> Arc<EndpointPool> {
-        match self.pools.lock() {
-            Ok(mut p) => p.endpoint(addr),
-            Err(p) => p.into_inner().endpoint(addr),
-        }
+        self.pools.locked().endpoint(addr)
     }
 }
 

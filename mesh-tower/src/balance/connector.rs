@@ -7,6 +7,7 @@
 //! `Dialer` puts a cluster's facts around a `Connector` for its pools,
 //! adding the connect timeout and connection counting.
 
+use mesh_core::sync::RwLockExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -130,9 +131,9 @@ impl Dialer {
     pub async fn dial(&self, addr: SocketAddr, http2: bool) -> Result<MeshConn, BoxError> {
         let meta = self
             .meta
-            .read()
-            .ok()
-            .and_then(|m| m.get(&addr).cloned())
+            .read_locked()
+            .get(&addr)
+            .cloned()
             .unwrap_or_default();
         let target = ConnectTarget {
             addr,

@@ -4,6 +4,7 @@
 //! only awaits the pool's answer; what must wait (host-name lookups,
 //! passthrough, a connection slot) is the boxed slow path.
 
+use mesh_core::sync::LockExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -218,15 +219,14 @@ fn feed_outlier(
     outcome: Outcome,
     success: bool,
 ) {
-    if let Ok(mut core) = state.core.lock() {
-        if let Some(d) = core.outlier.as_mut() {
-            if let Some(ej) = d.on_result(&addr, outcome, super::now()) {
-                state.stats.inc_ejections();
-                tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
-            }
+    let mut core = state.core.locked();
+    if let Some(d) = core.outlier.as_mut() {
+        if let Some(ej) = d.on_result(&addr, outcome, super::now()) {
+            state.stats.inc_ejections();
+            tracing::info!(cluster = %state.name, endpoint = %addr, reason = ?ej.reason, duration = ?ej.duration, "outlier ejected endpoint");
         }
-        target.failing.store(!success, Ordering::Relaxed);
     }
+    target.failing.store(!success, Ordering::Relaxed);
 }
 
 /// The stage's error for a request the pool could not carry.

@@ -57,6 +57,7 @@ mod pool;
 mod request;
 mod stats;
 
+use mesh_core::sync::LockExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -184,34 +185,25 @@ impl Endpoints {
 
     /// Counters of `cluster`, once a request has used it.
     pub fn stats(&self, cluster: &str) -> Option<StatsSnapshot> {
-        let state = self.inner.clusters.lock().ok()?.get(cluster).cloned()?;
+        let state = self.inner.clusters.locked().get(cluster).cloned()?;
         let mut snap = state.stats.snapshot();
-        if let Ok(core) = state.core.lock() {
-            snap.requests += core.requests;
-            snap.active_requests = core
-                .targets
-                .iter()
-                .map(|t| u64::from(t.shared.active.load(Ordering::Relaxed)))
-                .sum();
-        }
+        let core = state.core.locked();
+        snap.requests += core.requests;
+        snap.active_requests = core
+            .targets
+            .iter()
+            .map(|t| u64::from(t.shared.active.load(Ordering::Relaxed)))
+            .sum();
         Some(snap)
     }
 
     /// Endpoints of `cluster` ejected by outlier detection now.
     pub fn ejected(&self, cluster: &str) -> Vec<SocketAddr> {
-        let Some(state) = self
-            .inner
-            .clusters
-            .lock()
-            .ok()
-            .and_then(|m| m.get(cluster).cloned())
-        else {
+        let Some(state) = self.inner.clusters.locked().get(cluster).cloned() else {
             return Vec::new();
         };
         let now = now();
-        let Ok(core) = state.core.lock() else {
-            return Vec::new();
-        };
+        let core = state.core.locked();
         let Some(d) = core.outlier.as_ref() else {
             return Vec::new();
         };
@@ -246,18 +238,14 @@ impl Endpoints {
     async fn state_for(&self, model: &Arc<Model>, cluster: &Cluster) -> Arc<ClusterState> {
         let existing = self.existing(model, cluster);
         if let Some(st) = &existing {
-            if let Ok(mut core) = st.core.lock() {
-                if !ClusterState::needs_update(&mut core, model, cluster) {
-                    return st.clone();
-                }
+            if !ClusterState::needs_update(&mut st.core.locked(), model, cluster) {
+                return st.clone();
             }
         }
         let resolved = resolve(cluster).await;
         match existing {
             Some(st) => {
-                if let Ok(mut core) = st.core.lock() {
-                    self.update_state(&st, &mut core, model, cluster, &resolved);
-                }
+                self.update_state(&st, &mut st.core.locked(), model, cluster, &resolved);
                 st
             }
             None => self.insert_state(model, cluster, &resolved),
@@ -273,13 +261,7 @@ impl Endpoints {
         if let Some(st) = seen_state(key, &cluster.name) {
             return Some(st);
         }
-        let st = self
-            .inner
-            .clusters
-            .lock()
-            .ok()?
-            .get(&cluster.name)
-            .cloned()?;
+        let st = self.inner.clusters.locked().get(&cluster.name).cloned()?;
         remember_state(key, &cluster.name, &st);
         Some(st)
     }
@@ -298,14 +280,15 @@ impl Endpoints {
             self.inner.connector.clone(),
             self.next_seed(),
         ));
-        match self.inner.clusters.lock() {
-            Ok(mut m) => {
-                let st = m.entry(cluster.name.clone()).or_insert(st).clone();
-                self.inner.generation.fetch_add(1, Ordering::AcqRel);
-                st
-            }
-            Err(_) => st,
-        }
+        let st = self
+            .inner
+            .clusters
+            .locked()
+            .entry(cluster.name.clone())
+            .or_insert(st)
+            .clone();
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        st
     }
 
     fn update_state(
@@ -332,29 +315,23 @@ impl Endpoints {
         if self.inner.last_model_ptr.load(Ordering::Acquire) == ptr {
             return;
         }
-        let Ok(mut last) = self.inner.last_model.lock() else {
-            return;
-        };
+        let mut last = self.inner.last_model.locked();
         if Weak::ptr_eq(&last, &Arc::downgrade(model)) {
             return;
         }
         *last = Arc::downgrade(model);
         self.inner.last_model_ptr.store(ptr, Ordering::Release);
         drop(last);
-        if let Ok(mut m) = self.inner.clusters.lock() {
-            let before = m.len();
-            m.retain(|name, _| model.clusters.contains_key(name));
-            if m.len() != before {
-                self.inner.generation.fetch_add(1, Ordering::AcqRel);
-            }
+        let mut m = self.inner.clusters.locked();
+        let before = m.len();
+        m.retain(|name, _| model.clusters.contains_key(name));
+        if m.len() != before {
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
     fn passthrough_state(&self) -> Arc<ClusterState> {
-        let mut slot = match self.inner.passthrough.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut slot = self.inner.passthrough.locked();
         slot.get_or_insert_with(|| {
             let cluster = Cluster {
                 name: Upstream::PASSTHROUGH.to_string(),
@@ -485,10 +462,7 @@ impl Endpoints {
         let now = now();
         // Pick, count the request as active on its endpoint and admit it,
         // under one short hold of the cluster lock.
-        let mut core = match state.core.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        let mut core = state.core.locked();
         let core = &mut *core;
         if current && ClusterState::needs_update(core, &up.model, cluster) {
             if needs_lookup(cluster) {
@@ -503,11 +477,11 @@ impl Endpoints {
         if let Some(d) = core.outlier.as_mut() {
             d.maybe_tick(now);
         }
-        let tried = up.tried.lock().ok();
+        let tried = up.tried.locked();
         let hosts = HostsNow {
             targets: &core.targets,
             outlier: core.outlier.as_ref(),
-            tried: tried.as_deref(),
+            tried: Some(&*tried),
             now,
         };
         let picked = core.lb.pick_hosts(now, &mut core.rng, hash, &hosts);

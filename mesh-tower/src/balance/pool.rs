@@ -22,6 +22,7 @@
 //!   request for that long (a reaper task per endpoint runs while
 //!   something is idle).
 
+use mesh_core::sync::LockExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -163,10 +164,7 @@ impl super::body::Release for Lease {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
+    m.locked()
 }
 
 impl EndpointPool {

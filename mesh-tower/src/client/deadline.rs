@@ -14,8 +14,9 @@
 //! thread that later serves another runtime (tests do) starts a new one
 //! once the old one is gone with its runtime.
 
+use mesh_core::sync::LockExt;
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 
 use tokio::sync::Notify;
@@ -41,7 +42,7 @@ struct Entries {
 }
 
 fn lock(m: &Mutex<Entries>) -> MutexGuard<'_, Entries> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    m.locked()
 }
 
 thread_local! {

@@ -13,6 +13,7 @@
 //! [`peek_trailers`] is the response side: it looks for a `grpc-status` in
 //! the trailers of a response without holding a stream.
 
+use mesh_core::sync::LockExt;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -67,9 +68,7 @@ impl Shared {
             }
         });
         if changed && to != Progress::Complete {
-            if let Ok(mut c) = self.copy.lock() {
-                *c = Copy::default();
-            }
+            *self.copy.locked() = Copy::default();
         }
     }
 }
@@ -89,7 +88,7 @@ impl Tee {
         if self.progress() != Progress::Complete {
             return None;
         }
-        let c = self.0.copy.lock().ok()?;
+        let c = self.0.copy.locked();
         let data = match c.chunks.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
@@ -134,7 +133,8 @@ impl Body for TeeBody {
         match &polled {
             Poll::Ready(Some(Ok(f))) => {
                 let mut overflow = false;
-                if let Ok(mut c) = self.shared.copy.lock() {
+                {
+                    let mut c = self.shared.copy.locked();
                     if let Some(d) = f.data_ref() {
                         c.size += d.len();
                         overflow = c.size > self.shared.limit;

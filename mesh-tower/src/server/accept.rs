@@ -16,6 +16,7 @@
 //!
 //! Not here: HTTP serving (see `serve`) or what a peer may call (authz).
 
+use mesh_core::sync::LockExt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -189,10 +190,7 @@ impl Acceptor {
     /// The rustls server config for the model's trust domain and aliases,
     /// rebuilt only when they change.
     fn server_config(&self, policy: PeerPolicy) -> Result<Arc<rustls::ServerConfig>, AcceptError> {
-        let mut cached = self
-            .cached
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self.cached.locked();
         if let Some((p, c)) = cached.as_ref() {
             if *p == policy {
                 return Ok(c.clone());

@@ -10,6 +10,7 @@
 //! relying on inotify, so it behaves the same on every filesystem, including
 //! the symlink swaps Kubernetes uses for mounted ConfigMaps.
 
+use mesh_core::sync::LockExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,7 +104,7 @@ pub struct Watcher {
 impl Watcher {
     /// The current status.
     pub fn status(&self) -> SourceStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        self.status.locked().clone()
     }
 }
 
@@ -140,7 +141,8 @@ pub fn watch_local(
             match source.load(&client) {
                 Ok(model) => {
                     tracing::info!(paths = ?source.paths, "configuration change applied");
-                    if let Ok(mut s) = task_status.lock() {
+                    {
+                        let mut s = task_status.locked();
                         s.applied += 1;
                         s.last_error = None;
                     }
@@ -150,10 +152,9 @@ pub fn watch_local(
                 }
                 Err(e) => {
                     tracing::error!("{e}; the previous configuration keeps serving");
-                    if let Ok(mut s) = task_status.lock() {
-                        s.rejected += 1;
-                        s.last_error = Some(e.to_string());
-                    }
+                    let mut s = task_status.locked();
+                    s.rejected += 1;
+                    s.last_error = Some(e.to_string());
                 }
             }
         }

@@ -25,6 +25,7 @@ pub mod files;
 pub mod origination;
 pub mod roots;
 
+use mesh_core::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -150,7 +151,7 @@ impl TlsConnector {
         let mut domains = aliases.clone();
         domains.insert(0, td.clone());
         let key = (domains, expected.to_vec(), target.http2);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.locked();
         if let Some(c) = cache.mesh.get(&key) {
             return Ok(c.clone());
         }
@@ -193,7 +194,7 @@ impl TlsConnector {
     ) -> Result<Arc<ClientConfig>, TlsError> {
         let key = (format!("{settings:?}"), target.http2);
         let stamps = files::file_stamps(settings);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.locked();
         if let Some((s, c)) = cache.files.get(&key) {
             if *s == stamps {
                 return Ok(c.clone());

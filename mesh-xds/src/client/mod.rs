@@ -53,6 +53,7 @@ mod run;
 mod state;
 mod validate;
 
+use mesh_core::sync::LockExt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -212,7 +213,7 @@ pub struct XdsStatus {
 pub(crate) type SharedStatus = Arc<Mutex<XdsStatus>>;
 
 pub(crate) fn update_status(s: &SharedStatus, f: impl FnOnce(&mut XdsStatus)) {
-    let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = s.locked();
     f(&mut g);
 }
 
@@ -328,10 +329,7 @@ impl XdsClient {
 
     /// Sync state now.
     pub fn status(&self) -> XdsStatus {
-        self.status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        self.status.locked().clone()
     }
 
     /// The node id sent.

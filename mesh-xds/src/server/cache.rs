@@ -2,6 +2,7 @@
 //! version of each resource type. Setting a snapshot bumps the version of
 //! exactly the types whose content changed and wakes that node's streams.
 
+use mesh_core::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,7 +260,7 @@ impl SnapshotCache {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means another thread panicked mid-update of
         // plain maps; the data is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     /// Sets the snapshot of `node_id`; types whose content changed get a new

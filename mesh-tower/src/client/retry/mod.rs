@@ -22,6 +22,7 @@
 
 mod future;
 
+use mesh_core::sync::{LockExt, RwLockExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -87,9 +88,7 @@ impl ClusterCounters {
     }
 
     fn sum(&self, counter: impl Fn(&Shard) -> &AtomicI64) -> u64 {
-        let Ok(mut shards) = self.shards.lock() else {
-            return 0;
-        };
+        let mut shards = self.shards.locked();
         let mut n = 0i64;
         // A share is dropped once nothing holds it, and then it counts 0.
         shards.retain(|w| match w.upgrade() {
@@ -109,9 +108,7 @@ impl ClusterCounters {
             retries: AtomicI64::new(0),
             cluster: self.clone(),
         });
-        if let Ok(mut shards) = self.shards.lock() {
-            shards.push(Arc::downgrade(&s));
-        }
+        self.shards.locked().push(Arc::downgrade(&s));
         s
     }
 }
@@ -210,15 +207,14 @@ impl RetryState {
     }
 
     fn shared(&self, cluster: &str) -> Arc<ClusterCounters> {
-        if let Ok(m) = self.clusters.read() {
-            if let Some(c) = m.get(cluster) {
-                return c.clone();
-            }
+        if let Some(c) = self.clusters.read_locked().get(cluster) {
+            return c.clone();
         }
-        match self.clusters.write() {
-            Ok(mut m) => m.entry(cluster.to_string()).or_default().clone(),
-            Err(_) => Arc::new(ClusterCounters::default()),
-        }
+        self.clusters
+            .write_locked()
+            .entry(cluster.to_string())
+            .or_default()
+            .clone()
     }
 }
 

@@ -12,6 +12,7 @@
 //! speaks `http://` and `https://` (system CA bundle by default, or
 //! [`HttpFetcher::with_ca_file`] for an issuer with a private CA).
 
+use mesh_core::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,7 +194,7 @@ impl JwksCache {
 
     /// The parsed keys of an inline JWKS (parsed once per distinct text).
     pub fn inline(&self, jwks: &str) -> Result<Arc<Vec<Jwk>>, JwtError> {
-        let mut map = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.inline.locked();
         if let Some(k) = map.get(jwks) {
             return Ok(k.clone());
         }
@@ -211,7 +212,7 @@ impl JwksCache {
             .fetch(uri, timeout)
             .await
             .and_then(|body| parse_jwks(&body));
-        let mut map = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.remote.locked();
         let entry = map.entry(uri.to_string()).or_insert(Remote {
             keys: None,
             fetched: None,
@@ -239,7 +240,7 @@ impl JwksCache {
     ) -> Result<Arc<Vec<Jwk>>, JwtError> {
         let timeout = timeout.unwrap_or(self.config.default_timeout);
         let cached = {
-            let map = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let map = self.remote.locked();
             map.get(uri).and_then(|r| {
                 let keys = r.keys.clone()?;
                 let fresh = r
@@ -262,7 +263,7 @@ impl JwksCache {
         timeout: Option<Duration>,
     ) -> Option<Arc<Vec<Jwk>>> {
         {
-            let mut map = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.remote.locked();
             let entry = map.entry(uri.to_string()).or_insert(Remote {
                 keys: None,
                 fetched: None,
