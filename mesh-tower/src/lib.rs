@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use body::{BoxError, MeshBody};
 pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
 pub use handle::Handle;
-pub use mesh::{Mesh, MeshBuilder, MeshClient, ResponseFuture};
+pub use mesh::{Mesh, MeshBuilder, MeshClient, MeshGuard, ResponseFuture};
 pub use upstream::{ServedBy, Upstream};
 
 /// The compiled model as layers receive it: a watch channel whose value is

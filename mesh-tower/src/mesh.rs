@@ -71,6 +71,36 @@ use mesh_xds::client::{XdsClientConfig, XdsStatus};
 #[derive(Clone)]
 pub struct MeshClient {
     inner: ClientService<Endpoints>,
+    _guard: MeshGuard,
+}
+
+/// The background work of a mesh: the config watcher (local mode), the
+/// xDS clients (mesh mode) and certificate rotation. Dropped with its last
+/// holder, which stops them.
+#[derive(Default)]
+struct Background {
+    watcher: Option<Watcher>,
+    xds: Option<XdsFeed>,
+    certificates: Option<Arc<CertificateProvider>>,
+}
+
+/// Keeps a mesh's background work running. As tonic's `Channel` owns its
+/// worker, every client, channel and server built from a [`Mesh`] holds
+/// one, so config changes keep arriving and certificates keep rotating
+/// while any of them is in use, even after the `Mesh` itself is dropped;
+/// the work stops when the last holder goes. Take one with
+/// [`Mesh::keep_alive`] for anything else built from [`Mesh::model`].
+#[derive(Clone)]
+pub struct MeshGuard(Arc<Background>);
+
+impl std::fmt::Debug for MeshGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshGuard")
+            .field("watcher", &self.0.watcher.is_some())
+            .field("xds", &self.0.xds.is_some())
+            .field("certificates", &self.0.certificates.is_some())
+            .finish()
+    }
 }
 
 type StackFuture = <ClientService<Endpoints> as tower::Service<http::Request<MeshBody>>>::Future;
@@ -139,9 +169,7 @@ where
 pub struct Mesh {
     client: Client,
     model: ModelRx,
-    watcher: Option<Watcher>,
-    xds: Option<XdsFeed>,
-    certificates: Option<Arc<CertificateProvider>>,
+    guard: MeshGuard,
     layer: ClientLayer,
     endpoints: Endpoints,
     identity: Option<TlsSource>,
@@ -200,14 +228,21 @@ impl Mesh {
     }
 
     fn assemble(client: Client, model: ModelRx, options: ClientOptions) -> Self {
+        Self::with_background(client, model, options, Background::default())
+    }
+
+    fn with_background(
+        client: Client,
+        model: ModelRx,
+        options: ClientOptions,
+        background: Background,
+    ) -> Self {
         let layer = crate::client::layer(model.clone(), options);
         let endpoints = secured_endpoints(&model, None, true);
         Self {
             client,
             model,
-            watcher: None,
-            xds: None,
-            certificates: None,
+            guard: MeshGuard(Arc::new(background)),
             layer,
             endpoints,
             identity: None,
@@ -236,6 +271,7 @@ impl Mesh {
     pub fn http_client(&self) -> MeshClient {
         MeshClient {
             inner: tower::Layer::layer(&self.layer, self.endpoints.clone()),
+            _guard: self.guard.clone(),
         }
     }
 
@@ -247,6 +283,21 @@ impl Mesh {
         authority: &str,
     ) -> Result<GrpcChannel<MeshClient>, http::uri::InvalidUri> {
         Ok(GrpcChannel::new(self.http_client(), authority.parse()?))
+    }
+
+    /// An inbound server following this mesh's model and presenting
+    /// `tls` (e.g. [`Mesh::tls_source`]); it keeps the mesh's background
+    /// work running while it serves (see [`MeshGuard`]).
+    pub fn server(&self, tls: crate::server::TlsSource) -> crate::server::Server {
+        crate::server::Server::new(self.model(), tls).keep_alive(self.keep_alive())
+    }
+
+    /// A handle that keeps this mesh's background work (config watcher,
+    /// xDS clients, certificate rotation) running after the `Mesh` is
+    /// dropped, for things built from [`Mesh::model`] by hand. Clients,
+    /// channels and [`Mesh::server`] hold one already.
+    pub fn keep_alive(&self) -> MeshGuard {
+        self.guard.clone()
     }
 
     /// The endpoint stage shared by this mesh's clients (stats, ejections).
@@ -271,13 +322,13 @@ impl Mesh {
 
     /// Applied/rejected counts and the last rejection, in local mode.
     pub fn source_status(&self) -> Option<SourceStatus> {
-        self.watcher.as_ref().map(Watcher::status)
+        self.guard.0.watcher.as_ref().map(Watcher::status)
     }
 
     /// Sync state with the control plane (connected server, ACKed versions,
     /// last NACK, last error), in mesh mode.
     pub fn xds_status(&self) -> Option<XdsStatus> {
-        self.xds.as_ref().map(|f| f.main.status())
+        self.guard.0.xds.as_ref().map(|f| f.main.status())
     }
 
     /// The workload certificate from the mesh CA, kept rotating, when
@@ -285,7 +336,7 @@ impl Mesh {
     /// ([`crate::server::accept::TlsSource::from_provider`]) and to client
     /// mTLS.
     pub fn certificates(&self) -> Option<&Arc<CertificateProvider>> {
-        self.certificates.as_ref()
+        self.guard.0.certificates.as_ref()
     }
 
     /// The inbound server's certificate source, following rotations, when
@@ -431,12 +482,16 @@ impl MeshBuilder {
             .identity
             .clone()
             .or_else(|| identity.as_deref().map(TlsSource::from_provider));
-        let mut mesh = match &self.xds {
+        let mesh = match &self.xds {
             Some(source) => {
                 let xds = start_xds(source, &self.client, mesh_config, identity.as_deref()).await?;
-                let mut mesh = Mesh::assemble(self.client, xds.model.clone(), self.options);
-                mesh.xds = Some(xds);
-                mesh
+                let model = xds.model.clone();
+                let background = Background {
+                    xds: Some(xds),
+                    certificates: identity,
+                    ..Background::default()
+                };
+                Mesh::with_background(self.client, model, self.options, background)
             }
             None => {
                 let source = LocalSource {
@@ -445,12 +500,14 @@ impl MeshBuilder {
                     poll_interval: self.poll_interval,
                 };
                 let (model, watcher) = watch_local(source, self.client.clone())?;
-                let mut mesh = Mesh::assemble(self.client, model, self.options);
-                mesh.watcher = Some(watcher);
-                mesh
+                let background = Background {
+                    watcher: Some(watcher),
+                    certificates: identity,
+                    ..Background::default()
+                };
+                Mesh::with_background(self.client, model, self.options, background)
             }
         };
-        mesh.certificates = identity;
         // Without an identity auto-mTLS cannot apply, so the flag only
         // matters with one.
         Ok(match tls {

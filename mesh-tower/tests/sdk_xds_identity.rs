@@ -37,11 +37,11 @@ struct Ca {
 }
 
 async fn ca(dir: &std::path::Path) -> Ca {
-    let ca = Arc::new(
-        CertificateAuthority::new_self_signed(CaConfig::new("cluster.local"))
-            .unwrap()
-            .0,
-    );
+    ca_with(dir, CaConfig::new("cluster.local")).await
+}
+
+async fn ca_with(dir: &std::path::Path, config: CaConfig) -> Ca {
+    let ca = Arc::new(CertificateAuthority::new_self_signed(config).unwrap().0);
     let serving = ca
         .issue_local(
             &SpiffeId::parse("spiffe://cluster.local/ns/mesh-system/sa/meshd").unwrap(),
@@ -242,5 +242,44 @@ async fn xds_over_mesh_mtls_with_the_workload_certificate() {
             SourceError::Xds(mesh_xds::client::XdsClientError::BadAddress { .. })
         ),
         "{err}"
+    );
+}
+
+/// A Mesh lives as long as what was built from it: with the `Mesh` dropped
+/// and a client kept, its certificate keeps rotating; with the client gone
+/// too, the rotation stops (the provider is dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_keep_rotating_while_a_client_outlives_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CaConfig::new("cluster.local");
+    config.workload_cert_ttl = std::time::Duration::from_secs(2);
+    config.backdate = std::time::Duration::ZERO;
+    let ca = ca_with(dir.path(), config).await;
+    let cache = SnapshotCache::new();
+    publish(&cache, "web");
+    let url = xds_support::ads_server(cache).await;
+    let web = mesh(&url, &ca, dir.path(), "web").await.unwrap();
+    let provider = Arc::downgrade(web.certificates().unwrap());
+    let first = web.certificates().unwrap().current().leaf().clone();
+    let client = web.http_client();
+    drop(web);
+    // Half-life rotation of a 2 s certificate: a new one within ~1 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    loop {
+        let p = provider.upgrade().expect("the client keeps the provider");
+        if *p.current().leaf() != first {
+            break;
+        }
+        drop(p);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation with the Mesh dropped and a client alive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(client);
+    assert!(
+        provider.upgrade().is_none(),
+        "the last holder gone, rotation stops"
     );
 }

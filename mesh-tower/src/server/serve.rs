@@ -40,6 +40,7 @@ pub struct Server {
     accept: AcceptConfig,
     layer: InboundLayer,
     drain_timeout: Duration,
+    keep: Option<crate::mesh::MeshGuard>,
 }
 
 /// How long a shutdown waits for open connections by default (Envoy's
@@ -56,7 +57,15 @@ impl Server {
             tls,
             accept: AcceptConfig::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            keep: None,
         }
+    }
+
+    /// Keeps the mesh the model comes from running while this server
+    /// exists (see [`crate::mesh::MeshGuard`]; [`crate::Mesh::server`] does it).
+    pub fn keep_alive(mut self, guard: crate::mesh::MeshGuard) -> Self {
+        self.keep = Some(guard);
+        self
     }
 
     /// How long [`Server::serve_with_shutdown`] lets requests in flight

@@ -1,0 +1,90 @@
+//! A Mesh lives as long as what was built from it (local mode): with the
+//! `Mesh` dropped and a client (or a server from `Mesh::server`) kept, a
+//! config change still applies; with the last of them dropped, the watcher
+//! stops.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
+
+#[path = "server_support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use mesh_tower::server::TlsSource;
+use mesh_tower::Mesh;
+
+fn service(port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+"
+    )
+}
+
+async fn mesh(dir: &std::path::Path) -> Mesh {
+    Mesh::local(dir)
+        .namespace("default")
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_reaches_a_client_that_outlives_its_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, service(80)).unwrap();
+    let m = mesh(dir.path()).await;
+    let mut rx = m.model();
+    rx.borrow_and_update();
+    let client = m.http_client();
+    drop(m);
+
+    std::fs::write(&file, service(81)).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("the change applies while the client lives")
+        .expect("the watcher is still running");
+    assert!(rx.borrow().outbound.contains_key("api.example.com:81"));
+
+    // The last holder gone: the watcher stops and its channel closes.
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while rx.changed().await.is_ok() {}
+    })
+    .await
+    .expect("the watcher stopped with the last client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_from_the_mesh_keeps_it_running_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, service(80)).unwrap();
+    // The CA's files go elsewhere: the config directory is watched.
+    let certs = tempfile::tempdir().unwrap();
+    let ca = support::ca_in(certs.path(), support::TD);
+    let m = mesh(dir.path()).await;
+    let server = m.server(TlsSource::fixed(support::issue(&ca, "web")));
+    let mut rx = m.model();
+    rx.borrow_and_update();
+    drop(m);
+    std::fs::write(&file, service(82)).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("the change applies while the server exists")
+        .expect("the watcher is still running");
+    assert!(rx.borrow().outbound.contains_key("api.example.com:82"));
+    drop(server);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while rx.changed().await.is_ok() {}
+    })
+    .await
+    .expect("the watcher stopped with the server");
+}
