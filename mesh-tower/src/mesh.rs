@@ -499,7 +499,14 @@ impl MeshBuilder {
                     mesh_config: self.mesh_config,
                     poll_interval: self.poll_interval,
                 };
-                let (model, watcher) = watch_local(source, self.client.clone())?;
+                // Reading and compiling the config is blocking work.
+                let client = self.client.clone();
+                let (model, watcher) =
+                    tokio::task::spawn_blocking(move || watch_local(source, client))
+                        .await
+                        .map_err(|e| {
+                            SourceError::Unreadable(format!("loading the config: {e}"))
+                        })??;
                 let background = Background {
                     watcher: Some(watcher),
                     certificates: identity,

@@ -128,17 +128,31 @@ pub fn watch_local(
         ..SourceStatus::default()
     }));
     let task_status = Arc::clone(&status);
+    let source = Arc::new(source);
+    let client = Arc::new(client);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(source.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = source.fingerprint();
-            if now == fingerprint {
-                continue;
-            }
+            // Hashing the files and compiling read disk and burn CPU: off
+            // the async workers, which serve requests.
+            let (src, cl) = (Arc::clone(&source), Arc::clone(&client));
+            let seen = fingerprint;
+            let polled = tokio::task::spawn_blocking(move || {
+                let now = src.fingerprint();
+                (now, (now != seen).then(|| src.load(&cl)))
+            })
+            .await;
+            let Ok((now, loaded)) = polled else {
+                // The blocking pool is shutting down with the runtime.
+                return;
+            };
             fingerprint = now;
-            match source.load(&client) {
+            let Some(loaded) = loaded else {
+                continue;
+            };
+            match loaded {
                 Ok(model) => {
                     tracing::info!(paths = ?source.paths, "configuration change applied");
                     {

@@ -28,7 +28,7 @@ pub mod roots;
 use mesh_core::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use mesh_ca::tls::{PeerPolicy, ALPN_H2, ALPN_HTTP11};
 use mesh_ca::SpiffeId;
@@ -41,6 +41,7 @@ pub use origination::{decide, istio_sni, Origination};
 use crate::balance::{BoxIo, ConnectFuture, ConnectTarget, Connector, TcpConnector};
 use crate::server::TlsSource;
 use crate::ModelRx;
+use mesh_core::config::networking::destination_rule::ClientTlsSettings;
 
 /// More cached configs than this and the cache starts over (identities
 /// come and go with the registry).
@@ -48,13 +49,27 @@ const CACHE_LIMIT: usize = 1024;
 
 /// Mesh configs by (trust domains, expected identities, HTTP/2).
 type MeshKey = (Vec<String>, Vec<String>, bool);
-/// File configs by (settings, HTTP/2), with the files' modification times.
-type FileEntry = (Vec<Option<SystemTime>>, Arc<ClientConfig>);
+/// How long a file config is used before its files' modification times
+/// are looked at again: new connections do not each stat the files.
+const FILE_RECHECK: Duration = Duration::from_secs(1);
+
+/// A config built from a DestinationRule's files.
+struct FileEntry {
+    settings: ClientTlsSettings,
+    http2: bool,
+    /// The files' modification times when it was built.
+    stamps: Vec<Option<SystemTime>>,
+    /// When they were last compared.
+    checked: tokio::time::Instant,
+    config: Arc<ClientConfig>,
+}
 
 #[derive(Default)]
 struct Cache {
     mesh: HashMap<MeshKey, Arc<ClientConfig>>,
-    files: HashMap<(String, bool), FileEntry>,
+    /// Few entries (one per distinct DestinationRule TLS setting): found
+    /// by comparing settings, no key string built per connection.
+    files: Vec<FileEntry>,
 }
 
 /// Opens plaintext, TLS or mesh mTLS connections, per endpoint.
@@ -192,12 +207,31 @@ impl TlsConnector {
         target: &ConnectTarget,
         settings: &mesh_core::config::networking::destination_rule::ClientTlsSettings,
     ) -> Result<Arc<ClientConfig>, TlsError> {
-        let key = (format!("{settings:?}"), target.http2);
+        let now = tokio::time::Instant::now();
+        let find = |files: &[FileEntry]| {
+            files
+                .iter()
+                .position(|e| e.http2 == target.http2 && e.settings == *settings)
+        };
+        {
+            let mut cache = self.cache.locked();
+            if let Some(i) = find(&cache.files) {
+                let e = &mut cache.files[i];
+                if now.duration_since(e.checked) < FILE_RECHECK {
+                    return Ok(e.config.clone());
+                }
+            }
+        }
+        // Outside the lock: stats (and, on a change, reads) the files.
         let stamps = files::file_stamps(settings);
-        let mut cache = self.cache.locked();
-        if let Some((s, c)) = cache.files.get(&key) {
-            if *s == stamps {
-                return Ok(c.clone());
+        {
+            let mut cache = self.cache.locked();
+            if let Some(i) = find(&cache.files) {
+                let e = &mut cache.files[i];
+                if e.stamps == stamps {
+                    e.checked = now;
+                    return Ok(e.config.clone());
+                }
             }
         }
         let config = Arc::new(files::client_config(
@@ -205,10 +239,20 @@ impl TlsConnector {
             settings,
             alpn(target.http2),
         )?);
+        let mut cache = self.cache.locked();
         if cache.files.len() >= CACHE_LIMIT {
             cache.files.clear();
         }
-        cache.files.insert(key, (stamps, config.clone()));
+        if let Some(i) = find(&cache.files) {
+            cache.files.remove(i);
+        }
+        cache.files.push(FileEntry {
+            settings: settings.clone(),
+            http2: target.http2,
+            stamps,
+            checked: now,
+            config: config.clone(),
+        });
         Ok(config)
     }
 
@@ -344,5 +388,89 @@ mod tests {
             server_name("not a name", &target),
             ServerName::IpAddress(_)
         ));
+    }
+
+    fn ca_pem() -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    }
+
+    /// New connections reuse a DestinationRule's file config without
+    /// touching the files; a rewritten CA is picked up within
+    /// `FILE_RECHECK`, not on the next connection and not never.
+    #[tokio::test(start_paused = true)]
+    async fn file_configs_are_reused_and_follow_rewritten_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_pem()).unwrap();
+        let settings = ClientTlsSettings {
+            mode: Some(mesh_core::config::networking::destination_rule::ClientTlsMode::Simple),
+            ca_certificates: Some(ca.display().to_string()),
+            ..Default::default()
+        };
+        let target = ConnectTarget {
+            addr: "127.0.0.1:443".parse().unwrap(),
+            cluster: "outbound|443||api.external.test".into(),
+            host: "api.external.test".into(),
+            identity: None,
+            tls_mode: mesh_core::registry::TlsMode::Disabled,
+            keepalive: None,
+            tls: Some(Arc::new(settings.clone())),
+            http2: false,
+        };
+        let tls = TlsConnector::new();
+        let first = tls.file_config(&target, &settings).unwrap();
+        assert!(Arc::ptr_eq(
+            &first,
+            &tls.file_config(&target, &settings).unwrap()
+        ));
+        // HTTP/2 offers a different ALPN: its own config.
+        let h2 = ConnectTarget {
+            http2: true,
+            ..target.clone()
+        };
+        assert!(!Arc::ptr_eq(
+            &first,
+            &tls.file_config(&h2, &settings).unwrap()
+        ));
+
+        // A new CA, with a clearly later modification time.
+        std::fs::write(&ca, ca_pem()).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&ca)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        tokio::time::advance(FILE_RECHECK / 2).await;
+        assert!(
+            Arc::ptr_eq(&first, &tls.file_config(&target, &settings).unwrap()),
+            "files are not looked at again before FILE_RECHECK"
+        );
+        tokio::time::advance(FILE_RECHECK).await;
+        let second = tls.file_config(&target, &settings).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "the rewritten CA is read");
+        tokio::time::advance(FILE_RECHECK * 2).await;
+        assert!(
+            Arc::ptr_eq(&second, &tls.file_config(&target, &settings).unwrap()),
+            "unchanged files keep the config"
+        );
+
+        // A CA file that is now broken fails the connection (closed), it
+        // does not keep the old trust forever.
+        std::fs::write(&ca, "not a certificate").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&ca)
+            .unwrap()
+            .set_modified(later + Duration::from_secs(60))
+            .unwrap();
+        tokio::time::advance(FILE_RECHECK * 2).await;
+        assert!(tls.file_config(&target, &settings).is_err());
     }
 }
