@@ -44,7 +44,7 @@ pub enum CacheError {
     },
 }
 
-fn encode_cache(r: &Resources) -> Vec<u8> {
+pub(super) fn encode_cache(r: &Resources) -> Vec<u8> {
     let resources: Vec<Any> = r
         .listeners
         .iter()
@@ -61,7 +61,7 @@ fn encode_cache(r: &Resources) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn decode_cache(bytes: &[u8]) -> Result<Resources, String> {
+pub(super) fn decode_cache(bytes: &[u8]) -> Result<Resources, String> {
     let resp = DiscoveryResponse::decode(bytes).map_err(|e| e.to_string())?;
     if resp.version_info != MARKER {
         return Err(format!("format marker {:?}", resp.version_info));

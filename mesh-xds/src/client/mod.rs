@@ -346,3 +346,72 @@ fn base_model(config: &XdsClientConfig) -> Model {
 
 #[cfg(test)]
 mod tests;
+
+/// Entry points for the fuzz targets in `fuzz/`: the client's handling of
+/// what a control plane (or a cache file) sends, from bytes to a model,
+/// without a network. Built only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
+    use mesh_core::model::Model;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    use super::state::SotwState;
+
+    /// Feeds State-of-the-World responses (or, with `delta`, Delta ones)
+    /// to a fresh client state, then builds the model of whatever it
+    /// accepted, as the client task does before publishing.
+    pub fn sotw(responses: &[DiscoveryResponse]) {
+        let now = Instant::now();
+        let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(1));
+        st.on_connect(now);
+        for r in responses {
+            st.on_response(r, now);
+            publish(&st);
+        }
+    }
+
+    /// As [`sotw`], over the incremental protocol.
+    pub fn delta(responses: &[DeltaDiscoveryResponse]) {
+        let now = Instant::now();
+        let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(1));
+        st.delta_on_connect(now);
+        for r in responses {
+            st.delta_on_response(r, now);
+            publish(&st);
+        }
+    }
+
+    /// Reads an on-disk cache file and builds its model.
+    pub fn cache_file(bytes: &[u8]) {
+        if let Ok(res) = super::cache::decode_cache(bytes) {
+            let _ = super::run::model_of(base(), &res);
+        }
+    }
+
+    /// A cache file holding `res`, as the client writes it.
+    pub fn cache_bytes(res: &crate::encode::Resources) -> Vec<u8> {
+        super::cache::encode_cache(res)
+    }
+
+    fn base() -> &'static Model {
+        static BASE: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+        BASE.get_or_init(|| {
+            super::base_model(&super::XdsClientConfig::new(
+                ["http://127.0.0.1:1"],
+                crate::node::NodeInfo::default(),
+            ))
+        })
+    }
+
+    fn publish(st: &SotwState) {
+        st.sync();
+        if let Some(res) = st.assemble() {
+            let _ = super::run::model_of(base(), &res);
+        }
+    }
+}

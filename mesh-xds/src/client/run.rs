@@ -26,6 +26,22 @@ use super::state::SotwState;
 use super::{update_status, SharedStatus, XdsClientConfig};
 use crate::encode::Resources;
 
+/// The model a consistent set of accepted resources stands for, on top of
+/// `base` (the client's own settings). An error keeps the previous model.
+pub(crate) fn model_of(base: &Model, res: &Resources) -> Result<Model, String> {
+    // Each resource decoded on arrival; failing together means they
+    // contradict each other.
+    let decoded = crate::decode::decode(res)
+        .map_err(|e| format!("the accepted resources do not decode together: {e}"))?;
+    let mut model = base.clone();
+    decoded.apply_to(&mut model);
+    // Validation NACKs such listeners; this is a cache file's. A model
+    // without the inbound policy would let through what it denies.
+    super::inbound::apply(res.listeners.iter(), &mut model)
+        .map_err(|e| format!("the inbound policy does not decode: {e}"))?;
+    Ok(model)
+}
+
 /// Where the task publishes.
 pub(crate) struct Outputs {
     pub model: watch::Sender<Arc<Model>>,
@@ -55,28 +71,14 @@ impl Publisher {
             }
             return;
         }
-        let decoded = match crate::decode::decode(&res) {
-            Ok(d) => d,
-            Err(e) => {
-                // Each resource decoded on arrival; failing together means
-                // they contradict each other. Keep serving the last model.
-                let msg = format!("the accepted resources do not decode together: {e}");
+        let model = match model_of(&self.base, &res) {
+            Ok(m) => m,
+            Err(msg) => {
                 tracing::error!("{msg}; the previous model keeps serving");
                 update_status(&self.out.status, |s| s.last_error = Some(msg));
                 return;
             }
         };
-        let mut model = self.base.clone();
-        decoded.apply_to(&mut model);
-        if let Err(e) = super::inbound::apply(res.listeners.iter(), &mut model) {
-            // Validation NACKs such listeners; this is a cache file's. A
-            // model without the inbound policy would let through what it
-            // denies, so the previous one keeps serving.
-            let msg = format!("the inbound policy does not decode: {e}");
-            tracing::error!("{msg}; the previous model keeps serving");
-            update_status(&self.out.status, |s| s.last_error = Some(msg));
-            return;
-        }
         self.count += 1;
         let count = self.count;
         // Status first, so whoever wakes on the new model sees it.

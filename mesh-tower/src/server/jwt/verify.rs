@@ -207,17 +207,26 @@ pub fn check_claims(
     if iss != issuer {
         return Err(JwtError::Issuer(iss.to_string()));
     }
-    let num = |name: &str| claims.get(name).and_then(|v| v.as_f64());
-    if let Some(exp) = num("exp") {
-        if (now_secs as f64) > exp + skew_secs as f64 {
+    // A time claim that is present must be a whole number of seconds, as
+    // Envoy requires: `"exp": "1"` read as "no expiry" would accept a
+    // token forever.
+    let time = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            JwtError::Malformed(format!("claim {name} is not a non-negative integer: {v}"))
+        }),
+    };
+    if let Some(exp) = time("exp")? {
+        if now_secs > exp.saturating_add(skew_secs) {
             return Err(JwtError::Expired);
         }
     }
-    if let Some(nbf) = num("nbf") {
-        if (now_secs as f64) + (skew_secs as f64) < nbf {
+    if let Some(nbf) = time("nbf")? {
+        if now_secs.saturating_add(skew_secs) < nbf {
             return Err(JwtError::NotYetValid);
         }
     }
+    time("iat")?;
     if !accepted.is_empty() && !audiences(claims).iter().any(|a| accepted.contains(a)) {
         return Err(JwtError::Audience);
     }
@@ -238,6 +247,24 @@ mod tests {
             check_claims(&c, "i", &[], 400, 60),
             Err(JwtError::NotYetValid)
         );
+        // Time claims of the wrong type are refused, not ignored.
+        for bad in [
+            serde_json::json!({"iss": "i", "exp": "1000"}),
+            serde_json::json!({"iss": "i", "exp": 1000.5}),
+            serde_json::json!({"iss": "i", "nbf": -1}),
+            serde_json::json!({"iss": "i", "iat": null}),
+            serde_json::json!({"iss": "i", "exp": [1]}),
+        ] {
+            assert!(
+                matches!(
+                    check_claims(&bad, "i", &[], 900, 60),
+                    Err(JwtError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        let far = serde_json::json!({"iss": "i", "exp": u64::MAX, "nbf": 0});
+        assert_eq!(check_claims(&far, "i", &[], u64::MAX - 1, 60), Ok(()));
         assert_eq!(
             check_claims(&c, "x", &[], 900, 60),
             Err(JwtError::Issuer("i".into()))
