@@ -307,6 +307,58 @@ fn mesh_config_registry_only_applies_to_every_client() {
     assert_eq!(m.mesh.outbound_policy, OutboundPolicy::RegistryOnly);
 }
 
+/// DNS becomes Envoy's STRICT_DNS and DNS_ROUND_ROBIN its LOGICAL_DNS,
+/// both refreshed at MeshConfig's `dnsRefreshRate` with the TTL respected;
+/// STATIC clusters carry no refresh.
+#[test]
+fn dns_resolutions_keep_their_kind_and_refresh_rate() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: strict, namespace: shop}
+spec:
+  hosts: [api.external.test]
+  location: MESH_EXTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  endpoints: [{address: a.external.test}, {address: b.external.test}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: logical, namespace: shop}
+spec:
+  hosts: [rr.external.test]
+  location: MESH_EXTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+";
+    let mesh = mesh_config_from_str("dnsRefreshRate: 7s\n", "mesh.yaml").expect("mesh config");
+    let all = [resources(yaml), resources(REVIEWS)].concat();
+    let m = compile(&all, &mesh, &Client::new("shop", Labels::new()));
+    let strict = &m.clusters["outbound|80||api.external.test"];
+    assert_eq!(strict.resolution, Resolution::Dns);
+    let refresh = strict.dns.expect("DNS clusters carry their refresh");
+    assert_eq!(
+        refresh.rate.map(|d| d.get()),
+        Some(std::time::Duration::from_secs(7))
+    );
+    assert!(refresh.respect_ttl);
+    let logical = &m.clusters["outbound|80||rr.external.test"];
+    assert_eq!(logical.resolution, Resolution::DnsRoundRobin);
+    assert_eq!(logical.dns, strict.dns);
+    let reviews = &m.clusters["outbound|9080||reviews.shop.svc.cluster.local"];
+    assert_eq!(reviews.dns, None);
+    let unset = compile(
+        &all,
+        &MeshConfig::default(),
+        &Client::new("shop", Labels::new()),
+    );
+    let refresh = unset.clusters["outbound|80||api.external.test"]
+        .dns
+        .expect("refresh");
+    assert_eq!(refresh.rate, None, "unset: Envoy's default applies");
+}
+
 #[test]
 fn virtual_service_routes_are_compiled_per_service_port() {
     let yaml = format!(

@@ -31,6 +31,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
+pub use balance::{Answer, Resolve, ResolveFuture, SystemResolver};
 pub use body::{BoxError, MeshBody};
 pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
 pub use handle::Handle;

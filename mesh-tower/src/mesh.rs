@@ -47,7 +47,7 @@ use crate::body::{boxed, BoxError, MeshBody};
 use mesh_core::config::common::Labels;
 use mesh_core::model::{Client, Model};
 
-use crate::balance::Endpoints;
+use crate::balance::{Endpoints, Resolve, SystemResolver};
 use crate::client::{ClientLayer, ClientOptions, ClientService};
 use crate::grpc::GrpcChannel;
 use crate::server::TlsSource;
@@ -173,6 +173,7 @@ pub struct Mesh {
     layer: ClientLayer,
     endpoints: Endpoints,
     identity: Option<TlsSource>,
+    resolver: Arc<dyn Resolve>,
 }
 
 /// Builds a [`Mesh`].
@@ -187,6 +188,7 @@ pub struct MeshBuilder {
     auto_mtls: Option<bool>,
     xds: Option<XdsSource>,
     ca: Option<CaOptions>,
+    resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl Mesh {
@@ -203,6 +205,7 @@ impl Mesh {
             auto_mtls: None,
             xds: None,
             ca: None,
+            resolver: None,
         }
     }
 
@@ -228,7 +231,8 @@ impl Mesh {
     }
 
     fn assemble(client: Client, model: ModelRx, options: ClientOptions) -> Self {
-        Self::with_background(client, model, options, Background::default())
+        let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver);
+        Self::with_background(client, model, options, Background::default(), resolver)
     }
 
     fn with_background(
@@ -236,9 +240,10 @@ impl Mesh {
         model: ModelRx,
         options: ClientOptions,
         background: Background,
+        resolver: Arc<dyn Resolve>,
     ) -> Self {
         let layer = crate::client::layer(model.clone(), options);
-        let endpoints = secured_endpoints(&model, None, true);
+        let endpoints = secured_endpoints(&model, None, true, &resolver);
         Self {
             client,
             model,
@@ -246,6 +251,7 @@ impl Mesh {
             layer,
             endpoints,
             identity: None,
+            resolver,
         }
     }
 
@@ -255,7 +261,12 @@ impl Mesh {
     /// `auto_mtls` is MeshConfig's `enableAutoMtls`. Clients taken before
     /// keep the previous connection pools.
     pub fn with_identity(mut self, identity: TlsSource, auto_mtls: bool) -> Self {
-        self.endpoints = secured_endpoints(&self.model, Some(identity.clone()), auto_mtls);
+        self.endpoints = secured_endpoints(
+            &self.model,
+            Some(identity.clone()),
+            auto_mtls,
+            &self.resolver,
+        );
         self.identity = Some(identity);
         self
     }
@@ -452,6 +463,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Looks up host-named endpoints (`resolution: DNS` and
+    /// `DNS_ROUND_ROBIN` ServiceEntries, passthrough to a host name) with
+    /// `resolver` instead of the system's ([`SystemResolver`]), e.g. a
+    /// DNS client that reports TTLs, or a test's scripted answers.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
     /// Gets the workload certificate from the mesh CA (and keeps rotating
     /// it); needs [`MeshBuilder::service_account`]. Works in both modes; in
     /// xDS mode it is also the client certificate for `https://` servers.
@@ -482,6 +502,10 @@ impl MeshBuilder {
             .identity
             .clone()
             .or_else(|| identity.as_deref().map(TlsSource::from_provider));
+        let resolver = self
+            .resolver
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemResolver));
         let mesh = match &self.xds {
             Some(source) => {
                 let xds = start_xds(source, &self.client, mesh_config, identity.as_deref()).await?;
@@ -491,7 +515,7 @@ impl MeshBuilder {
                     certificates: identity,
                     ..Background::default()
                 };
-                Mesh::with_background(self.client, model, self.options, background)
+                Mesh::with_background(self.client, model, self.options, background, resolver)
             }
             None => {
                 let source = LocalSource {
@@ -512,7 +536,7 @@ impl MeshBuilder {
                     certificates: identity,
                     ..Background::default()
                 };
-                Mesh::with_background(self.client, model, self.options, background)
+                Mesh::with_background(self.client, model, self.options, background, resolver)
             }
         };
         // Without an identity auto-mTLS cannot apply, so the flag only
@@ -532,13 +556,22 @@ impl MeshBuilder {
 }
 
 /// The endpoint stage over the TLS connector: DestinationRule TLS always,
-/// mesh mTLS when there is an identity.
-fn secured_endpoints(model: &ModelRx, identity: Option<TlsSource>, auto_mtls: bool) -> Endpoints {
+/// mesh mTLS when there is an identity; host names through `resolver`.
+fn secured_endpoints(
+    model: &ModelRx,
+    identity: Option<TlsSource>,
+    auto_mtls: bool,
+    resolver: &Arc<dyn Resolve>,
+) -> Endpoints {
     let mut connector = TlsConnector::new()
         .model(model.clone())
         .auto_mtls(auto_mtls);
     if let Some(identity) = identity {
         connector = connector.identity(identity);
     }
-    Endpoints::builder().connector(connector).build()
+    Endpoints::builder()
+        .connector(connector)
+        .resolver(resolver.clone())
+        .model(model.clone())
+        .build()
 }

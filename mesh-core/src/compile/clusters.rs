@@ -13,7 +13,7 @@ use crate::config::common::selector_matches;
 use crate::config::networking::destination_rule::{DestinationRule, TrafficPolicy};
 use crate::config::{Kind, Resource};
 use crate::host::{fqdn, host_matches};
-use crate::model::{cluster_name, Client, Cluster, ClusterEndpoint, ClusterPolicy};
+use crate::model::{cluster_name, Client, Cluster, ClusterEndpoint, ClusterPolicy, DnsRefresh};
 use crate::registry::{Service, ServicePort};
 
 use super::Compiler;
@@ -138,6 +138,12 @@ pub(super) fn build(
             })
             .collect()
     };
+    // Istio sends DNS clusters `respect_dns_ttl: true` and MeshConfig's
+    // `dnsRefreshRate`.
+    let dns = svc.resolution.is_dns().then(|| DnsRefresh {
+        rate: compiler.mesh().dns_refresh_rate,
+        respect_ttl: true,
+    });
     let mut out = vec![Cluster {
         name: cluster_name(&svc.hostname, port.number, None),
         host: svc.hostname.clone(),
@@ -147,6 +153,7 @@ pub(super) fn build(
         resolution: svc.resolution,
         policy: base.clone(),
         endpoints: endpoints(None),
+        dns,
     }];
     for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
         let mut policy = base.clone();
@@ -162,6 +169,7 @@ pub(super) fn build(
             resolution: svc.resolution,
             policy,
             endpoints: endpoints(Some(&subset.labels)),
+            dns,
         });
     }
     out

@@ -255,6 +255,11 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
         &self.cfg
     }
 
+    /// Who is balancing (kept for updates that change only endpoints).
+    pub fn client(&self) -> &ClientInfo {
+        &self.client
+    }
+
     /// Priority of each endpoint (0 is tried first).
     pub fn priorities(&self) -> &[usize] {
         &self.priority

@@ -19,7 +19,7 @@ pub use client::Client;
 pub use inbound::{InboundPolicy, JwtPolicy, MtlsMode, MtlsPolicy};
 
 use crate::authz::path::Normalization;
-use crate::config::common::Labels;
+use crate::config::common::{Duration, Labels};
 use crate::config::kube::Protocol;
 use crate::config::networking::destination_rule::{
     ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
@@ -131,6 +131,21 @@ pub struct Cluster {
     pub policy: ClusterPolicy,
     /// Endpoints (filtered by the subset's labels).
     pub endpoints: Vec<ClusterEndpoint>,
+    /// How often host names are looked up again: set for DNS clusters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsRefresh>,
+}
+
+/// When a DNS cluster's host names are looked up again, as Envoy's
+/// `dns_refresh_rate` and `respect_dns_ttl` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct DnsRefresh {
+    /// Between lookups of a name; `None` is Envoy's default, 5 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Duration>,
+    /// A known TTL of the answer decides instead of `rate` (Istio always
+    /// asks for this).
+    pub respect_ttl: bool,
 }
 
 /// Istio's cluster name for host, port and subset.

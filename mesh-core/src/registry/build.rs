@@ -126,7 +126,8 @@ pub fn build(resources: &[Resource], mesh: &MeshConfig) -> Registry {
             Spec::ServiceEntry(se) => {
                 let mesh_external = se.location == Some(Location::MeshExternal);
                 let resolution = match se.resolution {
-                    Some(SeResolution::Dns) | Some(SeResolution::DnsRoundRobin) => Resolution::Dns,
+                    Some(SeResolution::Dns) => Resolution::Dns,
+                    Some(SeResolution::DnsRoundRobin) => Resolution::DnsRoundRobin,
                     Some(SeResolution::Static) => Resolution::Static,
                     Some(SeResolution::None) | None => Resolution::Passthrough,
                 };

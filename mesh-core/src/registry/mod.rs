@@ -38,10 +38,22 @@ pub enum ServiceSource {
 pub enum Resolution {
     /// Endpoints are known (Kubernetes, STATIC, WorkloadEntries).
     Static,
-    /// Resolve the host name via DNS (DNS, DNS_ROUND_ROBIN).
+    /// Resolve the host names via DNS and use every address (DNS; Envoy's
+    /// STRICT_DNS).
     Dns,
+    /// Resolve the host name via DNS and open new connections to the first
+    /// address only (DNS_ROUND_ROBIN; Envoy's LOGICAL_DNS).
+    DnsRoundRobin,
     /// Forward to the original destination address (NONE).
     Passthrough,
+}
+
+impl Resolution {
+    /// True for the two DNS resolutions, whose host names clients look up
+    /// again and again.
+    pub fn is_dns(self) -> bool {
+        matches!(self, Self::Dns | Self::DnsRoundRobin)
+    }
 }
 
 /// One port of a service.

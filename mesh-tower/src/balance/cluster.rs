@@ -6,7 +6,7 @@
 use mesh_core::sync::{LockExt, RwLockExt};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use mesh_core::model::{Cluster, Model};
 use mesh_core::outlier::{OutlierConfig, OutlierDetector};
 
 use super::connector::{Connector, Dialer, EndpointMeta, Keepalive};
+use super::dns::{self, Names};
 use super::limits::Limits;
 use super::pool::{EndpointPool, PoolConfig};
 use super::stats::ClusterStats;
@@ -49,6 +50,10 @@ pub(crate) struct Core {
     /// the stats): counted here, under the lock the pick holds anyway,
     /// rather than on a line of its own every request writes.
     pub requests: u64,
+    /// True when `cluster` has host-named endpoints.
+    pub names: bool,
+    /// Their answers, while a refresh task keeps them fresh (`dns`).
+    pub dns: Option<Names>,
 }
 
 /// One endpoint as the request path needs it, built when the endpoints
@@ -102,6 +107,9 @@ fn targets(eps: &[LbEndpoint<SocketAddr>], old: &[Target], pools: &mut Pools) ->
 
 pub(crate) struct ClusterState {
     pub name: String,
+    /// Set when the endpoint stage forgets the state (its cluster left the
+    /// model): its DNS refresh stops.
+    pub retired: AtomicBool,
     pub core: Mutex<Core>,
     pub stats: Arc<ClusterStats>,
     pools: Mutex<Pools>,
@@ -138,34 +146,42 @@ pub(crate) fn client_info(model: &Model, locality: Option<&str>) -> ClientInfo {
     }
 }
 
-/// Endpoints as the balancer sees them; `resolved` gives addresses for
-/// endpoints named by host name (those unresolved are left out).
+/// Endpoints as the balancer sees them; `names` gives the addresses of
+/// endpoints named by host name (every address of the answer, or its
+/// first for `DNS_ROUND_ROBIN`; names without one are left out). An
+/// address met twice counts once.
 pub(crate) fn lb_endpoints(
     cluster: &Cluster,
-    resolved: &HashMap<(String, u16), SocketAddr>,
+    names: Option<&Names>,
 ) -> Vec<LbEndpoint<SocketAddr>> {
     let mut seen = std::collections::HashSet::new();
-    cluster
-        .endpoints
-        .iter()
-        .filter_map(|e| {
-            let addr = match e.address.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, e.port),
-                Err(_) => *resolved.get(&(e.address.clone(), e.port))?,
-            };
-            seen.insert(addr).then(|| LbEndpoint {
-                key: addr,
-                name: addr.to_string(),
-                weight: e.weight,
-                locality: e
-                    .locality
-                    .as_deref()
-                    .map(Locality::parse)
-                    .unwrap_or_default(),
-                labels: e.labels.clone(),
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(cluster.endpoints.len());
+    for e in &cluster.endpoints {
+        let ip;
+        let addrs: &[SocketAddr] = match e.address.parse::<IpAddr>() {
+            Ok(a) => {
+                ip = [SocketAddr::new(a, e.port)];
+                &ip
+            }
+            Err(_) => names.map_or(&[][..], |n| n.addrs(cluster.resolution, &e.address, e.port)),
+        };
+        for &addr in addrs {
+            if seen.insert(addr) {
+                out.push(LbEndpoint {
+                    key: addr,
+                    name: addr.to_string(),
+                    weight: e.weight,
+                    locality: e
+                        .locality
+                        .as_deref()
+                        .map(Locality::parse)
+                        .unwrap_or_default(),
+                    labels: e.labels.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn outlier_config(c: &Cluster) -> Option<OutlierConfig> {
@@ -184,14 +200,16 @@ fn hash_source(c: &Cluster) -> Option<HashSource> {
 }
 
 impl ClusterState {
+    /// The state of `cluster`, its host names answered by `dns`.
     pub fn new(
         cluster: &Cluster,
         seen: Weak<Model>,
         client: ClientInfo,
-        eps: Vec<LbEndpoint<SocketAddr>>,
+        dns: Option<Names>,
         connector: Arc<dyn Connector>,
         seed: u64,
     ) -> Self {
+        let eps = lb_endpoints(cluster, dns.as_ref());
         let lbc = LbConfig::from_istio(
             cluster.policy.load_balancer.as_ref(),
             cluster.policy.outlier_detection.as_ref(),
@@ -230,7 +248,10 @@ impl ClusterState {
                 targets,
                 limits: Arc::new(Limits::new(cluster.policy.connection_pool.as_ref())),
                 requests: 0,
+                names: dns::has_names(cluster),
+                dns,
             }),
+            retired: AtomicBool::new(false),
             stats,
             pools: Mutex::new(pools),
             meta,
@@ -271,18 +292,19 @@ impl ClusterState {
         true
     }
 
-    /// Applies a changed cluster: endpoints and settings are replaced,
-    /// per-endpoint state of surviving endpoints is kept, and pools are
-    /// rebuilt only when the connection-pool settings changed.
+    /// Applies a changed cluster: endpoints (host names as `core.dns`
+    /// answers them) and settings are replaced, per-endpoint state of
+    /// surviving endpoints is kept, and pools are rebuilt only when the
+    /// connection-pool settings changed.
     pub fn update(
         &self,
         core: &mut Core,
         model: &Arc<Model>,
         cluster: &Cluster,
         client: ClientInfo,
-        eps: Vec<LbEndpoint<SocketAddr>>,
         now: Instant,
     ) {
+        let eps = lb_endpoints(cluster, core.dns.as_ref());
         let lbc = LbConfig::from_istio(
             cluster.policy.load_balancer.as_ref(),
             cluster.policy.outlier_detection.as_ref(),
@@ -332,8 +354,36 @@ impl ClusterState {
             core.limits = Arc::new(Limits::new(cluster.policy.connection_pool.as_ref()));
         }
         self.set_meta(cluster);
+        core.names = dns::has_names(cluster);
         core.cluster = Some(cluster.clone());
         core.seen = Arc::downgrade(model);
+    }
+
+    /// Brings the endpoints up to date with new DNS answers in `core.dns`
+    /// (the cluster and its settings unchanged): as [`Self::update`] does,
+    /// endpoints that stay keep their balancer and outlier state and their
+    /// pools; removed ones leave, their pools closing once the requests
+    /// they carry end. Nothing happens when the endpoints are the same.
+    pub fn sync_endpoints(&self, core: &mut Core, now: Instant) {
+        let Some(cluster) = core.cluster.as_ref() else {
+            return;
+        };
+        let eps = lb_endpoints(cluster, core.dns.as_ref());
+        if eps == core.lb.endpoints() {
+            return;
+        }
+        let keys: Vec<SocketAddr> = eps.iter().map(|e| e.key).collect();
+        core.targets = targets(&eps, &core.targets, &mut self.pools.locked());
+        let (lbc, client) = (core.lb.config().clone(), core.lb.client().clone());
+        core.lb.update(lbc, client, eps, now);
+        if let Some(d) = core.outlier.as_mut() {
+            d.update_endpoints(&keys);
+        }
+    }
+
+    /// Forgets the state: its DNS refresh stops.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
     }
 
     /// The pool of `addr`, for requests to an address no target holds

@@ -41,9 +41,13 @@
 //! state back to that model's endpoints for its pick and the next request
 //! on the newer model moves it forward again; endpoints present in both
 //! keep their outlier and balancer state either way, so the only cost is
-//! churn of the balancer's per-endpoint positions. Host-named endpoints
-//! (DNS clusters) are resolved when a cluster's state is built or updated,
-//! not re-resolved on a timer.
+//! churn of the balancer's per-endpoint positions.
+//!
+//! Host-named endpoints (DNS clusters) are looked up with the stage's
+//! [`Resolve`] (default [`SystemResolver`]) before the cluster's first
+//! request, then again in the background as Envoy does (`dns`): every
+//! refresh interval or TTL, keeping the last good answer when a lookup
+//! fails, and changing the endpoint set in place.
 //!
 //! Errors come back as `Err(BoxError)` holding a [`MeshError`] (the routing
 //! stage retries on them and turns them into responses).
@@ -51,10 +55,12 @@
 mod body;
 mod cluster;
 mod connector;
+mod dns;
 mod flight;
 mod limits;
 mod pool;
 mod request;
+mod resolve;
 mod stats;
 
 use mesh_core::sync::LockExt;
@@ -71,23 +77,28 @@ use mesh_core::registry::Resolution;
 use body::GuardedBody;
 pub use cluster::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use connector::{BoxIo, ConnectFuture, ConnectTarget, Connector, Io, Keepalive, TcpConnector};
+pub use dns::{DEFAULT_REFRESH, LOOKUP_TIMEOUT, MIN_TTL};
 pub use flight::EndpointsFuture;
 use flight::{ActiveCount, Flight, HostsNow, Pick, Waiting};
 pub use stats::{ClusterStats, StatsSnapshot};
 
-use cluster::{client_info, lb_endpoints, ClusterState, Core, Proto};
+use cluster::{client_info, ClusterState, Core, Proto};
+use dns::Names;
 use limits::Admit;
 pub use request::SourceIp;
-use request::{choose_proto, prepare, request_hash, resolve};
+use request::{choose_proto, prepare, request_hash};
+pub use resolve::{Answer, Resolve, ResolveFuture, SystemResolver};
 
 use crate::body as mesh_body;
 use crate::thread_cache::ThreadCache;
-use crate::{BoxError, MeshBody, MeshError, ResponseFlag, ServedBy, Upstream};
+use crate::{BoxError, MeshBody, MeshError, ModelRx, ResponseFlag, ServedBy, Upstream};
 
 /// Builds an [`Endpoints`].
 pub struct EndpointsBuilder {
     connector: Arc<dyn Connector>,
     locality: Option<String>,
+    resolver: Arc<dyn Resolve>,
+    model: Option<ModelRx>,
 }
 
 impl EndpointsBuilder {
@@ -102,6 +113,21 @@ impl EndpointsBuilder {
     /// `topology.istio.io/subzone` labels).
     pub fn locality(mut self, locality: impl Into<String>) -> Self {
         self.locality = Some(locality.into());
+        self
+    }
+
+    /// Looks up host-named endpoints (DNS clusters, passthrough to a host
+    /// name) with `resolver` (default [`SystemResolver`]).
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// The live model, followed by the DNS refresh of each cluster so that
+    /// it stops as soon as its cluster leaves the model (without it, it
+    /// stops when a request carrying such a model arrives).
+    pub fn model(mut self, model: ModelRx) -> Self {
+        self.model = Some(model);
         self
     }
 
@@ -123,6 +149,8 @@ impl EndpointsBuilder {
                 last_model_ptr: AtomicUsize::new(0),
                 connector: self.connector,
                 locality: self.locality,
+                resolver: self.resolver,
+                model: self.model,
                 seed: AtomicU64::new(seed),
             }),
         }
@@ -147,6 +175,8 @@ struct Inner {
     last_model_ptr: AtomicUsize,
     connector: Arc<dyn Connector>,
     locality: Option<String>,
+    resolver: Arc<dyn Resolve>,
+    model: Option<ModelRx>,
     seed: AtomicU64,
 }
 
@@ -175,11 +205,13 @@ impl Endpoints {
         Self::builder().build()
     }
 
-    /// A builder for a custom connector or locality.
+    /// A builder for a custom connector, locality or resolver.
     pub fn builder() -> EndpointsBuilder {
         EndpointsBuilder {
             connector: Arc::new(TcpConnector),
             locality: None,
+            resolver: Arc::new(SystemResolver),
+            model: None,
         }
     }
 
@@ -228,28 +260,64 @@ impl Endpoints {
         let existing = self.existing(model, cluster);
         match existing {
             Some(st) => Some(st),
-            None if needs_lookup(cluster) => None,
-            None => Some(self.insert_state(model, cluster, &HashMap::new())),
+            None if dns::has_names(cluster) => None,
+            None => Some(self.insert_state(model, cluster, None).0),
         }
     }
 
     /// The state of `cluster`, created or brought up to date with `model`,
-    /// looking up host-named endpoints.
+    /// looking up the host names that have no answer yet (and starting
+    /// their refresh).
     async fn state_for(&self, model: &Arc<Model>, cluster: &Cluster) -> Arc<ClusterState> {
         let existing = self.existing(model, cluster);
-        if let Some(st) = &existing {
-            if !ClusterState::needs_update(&mut st.core.locked(), model, cluster) {
-                return st.clone();
+        let missing = match &existing {
+            Some(st) => {
+                let core = &mut *st.core.locked();
+                let answered = dns::answered(core.dns.as_ref(), cluster);
+                if answered && !ClusterState::needs_update(core, model, cluster) {
+                    return st.clone();
+                }
+                dns::missing(core.dns.as_ref(), cluster)
             }
-        }
-        let resolved = resolve(cluster).await;
+            None => dns::missing(None, cluster),
+        };
+        let answers = dns::lookup_all(&*self.inner.resolver, &missing).await;
+        let now = now();
         match existing {
             Some(st) => {
-                self.update_state(&st, &mut st.core.locked(), model, cluster, &resolved);
+                let mut core = st.core.locked();
+                let started = dns::record_all(&mut core.dns, cluster, &missing, &answers, now);
+                if ClusterState::needs_update(&mut core, model, cluster) {
+                    self.update_state(&st, &mut core, model, cluster);
+                } else {
+                    st.sync_endpoints(&mut core, now);
+                }
+                drop(core);
+                if let Some(task) = started {
+                    self.refresh(&st, task);
+                }
                 st
             }
-            None => self.insert_state(model, cluster, &resolved),
+            None => {
+                let mut names = None;
+                let started = dns::record_all(&mut names, cluster, &missing, &answers, now);
+                let (st, inserted) = self.insert_state(model, cluster, names);
+                if let (Some(task), true) = (started, inserted) {
+                    self.refresh(&st, task);
+                }
+                st
+            }
         }
+    }
+
+    /// Starts refresh task `task` of `st`'s host names.
+    fn refresh(&self, st: &Arc<ClusterState>, task: u64) {
+        dns::spawn(
+            st,
+            task,
+            self.inner.resolver.clone(),
+            self.inner.model.clone(),
+        );
     }
 
     /// The state kept for `cluster`, if any, after forgetting clusters
@@ -266,17 +334,20 @@ impl Endpoints {
         Some(st)
     }
 
+    /// Keeps a new state of `cluster` (its host names answered by `dns`),
+    /// unless another request kept one first: that one comes back, with
+    /// false.
     fn insert_state(
         &self,
         model: &Arc<Model>,
         cluster: &Cluster,
-        resolved: &HashMap<(String, u16), SocketAddr>,
-    ) -> Arc<ClusterState> {
-        let st = Arc::new(ClusterState::new(
+        dns: Option<Names>,
+    ) -> (Arc<ClusterState>, bool) {
+        let new = Arc::new(ClusterState::new(
             cluster,
             Arc::downgrade(model),
             client_info(model, self.inner.locality.as_deref()),
-            lb_endpoints(cluster, resolved),
+            dns,
             self.inner.connector.clone(),
             self.next_seed(),
         ));
@@ -285,10 +356,11 @@ impl Endpoints {
             .clusters
             .locked()
             .entry(cluster.name.clone())
-            .or_insert(st)
+            .or_insert_with(|| new.clone())
             .clone();
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
-        st
+        let inserted = Arc::ptr_eq(&st, &new);
+        (st, inserted)
     }
 
     fn update_state(
@@ -297,12 +369,10 @@ impl Endpoints {
         core: &mut Core,
         model: &Arc<Model>,
         cluster: &Cluster,
-        resolved: &HashMap<(String, u16), SocketAddr>,
     ) {
         if ClusterState::needs_update(core, model, cluster) {
             let client = client_info(model, self.inner.locality.as_deref());
-            let eps = lb_endpoints(cluster, resolved);
-            st.update(core, model, cluster, client, eps, now());
+            st.update(core, model, cluster, client, now());
         }
     }
 
@@ -324,7 +394,13 @@ impl Endpoints {
         drop(last);
         let mut m = self.inner.clusters.locked();
         let before = m.len();
-        m.retain(|name, _| model.clusters.contains_key(name));
+        m.retain(|name, st| {
+            let keep = model.clusters.contains_key(name);
+            if !keep {
+                st.retire();
+            }
+            keep
+        });
         if m.len() != before {
             self.inner.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -342,12 +418,13 @@ impl Endpoints {
                 resolution: Resolution::Passthrough,
                 policy: ClusterPolicy::default(),
                 endpoints: Vec::new(),
+                dns: None,
             };
             Arc::new(ClusterState::new(
                 &cluster,
                 Weak::new(),
                 Default::default(),
-                Vec::new(),
+                None,
                 self.inner.connector.clone(),
                 1,
             ))
@@ -464,11 +541,16 @@ impl Endpoints {
         // under one short hold of the cluster lock.
         let mut core = state.core.locked();
         let core = &mut *core;
-        if current && ClusterState::needs_update(core, &up.model, cluster) {
-            if needs_lookup(cluster) {
+        if current {
+            if ClusterState::needs_update(core, &up.model, cluster) {
+                if !dns::answered(core.dns.as_ref(), cluster) {
+                    return Ok(None);
+                }
+                self.update_state(state, core, &up.model, cluster);
+            } else if core.names && core.dns.is_none() {
+                // Host names whose refresh stopped: look them up again.
                 return Ok(None);
             }
-            self.update_state(state, core, &up.model, cluster, &HashMap::new());
         }
         let (hash, set_cookie) = match &core.hash {
             Some(src) => request_hash(src, req, self.next_seed()),
@@ -517,16 +599,27 @@ impl Endpoints {
     ) -> Result<Response<MeshBody>, BoxError> {
         let addr = match host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, port),
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .ok()
-                .and_then(|mut it| it.next())
-                .ok_or_else(|| {
-                    MeshError::new(
-                        ResponseFlag::UpstreamConnectionFailure,
-                        format!("cannot resolve {host}:{port}"),
-                    )
-                })?,
+            Err(_) => {
+                let name = [(host.to_string(), port)];
+                let answer = dns::lookup_all(&*self.inner.resolver, &name).await;
+                match answer.into_iter().next() {
+                    Some(Ok(a)) if !a.addrs.is_empty() => a.addrs[0],
+                    Some(Err(e)) => {
+                        return Err(MeshError::new(
+                            ResponseFlag::UpstreamConnectionFailure,
+                            format!("cannot resolve {host}:{port}: {e}"),
+                        )
+                        .into())
+                    }
+                    _ => {
+                        return Err(MeshError::new(
+                            ResponseFlag::UpstreamConnectionFailure,
+                            format!("cannot resolve {host}:{port}: no addresses"),
+                        )
+                        .into())
+                    }
+                }
+            }
         };
         up.record_tried(addr);
         let proto = if req.version() == Version::HTTP_2 || crate::error::is_grpc(&req) {
@@ -576,15 +669,6 @@ impl crate::client::call::CallRef for Endpoints {
     fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
         self.start(req)
     }
-}
-
-/// True when some endpoint of `cluster` is named by host name, so
-/// building its state needs a lookup.
-fn needs_lookup(cluster: &Cluster) -> bool {
-    cluster
-        .endpoints
-        .iter()
-        .any(|e| e.address.parse::<IpAddr>().is_err())
 }
 
 /// A cached cluster state's key: (stage id, generation), cluster name.

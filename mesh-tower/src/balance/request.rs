@@ -1,7 +1,6 @@
 //! Per-request helpers of the endpoint stage: the consistent-hash key,
-//! the upstream protocol, the URI rewrite and host-name resolution.
+//! the upstream protocol and the URI rewrite.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use http::uri::Authority;
@@ -16,32 +15,6 @@ use crate::{MeshBody, MeshError, ResponseFlag};
 /// `consistentHash.useSourceIp` (set by servers, gateways and the shim).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceIp(pub IpAddr);
-
-/// Resolves the host-named endpoints of a cluster (IP endpoints need no
-/// lookup). Unresolvable ones are left out.
-pub(crate) async fn resolve(cluster: &Cluster) -> HashMap<(String, u16), SocketAddr> {
-    let mut out = HashMap::new();
-    for e in &cluster.endpoints {
-        if e.address.parse::<IpAddr>().is_ok() {
-            continue;
-        }
-        let key = (e.address.clone(), e.port);
-        if out.contains_key(&key) {
-            continue;
-        }
-        match tokio::net::lookup_host((e.address.as_str(), e.port)).await {
-            Ok(mut it) => {
-                if let Some(a) = it.next() {
-                    out.insert(key, a);
-                }
-            }
-            Err(err) => {
-                tracing::warn!(cluster = %cluster.name, endpoint = %e.address, error = %err, "cannot resolve endpoint")
-            }
-        }
-    }
-    out
-}
 
 /// Which pool a request goes to.
 pub(crate) fn choose_proto<B>(cluster: &Cluster, req: &Request<B>) -> Proto {

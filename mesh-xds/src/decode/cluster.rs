@@ -1,7 +1,7 @@
 //! Cluster + ClusterLoadAssignment -> model cluster.
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::{LbConfig, LbPolicy},
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy},
     Cluster as EnvoyCluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{
 };
 use mesh_core::config::common::Duration;
 use mesh_core::config::kube::Protocol;
-use mesh_core::model::{Cluster, ClusterEndpoint, ClusterPolicy};
+use mesh_core::model::{Cluster, ClusterEndpoint, ClusterPolicy, DnsRefresh};
 use mesh_core::registry::{Resolution, TlsMode};
 use serde_json::{json, Map, Value};
 
@@ -119,10 +119,16 @@ pub(crate) fn decode_cluster_with(
         .get("protocol")
         .and_then(Value::as_str)
         .map_or(Protocol::Http, Protocol::parse);
-    let resolution = match m.get("resolution").and_then(Value::as_str) {
-        Some("DNS") => Resolution::Dns,
-        Some("PASSTHROUGH") => Resolution::Passthrough,
-        _ => Resolution::Static,
+    let (resolution, dns) = if md.is_some() {
+        let resolution = match m.get("resolution").and_then(Value::as_str) {
+            Some("DNS") => Resolution::Dns,
+            Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
+            Some("PASSTHROUGH") => Resolution::Passthrough,
+            _ => Resolution::Static,
+        };
+        (resolution, m.get("dns").and_then(dns_refresh_md))
+    } else {
+        envoy_resolution(c)
     };
 
     // Policy: our metadata's sections decide which exist (for our own
@@ -312,7 +318,49 @@ pub(crate) fn decode_cluster_with(
         protocol,
         resolution,
         policy,
-        endpoints: cla.map(decode_endpoints).unwrap_or_default(),
+        // DNS clusters of other control planes carry their hosts inline.
+        endpoints: cla
+            .or(c.load_assignment.as_ref())
+            .map(decode_endpoints)
+            .unwrap_or_default(),
+        dns,
+    })
+}
+
+/// The resolution of a cluster another control plane sent, from its
+/// discovery type: STRICT_DNS is Istio's DNS, LOGICAL_DNS its
+/// DNS_ROUND_ROBIN, with the cluster's refresh settings.
+// `dns_refresh_rate` and `respect_dns_ttl` are deprecated in Envoy (in
+// favour of the DNS cluster extension), but they are what Istio sends.
+#[allow(deprecated)]
+fn envoy_resolution(c: &EnvoyCluster) -> (Resolution, Option<DnsRefresh>) {
+    let resolution = match c.cluster_discovery_type {
+        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::StrictDns as i32 => {
+            Resolution::Dns
+        }
+        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::LogicalDns as i32 => {
+            Resolution::DnsRoundRobin
+        }
+        _ => return (Resolution::Static, None),
+    };
+    let dns = DnsRefresh {
+        rate: c
+            .dns_refresh_rate
+            .as_ref()
+            .map(|d| Duration(from_dur(d)))
+            .filter(|d| !d.get().is_zero()),
+        respect_ttl: c.respect_dns_ttl,
+    };
+    (resolution, Some(dns))
+}
+
+/// Our metadata's `dns` object (see the encoder).
+fn dns_refresh_md(v: &Value) -> Option<DnsRefresh> {
+    Some(DnsRefresh {
+        rate: v
+            .get("rate")
+            .and_then(|r| serde_json::from_value(r.clone()).ok()),
+        respect_ttl: v.get("respect_ttl")?.as_bool()?,
     })
 }
 

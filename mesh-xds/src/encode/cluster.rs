@@ -350,6 +350,14 @@ pub fn encode_cluster(c: &Cluster, model: &Model, auto_mtls: bool) -> EnvoyClust
         "resolution".into(),
         serde_json::to_value(c.resolution).unwrap_or(Value::Null),
     );
+    if let Some(dns) = &c.dns {
+        // In our metadata, not in Envoy's `dns_refresh_rate`: the cluster
+        // is EDS, and gRPC clients read the hosts from its endpoints.
+        mesh.insert(
+            "dns".into(),
+            serde_json::to_value(dns).unwrap_or(Value::Null),
+        );
+    }
     mesh.insert("policy".into(), extra);
     if simple_in_lb_policy {
         mesh.insert("simple_in_lb_policy".into(), json!(true));

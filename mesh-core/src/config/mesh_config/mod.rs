@@ -120,7 +120,9 @@ pub struct MeshConfig {
     /// Mesh-wide locality load balancing, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<serde_json::Value>,
-    /// Refresh rate of DNS-resolved clusters (default 60s).
+    /// Refresh rate of DNS-resolved clusters. Istio's default mesh config
+    /// says 60s; unset here means Envoy's default, 5s (a TTL the resolver
+    /// reports decides first either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_refresh_rate: Option<Duration>,
     /// Upgrade HTTP/1.1 connections to HTTP/2 by default.
