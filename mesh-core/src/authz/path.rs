@@ -16,7 +16,14 @@
 //! - keep `//`.
 //!
 //! A `%00` anywhere in the path is rejected with 400 by Envoy in every mode;
-//! so is a path that does not start with `/`.
+//! so is a raw NUL (Envoy's codecs refuse it) and a path that does not
+//! start with `/`.
+//!
+//! One rule is ours: an escape is not decoded when the character it gives
+//! would complete a new escape with what precedes it (`%%32e` would become
+//! `%2e`). Normalizing twice must give what normalizing once gave, or a
+//! backend that normalizes the forwarded path again (`%2e` to `.`) would
+//! serve a path the policy never saw.
 //!
 //! Matching is case-sensitive in every mode: `/ADMIN` is not `/admin`.
 
@@ -63,9 +70,9 @@ impl Normalization {
 /// A path Envoy would reject with 400 before authorization runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    /// `%00` (an encoded NUL) in the path.
+    /// `%00` (an encoded NUL) or a raw NUL in the path.
     #[error(
-        "the path contains %00 (an encoded NUL); Envoy rejects it with 400 before authorization"
+        "the path contains a NUL (%00 or raw); Envoy rejects it with 400 before authorization"
     )]
     EncodedNul,
     /// The path is empty or does not start with `/`.
@@ -81,6 +88,19 @@ fn is_unreserved(b: u8) -> bool {
 
 fn must_escape(b: u8) -> bool {
     b <= 0x20 || b >= 0x7f || matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}')
+}
+
+/// True when pushing `c` after `buf` would form a percent-escape that was
+/// not there before (`%` + `2` + decoded `e`).
+fn completes_escape(buf: &[u8], c: u8) -> bool {
+    if !c.is_ascii_hexdigit() {
+        return false;
+    }
+    match buf {
+        [.., b'%'] => true,
+        [.., b'%', h] => h.is_ascii_hexdigit(),
+        _ => false,
+    }
 }
 
 /// Normalizes the path of a raw `:path` (query and fragment removed) the way
@@ -104,6 +124,8 @@ pub fn normalize(raw: &str, mode: Normalization) -> Result<Cow<'_, str>, PathErr
                 return Err(PathError::EncodedNul);
             }
             needs_work = true;
+        } else if b == 0 {
+            return Err(PathError::EncodedNul);
         } else if b == b'\\'
             || must_escape(b)
             || (b == b'/' && next == Some(b'.'))
@@ -126,7 +148,7 @@ pub fn normalize(raw: &str, mode: Normalization) -> Result<Cow<'_, str>, PathErr
             if let Some(c) = crate::matcher::uri::percent_byte(&bytes[i..]) {
                 if decode_slashes && (c == b'/' || c == b'\\') {
                     buf.push(b'/');
-                } else if is_unreserved(c) {
+                } else if is_unreserved(c) && !completes_escape(&buf, c) {
                     buf.push(c);
                 } else {
                     buf.extend_from_slice(&bytes[i..i + 3]);
@@ -276,6 +298,26 @@ mod tests {
         }
     }
 
+    /// Found by the `path` fuzz target: decoding must not assemble a new
+    /// escape that a second normalization (the backend's) would decode.
+    #[test]
+    fn decoded_characters_never_complete_an_escape() {
+        for mode in [Normalization::Base, Normalization::DecodeAndMergeSlashes] {
+            assert_eq!(n("/%%32e/admin", mode), "/%%32e/admin");
+            assert_eq!(n("/%2%65/admin", mode), "/%2%65/admin");
+            assert_eq!(n("/%%32%65", mode), "/%%32e");
+            // Escapes that complete nothing still decode.
+            assert_eq!(n("/%41%2e%2e/x", mode), "/A../x");
+        }
+        for mode in Normalization::ALL {
+            assert_eq!(
+                normalize("/a\0b", mode),
+                Err(PathError::EncodedNul),
+                "a raw NUL is refused like %00"
+            );
+        }
+    }
+
     #[test]
     fn borrowed_when_clean() {
         assert!(matches!(
@@ -300,6 +342,10 @@ mod tests {
             Just("%25".to_string()),
             Just("%41".to_string()),
             Just("%".to_string()),
+            Just("%32".to_string()),
+            Just("%65".to_string()),
+            Just("2".to_string()),
+            Just("\u{0}".to_string()),
             Just(" ".to_string()),
             Just("é".to_string()),
             "[a-z]{1,3}",
