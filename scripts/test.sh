@@ -28,4 +28,12 @@ node -e "console.log('grpc-js-xds', require('./tests/interop/node_modules/@grpc/
 echo "== istiod (reference control plane for tests/tests/istiod_diff.rs)"
 bash scripts/istiod.sh | tail -n 1
 
+echo "== mesh-tower for a local-only user: no xDS, no CA service"
+cargo check -p mesh-tower --no-default-features --lib --locked
+if cargo tree -p mesh-tower --no-default-features -e normal,build --prefix none --locked |
+  grep -E '^(mesh-xds|envoy-types|protox|tonic-prost-build) '; then
+  echo "mesh-tower without its xds and ca features still pulls in the crates above" >&2
+  exit 1
+fi
+
 cargo test --workspace --locked

@@ -62,6 +62,7 @@ pub enum Error {
         detail: String,
     },
     /// The CA answered with a gRPC error.
+    #[cfg(feature = "grpc")]
     #[error("the CA refused the request: {0}")]
     Rpc(#[from] tonic::Status),
 }

@@ -20,14 +20,17 @@
 pub mod bundle;
 pub mod ca;
 pub mod ca_store;
+#[cfg(feature = "grpc")]
 pub mod client;
 pub mod crypto;
 pub mod csr;
 pub mod error;
 pub mod files;
 mod fsutil;
+#[cfg(feature = "grpc")]
 pub mod proto;
 pub mod rotation;
+#[cfg(feature = "grpc")]
 pub mod server;
 pub mod spiffe;
 pub mod tls;
@@ -37,9 +40,11 @@ pub mod x509;
 
 pub use bundle::TrustBundle;
 pub use ca::{CaConfig, CertificateAuthority, IssuedCertificate};
+#[cfg(feature = "grpc")]
 pub use client::{CaClient, CaClientConfig};
 pub use error::{Error, Result};
 pub use rotation::{CertificateFetcher, CertificateProvider, RotationConfig};
+#[cfg(feature = "grpc")]
 pub use server::CaService;
 pub use spiffe::SpiffeId;
 pub use tokens::TokenStore;

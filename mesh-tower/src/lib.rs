@@ -14,6 +14,17 @@
 //! config applies to the next request while in-flight requests finish on the
 //! one they started with. Every locally generated failure is a typed
 //! [`MeshError`] carrying an Envoy-style [`ResponseFlag`].
+//!
+//! # Cargo features
+//!
+//! - `xds` (default): mesh mode, the model from a control plane
+//!   (`Mesh::xds`), with the `mesh-xds` client.
+//! - `ca` (default): workload certificates from the mesh CA
+//!   (`MeshBuilder::ca`), over Istio's gRPC certificate service.
+//!
+//! With `default-features = false` the SDK runs local mode (YAML compiled
+//! in the process) with certificates from files or any
+//! `mesh_ca::CertificateProvider`, and builds without either.
 #![forbid(unsafe_code)]
 
 pub mod balance;
@@ -21,7 +32,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod grpc;
-pub mod handle;
+mod handle;
 pub mod mesh;
 pub mod server;
 pub mod source;
@@ -34,8 +45,11 @@ use std::sync::Arc;
 pub use balance::{Answer, Resolve, ResolveFuture, SystemResolver};
 pub use body::{BoxError, MeshBody};
 pub use error::{MeshError, ResponseFlag, RESPONSE_FLAGS_HEADER};
-pub use handle::Handle;
-pub use mesh::{Mesh, MeshBuilder, MeshClient, MeshGuard, ResponseFuture};
+#[cfg(feature = "xds")]
+pub use mesh::Xds;
+pub use mesh::{Local, Mesh, MeshBuilder, MeshClient, MeshGuard, ResponseFuture};
+#[cfg(feature = "ca")]
+pub use source::ca::CaOptions;
 pub use upstream::{ServedBy, Upstream};
 
 /// The compiled model as layers receive it: a watch channel whose value is

@@ -4,7 +4,8 @@
 //! Routing decides *which cluster* a request (or a retry attempt) goes to
 //! and records it as an [`Upstream`] request extension; the endpoint stage
 //! decides *which endpoint* of that cluster serves it, and records every
-//! endpoint it used in [`Upstream::tried`] so a retry can prefer another one.
+//! endpoint it used ([`Upstream::tried_endpoints`]) so a retry can prefer
+//! another one.
 
 use mesh_core::sync::LockExt;
 use std::net::SocketAddr;
@@ -30,15 +31,16 @@ pub struct Upstream {
     pub port: u16,
     /// Subset, if the route named one.
     pub subset: Option<Arc<str>>,
-    /// The model the request started with: in-flight requests finish on the
-    /// config they started with, whatever arrives meanwhile. (A [`Handle`]
-    /// made by the routing thread: see its module.)
-    pub model: Handle<Model>,
+    /// The model the request started with ([`Upstream::model`]). A handle
+    /// the routing thread made, so the request writes a count only its
+    /// thread uses (see `crate::handle`).
+    pub(crate) model: Handle<Model>,
     /// 1-based attempt number (retries increase it).
     pub attempt: u32,
-    /// Endpoints earlier attempts of this request used, most recent last.
-    /// The endpoint stage appends to it and avoids these when it can.
-    pub tried: Arc<Mutex<Tried>>,
+    /// Endpoints earlier attempts of this request used, most recent last,
+    /// shared by its attempts: the endpoint stage appends to it and avoids
+    /// these when it can.
+    pub(crate) tried: Arc<Mutex<Tried>>,
     /// The routing decision that chose this upstream (`None` when the
     /// request did not come through the route layer, e.g. a mirror copy).
     pub routed: Option<Routed>,
@@ -48,6 +50,27 @@ impl Upstream {
     /// The cluster name for requests passed through to their original
     /// destination (Istio's `PassthroughCluster`).
     pub const PASSTHROUGH: &'static str = "PassthroughCluster";
+
+    /// A first attempt at `cluster` of `model` (for an endpoint stage
+    /// called without the routing stage, e.g. in tests).
+    pub fn new(cluster: &str, host: &str, port: u16, model: Arc<Model>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            host: host.into(),
+            port,
+            subset: None,
+            model: Handle::new(model),
+            attempt: 1,
+            tried: Arc::default(),
+            routed: None,
+        }
+    }
+
+    /// The model the request started with: in-flight requests finish on
+    /// the config they started with, whatever arrives meanwhile.
+    pub fn model(&self) -> &Arc<Model> {
+        self.model.arc()
+    }
 
     /// True for passthrough requests.
     pub fn is_passthrough(&self) -> bool {
@@ -73,7 +96,7 @@ pub struct ServedBy(pub SocketAddr);
 /// (a request rarely makes more than three attempts), so recording one
 /// allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tried {
+pub(crate) struct Tried {
     inline: [Option<SocketAddr>; 3],
     more: Vec<SocketAddr>,
 }

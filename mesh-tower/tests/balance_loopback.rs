@@ -1,10 +1,9 @@
 //! The endpoint stage against real hyper servers on loopback: balancing,
 //! outlier ejection and return, overflow, ring-hash stickiness, locality
 //! failover, HTTP/2 and connect failures. Every test is bounded in
-//! requests and in time.
+//! requests and in time, and waits for events (a request held at a
+//! backend, an ejection ending) rather than for guessed sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod balance_support;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,10 +17,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_test_support::backends::backend;
+use mesh_test_support::endpoints::{model, model_with, request, send, CLUSTER, HOST};
+use mesh_test_support::wait;
 use mesh_tower::balance::Endpoints;
 use mesh_tower::{body, ResponseFlag, Upstream};
-
-use balance_support::*;
 
 #[tokio::test]
 async fn round_robin_spreads_evenly_and_keeps_host() {
@@ -56,13 +56,18 @@ async fn least_request_default_spreads() {
         &[&bs[0], &bs[1], &bs[2]],
         "    connectionPool: {http: {idleTimeout: 30s}}\n",
     );
-    let ep = Endpoints::new();
-    for _ in 0..60 {
+    let seed = mesh_test_support::seed::seed();
+    let ep = Endpoints::builder().seed(seed).build();
+    for _ in 0..300 {
         send(&ep, request(&m, &[])).await.unwrap();
     }
-    for b in &bs {
-        assert!(b.hits.load(Ordering::SeqCst) >= 8, "uneven");
-    }
+    // One request at a time, so every pick is a tie broken at random: 300
+    // at 1/3 each give 100 +- 8.2, so at least 50 each is 6 sd.
+    let hits: Vec<usize> = bs.iter().map(|b| b.hits.load(Ordering::SeqCst)).collect();
+    assert!(
+        hits.iter().all(|h| *h >= 50),
+        "MESH_TEST_SEED={seed}: uneven: {hits:?}"
+    );
 }
 
 #[tokio::test]
@@ -80,6 +85,7 @@ async fn outlier_ejects_failing_backend_and_it_returns() {
 ",
     );
     let ep = Endpoints::new();
+    let before_ejection = tokio::time::Instant::now();
     let mut failures = 0;
     for _ in 0..15 {
         let a = send(&ep, request(&m, &[])).await.unwrap();
@@ -92,9 +98,14 @@ async fn outlier_ejects_failing_backend_and_it_returns() {
     assert_eq!(ep.stats(CLUSTER).unwrap().ejections, 1);
     let hits_while_ejected = bs[1].hits.load(Ordering::SeqCst);
     assert_eq!(hits_while_ejected, 2);
-    // It recovers and comes back after its ejection time.
+    // It recovers and comes back after its ejection time, not before.
     bs[1].status.store(200, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    wait::until("the ejection ends", || ep.ejected(CLUSTER).is_empty()).await;
+    assert!(
+        before_ejection.elapsed() >= Duration::from_millis(400),
+        "back after {:?}, before its 400ms ejection time",
+        before_ejection.elapsed()
+    );
     for _ in 0..9 {
         let a = send(&ep, request(&m, &[])).await.unwrap();
         assert_eq!(a.status, StatusCode::OK);
@@ -142,7 +153,6 @@ async fn a_success_ends_the_failure_streak() {
 #[tokio::test]
 async fn overflow_fails_fast_without_queueing() {
     let b = backend().await;
-    b.delay_ms.store(300, Ordering::SeqCst);
     let m = model(
         &[&b],
         "    connectionPool:
@@ -151,37 +161,34 @@ async fn overflow_fails_fast_without_queueing() {
 ",
     );
     let ep = Endpoints::new();
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
+    let spawn = |ep: &Endpoints| {
         let (ep, req) = (ep.clone(), request(&m, &[]));
-        tasks.push(tokio::spawn(async move {
-            let r = send(&ep, req).await;
-            (r.map(|a| a.status), start.elapsed())
-        }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::spawn(async move { send(&ep, req).await.map(|a| a.status) })
+    };
+    // The first request holds the only connection; the second waits for
+    // it, the only pending slot.
+    let hold = b.hold_next();
+    let first = spawn(&ep);
+    b.hits_reach(1).await;
+    let second = spawn(&ep);
+    wait::until("a pending request", || {
+        ep.stats(CLUSTER).unwrap().pending_requests == 1
+    })
+    .await;
+    // Two more overflow at once: answered while the first is still held,
+    // so they did not queue.
+    for _ in 0..2 {
+        let e = tokio::time::timeout(Duration::from_secs(2), send(&ep, request(&m, &[])))
+            .await
+            .expect("UO must not wait for a slot")
+            .err()
+            .expect("overflow");
+        assert_eq!(e.flag, ResponseFlag::UpstreamOverflow, "{e}");
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
     }
-    let mut ok = 0;
-    let mut uo = 0;
-    for t in tasks {
-        let (r, took) = t.await.unwrap();
-        match r {
-            Ok(s) => {
-                assert_eq!(s, StatusCode::OK);
-                ok += 1;
-            }
-            Err(e) => {
-                assert_eq!(e.flag, ResponseFlag::UpstreamOverflow, "{e}");
-                assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
-                assert!(
-                    took < Duration::from_millis(250),
-                    "UO must not wait: {took:?}"
-                );
-                uo += 1;
-            }
-        }
-    }
-    assert_eq!((ok, uo), (2, 2));
+    hold.release();
+    assert_eq!(first.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(second.await.unwrap().unwrap(), StatusCode::OK);
     assert_eq!(b.hits.load(Ordering::SeqCst), 2);
     let s = ep.stats(CLUSTER).unwrap();
     assert_eq!(s.overflows, 2);
@@ -192,16 +199,17 @@ async fn overflow_fails_fast_without_queueing() {
 #[tokio::test]
 async fn max_requests_overflow() {
     let b = backend().await;
-    b.delay_ms.store(200, Ordering::SeqCst);
     let m = model(&[&b], "    connectionPool: {http: {http2MaxRequests: 1}}\n");
     let ep = Endpoints::new();
+    let hold = b.hold_next();
     let first = tokio::spawn({
         let (ep, req) = (ep.clone(), request(&m, &[]));
         async move { send(&ep, req).await.map(|a| a.status) }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.hits_reach(1).await;
     let e = send(&ep, request(&m, &[])).await.err().expect("overflow");
     assert_eq!(e.flag, ResponseFlag::UpstreamOverflow);
+    hold.release();
     assert_eq!(first.await.unwrap().unwrap(), StatusCode::OK);
     // The slot is free again once the first response finished.
     assert!(send(&ep, request(&m, &[])).await.is_ok());
@@ -364,7 +372,9 @@ async fn connect_failure_is_uf_and_retries_avoid_it() {
                 // A retry carrying the same `tried` list goes elsewhere.
                 assert_eq!(up.tried_endpoints(), vec![dead]);
                 let mut retry = request(&m, &[]);
-                retry.extensions_mut().insert(Upstream { attempt: 2, ..up });
+                let mut again = up.clone();
+                again.attempt = 2;
+                retry.extensions_mut().insert(again);
                 assert_eq!(send(&ep, retry).await.unwrap().served_by, good.addr);
             }
             Ok(a) => assert_eq!(a.served_by, good.addr),
@@ -598,14 +608,13 @@ async fn a_cluster_that_leaves_the_model_comes_back_with_fresh_state() {
         send(&ep, request(&m1, &[])).await.unwrap();
     }
     assert_eq!(ep.stats(CLUSTER).unwrap().requests, 3);
-    // A slow request keeps the old state alive throughout.
-    b.delay_ms.store(400, Ordering::SeqCst);
+    // A request held at the backend keeps the old state alive throughout.
+    let hold = b.hold_next();
     let slow = {
         let (ep, m1) = (ep.clone(), m1.clone());
         tokio::spawn(async move { send(&ep, request(&m1, &[])).await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    b.delay_ms.store(0, Ordering::SeqCst);
+    b.hits_reach(4).await;
     // A model without the cluster: a request carrying it (for whatever
     // cluster) makes the stage forget the cluster's state.
     let loaded = mesh_core::config::load_str(
@@ -637,5 +646,6 @@ spec:
     let m3 = model(&[&b], "    loadBalancer: {simple: ROUND_ROBIN}\n");
     send(&ep, request(&m3, &[])).await.unwrap();
     assert_eq!(ep.stats(CLUSTER).unwrap().requests, 1);
+    hold.release();
     slow.await.unwrap();
 }

@@ -88,7 +88,7 @@ fn endpoint_stage() -> impl tower::Service<
                 .cloned()
                 .ok_or("no Upstream")?;
             let ep = up
-                .model
+                .model()
                 .clusters
                 .get(&*up.cluster)
                 .and_then(|c| c.endpoints.first())

@@ -6,18 +6,16 @@
 //! refused with UF and a reason naming both identities.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-#[path = "client_mtls_support.rs"]
-mod tls_support;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use mesh_test_support::configs::{destination_rule, service_entry};
+use mesh_test_support::identity::{ca_in, issue, TD};
+use mesh_test_support::inbound::{model, peer_authn, start};
+use mesh_test_support::sdk::get;
+use mesh_test_support::tls::{tls_server, ExtPki};
 use mesh_tower::server::TlsSource;
 use mesh_tower::Mesh;
-use support::{ca_in, issue, model, peer_authn, start, TD};
-use tls_support::{destination_rule, get, service_entry, tls_server, ExtPki};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";

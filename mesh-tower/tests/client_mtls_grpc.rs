@@ -4,15 +4,13 @@
 //! the server's authorization sees the caller's SPIFFE principal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-
 use std::net::SocketAddr;
 
+use mesh_test_support::identity::{ca_in, issue, TD};
+use mesh_test_support::inbound::{model, peer_authn};
 use mesh_tower::body::boxed;
 use mesh_tower::server::{AcceptConfig, Server, TlsSource};
 use mesh_tower::Mesh;
-use support::{ca_in, issue, model, peer_authn, TD};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;

@@ -6,11 +6,6 @@
 //! keeps serving past its expiry; no request fails. Bounded to ~5 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-#[path = "client_mtls_support.rs"]
-mod tls_support;
-
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,11 +17,13 @@ use mesh_ca::{
     csr, CaConfig, CertificateAuthority, CertificateFetcher, CertificateProvider, RotationConfig,
     SpiffeId, WorkloadCertificate,
 };
+use mesh_test_support::configs::{destination_rule, service_entry};
+use mesh_test_support::identity::{issue, TD};
+use mesh_test_support::inbound::{model, peer_authn};
+use mesh_test_support::sdk::get;
 use mesh_tower::body::{self, MeshBody};
 use mesh_tower::server::{AcceptConfig, ConnectionInfo, PeerIdentity, Server, TlsSource};
 use mesh_tower::Mesh;
-use support::{issue, model, peer_authn, TD};
-use tls_support::{destination_rule, get, service_entry};
 
 const TTL: Duration = Duration::from_secs(2);
 

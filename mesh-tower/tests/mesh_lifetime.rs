@@ -4,11 +4,9 @@
 //! stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-#[path = "server_support.rs"]
-mod support;
-
 use std::time::Duration;
 
+use mesh_test_support::identity;
 use mesh_tower::server::TlsSource;
 use mesh_tower::Mesh;
 
@@ -69,9 +67,9 @@ async fn a_server_from_the_mesh_keeps_it_running_too() {
     std::fs::write(&file, service(80)).unwrap();
     // The CA's files go elsewhere: the config directory is watched.
     let certs = tempfile::tempdir().unwrap();
-    let ca = support::ca_in(certs.path(), support::TD);
+    let ca = identity::ca_in(certs.path(), identity::TD);
     let m = mesh(dir.path()).await;
-    let server = m.server(TlsSource::fixed(support::issue(&ca, "web")));
+    let server = m.server(TlsSource::fixed(identity::issue(&ca, "web")));
     let mut rx = m.model();
     rx.borrow_and_update();
     drop(m);

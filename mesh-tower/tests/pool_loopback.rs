@@ -1,25 +1,23 @@
 //! The endpoint stage's connection pools against real hyper servers on
 //! loopback: reuse, connections a server or a reader ends, the idle
 //! timeout, and one shared HTTP/2 connection. Bounded in requests and
-//! time.
+//! time; concurrency comes from requests held at the backend, not from
+//! sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod balance_support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_test_support::backends::backend;
+use mesh_test_support::endpoints::{model, model_with, request, send, CLUSTER};
 use mesh_tower::balance::Endpoints;
-
-use balance_support::*;
 
 /// One service on `addr` speaking `protocol`, default pool settings.
 fn plain(addr: SocketAddr, protocol: &str) -> Arc<mesh_core::model::Model> {
@@ -33,16 +31,10 @@ fn plain(addr: SocketAddr, protocol: &str) -> Arc<mesh_core::model::Model> {
 
 /// Waits (bounded) until the cluster's open connections reach `n`.
 async fn connections_reach(ep: &Endpoints, n: u64) {
-    for _ in 0..200 {
-        if ep.stats(CLUSTER).unwrap().connections == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "open connections stayed at {}, expected {n}",
-        ep.stats(CLUSTER).unwrap().connections
-    );
+    mesh_test_support::wait::until(&format!("{n} open connections"), || {
+        ep.stats(CLUSTER).unwrap().connections == n
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -60,16 +52,19 @@ async fn sequential_requests_reuse_one_connection() {
 #[tokio::test]
 async fn concurrent_requests_open_no_more_connections_than_they_need() {
     let b = backend().await;
-    b.delay_ms.store(50, Ordering::SeqCst);
     let m = model(&[&b], "    loadBalancer: {simple: ROUND_ROBIN}\n");
     let ep = Endpoints::new();
-    for _ in 0..3 {
+    for n in 1..=3 {
+        // All four of a wave are at the backend at once.
+        let holds: Vec<_> = (0..4).map(|_| b.hold_next()).collect();
         let wave: Vec<_> = (0..4)
             .map(|_| {
                 let (ep, m) = (ep.clone(), m.clone());
                 tokio::spawn(async move { send(&ep, request(&m, &[])).await.unwrap() })
             })
             .collect();
+        b.hits_reach(4 * n).await;
+        drop(holds);
         for w in wave {
             w.await.unwrap();
         }
@@ -85,7 +80,8 @@ enum Quirk {
     BigBody,
     /// HTTP/1.1 with `Connection: close` on every response.
     CloseEach,
-    /// HTTP/2; drops each connection after 100ms.
+    /// HTTP/2; closes each connection (GOAWAY) as soon as its first
+    /// request arrives, and still answers that one.
     ShortH2,
 }
 
@@ -118,11 +114,24 @@ async fn server(quirk: Quirk) -> (SocketAddr, Arc<AtomicUsize>) {
                             .await
                     }
                     Quirk::ShortH2 => {
+                        let (first, closing) = tokio::sync::oneshot::channel();
+                        let first = std::sync::Mutex::new(Some(first));
+                        let svc = service_fn(move |req| {
+                            if let Some(tx) = first.lock().unwrap().take() {
+                                let _ = tx.send(());
+                            }
+                            svc.call(req)
+                        });
                         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                             .serve_connection(io, svc);
-                        tokio::time::timeout(Duration::from_millis(100), conn)
-                            .await
-                            .unwrap_or(Ok(()))
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = closing => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        }
                     }
                 };
             });
@@ -172,8 +181,7 @@ async fn idle_connections_close_after_the_idle_timeout() {
     let ep = Endpoints::new();
     send(&ep, request(&m, &[])).await.unwrap();
     assert_eq!(ep.stats(CLUSTER).unwrap().connections, 1);
-    // Still open well inside the timeout, and reused.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Still open right after, and reused.
     send(&ep, request(&m, &[])).await.unwrap();
     assert_eq!(b.accepts.load(Ordering::SeqCst), 1);
     connections_reach(&ep, 0).await;

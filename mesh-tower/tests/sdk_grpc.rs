@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mesh_test_support::configs::versioned_service;
 use mesh_tower::Mesh;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -34,30 +35,7 @@ async fn health_server(service: &str) -> SocketAddr {
 
 fn config(v1: u16, v2: u16) -> String {
     format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: health, namespace: default}}
-spec:
-  selector: {{app: health}}
-  ports: [{{name: grpc, port: 50051}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: health-v1, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{grpc: {v1}}}
-  labels: {{app: health, version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: health-v2, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{grpc: {v2}}}
-  labels: {{app: health, version: v2}}
----
-apiVersion: networking.istio.io/v1
+        "{}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: health, namespace: default}}
 spec:
@@ -83,7 +61,8 @@ spec:
   - name: stable
     route: [{{destination: {{host: health, subset: v1}}}}]
     timeout: 2s
-"
+",
+        versioned_service("health", "grpc", 50051, &[("v1", v1), ("v2", v2)])
     )
 }
 

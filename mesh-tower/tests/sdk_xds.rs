@@ -6,46 +6,22 @@
 //! RequestAuthentications, port protocols) included.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-#[path = "xds_support.rs"]
-mod xds_support;
-
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use mesh_core::model::{Client, Model};
+use mesh_test_support::backends::named as backend;
+use mesh_test_support::configs::versioned_service;
+use mesh_test_support::sdk::{self, ads_server};
 use mesh_tower::source::SourceError;
 use mesh_tower::{body, Mesh, MeshClient};
 use mesh_xds::client::XdsClientError;
 use mesh_xds::server::SnapshotCache;
-use xds_support::{ads_server, backend};
 
 /// Reviews with two subsets on the two backends, all traffic to `subset`.
 fn config(v1: u16, v2: u16, subset: &str) -> String {
     format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: default}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v1, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {v1}}}
-  labels: {{app: reviews, version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v2, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {v2}}}
-  labels: {{app: reviews, version: v2}}
----
-apiVersion: networking.istio.io/v1
+        "{}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: reviews, namespace: default}}
 spec:
@@ -70,7 +46,8 @@ spec:
     route: [{{destination: {{host: reviews, subset: {subset}}}}}]
     retries: {{attempts: 2, retryOn: connect-failure}}
     timeout: 3s
-{INBOUND}"
+{INBOUND}",
+        versioned_service("reviews", "http", 9080, &[("v1", v1), ("v2", v2)])
     )
 }
 
@@ -124,11 +101,11 @@ spec:
 
 /// The workload calling reviews.
 fn workload() -> Client {
-    xds_support::workload(Some("web"))
+    sdk::workload(Some("web"))
 }
 
 fn publish(cache: &SnapshotCache, yaml: &str) {
-    xds_support::publish(cache, yaml, &workload());
+    sdk::publish(cache, yaml, &workload());
 }
 
 async fn get(client: &MeshClient, pin: Option<&str>) -> (u16, String) {

@@ -4,16 +4,14 @@
 //! the certificates they were given.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-#[path = "xds_support.rs"]
-mod xds_support;
-
 use std::sync::Arc;
 
 use mesh_ca::tls::{self, ClientAuth, PeerPolicy};
 use mesh_ca::{CaConfig, CaService, CertificateAuthority, SpiffeId, TokenStore};
 use mesh_core::model::Client;
-use mesh_tower::source::xds::CaOptions;
+use mesh_test_support::sdk;
 use mesh_tower::source::SourceError;
+use mesh_tower::CaOptions;
 use mesh_tower::Mesh;
 use mesh_xds::server::{AdsServer, SnapshotCache};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,7 +77,7 @@ async fn ca_with(dir: &std::path::Path, config: CaConfig) -> Ca {
 fn publish(cache: &SnapshotCache, sa: &str) {
     let mut client = Client::new("default", Default::default());
     client.service_account = Some(sa.to_string());
-    xds_support::publish(cache, YAML, &client);
+    sdk::publish(cache, YAML, &client);
 }
 
 async fn mesh(url: &str, ca: &Ca, dir: &std::path::Path, sa: &str) -> Result<Mesh, SourceError> {
@@ -103,7 +101,7 @@ async fn mesh_mode_gets_its_identity_from_the_ca_and_talks_mtls() {
     let cache = SnapshotCache::new();
     publish(&cache, "web");
     publish(&cache, "api");
-    let url = xds_support::ads_server(cache).await;
+    let url = sdk::ads_server(cache).await;
 
     let web = mesh(&url, &ca, dir.path(), "web").await.unwrap();
     let api = mesh(&url, &ca, dir.path(), "api").await.unwrap();
@@ -257,7 +255,7 @@ async fn certificates_keep_rotating_while_a_client_outlives_the_mesh() {
     let ca = ca_with(dir.path(), config).await;
     let cache = SnapshotCache::new();
     publish(&cache, "web");
-    let url = xds_support::ads_server(cache).await;
+    let url = sdk::ads_server(cache).await;
     let web = mesh(&url, &ca, dir.path(), "web").await.unwrap();
     let provider = Arc::downgrade(web.certificates().unwrap());
     let first = web.certificates().unwrap().current().leaf().clone();

@@ -6,20 +6,16 @@
 //! drops them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-#[path = "server_support.rs"]
-mod support;
-#[path = "xds_support.rs"]
-mod xds_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_core::model::Client;
+use mesh_test_support::raw_http::{plain, raw_get};
+use mesh_test_support::sdk::{self, ads_server};
+use mesh_test_support::{identity, inbound};
 use mesh_tower::server::{AcceptConfig, Server, TlsSource};
 use mesh_tower::Mesh;
 use mesh_xds::server::SnapshotCache;
-use support::{plain, raw_get};
-use xds_support::ads_server;
 
 const SERVICE: &str = "apiVersion: v1
 kind: Service
@@ -51,24 +47,24 @@ spec:
 "#;
 
 fn workload() -> Client {
-    xds_support::workload(Some("web"))
+    sdk::workload(Some("web"))
 }
 
 fn publish(cache: &SnapshotCache, yaml: &str) {
-    xds_support::publish(cache, yaml, &workload());
+    sdk::publish(cache, yaml, &workload());
 }
 
 /// The workload's server: the default inbound stack on the xDS model.
 async fn serve(mesh: &Mesh, cert_dir: &std::path::Path) -> SocketAddr {
-    let ca = support::ca_in(cert_dir, support::TD);
+    let ca = identity::ca_in(cert_dir, identity::TD);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::new(mesh.model(), TlsSource::fixed(support::issue(&ca, "web")))
+    let server = Server::new(mesh.model(), TlsSource::fixed(identity::issue(&ca, "web")))
         .accept_config(AcceptConfig {
             port: Some(8080),
             ..AcceptConfig::default()
         });
-    tokio::spawn(server.serve(listener, tower::service_fn(support::echo)));
+    tokio::spawn(server.serve(listener, tower::service_fn(inbound::echo)));
     addr
 }
 

@@ -1,22 +1,29 @@
 //! A rollout through the xDS-fed SDK under steady traffic: add subset v2,
 //! split 50/50, then move everything to v2 and remove subset v1, while
 //! requests flow. The client only applies consistent sets (never a route
-//! to a cluster it does not have), so no request fails.
+//! to a cluster it does not have), so no request fails. Each step waits
+//! for requests to have been answered under it, not for a guessed time.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test setup
 
-#[path = "xds_support.rs"]
-mod xds_support;
-
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use mesh_core::model::Client;
-use mesh_tower::{body, Mesh};
-use mesh_xds::server::{AdsServer, SnapshotCache};
-use xds_support::backend;
+use mesh_test_support::ads::TestServer;
+use mesh_test_support::backends::named as backend;
+use mesh_test_support::configs::versioned_service;
+use mesh_test_support::sdk::{self, ads_server};
+use mesh_test_support::wait;
+use mesh_test_support::xds_client::reconnect_failed;
+use mesh_tower::{body, Mesh, MeshClient};
+use mesh_xds::server::SnapshotCache;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Requests answered under each step before the next one.
+const PER_STEP: usize = 20;
 
 /// `subsets` defined; `route` as (subset, weight).
 fn config(v1: u16, v2: u16, subsets: &[&str], route: &[(&str, u32)]) -> String {
@@ -31,30 +38,7 @@ fn config(v1: u16, v2: u16, subsets: &[&str], route: &[(&str, u32)]) -> String {
         })
         .collect();
     format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: default}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v1, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {v1}}}
-  labels: {{app: reviews, version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v2, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {v2}}}
-  labels: {{app: reviews, version: v2}}
----
-apiVersion: networking.istio.io/v1
+        "{}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: reviews, namespace: default}}
 spec:
@@ -68,16 +52,73 @@ spec:
   hosts: [reviews]
   http:
   - route:
-{route}"
+{route}",
+        versioned_service("reviews", "http", 9080, &[("v1", v1), ("v2", v2)])
     )
 }
 
 fn workload() -> Client {
-    xds_support::workload(None)
+    sdk::workload(None)
 }
 
 fn publish(cache: &SnapshotCache, yaml: &str) {
-    xds_support::publish(cache, yaml, &workload());
+    sdk::publish(cache, yaml, &workload());
+}
+
+/// Steady traffic: one request after another (at most 20 000) until
+/// stopped, every answer recorded in order.
+struct Traffic {
+    answered: watch::Receiver<usize>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Vec<(u16, String)>>,
+}
+
+impl Traffic {
+    fn start(client: MeshClient) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, answered) = watch::channel(0);
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..20_000 {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let req = http::Request::get("http://reviews:9080/")
+                    .body(body::empty())
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                seen.push((status, String::from_utf8_lossy(&body).into_owned()));
+                count.send_replace(seen.len());
+            }
+            seen
+        });
+        Self {
+            answered,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until `n` more requests have been answered.
+    async fn more(&mut self, n: usize) {
+        let want = *self.answered.borrow() + n;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.answered.wait_for(|c| *c >= want),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {want} requests answered in 10s"))
+        .expect("the traffic stopped early");
+    }
+
+    /// Stops it; every answer, in order.
+    async fn stop(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }
 
 async fn rollout(delta: bool) {
@@ -86,16 +127,7 @@ async fn rollout(delta: bool) {
     let (p1, p2) = (v1.port(), v2.port());
     let cache = SnapshotCache::new();
     publish(&cache, &config(p1, p2, &["v1"], &[("v1", 100)]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(s, _)| s), l))
-    });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AdsServer::new(cache.clone()).into_service())
-            .serve_with_incoming(incoming),
-    );
+    let url = ads_server(cache.clone()).await;
     let mesh = Mesh::xds([url])
         .namespace("default")
         .labels(workload().labels)
@@ -104,27 +136,7 @@ async fn rollout(delta: bool) {
         .await
         .unwrap();
 
-    // Steady traffic, bounded in count, recording every answer in order.
-    let client = mesh.http_client();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let traffic = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for _ in 0..20_000 {
-            if stop2.load(Ordering::Relaxed) {
-                break;
-            }
-            let req = http::Request::get("http://reviews:9080/")
-                .body(body::empty())
-                .unwrap();
-            let resp = client.request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            seen.push((status, String::from_utf8_lossy(&body).into_owned()));
-        }
-        seen
-    });
-
+    let mut traffic = Traffic::start(mesh.http_client());
     let mut rx = mesh.model();
     for yaml in [
         config(p1, p2, &["v1", "v2"], &[("v1", 100)]),
@@ -132,7 +144,7 @@ async fn rollout(delta: bool) {
         config(p1, p2, &["v1", "v2"], &[("v2", 100)]),
         config(p1, p2, &["v2"], &[("v2", 100)]),
     ] {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        traffic.more(PER_STEP).await;
         rx.borrow_and_update();
         publish(&cache, &yaml);
         tokio::time::timeout(Duration::from_secs(10), rx.changed())
@@ -140,9 +152,10 @@ async fn rollout(delta: bool) {
             .unwrap()
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = traffic.await.unwrap();
+    // At most one request was in flight when the last step arrived: the
+    // ones after it went to v2.
+    traffic.more(PER_STEP).await;
+    let seen = traffic.stop().await;
 
     let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
     assert!(
@@ -152,7 +165,7 @@ async fn rollout(delta: bool) {
         seen.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(seen.len() > 50, "only {} requests", seen.len());
+    assert!(seen.len() >= 5 * PER_STEP, "only {} requests", seen.len());
     assert_eq!(seen.first().unwrap().1, "v1");
     assert_eq!(seen.last().unwrap().1, "v2");
     assert!(seen.iter().any(|(_, b)| b == "v2") && seen.iter().any(|(_, b)| b == "v1"));
@@ -168,44 +181,6 @@ async fn rollout_under_traffic_over_delta_loses_no_request() {
     rollout(true).await;
 }
 
-/// An ADS server in its own runtime thread: stopping it closes every
-/// connection at once, as a crashed control plane would.
-fn killable_server(
-    cache: SnapshotCache,
-    addr: SocketAddr,
-) -> (
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let sock = tokio::net::TcpSocket::new_v4().unwrap();
-            sock.set_reuseaddr(true).unwrap();
-            sock.bind(addr).unwrap();
-            let listener = sock.listen(64).unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let incoming = futures_util::stream::unfold(listener, |l| async move {
-                Some((l.accept().await.map(|(s, _)| s), l))
-            });
-            let serve = tonic::transport::Server::builder()
-                .add_service(AdsServer::new(cache).into_service())
-                .serve_with_incoming(incoming);
-            tokio::select! {
-                _ = serve => {}
-                _ = stopped => {}
-            }
-        });
-    });
-    (rx.recv().unwrap(), stop, thread)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_killed_under_traffic_loses_no_request_and_resyncs() {
     let v1 = backend("v1").await;
@@ -213,8 +188,8 @@ async fn control_plane_killed_under_traffic_loses_no_request_and_resyncs() {
     let (p1, p2) = (v1.port(), v2.port());
     let cache = SnapshotCache::new();
     publish(&cache, &config(p1, p2, &["v1", "v2"], &[("v1", 100)]));
-    let (addr, stop, thread) = killable_server(cache.clone(), "127.0.0.1:0".parse().unwrap());
-    let mesh = Mesh::xds([format!("http://{addr}")])
+    let mut server = TestServer::any(cache.clone());
+    let mesh = Mesh::xds([server.url()])
         .namespace("default")
         .labels(workload().labels)
         .xds_tuning(|c| {
@@ -224,53 +199,31 @@ async fn control_plane_killed_under_traffic_loses_no_request_and_resyncs() {
         .build()
         .await
         .unwrap();
-    let client = mesh.http_client();
-    let stop_traffic = Arc::new(AtomicBool::new(false));
-    let stop2 = stop_traffic.clone();
-    let traffic = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for _ in 0..20_000 {
-            if stop2.load(Ordering::Relaxed) {
-                break;
-            }
-            let req = http::Request::get("http://reviews:9080/")
-                .body(body::empty())
-                .unwrap();
-            let resp = client.request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            seen.push((status, String::from_utf8_lossy(&body).into_owned()));
-        }
-        seen
-    });
+    let mut traffic = Traffic::start(mesh.http_client());
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let _ = stop.send(());
-    thread.join().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while mesh.xds_status().unwrap().connected.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "still connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Down for a while: traffic keeps flowing on the last good config.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    traffic.more(PER_STEP).await;
+    server.kill();
+    // Down, and known to be down (a reconnect failed): traffic keeps
+    // flowing on the last good config.
+    wait::until("a failed reconnect", || {
+        reconnect_failed(&mesh.xds_status().unwrap())
+    })
+    .await;
+    traffic.more(PER_STEP).await;
 
     // Back, with v2 as the destination: the client resyncs.
     let mut rx = mesh.model();
     rx.borrow_and_update();
     publish(&cache, &config(p1, p2, &["v1", "v2"], &[("v2", 100)]));
-    let (_, restarted_stop, restarted) = killable_server(cache.clone(), addr);
+    let _restarted = TestServer::start(cache.clone(), server.addr);
     tokio::time::timeout(Duration::from_secs(10), rx.changed())
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    stop_traffic.store(true, Ordering::Relaxed);
-    let seen = traffic.await.unwrap();
+    traffic.more(PER_STEP).await;
+    let seen = traffic.stop().await;
     let failed = seen.iter().filter(|(s, _)| *s != 200).count();
     assert_eq!(failed, 0, "{failed} of {} failed", seen.len());
     assert_eq!(seen.first().unwrap().1, "v1");
     assert_eq!(seen.last().unwrap().1, "v2");
-    let _ = restarted_stop.send(());
-    restarted.join().unwrap();
 }

@@ -4,15 +4,13 @@
 //! checked with TCP semantics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-
 use std::sync::Arc;
 
 use http::Request;
 use mesh_ca::SpiffeId;
 use mesh_core::authz::Verdict;
 use mesh_core::config::security::authorization_policy::Action;
+use mesh_test_support::inbound;
 use mesh_tower::body;
 use mesh_tower::server::authz::BoxFuture;
 use mesh_tower::server::{
@@ -39,10 +37,10 @@ fn conn(principal: Option<&str>) -> ConnectionInfo {
 }
 
 async fn send(yaml: &str, config: AuthzConfig, path: &str) -> (u16, Option<AuthzDecision>) {
-    let (_tx, rx) = watch::channel(support::model(yaml));
+    let (_tx, rx) = watch::channel(inbound::model(yaml));
     let svc = InboundLayer::new(rx.clone())
         .with_authz(rx, config)
-        .layer(tower::service_fn(support::echo));
+        .layer(tower::service_fn(inbound::echo));
     let mut req = Request::builder().uri(path).body(body::empty()).unwrap();
     req.extensions_mut().insert(conn(None));
     let resp = svc.oneshot(req).await.unwrap();
@@ -131,7 +129,7 @@ async fn tcp_connections_use_tcp_semantics() {
         "",
         "  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/default/sa/db-client\"]\n",
     );
-    let model = support::model(&yaml);
+    let model = inbound::model(&yaml);
     let ok = check_connection(
         &model,
         &conn(Some("spiffe://cluster.local/ns/default/sa/db-client")),
@@ -152,7 +150,7 @@ async fn tcp_connections_use_tcp_semantics() {
     );
 
     // An ALLOW rule with HTTP-only fields never matches a TCP connection.
-    let http_only = support::model(&ap(
+    let http_only = inbound::model(&ap(
         "paths",
         "",
         "  rules:\n  - to:\n    - operation:\n        paths: [\"/\"]\n",

@@ -3,9 +3,6 @@
 //! key rotation via a JWKS server on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,13 +11,13 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{Request, Response};
+use mesh_test_support::inbound::model;
 use mesh_tower::body::{self, MeshBody};
 use mesh_tower::server::jwt::{JwksConfig, JwtAuthn, JwtConfig};
 use mesh_tower::server::InboundLayer;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
-use support::model;
 use tokio::sync::watch;
 use tower::{Layer, ServiceExt};
 

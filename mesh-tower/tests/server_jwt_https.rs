@@ -5,11 +5,6 @@
 //! refreshed after its interval, and a rotated `kid` is picked up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-#[path = "client_mtls_support.rs"]
-mod tls_support;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
+use mesh_test_support::inbound;
+use mesh_test_support::tls::ExtPki;
 use mesh_tower::body::{self, MeshBody};
 use mesh_tower::server::jwt::{HttpFetcher, JwksCache, JwksConfig, JwksFetcher, JwtConfig};
 use mesh_tower::server::InboundLayer;
@@ -26,7 +23,6 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tls_support::ExtPki;
 use tower::{Layer, ServiceExt};
 
 const ISS: &str = "https://issuer.test";
@@ -190,20 +186,29 @@ async fn cache_refreshes_after_its_interval() {
     let dir = tempfile::tempdir().unwrap();
     let (k1, k2) = (Key::new("k1"), Key::new("k2"));
     let (uri, ca, doc, hits) = jwks_server(dir.path(), jwks(&[&k1])).await;
+    let interval = Duration::from_secs(300);
     let cache = JwksCache::new(
         JwksConfig {
-            refresh_interval: Duration::from_millis(300),
+            refresh_interval: interval,
             ..JwksConfig::default()
         },
         Arc::new(HttpFetcher::with_ca_file(&ca).unwrap()),
     );
     let keys = cache.remote(&uri, None).await.unwrap();
     assert_eq!(keys[0].kid.as_deref(), Some("k1"));
+    // The cache reads tokio's clock: paused while no fetch is due, it
+    // moves only when the test says so.
+    tokio::time::pause();
     *doc.lock().unwrap() = jwks(&[&k2]);
     let keys = cache.remote(&uri, None).await.unwrap();
     assert_eq!(keys[0].kid.as_deref(), Some("k1"), "still cached");
+    tokio::time::advance(interval - Duration::from_secs(1)).await;
+    let keys = cache.remote(&uri, None).await.unwrap();
+    assert_eq!(keys[0].kid.as_deref(), Some("k1"), "still cached");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The refetch goes over the network: real time again.
+    tokio::time::resume();
     let keys = cache.remote(&uri, None).await.unwrap();
     assert_eq!(keys[0].kid.as_deref(), Some("k2"), "refreshed");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
@@ -226,7 +231,7 @@ async fn inbound_stack_validates_tokens_with_https_keys_and_follows_kid_rotation
     let yaml = format!(
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: ra\n  namespace: default\nspec:\n  jwtRules:\n  - issuer: {ISS}\n    jwksUri: {uri}\n"
     );
-    let (_tx, rx) = tokio::sync::watch::channel(support::model(&yaml));
+    let (_tx, rx) = tokio::sync::watch::channel(inbound::model(&yaml));
     let config = JwtConfig {
         fetcher: Arc::new(HttpFetcher::with_ca_file(&ca).unwrap()),
         ..JwtConfig::default()

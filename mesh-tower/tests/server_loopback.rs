@@ -4,13 +4,12 @@
 //! request lines.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-
 use std::time::{Duration, SystemTime};
 
 use mesh_core::config::mesh_config::NormalizationType;
-use support::*;
+use mesh_test_support::identity::{ca_in, issue, issue_at, TD};
+use mesh_test_support::inbound::{echo, mesh_config, model, model_with, peer_authn, start};
+use mesh_test_support::raw_http::{mtls, plain, raw_get};
 
 const ALLOWED: &str = "spiffe://cluster.local/ns/default/sa/allowed";
 

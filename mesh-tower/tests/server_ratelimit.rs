@@ -1,12 +1,10 @@
 //! Local rate limiting through the inbound stack on tokio's paused clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "server_support.rs"]
-mod support;
-
 use std::time::Duration;
 
 use http::Request;
+use mesh_test_support::inbound;
 use mesh_tower::body;
 use mesh_tower::server::{InboundLayer, RateLimitConfig, RateLimitLayer, TokenBucket};
 use tokio::sync::watch;
@@ -14,7 +12,7 @@ use tower::{Layer, ServiceExt};
 
 #[tokio::test(start_paused = true)]
 async fn token_buckets_per_workload_and_route() {
-    let (_tx, rx) = watch::channel(support::model(""));
+    let (_tx, rx) = watch::channel(inbound::model(""));
     let limits = RateLimitLayer::new(&RateLimitConfig {
         workload: Some(TokenBucket::new(2, 2, Duration::from_secs(1))),
         routes: vec![(
@@ -25,7 +23,7 @@ async fn token_buckets_per_workload_and_route() {
     .unwrap();
     let svc = InboundLayer::new(rx)
         .with_rate_limit(limits)
-        .layer(tower::service_fn(support::echo));
+        .layer(tower::service_fn(inbound::echo));
     let send = |path: &str, grpc: bool| {
         let svc = svc.clone();
         let mut req = Request::builder().uri(path);

@@ -1,46 +1,59 @@
-//! Graceful shutdown of the inbound server on loopback: a slow request in
+//! Graceful shutdown of the inbound server on loopback: a request in
 //! flight completes while new connections are refused; HTTP/2 gets GOAWAY
 //! (its open stream finishes, new streams are refused); the drain deadline
-//! cuts off a request that would take too long. Each test is bounded to a
-//! few seconds.
+//! cuts off a request that would take too long. The slow request is held
+//! by the app until the test releases it, so "in flight" is an event, not
+//! a guess; each test is bounded to a few seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "server_support.rs"]
-mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_test_support::identity::{ca_in, issue, TD};
+use mesh_test_support::inbound::model;
 use mesh_tower::body::{self, MeshBody};
 use mesh_tower::server::{AcceptConfig, Server, TlsSource};
-use support::{ca_in, issue, model, TD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// `/slow?ms=N` answers after N milliseconds; anything else at once.
-async fn app(req: Request<MeshBody>) -> Result<Response<MeshBody>, Infallible> {
-    let ms = req
-        .uri()
-        .query()
-        .and_then(|q| q.strip_prefix("ms="))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    Ok(Response::new(body::full(format!("done after {ms}ms"))))
+/// The app: `/slow` says it arrived, then answers `done` once released;
+/// anything else at once.
+async fn app(
+    req: Request<MeshBody>,
+    arrived: mpsc::UnboundedSender<()>,
+    mut released: watch::Receiver<bool>,
+) -> Result<Response<MeshBody>, Infallible> {
+    if req.uri().path() == "/slow" {
+        let _ = arrived.send(());
+        let _ = released.wait_for(|r| *r).await;
+    }
+    Ok(Response::new(body::full("done")))
 }
 
 struct Running {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     done: JoinHandle<std::io::Result<()>>,
+    arrived: mpsc::UnboundedReceiver<()>,
+    release: watch::Sender<bool>,
     _pki: tempfile::TempDir,
+}
+
+impl Running {
+    /// Waits until a `/slow` request is at the app.
+    async fn slow_arrived(&mut self) {
+        tokio::time::timeout(Duration::from_secs(5), self.arrived.recv())
+            .await
+            .expect("the slow request reaches the app")
+            .unwrap();
+    }
 }
 
 async fn run(drain: Duration) -> Running {
@@ -50,16 +63,19 @@ async fn run(drain: Duration) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    let (release, released) = watch::channel(false);
     let server = Server::new(rx, TlsSource::fixed(issue(&ca, "server")))
         .accept_config(AcceptConfig {
             port: Some(8080),
             ..AcceptConfig::default()
         })
         .drain_timeout(drain);
+    let svc = tower::service_fn(move |req| app(req, arrived_tx.clone(), released.clone()));
     let done = tokio::spawn(async move {
         let _tx = _tx;
         server
-            .serve_with_shutdown(listener, tower::service_fn(app), async {
+            .serve_with_shutdown(listener, svc, async {
                 let _ = stopped.await;
             })
             .await
@@ -68,6 +84,8 @@ async fn run(drain: Duration) -> Running {
         addr,
         stop,
         done,
+        arrived,
+        release,
         _pki: pki,
     }
 }
@@ -83,31 +101,30 @@ async fn send(addr: SocketAddr, path: &str) -> TcpStream {
 
 #[tokio::test]
 async fn in_flight_request_completes_and_new_connections_are_refused() {
-    let srv = run(Duration::from_secs(5)).await;
+    let mut srv = run(Duration::from_secs(5)).await;
     // An idle keep-alive connection is closed by the drain, not waited for.
     let mut idle = send(srv.addr, "/").await;
     let mut buf = [0u8; 1024];
     let n = idle.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 
-    let mut slow = send(srv.addr, "/slow?ms=600").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
+    let mut slow = send(srv.addr, "/slow").await;
+    srv.slow_arrived().await;
     srv.stop.send(()).unwrap();
 
-    // New connections are refused while the slow request is still running.
-    let mut refused = false;
-    for _ in 0..50 {
-        if TcpStream::connect(srv.addr).await.is_err() {
-            refused = true;
-            break;
-        }
+    // New connections are refused while the slow request is held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(srv.addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener must be closed once shutdown starts"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(refused, "the listener must be closed once shutdown starts");
-    assert!(started.elapsed() < Duration::from_millis(400));
 
-    // The slow request completes, then the server closes the connection.
+    // Released, the slow request completes, then the server closes the
+    // connection.
+    srv.release.send_replace(true);
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut out))
         .await
@@ -115,7 +132,7 @@ async fn in_flight_request_completes_and_new_connections_are_refused() {
         .unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.ends_with("done after 600ms"), "{text}");
+    assert!(text.ends_with("done"), "{text}");
     let n = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf))
         .await
         .unwrap()
@@ -128,12 +145,11 @@ async fn in_flight_request_completes_and_new_connections_are_refused() {
         .unwrap()
         .unwrap();
     assert!(res.is_ok());
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn http2_gets_goaway_and_its_open_stream_finishes() {
-    let srv = run(Duration::from_secs(5)).await;
+    let mut srv = run(Duration::from_secs(5)).await;
     let tcp = TcpStream::connect(srv.addr).await.unwrap();
     let (mut h2, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
         TokioExecutor::new(),
@@ -143,25 +159,36 @@ async fn http2_gets_goaway_and_its_open_stream_finishes() {
     .unwrap();
     tokio::spawn(conn);
     let slow = h2.send_request(
-        Request::get("http://server/slow?ms=500")
+        Request::get("http://server/slow")
             .body(Empty::new())
             .unwrap(),
     );
     let slow = tokio::spawn(slow);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    srv.slow_arrived().await;
     srv.stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the GOAWAY reaches the client, the connection takes no new
+    // stream (one sent before it arrived may still be served), all while
+    // the slow stream is held open.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let late = h2
+            .send_request(Request::get("http://server/").body(Empty::new()).unwrap())
+            .await;
+        if late.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new streams are still taken after GOAWAY"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
-    // After GOAWAY the connection takes no new stream.
-    let late = h2
-        .send_request(Request::get("http://server/").body(Empty::new()).unwrap())
-        .await;
-    assert!(late.is_err(), "a stream opened after GOAWAY must fail");
-
+    srv.release.send_replace(true);
     let resp = slow.await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"done after 500ms");
+    assert_eq!(&body[..], b"done");
     tokio::time::timeout(Duration::from_secs(2), srv.done)
         .await
         .unwrap()
@@ -171,10 +198,14 @@ async fn http2_gets_goaway_and_its_open_stream_finishes() {
 
 #[tokio::test]
 async fn the_drain_deadline_closes_what_is_left() {
-    let srv = run(Duration::from_millis(300)).await;
-    let mut stuck = send(srv.addr, "/slow?ms=10000").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
+    let drain = Duration::from_millis(300);
+    let mut srv = run(drain).await;
+    let mut stuck = send(srv.addr, "/slow").await;
+    srv.slow_arrived().await;
+    // From here on nothing waits for the network (the request is held,
+    // never released): on a paused clock the deadline is exact.
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
     srv.stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(2), srv.done)
         .await
@@ -183,9 +214,10 @@ async fn the_drain_deadline_closes_what_is_left() {
         .unwrap();
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        took >= drain && took < drain + Duration::from_millis(50),
         "{took:?}"
     );
+    tokio::time::resume();
     // The request was cut off: the connection closes without a response.
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(1), stuck.read_to_end(&mut out))

@@ -1,24 +1,19 @@
-//! The ADS server over loopback with envoy-types' generated tonic client,
-//! speaking the real SotW protocol.
+//! The ADS server with envoy-types' generated tonic client, speaking the
+//! real SotW protocol: in process on a paused clock where the test checks
+//! that the server stays silent, on loopback where it needs the peer's
+//! address.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
-    DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use envoy_types::pb::google::rpc::Status as RpcStatus;
+use mesh_test_support::ads::{self, Client};
+use mesh_test_support::bookinfo;
 use mesh_xds::encode::{encode, EncodeOptions, Resources};
 use mesh_xds::server::{AdsServer, ServerEvent, Snapshot, SnapshotCache};
 use mesh_xds::types::{self, unany};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 const NODE: &str = "sidecar~10.0.0.9~productpage-v1.bookinfo~bookinfo.svc.cluster.local";
 const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local:9080";
@@ -46,80 +41,6 @@ fn node() -> Node {
         metadata: Some(md),
         ..Default::default()
     }
-}
-
-struct Client {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    rx: tonic::Streaming<DiscoveryResponse>,
-}
-
-impl Client {
-    async fn send(&self, type_url: &str, names: &[&str], version: &str, nonce: &str) {
-        self.tx
-            .send(DiscoveryRequest {
-                node: Some(node()),
-                type_url: type_url.into(),
-                resource_names: names.iter().map(|s| s.to_string()).collect(),
-                version_info: version.into(),
-                response_nonce: nonce.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn ack(&self, r: &DiscoveryResponse, names: &[&str]) {
-        self.send(&r.type_url, names, &r.version_info, &r.nonce)
-            .await;
-    }
-
-    async fn recv(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
-            .await
-            .expect("a response in time")
-            .unwrap()
-            .unwrap()
-    }
-
-    async fn silent(&mut self) {
-        let r = tokio::time::timeout(Duration::from_millis(250), self.rx.message()).await;
-        assert!(
-            r.is_err(),
-            "unexpected response: {:?}",
-            r.map(|m| m.map(|x| x.map(|y| y.type_url)))
-        );
-    }
-}
-
-async fn serve(server: AdsServer) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = server.into_service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    addr
-}
-
-async fn start(server: AdsServer) -> Client {
-    connect(serve(server).await).await
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Client {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let rx = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    Client { tx, rx }
 }
 
 fn names(r: &DiscoveryResponse) -> Vec<String> {
@@ -151,10 +72,10 @@ fn names(r: &DiscoveryResponse) -> Vec<String> {
 }
 
 fn bookinfo() -> Resources {
-    encode(&common::productpage(), &EncodeOptions::default())
+    encode(&bookinfo::productpage(), &EncodeOptions::default())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sotw_protocol() {
     let cache = SnapshotCache::new();
     let res = bookinfo();
@@ -163,10 +84,10 @@ async fn sotw_protocol() {
     let seen2 = seen.clone();
     let server = AdsServer::new(cache.clone())
         .with_node_hook(move |n| seen2.lock().unwrap().push(n.client()));
-    let mut c = start(server).await;
+    let mut c = Client::connect(&ads::serve(server), node()).await;
 
     // CDS wildcard.
-    c.send(types::CLUSTER, &[], "", "").await;
+    c.send(types::CLUSTER, &[], None).await;
     let cds = c.recv().await;
     assert_eq!(cds.type_url, types::CLUSTER);
     assert_eq!(cds.resources.len(), res.clusters.len());
@@ -177,21 +98,21 @@ async fn sotw_protocol() {
     assert_eq!(clients[0].namespace, "bookinfo");
 
     // EDS by name, one that does not exist left out.
-    c.send(types::ENDPOINT, &[REVIEWS_V1, "outbound|1||nope"], "", "")
+    c.send(types::ENDPOINT, &[REVIEWS_V1, "outbound|1||nope"], None)
         .await;
     let eds = c.recv().await;
     assert_eq!(names(&eds), [REVIEWS_V1]);
     c.ack(&eds, &[REVIEWS_V1, "outbound|1||nope"]).await;
 
     // LDS wildcard.
-    c.send(types::LISTENER, &[], "", "").await;
+    c.send(types::LISTENER, &[], None).await;
     let lds = c.recv().await;
     assert_eq!(lds.resources.len(), res.listeners.len());
     assert!(names(&lds).contains(&REVIEWS.to_string()));
     c.ack(&lds, &[]).await;
 
     // RDS by name, a missing name omitted.
-    c.send(types::ROUTE, &[REVIEWS_RDS, "missing:80"], "", "")
+    c.send(types::ROUTE, &[REVIEWS_RDS, "missing:80"], None)
         .await;
     let rds = c.recv().await;
     assert_eq!(names(&rds), [REVIEWS_RDS]);
@@ -211,20 +132,7 @@ async fn sotw_protocol() {
     );
 
     // NACK the listeners: recorded, and not re-sent.
-    c.tx.send(DiscoveryRequest {
-        node: Some(node()),
-        type_url: types::LISTENER.into(),
-        version_info: String::new(),
-        response_nonce: lds.nonce.clone(),
-        error_detail: Some(RpcStatus {
-            code: 3,
-            message: "bad listener".into(),
-            details: vec![],
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.nack(&lds, &[], "bad listener").await;
     c.silent().await;
     let nack = cache.status(NODE)[types::LISTENER]
         .last_nack
@@ -238,15 +146,7 @@ async fn sotw_protocol() {
     let mut extra = res.clusters[0].clone();
     extra.name = "outbound|1||extra.example".into();
     res2.clusters.push(extra);
-    let cla = res2
-        .endpoints
-        .iter_mut()
-        .find(|e| e.cluster_name == REVIEWS_V1)
-        .unwrap();
-    cla.endpoints.push(LocalityLbEndpoints {
-        priority: 1,
-        ..Default::default()
-    });
+    ads::add_locality(&mut res2, REVIEWS_V1);
     let mut l = res.listeners[0].clone();
     l.name = "extra.example:1".into();
     res2.listeners.push(l);
@@ -328,11 +228,12 @@ async fn server_events_and_connected_nodes() {
     cache.set_snapshot(NODE, Snapshot::from_resources(&res));
     let server = AdsServer::new(cache.clone());
     let mut events = server.events();
-    let addr = serve(server).await;
+    // On loopback: the Connected event carries the peer's address.
+    let addr = ads::serve_tcp(server).await;
     assert!(cache.nodes().is_empty());
-    let mut c = connect(addr).await;
+    let mut c = Client::connect(&addr, node()).await;
 
-    c.send(types::CLUSTER, &[], "", "").await;
+    c.send(types::CLUSTER, &[], None).await;
     let cds = c.recv().await;
     let ServerEvent::Connected {
         node: info,
@@ -388,25 +289,13 @@ async fn server_events_and_connected_nodes() {
     assert_eq!(st.acked.as_deref(), Some(cds.version_info.as_str()));
 
     // LDS, then a NACK of it.
-    c.send(types::LISTENER, &[], "", "").await;
+    c.send(types::LISTENER, &[], None).await;
     let lds = c.recv().await;
     assert!(matches!(
         next_event(&mut events).await,
         ServerEvent::Pushed { .. }
     ));
-    c.tx.send(DiscoveryRequest {
-        node: Some(node()),
-        type_url: types::LISTENER.into(),
-        response_nonce: lds.nonce.clone(),
-        error_detail: Some(RpcStatus {
-            code: 3,
-            message: "listener rejected: bad filter".into(),
-            details: vec![],
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.nack(&lds, &[], "listener rejected: bad filter").await;
     match next_event(&mut events).await {
         ServerEvent::Nacked {
             type_url,

@@ -3,11 +3,9 @@
 //! resources and time, so it runs in CI on two shared cores.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod adsutil;
-
 use std::time::{Duration, Instant};
 
-use adsutil::{connect, serve, snapshot};
+use mesh_test_support::ads::{self, snapshot, Client};
 use mesh_xds::server::{AdsServer, ServerEvent, SnapshotCache};
 use mesh_xds::types;
 
@@ -26,11 +24,11 @@ async fn sixty_clients_converge_on_a_push() {
     for i in 0..CLIENTS {
         cache.set_snapshot(&format!("node-{i}"), snapshot(&v1, &v1[..1]));
     }
-    let addr = serve(cache.clone()).await;
+    let addr = ads::serve_tcp(AdsServer::new(cache.clone())).await;
     let mut tasks = Vec::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(CLIENTS);
     for i in 0..CLIENTS {
-        let mut c = connect(addr, &format!("node-{i}")).await;
+        let mut c = Client::connect(&addr, ads::node(&format!("node-{i}"))).await;
         let done = done_tx.clone();
         tasks.push(tokio::spawn(async move {
             c.send(types::CLUSTER, &[], None).await;
@@ -101,17 +99,11 @@ async fn events_count_every_push_and_ack_of_many_streams() {
     let cache = SnapshotCache::new();
     let server = AdsServer::new(cache.clone());
     let mut events = server.events();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = ads::serve_tcp(server).await;
     let mut clients = Vec::new();
     for i in 0..5 {
         cache.set_snapshot(&format!("n{i}"), snapshot(&["a"], &["a"]));
-        let mut c = connect(addr, &format!("n{i}")).await;
+        let mut c = Client::connect(&addr, ads::node(&format!("n{i}"))).await;
         c.send(types::CLUSTER, &[], None).await;
         let r = c.recv().await;
         c.send(types::CLUSTER, &[], Some(&r)).await;

@@ -1,13 +1,12 @@
-//! Make-before-break and missing resources over a real tonic ADS stream on
-//! loopback. The test is the client and decides when it ACKs, so the
-//! held-back ordering is observable step by step.
+//! Make-before-break and missing resources over a real tonic ADS stream,
+//! in process on a paused clock (so "nothing sent" is exact). The test is
+//! the client and decides when it ACKs, so the held-back ordering is
+//! observable step by step.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod adsutil;
-
-use adsutil::*;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use mesh_test_support::ads::{cluster_names, route_targets, routes, snapshot, start, Client, NODE};
 use mesh_xds::server::SnapshotCache;
 use mesh_xds::types::{self, any, unany};
 
@@ -30,7 +29,7 @@ async fn synced(c: &mut Client) -> DiscoveryResponse {
     eds
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn new_subset_route_waits_for_cluster_and_endpoint_acks() {
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, snapshot(&["a"], &["a"]));
@@ -88,7 +87,7 @@ async fn new_subset_route_waits_for_cluster_and_endpoint_acks() {
     assert_eq!(st[types::ROUTE].held, None);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn missing_resources_named_and_wildcard() {
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, snapshot(&["a"], &["a"]));

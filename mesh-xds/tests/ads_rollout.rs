@@ -1,15 +1,12 @@
 //! A canary rollout through the real pipeline: Istio YAML compiled by
-//! mesh-core, encoded by mesh-xds, served over loopback SotW ADS to a
-//! scripted client that subscribes the way gRPC does. At every step, the
+//! mesh-core, encoded by mesh-xds, served over SotW ADS (in process, on a
+//! paused clock) to a scripted client that subscribes the way gRPC does. At every step, the
 //! routes the client holds only name clusters it has ACKed, with their
 //! endpoints: the invariant behind "0 503s during a rollout".
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod adsutil;
-
 use std::collections::BTreeSet;
 
-use adsutil::{connect, serve, Client};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -22,8 +19,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use mesh_core::config::mesh_config::MeshConfig;
 use mesh_core::model::Client as MeshClient;
+use mesh_test_support::ads::{self, Client};
 use mesh_xds::encode::{encode, EncodeOptions};
-use mesh_xds::server::{Snapshot, SnapshotCache};
+use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
 use mesh_xds::types::{self, unany};
 
 const NODE: &str = "frontend-1";
@@ -226,19 +224,12 @@ impl Held {
     /// Applies responses until the server has nothing more to say.
     async fn settle(&mut self, c: &mut Client) -> usize {
         let mut n = 0;
-        loop {
-            let r =
-                tokio::time::timeout(std::time::Duration::from_millis(300), c.rx.message()).await;
-            match r {
-                Ok(m) => {
-                    let r = m.unwrap().unwrap();
-                    self.apply(c, r).await;
-                    n += 1;
-                    assert!(n < 100, "responses in a loop");
-                }
-                Err(_) => return n,
-            }
+        while let Some(r) = c.recv_unless_silent().await {
+            self.apply(c, r).await;
+            n += 1;
+            assert!(n < 100, "responses in a loop");
         }
+        n
     }
 }
 
@@ -248,8 +239,8 @@ const STABLE: &str = "outbound|8080|v1|web.demo.svc.cluster.local";
 async fn rollout(wildcard_cds: bool) {
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, step(&["v1"], &[("v1", 100)]));
-    let addr = serve(cache.clone()).await;
-    let mut c = connect(addr, NODE).await;
+    let addr = ads::serve(AdsServer::new(cache.clone()));
+    let mut c = Client::connect(&addr, ads::node(NODE)).await;
     let mut held = Held {
         wildcard_cds,
         ..Default::default()
@@ -290,12 +281,12 @@ async fn rollout(wildcard_cds: bool) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rollout_wildcard_cds_client_never_routes_to_a_missing_cluster() {
     rollout(true).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rollout_grpc_style_client_never_loses_a_routed_cluster() {
     rollout(false).await;
 }

@@ -4,45 +4,27 @@
 //! by `AdsServer` and decoded by the client.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod client_support;
-mod common;
-
 use std::time::Duration;
 
-use client_support::{config, node, outbound_json, serve_model, wait_for_model, TestServer};
-use mesh_core::model::Model;
+use mesh_test_support::ads::{add_locality, break_routes, TestServer};
+use mesh_test_support::bookinfo::{self, productpage_with_backup as updated, PRODUCTPAGE};
+use mesh_test_support::xds_client::{
+    config, node_info, outbound_json, serve_model, wait_for_model, wait_status,
+};
 use mesh_xds::client::{default_node_id, XdsClient};
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::server::{Snapshot, SnapshotCache};
 use mesh_xds::types;
 
 const REVIEWS_RDS: &str = "outbound|9080||reviews.bookinfo.svc.cluster.local";
-const PRODUCTPAGE: &[(&str, &str)] = &[("app", "productpage"), ("version", "v1")];
-
-/// One more service, for an update the client must apply.
-const EXTRA: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: books-backup, namespace: bookinfo}
-spec:
-  hosts: [backup.books.example]
-  ports: [{number: 8443, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 10.7.0.1}]
-"#;
-
-fn updated() -> Model {
-    let mut res = common::bookinfo_resources();
-    res.extend(common::load(&[(EXTRA, "extra.yaml")]));
-    common::model_for(&res, "bookinfo", PRODUCTPAGE)
-}
+const REVIEWS_V1: &str = "outbound|9080|v1|reviews.bookinfo.svc.cluster.local";
 
 #[tokio::test]
 async fn initial_sync_equals_the_local_compile_and_updates_apply() {
     let cache = SnapshotCache::new();
-    let info = node("bookinfo", PRODUCTPAGE);
+    let info = node_info("bookinfo", PRODUCTPAGE);
     let id = default_node_id(&info);
-    let local = common::productpage();
+    let local = bookinfo::productpage();
     serve_model(&cache, &id, &local);
     let server = TestServer::any(cache.clone());
     let client = XdsClient::start(config(vec![server.url()], info)).unwrap();
@@ -67,7 +49,7 @@ async fn initial_sync_equals_the_local_compile_and_updates_apply() {
 
     // Every type ACKed, on both sides, at the server's versions.
     let snap = cache.snapshot(&id).unwrap();
-    client_support::wait_status(&client, "all types ACKed", |s| {
+    wait_status(&client, "all types ACKed", |s| {
         s.types.len() == 4
             && s.types
                 .iter()
@@ -105,18 +87,34 @@ async fn initial_sync_equals_the_local_compile_and_updates_apply() {
         .contains_key("backup.books.example:8443"));
     assert_eq!(client.status().models_published, 2);
 
-    // The same content again publishes nothing.
+    // The same content again publishes nothing: once a change of
+    // endpoints only (one response, one model) has come over the same
+    // stream after it, that change is the only new model.
     assert!(serve_model(&cache, &id, &next).is_empty());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(client.status().models_published, 2);
+    let mut res = encode(&next, &EncodeOptions::default());
+    add_locality(&mut res, REVIEWS_V1);
+    assert_eq!(
+        cache.set_snapshot(&id, Snapshot::from_resources(&res)),
+        [types::ENDPOINT]
+    );
+    let eds = cache
+        .snapshot(&id)
+        .unwrap()
+        .version(types::ENDPOINT)
+        .map(str::to_string);
+    wait_status(&client, "the endpoints change ACKed", |s| {
+        s.types[types::ENDPOINT].acked_version == eds
+    })
+    .await;
+    assert_eq!(client.status().models_published, 3);
 }
 
 #[tokio::test]
 async fn an_invalid_resource_is_nacked_once_and_the_last_good_model_serves() {
     let cache = SnapshotCache::new();
-    let info = node("bookinfo", PRODUCTPAGE);
+    let info = node_info("bookinfo", PRODUCTPAGE);
     let id = default_node_id(&info);
-    let local = common::productpage();
+    let local = bookinfo::productpage();
     serve_model(&cache, &id, &local);
     let server = TestServer::any(cache.clone());
     let client = XdsClient::start(config(vec![server.url()], info)).unwrap();
@@ -131,12 +129,7 @@ async fn an_invalid_resource_is_nacked_once_and_the_last_good_model_serves() {
     // The reviews route configuration loses its virtual hosts (nothing
     // else changes, so the subscription stays and RDS is sent once).
     let mut res = encode(&local, &EncodeOptions::default());
-    let rc = res
-        .routes
-        .iter_mut()
-        .find(|r| r.name == REVIEWS_RDS)
-        .unwrap();
-    rc.virtual_hosts.clear();
+    break_routes(&mut res, REVIEWS_RDS);
     cache.set_snapshot(&id, Snapshot::from_resources(&res));
     let bad_rds = cache
         .snapshot(&id)
@@ -162,9 +155,7 @@ async fn an_invalid_resource_is_nacked_once_and_the_last_good_model_serves() {
     assert_eq!(rds.acked_version.as_deref(), Some(good_rds.as_str()));
     assert_eq!(rds.last_nack.as_ref().unwrap().version, bad_rds);
 
-    // Only once, and the previous model keeps serving.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(cache.status(&id)[types::ROUTE].nacks, 1);
+    // The previous model keeps serving.
     assert_eq!(outbound_json(&client.current()), outbound_json(&local));
     assert_eq!(client.status().models_published, 1);
 
@@ -172,19 +163,30 @@ async fn an_invalid_resource_is_nacked_once_and_the_last_good_model_serves() {
     let next = updated();
     serve_model(&cache, &id, &next);
     wait_for_model(&client, &next, "after the fix").await;
-    client_support::wait_status(&client, "NACK cleared", |s| {
+    wait_status(&client, "NACK cleared", |s| {
         s.types[types::ROUTE].last_nack.is_none()
     })
     .await;
     assert!(cache.status(&id)[types::ROUTE].last_nack.is_none());
+    // The NACK was sent once: anything the bad version set off (a re-send,
+    // another NACK) went over this stream before the fix was ACKed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cache.status(&id)[types::ROUTE].acked.as_deref()
+        != cache.snapshot(&id).unwrap().version(types::ROUTE)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "fix not ACKed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cache.status(&id)[types::ROUTE].nacks, 1);
+    assert_eq!(client.status().types[types::ROUTE].nacks, 1);
 }
 
 #[tokio::test]
 async fn a_route_config_never_sent_is_dropped_after_the_does_not_exist_timeout() {
     let cache = SnapshotCache::new();
-    let info = node("bookinfo", PRODUCTPAGE);
+    let info = node_info("bookinfo", PRODUCTPAGE);
     let id = default_node_id(&info);
-    let local = common::productpage();
+    let local = bookinfo::productpage();
     let mut res = encode(&local, &EncodeOptions::default());
     res.routes.retain(|r| r.name != REVIEWS_RDS);
     cache.set_snapshot(&id, Snapshot::from_resources(&res));

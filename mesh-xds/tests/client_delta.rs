@@ -3,15 +3,14 @@
 //! NACK once, and resync after the server restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod client_support;
-mod common;
-
 use std::time::Duration;
 
-use client_support::{
-    config, node, outbound_json, serve_model, wait_for_model, wait_status, TestServer,
-};
 use mesh_core::model::Model;
+use mesh_test_support::ads::{break_routes, TestServer};
+use mesh_test_support::bookinfo::{self, productpage_with_backup as updated, PRODUCTPAGE};
+use mesh_test_support::xds_client::{
+    config, node_info, outbound_json, serve_model, wait_for_model, wait_status,
+};
 use mesh_xds::client::{default_node_id, XdsClient, XdsClientConfig};
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::pb::envoy::service::discovery::v3::{
@@ -23,28 +22,15 @@ use mesh_xds::pb::envoy::service::discovery::v3::{
 use mesh_xds::server::{Snapshot, SnapshotCache};
 use mesh_xds::types;
 
-const PRODUCTPAGE: &[(&str, &str)] = &[("app", "productpage"), ("version", "v1")];
 const REVIEWS_RDS: &str = "outbound|9080||reviews.bookinfo.svc.cluster.local";
 
-const EXTRA: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: books-backup, namespace: bookinfo}
-spec:
-  hosts: [backup.books.example]
-  ports: [{number: 8443, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 10.7.0.1}]
-"#;
-
-fn updated() -> Model {
-    let mut res = common::bookinfo_resources();
-    res.extend(common::load(&[(EXTRA, "extra.yaml")]));
-    common::model_for(&res, "bookinfo", PRODUCTPAGE)
+/// One more service than [`updated`]: a newer config after a restart.
+fn newer() -> Model {
+    bookinfo::productpage_with(&[("backup", "10.7.0.1"), ("archive", "10.7.0.2")])
 }
 
 fn delta(servers: Vec<String>) -> XdsClientConfig {
-    let mut c = config(servers, node("bookinfo", PRODUCTPAGE));
+    let mut c = config(servers, node_info("bookinfo", PRODUCTPAGE));
     c.delta = true;
     c
 }
@@ -52,8 +38,8 @@ fn delta(servers: Vec<String>) -> XdsClientConfig {
 #[tokio::test]
 async fn delta_sync_adds_and_removes_like_the_local_compile() {
     let cache = SnapshotCache::new();
-    let id = default_node_id(&node("bookinfo", PRODUCTPAGE));
-    let local = common::productpage();
+    let id = default_node_id(&node_info("bookinfo", PRODUCTPAGE));
+    let local = bookinfo::productpage();
     serve_model(&cache, &id, &local);
     let server = TestServer::any(cache.clone());
     let client = XdsClient::start(delta(vec![server.url()])).unwrap();
@@ -83,8 +69,8 @@ async fn delta_sync_adds_and_removes_like_the_local_compile() {
 #[tokio::test]
 async fn delta_nack_once_then_resync_after_a_restart() {
     let cache = SnapshotCache::new();
-    let id = default_node_id(&node("bookinfo", PRODUCTPAGE));
-    let local = common::productpage();
+    let id = default_node_id(&node_info("bookinfo", PRODUCTPAGE));
+    let local = bookinfo::productpage();
     serve_model(&cache, &id, &local);
     let mut server = TestServer::any(cache.clone());
     let addr = server.addr;
@@ -93,12 +79,7 @@ async fn delta_nack_once_then_resync_after_a_restart() {
 
     // A broken route configuration: one NACK, the model stays.
     let mut res = encode(&local, &EncodeOptions::default());
-    let rc = res
-        .routes
-        .iter_mut()
-        .find(|r| r.name == REVIEWS_RDS)
-        .unwrap();
-    rc.virtual_hosts.clear();
+    break_routes(&mut res, REVIEWS_RDS);
     cache.set_snapshot(&id, Snapshot::from_resources(&res));
     wait_status(&client, "NACK sent", |s| s.types[types::ROUTE].nacks == 1).await;
     let msg = client.status().types[types::ROUTE]
@@ -107,23 +88,29 @@ async fn delta_nack_once_then_resync_after_a_restart() {
         .unwrap()
         .message;
     assert!(msg.contains(REVIEWS_RDS), "{msg}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.status().types[types::ROUTE].nacks, 1);
     assert_eq!(outbound_json(&client.current()), outbound_json(&local));
 
-    // The server dies; it comes back with a good, newer config and the
-    // client resyncs, telling it what it holds.
-    server.kill();
-    wait_status(&client, "disconnected", |s| s.connected.is_none()).await;
-    assert_eq!(outbound_json(&client.current()), outbound_json(&local));
+    // A good config clears the NACK. It was sent once: whatever the bad
+    // version set off (a re-send, another NACK) came over this stream
+    // before the good one.
     let next = updated();
     serve_model(&cache, &id, &next);
-    let _server = TestServer::start(cache.clone(), addr);
-    wait_for_model(&client, &next, "resync").await;
+    wait_for_model(&client, &next, "after the fix").await;
     wait_status(&client, "NACK cleared", |s| {
         s.types[types::ROUTE].last_nack.is_none()
     })
     .await;
+    assert_eq!(client.status().types[types::ROUTE].nacks, 1);
+
+    // The server dies; it comes back with a newer config and the client
+    // resyncs, telling it what it holds.
+    server.kill();
+    wait_status(&client, "disconnected", |s| s.connected.is_none()).await;
+    assert_eq!(outbound_json(&client.current()), outbound_json(&next));
+    let newer = newer();
+    serve_model(&cache, &id, &newer);
+    let _server = TestServer::start(cache.clone(), addr);
+    wait_for_model(&client, &newer, "resync").await;
 }
 
 /// A control plane that only speaks State of the World (as istiod's
@@ -157,8 +144,8 @@ impl AggregatedDiscoveryService for SotwOnly {
 #[tokio::test]
 async fn delta_mode_speaks_sotw_to_a_server_without_delta() {
     let cache = SnapshotCache::new();
-    let id = default_node_id(&node("bookinfo", PRODUCTPAGE));
-    let local = common::productpage();
+    let id = default_node_id(&node_info("bookinfo", PRODUCTPAGE));
+    let local = bookinfo::productpage();
     serve_model(&cache, &id, &local);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,24 +1,19 @@
-//! CSDS on loopback with envoy-types' generated client: what the server
-//! reports about two connected ADS clients, after ACKs, a NACK, a response
-//! in flight and a route held back by make-before-break.
+//! CSDS with envoy-types' generated client, in process on a paused clock:
+//! what the server reports about two connected ADS clients, after ACKs, a
+//! NACK, a response in flight and a route held back by make-before-break.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod adsutil;
-
-use adsutil::*;
 use envoy_types::pb::envoy::admin::v3::ClientResourceStatus;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, NodeMatcher, StringMatcher,
 };
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::status::v3::{
     client_config::GenericXdsConfig,
     client_status_discovery_service_client::ClientStatusDiscoveryServiceClient, ClientConfig,
     ClientStatusRequest, ConfigStatus,
 };
-use envoy_types::pb::google::rpc::Status as RpcStatus;
-use mesh_xds::server::SnapshotCache;
+use mesh_test_support::ads::{self, snapshot, Client, Delta, NODE};
+use mesh_xds::server::{AdsServer, SnapshotCache};
 use mesh_xds::types;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -49,14 +44,14 @@ fn statuses(g: &GenericXdsConfig) -> (ConfigStatus, ClientResourceStatus) {
     )
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn csds_reports_acked_nacked_stale_and_held() {
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, snapshot(&["a"], &["a"]));
     cache.set_snapshot(OTHER, snapshot(&["a"], &["a"]));
-    let addr = serve(cache.clone()).await;
-    let mut c = connect(addr, NODE).await;
-    let mut other = connect(addr, OTHER).await;
+    let addr = ads::serve(AdsServer::new(cache.clone()));
+    let mut c = Client::connect(&addr, ads::node(NODE)).await;
+    let mut other = Client::connect(&addr, ads::node(OTHER)).await;
     other.send(types::CLUSTER, &[], None).await;
     other.recv().await;
 
@@ -66,29 +61,13 @@ async fn csds_reports_acked_nacked_stale_and_held() {
     c.send(types::CLUSTER, &[], Some(&cds)).await;
     c.send(types::LISTENER, &[], None).await;
     let lds = c.recv().await;
-    c.tx.send(DiscoveryRequest {
-        node: Some(Node {
-            id: NODE.into(),
-            ..Default::default()
-        }),
-        type_url: types::LISTENER.into(),
-        response_nonce: lds.nonce.clone(),
-        error_detail: Some(RpcStatus {
-            code: 3,
-            message: "listener svc:80: unsupported filter".into(),
-            details: vec![],
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.nack(&lds, &[], "listener svc:80: unsupported filter")
+        .await;
     c.send(types::ROUTE, &["r"], None).await;
     let rds = c.recv().await;
     c.silent().await;
 
-    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut csds = ClientStatusDiscoveryServiceClient::new(addr.channel().await);
     // Everyone.
     let all = csds
         .fetch_client_status(ClientStatusRequest::default())
@@ -254,49 +233,18 @@ async fn csds_reports_acked_nacked_stale_and_held() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn csds_reports_delta_clients_with_resource_versions() {
-    use envoy_types::pb::envoy::service::discovery::v3::{
-        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        DeltaDiscoveryRequest,
-    };
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, snapshot(&["a", "b"], &["a"]));
-    let addr = serve(cache.clone()).await;
-    let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    let mut responses = ads
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let node = Some(Node {
-        id: NODE.into(),
-        ..Default::default()
-    });
-    tx.send(DeltaDiscoveryRequest {
-        node: node.clone(),
-        type_url: types::CLUSTER.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let r = responses.message().await.unwrap().unwrap();
+    let addr = ads::serve(AdsServer::new(cache.clone()));
+    let mut delta = Delta::connect(&addr, ads::node(NODE)).await;
+    delta.subscribe(types::CLUSTER, &[]).await;
+    let r = delta.recv().await;
     assert_eq!(r.resources.len(), 2);
-    tx.send(DeltaDiscoveryRequest {
-        node,
-        type_url: types::CLUSTER.into(),
-        response_nonce: r.nonce.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delta.ack(&r).await;
 
-    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut csds = ClientStatusDiscoveryServiceClient::new(addr.channel().await);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let resp = csds

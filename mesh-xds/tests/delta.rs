@@ -1,94 +1,29 @@
-//! Delta (incremental) ADS over loopback with envoy-types' generated tonic
-//! client: subscriptions, only-changed pushes, removals, NACK without a
-//! re-send loop, reconnect with initial_resource_versions, and
-//! make-before-break per resource.
+//! Delta (incremental) ADS, in process on a paused clock, with
+//! envoy-types' generated tonic client: subscriptions, only-changed
+//! pushes, removals, NACK without a re-send loop, reconnect with
+//! initial_resource_versions, and make-before-break per resource.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod adsutil;
-
 use std::collections::HashMap;
-use std::time::Duration;
 
-use adsutil::{cluster, routes, serve, snapshot, NODE};
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest,
-    DeltaDiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use mesh_xds::server::SnapshotCache;
+use mesh_test_support::ads::{self, cluster, routes, snapshot, Address, Delta, NODE};
+use mesh_xds::server::{AdsServer, SnapshotCache};
 use mesh_xds::types::{self, any, unany};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-struct Delta {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: tonic::Streaming<DeltaDiscoveryResponse>,
+/// An in-process server over `cache` (the tests run on a paused clock, so
+/// `silent` means the server had nothing more to send).
+fn serve(cache: SnapshotCache) -> Address {
+    ads::serve(AdsServer::new(cache))
 }
 
-impl Delta {
-    async fn open(addr: std::net::SocketAddr) -> Self {
-        let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(16);
-        let rx = c
-            .delta_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Self { tx, rx }
-    }
-
-    async fn send(&self, r: DeltaDiscoveryRequest) {
-        self.tx
-            .send(DeltaDiscoveryRequest {
-                node: Some(Node {
-                    id: NODE.into(),
-                    ..Default::default()
-                }),
-                ..r
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn subscribe(&self, type_url: &str, names: &[&str]) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: type_url.into(),
-            resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })
-        .await;
-    }
-
-    async fn ack(&self, r: &DeltaDiscoveryResponse) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: r.type_url.clone(),
-            response_nonce: r.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
-    }
-
-    async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
-            .await
-            .expect("a response in time")
-            .unwrap()
-            .unwrap()
-    }
-
-    async fn silent(&mut self) {
-        let r = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await;
-        assert!(
-            r.is_err(),
-            "unexpected response: {:?}",
-            r.map(|m| m.map(|x| x.map(|y| (names(&y), y.type_url, y.removed_resources))))
-        );
-    }
+async fn open(addr: &Address) -> Delta {
+    Delta::connect(addr, ads::node(NODE)).await
 }
 
 fn names(r: &DeltaDiscoveryResponse) -> Vec<String> {
@@ -102,12 +37,12 @@ fn versions(r: &DeltaDiscoveryResponse) -> HashMap<String, String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn delta_subscribe_change_remove_nack_reconnect() {
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, snapshot(&["a"], &["a"]));
-    let addr = serve(cache.clone()).await;
-    let mut c = Delta::open(addr).await;
+    let addr = serve(cache.clone());
+    let mut c = open(&addr).await;
 
     // CDS wildcard (first request subscribes to nothing).
     c.subscribe(types::CLUSTER, &[]).await;
@@ -187,7 +122,7 @@ async fn delta_subscribe_change_remove_nack_reconnect() {
     // Reconnect: the client says it has a (the original version) and a
     // cluster that is gone; the snapshot gained c.
     cache.set_snapshot(NODE, snapshot(&["a", "c"], &["a"]));
-    let mut c = Delta::open(addr).await;
+    let mut c = open(&addr).await;
     c.send(DeltaDiscoveryRequest {
         type_url: types::CLUSTER.into(),
         initial_resource_versions: [
@@ -235,12 +170,12 @@ fn targets(r: &DeltaDiscoveryResponse) -> Vec<String> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn delta_make_before_break() {
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, snapshot(&["a"], &["a"]));
-    let addr = serve(cache.clone()).await;
-    let mut c = Delta::open(addr).await;
+    let addr = serve(cache.clone());
+    let mut c = open(&addr).await;
     c.subscribe(types::ROUTE, &["r"]).await;
     let r = c.recv().await;
     c.ack(&r).await;

@@ -2,8 +2,6 @@
 //! checking the fields istiod and gRPC clients care about.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier};
@@ -15,6 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, UpstreamTlsContext,
 };
+use mesh_test_support::bookinfo;
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::types::unany;
 
@@ -32,7 +31,7 @@ fn hcm(l: &Listener) -> HttpConnectionManager {
 
 #[test]
 fn bookinfo_listeners_and_routes() {
-    let m = common::productpage();
+    let m = bookinfo::productpage();
     let res = encode(&m, &EncodeOptions::default());
     let names: Vec<&str> = res.listeners.iter().map(|l| l.name.as_str()).collect();
     let reviews = "reviews.bookinfo.svc.cluster.local:9080";
@@ -140,7 +139,7 @@ fn bookinfo_listeners_and_routes() {
 
 #[test]
 fn bookinfo_clusters_and_endpoints() {
-    let m = common::productpage();
+    let m = bookinfo::productpage();
     let res = encode(&m, &EncodeOptions::default());
     assert!(
         res.clusters.iter().all(|c| c.transport_socket.is_none()),
@@ -231,8 +230,8 @@ fn bookinfo_clusters_and_endpoints() {
 
 #[test]
 fn faults_hashing_and_ring_hash() {
-    let res = common::bookinfo_resources();
-    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let res = bookinfo::bookinfo_resources();
+    let m = bookinfo::model_for(&res, "demo", &[("app", "client")]);
     let out = encode(&m, &EncodeOptions::default());
     let name = "echo.demo.svc.cluster.local:7070";
     let l = out.listeners.iter().find(|l| l.name == name).unwrap();
@@ -272,10 +271,10 @@ fn faults_hashing_and_ring_hash() {
 
 #[test]
 fn inbound_listener_with_rbac() {
-    let res = common::bookinfo_resources();
+    let res = bookinfo::bookinfo_resources();
     let client = mesh_core::model::Client::new(
         "bookinfo",
-        common::labels(&[("app", "reviews"), ("version", "v1")]),
+        bookinfo::labels(&[("app", "reviews"), ("version", "v1")]),
     );
     let m = mesh_core::compile::compile(&res, &Default::default(), &client);
     let opts = EncodeOptions {
@@ -337,9 +336,9 @@ metadata: {name: default, namespace: demo}
 spec:
   mtls: {mode: PERMISSIVE}
 "#;
-    let mut res = common::bookinfo_resources();
-    res.extend(common::load(&[(deny, "deny.yaml")]));
-    let client = mesh_core::model::Client::new("demo", common::labels(&[("app", "echo")]));
+    let mut res = bookinfo::bookinfo_resources();
+    res.extend(bookinfo::load(&[(deny, "deny.yaml")]));
+    let client = mesh_core::model::Client::new("demo", bookinfo::labels(&[("app", "echo")]));
     let m = mesh_core::compile::compile(&res, &Default::default(), &client);
     assert!(m.inbound.ports.contains_key(&7070), "{:?}", m.inbound.ports);
     let out = encode(&m, &EncodeOptions::default());
@@ -393,8 +392,8 @@ fn ring_hash_policy_names_xx_hash() {
     use envoy_types::pb::envoy::extensions::load_balancing_policies::ring_hash::v3::{
         ring_hash::HashFunction, RingHash,
     };
-    let res = common::bookinfo_resources();
-    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let res = bookinfo::bookinfo_resources();
+    let m = bookinfo::model_for(&res, "demo", &[("app", "client")]);
     let out = encode(&m, &EncodeOptions::default());
     let c = out
         .clusters
@@ -416,8 +415,8 @@ fn ring_hash_policy_names_xx_hash() {
 /// "unsupported action: redirect"); other clients still get them.
 #[test]
 fn proxyless_grpc_route_configs_abort_redirects_and_direct_responses() {
-    let res = common::bookinfo_resources();
-    let m = common::model_for(&res, "demo", &[("app", "client")]);
+    let res = bookinfo::bookinfo_resources();
+    let m = bookinfo::model_for(&res, "demo", &[("app", "client")]);
     let actions = |grpc: bool| -> Vec<(String, &'static str)> {
         let out = encode(
             &m,

@@ -3,9 +3,8 @@
 //! rewrites), cluster policies and endpoints.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use mesh_core::model::Model;
+use mesh_test_support::bookinfo as common;
 use mesh_xds::decode::decode;
 use mesh_xds::encode::{encode, EncodeOptions, Resources};
 use proptest::prelude::*;
@@ -270,4 +269,132 @@ proptest! {
         prop_assert!(!m.outbound["svc.p.svc.cluster.local:8080"].routes.routes.is_empty());
         assert_round_trip(&m);
     }
+}
+
+const DNS_ENTRIES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: strict, namespace: p}
+spec:
+  hosts: [api.external.test]
+  location: MESH_EXTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  endpoints: [{address: a.external.test}, {address: b.external.test}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: logical, namespace: p}
+spec:
+  hosts: [rr.external.test]
+  location: MESH_EXTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: rr.external.test}]
+"#;
+
+/// DNS and DNS_ROUND_ROBIN clusters keep their kind and refresh settings
+/// through xDS, so the SDK refreshes them the same way in both modes.
+#[test]
+fn dns_clusters_round_trip() {
+    use mesh_core::registry::Resolution;
+    let loaded = mesh_core::config::load_str(DNS_ENTRIES, "dns.yaml");
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let mesh =
+        mesh_core::config::load::mesh_config_from_str("dnsRefreshRate: 7s\n", "mesh.yaml").unwrap();
+    let m = mesh_core::compile::compile(
+        &loaded.resources,
+        &mesh,
+        &mesh_core::model::Client::new("p", Default::default()),
+    );
+    assert_round_trip(&m);
+    let d = decode(&wire(&encode(&m, &EncodeOptions::default()))).unwrap();
+    let strict = &d.clusters["outbound|80||api.external.test"];
+    assert_eq!(strict.resolution, Resolution::Dns);
+    assert_eq!(
+        strict.dns.and_then(|r| r.rate).map(|r| r.get()),
+        Some(std::time::Duration::from_secs(7))
+    );
+    let logical = &d.clusters["outbound|80||rr.external.test"];
+    assert_eq!(logical.resolution, Resolution::DnsRoundRobin);
+    assert!(logical.dns.is_some_and(|r| r.respect_ttl));
+}
+
+/// Another control plane's STRICT_DNS and LOGICAL_DNS clusters (no EDS:
+/// their hosts are inline) decode to DNS clusters with their hosts as
+/// endpoints and their refresh settings.
+#[test]
+// Istio still sends the deprecated `dns_refresh_rate`/`respect_dns_ttl`.
+#[allow(deprecated)]
+fn envoy_dns_clusters_decode() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address::PortSpecifier, Address, SocketAddress,
+    };
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint,
+        LocalityLbEndpoints,
+    };
+    use mesh_core::registry::Resolution;
+    let host = |name: &str| LbEndpoint {
+        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: name.to_string(),
+                    port_specifier: Some(PortSpecifier::PortValue(8080)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let cluster = |name: &str, t: DiscoveryType, hosts: &[&str]| Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(t as i32)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: hosts.iter().map(|h| host(h)).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut strict = cluster(
+        "outbound|80||api.external.test",
+        DiscoveryType::StrictDns,
+        &["a.external.test", "b.external.test"],
+    );
+    strict.dns_refresh_rate = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 30,
+        nanos: 0,
+    });
+    strict.respect_dns_ttl = true;
+    let c = mesh_xds::decode::decode_cluster(&strict, None).unwrap();
+    assert_eq!(c.resolution, Resolution::Dns);
+    let names: Vec<&str> = c.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(names, ["a.external.test", "b.external.test"]);
+    assert_eq!(c.endpoints[0].port, 8080);
+    let dns = c.dns.unwrap();
+    assert_eq!(
+        dns.rate.map(|r| r.get()),
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert!(dns.respect_ttl);
+    let logical = cluster(
+        "outbound|80||rr.external.test",
+        DiscoveryType::LogicalDns,
+        &["rr.external.test"],
+    );
+    let c = mesh_xds::decode::decode_cluster(&logical, None).unwrap();
+    assert_eq!(c.resolution, Resolution::DnsRoundRobin);
+    assert_eq!(c.endpoints.len(), 1);
+    let dns = c.dns.unwrap();
+    assert_eq!(dns.rate, None, "unset: Envoy's default");
+    assert!(!dns.respect_ttl);
 }

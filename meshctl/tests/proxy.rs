@@ -6,16 +6,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use mesh_control::{Meshd, MeshdConfig};
+use mesh_test_support::ads::{Address, Client};
 use mesh_xds::pb::envoy::config::core::v3::Node;
-use mesh_xds::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
-    DiscoveryResponse,
-};
 use mesh_xds::pb::google::protobuf::{value::Kind, Struct, Value};
 use mesh_xds::types;
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 const CONFIG: &str = r#"
 apiVersion: v1
@@ -68,14 +63,6 @@ fn out(o: &Output) -> String {
     )
 }
 
-async fn recv(rx: &mut tonic::Streaming<DiscoveryResponse>) -> DiscoveryResponse {
-    tokio::time::timeout(Duration::from_secs(10), rx.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_status_and_config_show_a_connected_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,39 +76,13 @@ async fn proxy_status_and_config_show_a_connected_client() {
     assert!(out(&o).contains("no clients connected"), "{}", out(&o));
 
     // A client takes CDS and EDS, ACKs CDS, and NACKs EDS.
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}"))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(8);
-    let mut rx = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let req = |t: &str, names: &[&str], v: &str, n: &str| DiscoveryRequest {
-        node: Some(node("echo-client-1")),
-        type_url: t.into(),
-        resource_names: names.iter().map(|s| s.to_string()).collect(),
-        version_info: v.into(),
-        response_nonce: n.into(),
-        ..Default::default()
-    };
-    tx.send(req(types::CLUSTER, &[], "", "")).await.unwrap();
-    let cds = recv(&mut rx).await;
-    tx.send(req(types::CLUSTER, &[], &cds.version_info, &cds.nonce))
-        .await
-        .unwrap();
-    tx.send(req(types::ENDPOINT, &[ECHO], "", ""))
-        .await
-        .unwrap();
-    let eds = recv(&mut rx).await;
-    let mut nack = req(types::ENDPOINT, &[ECHO], "", &eds.nonce);
-    nack.error_detail = Some(mesh_xds::pb::google::rpc::Status {
-        code: 3,
-        message: "bad endpoints".into(),
-        details: vec![],
-    });
-    tx.send(nack).await.unwrap();
+    let mut client = Client::connect(&Address::Tcp(meshd.xds_addr()), node("echo-client-1")).await;
+    client.send(types::CLUSTER, &[], None).await;
+    let cds = client.recv().await;
+    client.ack(&cds, &[]).await;
+    client.send(types::ENDPOINT, &[ECHO], None).await;
+    let eds = client.recv().await;
+    client.nack(&eds, &[ECHO], "bad endpoints").await;
 
     let mut table = String::new();
     for _ in 0..100 {
@@ -211,7 +172,7 @@ async fn proxy_status_and_config_show_a_connected_client() {
     .await;
     assert_eq!(o.status.code(), Some(2));
     assert!(out(&o).contains("proxy-status"), "{}", out(&o));
-    drop(tx);
+    drop(client);
     meshd.shutdown().await;
 }
 

@@ -99,6 +99,7 @@ pub struct EndpointsBuilder {
     locality: Option<String>,
     resolver: Arc<dyn Resolve>,
     model: Option<ModelRx>,
+    seed: Option<u64>,
 }
 
 impl EndpointsBuilder {
@@ -131,11 +132,21 @@ impl EndpointsBuilder {
         self
     }
 
+    /// Seeds the random picks (load balancing, hash salts) so a run can
+    /// be replayed, e.g. a statistical test printing its seed (default:
+    /// from the clock).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// The service.
     pub fn build(self) -> Endpoints {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x5eed, |d| d.as_nanos() as u64);
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x5eed, |d| d.as_nanos() as u64)
+        });
         Endpoints {
             inner: Arc::new(Inner {
                 clusters: Mutex::new(HashMap::default()),
@@ -212,6 +223,7 @@ impl Endpoints {
             locality: None,
             resolver: Arc::new(SystemResolver),
             model: None,
+            seed: None,
         }
     }
 

@@ -54,7 +54,7 @@
 //! - Passthrough requests (unknown host under ALLOW_ANY) are not retried and
 //!   have no timeout unless [`ClientOptions::default_timeout`] is set.
 
-pub mod call;
+pub(crate) mod call;
 mod deadline;
 pub mod errors;
 pub mod fault;
@@ -62,14 +62,14 @@ pub mod headers;
 pub mod local;
 pub mod mirror;
 mod names;
-pub mod replay;
+pub(crate) mod replay;
 pub mod retry;
-pub mod rng;
+pub(crate) mod rng;
 pub mod route;
 pub mod routed;
 mod snapshot;
 pub mod target;
-pub mod tee;
+pub(crate) mod tee;
 pub mod timeout;
 
 #[cfg(test)]

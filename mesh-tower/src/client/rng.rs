@@ -19,6 +19,20 @@ fn seed() -> u64 {
     h.finish() | 1
 }
 
+/// Seeds this thread's generator for a statistical test so that a failure
+/// can be replayed: from `MESH_TEST_SEED` when set, else a fresh seed.
+/// Returns the seed, for the test's failure message.
+#[cfg(test)]
+pub(crate) fn seed_for_test() -> u64 {
+    let seed = std::env::var("MESH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(seed);
+    // Never zero: xorshift would stay at zero.
+    STATE.with(|s| s.set(seed | 1));
+    seed
+}
+
 /// A uniformly distributed `u64`.
 #[inline]
 pub fn next_u64() -> u64 {
@@ -44,14 +58,28 @@ mod tests {
 
     #[test]
     fn floats_in_range_and_spread() {
+        let seed = seed_for_test();
         let mut below_half = 0;
         for _ in 0..10_000 {
             let f = next_f64();
-            assert!((0.0..1.0).contains(&f));
+            assert!((0.0..1.0).contains(&f), "MESH_TEST_SEED={seed}: {f}");
             if f < 0.5 {
                 below_half += 1;
             }
         }
-        assert!((4_700..5_300).contains(&below_half), "{below_half}");
+        // 10 000 draws at p = 0.5: sd 50, so +-300 is 6 sd.
+        assert!(
+            (4_700..5_300).contains(&below_half),
+            "MESH_TEST_SEED={seed}: {below_half} of 10000 below 0.5"
+        );
+    }
+
+    #[test]
+    fn a_seed_replays_the_same_draws() {
+        let seed = seed_for_test();
+        let first: Vec<u64> = (0..8).map(|_| next_u64()).collect();
+        STATE.with(|s| s.set(seed | 1));
+        let again: Vec<u64> = (0..8).map(|_| next_u64()).collect();
+        assert_eq!(first, again, "MESH_TEST_SEED={seed}");
     }
 }

@@ -1,5 +1,6 @@
-//! The entry point a service uses: one builder that yields the compiled
-//! model for this workload and the clients and servers built on it.
+//! The entry point a service uses: a builder, typed by where the config
+//! comes from, that yields the compiled model for this workload and the
+//! clients and servers built on it.
 //!
 //! Local mode compiles a directory of YAML in the process:
 //!
@@ -20,7 +21,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mesh_tower::source::SourceError> {
-//! use mesh_tower::source::xds::CaOptions;
+//! use mesh_tower::CaOptions;
 //! let mesh = mesh_tower::Mesh::xds(["http://127.0.0.1:15010"])
 //!     .namespace("default")
 //!     .labels([("app", "productpage")])
@@ -33,46 +34,29 @@
 //! # let _ = client; Ok(()) }
 //! ```
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use crate::client::call::CallRef;
-
-use crate::body::{boxed, BoxError, MeshBody};
-
-use mesh_core::config::common::Labels;
+use mesh_ca::CertificateProvider;
 use mesh_core::model::{Client, Model};
 
 use crate::balance::{Endpoints, Resolve, SystemResolver};
-use crate::client::{ClientLayer, ClientOptions, ClientService};
+use crate::client::{ClientLayer, ClientOptions};
 use crate::grpc::GrpcChannel;
 use crate::server::TlsSource;
-use crate::source::xds::{start_identity, start_xds, CaOptions, XdsFeed, XdsSource, XdsTuning};
-use crate::source::{watch_local, LocalSource, SourceError, SourceStatus, Watcher};
+#[cfg(feature = "xds")]
+use crate::source::xds::XdsFeed;
+use crate::source::{SourceStatus, Watcher};
 use crate::tls::TlsConnector;
 use crate::ModelRx;
-use mesh_ca::CertificateProvider;
-use mesh_core::config::load::load_mesh_config;
-use mesh_core::config::MeshConfig;
-use mesh_xds::client::{XdsClientConfig, XdsStatus};
 
-/// The outbound HTTP client of a workload, running the whole client stack
-/// (routing, splits, retries, timeouts, faults, mirrors, load balancing,
-/// outlier detection, connection-pool limits). Clone it freely: clones
-/// share connection pools, balancer and outlier state, and retry budgets.
-///
-/// Use [`MeshClient::request`], or it as a `tower::Service` for any
-/// `http::Request<B>` whose body yields `Bytes`. Its future is a named,
-/// `Send + 'static` type, so it can be awaited inside `tokio::spawn`.
-#[derive(Clone)]
-pub struct MeshClient {
-    inner: ClientService<Endpoints>,
-    _guard: MeshGuard,
-}
+mod builder;
+mod client;
+
+#[cfg(feature = "xds")]
+pub use builder::Xds;
+pub use builder::{Local, MeshBuilder};
+pub use client::{MeshClient, ResponseFuture};
 
 /// The background work of a mesh: the config watcher (local mode), the
 /// xDS clients (mesh mode) and certificate rotation. Dropped with its last
@@ -80,6 +64,7 @@ pub struct MeshClient {
 #[derive(Default)]
 struct Background {
     watcher: Option<Watcher>,
+    #[cfg(feature = "xds")]
     xds: Option<XdsFeed>,
     certificates: Option<Arc<CertificateProvider>>,
 }
@@ -97,71 +82,9 @@ impl std::fmt::Debug for MeshGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshGuard")
             .field("watcher", &self.0.watcher.is_some())
-            .field("xds", &self.0.xds.is_some())
+            .field("xds", &self.xds_running())
             .field("certificates", &self.0.certificates.is_some())
             .finish()
-    }
-}
-
-type StackFuture = <ClientService<Endpoints> as tower::Service<http::Request<MeshBody>>>::Future;
-
-pin_project_lite::pin_project! {
-    /// The future of a [`MeshClient`] call: the stack's own future, held
-    /// as it is (no allocation of its own).
-    pub struct ResponseFuture {
-        #[pin]
-        inner: StackFuture,
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<http::Response<MeshBody>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
-    }
-}
-
-impl std::fmt::Debug for MeshClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeshClient").finish_non_exhaustive()
-    }
-}
-
-impl MeshClient {
-    /// Sends a request through the mesh. Locally generated failures (no
-    /// route, overflow, timeout, ...) come back as responses carrying
-    /// `x-mesh-response-flags`; `Err` means the request could not be
-    /// answered at all.
-    pub fn request<B>(&self, req: http::Request<B>) -> ResponseFuture
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        // The stack is called as it is, not cloned per request: see
-        // `CallRef`.
-        let inner = self.inner.call_ref(req.map(boxed));
-        ResponseFuture { inner }
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for MeshClient
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = http::Response<MeshBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Every call drives its own clone of the stack to readiness, and
-        // limits fail fast (503 UO) rather than applying backpressure here.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
-        self.request(req)
     }
 }
 
@@ -176,37 +99,11 @@ pub struct Mesh {
     resolver: Arc<dyn Resolve>,
 }
 
-/// Builds a [`Mesh`].
-#[derive(Clone)]
-pub struct MeshBuilder {
-    paths: Vec<PathBuf>,
-    mesh_config: Option<PathBuf>,
-    client: Client,
-    poll_interval: Duration,
-    options: ClientOptions,
-    identity: Option<TlsSource>,
-    auto_mtls: Option<bool>,
-    xds: Option<XdsSource>,
-    ca: Option<CaOptions>,
-    resolver: Option<Arc<dyn Resolve>>,
-}
-
 impl Mesh {
     /// Local mode (the embedded default): the model is compiled in-process
     /// from a directory of Istio YAML, which is watched for changes.
-    pub fn local(path: impl Into<PathBuf>) -> MeshBuilder {
-        MeshBuilder {
-            paths: vec![path.into()],
-            mesh_config: None,
-            client: Client::new("default", Labels::new()),
-            poll_interval: Duration::from_millis(500),
-            options: ClientOptions::default(),
-            identity: None,
-            auto_mtls: None,
-            xds: None,
-            ca: None,
-            resolver: None,
-        }
+    pub fn local(path: impl Into<PathBuf>) -> MeshBuilder<Local> {
+        MeshBuilder::local(path.into())
     }
 
     /// Mesh mode: the model comes from a control plane over xDS (`meshd`,
@@ -214,15 +111,11 @@ impl Mesh {
     /// (`http://127.0.0.1:15010`); the next one is used while a server is
     /// unreachable, and the first again as soon as it is back. The builder
     /// takes the same identity options as local mode (sent as the node's
-    /// Istio metadata) plus [`MeshBuilder::xds_cache_file`],
-    /// [`MeshBuilder::xds_ready_timeout`] and [`MeshBuilder::xds_tuning`].
-    pub fn xds<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> MeshBuilder {
-        let mut b = Self::local(PathBuf::new());
-        b.paths.clear();
-        b.xds = Some(XdsSource::new(
-            servers.into_iter().map(Into::into).collect(),
-        ));
-        b
+    /// Istio metadata) plus the xDS ones ([`MeshBuilder::xds_cache_file`],
+    /// [`MeshBuilder::inbound_ports`], ...).
+    #[cfg(feature = "xds")]
+    pub fn xds<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> MeshBuilder<Xds> {
+        MeshBuilder::xds(servers.into_iter().map(Into::into).collect())
     }
 
     /// A mesh over a model channel someone else feeds (tests, or an xDS client).
@@ -338,12 +231,13 @@ impl Mesh {
 
     /// Sync state with the control plane (connected server, ACKed versions,
     /// last NACK, last error), in mesh mode.
-    pub fn xds_status(&self) -> Option<XdsStatus> {
+    #[cfg(feature = "xds")]
+    pub fn xds_status(&self) -> Option<mesh_xds::client::XdsStatus> {
         self.guard.0.xds.as_ref().map(|f| f.main.status())
     }
 
     /// The workload certificate from the mesh CA, kept rotating, when
-    /// [`MeshBuilder::ca`] was given: feed it to the inbound server
+    /// `MeshBuilder::ca` was given: feed it to the inbound server
     /// ([`crate::server::accept::TlsSource::from_provider`]) and to client
     /// mTLS.
     pub fn certificates(&self) -> Option<&Arc<CertificateProvider>> {
@@ -354,204 +248,6 @@ impl Mesh {
     /// the mesh has an identity (same as [`Mesh::identity`], owned).
     pub fn tls_source(&self) -> Option<crate::server::TlsSource> {
         self.identity.clone()
-    }
-}
-
-impl MeshBuilder {
-    /// The workload's namespace (default `default`).
-    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
-        self.client.namespace = ns.into();
-        self
-    }
-
-    /// The workload's labels (used by `sourceLabels`, selectors, subsets).
-    pub fn labels<K: Into<String>, V: Into<String>>(
-        mut self,
-        labels: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        self.client.labels = labels
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        self
-    }
-
-    /// The workload's service account (its SPIFFE identity).
-    pub fn service_account(mut self, sa: impl Into<String>) -> Self {
-        self.client.service_account = Some(sa.into());
-        self
-    }
-
-    /// Another file or directory of config, in addition to the first.
-    pub fn add_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.paths.push(path.into());
-        self
-    }
-
-    /// A MeshConfig file (rootNamespace, trustDomain, pathNormalization, ...).
-    pub fn mesh_config(mut self, path: impl Into<PathBuf>) -> Self {
-        self.mesh_config = Some(path.into());
-        self
-    }
-
-    /// How often the directory is checked for changes (default 500 ms).
-    pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.poll_interval = every;
-        self
-    }
-
-    /// Options of the client stack (retry body limit, retry budget, default timeout).
-    pub fn client_options(mut self, options: ClientOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// The workload's certificate and trust bundle (e.g.
-    /// `TlsSource::from_provider(&provider)` over a rotating
-    /// `mesh_ca::CertificateProvider`): outbound requests use mesh mTLS to
-    /// in-mesh endpoints, and [`Mesh::identity`] returns it for the server.
-    pub fn identity(mut self, identity: TlsSource) -> Self {
-        self.identity = Some(identity);
-        self
-    }
-
-    /// Overrides MeshConfig's `enableAutoMtls` (default: the MeshConfig
-    /// file's value, else on).
-    pub fn auto_mtls(mut self, on: bool) -> Self {
-        self.auto_mtls = Some(on);
-        self
-    }
-
-    /// xDS mode only: where to keep the last config received, so that a
-    /// restart with no reachable control plane serves it.
-    pub fn xds_cache_file(mut self, path: impl Into<PathBuf>) -> Self {
-        if let Some(x) = &mut self.xds {
-            x.cache_file = Some(path.into());
-        }
-        self
-    }
-
-    /// xDS mode: the ports this workload serves with [`crate::server`].
-    /// Its server listeners (`xds.istio.io/grpc/lds/inbound/0.0.0.0:<port>`)
-    /// are then also asked for by name, on a second stream, as gRPC servers
-    /// do: istiod sends a workload's server listeners, and so the
-    /// authorization policies its RBAC filters carry, only to a client
-    /// that names them (meshd also sends them unasked). `build()` waits
-    /// for their answer too, so the server never starts without the policy.
-    pub fn inbound_ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
-        if let Some(x) = &mut self.xds {
-            x.inbound_ports = ports.into_iter().collect();
-        }
-        self
-    }
-
-    /// xDS mode only: how long `build()` waits for the first model (10 s).
-    pub fn xds_ready_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(x) = &mut self.xds {
-            x.ready_timeout = timeout;
-        }
-        self
-    }
-
-    /// xDS mode only: adjusts the xDS client's settings (backoff,
-    /// does-not-exist timeout, extra node metadata).
-    pub fn xds_tuning(mut self, f: impl Fn(&mut XdsClientConfig) + Send + Sync + 'static) -> Self {
-        if let Some(x) = &mut self.xds {
-            let tuning: XdsTuning = Arc::new(f);
-            x.tuning = Some(tuning);
-        }
-        self
-    }
-
-    /// Looks up host-named endpoints (`resolution: DNS` and
-    /// `DNS_ROUND_ROBIN` ServiceEntries, passthrough to a host name) with
-    /// `resolver` instead of the system's ([`SystemResolver`]), e.g. a
-    /// DNS client that reports TTLs, or a test's scripted answers.
-    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
-        self.resolver = Some(resolver);
-        self
-    }
-
-    /// Gets the workload certificate from the mesh CA (and keeps rotating
-    /// it); needs [`MeshBuilder::service_account`]. Works in both modes; in
-    /// xDS mode it is also the client certificate for `https://` servers.
-    pub fn ca(mut self, ca: CaOptions) -> Self {
-        self.ca = Some(ca);
-        self
-    }
-
-    /// Local mode: loads and compiles the config and starts watching it;
-    /// fails when the initial config is unreadable or invalid, and later
-    /// invalid edits are rejected while the last good model keeps serving.
-    /// xDS mode: waits for the first model from the control plane (or the
-    /// cache file), failing after the ready timeout with an error that
-    /// names the servers. With a CA, also waits for the first certificate.
-    pub async fn build(self) -> Result<Mesh, SourceError> {
-        // Read once: trust domain, auto-mTLS and the xDS client all need it.
-        let mesh_config = self.load_mesh_config()?;
-        let identity = match &self.ca {
-            Some(ca) => {
-                let td = mesh_config.trust_domain().to_string();
-                Some(Arc::new(start_identity(ca, &self.client, &td).await?))
-            }
-            None => None,
-        };
-        let auto_mtls = self.auto_mtls.unwrap_or_else(|| mesh_config.auto_mtls());
-        // An explicit identity wins over the CA's certificate.
-        let tls = self
-            .identity
-            .clone()
-            .or_else(|| identity.as_deref().map(TlsSource::from_provider));
-        let resolver = self
-            .resolver
-            .clone()
-            .unwrap_or_else(|| Arc::new(SystemResolver));
-        let mesh = match &self.xds {
-            Some(source) => {
-                let xds = start_xds(source, &self.client, mesh_config, identity.as_deref()).await?;
-                let model = xds.model.clone();
-                let background = Background {
-                    xds: Some(xds),
-                    certificates: identity,
-                    ..Background::default()
-                };
-                Mesh::with_background(self.client, model, self.options, background, resolver)
-            }
-            None => {
-                let source = LocalSource {
-                    paths: self.paths,
-                    mesh_config: self.mesh_config,
-                    poll_interval: self.poll_interval,
-                };
-                // Reading and compiling the config is blocking work.
-                let client = self.client.clone();
-                let (model, watcher) =
-                    tokio::task::spawn_blocking(move || watch_local(source, client))
-                        .await
-                        .map_err(|e| {
-                            SourceError::Unreadable(format!("loading the config: {e}"))
-                        })??;
-                let background = Background {
-                    watcher: Some(watcher),
-                    certificates: identity,
-                    ..Background::default()
-                };
-                Mesh::with_background(self.client, model, self.options, background, resolver)
-            }
-        };
-        // Without an identity auto-mTLS cannot apply, so the flag only
-        // matters with one.
-        Ok(match tls {
-            Some(tls) => mesh.with_identity(tls, auto_mtls),
-            None => mesh,
-        })
-    }
-
-    fn load_mesh_config(&self) -> Result<MeshConfig, SourceError> {
-        match &self.mesh_config {
-            Some(p) => load_mesh_config(p).map_err(|e| SourceError::Invalid(vec![e])),
-            None => Ok(MeshConfig::default()),
-        }
     }
 }
 
@@ -574,4 +270,13 @@ fn secured_endpoints(
         .resolver(resolver.clone())
         .model(model.clone())
         .build()
+}
+
+impl MeshGuard {
+    fn xds_running(&self) -> bool {
+        #[cfg(feature = "xds")]
+        return self.0.xds.is_some();
+        #[cfg(not(feature = "xds"))]
+        false
+    }
 }

@@ -1,6 +1,7 @@
 //! Where the model comes from. In local mode (this module): a directory of
-//! Istio YAML, watched for changes. In mesh mode: [`xds`], a control plane
-//! over xDS.
+//! Istio YAML, watched for changes. In mesh mode: `xds`, a control plane
+//! over xDS (the `xds` feature), with the workload certificate from the
+//! mesh CA (`ca`, the `ca` feature).
 //!
 //! Every change is loaded, validated and compiled for this workload; a
 //! config with any error is rejected with a logged error that names file,
@@ -21,6 +22,9 @@ use mesh_core::config::MeshConfig;
 use mesh_core::model::{Client, Model};
 use tokio::sync::watch;
 
+#[cfg(feature = "ca")]
+pub mod ca;
+#[cfg(feature = "xds")]
 pub mod xds;
 
 /// What went wrong loading a config version.
@@ -33,6 +37,7 @@ pub enum SourceError {
     #[error("configuration rejected ({} errors):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigError>),
     /// The xDS client could not start or got no model in time.
+    #[cfg(feature = "xds")]
     #[error(transparent)]
     Xds(#[from] mesh_xds::client::XdsClientError),
     /// No workload certificate from the CA.

@@ -21,6 +21,7 @@ use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
 use super::replay::Replay;
+use super::rng;
 use super::{layer, BoxClient, ClientOptions};
 use crate::body::{self, BoxError, MeshBody};
 use crate::upstream::Upstream;

@@ -123,6 +123,7 @@ async fn backoff_grows_exponentially_with_jitter_and_cap() {
     route: [{destination: {host: reviews}}]
 "#,
     );
+    let seed = rng::seed_for_test();
     for _ in 0..20 {
         let (inner, log) = scripted(|_, _| async { Ok(status(503)) });
         let svc = stack(model(&vs), ClientOptions::default(), inner);
@@ -135,7 +136,10 @@ async fn backoff_grows_exponentially_with_jitter_and_cap() {
             // Retry n waits in [0, min((2^n - 1) * 25ms, 250ms)).
             let upper =
                 Duration::from_millis(((1u64 << n) - 1) * 25).min(Duration::from_millis(250));
-            assert!(gap <= upper, "retry {n} waited {gap:?}, cap {upper:?}");
+            assert!(
+                gap <= upper,
+                "MESH_TEST_SEED={seed}: retry {n} waited {gap:?}, cap {upper:?}"
+            );
         }
     }
 }

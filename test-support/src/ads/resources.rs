@@ -1,15 +1,13 @@
-//! A scripted ADS client and small resources shared by the server tests:
-//! the test plays the client and decides when it ACKs.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
-use std::time::Duration;
+//! Small xDS resources for the server tests (one listener `svc:80`, its
+//! route configuration `r` splitting over some EDS clusters) and readers
+//! of the responses that carry them; edits of encoded resources that make
+//! a change of one type, or a resource clients must reject.
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
     Cluster,
 };
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, weighted_cluster::ClusterWeight, Route,
@@ -18,18 +16,12 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager, Rds,
 };
-use envoy_types::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
-    DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use mesh_xds::encode::Resources;
 use mesh_xds::server::Snapshot;
-use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
 use mesh_xds::types::{self, any, unany};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
-pub const NODE: &str = "grpc-client-1";
-
+/// An EDS cluster named `n` (service name `n`).
 pub fn cluster(n: &str) -> Cluster {
     Cluster {
         name: n.into(),
@@ -42,6 +34,8 @@ pub fn cluster(n: &str) -> Cluster {
     }
 }
 
+/// Route configuration `r`: host `svc:80`, one route splitting over the
+/// clusters `to` (equal weights).
 pub fn routes(to: &[&str]) -> RouteConfiguration {
     RouteConfiguration {
         name: "r".into(),
@@ -70,6 +64,7 @@ pub fn routes(to: &[&str]) -> RouteConfiguration {
     }
 }
 
+/// The client-side listener `svc:80`, routes from RDS `r`.
 pub fn listener() -> Listener {
     let hcm = HttpConnectionManager {
         route_specifier: Some(RouteSpecifier::Rds(Rds {
@@ -87,6 +82,8 @@ pub fn listener() -> Listener {
     }
 }
 
+/// `svc:80` routed over `to`, and EDS clusters `clusters`, each with an
+/// empty load assignment.
 pub fn snapshot(clusters: &[&str], to: &[&str]) -> Snapshot {
     let mut s = Snapshot::new();
     s.insert(types::LISTENER, "svc:80", any(&listener()));
@@ -102,87 +99,7 @@ pub fn snapshot(clusters: &[&str], to: &[&str]) -> Snapshot {
     s
 }
 
-pub struct Client {
-    pub node: String,
-    pub tx: mpsc::Sender<DiscoveryRequest>,
-    pub rx: tonic::Streaming<DiscoveryResponse>,
-}
-
-impl Client {
-    pub async fn send(&self, type_url: &str, names: &[&str], last: Option<&DiscoveryResponse>) {
-        self.tx
-            .send(DiscoveryRequest {
-                node: Some(Node {
-                    id: self.node.clone(),
-                    ..Default::default()
-                }),
-                type_url: type_url.into(),
-                resource_names: names.iter().map(|s| s.to_string()).collect(),
-                version_info: last.map(|r| r.version_info.clone()).unwrap_or_default(),
-                response_nonce: last.map(|r| r.nonce.clone()).unwrap_or_default(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-
-    pub async fn recv(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
-            .await
-            .expect("a response in time")
-            .unwrap()
-            .unwrap()
-    }
-
-    pub async fn silent(&mut self) {
-        let r = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await;
-        assert!(
-            r.is_err(),
-            "unexpected response: {:?}",
-            r.map(|m| m.map(|x| x.map(|y| y.type_url)))
-        );
-    }
-}
-
-/// ADS and CSDS on one loopback gRPC server over `cache`.
-pub async fn serve(cache: SnapshotCache) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let ads = AdsServer::new(cache.clone()).into_service();
-    let csds = CsdsServer::new(cache).into_service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(ads)
-            .add_service(csds)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    addr
-}
-
-/// A SotW stream to `addr` as node `node`.
-pub async fn connect(addr: std::net::SocketAddr, node: &str) -> Client {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let rx = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    Client {
-        node: node.to_string(),
-        tx,
-        rx,
-    }
-}
-
-pub async fn start(cache: SnapshotCache) -> Client {
-    connect(serve(cache).await, NODE).await
-}
-
+/// The cluster names in a CDS response.
 pub fn cluster_names(r: &DiscoveryResponse) -> Vec<String> {
     r.resources
         .iter()
@@ -190,6 +107,7 @@ pub fn cluster_names(r: &DiscoveryResponse) -> Vec<String> {
         .collect()
 }
 
+/// The clusters the first route of an RDS response splits over.
 pub fn route_targets(r: &DiscoveryResponse) -> Vec<String> {
     let rc = unany::<RouteConfiguration>(&r.resources[0]).unwrap();
     match &rc.virtual_hosts[0].routes[0].action {
@@ -199,4 +117,29 @@ pub fn route_targets(r: &DiscoveryResponse) -> Vec<String> {
         })) => w.clusters.iter().map(|c| c.name.clone()).collect(),
         _ => vec![],
     }
+}
+
+/// Adds an empty priority-1 locality to the load assignment of `cluster`
+/// in `res`: a change of endpoints only.
+pub fn add_locality(res: &mut Resources, cluster: &str) {
+    let cla = res
+        .endpoints
+        .iter_mut()
+        .find(|e| e.cluster_name == cluster)
+        .unwrap_or_else(|| panic!("no load assignment for {cluster}"));
+    cla.endpoints.push(LocalityLbEndpoints {
+        priority: 1,
+        ..Default::default()
+    });
+}
+
+/// Empties route configuration `name` in `res` of its virtual hosts: a
+/// resource clients must reject.
+pub fn break_routes(res: &mut Resources, name: &str) {
+    let rc = res
+        .routes
+        .iter_mut()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no route configuration {name}"));
+    rc.virtual_hosts.clear();
 }

@@ -1,83 +1,15 @@
-//! A killable ADS server on loopback and helpers for the ADS client tests.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers for tests of the ADS client (`mesh_xds::client::XdsClient`)
+//! against a real server: node info, fast settings, the model a server
+//! holds, and waits for the client's model or status.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::model::Model;
-use mesh_xds::client::{XdsClient, XdsClientConfig};
+use mesh_xds::client::{XdsClient, XdsClientConfig, XdsStatus};
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::node::NodeInfo;
-use mesh_xds::server::{AdsServer, Snapshot, SnapshotCache};
-use tokio_stream::wrappers::TcpListenerStream;
-
-/// An ADS server in its own thread and runtime, so that killing it closes
-/// every connection at once, as a crashed control plane would.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    /// Serves `cache` on `addr` (port 0 for any).
-    pub fn start(cache: SnapshotCache, addr: SocketAddr) -> Self {
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let sock = tokio::net::TcpSocket::new_v4().unwrap();
-                sock.set_reuseaddr(true).unwrap();
-                sock.bind(addr).unwrap();
-                let listener = sock.listen(64).unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let serve = tonic::transport::Server::builder()
-                    .add_service(AdsServer::new(cache).into_service())
-                    .serve_with_incoming(TcpListenerStream::new(listener));
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stop_rx => {}
-                }
-            });
-            // Dropping the runtime drops every connection task.
-            drop(rt);
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    pub fn any(cache: SnapshotCache) -> Self {
-        Self::start(cache, "127.0.0.1:0".parse().unwrap())
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use mesh_xds::server::{Snapshot, SnapshotCache};
 
 /// A loopback address nobody listens on (bound, then released).
 pub fn free_addr() -> SocketAddr {
@@ -85,7 +17,8 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-pub fn node(ns: &str, labels: &[(&str, &str)]) -> NodeInfo {
+/// Node info for a workload in `ns` with `labels`.
+pub fn node_info(ns: &str, labels: &[(&str, &str)]) -> NodeInfo {
     NodeInfo {
         namespace: Some(ns.to_string()),
         labels: labels
@@ -96,7 +29,8 @@ pub fn node(ns: &str, labels: &[(&str, &str)]) -> NodeInfo {
     }
 }
 
-/// Puts `model`, encoded as the control plane would, in `cache` for `node_id`.
+/// Puts `model`, encoded as the control plane would, in `cache` for
+/// `node_id`; returns the type URLs that changed.
 pub fn serve_model(cache: &SnapshotCache, node_id: &str, model: &Model) -> Vec<String> {
     cache.set_snapshot(
         node_id,
@@ -156,11 +90,7 @@ pub async fn wait_for_model(client: &XdsClient, want: &Model, what: &str) {
 }
 
 /// Waits until `f` holds for the client's status.
-pub async fn wait_status(
-    client: &XdsClient,
-    what: &str,
-    f: impl Fn(&mesh_xds::client::XdsStatus) -> bool,
-) {
+pub async fn wait_status(client: &XdsClient, what: &str, f: impl Fn(&XdsStatus) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let s = client.status();
@@ -175,6 +105,11 @@ pub async fn wait_status(
     }
 }
 
-pub fn arc(m: Model) -> Arc<Model> {
-    Arc::new(m)
+/// True once the client, disconnected, has tried its server again and
+/// failed to connect (not just lost the stream).
+pub fn reconnect_failed(s: &XdsStatus) -> bool {
+    s.connected.is_none()
+        && s.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("connect to "))
 }

@@ -1,8 +1,6 @@
-//! Helpers for the client TLS tests (included with `#[path]`): a non-mesh
-//! PKI made with rcgen (what a DestinationRule's `caCertificates` points
-//! at), a plain rustls HTTPS server, a mesh config directory and a GET
-//! through a `Mesh` client.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+//! TLS outside the mesh: a private PKI made with rcgen (what a
+//! DestinationRule's `caCertificates` points at) and a plain rustls HTTPS
+//! server that records what each handshake carried.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::sync::LockExt;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -29,6 +28,7 @@ pub struct ExtPki {
 }
 
 impl ExtPki {
+    /// A self-signed CA with common name `name`.
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -39,6 +39,7 @@ impl ExtPki {
         ExtPki { issuer }
     }
 
+    /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
         self.issuer.pem()
     }
@@ -81,8 +82,11 @@ fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
 /// What a plain TLS server saw.
 #[derive(Default)]
 pub struct Seen {
+    /// Completed handshakes.
     pub handshakes: AtomicUsize,
+    /// The SNI of each handshake.
     pub sni: Mutex<Vec<Option<String>>>,
+    /// The ALPN protocol agreed in each handshake.
     pub alpn: Mutex<Vec<Option<Vec<u8>>>>,
 }
 
@@ -132,12 +136,10 @@ pub async fn tls_server(
                 seen.handshakes.fetch_add(1, Ordering::SeqCst);
                 let conn = tls.get_ref().1;
                 seen.sni
-                    .lock()
-                    .unwrap()
+                    .locked()
                     .push(conn.server_name().map(str::to_string));
                 seen.alpn
-                    .lock()
-                    .unwrap()
+                    .locked()
                     .push(conn.alpn_protocol().map(<[u8]>::to_vec));
                 let client_cert = conn.peer_certificates().is_some_and(|c| !c.is_empty());
                 let svc = hyper::service::service_fn(
@@ -156,57 +158,4 @@ pub async fn tls_server(
         }
     });
     (addr, seen)
-}
-
-/// A ServiceEntry for `host:port` with one loopback endpoint on `ep_port`.
-/// `location` is MESH_INTERNAL or MESH_EXTERNAL; `extra` goes under the
-/// endpoint (labels, serviceAccount).
-pub fn service_entry(host: &str, port: u16, ep_port: u16, location: &str, extra: &str) -> String {
-    let name = host.split('.').next().unwrap();
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}, namespace: default}}
-spec:
-  hosts: [{host}]
-  location: {location}
-  resolution: STATIC
-  ports: [{{name: http, number: {port}, protocol: HTTP}}]
-  endpoints:
-  - address: 127.0.0.1
-    ports: {{http: {ep_port}}}
-{extra}---
-"
-    )
-}
-
-/// A DestinationRule for `host` with `traffic_policy` (indented YAML).
-pub fn destination_rule(host: &str, traffic_policy: &str) -> String {
-    let name = host.split('.').next().unwrap();
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: default}}
-spec:
-  host: {host}
-  trafficPolicy:
-{traffic_policy}---
-"
-    )
-}
-
-/// Status, `x-mesh-response-flags` and body of a GET through `client`.
-pub async fn get(client: &mesh_tower::MeshClient, uri: &str) -> (u16, String, String) {
-    let resp = client
-        .request(Request::get(uri).body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let flags = resp
-        .headers()
-        .get(mesh_tower::RESPONSE_FLAGS_HEADER)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, flags, String::from_utf8_lossy(&body).into_owned())
 }

@@ -1,5 +1,6 @@
-//! Fixtures shared by the integration tests.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+//! Bookinfo as the xDS tests use it: the example's YAML plus
+//! WorkloadEntries with localities and a kitchen sink of routing features,
+//! compiled for a workload; and one extra service for updates.
 
 use mesh_core::config::common::Labels;
 use mesh_core::config::mesh_config::MeshConfig;
@@ -150,6 +151,7 @@ spec:
       tls: {mode: DISABLE}
 "#;
 
+/// Loads YAML `(text, file name)` pairs; errors are left to the caller.
 pub fn load(texts: &[(&str, &str)]) -> Vec<Resource> {
     let mut out = Vec::new();
     for (text, file) in texts {
@@ -159,6 +161,7 @@ pub fn load(texts: &[(&str, &str)]) -> Vec<Resource> {
     out
 }
 
+/// The bookinfo example's YAML plus [`ENDPOINTS`] and [`EXTRAS`], loaded.
 pub fn bookinfo_resources() -> Vec<Resource> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bookinfo");
     let mut texts = Vec::new();
@@ -182,6 +185,7 @@ pub fn bookinfo_resources() -> Vec<Resource> {
     load(&refs)
 }
 
+/// Labels from pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -189,6 +193,7 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// `resources` compiled for a workload in `ns` with labels `l`.
 pub fn model_for(resources: &[Resource], ns: &str, l: &[(&str, &str)]) -> Model {
     mesh_core::compile::compile(
         resources,
@@ -199,9 +204,40 @@ pub fn model_for(resources: &[Resource], ns: &str, l: &[(&str, &str)]) -> Model 
 
 /// The productpage workload's model (it calls reviews, details, ratings).
 pub fn productpage() -> Model {
-    model_for(
-        &bookinfo_resources(),
-        "bookinfo",
-        &[("app", "productpage"), ("version", "v1")],
+    model_for(&bookinfo_resources(), "bookinfo", PRODUCTPAGE)
+}
+
+/// The productpage workload's labels.
+pub const PRODUCTPAGE: &[(&str, &str)] = &[("app", "productpage"), ("version", "v1")];
+
+/// A ServiceEntry `books-{name}` for `{name}.books.example:8443` at
+/// `address`: one more service, for an update a client must apply.
+pub fn extra_service(name: &str, address: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: books-{name}, namespace: bookinfo}}
+spec:
+  hosts: [{name}.books.example]
+  ports: [{{number: 8443, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {address}}}]
+"
     )
+}
+
+/// The productpage model with extra services `(name, address)` (see
+/// [`extra_service`]).
+pub fn productpage_with(extra: &[(&str, &str)]) -> Model {
+    let mut res = bookinfo_resources();
+    for (name, address) in extra {
+        res.extend(load(&[(&extra_service(name, address), "extra.yaml")]));
+    }
+    model_for(&res, "bookinfo", PRODUCTPAGE)
+}
+
+/// The productpage model with `backup.books.example` added: what an
+/// update brings.
+pub fn productpage_with_backup() -> Model {
+    productpage_with(&[("backup", "10.7.0.1")])
 }
