@@ -2,31 +2,53 @@
 //! nodes, and turning both into per-node snapshots in the ADS server's
 //! cache.
 //!
-//! - A new generation (or a registration change) rebuilds the compiler,
-//!   compiles once per distinct [`ClientKey`] and sets every connected
-//!   node's snapshot; the cache bumps the version of only the types whose
-//!   content changed, so a node whose resources did not change is not
-//!   pushed at all.
-//! - A node that connects gets its snapshot right away (shared with nodes
-//!   of the same identity).
+//! Who does what:
+//! - The ADS streams, the events task and the watcher only *record* what
+//!   changed (a node seen, a stream connected or gone, a new generation, a
+//!   registration) under a short lock and wake the compile worker. They
+//!   never compile, so a reconnect storm cannot stall a stream, the event
+//!   handling or the HTTP port.
+//! - The compile worker ([`Controller::run`], in `round`) takes what a
+//!   round needs under the lock (the inputs' epoch, an `Arc` of the
+//!   generation, the nodes and their [`ClientKey`]s), releases it, compiles
+//!   once per distinct key on the blocking pool with a bounded number of
+//!   compiles at once (identical nodes share one), re-takes the lock
+//!   briefly to decide, and hands the nodes their snapshots off the lock.
+//!   A round overtaken by a newer change is not installed (an install
+//!   batch under way stops): its results become the base of the next
+//!   round's incremental compile, which serves every node, so no change is
+//!   lost and no stale config is served (unless changes keep overtaking
+//!   rounds; then a round is installed anyway so clients keep moving
+//!   forward).
+//! - The cache bumps the version of only the types whose content changed,
+//!   so a node whose resources did not change is not pushed at all.
+//! - [`Controller::generation`] and the rejection state live apart from the
+//!   node table, so `/ready` never waits for it. It names the generation of
+//!   the last installed round: it moves once the round is compiled, just
+//!   before the nodes are handed their snapshots, so a client that has a
+//!   generation's resources finds it there.
 //! - Auto-registered workloads (see [`crate::autoreg`]) are added to the
 //!   registry while their node has at least one stream.
 
+mod round;
+#[cfg(test)]
+mod tests;
+
 use mesh_core::sync::LockExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use mesh_core::compile::Compiler;
-use mesh_core::config::MeshConfig;
 use mesh_xds::node::NodeInfo;
 use mesh_xds::pb::envoy::config::core::v3::Node;
 use mesh_xds::server::{Snapshot, SnapshotCache};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::autoreg::{self, Registration};
-use crate::compile::{self, ClientKey, Compiled};
+use crate::compile::{ClientKey, Compiled};
 use crate::converge::Convergence;
 use crate::load::{Generation, Rejection};
 use crate::metrics::Metrics;
@@ -55,24 +77,71 @@ pub struct NodeEntry {
     pushed: Option<Arc<Snapshot>>,
 }
 
+/// What the compile worker built for one epoch of the inputs.
+#[derive(Debug)]
+struct Built {
+    epoch: u64,
+    /// Built on the first compile of the epoch (a round with no node to
+    /// serve needs none).
+    compiler: Option<Arc<mesh_core::compile::Compiler>>,
+    /// One compilation per identity, shared by its nodes.
+    memo: HashMap<ClientKey, Arc<Compiled>>,
+}
+
+/// The node table and the compile inputs. Every critical section on it is
+/// short: no compile, encode or snapshot install happens under it.
 #[derive(Debug, Default)]
 struct State {
+    /// The newest accepted generation: what rounds compile toward.
     generation: Option<Arc<Generation>>,
-    rejection: Option<Rejection>,
-    rejections: u64,
-    compiler: Option<Arc<Compiler>>,
     registrations: BTreeMap<String, Registration>,
+    /// Bumped whenever the compile inputs (generation, registrations)
+    /// change; a round compiled for an older epoch is not installed.
+    epoch: u64,
+    /// When the oldest change not installed yet was seen.
+    changed_at: Option<Instant>,
     nodes: BTreeMap<String, NodeEntry>,
-    memo: HashMap<ClientKey, Arc<Compiled>>,
-    /// The previous compile round's results, to diff the next against.
-    prev: HashMap<ClientKey, Arc<Compiled>>,
     raw: HashMap<String, Node>,
+    /// Nodes to hand their snapshot at the built epoch.
+    dirty: BTreeSet<String>,
+    /// The installed epoch's compiler and compilations.
+    built: Option<Built>,
+    /// The newest compilation of each identity, whatever its epoch: the
+    /// base of the identity's next (incremental) compile.
+    latest: HashMap<ClientKey, Arc<Compiled>>,
+    /// `epoch`, readable without the lock: an install batch stops early
+    /// when it moves.
+    epoch_now: Arc<AtomicU64>,
+}
+
+impl State {
+    fn inputs_changed(&mut self, at: Instant) {
+        self.epoch += 1;
+        self.epoch_now.store(self.epoch, Ordering::Release);
+        self.changed_at = Some(self.changed_at.map_or(at, |c| c.min(at)));
+    }
+}
+
+/// Rejections, apart from the node table so `/ready` never waits on it.
+#[derive(Debug, Default)]
+struct Rejections {
+    last: Option<Rejection>,
+    count: u64,
 }
 
 /// Shared control-plane state; cheap to clone.
 #[derive(Clone)]
 pub struct Controller {
     state: Arc<Mutex<State>>,
+    /// The generation whose snapshots are installed.
+    served: Arc<watch::Sender<Option<Arc<Generation>>>>,
+    rejections: Arc<Mutex<Rejections>>,
+    /// Wakes the compile worker.
+    wake: Arc<Notify>,
+    /// Bounds the CPU work the worker runs at once on the blocking pool.
+    cpu: Arc<Semaphore>,
+    /// The inputs' epoch (see `State::epoch_now`).
+    epoch_now: Arc<AtomicU64>,
     cache: SnapshotCache,
     metrics: Arc<Metrics>,
     convergence: Convergence,
@@ -84,12 +153,29 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// Compiles at once: one core is left to the ADS streams and the HTTP
+/// port, so a storm of compiles cannot starve them.
+fn compile_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
+
 impl Controller {
-    /// A controller that writes snapshots into `cache`.
+    /// A controller that writes snapshots into `cache`. Nothing is compiled
+    /// until [`Controller::run`] runs.
     pub fn new(cache: SnapshotCache, metrics: Arc<Metrics>) -> Self {
         let convergence = Convergence::new(cache.clone(), metrics.clone());
+        let state = State::default();
+        let epoch_now = state.epoch_now.clone();
         Self {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
+            served: Arc::new(watch::channel(None).0),
+            rejections: Arc::default(),
+            wake: Arc::new(Notify::new()),
+            cpu: Arc::new(Semaphore::new(compile_slots())),
+            epoch_now,
             cache,
             metrics,
             convergence,
@@ -97,8 +183,6 @@ impl Controller {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Poisoning only means a panic mid-update of plain maps elsewhere;
-        // serving on is better than taking the control plane down.
         self.state.locked()
     }
 
@@ -117,19 +201,29 @@ impl Controller {
         &self.convergence
     }
 
-    /// The generation being served.
+    /// The generation being served (compiled, and handed or being handed to
+    /// every connected node); `None` until one is.
     pub fn generation(&self) -> Option<Arc<Generation>> {
-        self.lock().generation.clone()
+        self.served.borrow().clone()
+    }
+
+    /// Waits until generation `number` (or a later one) is served.
+    pub async fn serving(&self, number: u64) {
+        let mut rx = self.served.subscribe();
+        // The sender lives in `self`: the wait cannot fail.
+        let _ = rx
+            .wait_for(|g| g.as_ref().is_some_and(|g| g.number >= number))
+            .await;
     }
 
     /// The last rejection, while no good generation came after it.
     pub fn rejection(&self) -> Option<Rejection> {
-        self.lock().rejection.clone()
+        self.rejections.locked().last.clone()
     }
 
     /// How many versions were rejected.
     pub fn rejections(&self) -> u64 {
-        self.lock().rejections
+        self.rejections.locked().count
     }
 
     /// The connected nodes.
@@ -146,114 +240,26 @@ impl Controller {
     pub fn reject(&self, rejection: Rejection) {
         tracing::error!("{}", rejection.message());
         self.metrics.rejections.inc();
-        let mut st = self.lock();
-        st.rejections += 1;
-        st.rejection = Some(rejection);
+        let mut r = self.rejections.locked();
+        r.count += 1;
+        r.last = Some(rejection);
     }
 
-    /// Serves a new generation. `changed_at` is when the change was first
-    /// seen; convergence time runs from there.
+    /// Accepts a new generation; the compile worker serves it. `changed_at`
+    /// is when the change was first seen; convergence time runs from there.
     pub fn apply(&self, generation: Generation, changed_at: Instant) {
-        let started = std::time::Instant::now();
-        let number = generation.number;
-        let mut st = self.lock();
-        st.generation = Some(Arc::new(generation));
-        st.rejection = None;
-        let bumped = self.recompile(&mut st);
-        drop(st);
-        self.metrics.generations.inc();
-        self.metrics
-            .generation
-            .set(i64::try_from(number).unwrap_or(i64::MAX));
-        self.metrics
-            .push_time
-            .observe(started.elapsed().as_secs_f64());
-        tracing::info!(
-            generation = number,
-            nodes_pushed = bumped.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "configuration applied"
+        tracing::debug!(
+            generation = generation.number,
+            "configuration accepted; compiling"
         );
-        self.convergence.expect(changed_at, bumped);
-    }
-
-    /// Rebuilds the compiler from the generation and registrations, then
-    /// sets every node's snapshot. Returns, per node whose resources
-    /// changed, the new version of each changed type.
-    fn recompile(&self, st: &mut State) -> BTreeMap<String, BTreeMap<String, String>> {
-        let Some(generation) = st.generation.clone() else {
-            return BTreeMap::new();
-        };
-        let mut resources: Vec<_> = generation.resources.as_ref().clone();
-        resources.extend(st.registrations.values().map(|r| r.resource.clone()));
-        let mesh: MeshConfig = generation.mesh.as_ref().clone();
-        st.compiler = Some(Arc::new(Compiler::new(resources, mesh)));
-        let memo = std::mem::take(&mut st.memo);
-        // Identities no node has any more are not worth keeping.
-        let live: std::collections::HashSet<&ClientKey> =
-            st.nodes.values().map(|n| &n.key).collect();
-        let prev: HashMap<ClientKey, Arc<Compiled>> =
-            memo.into_iter().filter(|(k, _)| live.contains(k)).collect();
-        st.prev = prev;
-        let ids: Vec<String> = st.nodes.keys().cloned().collect();
-        let mut bumped = BTreeMap::new();
-        for id in ids {
-            let changed = self.push_node(st, &id);
-            if !changed.is_empty() {
-                bumped.insert(id, changed);
-            }
-        }
-        bumped
-    }
-
-    /// Sets one node's snapshot from its (shared) compilation.
-    fn push_node(&self, st: &mut State, node_id: &str) -> BTreeMap<String, String> {
-        let Some(key) = st.nodes.get(node_id).map(|n| n.key.clone()) else {
-            return BTreeMap::new();
-        };
-        let Some(compiler) = st.compiler.clone() else {
-            return BTreeMap::new();
-        };
-        let snap = match st.memo.get(&key) {
-            Some(c) => c.snapshot.clone(),
-            None => {
-                self.metrics.compilations.inc();
-                let started = std::time::Instant::now();
-                let c = Arc::new(compile::compile(
-                    &compiler,
-                    &key,
-                    st.prev.get(&key).map(|p| &**p),
-                ));
-                self.metrics
-                    .compile_time
-                    .observe(started.elapsed().as_secs_f64());
-                let snap = c.snapshot.clone();
-                st.memo.insert(key, c);
-                snap
-            }
-        };
-        let Some(entry) = st.nodes.get_mut(node_id) else {
-            return BTreeMap::new();
-        };
-        if entry.pushed.as_ref().is_some_and(|p| Arc::ptr_eq(p, &snap))
-            && self.cache.snapshot(node_id).is_some()
         {
-            // Same content as this node already has: nothing to compare.
-            return BTreeMap::new();
+            let mut st = self.lock();
+            st.generation = Some(Arc::new(generation));
+            st.inputs_changed(changed_at);
         }
-        entry.pushed = Some(snap.clone());
-        let changed = self.cache.set_snapshot(node_id, (*snap).clone());
-        let versions = self.cache.snapshot(node_id);
-        changed
-            .into_iter()
-            .map(|t| {
-                let v = versions
-                    .as_ref()
-                    .and_then(|v| v.version(&t).map(str::to_string))
-                    .unwrap_or_default();
-                (t, v)
-            })
-            .collect()
+        self.rejections.locked().last = None;
+        self.metrics.generations.inc();
+        self.wake.notify_one();
     }
 
     fn ensure_node<'a>(st: &'a mut State, info: &NodeInfo) -> &'a mut NodeEntry {
@@ -268,18 +274,22 @@ impl Controller {
             })
     }
 
-    /// The ADS server saw a node's first request: give it its snapshot now,
-    /// before the stream answers (the node hook runs on the stream's task).
+    /// The ADS server saw a node's first request (the hook runs on the
+    /// stream's task): the compile worker hands it its snapshot, and the
+    /// stream pushes it as soon as it is in the cache.
     pub fn node_seen(&self, info: &NodeInfo) {
-        let mut st = self.lock();
-        let entry = Self::ensure_node(&mut st, info);
-        let key = ClientKey::of(info);
-        if entry.key != key {
-            // Same id, new metadata (a restarted workload with new labels).
-            entry.key = key;
-            entry.info = info.clone();
+        {
+            let mut st = self.lock();
+            let entry = Self::ensure_node(&mut st, info);
+            let key = ClientKey::of(info);
+            if entry.key != key {
+                // Same id, new metadata (a restarted workload with new labels).
+                entry.key = key;
+                entry.info = info.clone();
+            }
+            st.dirty.insert(info.id.clone());
         }
-        self.push_node(&mut st, &info.id);
+        self.wake.notify_one();
     }
 
     /// The raw node of a new stream (from [`crate::tap`]), kept until its
@@ -290,102 +300,135 @@ impl Controller {
 
     /// A stream of a node connected.
     pub fn connected(&self, info: &NodeInfo, stream_id: u64, peer: Option<SocketAddr>) {
-        let mut st = self.lock();
-        let raw = st.raw.remove(&info.id);
-        let entry = Self::ensure_node(&mut st, info);
-        entry.streams.insert(
-            stream_id,
-            StreamInfo {
-                peer,
-                since: SystemTime::now(),
-            },
-        );
-        let registration = raw.as_ref().map(autoreg::registration);
-        let newly_registered = match registration {
-            Some(Ok(Some(r))) if st.registrations.get(&info.id) != Some(&r) => {
-                tracing::info!(
-                    node = info.id,
-                    workload = r.resource.key(),
-                    "workload auto-registered"
-                );
-                st.registrations.insert(info.id.clone(), r);
-                true
-            }
-            Some(Err(e)) => {
-                tracing::warn!("{e}");
-                if let Some(n) = st.nodes.get_mut(&info.id) {
-                    n.registration_error = Some(e);
-                }
-                false
-            }
-            _ => false,
+        let raw = {
+            let mut st = self.lock();
+            let entry = Self::ensure_node(&mut st, info);
+            entry.streams.insert(
+                stream_id,
+                StreamInfo {
+                    peer,
+                    since: SystemTime::now(),
+                },
+            );
+            st.raw.remove(&info.id)
         };
-        if newly_registered {
-            // Its services' endpoints changed for every node that sees them.
-            let bumped = self.recompile(&mut st);
-            drop(st);
-            self.convergence.expect(Instant::now(), bumped);
-        } else {
-            self.push_node(&mut st, &info.id);
+        self.admit(&info.id, raw);
+    }
+
+    /// Acts on a node's auto-registration metadata (parsed off the lock)
+    /// and has the node served.
+    fn admit(&self, node_id: &str, raw: Option<Node>) {
+        let registration = raw.as_ref().map(autoreg::registration);
+        {
+            let mut st = self.lock();
+            match registration {
+                Some(Ok(Some(r))) if st.registrations.get(node_id) != Some(&r) => {
+                    tracing::info!(
+                        node = node_id,
+                        workload = r.resource.key(),
+                        "workload auto-registered"
+                    );
+                    st.registrations.insert(node_id.to_string(), r);
+                    // Its services' endpoints changed for every node that
+                    // sees them.
+                    st.inputs_changed(Instant::now());
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("{e}");
+                    if let Some(n) = st.nodes.get_mut(node_id) {
+                        n.registration_error = Some(e);
+                    }
+                }
+                _ => {}
+            }
+            if st.nodes.contains_key(node_id) {
+                st.dirty.insert(node_id.to_string());
+            }
         }
+        self.wake.notify_one();
+    }
+
+    /// Whether the ADS server counts a stream of the node. The hook that
+    /// re-adds a reconnecting node runs after the server counts its stream,
+    /// so, asked under the state lock, "no" means no stream of the node is
+    /// watching its snapshot.
+    fn streaming(&self, node_id: &str) -> bool {
+        self.cache.nodes().iter().any(|n| n == node_id)
     }
 
     /// A stream ended. When the node has no stream left (the ADS server's
     /// own count decides, so a reconnect racing the old stream's end keeps
     /// the node), it is forgotten and its auto-registration withdrawn.
     pub fn disconnected(&self, node_id: &str, stream_id: u64) {
-        let mut st = self.lock();
-        if let Some(entry) = st.nodes.get_mut(node_id) {
-            entry.streams.remove(&stream_id);
+        {
+            let mut st = self.lock();
+            if let Some(entry) = st.nodes.get_mut(node_id) {
+                entry.streams.remove(&stream_id);
+            }
+            if self.streaming(node_id) {
+                return;
+            }
+            self.remove_node(&mut st, node_id);
         }
-        if self.cache.nodes().iter().any(|n| n == node_id) {
-            return;
-        }
-        self.remove_node(st, node_id);
+        self.convergence.forget(node_id);
+        self.wake.notify_one();
     }
 
-    fn remove_node(&self, mut st: MutexGuard<'_, State>, node_id: &str) {
+    /// Forgets a node that has no stream (checked by the caller under the
+    /// same lock).
+    fn remove_node(&self, st: &mut State, node_id: &str) {
         st.nodes.remove(node_id);
         st.raw.remove(node_id);
+        st.dirty.remove(node_id);
         self.cache.clear(node_id);
-        self.convergence.forget(node_id);
         if let Some(r) = st.registrations.remove(node_id) {
             tracing::info!(
                 node = node_id,
                 workload = r.resource.key(),
                 "auto-registered workload removed"
             );
-            let bumped = self.recompile(&mut st);
-            drop(st);
-            self.convergence.expect(Instant::now(), bumped);
+            st.inputs_changed(Instant::now());
         }
     }
 
     /// Re-reads who is connected from the ADS server after events were
-    /// lost (a lagging event subscriber).
+    /// lost (a lagging event subscriber): nodes with no stream left are
+    /// forgotten, connected ones unknown here are served, and
+    /// registrations whose `Connected` event was lost are acted on.
     pub fn resync(&self) {
-        let connected = self.cache.connected();
-        let ids: std::collections::BTreeSet<String> =
-            connected.iter().map(|c| c.info.id.clone()).collect();
-        let gone: Vec<String> = self
-            .lock()
-            .nodes
-            .keys()
-            .filter(|id| !ids.contains(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            let st = self.lock();
-            self.remove_node(st, &id);
-        }
-        for c in connected {
-            let known = self.lock().nodes.contains_key(&c.info.id);
-            if !known {
-                self.node_seen(&c.info);
+        let mut gone = Vec::new();
+        {
+            let mut st = self.lock();
+            // Read under the lock: a node whose stream opened after a
+            // reading taken before it would look gone.
+            let live: BTreeSet<String> = self.cache.nodes().into_iter().collect();
+            let ids: Vec<String> = st
+                .nodes
+                .keys()
+                .filter(|id| !live.contains(*id))
+                .cloned()
+                .collect();
+            for id in ids {
+                self.remove_node(&mut st, &id);
+                gone.push(id);
             }
+            let State { raw, nodes, .. } = &mut *st;
+            raw.retain(|id, _| nodes.contains_key(id) || live.contains(id));
         }
-        let mut st = self.lock();
-        let State { raw, nodes, .. } = &mut *st;
-        raw.retain(|id, _| nodes.contains_key(id) || ids.contains(id));
+        for id in &gone {
+            self.convergence.forget(id);
+        }
+        for c in self.cache.connected() {
+            let raw = {
+                let mut st = self.lock();
+                let known = st.nodes.contains_key(&c.info.id);
+                if !known {
+                    Self::ensure_node(&mut st, &c.info);
+                }
+                st.raw.remove(&c.info.id)
+            };
+            self.admit(&c.info.id, raw);
+        }
+        self.wake.notify_one();
     }
 }

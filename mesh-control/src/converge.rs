@@ -99,25 +99,46 @@ impl Convergence {
 
     /// Drops what has been answered; when nothing is left, records and
     /// returns the convergence time.
+    ///
+    /// The answers are read with the tracker unlocked (one status read per
+    /// waiting node), so [`Convergence::expect`] and
+    /// [`Convergence::forget`], which the control plane calls, never wait
+    /// for a thousand of them.
     pub fn check(&self) -> Option<Duration> {
+        let waiting = self.lock().pending.as_ref()?.waiting.clone();
+        let answered: Vec<(String, String, String)> = waiting
+            .into_iter()
+            .flat_map(|(node, types)| {
+                let status = self.cache.status(&node);
+                types.into_iter().filter_map(move |(t, v)| {
+                    let done = match status.get(&t) {
+                        // Never subscribed on any stream: nothing to wait for.
+                        None => true,
+                        Some(s) => {
+                            s.acked.as_deref() == Some(v.as_str())
+                                || s.last_nack
+                                    .as_ref()
+                                    .is_some_and(|n| n.rejected_version == v)
+                        }
+                    };
+                    done.then(|| (node.clone(), t, v))
+                })
+            })
+            .collect();
         let mut inner = self.lock();
         let p = inner.pending.as_mut()?;
-        p.waiting.retain(|node, types| {
-            let status = self.cache.status(node);
-            types.retain(|t, v| match status.get(t) {
-                // Never subscribed on any stream: nothing to wait for.
-                None => false,
-                Some(s) => {
-                    let acked = s.acked.as_deref() == Some(v.as_str());
-                    let nacked = s
-                        .last_nack
-                        .as_ref()
-                        .is_some_and(|n| n.rejected_version == *v);
-                    !(acked || nacked)
-                }
-            });
-            !types.is_empty()
-        });
+        for (node, t, v) in answered {
+            let Some(types) = p.waiting.get_mut(&node) else {
+                continue;
+            };
+            // A newer push of the type since the read still waits.
+            if types.get(&t) == Some(&v) {
+                types.remove(&t);
+            }
+            if types.is_empty() {
+                p.waiting.remove(&node);
+            }
+        }
         if !p.waiting.is_empty() {
             return None;
         }

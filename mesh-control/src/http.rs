@@ -1,5 +1,6 @@
 //! meshd's HTTP port (istiod's 15014): `/healthz`, `/ready`, `/metrics`
-//! and the `/debug/*` views, on hyper 1 (HTTP/1.1).
+//! and the `/debug/*` views, on hyper 1 (HTTP/1.1), served from a thread
+//! of its own (see [`spawn`]).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::controller::Controller;
 use crate::debug;
@@ -104,6 +105,40 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
                 .into(),
         ),
     }
+}
+
+/// Serves HTTP on `listener` from a thread of its own (a single-threaded
+/// runtime) until `shutdown` turns true or its sender goes away.
+///
+/// Health and debug answers then never queue behind the ADS streams' work
+/// on the main runtime: a readiness probe or `meshctl proxy-status` during
+/// a reconnect storm is answered in milliseconds, not after a few hundred
+/// stream tasks have run (linkerd2-proxy runs its admin server the same
+/// way). The handlers read state behind short locks only. The receiver
+/// completes when the thread has stopped.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: HttpState,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, stopped) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("meshd-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, state, shutdown).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve the HTTP port"),
+                }
+            });
+            drop(rt);
+            let _ = done.send(());
+        })?;
+    Ok(stopped)
 }
 
 /// Serves HTTP on `listener` until `shutdown` turns true.

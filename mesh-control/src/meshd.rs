@@ -1,5 +1,6 @@
 //! Starting and stopping meshd: the CA, the ADS + CSDS + CA gRPC server, the
-//! HTTP server, the directory watcher and the event and convergence tasks.
+//! HTTP server, the directory watcher and the compile, event and
+//! convergence tasks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use mesh_ca::{ca_store, CaConfig, CaService, CertificateAuthority, TokenStore};
 use mesh_core::config::fingerprint;
 use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -39,6 +40,8 @@ pub struct MeshdHandle {
     ca_dir: PathBuf,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Completes when the HTTP port's thread has stopped.
+    http_done: Option<oneshot::Receiver<()>>,
     // Keeps a temporary CA directory alive as long as meshd runs.
     _ca_temp: Option<tempfile::TempDir>,
 }
@@ -85,6 +88,10 @@ impl MeshdHandle {
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
+        }
+        if let Some(done) = self.http_done.take() {
+            // Its connections end with the thread's runtime.
+            let _ = done.await;
         }
     }
 }
@@ -186,6 +193,12 @@ impl Meshd {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(ctl.clone().run()));
+        if next_generation > 1 {
+            // Nobody is connected yet: this is quick, and the first
+            // generation is served when start returns.
+            ctl.serving(1).await;
+        }
 
         let hook_ctl = ctl.clone();
         let ads = AdsServer::new(cache.clone())
@@ -196,8 +209,13 @@ impl Meshd {
 
         let xds_listener = bind("xDS/CA gRPC", config.xds_addr).await?;
         let xds_addr = local_addr(&xds_listener, "xDS/CA gRPC", config.xds_addr)?;
-        let http_listener = bind("HTTP", config.http_addr).await?;
-        let http_addr = local_addr(&http_listener, "HTTP", config.http_addr)?;
+        let bind_err = |source| MeshdError::Bind {
+            what: "HTTP",
+            addr: config.http_addr,
+            source,
+        };
+        let http_listener = std::net::TcpListener::bind(config.http_addr).map_err(bind_err)?;
+        let http_addr = http_listener.local_addr().map_err(bind_err)?;
 
         let tap_ctl = ctl.clone();
         let ads_svc = NodeTap::new(ads.into_service(), Arc::new(move |n| tap_ctl.raw_node(n)));
@@ -228,11 +246,11 @@ impl Meshd {
             config_dir: config.config_dir.clone(),
             xds_serving,
         };
-        tasks.push(tokio::spawn(http::serve(
-            http_listener,
-            state,
-            shutdown_rx.clone(),
-        )));
+        let http_done =
+            http::spawn(http_listener, state, shutdown_rx.clone()).map_err(|e| MeshdError::Io {
+                what: "starting the HTTP port's thread".into(),
+                source: e,
+            })?;
 
         tasks.push(tokio::spawn(watch_loop(
             WatchLoop {
@@ -256,6 +274,7 @@ impl Meshd {
             ca_dir,
             shutdown,
             tasks,
+            http_done: Some(http_done),
             _ca_temp: ca_temp,
         })
     }
@@ -295,7 +314,8 @@ async fn watch_loop(mut w: WatchLoop, ctl: Controller, mut shutdown: watch::Rece
         let source = w.source.clone();
         let number = w.next_generation;
         let ctl2 = ctl.clone();
-        // Loading and compiling are CPU work; keep them off the async workers.
+        // Loading and validating are CPU work; keep them off the async
+        // workers (the compile worker compiles what is accepted).
         let accepted = tokio::task::spawn_blocking(move || match source.load(number) {
             Ok(g) => {
                 ctl2.apply(g, first_seen);

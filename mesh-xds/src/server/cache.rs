@@ -244,11 +244,22 @@ struct Inner {
     records: HashMap<String, NodeRecord>,
 }
 
+/// What [`SnapshotCache::set_snapshot`] sets.
+enum Next {
+    /// The new versioned snapshot.
+    Set(Versioned),
+    /// Nothing changed: the input, for a second try.
+    Keep(Snapshot),
+}
+
 /// Snapshots per node id, shared by the server and whoever computes them.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotCache {
     inner: Arc<Mutex<Inner>>,
     counter: Arc<AtomicU64>,
+    /// Held by [`SnapshotCache::set_snapshot`] for its whole run (never by
+    /// the streams or readers).
+    setter: Arc<Mutex<()>>,
 }
 
 impl SnapshotCache {
@@ -266,16 +277,52 @@ impl SnapshotCache {
     /// Sets the snapshot of `node_id`; types whose content changed get a new
     /// version (others keep theirs) and connected streams are woken. Returns
     /// the type URLs whose version changed.
-    pub fn set_snapshot(&self, node_id: &str, mut snapshot: Snapshot) -> Vec<String> {
+    ///
+    /// The cache's lock is held only to read the node's current snapshot
+    /// and to swap the new one in, not while the new one is compared,
+    /// hashed and indexed (for a new node, every resource decoded): the
+    /// streams, which record every response and ACK here, and readers such
+    /// as a control plane's sync view never wait for that. Setters take
+    /// turns, so the snapshot read is still the node's at the swap unless
+    /// [`SnapshotCache::clear`] ran in between.
+    pub fn set_snapshot(&self, node_id: &str, snapshot: Snapshot) -> Vec<String> {
+        let _turn = self.setter.locked();
+        let old = self.snapshot(node_id);
+        let (changed, next) = self.next(snapshot, old.as_deref());
         let mut inner = self.lock();
         let tx = inner
             .nodes
             .entry(node_id.to_string())
             .or_insert_with(|| watch::channel(None).0);
-        let old = tx.borrow().clone();
+        let now = tx.borrow().clone();
+        let same = match (&now, &old) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let (changed, next) = if same {
+            (changed, next)
+        } else {
+            // Cleared meanwhile: version against what is there now (rare,
+            // so under the lock).
+            let snapshot = match next {
+                Next::Set(v) => v.snapshot,
+                Next::Keep(s) => s,
+            };
+            self.next(snapshot, now.as_deref())
+        };
+        if let Next::Set(v) = next {
+            tx.send_replace(Some(Arc::new(v)));
+        }
+        changed
+    }
+
+    /// Versions `snapshot` against the node's `old` one: the types whose
+    /// version changed, and what to set (nothing when nothing changed).
+    fn next(&self, mut snapshot: Snapshot, old: Option<&Versioned>) -> (Vec<String>, Next) {
         // A type that disappears is sent as empty, so clients drop its
         // resources instead of keeping them.
-        if let Some(o) = &old {
+        if let Some(o) = old {
             for t in o.snapshot.types.keys() {
                 snapshot.types.entry(t.clone()).or_default();
             }
@@ -283,7 +330,7 @@ impl SnapshotCache {
         // A resource equal to the one already cached keeps its old bytes, so
         // its Delta version (a hash of the bytes) does not move when only the
         // protobuf map order of a re-encoding differs.
-        if let Some(o) = &old {
+        if let Some(o) = old {
             for (type_url, res) in &mut snapshot.types {
                 let Some(prev) = o.snapshot.types.get(type_url) else {
                     continue;
@@ -300,7 +347,7 @@ impl SnapshotCache {
         let mut versions = BTreeMap::new();
         let mut changed = Vec::new();
         for (type_url, res) in &snapshot.types {
-            let prev = old.as_ref().and_then(|o| {
+            let prev = old.and_then(|o| {
                 let v = o.versions.get(type_url)?;
                 let r = o.snapshot.types.get(type_url)?;
                 same_type(type_url, r, res).then(|| v.clone())
@@ -311,11 +358,12 @@ impl SnapshotCache {
             });
             versions.insert(type_url.clone(), v);
         }
-        if !changed.is_empty() || old.is_none() {
-            let v = Versioned::update(snapshot, versions, old.as_deref());
-            tx.send_replace(Some(Arc::new(v)));
-        }
-        changed
+        let next = if !changed.is_empty() || old.is_none() {
+            Next::Set(Versioned::update(snapshot, versions, old))
+        } else {
+            Next::Keep(snapshot)
+        };
+        (changed, next)
     }
 
     /// The current snapshot of a node.

@@ -1,0 +1,144 @@
+//! The compile worker without sockets: identical nodes share a compile,
+//! and changes that land while rounds are compiling reach every node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mesh_core::compile::Compiler;
+use mesh_core::config::load::load_str;
+use mesh_core::config::MeshConfig;
+use mesh_xds::node::NodeInfo;
+use mesh_xds::pb::envoy::config::core::v3::Node;
+use mesh_xds::pb::google::protobuf::{value::Kind, Struct, Value};
+use mesh_xds::server::SnapshotCache;
+use tokio::time::Instant;
+
+use super::Controller;
+use crate::compile::{self, ClientKey};
+use crate::load::Generation;
+use crate::metrics::Metrics;
+
+const CONFIG: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: demo}\nspec:\n  selector: {app: a}\n  ports: [{name: http, port: 80}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: demo}\nspec:\n  hosts: [a]\n  http:\n  - timeout: TIMEOUT\n    route: [{destination: {host: a}}]\n";
+
+fn generation(number: u64) -> Generation {
+    let yaml = CONFIG.replace("TIMEOUT", &format!("{number}s"));
+    Generation {
+        number,
+        resources: Arc::new(load_str(&yaml, "t.yaml").into_result().unwrap()),
+        mesh: Arc::new(MeshConfig::default()),
+        files: vec!["t.yaml".into()],
+        findings: Vec::new(),
+        applied_at: SystemTime::now(),
+    }
+}
+
+fn node(id: &str, app: &str) -> NodeInfo {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    let mut labels = Struct::default();
+    labels.fields.insert("app".into(), s(app));
+    let mut md = Struct::default();
+    md.fields.insert("NAMESPACE".into(), s("demo"));
+    md.fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(Kind::StructValue(labels)),
+        },
+    );
+    NodeInfo::from_node(&Node {
+        id: id.into(),
+        metadata: Some(md),
+        ..Default::default()
+    })
+}
+
+fn start() -> (Controller, SnapshotCache, tokio::task::JoinHandle<()>) {
+    let cache = SnapshotCache::new();
+    let ctl = Controller::new(cache.clone(), Arc::new(Metrics::new()));
+    let worker = tokio::spawn(ctl.clone().run());
+    (ctl, cache, worker)
+}
+
+/// Waits until every node in `nodes` holds what generation `number`
+/// compiles to for it.
+async fn all_hold(cache: &SnapshotCache, nodes: &[NodeInfo], number: u64) {
+    let g = generation(number);
+    let compiler = Compiler::new(g.resources.as_ref().clone(), MeshConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes {
+        let want = compile::snapshot(&compiler, &ClientKey::of(n));
+        loop {
+            let have = cache.snapshot(&n.id).map(|v| v.snapshot.clone());
+            if have.is_some_and(|h| compile::stabilize(&h, want.clone()).1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} does not hold generation {number}",
+                n.id
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_identical_nodes_cost_one_compile() {
+    let (ctl, cache, worker) = start();
+    ctl.apply(generation(1), Instant::now());
+    ctl.serving(1).await;
+    let nodes: Vec<NodeInfo> = (0..1000)
+        .map(|i| node(&format!("n{i}"), "client"))
+        .collect();
+    for n in &nodes {
+        ctl.node_seen(n);
+    }
+    all_hold(&cache, &nodes, 1).await;
+    assert_eq!(ctl.metrics().compilations.get(), 1);
+    // A change: one compile again, for all of them.
+    ctl.apply(generation(2), Instant::now());
+    all_hold(&cache, &nodes, 2).await;
+    assert_eq!(ctl.metrics().compilations.get(), 2);
+    worker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_landing_while_rounds_compile_reach_every_node() {
+    let (ctl, cache, worker) = start();
+    ctl.apply(generation(1), Instant::now());
+    let mut nodes = Vec::new();
+    // Nodes of four identities keep arriving while generations keep
+    // landing, at every offset from the rounds in flight.
+    for g in 2..=40u64 {
+        for i in 0..10 {
+            let n = node(&format!("g{g}-{i}"), &format!("app-{}", i % 4));
+            ctl.node_seen(&n);
+            nodes.push(n);
+        }
+        ctl.apply(generation(g), Instant::now());
+        tokio::time::sleep(Duration::from_micros(300 * (g % 5))).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), ctl.serving(40))
+        .await
+        .expect("the last generation is served");
+    assert_eq!(ctl.generation().map(|g| g.number), Some(40));
+    all_hold(&cache, &nodes, 40).await;
+    worker.abort();
+}
+
+#[tokio::test]
+async fn ready_state_never_waits_for_the_node_table() {
+    let (ctl, _cache, worker) = start();
+    ctl.apply(generation(1), Instant::now());
+    ctl.serving(1).await;
+    // Even with the node table locked (as a long section would), the
+    // served generation and the rejections answer.
+    let held = ctl.lock();
+    assert_eq!(ctl.generation().map(|g| g.number), Some(1));
+    assert_eq!(ctl.rejections(), 0);
+    assert!(ctl.rejection().is_none());
+    drop(held);
+    worker.abort();
+}
