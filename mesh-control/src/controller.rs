@@ -377,7 +377,17 @@ impl Controller {
     /// Forgets a node that has no stream (checked by the caller under the
     /// same lock).
     fn remove_node(&self, st: &mut State, node_id: &str) {
-        st.nodes.remove(node_id);
+        if let Some(gone) = st.nodes.remove(node_id) {
+            // The last node of an identity takes its compiled results
+            // along, so pod churn does not grow meshd (a node that comes
+            // back is compiled again).
+            if !st.nodes.values().any(|n| n.key == gone.key) {
+                st.latest.remove(&gone.key);
+                if let Some(b) = st.built.as_mut() {
+                    b.memo.remove(&gone.key);
+                }
+            }
+        }
         st.raw.remove(node_id);
         st.dirty.remove(node_id);
         self.cache.clear(node_id);

@@ -186,12 +186,16 @@ impl Controller {
                 built
             }
         };
-        let (compiled, failed) = self.compile_keys(compiler.as_ref(), plan.keys).await;
+        let (mut compiled, failed) = self.compile_keys(compiler.as_ref(), plan.keys).await;
 
         let (installs, changed_at) = {
             let mut guard = self.lock();
             let st = &mut *guard;
             let current = st.epoch == plan.epoch;
+            // Keys whose last node left while they compiled are not kept:
+            // memory follows the nodes connected, not all that ever were.
+            let live: HashSet<&ClientKey> = st.nodes.values().map(|n| &n.key).collect();
+            compiled.retain(|k, _| live.contains(k));
             for (k, c) in &compiled {
                 st.latest.insert(k.clone(), c.clone());
             }

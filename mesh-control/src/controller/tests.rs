@@ -142,3 +142,35 @@ async fn ready_state_never_waits_for_the_node_table() {
     drop(held);
     worker.abort();
 }
+
+/// Compiled results go with the last node of their identity, so nodes
+/// that come and go leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_results_leave_with_the_last_node_of_their_identity() {
+    let (ctl, cache, worker) = start();
+    ctl.apply(generation(1), Instant::now());
+    ctl.serving(1).await;
+    let nodes: Vec<NodeInfo> = (0..6)
+        .map(|i| node(&format!("n{i}"), &format!("app-{}", i % 3)))
+        .collect();
+    for n in &nodes {
+        ctl.node_seen(n);
+    }
+    all_hold(&cache, &nodes, 1).await;
+    let kept = |ctl: &Controller| {
+        let st = ctl.lock();
+        let memo = st.built.as_ref().map_or(0, |b| b.memo.len());
+        (st.latest.len(), memo)
+    };
+    assert_eq!(kept(&ctl), (3, 3));
+    // One node of each identity leaves: the others still need theirs.
+    for n in &nodes[..3] {
+        ctl.disconnected(&n.id, 0);
+    }
+    assert_eq!(kept(&ctl), (3, 3));
+    for n in &nodes[3..] {
+        ctl.disconnected(&n.id, 0);
+    }
+    assert_eq!(kept(&ctl), (0, 0), "nothing kept for nodes that are gone");
+    worker.abort();
+}
