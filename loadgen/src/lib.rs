@@ -23,6 +23,7 @@
 pub mod client;
 pub mod config;
 pub mod fleet;
+pub mod istiod;
 pub mod report;
 pub mod run;
 pub mod server;

@@ -42,15 +42,6 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// istiod's log line once it serves xDS.
 const ISTIOD_READY: &str = "marking server ready";
 
-/// istiod's mesh config: the defaults the tests use.
-const ISTIOD_MESH_CONFIG: &str = "trustDomain: cluster.local
-rootNamespace: istio-system
-enableAutoMtls: true
-outboundTrafficPolicy: {mode: ALLOW_ANY}
-defaultConfig:
-  discoveryAddress: 127.0.0.1:15010
-";
-
 /// One `/proc` reading of a process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
@@ -158,43 +149,24 @@ impl Server {
             }
             Kind::Istiod => {
                 let mesh = scratch.path().join("mesh.yaml");
-                std::fs::write(&mesh, ISTIOD_MESH_CONFIG)
+                std::fs::write(&mesh, crate::istiod::MESH_CONFIG)
                     .map_err(|e| LoadError::io(format!("writing {}", mesh.display()), e))?;
-                let monitoring = loopback(free_port()?);
-                let ctrlz = free_port()?;
-                cmd.arg("discovery")
-                    .arg("--registries=")
-                    .arg(format!("--configDir={}", dir.display()))
-                    .arg(format!("--meshConfig={}", mesh.display()))
-                    .arg(format!(
-                        "--networksConfig={}",
-                        scratch.path().join("none").display()
-                    ))
-                    .arg(format!("--grpcAddr={xds}"))
-                    .arg("--secureGRPCAddr=")
-                    .arg(format!("--httpAddr={http}"))
-                    .arg("--httpsAddr=")
-                    .arg(format!("--monitoringAddr={monitoring}"))
-                    .arg("--ctrlz_address=127.0.0.1")
-                    .arg(format!("--ctrlz_port={ctrlz}"))
-                    .arg("--domain=cluster.local")
-                    .arg("--clusterID=Kubernetes")
-                    .arg("--shutdownDuration=1ms")
-                    .arg("--log_output_level=default:info")
-                    .env_clear()
-                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                    .env("HOME", scratch.path())
-                    .env("ENABLE_CA_SERVER", "false")
-                    .env("PILOT_CERT_PROVIDER", "none")
-                    .env("POD_NAMESPACE", "istio-system")
-                    .env("POD_NAME", "istiod-load")
-                    .env("REVISION", "default")
-                    .env("CLUSTER_ID", "Kubernetes")
-                    .env("ISTIOD_CUSTOM_HOST", "istiod.istio-system.svc")
-                    // istiod's defaults (100ms / 10s), spelled out.
-                    .env("PILOT_DEBOUNCE_AFTER", "100ms")
-                    .env("PILOT_DEBOUNCE_MAX", "10s")
-                    .env("GOMAXPROCS", "2");
+                let ports = crate::istiod::Ports {
+                    xds,
+                    http,
+                    monitoring: loopback(free_port()?),
+                    ctrlz: free_port()?,
+                };
+                // istiod's defaults (100ms / 10s), spelled out.
+                crate::istiod::configure(
+                    &mut cmd,
+                    dir,
+                    &mesh,
+                    scratch.path(),
+                    &ports,
+                    "istiod-load",
+                    ("100ms", "10s"),
+                );
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)))

@@ -86,16 +86,6 @@ fn existing(path: PathBuf) -> Result<PathBuf, HarnessError> {
     })
 }
 
-/// istiod's mesh config for the tests: the defaults, spelled out where a
-/// comparison depends on them.
-const MESH_CONFIG: &str = "trustDomain: cluster.local
-rootNamespace: istio-system
-enableAutoMtls: true
-outboundTrafficPolicy: {mode: ALLOW_ANY}
-defaultConfig:
-  discoveryAddress: 127.0.0.1:15010
-";
-
 /// A running istiod; dropping it kills the process.
 pub struct Istiod {
     child: Child,
@@ -132,7 +122,7 @@ impl Istiod {
         let scratch =
             tempfile::tempdir().map_err(|e| HarnessError::io("creating a temp dir", e))?;
         let mesh = scratch.path().join("mesh.yaml");
-        std::fs::write(&mesh, MESH_CONFIG)
+        std::fs::write(&mesh, mesh_loadgen::istiod::MESH_CONFIG)
             .map_err(|e| HarnessError::io(format!("writing {}", mesh.display()), e))?;
         let log = scratch.path().join("istiod.log");
         let log_file = std::fs::File::create(&log)
@@ -145,39 +135,22 @@ impl Istiod {
         let monitoring = loopback(free_port()?);
         let ctrlz = free_port()?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("discovery")
-            .arg("--registries=")
-            .arg(format!("--configDir={}", dir.display()))
-            .arg(format!("--meshConfig={}", mesh.display()))
-            .arg(format!(
-                "--networksConfig={}",
-                scratch.path().join("none").display()
-            ))
-            .arg(format!("--grpcAddr={xds}"))
-            .arg("--secureGRPCAddr=")
-            .arg(format!("--httpAddr={http}"))
-            .arg("--httpsAddr=")
-            .arg(format!("--monitoringAddr={monitoring}"))
-            .arg("--ctrlz_address=127.0.0.1")
-            .arg(format!("--ctrlz_port={ctrlz}"))
-            .arg("--domain=cluster.local")
-            .arg("--clusterID=Kubernetes")
-            .arg("--shutdownDuration=1ms")
-            .arg("--log_output_level=default:info")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", scratch.path())
-            .env("ENABLE_CA_SERVER", "false")
-            .env("PILOT_CERT_PROVIDER", "none")
-            .env("POD_NAMESPACE", "istio-system")
-            .env("POD_NAME", "istiod-test")
-            .env("REVISION", "default")
-            .env("CLUSTER_ID", "Kubernetes")
-            .env("ISTIOD_CUSTOM_HOST", "istiod.istio-system.svc")
-            .env("PILOT_DEBOUNCE_AFTER", "50ms")
-            .env("PILOT_DEBOUNCE_MAX", "1s")
-            .env("GOMAXPROCS", "2")
-            .current_dir(scratch.path())
+        let ports = mesh_loadgen::istiod::Ports {
+            xds,
+            http,
+            monitoring,
+            ctrlz,
+        };
+        mesh_loadgen::istiod::configure(
+            &mut cmd,
+            dir,
+            &mesh,
+            scratch.path(),
+            &ports,
+            "istiod-test",
+            ("50ms", "1s"),
+        );
+        cmd.current_dir(scratch.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err))
