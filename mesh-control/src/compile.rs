@@ -12,13 +12,8 @@ use mesh_core::config::Resource;
 use mesh_core::model::{Client, Model, OutboundService};
 use mesh_xds::encode::{encode, EncodeOptions};
 use mesh_xds::node::NodeInfo;
-use mesh_xds::pb::envoy::config::cluster::v3::Cluster;
-use mesh_xds::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use mesh_xds::pb::envoy::config::listener::v3::Listener;
-use mesh_xds::pb::envoy::config::route::v3::RouteConfiguration;
 use mesh_xds::pb::google::protobuf::Any;
-use mesh_xds::server::Snapshot;
-use mesh_xds::types::{self, unany};
+use mesh_xds::server::{same_resource, Content, Snapshot};
 
 /// What decides a node's resources.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +47,36 @@ impl ClientKey {
         }
     }
 
+    /// The key without `INSTANCE_IPS`: what decides the resources of a
+    /// workload that serves no port (the IPs only name inbound listeners
+    /// and select static endpoints it serves), so all pods of such an app
+    /// share one compile and one copy of the resources.
+    pub fn identity(&self) -> ClientKey {
+        ClientKey {
+            instance_ips: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The key whose compile this one's resources equal: its
+    /// [`ClientKey::identity`] when the workload serves no port at its
+    /// addresses, itself otherwise.
+    pub fn effective(&self, compiler: &Compiler) -> ClientKey {
+        if self.instance_ips.is_empty() {
+            return self.clone();
+        }
+        let c = self.client();
+        let serves = !compiler
+            .registry()
+            .served_ports(&c.namespace, &c.labels, &c.addresses)
+            .is_empty();
+        if serves {
+            self.clone()
+        } else {
+            self.identity()
+        }
+    }
+
     /// The client to compile for.
     pub fn client(&self) -> Client {
         let mut c = Client::new(
@@ -73,6 +98,9 @@ pub struct Compiled {
     policies: Vec<Resource>,
     /// The resources.
     pub snapshot: Arc<Snapshot>,
+    /// The resources with their versions and references, as every node of
+    /// the identity holds them (one copy for all).
+    pub content: Arc<Content>,
 }
 
 /// The addresses a server of this identity may name in its listener
@@ -153,11 +181,19 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
             }
         }
     };
+    let content = match prev {
+        Some(p) if Arc::ptr_eq(&p.snapshot, &snapshot) => p.content.clone(),
+        _ => Arc::new(Content::update(
+            snapshot.clone(),
+            prev.map(|p| p.content.as_ref()),
+        )),
+    };
     Compiled {
         model,
         inbound,
         policies,
         snapshot,
+        content,
     }
 }
 
@@ -282,27 +318,6 @@ pub fn snapshot(compiler: &Compiler, key: &ClientKey) -> Snapshot {
     (*compile(compiler, key, None).snapshot).clone()
 }
 
-/// True when two encodings of a resource carry the same message. Bytes can
-/// differ for equal messages: protobuf maps (metadata `Struct`s) encode in
-/// hash order, which changes from one encoding to the next.
-fn same_resource(type_url: &str, a: &Any, b: &Any) -> bool {
-    fn eq<T: prost::Message + prost::Name + Default + PartialEq>(a: &Any, b: &Any) -> bool {
-        match (unany::<T>(a), unany::<T>(b)) {
-            (Some(x), Some(y)) => x == y,
-            _ => false,
-        }
-    }
-    a == b
-        || (a.type_url == b.type_url
-            && match type_url {
-                types::LISTENER => eq::<Listener>(a, b),
-                types::ROUTE => eq::<RouteConfiguration>(a, b),
-                types::CLUSTER => eq::<Cluster>(a, b),
-                types::ENDPOINT => eq::<ClusterLoadAssignment>(a, b),
-                _ => false,
-            })
-}
-
 /// `next` with every resource that means the same as in `prev` replaced
 /// by `prev`'s bytes, and whether nothing changed at all.
 ///
@@ -368,6 +383,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::tests_support::*;
     use super::*;
+    use mesh_xds::types;
 
     #[test]
     fn stabilize_keeps_old_bytes_for_unchanged_resources() {
@@ -397,6 +413,7 @@ mod incremental_tests {
     #![allow(clippy::unwrap_used)]
     use super::tests_support::*;
     use super::*;
+    use mesh_xds::types;
 
     fn same(a: &Snapshot, b: &Snapshot) {
         let ta: Vec<&str> = a.type_urls().collect();
@@ -451,6 +468,7 @@ mod proxyless_tests {
     use super::tests_support::*;
     use super::*;
     use mesh_xds::pb::envoy::config::route::v3::RouteConfiguration;
+    use mesh_xds::types::{self, unany};
 
     fn routes_of(snap: &Snapshot, name: &str) -> usize {
         let any = &snap.resources(types::ROUTE).unwrap()[name];

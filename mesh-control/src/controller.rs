@@ -43,7 +43,7 @@ use std::time::SystemTime;
 
 use mesh_xds::node::NodeInfo;
 use mesh_xds::pb::envoy::config::core::v3::Node;
-use mesh_xds::server::{Snapshot, SnapshotCache};
+use mesh_xds::server::{Content, SnapshotCache};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -74,7 +74,7 @@ pub struct NodeEntry {
     /// Why its auto-registration was refused, if it was.
     pub registration_error: Option<String>,
     /// The snapshot last handed to the cache for it.
-    pushed: Option<Arc<Snapshot>>,
+    pushed: Option<Arc<Content>>,
 }
 
 /// What the compile worker built for one epoch of the inputs.
@@ -112,9 +112,60 @@ struct State {
     /// `epoch`, readable without the lock: an install batch stops early
     /// when it moves.
     epoch_now: Arc<AtomicU64>,
+    /// The keys of the nodes served, with their identities.
+    keys: LiveKeys,
+}
+
+/// How many nodes have each key, counting every node under its key and
+/// under its identity (the key without addresses, see
+/// [`ClientKey::identity`]): the compiled results worth keeping.
+#[derive(Debug, Default)]
+struct LiveKeys(HashMap<ClientKey, usize>);
+
+impl LiveKeys {
+    fn both(key: &ClientKey) -> impl Iterator<Item = ClientKey> {
+        let id = key.identity();
+        let distinct = (id != *key).then(|| key.clone());
+        std::iter::once(id).chain(distinct)
+    }
+
+    fn add(&mut self, key: &ClientKey) {
+        for k in Self::both(key) {
+            *self.0.entry(k).or_default() += 1;
+        }
+    }
+
+    /// Counts one node less; returns the keys no node has now.
+    fn remove(&mut self, key: &ClientKey) -> Vec<ClientKey> {
+        let mut gone = Vec::new();
+        for k in Self::both(key) {
+            if let Some(n) = self.0.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.0.remove(&k);
+                    gone.push(k);
+                }
+            }
+        }
+        gone
+    }
+
+    fn contains(&self, key: &ClientKey) -> bool {
+        self.0.contains_key(key)
+    }
 }
 
 impl State {
+    /// Drops the compiled results of keys no node has any more.
+    fn forget(&mut self, keys: Vec<ClientKey>) {
+        for k in keys {
+            self.latest.remove(&k);
+            if let Some(b) = self.built.as_mut() {
+                b.memo.remove(&k);
+            }
+        }
+    }
+
     fn inputs_changed(&mut self, at: Instant) {
         self.epoch += 1;
         self.epoch_now.store(self.epoch, Ordering::Release);
@@ -263,15 +314,24 @@ impl Controller {
     }
 
     fn ensure_node<'a>(st: &'a mut State, info: &NodeInfo) -> &'a mut NodeEntry {
+        if !st.nodes.contains_key(&info.id) {
+            let key = ClientKey::of(info);
+            st.keys.add(&key);
+            st.nodes.insert(
+                info.id.clone(),
+                NodeEntry {
+                    key,
+                    info: info.clone(),
+                    streams: BTreeMap::new(),
+                    registration_error: None,
+                    pushed: None,
+                },
+            );
+        }
+        // Inserted just above when missing.
         st.nodes
-            .entry(info.id.clone())
-            .or_insert_with(|| NodeEntry {
-                key: ClientKey::of(info),
-                info: info.clone(),
-                streams: BTreeMap::new(),
-                registration_error: None,
-                pushed: None,
-            })
+            .get_mut(&info.id)
+            .unwrap_or_else(|| unreachable!("node inserted above"))
     }
 
     /// The ADS server saw a node's first request (the hook runs on the
@@ -284,8 +344,11 @@ impl Controller {
             let key = ClientKey::of(info);
             if entry.key != key {
                 // Same id, new metadata (a restarted workload with new labels).
-                entry.key = key;
+                let old = std::mem::replace(&mut entry.key, key.clone());
                 entry.info = info.clone();
+                st.keys.add(&key);
+                let gone = st.keys.remove(&old);
+                st.forget(gone);
             }
             st.dirty.insert(info.id.clone());
         }
@@ -381,12 +444,8 @@ impl Controller {
             // The last node of an identity takes its compiled results
             // along, so pod churn does not grow meshd (a node that comes
             // back is compiled again).
-            if !st.nodes.values().any(|n| n.key == gone.key) {
-                st.latest.remove(&gone.key);
-                if let Some(b) = st.built.as_mut() {
-                    b.memo.remove(&gone.key);
-                }
-            }
+            let keys = st.keys.remove(&gone.key);
+            st.forget(keys);
         }
         st.raw.remove(node_id);
         st.dirty.remove(node_id);

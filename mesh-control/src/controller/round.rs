@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use mesh_core::compile::Compiler;
 use mesh_core::config::Resource;
-use mesh_xds::server::Snapshot;
+use mesh_xds::server::Content;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
@@ -39,18 +39,30 @@ struct Plan {
     /// generation becomes the served one.
     new_epoch: bool,
     nodes: Vec<String>,
-    /// Keys to compile, each with the base of its incremental compile.
-    keys: Vec<(ClientKey, Option<Arc<Compiled>>)>,
+    /// Keys to compile.
+    keys: Vec<Job>,
     /// The epoch's compiler, when built already.
     compiler: Option<Arc<Compiler>>,
     /// Auto-registered workloads, to build the compiler with.
     registered: Vec<Resource>,
 }
 
+/// A key missing from the epoch's memo.
+struct Job {
+    key: ClientKey,
+    /// The base of its incremental compile.
+    prev: Option<Arc<Compiled>>,
+    /// The epoch's compile of its identity, if done: a workload that
+    /// serves no port at its addresses takes that one.
+    shared: Option<Arc<Compiled>>,
+    /// The base of its identity's incremental compile.
+    identity_prev: Option<Arc<Compiled>>,
+}
+
 /// A node to hand its snapshot.
 struct Install {
     node: String,
-    snapshot: Arc<Snapshot>,
+    content: Arc<Content>,
     /// The node was handed this very snapshot before: set it again only if
     /// the cache lost it.
     again: bool,
@@ -96,17 +108,23 @@ impl Controller {
             .as_ref()
             .filter(|b| b.epoch == epoch)
             .map(|b| &b.memo);
-        let mut keys: HashMap<&ClientKey, Option<Arc<Compiled>>> = HashMap::new();
+        let mut keys: HashMap<&ClientKey, Job> = HashMap::new();
         for id in &nodes {
             let Some(key) = st.nodes.get(id).map(|n| &n.key) else {
                 continue;
             };
             if memo.is_none_or(|m| !m.contains_key(key)) && !keys.contains_key(key) {
-                keys.insert(key, st.latest.get(key).cloned());
+                let identity = key.identity();
+                let job = Job {
+                    prev: st.latest.get(key).cloned(),
+                    shared: memo.and_then(|m| m.get(&identity)).cloned(),
+                    identity_prev: st.latest.get(&identity).cloned(),
+                    key: key.clone(),
+                };
+                keys.insert(key, job);
             }
         }
-        let keys: Vec<(ClientKey, Option<Arc<Compiled>>)> =
-            keys.into_iter().map(|(k, p)| (k.clone(), p)).collect();
+        let keys: Vec<Job> = keys.into_values().collect();
         let registered = if compiler.is_none() && !keys.is_empty() {
             st.registrations
                 .values()
@@ -194,8 +212,7 @@ impl Controller {
             let current = st.epoch == plan.epoch;
             // Keys whose last node left while they compiled are not kept:
             // memory follows the nodes connected, not all that ever were.
-            let live: HashSet<&ClientKey> = st.nodes.values().map(|n| &n.key).collect();
-            compiled.retain(|k, _| live.contains(k));
+            compiled.retain(|k, _| st.keys.contains(k));
             for (k, c) in &compiled {
                 st.latest.insert(k.clone(), c.clone());
             }
@@ -205,8 +222,8 @@ impl Controller {
                 return false;
             }
             if plan.new_epoch {
-                let live: HashSet<&ClientKey> = st.nodes.values().map(|n| &n.key).collect();
-                st.latest.retain(|k, _| live.contains(k));
+                let keys = &st.keys;
+                st.latest.retain(|k, _| keys.contains(k));
                 st.built = Some(Built {
                     epoch: plan.epoch,
                     compiler: compiler.clone(),
@@ -231,11 +248,11 @@ impl Controller {
                 };
                 let i = Install {
                     node: id,
-                    snapshot: c.snapshot.clone(),
+                    content: c.content.clone(),
                     again: entry
                         .pushed
                         .as_ref()
-                        .is_some_and(|p| Arc::ptr_eq(p, &c.snapshot)),
+                        .is_some_and(|p| Arc::ptr_eq(p, &c.content)),
                 };
                 // Nodes that have nothing yet go first.
                 match entry.pushed {
@@ -279,9 +296,9 @@ impl Controller {
                 // still runs from this change.
                 st.changed_at = Some(st.changed_at.map_or(at, |c| c.min(at)));
             }
-            for (id, snapshot) in installed {
+            for (id, content) in installed {
                 match st.nodes.get_mut(&id) {
-                    Some(entry) => entry.pushed = Some(snapshot),
+                    Some(entry) => entry.pushed = Some(content),
                     // It went away while it was being installed: leave
                     // nothing behind in the cache.
                     None => self.cache.clear(&id),
@@ -307,21 +324,43 @@ impl Controller {
     }
 
     /// Compiles each key on the blocking pool, at most `compile_slots()` at
-    /// once. Returns the compilations and the keys whose compile failed
-    /// (logged; their nodes wait for the next change instead of retrying
-    /// in a loop).
+    /// once; a key whose resources are its identity's (it serves no port
+    /// at its addresses) takes the identity's compile, made once for all
+    /// of them. Returns the compilations (under each key, and under the
+    /// identities compiled) and the keys whose compile failed (logged;
+    /// their nodes wait for the next change instead of retrying in a
+    /// loop).
     async fn compile_keys(
         &self,
         compiler: Option<&Arc<Compiler>>,
-        keys: Vec<(ClientKey, Option<Arc<Compiled>>)>,
+        jobs: Vec<Job>,
     ) -> (HashMap<ClientKey, Arc<Compiled>>, HashSet<ClientKey>) {
         let mut out = HashMap::new();
         let Some(compiler) = compiler else {
             return (out, HashSet::new());
         };
-        let mut pending: HashSet<ClientKey> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let c = compiler.clone();
+        let keys: Vec<ClientKey> = jobs.iter().map(|j| j.key.clone()).collect();
+        let effective = self
+            .cpu_work(move || keys.iter().map(|k| k.effective(&c)).collect::<Vec<_>>())
+            .await
+            .unwrap_or_else(|| jobs.iter().map(|j| j.key.clone()).collect());
+        // What to compile (key -> base), and who takes an identity's.
+        let mut compile: HashMap<ClientKey, Option<Arc<Compiled>>> = HashMap::new();
+        let mut takers: HashMap<ClientKey, Vec<ClientKey>> = HashMap::new();
+        for (job, eff) in jobs.into_iter().zip(effective) {
+            if eff == job.key {
+                compile.insert(job.key, job.prev);
+            } else if let Some(shared) = job.shared {
+                out.insert(job.key, shared);
+            } else {
+                compile.entry(eff.clone()).or_insert(job.identity_prev);
+                takers.entry(eff).or_default().push(job.key);
+            }
+        }
+        let mut pending: HashSet<ClientKey> = compile.keys().cloned().collect();
         let mut jobs = JoinSet::new();
-        for (key, prev) in keys {
+        for (key, prev) in compile {
             let permit = self.permit().await;
             let compiler = compiler.clone();
             let metrics = self.metrics.clone();
@@ -340,11 +379,15 @@ impl Controller {
             match r {
                 Ok((key, c)) => {
                     pending.remove(&key);
+                    for t in takers.remove(&key).into_iter().flatten() {
+                        out.insert(t, c.clone());
+                    }
                     out.insert(key, c);
                 }
                 Err(e) => tracing::error!(error = %e, "compiling a client identity failed"),
             }
         }
+        pending.extend(takers.into_values().flatten());
         (out, pending)
     }
 }
@@ -357,7 +400,7 @@ fn install(
     cache: &mesh_xds::server::SnapshotCache,
     installs: Vec<Install>,
     cut: impl Fn() -> bool,
-) -> (Vec<(String, Arc<Snapshot>)>, Bumped, bool) {
+) -> (Vec<(String, Arc<Content>)>, Bumped, bool) {
     let mut installed = Vec::with_capacity(installs.len());
     let mut bumped = BTreeMap::new();
     for i in installs {
@@ -368,7 +411,7 @@ fn install(
             // Same content as this node already has: nothing to compare.
             continue;
         }
-        let changed = cache.set_snapshot(&i.node, (*i.snapshot).clone());
+        let changed = cache.set_content(&i.node, i.content.clone());
         if !changed.is_empty() {
             let versions = cache.snapshot(&i.node);
             let changed: BTreeMap<String, String> = changed
@@ -383,7 +426,7 @@ fn install(
                 .collect();
             bumped.insert(i.node.clone(), changed);
         }
-        installed.push((i.node, i.snapshot));
+        installed.push((i.node, i.content));
     }
     (installed, bumped, false)
 }

@@ -34,6 +34,11 @@ fn generation(number: u64) -> Generation {
 }
 
 fn node(id: &str, app: &str) -> NodeInfo {
+    node_at(id, app, None)
+}
+
+/// A node with `INSTANCE_IPS` (every pod has its own).
+fn node_at(id: &str, app: &str, ip: Option<&str>) -> NodeInfo {
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.into())),
     };
@@ -41,6 +46,9 @@ fn node(id: &str, app: &str) -> NodeInfo {
     labels.fields.insert("app".into(), s(app));
     let mut md = Struct::default();
     md.fields.insert("NAMESPACE".into(), s("demo"));
+    if let Some(ip) = ip {
+        md.fields.insert("INSTANCE_IPS".into(), s(ip));
+    }
     md.fields.insert(
         "LABELS".into(),
         Value {
@@ -172,5 +180,62 @@ async fn compiled_results_leave_with_the_last_node_of_their_identity() {
         ctl.disconnected(&n.id, 0);
     }
     assert_eq!(kept(&ctl), (0, 0), "nothing kept for nodes that are gone");
+    worker.abort();
+}
+
+/// Pods of one app differ by IP. A pod that serves no port shares its
+/// app's compile and its copy of the resources; one that serves a port
+/// gets listeners named by its own IP, so its own compile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_serve_nothing_share_their_apps_resources() {
+    let (ctl, cache, worker) = start();
+    ctl.apply(generation(1), Instant::now());
+    ctl.serving(1).await;
+    let clients: Vec<NodeInfo> = (0..200)
+        .map(|i| node_at(&format!("c{i}"), "client", Some(&format!("10.1.0.{i}"))))
+        .collect();
+    for n in &clients {
+        ctl.node_seen(n);
+    }
+    all_hold(&cache, &clients, 1).await;
+    assert_eq!(ctl.metrics().compilations.get(), 1);
+    let first = cache.snapshot("c0").unwrap();
+    for n in &clients {
+        let v = cache.snapshot(&n.id).unwrap();
+        assert!(
+            Arc::ptr_eq(&v.content, &first.content),
+            "{} has a copy",
+            n.id
+        );
+    }
+
+    let servers: Vec<NodeInfo> = (0..3)
+        .map(|i| node_at(&format!("s{i}"), "a", Some(&format!("10.2.0.{i}"))))
+        .collect();
+    for n in &servers {
+        ctl.node_seen(n);
+    }
+    all_hold(&cache, &servers, 1).await;
+    assert_eq!(ctl.metrics().compilations.get(), 4);
+    for (i, n) in servers.iter().enumerate() {
+        let v = cache.snapshot(&n.id).unwrap();
+        let name = format!("xds.istio.io/grpc/lds/inbound/10.2.0.{i}:80");
+        let listeners = v.snapshot.resources(mesh_xds::types::LISTENER).unwrap();
+        assert!(listeners.contains_key(&name), "{} lacks {name}", n.id);
+    }
+
+    // A change: still one compile for all the clients.
+    ctl.apply(generation(2), Instant::now());
+    all_hold(&cache, &clients, 2).await;
+    all_hold(&cache, &servers, 2).await;
+    assert_eq!(ctl.metrics().compilations.get(), 8);
+
+    for n in clients.iter().chain(&servers) {
+        ctl.disconnected(&n.id, 0);
+    }
+    let st = ctl.lock();
+    assert!(st.latest.is_empty(), "nothing kept for nodes that are gone");
+    assert!(st.built.as_ref().is_some_and(|b| b.memo.is_empty()));
+    drop(st);
     worker.abort();
 }

@@ -6,7 +6,7 @@ use mesh_core::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::{
@@ -85,7 +85,7 @@ impl Snapshot {
 /// True when two encodings of a resource carry the same message. Byte
 /// equality is not enough: protobuf maps (metadata, `Struct`) encode in hash
 /// order, so known types are compared decoded.
-fn same_resource(type_url: &str, a: &Any, b: &Any) -> bool {
+pub fn same_resource(type_url: &str, a: &Any, b: &Any) -> bool {
     if a == b {
         return true;
     }
@@ -107,40 +107,60 @@ fn same_resource(type_url: &str, a: &Any, b: &Any) -> bool {
     }
 }
 
-fn same_type(type_url: &str, a: &BTreeMap<String, Any>, b: &BTreeMap<String, Any>) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((ka, va), (kb, vb))| ka == kb && same_resource(type_url, va, vb))
-}
+/// How many earlier contents a [`Content`] remembers its difference from:
+/// the nodes moving to it come from a handful (usually one) of them.
+const DIFF_MEMO: usize = 4;
 
-/// A snapshot with the version the cache gave each of its types.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Versioned {
+/// The types that differ from an earlier content.
+type Diff = (Weak<Content>, Arc<[String]>);
+
+/// What is the same for every node handed the same resources: the
+/// resources, each one's version and the references between them. Built
+/// once per distinct set of resources and shared by `Arc`, so a thousand
+/// replicas of one app hold one copy (meshd compiles once per identity and
+/// hands each node the identity's content).
+#[derive(Debug, Default)]
+pub struct Content {
     /// The resources.
-    pub snapshot: Snapshot,
-    /// Version per type URL.
-    pub versions: BTreeMap<String, String>,
+    pub snapshot: Arc<Snapshot>,
     /// Version per resource (type URL, then name): a hash of its encoding,
     /// what Delta xDS sends as `Resource.version`.
     pub resource_versions: BTreeMap<String, BTreeMap<String, String>>,
     /// Cross-resource references, for make-before-break.
     pub deps: Deps,
+    /// The types that differ from earlier contents, by content: every node
+    /// that moves from one content to another shares one comparison.
+    diffs: Mutex<Vec<Diff>>,
 }
 
-impl Versioned {
+impl PartialEq for Content {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot == other.snapshot
+            && self.resource_versions == other.resource_versions
+            && self.deps == other.deps
+    }
+}
+
+impl Content {
     /// Versions the resources of `snapshot` and indexes its references.
-    pub fn new(snapshot: Snapshot, versions: BTreeMap<String, String>) -> Self {
-        Self::update(snapshot, versions, None)
+    pub fn new(snapshot: impl Into<Arc<Snapshot>>) -> Self {
+        Self::update(snapshot, None)
     }
 
-    /// Like [`Versioned::new`], reusing what `old` computed for resources
-    /// whose bytes did not change.
-    pub fn update(
-        snapshot: Snapshot,
-        versions: BTreeMap<String, String>,
-        old: Option<&Versioned>,
-    ) -> Self {
+    /// Like [`Content::new`], reusing what `old` computed for resources
+    /// whose bytes did not change. The bytes are taken as they are: a
+    /// producer that re-encodes equal messages should keep the old bytes
+    /// (see [`same_resource`]), or the resources' versions move for nothing.
+    pub fn update(snapshot: impl Into<Arc<Snapshot>>, old: Option<&Content>) -> Self {
+        let snapshot: Arc<Snapshot> = snapshot.into();
+        if let Some(o) = old.filter(|o| Arc::ptr_eq(&o.snapshot, &snapshot)) {
+            return Self {
+                snapshot,
+                resource_versions: o.resource_versions.clone(),
+                deps: o.deps.clone(),
+                diffs: Mutex::default(),
+            };
+        }
         let resource_versions = snapshot
             .types
             .iter()
@@ -158,18 +178,13 @@ impl Versioned {
                 (t.clone(), vs)
             })
             .collect();
-        let deps = Deps::update(&snapshot, old.map(|o| (&o.snapshot, &o.deps)));
+        let deps = Deps::update(&snapshot, old.map(|o| (&*o.snapshot, &o.deps)));
         Self {
             snapshot,
-            versions,
             resource_versions,
             deps,
+            diffs: Mutex::default(),
         }
-    }
-
-    /// The version of a type, when the type is present.
-    pub fn version(&self, type_url: &str) -> Option<&str> {
-        self.versions.get(type_url).map(String::as_str)
     }
 
     /// The version of one resource, when present.
@@ -179,6 +194,86 @@ impl Versioned {
             .get(name)
             .map(String::as_str)
     }
+
+    /// The type URLs whose resources (names or bytes) differ from `old`'s,
+    /// computed once per pair of contents.
+    fn changed_since(&self, old: &Arc<Content>) -> Arc<[String]> {
+        let mut memo = self.diffs.locked();
+        if let Some((_, d)) = memo
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(old)))
+        {
+            // The memo's weak reference keeps the allocation, so an equal
+            // pointer is this very content.
+            return d.clone();
+        }
+        let d: Arc<[String]> = self
+            .snapshot
+            .types
+            .iter()
+            .filter(|(t, rs)| old.snapshot.types.get(*t) != Some(*rs))
+            .map(|(t, _)| t.clone())
+            .collect();
+        if memo.len() >= DIFF_MEMO {
+            memo.remove(0);
+        }
+        memo.push((Arc::downgrade(old), d.clone()));
+        d
+    }
+}
+
+/// A snapshot with the version the cache gave each of its types: the
+/// shared [`Content`] (reached through `Deref`) and the node's own type
+/// versions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Versioned {
+    /// The resources, their versions and references, shared.
+    pub content: Arc<Content>,
+    /// Version per type URL.
+    pub versions: BTreeMap<String, String>,
+}
+
+impl std::ops::Deref for Versioned {
+    type Target = Content;
+
+    fn deref(&self) -> &Content {
+        &self.content
+    }
+}
+
+impl Versioned {
+    /// Versions the resources of `snapshot` and indexes its references.
+    pub fn new(snapshot: Snapshot, versions: BTreeMap<String, String>) -> Self {
+        Self {
+            content: Arc::new(Content::new(snapshot)),
+            versions,
+        }
+    }
+
+    /// The version of a type, when the type is present.
+    pub fn version(&self, type_url: &str) -> Option<&str> {
+        self.versions.get(type_url).map(String::as_str)
+    }
+}
+
+/// The content of `snapshot` for a node that has `old`: types `old` had
+/// and `snapshot` lacks are present and empty (so clients drop their
+/// resources instead of keeping them), and resources equal to `old`'s keep
+/// `old`'s bytes.
+fn canonical(mut snapshot: Snapshot, old: Option<&Versioned>) -> Content {
+    if let Some(o) = old {
+        for (type_url, prev) in &o.snapshot.types {
+            let res = snapshot.types.entry(type_url.clone()).or_default();
+            for (name, a) in res.iter_mut() {
+                if let Some(p) = prev.get(name) {
+                    if p != a && same_resource(type_url, p, a) {
+                        *a = p.clone();
+                    }
+                }
+            }
+        }
+    }
+    Content::update(snapshot, old.map(|o| &*o.content))
 }
 
 /// A resource's version: FNV-1a 64 of its type URL and bytes, in hex. Stable
@@ -244,14 +339,6 @@ struct Inner {
     records: HashMap<String, NodeRecord>,
 }
 
-/// What [`SnapshotCache::set_snapshot`] sets.
-enum Next {
-    /// The new versioned snapshot.
-    Set(Versioned),
-    /// Nothing changed: the input, for a second try.
-    Keep(Snapshot),
-}
-
 /// Snapshots per node id, shared by the server and whoever computes them.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotCache {
@@ -278,17 +365,56 @@ impl SnapshotCache {
     /// version (others keep theirs) and connected streams are woken. Returns
     /// the type URLs whose version changed.
     ///
-    /// The cache's lock is held only to read the node's current snapshot
-    /// and to swap the new one in, not while the new one is compared,
-    /// hashed and indexed (for a new node, every resource decoded): the
-    /// streams, which record every response and ACK here, and readers such
-    /// as a control plane's sync view never wait for that. Setters take
-    /// turns, so the snapshot read is still the node's at the swap unless
-    /// [`SnapshotCache::clear`] ran in between.
+    /// A resource equal to the one the node has (compared decoded, see
+    /// [`same_resource`]) keeps its old bytes, so its version does not move
+    /// when only the protobuf map order of a re-encoding differs. Callers
+    /// that hand many nodes the same resources use
+    /// [`SnapshotCache::set_content`] instead, which shares them.
     pub fn set_snapshot(&self, node_id: &str, snapshot: Snapshot) -> Vec<String> {
         let _turn = self.setter.locked();
         let old = self.snapshot(node_id);
-        let (changed, next) = self.next(snapshot, old.as_deref());
+        let content = Arc::new(canonical(snapshot, old.as_deref()));
+        self.install(node_id, content, old)
+    }
+
+    /// Sets the node's resources to a shared [`Content`], as
+    /// [`SnapshotCache::set_snapshot`] does, without copying them: the
+    /// node holds the `Arc` and its own type versions. Resources compare
+    /// by bytes, so the producer keeps a resource's old bytes when a
+    /// re-encoding means the same.
+    ///
+    /// The cache's lock is held only to read the node's current snapshot
+    /// and to swap the new one in, never while contents are compared:
+    /// the streams, which record every response and ACK here, and readers
+    /// such as a control plane's sync view never wait for that. Setters
+    /// take turns, so the snapshot read is still the node's at the swap
+    /// unless [`SnapshotCache::clear`] ran in between.
+    pub fn set_content(&self, node_id: &str, content: Arc<Content>) -> Vec<String> {
+        let _turn = self.setter.locked();
+        let old = self.snapshot(node_id);
+        let content = match &old {
+            // A type that disappears is sent as empty (rare: a producer's
+            // snapshots usually carry the same types).
+            Some(o)
+                if o.snapshot
+                    .types
+                    .keys()
+                    .any(|t| !content.snapshot.types.contains_key(t)) =>
+            {
+                Arc::new(canonical((*content.snapshot).clone(), Some(o)))
+            }
+            _ => content,
+        };
+        self.install(node_id, content, old)
+    }
+
+    fn install(
+        &self,
+        node_id: &str,
+        content: Arc<Content>,
+        old: Option<Arc<Versioned>>,
+    ) -> Vec<String> {
+        let (changed, next) = self.next(content, old.as_deref());
         let mut inner = self.lock();
         let tx = inner
             .nodes
@@ -300,70 +426,66 @@ impl SnapshotCache {
             (None, None) => true,
             _ => false,
         };
-        let (changed, next) = if same {
-            (changed, next)
-        } else {
-            // Cleared meanwhile: version against what is there now (rare,
-            // so under the lock).
-            let snapshot = match next {
-                Next::Set(v) => v.snapshot,
-                Next::Keep(s) => s,
-            };
-            self.next(snapshot, now.as_deref())
+        let (changed, next) = match next {
+            Some(v) if !same => {
+                // Cleared meanwhile: version against what is there now
+                // (rare, so under the lock).
+                self.next(v.content, now.as_deref())
+            }
+            next => (changed, next),
         };
-        if let Next::Set(v) = next {
-            tx.send_replace(Some(Arc::new(v)));
+        if let Some(v) = next {
+            // A new content with the same resources is swapped in quietly
+            // (the old one can be freed); streams wake only for a change.
+            let wake = !changed.is_empty() || now.is_none();
+            tx.send_if_modified(|cur| {
+                *cur = Some(Arc::new(v));
+                wake
+            });
         }
         changed
     }
 
-    /// Versions `snapshot` against the node's `old` one: the types whose
-    /// version changed, and what to set (nothing when nothing changed).
-    fn next(&self, mut snapshot: Snapshot, old: Option<&Versioned>) -> (Vec<String>, Next) {
-        // A type that disappears is sent as empty, so clients drop its
-        // resources instead of keeping them.
-        if let Some(o) = old {
-            for t in o.snapshot.types.keys() {
-                snapshot.types.entry(t.clone()).or_default();
-            }
-        }
-        // A resource equal to the one already cached keeps its old bytes, so
-        // its Delta version (a hash of the bytes) does not move when only the
-        // protobuf map order of a re-encoding differs.
-        if let Some(o) = old {
-            for (type_url, res) in &mut snapshot.types {
-                let Some(prev) = o.snapshot.types.get(type_url) else {
-                    continue;
-                };
-                for (name, a) in res.iter_mut() {
-                    if let Some(p) = prev.get(name) {
-                        if p != a && same_resource(type_url, p, a) {
-                            *a = p.clone();
-                        }
-                    }
-                }
-            }
-        }
-        let mut versions = BTreeMap::new();
-        let mut changed = Vec::new();
-        for (type_url, res) in &snapshot.types {
-            let prev = old.and_then(|o| {
-                let v = o.versions.get(type_url)?;
-                let r = o.snapshot.types.get(type_url)?;
-                same_type(type_url, r, res).then(|| v.clone())
-            });
-            let v = prev.unwrap_or_else(|| {
-                changed.push(type_url.clone());
-                (self.counter.fetch_add(1, Ordering::Relaxed) + 1).to_string()
-            });
-            versions.insert(type_url.clone(), v);
-        }
-        let next = if !changed.is_empty() || old.is_none() {
-            Next::Set(Versioned::update(snapshot, versions, old))
-        } else {
-            Next::Keep(snapshot)
+    /// Versions `content` against the node's `old` snapshot: the types
+    /// whose version changed, and what to set (nothing when it is the very
+    /// same content).
+    fn next(
+        &self,
+        content: Arc<Content>,
+        old: Option<&Versioned>,
+    ) -> (Vec<String>, Option<Versioned>) {
+        let fresh = || (self.counter.fetch_add(1, Ordering::Relaxed) + 1).to_string();
+        let Some(o) = old else {
+            let versions: BTreeMap<String, String> = content
+                .snapshot
+                .types
+                .keys()
+                .map(|t| (t.clone(), fresh()))
+                .collect();
+            let changed = versions.keys().cloned().collect();
+            return (changed, Some(Versioned { content, versions }));
         };
-        (changed, next)
+        if Arc::ptr_eq(&o.content, &content) {
+            return (Vec::new(), None);
+        }
+        let diff = content.changed_since(&o.content);
+        let mut changed = Vec::new();
+        let versions = content
+            .snapshot
+            .types
+            .keys()
+            .map(|t| {
+                let v = match o.versions.get(t) {
+                    Some(v) if !diff.contains(t) => v.clone(),
+                    _ => {
+                        changed.push(t.clone());
+                        fresh()
+                    }
+                };
+                (t.clone(), v)
+            })
+            .collect();
+        (changed, Some(Versioned { content, versions }))
     }
 
     /// The current snapshot of a node.
@@ -496,5 +618,82 @@ impl SnapshotCache {
             .or_default()
             .entry(type_url.to_string())
             .or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn res(v: &str) -> Any {
+        Any {
+            type_url: "t".into(),
+            value: v.as_bytes().to_vec(),
+        }
+    }
+
+    fn content(clusters: &[&str], routes: &[&str]) -> Arc<Content> {
+        let mut s = Snapshot::new();
+        s.set_type(
+            types::CLUSTER,
+            clusters.iter().map(|c| (c.to_string(), res(c))),
+        );
+        s.set_type(types::ROUTE, routes.iter().map(|r| (r.to_string(), res(r))));
+        Arc::new(Content::new(s))
+    }
+
+    #[test]
+    fn nodes_handed_one_content_share_it_and_version_it_apart() {
+        let cache = SnapshotCache::new();
+        let c1 = content(&["a"], &["r"]);
+        assert_eq!(cache.set_content("n1", c1.clone()).len(), 2);
+        let other = content(&["x"], &["r"]);
+        cache.set_content("n2", other);
+        assert_eq!(cache.set_content("n2", c1.clone()), [types::CLUSTER]);
+        let (s1, s2) = (cache.snapshot("n1").unwrap(), cache.snapshot("n2").unwrap());
+        assert!(Arc::ptr_eq(&s1.content, &c1) && Arc::ptr_eq(&s2.content, &c1));
+        // n2's route version stayed; its cluster version moved.
+        assert_ne!(s1.version(types::ROUTE), s2.version(types::ROUTE));
+        assert_ne!(s1.version(types::CLUSTER), s2.version(types::CLUSTER));
+
+        // The next content: only routes changed, for both nodes; the
+        // comparison is made once and remembered.
+        let c2 = content(&["a"], &["r2"]);
+        assert_eq!(cache.set_content("n1", c2.clone()), [types::ROUTE]);
+        assert_eq!(c2.diffs.locked().len(), 1);
+        assert_eq!(cache.set_content("n2", c2.clone()), [types::ROUTE]);
+        assert_eq!(c2.diffs.locked().len(), 1);
+        assert!(cache.set_content("n2", c2.clone()).is_empty());
+    }
+
+    #[test]
+    fn an_equal_content_is_swapped_in_without_a_new_version_or_a_wake() {
+        let cache = SnapshotCache::new();
+        cache.set_content("n", content(&["a"], &["r"]));
+        let before = cache.snapshot("n").unwrap();
+        let mut rx = cache.watch("n");
+        rx.mark_unchanged();
+        let again = content(&["a"], &["r"]);
+        assert!(cache.set_content("n", again.clone()).is_empty());
+        let after = cache.snapshot("n").unwrap();
+        // The old content can be freed: the node holds the new one.
+        assert!(Arc::ptr_eq(&after.content, &again));
+        assert_eq!(after.versions, before.versions);
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_type_the_new_content_lacks_is_sent_empty() {
+        let cache = SnapshotCache::new();
+        cache.set_content("n", content(&["a"], &["r"]));
+        let mut s = Snapshot::new();
+        s.set_type(types::CLUSTER, [("a".to_string(), res("a"))]);
+        assert_eq!(
+            cache.set_content("n", Arc::new(Content::new(s))),
+            [types::ROUTE]
+        );
+        let now = cache.snapshot("n").unwrap();
+        assert!(now.snapshot.resources(types::ROUTE).unwrap().is_empty());
     }
 }

@@ -172,7 +172,10 @@ fn route_to_a_new_cluster_waits_for_its_cds_and_eds_acks() {
     // It subscribes to b's endpoints (with the last EDS nonce it saw).
     let out = f.request(req(types::ENDPOINT, &["a", "b"], Some(&eds)));
     assert_eq!(types_of(&out), [types::ENDPOINT]);
-    assert_eq!(out[0].resources.len(), 2);
+    // Only b's: the client holds a's, unchanged (EDS is not full state).
+    assert_eq!(out[0].resources.len(), 1);
+    let cla: ClusterLoadAssignment = unany(&out[0].resources[0]).unwrap();
+    assert_eq!(cla.cluster_name, "b");
     // The EDS ACK releases the route.
     let out = f.request(req(types::ENDPOINT, &["a", "b"], Some(&out[0])));
     assert_eq!(types_of(&out), [types::ROUTE]);

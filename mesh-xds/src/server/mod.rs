@@ -48,7 +48,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use cache::{ConnectedNode, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus, Versioned};
+pub use cache::{
+    same_resource, ConnectedNode, Content, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus,
+    Versioned,
+};
 pub use csds::CsdsServer;
 pub use delta::DeltaState;
 pub use deps::Deps;

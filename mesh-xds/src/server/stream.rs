@@ -14,8 +14,12 @@
 //! - A response carries every subscribed resource that exists; names that
 //!   do not exist are left out. For LDS and CDS (full state) the client
 //!   takes absence as does-not-exist at once; for RDS and EDS gRPC runs its
-//!   15 s does-not-exist timer (gRFC A53), so an RDS or EDS response that
-//!   would carry nothing, or only what the client already has, is not sent.
+//!   15 s does-not-exist timer (gRFC A53).
+//! - RDS and EDS responses are not full state (a resource left out is
+//!   neither removed nor changed on the client), so they carry only what
+//!   the client does not hold: new names, changed resources, and names it
+//!   asks for again after dropping them. A response that would carry
+//!   nothing is not sent.
 //! - On a snapshot change, types are pushed CDS, EDS, LDS, RDS (then any
 //!   others), and only the types whose content moved, subject to the
 //!   make-before-break rules of [`super::order`]: listeners and routes that
@@ -62,6 +66,8 @@ struct Sent {
     type_url: String,
     version: String,
     sub: Subscription,
+    /// The response's nonce.
+    nonce: u64,
     snap: Arc<Versioned>,
     /// Resources kept from earlier responses that the snapshot dropped.
     kept: BTreeMap<String, Any>,
@@ -126,6 +132,12 @@ struct TypeState {
     sent: Option<Arc<Sent>>,
     /// The last response the client ACKed.
     acked: Option<Arc<Sent>>,
+    /// The last response was NACKed: the client holds what it ACKed.
+    nacked: bool,
+    /// Names unsubscribed, with the stream's last nonce then: a client
+    /// forgets a resource it stops watching, so one it asks for again is
+    /// sent again, until it ACKs a response sent after that.
+    forgotten: BTreeMap<String, u64>,
     last_nonce: String,
 }
 
@@ -205,32 +217,6 @@ pub(crate) fn push_order<'a>(present: impl Iterator<Item = &'a String>) -> Vec<S
     order
 }
 
-/// True when every RDS/EDS resource `snap` would send now went out, the
-/// same, in the last response (or there are none at all). Resources that
-/// left need no response: absence from an RDS or EDS response deletes
-/// nothing.
-fn same_as_sent(
-    st: &TypeState,
-    type_url: &str,
-    snap: &Versioned,
-    kept: &BTreeMap<String, Any>,
-    count: usize,
-) -> bool {
-    if count == 0 {
-        return true;
-    }
-    let Some(sent) = &st.sent else {
-        return false;
-    };
-    snap.snapshot
-        .resources(type_url)
-        .into_iter()
-        .flatten()
-        .filter(|(n, _)| st.sub.wants(n))
-        .chain(kept.iter())
-        .all(|(n, a)| sent.get(type_url, n) == Some(a))
-}
-
 impl StreamState {
     /// A fresh stream that records status into `cache`.
     pub fn new(cache: SnapshotCache) -> Self {
@@ -299,6 +285,7 @@ impl StreamState {
                 s.pending = None;
                 s.nacks += 1;
             });
+            st.nacked = true;
             RequestKind::Nack(nack)
         } else if req.response_nonce.is_empty()
             || st.sent.as_ref().map(|s| s.version.as_str()) != Some(req.version_info.as_str())
@@ -310,6 +297,14 @@ impl StreamState {
         } else {
             let before = st.acked_names(&type_url);
             st.acked = st.sent.clone();
+            st.nacked = false;
+            if let Some(a) = &st.acked {
+                // Names the ACKed response was sent for after they were
+                // forgotten (so it carried them, when they exist) are held
+                // again.
+                st.forgotten
+                    .retain(|n, at| a.nonce <= *at || !a.sub.wants(n));
+            }
             if type_url == types::CLUSTER && eds_on {
                 if let Some(a) = &st.acked {
                     for c in a.names(&type_url) {
@@ -340,10 +335,16 @@ impl StreamState {
         let Some(st) = self.types.get_mut(&type_url) else {
             return (kind, Vec::new());
         };
-        st.sub = Subscription {
+        let sub = Subscription {
             wildcard: wildcard_type(&type_url) && (names.is_empty() || names.contains("*")),
             names: names.into_iter().filter(|n| n != "*").collect(),
         };
+        if !sub.wildcard {
+            let dropped: Vec<String> = st.sub.names.difference(&sub.names).cloned().collect();
+            let at = self.nonce;
+            st.forgotten.extend(dropped.into_iter().map(|n| (n, at)));
+        }
+        st.sub = sub;
         if type_url == types::ENDPOINT {
             // The client has said which endpoints it wants.
             self.awaiting_eds.clear();
@@ -478,10 +479,12 @@ impl StreamState {
         let node = self.node.clone().unwrap_or_default();
         {
             let st = self.types.get(type_url)?;
-            if st
-                .sent
-                .as_ref()
-                .is_some_and(|s| s.version == version && s.sub == st.sub)
+            let asked_again = st.forgotten.keys().any(|n| st.sub.wants(n));
+            if !asked_again
+                && st
+                    .sent
+                    .as_ref()
+                    .is_some_and(|s| s.version == version && s.sub == st.sub)
             {
                 return None;
             }
@@ -505,22 +508,31 @@ impl StreamState {
         let kept: BTreeMap<String, Any> =
             kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
         // In name order, kept resources among the others.
-        let resources: Vec<Any> = snap
+        let mut all: BTreeMap<&String, &Any> = snap
             .snapshot
             .resources(type_url)?
             .iter()
             .filter(|(name, _)| st.sub.wants(name))
             .chain(kept.iter())
-            .collect::<BTreeMap<&String, &Any>>()
-            .into_values()
-            .cloned()
             .collect();
-        if !wildcard_type(type_url) && same_as_sent(st, type_url, snap, &kept, resources.len()) {
-            // RDS and EDS are not full state: a response would only repeat
-            // what the client has, or (when none of its names exist) say
-            // nothing, and gRPC's does-not-exist timer covers that.
-            return None;
+        if !wildcard_type(type_url) {
+            // RDS and EDS are not full state: a resource left out of a
+            // response is neither removed nor changed on the client, so
+            // only what it does not hold yet goes out (one route table of
+            // fifty when one VirtualService changed). Nothing new means no
+            // response at all; names that exist nowhere are covered by
+            // gRPC's does-not-exist timer. After a NACK, the reference is
+            // what the client last ACKed.
+            let holds = if st.nacked { &st.acked } else { &st.sent };
+            if let Some(h) = holds {
+                let forgotten = &st.forgotten;
+                all.retain(|n, a| forgotten.contains_key(*n) || h.get(type_url, n) != Some(*a));
+            }
+            if all.is_empty() {
+                return None;
+            }
         }
+        let resources: Vec<Any> = all.into_values().cloned().collect();
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         st.last_nonce = nonce.clone();
@@ -528,6 +540,7 @@ impl StreamState {
             type_url: type_url.to_string(),
             version: version.clone(),
             sub: st.sub.clone(),
+            nonce: self.nonce,
             snap: snap.clone(),
             kept,
         });

@@ -108,7 +108,7 @@ fn snapshot_pushes_only_subscribed_changed_types_in_order() {
     assert!(!r.is_empty());
     let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
     assert!(!r.is_empty());
-    let mut s = snap.snapshot.clone();
+    let mut s = (*snap.snapshot).clone();
     s.insert(types::CLUSTER, "c", res("c"));
     s.insert(types::ENDPOINT, "a", res("ea2"));
     s.insert(types::LISTENER, "l", res("l"));
@@ -139,7 +139,7 @@ fn subscription_change_after_nack_is_not_an_ack() {
         &req(types::CLUSTER, &[], &v1.version_info, &v1.nonce),
         Some(&snap),
     );
-    let mut s = snap.snapshot.clone();
+    let mut s = (*snap.snapshot).clone();
     s.insert(types::CLUSTER, "c", res("c"));
     cache.set_snapshot("n", s);
     let snap2 = cache.snapshot("n").unwrap();
@@ -161,4 +161,88 @@ fn subscription_change_after_nack_is_not_an_ack() {
     let status = &cache.status("n")[types::CLUSTER];
     assert_eq!(status.acked.as_deref(), Some(v1.version_info.as_str()));
     assert!(status.last_nack.is_some(), "the NACK stands");
+}
+
+/// A stream subscribed to EDS `a` and `b`, both ACKed.
+fn eds_synced() -> (SnapshotCache, StreamState) {
+    let cache = SnapshotCache::new();
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea"));
+    s.insert(types::ENDPOINT, "b", res("eb"));
+    cache.set_snapshot("n", s);
+    let snap = cache.snapshot("n").unwrap();
+    let mut st = StreamState::new(cache.clone());
+    st.set_node("n");
+    let (_, r) = st.on_request(&req(types::ENDPOINT, &["a", "b"], "", ""), Some(&snap));
+    assert_eq!(r[0].resources.len(), 2);
+    let ack = req(
+        types::ENDPOINT,
+        &["a", "b"],
+        &r[0].version_info,
+        &r[0].nonce,
+    );
+    assert!(st.on_request(&ack, Some(&snap)).1.is_empty());
+    (cache, st)
+}
+
+fn values(r: &DiscoveryResponse) -> Vec<String> {
+    r.resources
+        .iter()
+        .map(|a| String::from_utf8(a.value.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn endpoints_and_routes_carry_only_what_changed() {
+    let (cache, mut st) = eds_synced();
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea"));
+    s.insert(types::ENDPOINT, "b", res("eb2"));
+    cache.set_snapshot("n", s);
+    let out = st.on_snapshot(&cache.snapshot("n").unwrap());
+    assert_eq!(out.len(), 1);
+    // a is unchanged and the client holds it: only b goes out.
+    assert_eq!(values(&out[0]), ["eb2"]);
+}
+
+#[test]
+fn a_name_asked_for_again_is_sent_again() {
+    let (cache, mut st) = eds_synced();
+    let snap = cache.snapshot("n").unwrap();
+    // The client stops watching b (and forgets it), then watches it again;
+    // nothing changed on the server meanwhile.
+    let status = cache.status("n");
+    let v = status[types::ENDPOINT].acked.clone().unwrap();
+    let (_, r) = st.on_request(&req(types::ENDPOINT, &["a"], &v, "1"), Some(&snap));
+    assert!(r.is_empty(), "nothing new for a");
+    let (_, r) = st.on_request(&req(types::ENDPOINT, &["a", "b"], &v, "1"), Some(&snap));
+    assert_eq!(r.len(), 1);
+    assert_eq!(values(&r[0]), ["eb"]);
+}
+
+#[test]
+fn after_a_nack_what_the_client_acked_is_the_reference() {
+    let (cache, mut st) = eds_synced();
+    let v1 = cache.status("n")[types::ENDPOINT].acked.clone().unwrap();
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea2"));
+    s.insert(types::ENDPOINT, "b", res("eb"));
+    cache.set_snapshot("n", s);
+    let snap2 = cache.snapshot("n").unwrap();
+    let r2 = st.on_snapshot(&snap2).remove(0);
+    assert_eq!(values(&r2), ["ea2"]);
+    let mut nack = req(types::ENDPOINT, &["a", "b"], &v1, &r2.nonce);
+    nack.error_detail = Some(Status {
+        code: 3,
+        message: "no".into(),
+        details: Vec::new(),
+    });
+    assert!(st.on_request(&nack, Some(&snap2)).1.is_empty());
+    // b changes: the client still lacks a's new endpoints, so both go.
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea2"));
+    s.insert(types::ENDPOINT, "b", res("eb3"));
+    cache.set_snapshot("n", s);
+    let r3 = st.on_snapshot(&cache.snapshot("n").unwrap()).remove(0);
+    assert_eq!(values(&r3), ["ea2", "eb3"]);
 }
