@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::config::NAMESPACE;
+use crate::config::{NAMESPACE, PORT};
 
 /// The type URLs in the order a gRPC client walks them.
 pub const TYPES: [&str; 4] = [
@@ -77,13 +77,24 @@ pub enum Event {
     },
 }
 
+/// Client `c`'s pod IP (its `INSTANCE_IPS`).
+pub fn ip(c: usize) -> String {
+    format!("10.200.{}.{}", (c >> 8) & 0xff, c & 0xff)
+}
+
+/// The server listener client `c` asks for when its app serves the gRPC
+/// port, as a proxyless gRPC server bound to its pod IP does.
+pub fn inbound_listener(c: usize) -> String {
+    format!("xds.istio.io/grpc/lds/inbound/{}:{}", ip(c), PORT)
+}
+
 /// Client `c`'s node, as a proxyless gRPC client in Istio sends it: id
 /// `sidecar~IP~POD.NS~NS.svc.cluster.local`, `GENERATOR: grpc`, namespace,
 /// labels, service account, cluster, Istio version. Identities are shared
 /// by groups of `apps` clients.
 pub fn node(c: usize, apps: usize) -> Node {
     let app = format!("client-{}", c % apps.max(1));
-    let ip = format!("10.200.{}.{}", (c >> 8) & 0xff, c & 0xff);
+    let ip = ip(c);
     let md = json!({
         "GENERATOR": "grpc",
         "NAMESPACE": NAMESPACE,

@@ -162,6 +162,45 @@ pub fn generate(dir: &Path, services: usize) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The YAML that makes every client a server too: per app a
+/// `ServiceEntry` whose `workloadSelector` selects the app's pods, on the
+/// gRPC port. Each pod then serves that port at its own IP (server
+/// listeners named by its `INSTANCE_IPS`), as pods behind a Kubernetes
+/// Service do.
+pub fn apps_yaml(apps: usize) -> String {
+    let mut y = String::new();
+    for a in 0..apps {
+        let _ = write!(
+            y,
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: client-{a}, namespace: {NAMESPACE}}}
+spec:
+  hosts: [client-{a}.{NAMESPACE}.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {PORT}, name: grpc, protocol: GRPC}}]
+  workloadSelector: {{labels: {{app: client-{a}}}}}
+"
+        );
+    }
+    y
+}
+
+/// Writes [`apps_yaml`] into `dir` when `apps` is given, removes it
+/// otherwise (so a directory reused across runs holds what this one
+/// asks for).
+pub fn serve_apps(dir: &Path, apps: Option<usize>) -> Result<(), LoadError> {
+    let path = dir.join("apps.yaml");
+    match apps {
+        Some(n) => write(&path, &apps_yaml(n)),
+        None if path.exists() => std::fs::remove_file(&path)
+            .map_err(|e| LoadError::io(format!("removing {}", path.display()), e)),
+        None => Ok(()),
+    }
+}
+
 /// The edit: service `i`'s VirtualService gets route timeout `timeout_s`.
 pub fn edit(dir: &Path, i: usize, timeout_s: u32) -> Result<(), LoadError> {
     write(&file(dir, i), &service_yaml(i, timeout_s))

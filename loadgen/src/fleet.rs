@@ -32,6 +32,9 @@ pub struct FleetSpec {
     pub delta: bool,
     /// Distinct client identities (apps).
     pub apps: usize,
+    /// Every app also serves the gRPC port (see [`config::apps_yaml`]):
+    /// each client asks for its server listener too.
+    pub serving: bool,
 }
 
 /// A running fleet; dropping it ends every stream.
@@ -102,10 +105,13 @@ impl Fleet {
         let mut tasks = JoinSet::new();
         let started = Instant::now();
         for c in 0..spec.clients {
-            let listeners = config::targets(c, spec.targets, spec.services)
+            let mut listeners: Vec<String> = config::targets(c, spec.targets, spec.services)
                 .into_iter()
                 .map(config::listener)
                 .collect();
+            if spec.serving {
+                listeners.push(client::inbound_listener(c));
+            }
             let channel = channels[c % channels.len()].clone();
             tasks.spawn(client::run(
                 c,

@@ -49,6 +49,10 @@ struct Args {
     /// After the initial push, edit one VirtualService and time it.
     #[arg(long)]
     edit: bool,
+    /// Make every app a server too (a ServiceEntry selects its pods), so
+    /// each client is sent server listeners named by its own IP.
+    #[arg(long)]
+    serving: bool,
     /// Bound on the initial push and on the edit, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -154,6 +158,7 @@ async fn main_async(args: Args) -> Result<(), String> {
             connections: args.connections,
             delta: args.delta,
             apps: args.apps,
+            serving: args.serving,
         },
         edit: args.edit,
         timeout: Duration::from_secs(args.timeout),

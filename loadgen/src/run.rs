@@ -191,6 +191,7 @@ pub async fn run_server(
     plan: &Plan,
 ) -> Result<Measurement, LoadError> {
     config::generate(dir, plan.fleet.services)?;
+    config::serve_apps(dir, plan.fleet.serving.then_some(plan.fleet.apps))?;
     let server = Server::start(kind, bin, dir, env).await?;
     // Let the first compile finish before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;

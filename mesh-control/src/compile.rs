@@ -10,10 +10,11 @@ use mesh_core::authz::{self, Workload};
 use mesh_core::compile::Compiler;
 use mesh_core::config::Resource;
 use mesh_core::model::{Client, Model, OutboundService};
-use mesh_xds::encode::{encode, EncodeOptions};
+use mesh_xds::encode::{encode, inbound_listener, EncodeOptions};
 use mesh_xds::node::NodeInfo;
 use mesh_xds::pb::google::protobuf::Any;
 use mesh_xds::server::{same_resource, Content, Snapshot};
+use mesh_xds::types::{self, any};
 
 /// What decides a node's resources.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,22 +59,29 @@ impl ClientKey {
         }
     }
 
-    /// The key whose compile this one's resources equal: its
-    /// [`ClientKey::identity`] when the workload serves no port at its
-    /// addresses, itself otherwise.
-    pub fn effective(&self, compiler: &Compiler) -> ClientKey {
+    /// How this key's resources are made (see [`Sharing`]).
+    pub fn sharing(&self, compiler: &Compiler) -> Sharing {
         if self.instance_ips.is_empty() {
-            return self.clone();
+            return Sharing::Own;
         }
         let c = self.client();
-        let serves = !compiler
-            .registry()
-            .served_ports(&c.namespace, &c.labels, &c.addresses)
-            .is_empty();
-        if serves {
-            self.clone()
+        let ports = |addresses: &[String]| -> BTreeSet<u16> {
+            compiler
+                .registry()
+                .served_ports(&c.namespace, &c.labels, addresses)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
+        };
+        let at_ips = ports(&c.addresses);
+        if at_ips.is_empty() {
+            Sharing::Identity
+        } else if at_ips == ports(&[]) {
+            Sharing::Overlay
         } else {
-            self.identity()
+            // It serves ports because a static endpoint has its IP: its
+            // inbound side is its own.
+            Sharing::Own
         }
     }
 
@@ -87,6 +95,51 @@ impl ClientKey {
         c.addresses = self.instance_ips.clone();
         c
     }
+}
+
+/// The addresses every identity's server listeners are named by: the
+/// wildcards and loopback (where servers in examples and local runs bind).
+const SHARED_ADDRESSES: [&str; 4] = ["0.0.0.0", "::", "127.0.0.1", "::1"];
+
+/// How a node's resources relate to its identity's (the key without
+/// `INSTANCE_IPS`, [`ClientKey::identity`]). Every pod has its own IPs;
+/// compiling per pod would cost a compile and a full copy of the
+/// resources each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// It serves no port: exactly its identity's resources.
+    Identity,
+    /// It serves its identity's ports: its identity's resources plus
+    /// server listeners named by its own IPs ([`overlay`]).
+    Overlay,
+    /// Compiled for itself (no IPs, or ports served because a static
+    /// endpoint has its address).
+    Own,
+}
+
+/// The server listeners a pod of `compiled`'s identity asks for by its own
+/// IPs (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`), which its identity's
+/// resources do not have: a few listeners per pod instead of a copy of
+/// everything.
+pub fn overlay(compiled: &Compiled, key: &ClientKey) -> Option<Arc<Content>> {
+    let model = &compiled.model;
+    let listeners: Vec<(String, Any)> = key
+        .instance_ips
+        .iter()
+        .filter(|ip| !SHARED_ADDRESSES.contains(&ip.as_str()))
+        .flat_map(|ip| {
+            model.inbound.ports.keys().map(move |port| {
+                let l = inbound_listener(model, ip, *port, key.stock_server);
+                (l.name.clone(), any(&l))
+            })
+        })
+        .collect();
+    if listeners.is_empty() {
+        return None;
+    }
+    let mut s = Snapshot::new();
+    s.set_type(types::LISTENER, listeners);
+    Some(Arc::new(Content::new(s)))
 }
 
 /// One identity's compilation: the model (kept to diff the next round
@@ -107,7 +160,7 @@ pub struct Compiled {
 /// request: the wildcards, loopback (where servers in examples and local
 /// runs bind) and the node's `INSTANCE_IPS`.
 fn inbound_addresses(model: &Model, key: &ClientKey) -> Vec<(String, u16)> {
-    let ips: BTreeSet<&str> = ["0.0.0.0", "::", "127.0.0.1", "::1"]
+    let ips: BTreeSet<&str> = SHARED_ADDRESSES
         .into_iter()
         .chain(key.instance_ips.iter().map(String::as_str))
         .collect();

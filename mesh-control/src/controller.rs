@@ -73,9 +73,12 @@ pub struct NodeEntry {
     pub streams: BTreeMap<u64, StreamInfo>,
     /// Why its auto-registration was refused, if it was.
     pub registration_error: Option<String>,
-    /// The snapshot last handed to the cache for it.
-    pushed: Option<Arc<Content>>,
+    /// The content and overlay last handed to the cache for it.
+    pushed: Option<Pushed>,
 }
+
+/// A node's shared content and its own overlay.
+type Pushed = (Arc<Content>, Option<Arc<Content>>);
 
 /// What the compile worker built for one epoch of the inputs.
 #[derive(Debug)]
@@ -86,6 +89,9 @@ struct Built {
     compiler: Option<Arc<mesh_core::compile::Compiler>>,
     /// One compilation per identity, shared by its nodes.
     memo: HashMap<ClientKey, Arc<Compiled>>,
+    /// The server listeners of keys that serve their identity's ports at
+    /// their own IPs (see [`crate::compile::Sharing::Overlay`]).
+    overlays: HashMap<ClientKey, Arc<Content>>,
 }
 
 /// The node table and the compile inputs. Every critical section on it is
@@ -162,6 +168,7 @@ impl State {
             self.latest.remove(&k);
             if let Some(b) = self.built.as_mut() {
                 b.memo.remove(&k);
+                b.overlays.remove(&k);
             }
         }
     }

@@ -22,8 +22,8 @@ use mesh_xds::server::Content;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
-use super::{Built, Controller};
-use crate::compile::{self, ClientKey, Compiled};
+use super::{Built, Controller, Pushed};
+use crate::compile::{self, ClientKey, Compiled, Sharing};
 use crate::load::Generation;
 
 /// Rounds in a row that newer changes may overtake before one is installed
@@ -63,6 +63,7 @@ struct Job {
 struct Install {
     node: String,
     content: Arc<Content>,
+    overlay: Option<Arc<Content>>,
     /// The node was handed this very snapshot before: set it again only if
     /// the cache lost it.
     again: bool,
@@ -196,6 +197,7 @@ impl Controller {
                                 epoch: plan.epoch,
                                 compiler: None,
                                 memo: HashMap::new(),
+                                overlays: HashMap::new(),
                             });
                         }
                     }
@@ -204,7 +206,8 @@ impl Controller {
                 built
             }
         };
-        let (mut compiled, failed) = self.compile_keys(compiler.as_ref(), plan.keys).await;
+        let (mut compiled, mut overlays, failed) =
+            self.compile_keys(compiler.as_ref(), plan.keys).await;
 
         let (installs, changed_at) = {
             let mut guard = self.lock();
@@ -213,6 +216,7 @@ impl Controller {
             // Keys whose last node left while they compiled are not kept:
             // memory follows the nodes connected, not all that ever were.
             compiled.retain(|k, _| st.keys.contains(k));
+            overlays.retain(|k, _| st.keys.contains(k));
             for (k, c) in &compiled {
                 st.latest.insert(k.clone(), c.clone());
             }
@@ -228,12 +232,15 @@ impl Controller {
                     epoch: plan.epoch,
                     compiler: compiler.clone(),
                     memo: compiled,
+                    overlays,
                 });
             } else if let Some(b) = st.built.as_mut() {
                 b.compiler = b.compiler.take().or(compiler.clone());
                 b.memo.extend(compiled);
+                b.overlays.extend(overlays);
             }
             let memo = st.built.as_ref().map(|b| &b.memo);
+            let overlays = st.built.as_ref().map(|b| &b.overlays);
             let (mut installs, mut waiting) = (Vec::new(), Vec::new());
             for id in plan.nodes {
                 let Some(entry) = st.nodes.get(&id) else {
@@ -246,13 +253,20 @@ impl Controller {
                     }
                     continue;
                 };
+                let overlay = overlays.and_then(|o| o.get(&entry.key)).cloned();
+                let again = entry.pushed.as_ref().is_some_and(|(pc, po)| {
+                    Arc::ptr_eq(pc, &c.content)
+                        && match (po, &overlay) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            _ => false,
+                        }
+                });
                 let i = Install {
                     node: id,
                     content: c.content.clone(),
-                    again: entry
-                        .pushed
-                        .as_ref()
-                        .is_some_and(|p| Arc::ptr_eq(p, &c.content)),
+                    overlay,
+                    again,
                 };
                 // Nodes that have nothing yet go first.
                 match entry.pushed {
@@ -296,9 +310,9 @@ impl Controller {
                 // still runs from this change.
                 st.changed_at = Some(st.changed_at.map_or(at, |c| c.min(at)));
             }
-            for (id, content) in installed {
+            for (id, pushed) in installed {
                 match st.nodes.get_mut(&id) {
-                    Some(entry) => entry.pushed = Some(content),
+                    Some(entry) => entry.pushed = Some(pushed),
                     // It went away while it was being installed: leave
                     // nothing behind in the cache.
                     None => self.cache.clear(&id),
@@ -324,38 +338,52 @@ impl Controller {
     }
 
     /// Compiles each key on the blocking pool, at most `compile_slots()` at
-    /// once; a key whose resources are its identity's (it serves no port
-    /// at its addresses) takes the identity's compile, made once for all
-    /// of them. Returns the compilations (under each key, and under the
-    /// identities compiled) and the keys whose compile failed (logged;
-    /// their nodes wait for the next change instead of retrying in a
-    /// loop).
+    /// once. A key whose resources are its identity's (see [`Sharing`])
+    /// takes the identity's compile, made once for all of them, and its
+    /// own server listeners as an overlay. Returns the compilations (under
+    /// each key, and under the identities compiled), the overlays, and the
+    /// keys whose compile failed (logged; their nodes wait for the next
+    /// change instead of retrying in a loop).
     async fn compile_keys(
         &self,
         compiler: Option<&Arc<Compiler>>,
         jobs: Vec<Job>,
-    ) -> (HashMap<ClientKey, Arc<Compiled>>, HashSet<ClientKey>) {
+    ) -> (
+        HashMap<ClientKey, Arc<Compiled>>,
+        HashMap<ClientKey, Arc<Content>>,
+        HashSet<ClientKey>,
+    ) {
         let mut out = HashMap::new();
         let Some(compiler) = compiler else {
-            return (out, HashSet::new());
+            return (out, HashMap::new(), HashSet::new());
         };
         let c = compiler.clone();
         let keys: Vec<ClientKey> = jobs.iter().map(|j| j.key.clone()).collect();
-        let effective = self
-            .cpu_work(move || keys.iter().map(|k| k.effective(&c)).collect::<Vec<_>>())
+        let sharing = self
+            .cpu_work(move || keys.iter().map(|k| k.sharing(&c)).collect::<Vec<_>>())
             .await
-            .unwrap_or_else(|| jobs.iter().map(|j| j.key.clone()).collect());
-        // What to compile (key -> base), and who takes an identity's.
+            .unwrap_or_else(|| vec![Sharing::Own; jobs.len()]);
+        // What to compile (key -> base), who takes an identity's compile,
+        // and who needs an overlay on it.
         let mut compile: HashMap<ClientKey, Option<Arc<Compiled>>> = HashMap::new();
-        let mut takers: HashMap<ClientKey, Vec<ClientKey>> = HashMap::new();
-        for (job, eff) in jobs.into_iter().zip(effective) {
-            if eff == job.key {
-                compile.insert(job.key, job.prev);
-            } else if let Some(shared) = job.shared {
-                out.insert(job.key, shared);
-            } else {
-                compile.entry(eff.clone()).or_insert(job.identity_prev);
-                takers.entry(eff).or_default().push(job.key);
+        let mut takers: HashMap<ClientKey, Vec<(ClientKey, Sharing)>> = HashMap::new();
+        let mut overlay_of: Vec<(ClientKey, Arc<Compiled>)> = Vec::new();
+        for (job, how) in jobs.into_iter().zip(sharing) {
+            match (how, job.shared) {
+                (Sharing::Own, _) => {
+                    compile.insert(job.key, job.prev);
+                }
+                (_, Some(shared)) => {
+                    if how == Sharing::Overlay {
+                        overlay_of.push((job.key.clone(), shared.clone()));
+                    }
+                    out.insert(job.key, shared);
+                }
+                (_, None) => {
+                    let identity = job.key.identity();
+                    compile.entry(identity.clone()).or_insert(job.identity_prev);
+                    takers.entry(identity).or_default().push((job.key, how));
+                }
             }
         }
         let mut pending: HashSet<ClientKey> = compile.keys().cloned().collect();
@@ -379,7 +407,10 @@ impl Controller {
             match r {
                 Ok((key, c)) => {
                     pending.remove(&key);
-                    for t in takers.remove(&key).into_iter().flatten() {
+                    for (t, how) in takers.remove(&key).into_iter().flatten() {
+                        if how == Sharing::Overlay {
+                            overlay_of.push((t.clone(), c.clone()));
+                        }
                         out.insert(t, c.clone());
                     }
                     out.insert(key, c);
@@ -387,8 +418,20 @@ impl Controller {
                 Err(e) => tracing::error!(error = %e, "compiling a client identity failed"),
             }
         }
-        pending.extend(takers.into_values().flatten());
-        (out, pending)
+        pending.extend(takers.into_values().flatten().map(|(k, _)| k));
+        let overlays = if overlay_of.is_empty() {
+            HashMap::new()
+        } else {
+            self.cpu_work(move || {
+                overlay_of
+                    .into_iter()
+                    .filter_map(|(k, c)| Some((k.clone(), compile::overlay(&c, &k)?)))
+                    .collect()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        (out, overlays, pending)
     }
 }
 
@@ -400,7 +443,7 @@ fn install(
     cache: &mesh_xds::server::SnapshotCache,
     installs: Vec<Install>,
     cut: impl Fn() -> bool,
-) -> (Vec<(String, Arc<Content>)>, Bumped, bool) {
+) -> (Vec<(String, Pushed)>, Bumped, bool) {
     let mut installed = Vec::with_capacity(installs.len());
     let mut bumped = BTreeMap::new();
     for i in installs {
@@ -411,7 +454,7 @@ fn install(
             // Same content as this node already has: nothing to compare.
             continue;
         }
-        let changed = cache.set_content(&i.node, i.content.clone());
+        let changed = cache.set_content(&i.node, i.content.clone(), i.overlay.clone());
         if !changed.is_empty() {
             let versions = cache.snapshot(&i.node);
             let changed: BTreeMap<String, String> = changed
@@ -426,7 +469,7 @@ fn install(
                 .collect();
             bumped.insert(i.node.clone(), changed);
         }
-        installed.push((i.node, i.content));
+        installed.push((i.node, (i.content, i.overlay)));
     }
     (installed, bumped, false)
 }

@@ -78,7 +78,7 @@ async fn all_hold(cache: &SnapshotCache, nodes: &[NodeInfo], number: u64) {
     for n in nodes {
         let want = compile::snapshot(&compiler, &ClientKey::of(n));
         loop {
-            let have = cache.snapshot(&n.id).map(|v| v.snapshot.clone());
+            let have = cache.snapshot(&n.id).map(|v| v.to_snapshot());
             if have.is_some_and(|h| compile::stabilize(&h, want.clone()).1) {
                 break;
             }
@@ -185,9 +185,9 @@ async fn compiled_results_leave_with_the_last_node_of_their_identity() {
 
 /// Pods of one app differ by IP. A pod that serves no port shares its
 /// app's compile and its copy of the resources; one that serves a port
-/// gets listeners named by its own IP, so its own compile.
+/// shares them too, plus its own server listeners named by its IP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_that_serve_nothing_share_their_apps_resources() {
+async fn pods_of_one_app_share_its_resources_whatever_their_ips() {
     let (ctl, cache, worker) = start();
     ctl.apply(generation(1), Instant::now());
     ctl.serving(1).await;
@@ -216,19 +216,32 @@ async fn pods_that_serve_nothing_share_their_apps_resources() {
         ctl.node_seen(n);
     }
     all_hold(&cache, &servers, 1).await;
-    assert_eq!(ctl.metrics().compilations.get(), 4);
+    assert_eq!(ctl.metrics().compilations.get(), 2);
+    let s0 = cache.snapshot("s0").unwrap();
     for (i, n) in servers.iter().enumerate() {
         let v = cache.snapshot(&n.id).unwrap();
-        let name = format!("xds.istio.io/grpc/lds/inbound/10.2.0.{i}:80");
-        let listeners = v.snapshot.resources(mesh_xds::types::LISTENER).unwrap();
-        assert!(listeners.contains_key(&name), "{} lacks {name}", n.id);
+        assert!(Arc::ptr_eq(&v.content, &s0.content), "{} has a copy", n.id);
+        let listeners = v.resources(mesh_xds::types::LISTENER).unwrap();
+        let own = format!("xds.istio.io/grpc/lds/inbound/10.2.0.{i}:80");
+        assert!(listeners.contains_key(&own), "{} lacks {own}", n.id);
+        let other = format!("xds.istio.io/grpc/lds/inbound/10.2.0.{}:80", (i + 1) % 3);
+        assert!(!listeners.contains_key(&other), "{} has {other}", n.id);
+        let overlay = v.overlay.as_ref().unwrap();
+        assert_eq!(
+            overlay
+                .snapshot
+                .resources(mesh_xds::types::LISTENER)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
-    // A change: still one compile for all the clients.
+    // A change: still one compile per app.
     ctl.apply(generation(2), Instant::now());
     all_hold(&cache, &clients, 2).await;
     all_hold(&cache, &servers, 2).await;
-    assert_eq!(ctl.metrics().compilations.get(), 8);
+    assert_eq!(ctl.metrics().compilations.get(), 4);
 
     for n in clients.iter().chain(&servers) {
         ctl.disconnected(&n.id, 0);

@@ -3,7 +3,7 @@
 //! exactly the types whose content changed and wakes that node's streams.
 
 use mesh_core::sync::LockExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -222,23 +222,20 @@ impl Content {
     }
 }
 
-/// A snapshot with the version the cache gave each of its types: the
-/// shared [`Content`] (reached through `Deref`) and the node's own type
-/// versions.
+/// A node's resources with the version the cache gave each of its types:
+/// the shared [`Content`], an optional small per-node overlay (resources
+/// only this node has, e.g. server listeners named by its own IP) and the
+/// node's type versions. Read resources through its accessors, which see
+/// the overlay over the content.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Versioned {
     /// The resources, their versions and references, shared.
     pub content: Arc<Content>,
+    /// Resources only this node has; a name here hides the same name in
+    /// `content`.
+    pub overlay: Option<Arc<Content>>,
     /// Version per type URL.
     pub versions: BTreeMap<String, String>,
-}
-
-impl std::ops::Deref for Versioned {
-    type Target = Content;
-
-    fn deref(&self) -> &Content {
-        &self.content
-    }
 }
 
 impl Versioned {
@@ -246,6 +243,7 @@ impl Versioned {
     pub fn new(snapshot: Snapshot, versions: BTreeMap<String, String>) -> Self {
         Self {
             content: Arc::new(Content::new(snapshot)),
+            overlay: None,
             versions,
         }
     }
@@ -253,6 +251,183 @@ impl Versioned {
     /// The version of a type, when the type is present.
     pub fn version(&self, type_url: &str) -> Option<&str> {
         self.versions.get(type_url).map(String::as_str)
+    }
+
+    /// The resources of a type (content and overlay), when the type is
+    /// present in either.
+    pub fn resources(&self, type_url: &str) -> Option<ResourceView<'_>> {
+        let base = self.content.snapshot.resources(type_url);
+        let extra = self
+            .overlay
+            .as_ref()
+            .and_then(|o| o.snapshot.resources(type_url));
+        (base.is_some() || extra.is_some()).then_some(ResourceView { base, extra })
+    }
+
+    /// The type URLs present, sorted.
+    pub fn type_urls(&self) -> impl Iterator<Item = &str> {
+        let mut v: Vec<&str> = self.content.snapshot.type_urls().collect();
+        if let Some(o) = &self.overlay {
+            v.extend(o.snapshot.type_urls());
+            v.sort_unstable();
+            v.dedup();
+        }
+        v.into_iter()
+    }
+
+    /// Content and overlay as one snapshot (a copy: for tests and
+    /// debugging views).
+    pub fn to_snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::new();
+        for t in self.type_urls() {
+            let res = self.resources(t).map(|r| r.to_map()).unwrap_or_default();
+            s.set_type(t, res);
+        }
+        s
+    }
+
+    /// The version of one resource, when present.
+    pub fn resource_version(&self, type_url: &str, name: &str) -> Option<&str> {
+        self.overlay
+            .as_ref()
+            .and_then(|o| o.resource_version(type_url, name))
+            .or_else(|| self.content.resource_version(type_url, name))
+    }
+
+    fn layer(&self, type_url: &str, name: &str) -> &Content {
+        match &self.overlay {
+            Some(o)
+                if o.snapshot
+                    .resources(type_url)
+                    .is_some_and(|r| r.contains_key(name)) =>
+            {
+                o
+            }
+            _ => &self.content,
+        }
+    }
+
+    /// Clusters referenced by the resource `name` of `type_url` (a
+    /// listener or route configuration).
+    pub fn clusters_of(&self, type_url: &str, name: &str) -> Option<&BTreeSet<String>> {
+        self.layer(type_url, name).deps.clusters_of(type_url, name)
+    }
+
+    /// The ClusterLoadAssignment name an EDS cluster reads.
+    pub fn eds_name(&self, cluster: &str) -> Option<&String> {
+        self.layer(types::CLUSTER, cluster)
+            .deps
+            .eds_names
+            .get(cluster)
+    }
+}
+
+/// The resources of one type of a [`Versioned`]: its content's with its
+/// overlay's over them, as one sorted map.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceView<'a> {
+    base: Option<&'a BTreeMap<String, Any>>,
+    extra: Option<&'a BTreeMap<String, Any>>,
+}
+
+impl<'a> ResourceView<'a> {
+    /// One resource.
+    pub fn get(&self, name: &str) -> Option<&'a Any> {
+        self.extra
+            .and_then(|e| e.get(name))
+            .or_else(|| self.base.and_then(|b| b.get(name)))
+    }
+
+    /// One resource with its name.
+    pub fn get_key_value(&self, name: &str) -> Option<(&'a String, &'a Any)> {
+        self.extra
+            .and_then(|e| e.get_key_value(name))
+            .or_else(|| self.base.and_then(|b| b.get_key_value(name)))
+    }
+
+    /// The resources a subscription asks for, by name: all of them for a
+    /// wildcard, otherwise looked up name by name (a client subscribes to
+    /// a few of thousands).
+    pub fn pick(&self, wildcard: bool, names: &BTreeSet<String>) -> Vec<(&'a String, &'a Any)> {
+        if wildcard {
+            return self.iter().collect();
+        }
+        names.iter().filter_map(|n| self.get_key_value(n)).collect()
+    }
+
+    /// Whether a resource of that name is present.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The resources, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a String, &'a Any)> + 'a {
+        let extra = self.extra;
+        let base = self
+            .base
+            .into_iter()
+            .flatten()
+            .filter(move |(n, _)| !extra.is_some_and(|e| e.contains_key(*n)));
+        Merge {
+            a: base.peekable(),
+            b: self.extra.into_iter().flatten().peekable(),
+        }
+    }
+
+    /// The names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &'a String> + 'a {
+        self.iter().map(|(n, _)| n)
+    }
+
+    /// How many resources.
+    pub fn len(&self) -> usize {
+        let extra = self.extra.map_or(0, |e| {
+            e.keys()
+                .filter(|n| !self.base.is_some_and(|b| b.contains_key(*n)))
+                .count()
+        });
+        self.base.map_or(0, BTreeMap::len) + extra
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy as one map.
+    pub fn to_map(&self) -> BTreeMap<String, Any> {
+        self.iter().map(|(n, a)| (n.clone(), a.clone())).collect()
+    }
+}
+
+impl<'a> IntoIterator for ResourceView<'a> {
+    type Item = (&'a String, &'a Any);
+    type IntoIter = Box<dyn Iterator<Item = (&'a String, &'a Any)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Two iterators sorted by name, merged (names are disjoint).
+struct Merge<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<'a, A, B> Iterator for Merge<A, B>
+where
+    A: Iterator<Item = (&'a String, &'a Any)>,
+    B: Iterator<Item = (&'a String, &'a Any)>,
+{
+    type Item = (&'a String, &'a Any);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if y.0 < x.0 => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
     }
 }
 
@@ -262,8 +437,11 @@ impl Versioned {
 /// `old`'s bytes.
 fn canonical(mut snapshot: Snapshot, old: Option<&Versioned>) -> Content {
     if let Some(o) = old {
-        for (type_url, prev) in &o.snapshot.types {
-            let res = snapshot.types.entry(type_url.clone()).or_default();
+        for type_url in o.type_urls() {
+            let res = snapshot.types.entry(type_url.to_string()).or_default();
+            let Some(prev) = o.resources(type_url) else {
+                continue;
+            };
             for (name, a) in res.iter_mut() {
                 if let Some(p) = prev.get(name) {
                     if p != a && same_resource(type_url, p, a) {
@@ -306,7 +484,9 @@ pub struct TypeStatus {
     pub sent: Option<String>,
     /// The version sent and not yet ACKed or NACKed.
     pub pending: Option<String>,
-    /// Last version the client ACKed.
+    /// Last version the client is known to hold: one it ACKed, or a newer
+    /// RDS/EDS version with nothing for it beyond that (those responses
+    /// carry only what changed, so none is sent).
     pub acked: Option<String>,
     /// A version held back by make-before-break: it references clusters
     /// the client has not ACKed yet.
@@ -374,7 +554,7 @@ impl SnapshotCache {
         let _turn = self.setter.locked();
         let old = self.snapshot(node_id);
         let content = Arc::new(canonical(snapshot, old.as_deref()));
-        self.install(node_id, content, old)
+        self.install(node_id, content, None, old)
     }
 
     /// Sets the node's resources to a shared [`Content`], as
@@ -389,32 +569,51 @@ impl SnapshotCache {
     /// such as a control plane's sync view never wait for that. Setters
     /// take turns, so the snapshot read is still the node's at the swap
     /// unless [`SnapshotCache::clear`] ran in between.
-    pub fn set_content(&self, node_id: &str, content: Arc<Content>) -> Vec<String> {
+    pub fn set_content(
+        &self,
+        node_id: &str,
+        content: Arc<Content>,
+        overlay: Option<Arc<Content>>,
+    ) -> Vec<String> {
         let _turn = self.setter.locked();
         let old = self.snapshot(node_id);
-        let content = match &old {
+        let has = |t: &str| {
+            content.snapshot.types.contains_key(t)
+                || overlay
+                    .as_ref()
+                    .is_some_and(|o| o.snapshot.types.contains_key(t))
+        };
+        let missing: Vec<String> = old
+            .iter()
+            .flat_map(|o| o.type_urls())
+            .filter(|t| !has(t))
+            .map(str::to_string)
+            .collect();
+        let overlay = if missing.is_empty() {
+            overlay
+        } else {
             // A type that disappears is sent as empty (rare: a producer's
             // snapshots usually carry the same types).
-            Some(o)
-                if o.snapshot
-                    .types
-                    .keys()
-                    .any(|t| !content.snapshot.types.contains_key(t)) =>
-            {
-                Arc::new(canonical((*content.snapshot).clone(), Some(o)))
+            let mut s = overlay
+                .as_ref()
+                .map(|o| (*o.snapshot).clone())
+                .unwrap_or_default();
+            for t in missing {
+                s.set_type(&t, []);
             }
-            _ => content,
+            Some(Arc::new(Content::new(s)))
         };
-        self.install(node_id, content, old)
+        self.install(node_id, content, overlay, old)
     }
 
     fn install(
         &self,
         node_id: &str,
         content: Arc<Content>,
+        overlay: Option<Arc<Content>>,
         old: Option<Arc<Versioned>>,
     ) -> Vec<String> {
-        let (changed, next) = self.next(content, old.as_deref());
+        let (changed, next) = self.next(content, overlay, old.as_deref());
         let mut inner = self.lock();
         let tx = inner
             .nodes
@@ -430,7 +629,7 @@ impl SnapshotCache {
             Some(v) if !same => {
                 // Cleared meanwhile: version against what is there now
                 // (rare, so under the lock).
-                self.next(v.content, now.as_deref())
+                self.next(v.content, v.overlay, now.as_deref())
             }
             next => (changed, next),
         };
@@ -446,46 +645,59 @@ impl SnapshotCache {
         changed
     }
 
-    /// Versions `content` against the node's `old` snapshot: the types
-    /// whose version changed, and what to set (nothing when it is the very
-    /// same content).
+    /// Versions `content` and `overlay` against the node's `old` snapshot:
+    /// the types whose version changed, and what to set (nothing when it
+    /// is the very same content and overlay).
     fn next(
         &self,
         content: Arc<Content>,
+        overlay: Option<Arc<Content>>,
         old: Option<&Versioned>,
     ) -> (Vec<String>, Option<Versioned>) {
         let fresh = || (self.counter.fetch_add(1, Ordering::Relaxed) + 1).to_string();
-        let Some(o) = old else {
-            let versions: BTreeMap<String, String> = content
-                .snapshot
-                .types
-                .keys()
-                .map(|t| (t.clone(), fresh()))
-                .collect();
-            let changed = versions.keys().cloned().collect();
-            return (changed, Some(Versioned { content, versions }));
+        let mut next = Versioned {
+            content,
+            overlay,
+            versions: BTreeMap::new(),
         };
-        if Arc::ptr_eq(&o.content, &content) {
+        let types: Vec<String> = next.type_urls().map(str::to_string).collect();
+        let Some(o) = old else {
+            next.versions = types.iter().map(|t| (t.clone(), fresh())).collect();
+            return (types, Some(next));
+        };
+        let same_overlay = match (&o.overlay, &next.overlay) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let same_content = Arc::ptr_eq(&o.content, &next.content);
+        if same_content && same_overlay {
             return (Vec::new(), None);
         }
-        let diff = content.changed_since(&o.content);
+        let diff = if same_content {
+            Arc::from([])
+        } else {
+            next.content.changed_since(&o.content)
+        };
+        let overlay_of = |v: &Versioned, t: &str| {
+            v.overlay
+                .as_ref()
+                .and_then(|x| x.snapshot.types.get(t).cloned())
+        };
         let mut changed = Vec::new();
-        let versions = content
-            .snapshot
-            .types
-            .keys()
-            .map(|t| {
-                let v = match o.versions.get(t) {
-                    Some(v) if !diff.contains(t) => v.clone(),
-                    _ => {
-                        changed.push(t.clone());
-                        fresh()
-                    }
-                };
-                (t.clone(), v)
-            })
-            .collect();
-        (changed, Some(Versioned { content, versions }))
+        for t in types {
+            let moved =
+                diff.contains(&t) || (!same_overlay && overlay_of(o, &t) != overlay_of(&next, &t));
+            let v = match o.versions.get(&t) {
+                Some(v) if !moved => v.clone(),
+                _ => {
+                    changed.push(t.clone());
+                    fresh()
+                }
+            };
+            next.versions.insert(t, v);
+        }
+        (changed, Some(next))
     }
 
     /// The current snapshot of a node.
@@ -647,10 +859,10 @@ mod tests {
     fn nodes_handed_one_content_share_it_and_version_it_apart() {
         let cache = SnapshotCache::new();
         let c1 = content(&["a"], &["r"]);
-        assert_eq!(cache.set_content("n1", c1.clone()).len(), 2);
+        assert_eq!(cache.set_content("n1", c1.clone(), None).len(), 2);
         let other = content(&["x"], &["r"]);
-        cache.set_content("n2", other);
-        assert_eq!(cache.set_content("n2", c1.clone()), [types::CLUSTER]);
+        cache.set_content("n2", other, None);
+        assert_eq!(cache.set_content("n2", c1.clone(), None), [types::CLUSTER]);
         let (s1, s2) = (cache.snapshot("n1").unwrap(), cache.snapshot("n2").unwrap());
         assert!(Arc::ptr_eq(&s1.content, &c1) && Arc::ptr_eq(&s2.content, &c1));
         // n2's route version stayed; its cluster version moved.
@@ -660,22 +872,22 @@ mod tests {
         // The next content: only routes changed, for both nodes; the
         // comparison is made once and remembered.
         let c2 = content(&["a"], &["r2"]);
-        assert_eq!(cache.set_content("n1", c2.clone()), [types::ROUTE]);
+        assert_eq!(cache.set_content("n1", c2.clone(), None), [types::ROUTE]);
         assert_eq!(c2.diffs.locked().len(), 1);
-        assert_eq!(cache.set_content("n2", c2.clone()), [types::ROUTE]);
+        assert_eq!(cache.set_content("n2", c2.clone(), None), [types::ROUTE]);
         assert_eq!(c2.diffs.locked().len(), 1);
-        assert!(cache.set_content("n2", c2.clone()).is_empty());
+        assert!(cache.set_content("n2", c2.clone(), None).is_empty());
     }
 
     #[test]
     fn an_equal_content_is_swapped_in_without_a_new_version_or_a_wake() {
         let cache = SnapshotCache::new();
-        cache.set_content("n", content(&["a"], &["r"]));
+        cache.set_content("n", content(&["a"], &["r"]), None);
         let before = cache.snapshot("n").unwrap();
         let mut rx = cache.watch("n");
         rx.mark_unchanged();
         let again = content(&["a"], &["r"]);
-        assert!(cache.set_content("n", again.clone()).is_empty());
+        assert!(cache.set_content("n", again.clone(), None).is_empty());
         let after = cache.snapshot("n").unwrap();
         // The old content can be freed: the node holds the new one.
         assert!(Arc::ptr_eq(&after.content, &again));
@@ -686,14 +898,14 @@ mod tests {
     #[test]
     fn a_type_the_new_content_lacks_is_sent_empty() {
         let cache = SnapshotCache::new();
-        cache.set_content("n", content(&["a"], &["r"]));
+        cache.set_content("n", content(&["a"], &["r"]), None);
         let mut s = Snapshot::new();
         s.set_type(types::CLUSTER, [("a".to_string(), res("a"))]);
         assert_eq!(
-            cache.set_content("n", Arc::new(Content::new(s))),
+            cache.set_content("n", Arc::new(Content::new(s)), None),
             [types::ROUTE]
         );
         let now = cache.snapshot("n").unwrap();
-        assert!(now.snapshot.resources(types::ROUTE).unwrap().is_empty());
+        assert!(now.resources(types::ROUTE).unwrap().is_empty());
     }
 }

@@ -140,7 +140,7 @@ fn client_config(
                         .collect()
                 })
                 .unwrap_or_default();
-            for (name, a) in s.snapshot.resources(type_url).into_iter().flatten() {
+            for (name, a) in s.resources(type_url).into_iter().flatten() {
                 if in_flight.get(name).map(String::as_str) == s.resource_version(type_url, name) {
                     continue;
                 }

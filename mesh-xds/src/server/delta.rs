@@ -55,11 +55,7 @@ struct HeldSet {
 impl HeldSet {
     fn get(&self, name: &str) -> Option<&Any> {
         let h = self.items.get(name)?;
-        h.snap
-            .as_ref()?
-            .snapshot
-            .resources(&self.type_url)?
-            .get(name)
+        h.snap.as_ref()?.resources(&self.type_url)?.get(name)
     }
 }
 
@@ -94,12 +90,6 @@ struct DeltaType {
     acked: HeldSet,
     /// Responses not answered yet: nonce -> (system version, changes).
     pending: BTreeMap<String, (String, Changes)>,
-}
-
-impl DeltaType {
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
 }
 
 /// One Delta stream's protocol state.
@@ -210,7 +200,7 @@ impl DeltaState {
                                 if before.contains(c) {
                                     continue;
                                 }
-                                let eds = h.snap.as_ref().and_then(|s| s.deps.eds_names.get(c));
+                                let eds = h.snap.as_ref().and_then(|s| s.eds_name(c));
                                 self.awaiting_eds
                                     .extend(eds.filter(|e| !eds_sub.contains(*e)).cloned());
                             }
@@ -288,11 +278,9 @@ impl DeltaState {
             for set in [&st.known, &st.acked] {
                 for (n, h) in &set.items {
                     match &h.snap {
-                        Some(s) => {
-                            out.extend(s.deps.clusters_of(t, n).into_iter().flatten().cloned())
-                        }
+                        Some(s) => out.extend(s.clusters_of(t, n).into_iter().flatten().cloned()),
                         None if snap.resource_version(t, n) == Some(h.version.as_str()) => {
-                            out.extend(snap.deps.clusters_of(t, n).into_iter().flatten().cloned());
+                            out.extend(snap.clusters_of(t, n).into_iter().flatten().cloned());
                         }
                         None => return None,
                     }
@@ -306,13 +294,13 @@ impl DeltaState {
         let Some(cds) = self.types.get(types::CLUSTER) else {
             return BTreeMap::new();
         };
-        let now = snap.snapshot.resources(types::CLUSTER);
+        let now = snap.resources(types::CLUSTER);
         let current: BTreeSet<String> = cds
             .known
             .items
             .keys()
             .chain(cds.acked.items.keys())
-            .filter(|c| !now.is_some_and(|m| m.contains_key(*c)))
+            .filter(|c| !now.is_some_and(|m| m.contains_key(c)))
             .cloned()
             .collect();
         if current.is_empty() {
@@ -356,7 +344,7 @@ impl DeltaState {
 
     fn respond(&mut self, t: &str, snap: &Arc<Versioned>) -> Option<DeltaDiscoveryResponse> {
         let system_version = snap.version(t)?.to_string();
-        let all = snap.snapshot.resources(t)?;
+        let all = snap.resources(t)?;
         let gated = matches!(t, types::LISTENER | types::ROUTE);
         let kept = match t {
             types::CLUSTER => self.kept_clusters(snap),
@@ -379,7 +367,7 @@ impl DeltaState {
         let mut changes = Changes::new();
         let mut resources = Vec::new();
         let mut held = false;
-        for (name, a) in all.iter().filter(|(n, _)| st.wants(n)) {
+        for (name, a) in all.pick(st.wildcard, &st.names) {
             let version = snap.resource_version(t, name).unwrap_or_default();
             let have = st.known.items.get(name);
             if have.is_some_and(|h| h.version == version) {
@@ -388,10 +376,9 @@ impl DeltaState {
             if let Some(view) = &view {
                 let mut old = BTreeSet::new();
                 if let Some(s) = have.and_then(|h| h.snap.as_ref()) {
-                    old.extend(s.deps.clusters_of(t, name).into_iter().flatten().cloned());
+                    old.extend(s.clusters_of(t, name).into_iter().flatten().cloned());
                 }
                 let new_refs: BTreeSet<String> = snap
-                    .deps
                     .clusters_of(t, name)
                     .into_iter()
                     .flatten()
@@ -421,7 +408,7 @@ impl DeltaState {
             .known
             .items
             .keys()
-            .filter(|n| !all.contains_key(*n) && !kept.contains_key(*n))
+            .filter(|n| !all.contains_key(n) && !kept.contains_key(*n))
             .cloned()
             .collect();
         let node = self.node.clone().unwrap_or_default();

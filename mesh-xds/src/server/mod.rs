@@ -49,8 +49,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use cache::{
-    same_resource, ConnectedNode, Content, Nack, NodeStatus, Snapshot, SnapshotCache, TypeStatus,
-    Versioned,
+    same_resource, ConnectedNode, Content, Nack, NodeStatus, ResourceView, Snapshot, SnapshotCache,
+    TypeStatus, Versioned,
 };
 pub use csds::CsdsServer;
 pub use delta::DeltaState;

@@ -54,9 +54,7 @@ pub struct ClientView {
 /// The EDS name of cluster `c`: from the snapshot's index, or decoded from
 /// a kept cluster.
 fn eds_of(c: &str, snap: &Versioned, kept: &BTreeMap<String, Any>) -> Option<String> {
-    snap.deps
-        .eds_names
-        .get(c)
+    snap.eds_name(c)
         .cloned()
         .or_else(|| kept.get(c).and_then(eds_name))
 }
@@ -74,8 +72,8 @@ pub fn not_ready<'a>(
     if !view.cds_subscribed {
         return None;
     }
-    let clusters = snap.snapshot.resources(types::CLUSTER);
-    let endpoints = snap.snapshot.resources(types::ENDPOINT);
+    let clusters = snap.resources(types::CLUSTER);
+    let endpoints = snap.resources(types::ENDPOINT);
     for c in new_refs {
         let exists = clusters.is_some_and(|m| m.contains_key(c)) || kept.contains_key(c);
         if !exists || !(view.cds_wildcard || view.cds_names.contains(c)) {
@@ -109,10 +107,10 @@ pub fn kept_clusters<'a>(
     snap: &Versioned,
     in_use: &BTreeSet<String>,
 ) -> BTreeSet<String> {
-    let now = snap.snapshot.resources(types::CLUSTER);
+    let now = snap.resources(types::CLUSTER);
     current
         .into_iter()
-        .filter(|c| !now.is_some_and(|m| m.contains_key(*c)) && in_use.contains(*c))
+        .filter(|c| !now.is_some_and(|m| m.contains_key(c)) && in_use.contains(*c))
         .cloned()
         .collect()
 }
@@ -213,8 +211,11 @@ mod tests {
     #[test]
     fn deps_index_routes_and_eds_names() {
         let s = snap(&["a", "b"], &["a", "b", "ghost"]);
-        assert_eq!(s.deps.route_clusters["r"], set(&["a", "b", "ghost"]));
-        assert_eq!(s.deps.eds_names["a"], "eds-a");
+        assert_eq!(
+            s.content.deps.route_clusters["r"],
+            set(&["a", "b", "ghost"])
+        );
+        assert_eq!(s.content.deps.eds_names["a"], "eds-a");
     }
 
     #[test]

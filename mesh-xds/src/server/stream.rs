@@ -77,11 +77,11 @@ impl Sent {
     fn names<'a>(&'a self, type_url: &str) -> Vec<&'a String> {
         let mut v: Vec<&String> = self
             .snap
-            .snapshot
             .resources(type_url)
+            .map(|r| r.pick(self.sub.wildcard, &self.sub.names))
+            .unwrap_or_default()
             .into_iter()
-            .flat_map(|m| m.keys())
-            .filter(|n| self.sub.wants(n))
+            .map(|(n, _)| n)
             .collect();
         v.extend(self.kept.keys());
         v
@@ -90,7 +90,6 @@ impl Sent {
     fn get(&self, type_url: &str, name: &str) -> Option<&Any> {
         self.kept.get(name).or_else(|| {
             self.snap
-                .snapshot
                 .resources(type_url)?
                 .get(name)
                 .filter(|_| self.sub.wants(name))
@@ -103,7 +102,7 @@ impl Sent {
     /// listener went) uses nothing any more.
     fn refs(&self, type_url: &str, now: &Subscription, out: &mut BTreeSet<String>) {
         for n in self.names(type_url).into_iter().filter(|n| now.wants(n)) {
-            if let Some(c) = self.snap.deps.clusters_of(type_url, n) {
+            if let Some(c) = self.snap.clusters_of(type_url, n) {
                 out.extend(c.iter().cloned());
             }
         }
@@ -311,7 +310,7 @@ impl StreamState {
                         if before.contains(c) {
                             continue;
                         }
-                        let eds = a.snap.deps.eds_names.get(c).cloned();
+                        let eds = a.snap.eds_name(c).cloned();
                         let eds = eds.or_else(|| a.kept.get(c).and_then(super::deps::eds_name));
                         self.awaiting_eds
                             .extend(eds.filter(|e| !eds_sub.contains(e)));
@@ -390,7 +389,7 @@ impl StreamState {
             return BTreeMap::new();
         }
         let current = cds.names(types::CLUSTER);
-        let now = snap.snapshot.resources(types::CLUSTER);
+        let now = snap.resources(types::CLUSTER);
         if current
             .iter()
             .all(|c| now.is_some_and(|m| m.contains_key(c)))
@@ -411,7 +410,7 @@ impl StreamState {
             return BTreeMap::new();
         };
         let kept = self.kept_clusters(snap);
-        let now = snap.snapshot.resources(types::ENDPOINT);
+        let now = snap.resources(types::ENDPOINT);
         order::kept_endpoints(snap, &kept)
             .into_iter()
             .filter(|n| !now.is_some_and(|m| m.contains_key(n)))
@@ -452,13 +451,11 @@ impl StreamState {
         let mut have = BTreeSet::new();
         st.refs(type_url, &mut have);
         let mut new_refs = BTreeSet::new();
-        for n in snap
-            .snapshot
+        for (n, _) in snap
             .resources(type_url)?
-            .keys()
-            .filter(|n| st.sub.wants(n))
+            .pick(st.sub.wildcard, &st.sub.names)
         {
-            if let Some(c) = snap.deps.clusters_of(type_url, n) {
+            if let Some(c) = snap.clusters_of(type_url, n) {
                 new_refs.extend(c.difference(&have).cloned());
             }
         }
@@ -509,10 +506,9 @@ impl StreamState {
             kept.into_iter().filter(|(n, _)| st.sub.wants(n)).collect();
         // In name order, kept resources among the others.
         let mut all: BTreeMap<&String, &Any> = snap
-            .snapshot
             .resources(type_url)?
-            .iter()
-            .filter(|(name, _)| st.sub.wants(name))
+            .pick(st.sub.wildcard, &st.sub.names)
+            .into_iter()
             .chain(kept.iter())
             .collect();
         if !wildcard_type(type_url) {
@@ -529,6 +525,21 @@ impl StreamState {
                 all.retain(|n, a| forgotten.contains_key(*n) || h.get(type_url, n) != Some(*a));
             }
             if all.is_empty() {
+                // This version has nothing for the client beyond what it
+                // holds: with nothing in flight, it is current (what
+                // convergence and the sync view wait for). With a
+                // response in flight, its ACK plans again and gets here.
+                let in_flight = !st.nacked
+                    && st
+                        .sent
+                        .as_ref()
+                        .is_some_and(|s| st.acked.as_ref().is_none_or(|a| !Arc::ptr_eq(a, s)));
+                if !in_flight {
+                    self.cache.update_status(&node, type_url, |s| {
+                        s.acked = Some(version);
+                        s.held = None;
+                    });
+                }
                 return None;
             }
         }

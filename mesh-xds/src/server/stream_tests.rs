@@ -108,7 +108,7 @@ fn snapshot_pushes_only_subscribed_changed_types_in_order() {
     assert!(!r.is_empty());
     let (_, r) = st.on_request(&req(types::CLUSTER, &[], "", ""), Some(&snap));
     assert!(!r.is_empty());
-    let mut s = (*snap.snapshot).clone();
+    let mut s = (*snap.content.snapshot).clone();
     s.insert(types::CLUSTER, "c", res("c"));
     s.insert(types::ENDPOINT, "a", res("ea2"));
     s.insert(types::LISTENER, "l", res("l"));
@@ -139,7 +139,7 @@ fn subscription_change_after_nack_is_not_an_ack() {
         &req(types::CLUSTER, &[], &v1.version_info, &v1.nonce),
         Some(&snap),
     );
-    let mut s = (*snap.snapshot).clone();
+    let mut s = (*snap.content.snapshot).clone();
     s.insert(types::CLUSTER, "c", res("c"));
     cache.set_snapshot("n", s);
     let snap2 = cache.snapshot("n").unwrap();
@@ -245,4 +245,54 @@ fn after_a_nack_what_the_client_acked_is_the_reference() {
     cache.set_snapshot("n", s);
     let r3 = st.on_snapshot(&cache.snapshot("n").unwrap()).remove(0);
     assert_eq!(values(&r3), ["ea2", "eb3"]);
+}
+
+#[test]
+fn a_version_with_nothing_new_for_the_client_counts_as_held() {
+    let (cache, mut st) = eds_synced();
+    let snap1 = cache.snapshot("n").unwrap();
+    // c changes, which this client does not ask for: nothing is sent, and
+    // the client is current at the new version.
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea"));
+    s.insert(types::ENDPOINT, "b", res("eb"));
+    s.insert(types::ENDPOINT, "c", res("ec"));
+    cache.set_snapshot("n", s);
+    let snap2 = cache.snapshot("n").unwrap();
+    assert!(st.on_snapshot(&snap2).is_empty());
+    assert_eq!(
+        cache.status("n")[types::ENDPOINT].acked.as_deref(),
+        snap2.version(types::ENDPOINT)
+    );
+
+    // With a response in flight, only its ACK makes the client current.
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea2"));
+    s.insert(types::ENDPOINT, "b", res("eb"));
+    s.insert(types::ENDPOINT, "c", res("ec"));
+    cache.set_snapshot("n", s);
+    let snap3 = cache.snapshot("n").unwrap();
+    let r3 = st.on_snapshot(&snap3).remove(0);
+    let mut s = Snapshot::new();
+    s.insert(types::ENDPOINT, "a", res("ea2"));
+    s.insert(types::ENDPOINT, "b", res("eb"));
+    s.insert(types::ENDPOINT, "c", res("ec2"));
+    cache.set_snapshot("n", s);
+    let snap4 = cache.snapshot("n").unwrap();
+    assert!(st.on_snapshot(&snap4).is_empty());
+    assert_eq!(
+        cache.status("n")[types::ENDPOINT].acked.as_deref(),
+        snap2.version(types::ENDPOINT),
+        "a response is in flight"
+    );
+    let ack = req(types::ENDPOINT, &["a", "b"], &r3.version_info, &r3.nonce);
+    assert!(st.on_request(&ack, Some(&snap4)).1.is_empty());
+    assert_eq!(
+        cache.status("n")[types::ENDPOINT].acked.as_deref(),
+        snap4.version(types::ENDPOINT)
+    );
+    assert_ne!(
+        snap1.version(types::ENDPOINT),
+        snap4.version(types::ENDPOINT)
+    );
 }
