@@ -16,37 +16,87 @@ use crate::host::{fqdn, host_matches};
 use crate::model::{cluster_name, Client, Cluster, ClusterEndpoint, ClusterPolicy, DnsRefresh};
 use crate::registry::{Service, ServicePort};
 
+use super::visibility::Scope;
 use super::Compiler;
+use std::collections::HashMap;
 
-/// The DestinationRule that applies to `host` (declared in `service_ns`)
-/// for `client`.
-pub(crate) fn destination_rule_for<'a>(
-    compiler: &'a Compiler,
-    client: &Client,
-    host: &str,
-    service_ns: &str,
-) -> Option<&'a Resource> {
-    let scope = compiler.scope(client);
-    let suffix = &compiler.settings().domain_suffix;
-    let root = &compiler.settings().root_namespace;
-    let mut namespaces = vec![client.namespace.as_str(), service_ns, root.as_str()];
-    namespaces.dedup();
-    for ns in namespaces {
-        let best = compiler
+/// The DestinationRules visible to one client, indexed by namespace and
+/// host: built once per compile, so each of a thousand services finds its
+/// rule by lookup instead of scanning every resource.
+pub(crate) struct DrIndex<'a> {
+    by_ns: HashMap<&'a str, NsRules<'a>>,
+    root: &'a str,
+}
+
+#[derive(Default)]
+struct NsRules<'a> {
+    /// Lowercase exact host -> the first rule for it in load order.
+    exact: HashMap<String, &'a Resource>,
+    /// Wildcard hosts, in load order.
+    wildcards: Vec<(String, &'a Resource)>,
+}
+
+impl<'a> DrIndex<'a> {
+    /// Indexes the rules `scope` (one client's) sees.
+    pub(crate) fn new(compiler: &'a Compiler, scope: &Scope<'_>) -> Self {
+        let suffix = &compiler.settings().domain_suffix;
+        let mut by_ns: HashMap<&'a str, NsRules<'a>> = HashMap::new();
+        for r in compiler
             .of_kind(Kind::DestinationRule)
-            .filter(|r| r.meta.namespace == ns && scope.destination_rule_visible(r))
-            .filter_map(|r| {
-                let dr = r.destination_rule()?;
-                let h = fqdn(&dr.host, &r.meta.namespace, suffix);
-                host_matches(&h, host).then_some((specificity(&h), r))
-            })
-            // max_by_key keeps the last of equals; reverse keeps the first (oldest in load order).
-            .rev_max();
-        if best.is_some() {
-            return best;
+            .filter(|r| scope.destination_rule_visible(r))
+        {
+            let Some(dr) = r.destination_rule() else {
+                continue;
+            };
+            let h = fqdn(&dr.host, &r.meta.namespace, suffix);
+            let rules = by_ns.entry(r.meta.namespace.as_str()).or_default();
+            if h.starts_with('*') {
+                rules.wildcards.push((h, r));
+            } else {
+                rules.exact.entry(h).or_insert(r);
+            }
+        }
+        Self {
+            by_ns,
+            root: &compiler.settings().root_namespace,
         }
     }
-    None
+
+    /// The DestinationRule that applies to `host` (declared in
+    /// `service_ns`) for the client: its own namespace first, then the
+    /// service's, then the root namespace; within one, an exact host over
+    /// wildcards, a longer wildcard over a shorter one, the first loaded
+    /// among equals.
+    pub(crate) fn find(
+        &self,
+        client: &Client,
+        host: &str,
+        service_ns: &str,
+    ) -> Option<&'a Resource> {
+        let lower = host.to_ascii_lowercase();
+        let mut namespaces = vec![client.namespace.as_str(), service_ns, self.root];
+        namespaces.dedup();
+        for ns in namespaces {
+            let Some(rules) = self.by_ns.get(ns) else {
+                continue;
+            };
+            if let Some(r) = rules.exact.get(&lower) {
+                return Some(r);
+            }
+            let best = rules
+                .wildcards
+                .iter()
+                .filter(|(h, _)| host_matches(h, host))
+                .map(|(h, r)| (specificity(h), *r))
+                // max_by_key keeps the last of equals; this keeps the first
+                // (oldest in load order).
+                .rev_max();
+            if best.is_some() {
+                return best;
+            }
+        }
+        None
+    }
 }
 
 /// Exact hosts beat wildcards; longer wildcards beat shorter ones.
@@ -109,11 +159,12 @@ fn overlay(base: &mut ClusterPolicy, over: &TrafficPolicy, port: u16) {
 /// The clusters of one service port.
 pub(super) fn build(
     compiler: &Compiler,
+    drs: &DrIndex<'_>,
     client: &Client,
     svc: &Service,
     port: &ServicePort,
 ) -> Vec<Cluster> {
-    let dr_res = destination_rule_for(compiler, client, &svc.hostname, &svc.namespace);
+    let dr_res = drs.find(client, &svc.hostname, &svc.namespace);
     let dr: Option<&DestinationRule> = dr_res.and_then(Resource::destination_rule);
     let mut base = ClusterPolicy {
         destination_rule: dr_res.map(Resource::ns_name),

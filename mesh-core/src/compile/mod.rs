@@ -83,11 +83,14 @@ impl Compiler {
             mesh.outbound_policy = policy;
         }
         let virtual_services = route::virtual_services(scope.virtual_services());
+        let index = route::VsIndex::new(&virtual_services, client, &mesh.domain_suffix);
+        let drs = clusters::DrIndex::new(self, &scope);
         let mut outbound = BTreeMap::new();
         let mut clusters = BTreeMap::new();
         for svc in scope.services() {
             for port in &svc.ports {
-                let routes = route::compile_route_table(
+                let routes = route::compile_route_table_in(
+                    &index,
                     &virtual_services,
                     client,
                     &svc.hostname,
@@ -104,7 +107,7 @@ impl Compiler {
                         routes: Arc::new(routes),
                     },
                 );
-                for c in clusters::build(self, client, svc, port) {
+                for c in clusters::build(self, &drs, client, svc, port) {
                     clusters.insert(c.name.clone(), c);
                 }
             }

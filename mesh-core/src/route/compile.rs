@@ -19,6 +19,8 @@
 //! the table has one default route to the host itself with Istio's default
 //! retry policy and no timeout.
 
+use std::collections::HashMap;
+
 use crate::config::common::selector_matches;
 use crate::config::networking::virtual_service::{
     self as vs, HttpMatchRequest, HttpRoute, VirtualService, MESH_GATEWAY,
@@ -104,32 +106,75 @@ pub fn select_virtual_service<'a>(
     host: &str,
     domain_suffix: &str,
 ) -> Option<VsRef<'a>> {
-    let mut best: Option<(u8, usize, VsRef<'a>)> = None;
-    for v in vss {
-        if v.spec.is_delegate() || !gateways_apply(&v.spec.gateways, v.namespace, client) {
-            continue;
-        }
-        for h in &v.spec.hosts {
-            let pattern = fqdn(h, v.namespace, domain_suffix);
-            if !host_matches(&pattern, host) {
+    VsIndex::new(vss, client, domain_suffix).select(host)
+}
+
+/// The VirtualServices that apply to one client, indexed by host: exact
+/// hosts in a map, wildcards in a list. Built once per compile, so a model
+/// with a thousand services finds each one's VirtualService by lookup
+/// instead of scanning (and normalizing) every VirtualService's hosts.
+#[derive(Debug)]
+pub struct VsIndex<'a> {
+    /// Lowercase exact host -> (its pattern length, the VirtualService).
+    exact: HashMap<String, Vec<VsRef<'a>>>,
+    /// Wildcard patterns (lowercase, `*` or `*.suffix`).
+    wildcards: Vec<(String, VsRef<'a>)>,
+}
+
+impl<'a> VsIndex<'a> {
+    /// Indexes the VirtualServices of `vss` that apply to `client`
+    /// (delegates and those bound to other gateways left out).
+    pub fn new(vss: &[VsRef<'a>], client: &Client, domain_suffix: &str) -> Self {
+        let mut exact: HashMap<String, Vec<VsRef<'a>>> = HashMap::new();
+        let mut wildcards = Vec::new();
+        for v in vss {
+            if v.spec.is_delegate() || !gateways_apply(&v.spec.gateways, v.namespace, client) {
                 continue;
             }
-            // Rank: exact (2) beats wildcard (1); longer wildcard beats shorter.
-            let rank = if pattern.starts_with('*') { 1 } else { 2 };
+            for h in &v.spec.hosts {
+                let pattern = fqdn(h, v.namespace, domain_suffix);
+                if pattern.starts_with('*') {
+                    wildcards.push((pattern, *v));
+                } else {
+                    exact.entry(pattern).or_default().push(*v);
+                }
+            }
+        }
+        Self { exact, wildcards }
+    }
+
+    /// The VirtualService that routes `host` (fully qualified): an exact
+    /// host beats a wildcard, a longer wildcard a shorter one, and among
+    /// equals the first by namespace and name.
+    pub fn select(&self, host: &str) -> Option<VsRef<'a>> {
+        let lower = host.to_ascii_lowercase();
+        let exact = self
+            .exact
+            .get(&lower)
+            .into_iter()
+            .flatten()
+            .map(|v| (2u8, lower.len(), *v));
+        let wild = self
+            .wildcards
+            .iter()
+            .filter(|(p, _)| host_matches(p, host))
+            .map(|(p, v)| (1u8, p.len(), *v));
+        let mut best: Option<(u8, usize, VsRef<'a>)> = None;
+        for (rank, len, v) in exact.chain(wild) {
             let better = match &best {
                 None => true,
-                Some((r, len, b)) => {
-                    (rank, pattern.len()) > (*r, *len)
-                        || ((rank, pattern.len()) == (*r, *len)
+                Some((r, l, b)) => {
+                    (rank, len) > (*r, *l)
+                        || ((rank, len) == (*r, *l)
                             && (v.namespace, v.name) < (b.namespace, b.name))
                 }
             };
             if better {
-                best = Some((rank, pattern.len(), *v));
+                best = Some((rank, len, v));
             }
         }
+        best.map(|(_, _, v)| v)
     }
-    best.map(|(_, _, v)| v)
 }
 
 /// Compiles the route table `client` uses for `host` (short names resolve
@@ -141,8 +186,22 @@ pub fn compile_route_table(
     port: Option<u16>,
     domain_suffix: &str,
 ) -> RouteTable {
+    let index = VsIndex::new(vss, client, domain_suffix);
+    compile_route_table_in(&index, vss, client, host, port, domain_suffix)
+}
+
+/// [`compile_route_table`] with the client's [`VsIndex`] built already
+/// (by whoever compiles many hosts for one client).
+pub fn compile_route_table_in(
+    index: &VsIndex<'_>,
+    vss: &[VsRef<'_>],
+    client: &Client,
+    host: &str,
+    port: Option<u16>,
+    domain_suffix: &str,
+) -> RouteTable {
     let host = fqdn(host, &client.namespace, domain_suffix);
-    let Some(v) = select_virtual_service(vss, client, &host, domain_suffix) else {
+    let Some(v) = index.select(&host) else {
         return RouteTable {
             routes: vec![default_route(&host, port)],
             host,

@@ -22,8 +22,8 @@ pub mod model;
 pub mod unreachable;
 
 pub use compile::{
-    compile_route_table, default_route, exported_to, select_virtual_service, virtual_services,
-    VsRef,
+    compile_route_table, compile_route_table_in, default_route, exported_to,
+    select_virtual_service, virtual_services, VsIndex, VsRef,
 };
 pub use explain::{explain, ExplainRequest, ExplainedDestination, RouteExplanation};
 pub use matcher::{HeaderSource, MatchBlock, RequestInfo, StrMatcher, StringMatcher};
