@@ -4,12 +4,14 @@
 //! and shares the snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+
+use mesh_core::sync::LockExt;
 
 use mesh_core::authz::{self, Workload};
 use mesh_core::compile::Compiler;
 use mesh_core::config::Resource;
-use mesh_core::model::{Client, Model, OutboundService};
+use mesh_core::model::{cluster_name, Client, Cluster, MeshSettings, Model, OutboundService};
 use mesh_xds::encode::{encode, inbound_listener, EncodeOptions};
 use mesh_xds::node::NodeInfo;
 use mesh_xds::pb::google::protobuf::Any;
@@ -118,12 +120,12 @@ pub enum Sharing {
 }
 
 /// The server listeners a pod of `compiled`'s identity asks for by its own
-/// IPs (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`), which its identity's
-/// resources do not have: a few listeners per pod instead of a copy of
-/// everything.
+/// IPs (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`), with the identity's
+/// server listeners on the shared addresses: a few listeners per pod on
+/// top of the shared outbound side, instead of a copy of everything.
 pub fn overlay(compiled: &Compiled, key: &ClientKey) -> Option<Arc<Content>> {
-    let model = &compiled.model;
-    let listeners: Vec<(String, Any)> = key
+    let model = &compiled.inbound_model;
+    let own: Vec<(String, Any)> = key
         .instance_ips
         .iter()
         .filter(|ip| !SHARED_ADDRESSES.contains(&ip.as_str()))
@@ -134,26 +136,116 @@ pub fn overlay(compiled: &Compiled, key: &ClientKey) -> Option<Arc<Content>> {
             })
         })
         .collect();
-    if listeners.is_empty() {
-        return None;
+    if own.is_empty() {
+        return compiled.inbound_content.clone();
     }
     let mut s = Snapshot::new();
-    s.set_type(types::LISTENER, listeners);
+    let shared = compiled
+        .inbound_content
+        .iter()
+        .flat_map(|c| c.snapshot.resources(types::LISTENER).cloned())
+        .flatten();
+    s.set_type(types::LISTENER, shared.chain(own));
     Some(Arc::new(Content::new(s)))
 }
 
-/// One identity's compilation: the model (kept to diff the next round
-/// against) and the snapshot handed to its nodes.
+/// One identity's compilation: its outbound side (shared with every
+/// identity whose outbound side is equal) and its inbound side.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    model: Model,
+    /// The model's inbound side (no outbound services or clusters), to
+    /// encode server listeners from.
+    inbound_model: Model,
     inbound: serde_json::Value,
     policies: Vec<Resource>,
-    /// The resources.
-    pub snapshot: Arc<Snapshot>,
-    /// The resources with their versions and references, as every node of
-    /// the identity holds them (one copy for all).
+    /// The outbound listeners, routes, clusters and endpoints.
+    pub outbound: Arc<Outbound>,
+    /// The server listeners on the shared addresses, when it serves ports.
+    pub inbound_content: Option<Arc<Content>>,
+}
+
+impl Compiled {
+    /// Every resource of the identity as one snapshot (for tests and
+    /// debugging; nodes hold the shared parts).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = (*self.outbound.content.snapshot).clone();
+        for (name, l) in self
+            .inbound_content
+            .iter()
+            .flat_map(|c| c.snapshot.resources(types::LISTENER).cloned())
+            .flatten()
+        {
+            s.insert(types::LISTENER, name, l);
+        }
+        s
+    }
+}
+
+/// An outbound side: the model's outbound services and clusters with the
+/// context their encoding reads (the client's namespace names the short
+/// host names of route domains), and what they encode to. Most identities
+/// of a namespace see the same services the same way, so they share one:
+/// one encoding and one copy of a thousand services' resources.
+#[derive(Debug)]
+pub struct Outbound {
+    namespace: String,
+    mesh: MeshSettings,
+    proxyless_grpc: bool,
+    outbound: BTreeMap<String, OutboundService>,
+    clusters: BTreeMap<String, Cluster>,
+    /// The encoded resources.
     pub content: Arc<Content>,
+}
+
+impl Outbound {
+    fn same(&self, model: &Model, proxyless_grpc: bool) -> bool {
+        self.proxyless_grpc == proxyless_grpc
+            && self.namespace == model.client.namespace
+            && self.mesh == model.mesh
+            && self.clusters == model.clusters
+            && self.outbound.len() == model.outbound.len()
+            && self
+                .outbound
+                .iter()
+                .zip(&model.outbound)
+                .all(|((ka, a), (kb, b))| ka == kb && same_outbound(a, b))
+    }
+}
+
+/// The outbound sides in use, so an identity whose outbound side equals
+/// one already encoded takes it instead of encoding its own. Entries live
+/// as long as a compilation holds them.
+#[derive(Debug, Default)]
+pub struct OutboundCache(Mutex<Vec<Weak<Outbound>>>);
+
+impl OutboundCache {
+    fn find(&self, model: &Model, proxyless_grpc: bool) -> Option<Arc<Outbound>> {
+        let live: Vec<Arc<Outbound>> = self.0.locked().iter().filter_map(Weak::upgrade).collect();
+        // Compared off the lock: compiles of other identities run at once.
+        live.into_iter().find(|o| o.same(model, proxyless_grpc))
+    }
+
+    fn insert(&self, o: &Arc<Outbound>) {
+        let mut v = self.0.locked();
+        v.retain(|w| w.strong_count() > 0);
+        if !v.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(o))) {
+            v.push(Arc::downgrade(o));
+        }
+    }
+
+    /// How many outbound sides are in use.
+    pub fn len(&self) -> usize {
+        self.0
+            .locked()
+            .iter()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The addresses a server of this identity may name in its listener
@@ -185,17 +277,22 @@ fn same_outbound(a: &OutboundService, b: &OutboundService) -> bool {
 /// Server listeners: a gRPC server asks for
 /// `xds.istio.io/grpc/lds/inbound/<ip>:<port>` with the address it bound,
 /// so each inbound port gets a listener on the wildcard addresses and on
-/// every instance IP.
+/// every instance IP of the key.
 ///
-/// With the previous round's compilation of the same identity, only the
+/// The outbound side is taken from `prev` (the identity's previous
+/// compilation) or from `cache` (another identity's) when equal; otherwise
+/// it is encoded, from `prev` incrementally when it can be: only the
 /// outbound services and clusters whose model changed are encoded again
-/// (an element's encoding depends only on itself, the client and the mesh
-/// settings); everything else keeps its previous bytes. With 1000 services
-/// and one VirtualService edited, that is one service re-encoded per
-/// identity instead of a thousand.
-pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) -> Compiled {
+/// (an element's encoding depends only on itself, the client's namespace
+/// and the mesh settings), everything else keeps its previous bytes.
+pub fn compile(
+    compiler: &Compiler,
+    key: &ClientKey,
+    prev: Option<&Compiled>,
+    cache: &OutboundCache,
+) -> Compiled {
     let client = key.client();
-    let model = compiler.compile(&client);
+    let mut model = compiler.compile(&client);
     let workload = Workload::new(key.namespace.clone(), client.labels.clone());
     let policies: Vec<Resource> =
         authz::select(compiler.resources(), &model.mesh.root_namespace, &workload)
@@ -203,31 +300,88 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
             .cloned()
             .collect();
     let inbound = serde_json::to_value(&model.inbound).unwrap_or(serde_json::Value::Null);
-    let snapshot = match prev {
-        Some(p)
-            if p.model.client == model.client
-                && p.model.mesh == model.mesh
-                && p.inbound == inbound
-                && p.policies == policies =>
-        {
-            incremental(p, &model, key.proxyless_grpc)
-        }
-        _ => {
+
+    let outbound = match prev.map(|p| &p.outbound) {
+        Some(o) if o.same(&model, key.proxyless_grpc) => o.clone(),
+        _ => match cache.find(&model, key.proxyless_grpc) {
+            Some(o) => o,
+            None => {
+                let o = Arc::new(encode_outbound(
+                    &model,
+                    key.proxyless_grpc,
+                    prev.map(|p| p.outbound.as_ref()),
+                ));
+                cache.insert(&o);
+                o
+            }
+        },
+    };
+
+    let same_inbound = prev.filter(|p| {
+        p.inbound_model.client == model.client
+            && p.inbound_model.mesh == model.mesh
+            && p.inbound == inbound
+            && p.policies == policies
+    });
+    let inbound_content = match same_inbound {
+        Some(p) => p.inbound_content.clone(),
+        None => {
             if prev.is_none_or(|p| p.policies != policies) {
                 log_lowering(key, &model);
             }
+            let listeners: Vec<(String, Any)> = inbound_addresses(&model, key)
+                .into_iter()
+                .map(|(ip, port)| {
+                    let l = inbound_listener(&model, &ip, port, key.stock_server);
+                    (l.name.clone(), any(&l))
+                })
+                .collect();
+            let old = prev.and_then(|p| p.inbound_content.as_ref());
+            (!listeners.is_empty()).then(|| {
+                let mut s = Snapshot::new();
+                s.set_type(types::LISTENER, listeners);
+                let s = match old {
+                    Some(o) => stabilize(&o.snapshot, s).0,
+                    None => s,
+                };
+                Arc::new(Content::update(s, old.map(Arc::as_ref)))
+            })
+        }
+    };
+    model.outbound.clear();
+    model.clusters.clear();
+    Compiled {
+        inbound_model: model,
+        inbound,
+        policies,
+        outbound,
+        inbound_content,
+    }
+}
+
+/// Encodes the outbound side of `model`: from `prev`'s when the context
+/// is the same (only what changed), from scratch otherwise.
+fn encode_outbound(model: &Model, proxyless_grpc: bool, prev: Option<&Outbound>) -> Outbound {
+    let same_context = prev.filter(|p| {
+        p.proxyless_grpc == proxyless_grpc
+            && p.namespace == model.client.namespace
+            && p.mesh == model.mesh
+    });
+    let snapshot = match same_context {
+        Some(p) => incremental(p, model),
+        None => {
+            let mut outbound_only = model.clone();
+            outbound_only.inbound.ports.clear();
             let fresh = Snapshot::from_resources(&encode(
-                &model,
+                &outbound_only,
                 &EncodeOptions {
-                    inbound_addresses: inbound_addresses(&model, key),
-                    proxyless_grpc: key.proxyless_grpc,
-                    stock_server: key.stock_server,
+                    proxyless_grpc,
                     ..EncodeOptions::default()
                 },
             ));
             match prev {
-                Some(p) => match stabilize(&p.snapshot, fresh) {
-                    (_, true) => p.snapshot.clone(),
+                Some(p) => match stabilize(&p.content.snapshot, fresh) {
+                    (_, true) => p.content.snapshot.clone(),
                     (s, false) => Arc::new(s),
                 },
                 None => Arc::new(fresh),
@@ -235,17 +389,15 @@ pub fn compile(compiler: &Compiler, key: &ClientKey, prev: Option<&Compiled>) ->
         }
     };
     let content = match prev {
-        Some(p) if Arc::ptr_eq(&p.snapshot, &snapshot) => p.content.clone(),
-        _ => Arc::new(Content::update(
-            snapshot.clone(),
-            prev.map(|p| p.content.as_ref()),
-        )),
+        Some(p) if Arc::ptr_eq(&p.content.snapshot, &snapshot) => p.content.clone(),
+        _ => Arc::new(Content::update(snapshot, prev.map(|p| p.content.as_ref()))),
     };
-    Compiled {
-        model,
-        inbound,
-        policies,
-        snapshot,
+    Outbound {
+        namespace: model.client.namespace.clone(),
+        mesh: model.mesh.clone(),
+        proxyless_grpc,
+        outbound: model.outbound.clone(),
+        clusters: model.clusters.clone(),
         content,
     }
 }
@@ -284,20 +436,8 @@ fn log_lowering(key: &ClientKey, model: &Model) {
 
 /// The previous snapshot with the changed outbound services and clusters
 /// re-encoded, removed ones dropped; the same `Arc` when nothing changed.
-fn incremental(prev: &Compiled, model: &Model, proxyless_grpc: bool) -> Arc<Snapshot> {
-    let old = &prev.model;
-    let changed_out: BTreeMap<String, OutboundService> = model
-        .outbound
-        .iter()
-        .filter(|(k, v)| old.outbound.get(*k).is_none_or(|o| !same_outbound(o, v)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let stale_out: BTreeMap<String, OutboundService> = old
-        .outbound
-        .iter()
-        .filter(|(k, v)| model.outbound.get(*k).is_none_or(|n| !same_outbound(n, v)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+fn incremental(prev: &Outbound, model: &Model) -> Arc<Snapshot> {
+    let old = prev;
     let changed_clusters: BTreeMap<_, _> = model
         .clusters
         .iter()
@@ -310,15 +450,39 @@ fn incremental(prev: &Compiled, model: &Model, proxyless_grpc: bool) -> Arc<Snap
         .filter(|(k, v)| model.clusters.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A route's encoding also reads its destination clusters (their
+    // consistent-hash settings become its hash policies).
+    let touches_changed_cluster = |svc: &OutboundService| {
+        svc.routes.routes.iter().any(|r| {
+            r.destinations().iter().any(|d| {
+                let name = cluster_name(&d.host, d.port.unwrap_or(svc.port), d.subset.as_deref());
+                changed_clusters.contains_key(&name) || stale_clusters.contains_key(&name)
+            })
+        })
+    };
+    let changed_out: BTreeMap<String, OutboundService> = model
+        .outbound
+        .iter()
+        .filter(|(k, v)| {
+            old.outbound.get(*k).is_none_or(|o| !same_outbound(o, v)) || touches_changed_cluster(v)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let stale_out: BTreeMap<String, OutboundService> = old
+        .outbound
+        .iter()
+        .filter(|(k, v)| model.outbound.get(*k).is_none_or(|n| !same_outbound(n, v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if changed_out.is_empty()
         && stale_out.is_empty()
         && changed_clusters.is_empty()
         && stale_clusters.is_empty()
     {
-        return prev.snapshot.clone();
+        return prev.content.snapshot.clone();
     }
-    // Partial models: no inbound ports, so no server listeners (those did
-    // not change: inbound policy and authorization are equal).
+    // Partial models: no inbound ports, so no server listeners (the
+    // inbound side is encoded apart).
     let part = |outbound, clusters| {
         let mut inbound = model.inbound.clone();
         inbound.ports.clear();
@@ -331,14 +495,23 @@ fn incremental(prev: &Compiled, model: &Model, proxyless_grpc: bool) -> Arc<Snap
         }
     };
     let opts = EncodeOptions {
-        proxyless_grpc,
+        proxyless_grpc: prev.proxyless_grpc,
         ..EncodeOptions::default()
     };
     let remove = Snapshot::from_resources(&encode(&part(stale_out, stale_clusters), &opts));
-    let add = Snapshot::from_resources(&encode(&part(changed_out, changed_clusters), &opts));
+    // Routes are encoded with every cluster at hand (for their hash
+    // policies); only the changed clusters are taken from the second.
+    let mut add =
+        Snapshot::from_resources(&encode(&part(changed_out, model.clusters.clone()), &opts));
+    let clusters =
+        Snapshot::from_resources(&encode(&part(BTreeMap::new(), changed_clusters), &opts));
+    for t in [types::CLUSTER, types::ENDPOINT] {
+        add.set_type(t, clusters.resources(t).cloned().unwrap_or_default());
+    }
     let mut out = Snapshot::new();
-    for type_url in prev.snapshot.type_urls() {
+    for type_url in prev.content.snapshot.type_urls() {
         let mut res = prev
+            .content
             .snapshot
             .resources(type_url)
             .cloned()
@@ -356,6 +529,7 @@ fn incremental(prev: &Compiled, model: &Model, proxyless_grpc: bool) -> Arc<Snap
         for (name, a) in add.resources(type_url).into_iter().flatten() {
             // Keep the previous bytes when the new encoding means the same.
             let keep = prev
+                .content
                 .snapshot
                 .resources(type_url)
                 .and_then(|r| r.get(name))
@@ -368,7 +542,7 @@ fn incremental(prev: &Compiled, model: &Model, proxyless_grpc: bool) -> Arc<Snap
 
 /// Compiles and encodes one identity from scratch.
 pub fn snapshot(compiler: &Compiler, key: &ClientKey) -> Snapshot {
-    (*compile(compiler, key, None).snapshot).clone()
+    compile(compiler, key, None, &OutboundCache::default()).snapshot()
 }
 
 /// `next` with every resource that means the same as in `prev` replaced
@@ -417,6 +591,11 @@ mod tests_support {
         );
         let res = load_str(&yaml, "t.yaml").into_result().unwrap();
         Compiler::new(res, MeshConfig::default())
+    }
+
+    /// Compiles with a cache of its own.
+    pub fn compile1(c: &Compiler, k: &ClientKey, prev: Option<&Compiled>) -> Compiled {
+        compile(c, k, prev, &OutboundCache::default())
     }
 
     pub fn key() -> ClientKey {
@@ -468,6 +647,60 @@ mod incremental_tests {
     use super::*;
     use mesh_xds::types;
 
+    #[test]
+    fn a_route_is_encoded_again_when_its_clusters_hash_policy_changes() {
+        let dr = |header: &str| {
+            format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: a, namespace: demo}}\nspec:\n  host: a\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {{httpHeaderName: {header}}}\n")
+        };
+        let k = key();
+        let first = compile1(&compiler_with("5s", &dr("x-user")), &k, None);
+        let c2 = compiler_with("5s", &dr("x-session"));
+        let inc = compile1(&c2, &k, Some(&first));
+        same(&inc.snapshot(), &compile1(&c2, &k, None).snapshot());
+        assert_ne!(
+            inc.snapshot().resources(types::ROUTE),
+            first.snapshot().resources(types::ROUTE),
+            "the route's hash policy follows the DestinationRule"
+        );
+    }
+
+    #[test]
+    fn identities_that_see_the_same_share_one_outbound_side() {
+        let source_rule = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: demo}\nspec:\n  hosts: [b]\n  http:\n  - match: [{sourceLabels: {app: canary}}]\n    timeout: 1s\n    route: [{destination: {host: b}}]\n  - route: [{destination: {host: b}}]\n";
+        let c = compiler_with("5s", source_rule);
+        let cache = OutboundCache::default();
+        let app = |a: &str| ClientKey {
+            labels: vec![("app".into(), a.into())],
+            ..key()
+        };
+        let x = compile(&c, &app("x"), None, &cache);
+        let y = compile(&c, &app("y"), None, &cache);
+        assert!(
+            Arc::ptr_eq(&x.outbound, &y.outbound),
+            "x and y see the same"
+        );
+        assert_eq!(cache.len(), 1);
+        // A rule that matches one app's labels gives it its own.
+        let canary = compile(&c, &app("canary"), None, &cache);
+        assert!(!Arc::ptr_eq(&x.outbound, &canary.outbound));
+        // Another namespace names short hosts differently.
+        let other = compile(
+            &c,
+            &ClientKey {
+                namespace: "other".into(),
+                ..app("x")
+            },
+            None,
+            &cache,
+        );
+        assert!(!Arc::ptr_eq(&x.outbound, &other.outbound));
+        assert_eq!(cache.len(), 3);
+        // Each still equals its own compile from scratch.
+        same(&y.snapshot(), &compile1(&c, &app("y"), None).snapshot());
+        drop((x, y, canary, other));
+        assert!(cache.is_empty(), "nothing kept once no identity holds it");
+    }
+
     fn same(a: &Snapshot, b: &Snapshot) {
         let ta: Vec<&str> = a.type_urls().collect();
         assert_eq!(ta, b.type_urls().collect::<Vec<_>>());
@@ -488,30 +721,30 @@ mod incremental_tests {
     fn incremental_equals_a_full_encoding() {
         let svc_c = "---\napiVersion: v1\nkind: Service\nmetadata: {name: c, namespace: demo}\nspec:\n  selector: {app: c}\n  ports: [{name: grpc, port: 90, appProtocol: grpc}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: c1, namespace: demo}\nspec:\n  address: 10.0.0.3\n  labels: {app: c}\n";
         let k = key();
-        let first = compile(&compiler("5s"), &k, None);
+        let first = compile1(&compiler("5s"), &k, None);
         // A route changes and a service (with clusters and endpoints) appears.
         let c2 = compiler_with("7s", svc_c);
-        let inc = compile(&c2, &k, Some(&first));
-        let full = compile(&c2, &k, None);
-        same(&inc.snapshot, &full.snapshot);
+        let inc = compile1(&c2, &k, Some(&first));
+        let full = compile1(&c2, &k, None);
+        same(&inc.snapshot(), &full.snapshot());
         assert!(inc
-            .snapshot
+            .snapshot()
             .resources(types::CLUSTER)
             .unwrap()
             .contains_key("outbound|90||c.demo.svc.cluster.local"));
         // And it goes away again.
         let c3 = compiler("7s");
-        let inc3 = compile(&c3, &k, Some(&inc));
-        same(&inc3.snapshot, &compile(&c3, &k, None).snapshot);
+        let inc3 = compile1(&c3, &k, Some(&inc));
+        same(&inc3.snapshot(), &compile1(&c3, &k, None).snapshot());
         assert!(!inc3
-            .snapshot
+            .snapshot()
             .resources(types::LISTENER)
             .unwrap()
             .keys()
             .any(|n| n.contains("c.demo")));
         // Nothing changed: the very same snapshot.
-        let again = compile(&c3, &k, Some(&inc3));
-        assert!(Arc::ptr_eq(&again.snapshot, &inc3.snapshot));
+        let again = compile1(&c3, &k, Some(&inc3));
+        assert!(Arc::ptr_eq(&again.outbound, &inc3.outbound));
     }
 }
 
@@ -551,8 +784,8 @@ mod proxyless_tests {
                     .contains_key("envoy.filters.http.fault"),
             )
         };
-        let sdk = compile(&c, &key(), None);
-        let stock = compile(
+        let sdk = compile1(&c, &key(), None);
+        let stock = compile1(
             &c,
             &ClientKey {
                 proxyless_grpc: true,
@@ -560,13 +793,13 @@ mod proxyless_tests {
             },
             None,
         );
-        assert_eq!(routes_of(&sdk.snapshot, name), 2);
-        assert_eq!(routes_of(&stock.snapshot, name), 2);
-        assert_eq!(aborts(&sdk.snapshot), (true, false));
-        assert_eq!(aborts(&stock.snapshot), (false, true));
+        assert_eq!(routes_of(&sdk.snapshot(), name), 2);
+        assert_eq!(routes_of(&stock.snapshot(), name), 2);
+        assert_eq!(aborts(&sdk.snapshot()), (true, false));
+        assert_eq!(aborts(&stock.snapshot()), (false, true));
         // The incremental path keeps the choice.
         let c2 = compiler_with("6s", redirect);
-        let again = compile(
+        let again = compile1(
             &c2,
             &ClientKey {
                 proxyless_grpc: true,
@@ -574,6 +807,6 @@ mod proxyless_tests {
             },
             Some(&stock),
         );
-        assert_eq!(aborts(&again.snapshot), (false, true));
+        assert_eq!(aborts(&again.snapshot()), (false, true));
     }
 }

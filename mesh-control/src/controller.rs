@@ -48,7 +48,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::autoreg::{self, Registration};
-use crate::compile::{ClientKey, Compiled};
+use crate::compile::{ClientKey, Compiled, OutboundCache};
 use crate::converge::Convergence;
 use crate::load::{Generation, Rejection};
 use crate::metrics::Metrics;
@@ -196,6 +196,8 @@ pub struct Controller {
     rejections: Arc<Mutex<Rejections>>,
     /// Wakes the compile worker.
     wake: Arc<Notify>,
+    /// Outbound sides in use, shared by identities that see the same.
+    outbound: Arc<OutboundCache>,
     /// Bounds the CPU work the worker runs at once on the blocking pool.
     cpu: Arc<Semaphore>,
     /// The inputs' epoch (see `State::epoch_now`).
@@ -232,6 +234,7 @@ impl Controller {
             served: Arc::new(watch::channel(None).0),
             rejections: Arc::default(),
             wake: Arc::new(Notify::new()),
+            outbound: Arc::default(),
             cpu: Arc::new(Semaphore::new(compile_slots())),
             epoch_now,
             cache,

@@ -253,9 +253,13 @@ impl Controller {
                     }
                     continue;
                 };
-                let overlay = overlays.and_then(|o| o.get(&entry.key)).cloned();
+                // A pod's own server listeners, else its identity's.
+                let overlay = overlays
+                    .and_then(|o| o.get(&entry.key))
+                    .or(c.inbound_content.as_ref())
+                    .cloned();
                 let again = entry.pushed.as_ref().is_some_and(|(pc, po)| {
-                    Arc::ptr_eq(pc, &c.content)
+                    Arc::ptr_eq(pc, &c.outbound.content)
                         && match (po, &overlay) {
                             (None, None) => true,
                             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -264,7 +268,7 @@ impl Controller {
                 });
                 let i = Install {
                     node: id,
-                    content: c.content.clone(),
+                    content: c.outbound.content.clone(),
                     overlay,
                     again,
                 };
@@ -392,10 +396,11 @@ impl Controller {
             let permit = self.permit().await;
             let compiler = compiler.clone();
             let metrics = self.metrics.clone();
+            let outbound = self.outbound.clone();
             jobs.spawn_blocking(move || {
                 let _permit = permit;
                 let started = std::time::Instant::now();
-                let c = compile::compile(&compiler, &key, prev.as_deref());
+                let c = compile::compile(&compiler, &key, prev.as_deref(), &outbound);
                 metrics.compilations.inc();
                 metrics
                     .compile_time
