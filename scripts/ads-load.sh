@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 export CARGO_INCREMENTAL=0
 cargo build --release -p mesh-control --bin meshd -p mesh-loadgen --bin ads-load >&2
-target="${CARGO_TARGET_DIR:-target}"
+target="$(realpath "${CARGO_TARGET_DIR:-target}")"
 meshd="$target/release/meshd"
 load="$target/release/ads-load"
 

@@ -30,7 +30,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 /// The header line of [`row`].
 pub fn header() -> String {
     format!(
-        "{:<7} {:>6} {:>5} {:>5} {:>11} {:>9} {:>7} {:>7} {:>8} {:>8} {:>11} {:>9} {:>7}",
+        "{:<7} {:>6} {:>5} {:>5} {:>11} {:>9} {:>7} {:>7} {:>8} {:>8} {:>11} {:>9} {:>7} {:>8} {:>8}",
         "server",
         "client",
         "svc",
@@ -43,7 +43,9 @@ pub fn header() -> String {
         "steadyMiB",
         "edit_acked",
         "edit_s",
-        "edit_cpu"
+        "edit_cpu",
+        "KiB/cl",
+        "cpu_ms/cl"
     )
 }
 
@@ -58,7 +60,7 @@ pub fn row(m: &Measurement) -> String {
         None => ("-".into(), "-".into(), "-".into()),
     };
     format!(
-        "{:<7} {:>6} {:>5} {:>5} {:>11} {:>9} {:>7} {:>7} {:>8} {:>8} {:>11} {:>9} {:>7}",
+        "{:<7} {:>6} {:>5} {:>5} {:>11} {:>9} {:>7} {:>7} {:>8} {:>8} {:>11} {:>9} {:>7} {:>8} {:>8}",
         m.server,
         m.plan.fleet.clients,
         m.plan.fleet.services,
@@ -72,6 +74,8 @@ pub fn row(m: &Measurement) -> String {
         edit_acked,
         edit_s,
         edit_cpu,
+        m.kib_per_client().map_or("-".into(), |v| format!("{v:.0}")),
+        opt_f(m.cpu_ms_per_client()),
     )
 }
 

@@ -71,6 +71,8 @@ pub struct Measurement {
     pub peak_rss_kib: Option<u64>,
     /// RSS after the initial push and the settle time, KiB.
     pub steady_rss_kib: Option<u64>,
+    /// RSS before the first client connected, KiB.
+    pub idle_rss_kib: Option<u64>,
     /// The edit, when asked for.
     pub edit: Option<EditResult>,
     /// Peak RSS at the end of the run, KiB.
@@ -88,6 +90,20 @@ fn sample(pid: Option<u32>) -> Option<Sample> {
 
 fn cpu_between(a: Option<Sample>, b: Option<Sample>) -> Option<f64> {
     Some(b?.cpu_s - a?.cpu_s)
+}
+
+impl Measurement {
+    /// What each client added to the server's RSS: steady minus idle,
+    /// over the clients, KiB.
+    pub fn kib_per_client(&self) -> Option<f64> {
+        let grown = self.steady_rss_kib?.saturating_sub(self.idle_rss_kib?);
+        Some(grown as f64 / self.plan.fleet.clients.max(1) as f64)
+    }
+
+    /// Server CPU per client for the initial push, milliseconds.
+    pub fn cpu_ms_per_client(&self) -> Option<f64> {
+        Some(self.initial_cpu_s? * 1000.0 / self.plan.fleet.clients.max(1) as f64)
+    }
 }
 
 /// The service the edit changes.
@@ -120,6 +136,7 @@ pub async fn measure(
         initial_cpu_s: cpu_between(before, configured),
         peak_rss_kib: configured.map(|s| s.hwm_kib),
         steady_rss_kib: settled.map(|s| s.rss_kib),
+        idle_rss_kib: before.map(|s| s.rss_kib),
         initial_time,
         edit: None,
         final_peak_rss_kib: None,

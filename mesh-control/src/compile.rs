@@ -198,10 +198,16 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    fn same(&self, model: &Model, proxyless_grpc: bool) -> bool {
+    /// Encoded in the same context as `model` would be: its elements
+    /// encode to the same bytes.
+    fn same_context(&self, model: &Model, proxyless_grpc: bool) -> bool {
         self.proxyless_grpc == proxyless_grpc
             && self.namespace == model.client.namespace
             && self.mesh == model.mesh
+    }
+
+    fn same(&self, model: &Model, proxyless_grpc: bool) -> bool {
+        self.same_context(model, proxyless_grpc)
             && self.clusters == model.clusters
             && self.outbound.len() == model.outbound.len()
             && self
@@ -223,6 +229,16 @@ impl OutboundCache {
         let live: Vec<Arc<Outbound>> = self.0.locked().iter().filter_map(Weak::upgrade).collect();
         // Compared off the lock: compiles of other identities run at once.
         live.into_iter().find(|o| o.same(model, proxyless_grpc))
+    }
+
+    /// A live outbound side in the same context as `model`, to encode it
+    /// incrementally from.
+    fn base(&self, model: &Model, proxyless_grpc: bool) -> Option<Arc<Outbound>> {
+        self.0
+            .locked()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|o| o.same_context(model, proxyless_grpc))
     }
 
     fn insert(&self, o: &Arc<Outbound>) {
@@ -306,10 +322,18 @@ pub fn compile(
         _ => match cache.find(&model, key.proxyless_grpc) {
             Some(o) => o,
             None => {
+                // The base to encode from: the identity's previous side,
+                // else another identity's in the same context (a new
+                // identity then encodes only where it differs, with the
+                // same bytes for the rest).
+                let base = prev
+                    .map(|p| p.outbound.clone())
+                    .filter(|o| o.same_context(&model, key.proxyless_grpc))
+                    .or_else(|| cache.base(&model, key.proxyless_grpc));
                 let o = Arc::new(encode_outbound(
                     &model,
                     key.proxyless_grpc,
-                    prev.map(|p| p.outbound.as_ref()),
+                    base.as_deref().or(prev.map(|p| p.outbound.as_ref())),
                 ));
                 cache.insert(&o);
                 o
@@ -362,11 +386,7 @@ pub fn compile(
 /// Encodes the outbound side of `model`: from `prev`'s when the context
 /// is the same (only what changed), from scratch otherwise.
 fn encode_outbound(model: &Model, proxyless_grpc: bool, prev: Option<&Outbound>) -> Outbound {
-    let same_context = prev.filter(|p| {
-        p.proxyless_grpc == proxyless_grpc
-            && p.namespace == model.client.namespace
-            && p.mesh == model.mesh
-    });
+    let same_context = prev.filter(|p| p.same_context(model, proxyless_grpc));
     let snapshot = match same_context {
         Some(p) => incremental(p, model),
         None => {
@@ -683,6 +703,23 @@ mod incremental_tests {
         // A rule that matches one app's labels gives it its own.
         let canary = compile(&c, &app("canary"), None, &cache);
         assert!(!Arc::ptr_eq(&x.outbound, &canary.outbound));
+        // It was encoded from x's side: what it sees alike has the very
+        // same bytes (a fresh encoding would order protobuf maps anew).
+        let (sx, sc) = (
+            &x.outbound.content.snapshot,
+            &canary.outbound.content.snapshot,
+        );
+        for t in [
+            types::CLUSTER,
+            types::ROUTE,
+            types::LISTENER,
+            types::ENDPOINT,
+        ] {
+            let (rx, rc) = (sx.resources(t).unwrap(), sc.resources(t).unwrap());
+            for (name, a) in rx.iter().filter(|(n, _)| !n.contains("b.demo")) {
+                assert_eq!(Some(a), rc.get(name), "{t} {name}");
+            }
+        }
         // Another namespace names short hosts differently.
         let other = compile(
             &c,

@@ -141,6 +141,16 @@ async fn invalid_edit_is_rejected_and_last_good_config_keeps_serving() {
     meshd.shutdown().await;
 }
 
+/// A response's type, version and resources, for assertion messages.
+fn describe(r: &mesh_xds::pb::envoy::service::discovery::v3::DiscoveryResponse) -> String {
+    let names: Vec<String> = r
+        .resources
+        .iter()
+        .map(|a| format!("{} ({} bytes)", a.type_url, a.value.len()))
+        .collect();
+    format!("{} version {}: {names:?}", r.type_url, r.version_info)
+}
+
 #[tokio::test]
 async fn auto_registered_workload_is_an_endpoint_while_connected() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +186,7 @@ async fn auto_registered_workload_is_an_endpoint_while_connected() {
     w.send(types::CLUSTER, &[], "", "").await;
     w.recv_ack(&[]).await;
     let r = a.recv_ack(&eds_subs).await;
-    assert_eq!(r.type_url, types::ENDPOINT);
+    assert_eq!(r.type_url, types::ENDPOINT, "{}", describe(&r));
     let mut eps = endpoints(&r)[ECHO_EDS].clone();
     eps.sort();
     assert_eq!(eps, ["10.0.0.1:7070", "10.9.8.7:17070"]);
@@ -189,7 +199,7 @@ async fn auto_registered_workload_is_an_endpoint_while_connected() {
     // It disconnects: the endpoint goes away.
     drop(w);
     let r = a.recv_ack(&eds_subs).await;
-    assert_eq!(r.type_url, types::ENDPOINT);
+    assert_eq!(r.type_url, types::ENDPOINT, "{}", describe(&r));
     assert_eq!(endpoints(&r)[ECHO_EDS], ["10.0.0.1:7070"]);
     let configz = json(meshd.http_addr(), "/debug/configz").await;
     assert_eq!(configz["autoRegistered"], serde_json::json!([]));
@@ -257,6 +267,7 @@ async fn a_second_stream_of_the_same_workload_keeps_its_registration() {
     w1.send(types::CLUSTER, &[], "", "").await;
     w1.recv_ack(&[]).await;
     let r = a.recv_ack(&eds_subs).await;
+    assert_eq!(r.type_url, types::ENDPOINT, "{}", describe(&r));
     assert_eq!(endpoints(&r)[ECHO_EDS].len(), 2);
 
     // The workload reconnects (new stream first, then the old one ends, as
@@ -284,6 +295,7 @@ async fn a_second_stream_of_the_same_workload_keeps_its_registration() {
     // Its last stream ends: gone.
     drop(w2);
     let r = a.recv_ack(&eds_subs).await;
+    assert_eq!(r.type_url, types::ENDPOINT, "{}", describe(&r));
     assert_eq!(endpoints(&r)[ECHO_EDS], ["10.0.0.1:7070"]);
     meshd.shutdown().await;
 }

@@ -249,3 +249,59 @@ async fn pods_of_one_app_share_its_resources_whatever_their_ips() {
     drop(st);
     worker.abort();
 }
+
+fn generation_of(number: u64, yaml: &str) -> Generation {
+    Generation {
+        number,
+        resources: Arc::new(load_str(yaml, "t.yaml").into_result().unwrap()),
+        mesh: Arc::new(MeshConfig::default()),
+        files: vec!["t.yaml".into()],
+        findings: Vec::new(),
+        applied_at: SystemTime::now(),
+    }
+}
+
+/// An endpoint-only change (a workload joins a service) moves EDS alone:
+/// listeners, routes and clusters keep their versions, so nothing but the
+/// endpoints is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_change_moves_endpoints_alone() {
+    let workload = |name: &str, ip: &str| {
+        format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  address: {ip}\n  labels: {{app: a}}\n")
+    };
+    let base = CONFIG.replace("TIMEOUT", "5s");
+    let one = format!("{base}{}", workload("a1", "10.0.0.1"));
+    let two = format!("{one}{}", workload("a2", "10.0.0.2"));
+    let (ctl, cache, worker) = start();
+    ctl.apply(generation_of(1, &one), Instant::now());
+    ctl.serving(1).await;
+    let n = node("n0", "client");
+    ctl.node_seen(&n);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cache.snapshot("n0").is_none() {
+        assert!(Instant::now() < deadline, "n0 was never served");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = cache.snapshot("n0").unwrap();
+    ctl.apply(generation_of(2, &two), Instant::now());
+    ctl.serving(2).await;
+    let after = loop {
+        let v = cache.snapshot("n0").unwrap();
+        if v.version(mesh_xds::types::ENDPOINT) != before.version(mesh_xds::types::ENDPOINT) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new endpoint never reached n0"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    for t in [
+        mesh_xds::types::LISTENER,
+        mesh_xds::types::ROUTE,
+        mesh_xds::types::CLUSTER,
+    ] {
+        assert_eq!(after.version(t), before.version(t), "{t} moved");
+    }
+    worker.abort();
+}

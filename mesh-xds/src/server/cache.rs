@@ -195,8 +195,8 @@ impl Content {
             .map(String::as_str)
     }
 
-    /// The type URLs whose resources (names or bytes) differ from `old`'s,
-    /// computed once per pair of contents.
+    /// The type URLs whose resources (names or messages) differ from
+    /// `old`'s, computed once per pair of contents.
     fn changed_since(&self, old: &Arc<Content>) -> Arc<[String]> {
         let mut memo = self.diffs.locked();
         if let Some((_, d)) = memo
@@ -207,11 +207,25 @@ impl Content {
             // pointer is this very content.
             return d.clone();
         }
+        // Equal messages may differ in bytes (protobuf maps encode in hash
+        // order, and two identities' equal resources may come from two
+        // encodings): those are compared decoded, once per pair.
+        let same = |t: &str, a: &BTreeMap<String, Any>, b: &BTreeMap<String, Any>| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((ka, va), (kb, vb))| ka == kb && same_resource(t, va, vb))
+        };
         let d: Arc<[String]> = self
             .snapshot
             .types
             .iter()
-            .filter(|(t, rs)| old.snapshot.types.get(*t) != Some(*rs))
+            .filter(|(t, rs)| {
+                old.snapshot
+                    .types
+                    .get(*t)
+                    .is_none_or(|o| o != *rs && !same(t, o, rs))
+            })
             .map(|(t, _)| t.clone())
             .collect();
         if memo.len() >= DIFF_MEMO {
@@ -893,6 +907,39 @@ mod tests {
         assert!(Arc::ptr_eq(&after.content, &again));
         assert_eq!(after.versions, before.versions);
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn equal_messages_in_other_bytes_are_no_change() {
+        use prost::Message;
+        let part = |c: Cluster| c.encode_to_vec();
+        let name = part(Cluster {
+            name: "a".into(),
+            ..Default::default()
+        });
+        let alt = part(Cluster {
+            alt_stat_name: "x".into(),
+            ..Default::default()
+        });
+        // The same message, its fields in two orders (as two encodings of a
+        // map may give).
+        let cluster = |value: Vec<u8>| {
+            let mut s = Snapshot::new();
+            s.insert(
+                types::CLUSTER,
+                "a",
+                Any {
+                    type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+                    value,
+                },
+            );
+            Arc::new(Content::new(s))
+        };
+        let cache = SnapshotCache::new();
+        cache.set_content("n", cluster([name.clone(), alt.clone()].concat()), None);
+        assert!(cache
+            .set_content("n", cluster([alt, name].concat()), None)
+            .is_empty());
     }
 
     #[test]
