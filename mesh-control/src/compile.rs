@@ -207,14 +207,16 @@ impl Outbound {
     }
 
     fn same(&self, model: &Model, proxyless_grpc: bool) -> bool {
+        // Routes first: an edit most often changes a route, and a
+        // mismatch there ends the comparison early.
         self.same_context(model, proxyless_grpc)
-            && self.clusters == model.clusters
             && self.outbound.len() == model.outbound.len()
             && self
                 .outbound
                 .iter()
                 .zip(&model.outbound)
                 .all(|((ka, a), (kb, b))| ka == kb && same_outbound(a, b))
+            && self.clusters == model.clusters
     }
 }
 
@@ -228,7 +230,9 @@ impl OutboundCache {
     fn find(&self, model: &Model, proxyless_grpc: bool) -> Option<Arc<Outbound>> {
         let live: Vec<Arc<Outbound>> = self.0.locked().iter().filter_map(Weak::upgrade).collect();
         // Compared off the lock: compiles of other identities run at once.
-        live.into_iter().find(|o| o.same(model, proxyless_grpc))
+        // Newest first: after a change, the side another identity just
+        // encoded is the likely match, not the one the change replaced.
+        live.into_iter().rev().find(|o| o.same(model, proxyless_grpc))
     }
 
     /// A live outbound side in the same context as `model`, to encode it
