@@ -232,7 +232,9 @@ impl OutboundCache {
         // Compared off the lock: compiles of other identities run at once.
         // Newest first: after a change, the side another identity just
         // encoded is the likely match, not the one the change replaced.
-        live.into_iter().rev().find(|o| o.same(model, proxyless_grpc))
+        live.into_iter()
+            .rev()
+            .find(|o| o.same(model, proxyless_grpc))
     }
 
     /// A live outbound side in the same context as `model`, to encode it
