@@ -45,7 +45,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use cache::{
@@ -215,7 +215,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let ctx = self.stream_ctx(request.remote_addr());
         let state = StreamState::new(self.cache.clone());
         tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|b| *b))))
     }
 
     type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
@@ -228,6 +228,6 @@ impl AggregatedDiscoveryService for AdsServer {
         let ctx = self.stream_ctx(request.remote_addr());
         let state = DeltaState::new(self.cache.clone());
         tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|b| *b))))
     }
 }

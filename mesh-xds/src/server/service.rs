@@ -178,13 +178,18 @@ impl Drop for StreamCtx {
     }
 }
 
+/// What a stream's task hands its response stream. Boxed: the channel
+/// allocates its slots in blocks of 32, and a block of unboxed responses
+/// and `Status`es is about 5 KiB per stream, held for the stream's life.
+pub(crate) type Outgoing<T> = Box<Result<T, Status>>;
+
 async fn send<P: Protocol>(
     ctx: &StreamCtx,
-    tx: &mpsc::Sender<Result<P::Resp, Status>>,
+    tx: &mpsc::Sender<Outgoing<P::Resp>>,
     r: P::Resp,
 ) -> bool {
     let (t, v, n) = P::meta(&r);
-    if tx.send(Ok(r)).await.is_err() {
+    if tx.send(Box::new(Ok(r))).await.is_err() {
         return false;
     }
     ctx.pushed(&t, &v, &n);
@@ -196,7 +201,7 @@ pub(crate) async fn run<P: Protocol>(
     mut ctx: StreamCtx,
     mut state: P,
     mut requests: Streaming<P::Req>,
-    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    tx: mpsc::Sender<Outgoing<P::Resp>>,
 ) {
     let cache = ctx.cache.clone();
     let mut closing = ctx.closing.clone();
@@ -221,7 +226,7 @@ pub(crate) async fn run<P: Protocol>(
         };
         tokio::select! {
             () = closed => {
-                let _ = tx.send(Err(Status::unavailable("the xDS server is shutting down"))).await;
+                let _ = tx.send(Box::new(Err(Status::unavailable("the xDS server is shutting down")))).await;
                 return;
             }
             req = requests.next() => {
@@ -235,9 +240,9 @@ pub(crate) async fn run<P: Protocol>(
                 };
                 if !state.has_node() {
                     let Some(node) = P::node_of(&req) else {
-                        let _ = tx.send(Err(Status::invalid_argument(
+                        let _ = tx.send(Box::new(Err(Status::invalid_argument(
                             "the first request of an ADS stream must carry `node` (the client's id and metadata)",
-                        ))).await;
+                        )))).await;
                         return;
                     };
                     state.set_node(&node.id);

@@ -65,7 +65,7 @@ impl Subscription {
 struct Sent {
     type_url: String,
     version: String,
-    sub: Subscription,
+    sub: Arc<Subscription>,
     /// The response's nonce.
     nonce: u64,
     snap: Arc<Versioned>,
@@ -126,7 +126,7 @@ impl Holdings for Sent {
 
 #[derive(Debug, Default)]
 struct TypeState {
-    sub: Subscription,
+    sub: Arc<Subscription>,
     /// The last response.
     sent: Option<Arc<Sent>>,
     /// The last response the client ACKed.
@@ -343,7 +343,10 @@ impl StreamState {
             let at = self.nonce;
             st.forgotten.extend(dropped.into_iter().map(|n| (n, at)));
         }
-        st.sub = sub;
+        if *st.sub != sub {
+            // Shared with the responses sent under it, not copied.
+            st.sub = Arc::new(sub);
+        }
         if type_url == types::ENDPOINT {
             // The client has said which endpoints it wants.
             self.awaiting_eds.clear();
