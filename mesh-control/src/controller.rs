@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use mesh_core::config::Kind;
 use mesh_xds::node::NodeInfo;
 use mesh_xds::pb::envoy::config::core::v3::Node;
 use mesh_xds::server::{Content, SnapshotCache};
@@ -301,6 +302,7 @@ impl Controller {
     pub fn reject(&self, rejection: Rejection) {
         tracing::error!("{}", rejection.message());
         self.metrics.rejections.inc();
+        self.metrics.istiod.validation_failed.inc();
         let mut r = self.rejections.locked();
         r.count += 1;
         r.last = Some(rejection);
@@ -313,6 +315,29 @@ impl Controller {
             generation = generation.number,
             "configuration accepted; compiling"
         );
+        let istiod = &self.metrics.istiod;
+        let services: usize = generation
+            .resources
+            .iter()
+            .map(|r| match (r.kind, r.service_entry()) {
+                (_, Some(se)) => se.hosts.len(),
+                (Kind::Service, _) => 1,
+                _ => 0,
+            })
+            .sum();
+        let vss = generation
+            .resources
+            .iter()
+            .filter(|r| r.kind == Kind::VirtualService)
+            .count();
+        istiod
+            .services
+            .set(i64::try_from(services).unwrap_or(i64::MAX));
+        istiod
+            .virt_services
+            .set(i64::try_from(vss).unwrap_or(i64::MAX));
+        istiod.validation_passed.inc();
+        istiod.triggered("config");
         {
             let mut st = self.lock();
             st.generation = Some(Arc::new(generation));
@@ -385,6 +410,11 @@ impl Controller {
             );
             st.raw.remove(&info.id)
         };
+        let version = raw
+            .as_ref()
+            .and_then(|n| n.metadata.as_ref())
+            .and_then(|md| mesh_xds::node::metadata_str(md, "ISTIO_VERSION"));
+        self.metrics.istiod.stream_opened(stream_id, version);
         self.admit(&info.id, raw);
     }
 
@@ -405,6 +435,7 @@ impl Controller {
                     // Its services' endpoints changed for every node that
                     // sees them.
                     st.inputs_changed(Instant::now());
+                    self.metrics.istiod.triggered("endpoint");
                 }
                 Some(Err(e)) => {
                     tracing::warn!("{e}");
@@ -433,6 +464,7 @@ impl Controller {
     /// own count decides, so a reconnect racing the old stream's end keeps
     /// the node), it is forgotten and its auto-registration withdrawn.
     pub fn disconnected(&self, node_id: &str, stream_id: u64) {
+        self.metrics.istiod.stream_closed(stream_id);
         {
             let mut st = self.lock();
             if let Some(entry) = st.nodes.get_mut(node_id) {
@@ -467,6 +499,7 @@ impl Controller {
                 "auto-registered workload removed"
             );
             st.inputs_changed(Instant::now());
+            self.metrics.istiod.triggered("endpoint");
         }
     }
 

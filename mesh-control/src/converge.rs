@@ -147,7 +147,7 @@ impl Convergence {
         inner.last = Some(took);
         inner.completed += 1;
         drop(inner);
-        self.metrics.convergence.observe(took.as_secs_f64());
+        self.metrics.converged(took.as_secs_f64());
         tracing::info!(
             elapsed_ms = took.as_millis() as u64,
             "every affected client acknowledged the push"

@@ -39,7 +39,12 @@ fn handle(ctl: &Controller, e: ServerEvent) {
             tracing::debug!(node = node_id, stream_id, "ADS stream disconnected");
             ctl.disconnected(&node_id, stream_id);
         }
-        ServerEvent::Pushed { type_url, .. } => ctl.metrics().pushed(&type_url),
+        ServerEvent::Pushed {
+            type_url, bytes, ..
+        } => {
+            ctl.metrics().pushed(&type_url);
+            ctl.metrics().sent(&type_url, bytes);
+        }
         ServerEvent::Acked { .. } => ctl.convergence().poke(),
         ServerEvent::Nacked {
             node_id,

@@ -26,7 +26,12 @@ async fn health_ready_and_metrics() {
 
     let mut a = Ads::connect(
         meshd.xds_addr(),
-        node("client-a", "demo", &[("app", "client")], &[]),
+        node(
+            "client-a",
+            "demo",
+            &[("app", "client")],
+            &[("ISTIO_VERSION", "1.28.0")],
+        ),
     )
     .await;
     a.sync_all().await;
@@ -66,6 +71,38 @@ async fn health_ready_and_metrics() {
     assert!(m["meshd_compile_time_seconds_count"] >= 2.0, "{text}");
     // A NACK answers the push too: convergence completes.
     assert!(text.contains("meshd_convergence_time_seconds_bucket"));
+
+    // The same under istiod's names, labels and buckets, for its
+    // dashboards: connected clients by version, pushes and rejects by
+    // type, push and convergence times, triggers, config counts.
+    assert_eq!(m["pilot_xds{version=\"1.28.0\"}"], 1.0, "{text}");
+    assert!(m["pilot_xds_pushes{type=\"cds\"}"] >= 1.0, "{text}");
+    assert_eq!(m["pilot_total_xds_rejects{type=\"rds\"}"], 1.0, "{text}");
+    assert!(m["pilot_xds_push_time_count"] >= 2.0, "{text}");
+    assert!(
+        m.contains_key("pilot_xds_push_time_bucket{le=\"0.01\"}"),
+        "{text}"
+    );
+    assert!(m.contains_key("pilot_proxy_convergence_time_bucket{le=\"0.5\"}"));
+    // The NACK completes the push's convergence (checked every 5 ms).
+    eventually("convergence in /metrics", || async move {
+        let (_, text) = http_get(http, "/metrics").await;
+        parse_metrics(&text)
+            .get("pilot_proxy_convergence_time_count")
+            .is_some_and(|c| *c >= 1.0)
+    })
+    .await;
+    assert_eq!(m["pilot_push_triggers{type=\"config\"}"], 2.0, "{text}");
+    assert_eq!(m["galley_validation_passed"], 2.0, "{text}");
+    assert_eq!(m["galley_validation_failed"], 0.0, "{text}");
+    // Two Services and a ServiceEntry host; the web VirtualService and
+    // the one in services.yaml.
+    assert_eq!(m["pilot_services"], 3.0, "{text}");
+    assert_eq!(m["pilot_total_xds_internal_errors"], 0.0, "{text}");
+    assert!(
+        m["pilot_xds_config_size_bytes_bucket{le=\"10000.0\",type=\"cds\"}"] >= 1.0,
+        "{text}"
+    );
 
     let syncz = json(http, "/debug/syncz").await;
     let row = &syncz.as_array().unwrap()[0];

@@ -252,7 +252,10 @@ async fn server_events_and_connected_nodes() {
             type_url,
             version,
             nonce,
+            bytes,
         } => {
+            let sent: usize = cds.resources.iter().map(|a| a.value.len()).sum();
+            assert_eq!(bytes, sent);
             assert_eq!(node_id, NODE);
             assert_eq!(type_url, types::CLUSTER);
             assert_eq!(version, cds.version_info);

@@ -165,6 +165,7 @@ impl Controller {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::error!(error = %e, "compile worker job failed");
+                self.metrics.istiod.internal_errors.inc();
                 None
             }
         }
@@ -325,9 +326,7 @@ impl Controller {
         }
         if plan.new_epoch {
             let number = plan.generation.number;
-            self.metrics
-                .push_time
-                .observe(started.elapsed().as_secs_f64());
+            self.metrics.push_took(started.elapsed().as_secs_f64());
             tracing::info!(
                 generation = number,
                 nodes_pushed = bumped.len(),
@@ -420,7 +419,10 @@ impl Controller {
                     }
                     out.insert(key, c);
                 }
-                Err(e) => tracing::error!(error = %e, "compiling a client identity failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "compiling a client identity failed");
+                    self.metrics.istiod.internal_errors.inc();
+                }
             }
         }
         pending.extend(takers.into_values().flatten().map(|(k, _)| k));

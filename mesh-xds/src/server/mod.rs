@@ -93,6 +93,8 @@ pub enum ServerEvent {
         version: String,
         /// The response nonce.
         nonce: String,
+        /// Encoded size of the resources it carried, in bytes.
+        bytes: usize,
     },
     /// The client ACKed `version` of `type_url`.
     Acked {

@@ -27,6 +27,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn type_url(req: &Self::Req) -> &str;
     /// Type URL, version and nonce of a response, for events.
     fn meta(resp: &Self::Resp) -> (String, String, String);
+    /// Encoded size of a response's resources.
+    fn size(resp: &Self::Resp) -> usize;
     fn has_node(&self) -> bool;
     fn set_node(&mut self, id: &str);
     fn on_request(
@@ -48,6 +50,9 @@ impl Protocol for StreamState {
     }
     fn meta(r: &Self::Resp) -> (String, String, String) {
         (r.type_url.clone(), r.version_info.clone(), r.nonce.clone())
+    }
+    fn size(r: &Self::Resp) -> usize {
+        r.resources.iter().map(|a| a.value.len()).sum()
     }
     fn has_node(&self) -> bool {
         self.node().is_some()
@@ -82,6 +87,13 @@ impl Protocol for DeltaState {
             r.system_version_info.clone(),
             r.nonce.clone(),
         )
+    }
+    fn size(r: &Self::Resp) -> usize {
+        r.resources
+            .iter()
+            .filter_map(|x| x.resource.as_ref())
+            .map(|a| a.value.len())
+            .sum()
     }
     fn has_node(&self) -> bool {
         self.node().is_some()
@@ -156,12 +168,13 @@ impl StreamCtx {
         }
     }
 
-    fn pushed(&self, type_url: &str, version: &str, nonce: &str) {
+    fn pushed(&self, type_url: &str, version: &str, nonce: &str, bytes: usize) {
         self.emit(ServerEvent::Pushed {
             node_id: self.node_id(),
             type_url: type_url.to_string(),
             version: version.to_string(),
             nonce: nonce.to_string(),
+            bytes,
         });
     }
 }
@@ -189,10 +202,11 @@ async fn send<P: Protocol>(
     r: P::Resp,
 ) -> bool {
     let (t, v, n) = P::meta(&r);
+    let bytes = P::size(&r);
     if tx.send(Box::new(Ok(r))).await.is_err() {
         return false;
     }
-    ctx.pushed(&t, &v, &n);
+    ctx.pushed(&t, &v, &n, bytes);
     true
 }
 
