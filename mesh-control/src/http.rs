@@ -89,11 +89,28 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
             let m = state.ctl.metrics();
             let streams: usize = state.ctl.cache().connected().iter().map(|c| c.streams).sum();
             m.connected.set(i64::try_from(streams).unwrap_or(i64::MAX));
-            text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                m.render(),
-            )
+            // OpenMetrics for a scraper that asks for it (Prometheus does),
+            // the classic text format otherwise (curl, promtool), as
+            // istiod serves.
+            let openmetrics = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if openmetrics {
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    m.render(),
+                )
+            } else {
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    m.render_text(),
+                )
+            }
         }
         "/debug/configz" => json(&debug::configz(&state.ctl, &state.config_dir)),
         "/debug/syncz" => json(&debug::syncz(&state.ctl)),

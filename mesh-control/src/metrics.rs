@@ -346,6 +346,14 @@ impl Metrics {
         self.istiod.convergence.observe(seconds);
     }
 
+    /// The classic Prometheus text exposition (format 0.0.4), for
+    /// scrapers and tools that do not ask for OpenMetrics: a counter's
+    /// `HELP` and `TYPE` name its `_total` sample, and OpenMetrics-only
+    /// lines (`# UNIT`, `# EOF`) are left out.
+    pub fn render_text(&self) -> String {
+        to_classic(&self.render())
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -353,6 +361,37 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Rewrites an OpenMetrics text exposition in the classic format.
+fn to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
@@ -395,5 +434,14 @@ mod tests {
             text.contains("meshd_xds_pushes_total{type=\"eds\"} 1\n"),
             "{text}"
         );
+        // The classic format names a counter's metadata by its sample and
+        // has no OpenMetrics-only lines.
+        assert!(text.contains("# TYPE meshd_xds_pushes counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let classic = m.render_text();
+        assert!(classic.contains("# TYPE meshd_xds_pushes_total counter\n"));
+        assert!(classic.contains("# HELP meshd_xds_pushes_total "));
+        assert!(classic.contains("meshd_xds_pushes_total{type=\"eds\"} 1\n"));
+        assert!(!classic.contains("# EOF"), "{classic}");
     }
 }

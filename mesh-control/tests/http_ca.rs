@@ -238,3 +238,49 @@ fn binary_reads_settings_file_and_prints_bound_addresses() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("confg") && err.contains("meshConfig"), "{err}");
 }
+
+/// meshd's `/metrics`, istiod's names included, passes Prometheus' own
+/// linter (`promtool check metrics`), as a scrape by a real Prometheus
+/// expects it.
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let meshd = start(dir.path()).await;
+    let mut a = Ads::connect(
+        meshd.xds_addr(),
+        node(
+            "client-a",
+            "demo",
+            &[("app", "client")],
+            &[("ISTIO_VERSION", "1.28.0")],
+        ),
+    )
+    .await;
+    a.sync_all().await;
+    let (status, text) = http_get(meshd.http_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("pilot_xds_pushes{"), "{text}");
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/test.sh installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    meshd.shutdown().await;
+}
