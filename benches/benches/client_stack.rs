@@ -1,7 +1,9 @@
 //! The whole client stack (route, split, retry/timeout, load balancing,
 //! outlier detection, pool limits) against the bare hyper client, on the
-//! same loopback server in the same run: requests per second with a few
-//! concurrent callers, and p50/p99 latency of sequential requests.
+//! same loopback server in the same run, with the SDK's telemetry off and
+//! on (Istio's request metrics and the peer metadata exchange):
+//! requests per second with a few concurrent callers, and p50/p99 latency
+//! of sequential requests.
 //!
 //! Run: `cargo bench -p mesh-benches --bench client_stack`
 
@@ -115,6 +117,22 @@ impl Caller for Meshed {
     }
 }
 
+/// One of the clients measured.
+#[derive(Clone)]
+enum Side {
+    Bare(Bare),
+    Mesh(Meshed),
+}
+
+impl Caller for Side {
+    async fn call(&self) -> Result<(), Error> {
+        match self {
+            Side::Bare(b) => b.call().await,
+            Side::Mesh(m) => m.call().await,
+        }
+    }
+}
+
 /// What one side did over a round, summed over its slices.
 #[derive(Default)]
 struct Tally {
@@ -218,24 +236,21 @@ async fn latency<C: Caller>(caller: &C, tally: &mut Tally) -> Result<(), Error> 
     Ok(())
 }
 
-/// One round: `PAIRS` pairs of slices, in the order bare-mesh, mesh-bare,
-/// ... so neither side always runs first.
-async fn round(bare: &Bare, mesh: &Meshed) -> Result<(Tally, Tally), Error> {
-    let (mut b, mut m) = (Tally::default(), Tally::default());
-    for pair in 0..PAIRS {
-        if pair % 2 == 0 {
-            slice(bare, &mut b).await?;
-            slice(mesh, &mut m).await?;
-            latency(bare, &mut b).await?;
-            latency(mesh, &mut m).await?;
-        } else {
-            slice(mesh, &mut m).await?;
-            slice(bare, &mut b).await?;
-            latency(mesh, &mut m).await?;
-            latency(bare, &mut b).await?;
+/// One round: `PAIRS` turns over every side, each turn starting from
+/// the next side, so none always runs first.
+async fn round(sides: &[Side]) -> Result<Vec<Tally>, Error> {
+    let mut tallies: Vec<Tally> = sides.iter().map(|_| Tally::default()).collect();
+    for turn in 0..PAIRS {
+        for k in 0..sides.len() {
+            let i = (turn + k) % sides.len();
+            slice(&sides[i], &mut tallies[i]).await?;
+        }
+        for k in 0..sides.len() {
+            let i = (turn + k) % sides.len();
+            latency(&sides[i], &mut tallies[i]).await?;
         }
     }
-    Ok((b, m))
+    Ok(tallies)
 }
 
 /// Median of `v` (sorted in place).
@@ -259,24 +274,49 @@ fn run(threads: usize) -> Result<(), Error> {
         };
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("api.yaml"), config(addr.port()))?;
-        let mesh = Mesh::local(dir.path()).namespace("default").build().await?;
+        let uri: http::Uri = "http://api.bench.local/items/1".parse()?;
+        let off = Mesh::local(dir.path())
+            .namespace("default")
+            .telemetry(false)
+            .build()
+            .await?;
+        let on = Mesh::local(dir.path())
+            .namespace("default")
+            .labels([("app", "bench"), ("version", "v1")])
+            .build()
+            .await?;
         let meshed = Meshed {
-            client: mesh.http_client(),
-            uri: "http://api.bench.local/items/1".parse()?,
+            client: off.http_client(),
+            uri: uri.clone(),
         };
+        let reported = Meshed {
+            client: on.http_client(),
+            uri,
+        };
+        let sides = [
+            Side::Bare(bare),
+            Side::Mesh(meshed),
+            Side::Mesh(reported),
+        ];
         let only = std::env::var("CLIENT_STACK_ONLY").ok();
+        let chosen = |name: &str| match name {
+            "bare" => Some(0),
+            "mesh" => Some(1),
+            "telemetry" => Some(2),
+            _ => None,
+        };
         // Warm up connections and caches.
         let c0 = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
         for _ in 0..500 {
-            if only.as_deref() != Some("mesh") {
-                bare.call().await?;
-            }
-            if only.as_deref() != Some("bare") {
-                meshed.call().await?;
+            for (i, side) in sides.iter().enumerate() {
+                if only.as_deref().and_then(chosen).is_none_or(|o| o == i) {
+                    side.call().await?;
+                }
             }
         }
-        // For profiling one side alone: CLIENT_STACK_ONLY=mesh|bare.
+        // For profiling one side alone: CLIENT_STACK_ONLY=bare|mesh|telemetry.
         if let Some(only) = only {
+            let side = &sides[chosen(&only).ok_or("CLIENT_STACK_ONLY: bare, mesh or telemetry")?];
             // CLIENT_STACK_REQUESTS=n: exactly n more requests (by
             // CALLERS concurrent callers) and nothing else, so that two
             // runs under callgrind differ by a known number of requests.
@@ -284,22 +324,13 @@ fn run(threads: usize) -> Result<(), Error> {
                 .ok()
                 .and_then(|n| n.parse::<usize>().ok())
             {
-                if only == "bare" {
-                    fixed(&bare, n).await?;
-                } else {
-                    fixed(&meshed, n).await?;
-                }
+                fixed(side, n).await?;
                 return Ok(());
             }
             let mut t = Tally::default();
             for _ in 0..PAIRS {
-                if only == "bare" {
-                    slice(&bare, &mut t).await?;
-                    latency(&bare, &mut t).await?;
-                } else {
-                    slice(&meshed, &mut t).await?;
-                    latency(&meshed, &mut t).await?;
-                }
+                slice(side, &mut t).await?;
+                latency(side, &mut t).await?;
             }
             println!(
                 "{only}: {} requests, {:.0} req/s, p50 {:.1?}, p99 {:.1?}, cpu/req {:.2?}",
@@ -313,45 +344,55 @@ fn run(threads: usize) -> Result<(), Error> {
         }
         println!(
             "\n{threads} worker thread(s), client and server on the same runtime, loopback HTTP/1.1, \
-             {CALLERS} callers, {PAIRS} alternating {SLICE:?} slice pairs per round"
+             {CALLERS} callers, {PAIRS} turns of {SLICE:?} slices per round; \
+             mesh = whole stack, telemetry off; +tel = the same with Istio metrics on"
         );
         println!(
-            "round      bare req/s   mesh req/s   ratio   bare cpu/req  mesh cpu/req    added   p50 bare/mesh   p99 bare/mesh"
+            "round   bare req/s  mesh req/s  +tel req/s  mesh/bare  +tel/bare   mesh cpu  +tel cpu   p50 bare/mesh/+tel      p99 bare/mesh/+tel"
         );
-        let (mut ratios, mut added, mut p50s) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut r_mesh, mut r_tel, mut a_mesh, mut a_tel) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 1..=ROUNDS {
-            let (mut b, mut m) = round(&bare, &meshed).await?;
+            let mut t = round(&sides).await?;
             if r == 1 {
                 let opened = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) - c0;
-                if opened > 2 * CALLERS as u64 + 2 {
+                if opened > 3 * CALLERS as u64 + 3 {
                     return Err(format!("{opened} connections opened: pooling is broken").into());
                 }
             }
-            let ratio = m.rps() / b.rps();
-            let extra = m.cpu_per_req().as_secs_f64() - b.cpu_per_req().as_secs_f64();
-            let (bp, mp) = (b.pct(500), m.pct(500));
+            let cpu = |t: &Tally| t.cpu_per_req().as_secs_f64() * 1e6;
+            let (rm, rt) = (t[1].rps() / t[0].rps(), t[2].rps() / t[0].rps());
+            // CPU the stack adds over bare hyper, and telemetry over the stack.
+            let (am, at) = (cpu(&t[1]) - cpu(&t[0]), cpu(&t[2]) - cpu(&t[1]));
+            let p50: Vec<Duration> = t.iter_mut().map(|t| t.pct(500)).collect();
+            let p99: Vec<Duration> = t.iter_mut().map(|t| t.pct(990)).collect();
             println!(
-                "{r:>5} {:>14.0} {:>12.0} {:>7.3} {:>13.2?} {:>13.2?} {:>+7.2}µs {:>7.1?}/{:<7.1?} {:>7.1?}/{:.1?}",
-                b.rps(),
-                m.rps(),
-                ratio,
-                b.cpu_per_req(),
-                m.cpu_per_req(),
-                extra * 1e6,
-                bp,
-                mp,
-                b.pct(990),
-                m.pct(990)
+                "{r:>5} {:>12.0} {:>11.0} {:>11.0} {:>9.3}x {:>9.3}x {:>+8.2}µs {:>+7.2}µs  {:>6.1?}/{:.1?}/{:.1?}  {:>6.1?}/{:.1?}/{:.1?}",
+                t[0].rps(),
+                t[1].rps(),
+                t[2].rps(),
+                rm,
+                rt,
+                am,
+                at,
+                p50[0],
+                p50[1],
+                p50[2],
+                p99[0],
+                p99[1],
+                p99[2],
             );
-            ratios.push(ratio);
-            added.push(extra * 1e6);
-            p50s.push((mp.as_secs_f64() - bp.as_secs_f64()) * 1e6);
+            r_mesh.push(rm);
+            r_tel.push(rt);
+            a_mesh.push(am);
+            a_tel.push(at);
         }
         println!(
-            "median: mesh/bare throughput {:.3}x, cpu/req {:+.2}µs, p50 {:+.1}µs",
-            median(&mut ratios),
-            median(&mut added),
-            median(&mut p50s)
+            "median: mesh/bare {:.3}x, +tel/bare {:.3}x; stack adds {:+.2}µs cpu/req over bare, telemetry adds {:+.2}µs over the stack",
+            median(&mut r_mesh),
+            median(&mut r_tel),
+            median(&mut a_mesh),
+            median(&mut a_tel),
         );
         Ok(())
     })

@@ -2,6 +2,7 @@
 //! and the `/debug/*` views, on hyper 1 (HTTP/1.1), served from a thread
 //! of its own (see [`spawn`]).
 
+use mesh_core::exposition::{wants_openmetrics, CLASSIC_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE};
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,24 +93,11 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
             // OpenMetrics for a scraper that asks for it (Prometheus does),
             // the classic text format otherwise (curl, promtool), as
             // istiod serves.
-            let openmetrics = req
-                .headers()
-                .get_all(header::ACCEPT)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.contains("application/openmetrics-text"));
-            if openmetrics {
-                text(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    m.render(),
-                )
+            let accept = req.headers().get_all(header::ACCEPT);
+            if wants_openmetrics(accept.iter().filter_map(|v| v.to_str().ok())) {
+                text(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, m.render())
             } else {
-                text(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    m.render_text(),
-                )
+                text(StatusCode::OK, CLASSIC_CONTENT_TYPE, m.render_text())
             }
         }
         "/debug/configz" => json(&debug::configz(&state.ctl, &state.config_dir)),

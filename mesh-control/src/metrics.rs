@@ -351,7 +351,7 @@ impl Metrics {
     /// `HELP` and `TYPE` name its `_total` sample, and OpenMetrics-only
     /// lines (`# UNIT`, `# EOF`) are left out.
     pub fn render_text(&self) -> String {
-        to_classic(&self.render())
+        mesh_core::exposition::openmetrics_to_classic(&self.render())
     }
 
     /// The OpenMetrics text exposition.
@@ -361,37 +361,6 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Rewrites an OpenMetrics text exposition in the classic format.
-fn to_classic(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| Some((p, line.strip_prefix(p)?)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                if counters.contains(name) {
-                    out.push_str(&format!("{prefix}{name}_total {tail}"));
-                } else {
-                    out.push_str(line);
-                }
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 impl Default for Metrics {

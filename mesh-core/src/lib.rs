@@ -14,6 +14,7 @@ pub mod analyze;
 pub mod authz;
 pub mod compile;
 pub mod config;
+pub mod exposition;
 pub mod fault;
 pub mod host;
 pub mod lb;

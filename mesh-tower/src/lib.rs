@@ -7,6 +7,8 @@
 //!   detection, connection-pool limits) and sending the request to it;
 //! - [`server`]: the inbound stack (mTLS and peer identity, JWT, authorization,
 //!   local rate limits);
+//! - [`telemetry`]: Istio's standard metrics and access logs, from both
+//!   sides;
 //! - [`tls`]: client-side TLS origination (auto-mTLS, DestinationRule
 //!   `SIMPLE`/`MUTUAL`/`ISTIO_MUTUAL`).
 //!
@@ -36,6 +38,7 @@ mod handle;
 pub mod mesh;
 pub mod server;
 pub mod source;
+pub mod telemetry;
 mod thread_cache;
 pub mod tls;
 pub mod upstream;

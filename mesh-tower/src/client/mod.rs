@@ -7,11 +7,13 @@
 //! 1. [`route`]: model snapshot, service lookup by authority, route match,
 //!    local answers (NR, redirect, direct response), weighted split,
 //!    rewrites, header operations;
-//! 2. [`mirror`]: fire-and-forget copies by percentage;
-//! 3. [`timeout`]: route timeout (and `grpc-timeout`) over all attempts;
-//! 4. [`retry`]: attempts, per-try timeout, backoff, body replay,
+//! 2. telemetry ([`crate::telemetry`]): Istio's metrics and access logs,
+//!    `reporter="source"`, once per request whatever its retries;
+//! 3. [`mirror`]: fire-and-forget copies by percentage;
+//! 4. [`timeout`]: route timeout (and `grpc-timeout`) over all attempts;
+//! 5. [`retry`]: attempts, per-try timeout, backoff, body replay,
 //!    concurrent-retry limit and retry budget;
-//! 5. [`fault`]: delay/abort per attempt (inside the retry loop, unlike
+//! 6. [`fault`]: delay/abort per attempt (inside the retry loop, unlike
 //!    Istio; see that module);
 //!
 //! then the endpoint stage ([`crate::balance`]) or any inner service that
@@ -84,6 +86,7 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 
 use crate::body::{BoxError, MeshBody};
+use crate::telemetry::{Reporter, Telemetry, TelemetryLayer, TelemetryService};
 use crate::ModelRx;
 
 pub use fault::{FaultLayer, FaultService};
@@ -125,7 +128,7 @@ impl Default for ClientOptions {
 
 /// The assembled stack around an endpoint service `S`.
 pub type ClientService<S> =
-    RouteService<MirrorService<TimeoutService<RetryService<FaultService<S>>>, S>>;
+    RouteService<TelemetryService<MirrorService<TimeoutService<RetryService<FaultService<S>>>, S>>>;
 
 /// The boxed client service.
 pub type BoxClient = BoxCloneService<Request<MeshBody>, Response<MeshBody>, BoxError>;
@@ -137,6 +140,7 @@ pub struct ClientLayer {
     model: ModelRx,
     options: ClientOptions,
     retry_state: Arc<RetryState>,
+    telemetry: Option<Telemetry>,
 }
 
 /// The routing stage reading the model from `model`.
@@ -145,10 +149,23 @@ pub fn layer(model: ModelRx, options: ClientOptions) -> ClientLayer {
         model,
         options,
         retry_state: Arc::default(),
+        telemetry: None,
     }
 }
 
 impl ClientLayer {
+    /// Reports every request (`reporter="source"`) to `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Reports nothing.
+    pub fn without_telemetry(mut self) -> Self {
+        self.telemetry = None;
+        self
+    }
+
     /// The retry counters this layer's services share.
     pub fn retry_state(&self) -> &Arc<RetryState> {
         &self.retry_state
@@ -184,6 +201,8 @@ impl<S: Clone> Layer<S> for ClientLayer {
         .layer(attempts);
         let timed = TimeoutLayer::new(o.default_timeout).layer(retries);
         let mirrored = MirrorLayer::new(inner, o.mirror_body_limit).layer(timed);
-        RouteLayer::new(self.model.clone()).layer(mirrored)
+        let reported =
+            TelemetryLayer::new(self.telemetry.clone(), Reporter::Source).layer(mirrored);
+        RouteLayer::new(self.model.clone()).layer(reported)
     }
 }

@@ -19,6 +19,8 @@ use crate::source::ca::{start_identity, CaOptions};
 #[cfg(feature = "xds")]
 use crate::source::xds::{start_xds, XdsSource, XdsTuning};
 use crate::source::{watch_local, LocalSource, SourceError};
+use crate::telemetry::peer::DEFAULT_CLUSTER;
+use crate::telemetry::WorkloadInfo;
 
 use super::{Background, Mesh};
 
@@ -54,6 +56,9 @@ pub struct MeshBuilder<M = Local> {
     #[cfg(feature = "ca")]
     ca: Option<CaOptions>,
     resolver: Option<Arc<dyn Resolve>>,
+    workload_name: Option<String>,
+    cluster_id: Option<String>,
+    telemetry: bool,
     mode: M,
 }
 
@@ -101,6 +106,9 @@ impl<M> MeshBuilder<M> {
             #[cfg(feature = "ca")]
             ca: None,
             resolver: None,
+            workload_name: None,
+            cluster_id: None,
+            telemetry: true,
             mode,
         }
     }
@@ -120,6 +128,29 @@ impl<M> MeshBuilder<M> {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
+        self
+    }
+
+    /// The workload's name, as telemetry labels it (`source_workload`,
+    /// `destination_workload`; a Deployment's name in Kubernetes). Default:
+    /// the `app` label.
+    pub fn workload_name(mut self, name: impl Into<String>) -> Self {
+        self.workload_name = Some(name.into());
+        self
+    }
+
+    /// The cluster the workload runs in, as telemetry labels it
+    /// (`source_cluster`; Istio's `CLUSTER_ID`, default `Kubernetes`).
+    pub fn cluster_id(mut self, id: impl Into<String>) -> Self {
+        self.cluster_id = Some(id.into());
+        self
+    }
+
+    /// Whether the SDK's clients and servers report Istio's metrics and
+    /// access logs (default on, as in Istio). Off, the telemetry layers
+    /// pass requests through untouched and exchange no peer metadata.
+    pub fn telemetry(mut self, on: bool) -> Self {
+        self.telemetry = on;
         self
     }
 
@@ -217,7 +248,27 @@ impl<M> MeshBuilder<M> {
             .unwrap_or_else(|| Arc::new(SystemResolver));
         let (model, background) =
             start(self.mode, self.client.clone(), mesh_config, certificates).await?;
-        let mesh = Mesh::with_background(self.client, model, self.options, background, resolver);
+        let workload = WorkloadInfo {
+            name: self.workload_name.clone(),
+            namespace: Some(self.client.namespace.clone()),
+            labels: self.client.labels.clone(),
+            service_account: self.client.service_account.clone(),
+            cluster: Some(
+                self.cluster_id
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
+            ),
+            principal: None,
+        };
+        let mesh = Mesh::with_background(
+            self.client,
+            model,
+            self.options,
+            background,
+            resolver,
+            workload,
+        )
+        .telemetry_enabled(self.telemetry);
         // Without an identity auto-mTLS cannot apply, so the flag only
         // matters with one.
         Ok(match tls {

@@ -47,6 +47,8 @@ use crate::server::TlsSource;
 #[cfg(feature = "xds")]
 use crate::source::xds::XdsFeed;
 use crate::source::{SourceStatus, Watcher};
+use crate::telemetry::peer::DEFAULT_CLUSTER;
+use crate::telemetry::{MeshMetrics, Telemetry, WorkloadInfo};
 use crate::tls::TlsConnector;
 use crate::ModelRx;
 
@@ -97,6 +99,9 @@ pub struct Mesh {
     endpoints: Endpoints,
     identity: Option<TlsSource>,
     resolver: Arc<dyn Resolve>,
+    workload: WorkloadInfo,
+    telemetry: Telemetry,
+    telemetry_on: bool,
 }
 
 impl Mesh {
@@ -125,7 +130,21 @@ impl Mesh {
 
     fn assemble(client: Client, model: ModelRx, options: ClientOptions) -> Self {
         let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver);
-        Self::with_background(client, model, options, Background::default(), resolver)
+        let workload = WorkloadInfo {
+            namespace: Some(client.namespace.clone()),
+            labels: client.labels.clone(),
+            service_account: client.service_account.clone(),
+            cluster: Some(DEFAULT_CLUSTER.to_string()),
+            ..WorkloadInfo::default()
+        };
+        Self::with_background(
+            client,
+            model,
+            options,
+            Background::default(),
+            resolver,
+            workload,
+        )
     }
 
     fn with_background(
@@ -134,8 +153,10 @@ impl Mesh {
         options: ClientOptions,
         background: Background,
         resolver: Arc<dyn Resolve>,
+        workload: WorkloadInfo,
     ) -> Self {
-        let layer = crate::client::layer(model.clone(), options);
+        let telemetry = Telemetry::new(&workload, model.clone(), MeshMetrics::new());
+        let layer = crate::client::layer(model.clone(), options).with_telemetry(telemetry.clone());
         let endpoints = secured_endpoints(&model, None, true, &resolver);
         Self {
             client,
@@ -145,6 +166,9 @@ impl Mesh {
             endpoints,
             identity: None,
             resolver,
+            workload,
+            telemetry,
+            telemetry_on: true,
         }
     }
 
@@ -161,7 +185,49 @@ impl Mesh {
             &self.resolver,
         );
         self.identity = Some(identity);
+        // With a certificate the workload has a principal; telemetry
+        // labels it from now on, into the same registry.
+        if let Some(sa) = &self.client.service_account {
+            let td = self.model.borrow().mesh.trust_domain.clone();
+            self.workload.principal = Some(format!(
+                "spiffe://{td}/ns/{}/sa/{sa}",
+                self.client.namespace
+            ));
+            self.telemetry = Telemetry::new(
+                &self.workload,
+                self.model.clone(),
+                self.telemetry.metrics().clone(),
+            );
+            if self.telemetry_on {
+                self.layer = self.layer.clone().with_telemetry(self.telemetry.clone());
+            }
+        }
         self
+    }
+
+    /// Turns the stacks' telemetry layers on or off (clients taken before
+    /// keep what they had).
+    fn telemetry_enabled(mut self, on: bool) -> Self {
+        self.telemetry_on = on;
+        self.layer = if on {
+            self.layer.clone().with_telemetry(self.telemetry.clone())
+        } else {
+            self.layer.clone().without_telemetry()
+        };
+        self
+    }
+
+    /// The workload's metrics registry: Istio's request metrics from the
+    /// client and the server stacks, and anything the app registers. Serve
+    /// it with [`MeshMetrics::handler`] at [`crate::telemetry::STATS_PATH`].
+    pub fn metrics(&self) -> &MeshMetrics {
+        self.telemetry.metrics()
+    }
+
+    /// The workload's telemetry (labels, access log switch, layers for
+    /// stacks assembled by hand).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The workload certificate source, when the mesh has one (use it for
@@ -193,7 +259,21 @@ impl Mesh {
     /// `tls` (e.g. [`Mesh::tls_source`]); it keeps the mesh's background
     /// work running while it serves (see [`MeshGuard`]).
     pub fn server(&self, tls: crate::server::TlsSource) -> crate::server::Server {
-        crate::server::Server::new(self.model(), tls).keep_alive(self.keep_alive())
+        crate::server::Server::new(self.model(), tls)
+            .layer(self.inbound_layer())
+            .keep_alive(self.keep_alive())
+    }
+
+    /// The inbound stack [`Mesh::server`] uses: JWT, authorization and
+    /// (unless turned off) telemetry from this mesh. Add a rate limit with
+    /// `.with_rate_limit(..)` and hand it to `Server::layer`.
+    pub fn inbound_layer(&self) -> crate::server::InboundLayer {
+        let layer = crate::server::InboundLayer::new(self.model());
+        if self.telemetry_on {
+            layer.with_telemetry(self.telemetry.clone())
+        } else {
+            layer
+        }
     }
 
     /// A handle that keeps this mesh's background work (config watcher,

@@ -37,6 +37,11 @@ impl PeerIdentity {
     pub fn uri(&self) -> &str {
         &self.uri
     }
+
+    /// The URI, shared (telemetry keys its series by it).
+    pub fn uri_arc(&self) -> Arc<str> {
+        self.uri.clone()
+    }
 }
 
 impl fmt::Display for PeerIdentity {

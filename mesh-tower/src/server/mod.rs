@@ -1,6 +1,8 @@
 //! The inbound side: what a workload runs in front of its own HTTP/gRPC
 //! service, in Istio's order.
 //!
+//! 0. **Telemetry** ([`crate::telemetry`]): Istio's metrics and access
+//!    logs, `reporter="destination"`, for refused requests too.
 //! 1. **Peer identity** ([`accept`]): each connection is accepted under the
 //!    PeerAuthentication mode of its port (STRICT, PERMISSIVE with TLS
 //!    detected from the first bytes, DISABLE); mTLS peers are verified with
@@ -69,11 +71,12 @@ pub use ratelimit::{RateLimitConfig, RateLimitLayer, RateLimitService, TokenBuck
 pub use serve::{serve, serve_with_shutdown, Server, DEFAULT_DRAIN_TIMEOUT};
 pub use stream::MeshStream;
 
+use crate::telemetry::{Reporter, Telemetry, TelemetryLayer, TelemetryService};
 use crate::ModelRx;
 
 /// The inbound service stack around an application service `S`:
-/// JWT authentication, then authorization, then the rate limit.
-pub type InboundService<S> = JwtService<AuthzService<RateLimitService<S>>>;
+/// telemetry, JWT authentication, then authorization, then the rate limit.
+pub type InboundService<S> = TelemetryService<JwtService<AuthzService<RateLimitService<S>>>>;
 
 /// Builds [`InboundService`]s: JWT, authorization and rate limiting, fed
 /// by one model channel.
@@ -82,6 +85,7 @@ pub struct InboundLayer {
     jwt: JwtLayer,
     authz: AuthzLayer,
     rate_limit: RateLimitLayer,
+    telemetry: Option<Telemetry>,
 }
 
 impl InboundLayer {
@@ -92,6 +96,7 @@ impl InboundLayer {
             jwt: JwtLayer::new(model.clone(), JwtConfig::default()),
             authz: AuthzLayer::new(model, AuthzConfig::default()),
             rate_limit: RateLimitLayer::empty(),
+            telemetry: None,
         }
     }
 
@@ -107,6 +112,13 @@ impl InboundLayer {
         self
     }
 
+    /// Reports every request (`reporter="destination"`) to `telemetry`,
+    /// refused ones included.
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// Adds local rate limits.
     pub fn with_rate_limit(mut self, layer: RateLimitLayer) -> Self {
         self.rate_limit = layer;
@@ -118,7 +130,9 @@ impl<S> Layer<S> for InboundLayer {
     type Service = InboundService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.jwt
-            .layer(self.authz.layer(self.rate_limit.layer(inner)))
+        let stack = self
+            .jwt
+            .layer(self.authz.layer(self.rate_limit.layer(inner)));
+        TelemetryLayer::new(self.telemetry.clone(), Reporter::Destination).layer(stack)
     }
 }

@@ -1,0 +1,305 @@
+//! [`TelemetryLayer`]: one layer for both sides. On the client stack
+//! (`reporter=source`) it sits under the route layer, where the request
+//! already names its destination service; on the server stack
+//! (`reporter=destination`) it is the outermost layer, so requests the
+//! inbound layers refuse (403, 401, 429) are counted too.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::access_log::AccessInfo;
+use super::body::{CountedRequest, Finishing, Messages, RecordedResponse, RequestCounts};
+use super::exchange;
+use super::peer::Peer;
+use super::record::{now, Flags, Outcome, Pending, Protocol};
+use super::{Reporter, Telemetry};
+use crate::body::{boxed, MeshBody};
+use crate::client::call::{CallRef, Via};
+use crate::error::{is_grpc, RESPONSE_FLAGS_HEADER};
+use crate::server::ConnectionInfo;
+use crate::upstream::{ServedBy, Upstream};
+
+/// Adds telemetry for one side; without a [`Telemetry`] it adds nothing.
+#[derive(Debug, Clone)]
+pub struct TelemetryLayer {
+    telemetry: Option<Telemetry>,
+    reporter: Reporter,
+}
+
+impl TelemetryLayer {
+    /// A layer reporting as `reporter` into `telemetry`.
+    pub fn new(telemetry: Option<Telemetry>, reporter: Reporter) -> Self {
+        Self {
+            telemetry,
+            reporter,
+        }
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = TelemetryService<S>;
+
+    fn layer(&self, inner: S) -> TelemetryService<S> {
+        TelemetryService {
+            inner,
+            telemetry: self.telemetry.clone(),
+            reporter: self.reporter,
+        }
+    }
+}
+
+/// The service [`TelemetryLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct TelemetryService<S> {
+    inner: S,
+    telemetry: Option<Telemetry>,
+    reporter: Reporter,
+}
+
+impl<S, E> Service<Request<MeshBody>> for TelemetryService<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = E>,
+{
+    type Response = Response<MeshBody>;
+    type Error = E;
+    type Future = TelemetryFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+        telemetry_call(
+            Via::Ready(&mut self.inner),
+            self.telemetry.as_ref(),
+            self.reporter,
+            req,
+        )
+    }
+}
+
+impl<S> CallRef for TelemetryService<S>
+where
+    S: CallRef,
+{
+    fn call_ref(&self, req: Request<MeshBody>) -> Self::Future {
+        telemetry_call(
+            Via::Shared(&self.inner, S::call_ref),
+            self.telemetry.as_ref(),
+            self.reporter,
+            req,
+        )
+    }
+}
+
+fn telemetry_call<S: Service<Request<MeshBody>>>(
+    via: Via<'_, S>,
+    telemetry: Option<&Telemetry>,
+    reporter: Reporter,
+    mut req: Request<MeshBody>,
+) -> TelemetryFuture<S::Future> {
+    let Some(t) = telemetry.filter(|t| t.enabled(reporter)) else {
+        return TelemetryFuture {
+            inner: via.call(req),
+            state: None,
+        };
+    };
+    let start = Instant::now();
+    let protocol = if is_grpc(&req) {
+        Protocol::Grpc
+    } else {
+        Protocol::Http
+    };
+    let mut access = t
+        .access_log_on(reporter)
+        .then(|| Box::new(AccessInfo::of(&req, now())));
+    let (service, peer, principal, mtls, exchange) = match reporter {
+        Reporter::Source => {
+            let up = req.extensions().get::<Upstream>();
+            let service = up.map_or_else(|| t.inner.unknown.clone(), |u| u.host.clone());
+            let exchange = up.is_some_and(|u| t.in_mesh(u));
+            if let (Some(a), Some(u)) = (access.as_mut(), up) {
+                a.upstream_cluster = Some(u.cluster.to_string());
+                a.route_name = u
+                    .routed
+                    .as_ref()
+                    .and_then(|r| r.route())
+                    .and_then(|r| r.name.clone());
+            }
+            if exchange {
+                t.inner.local_meta.insert(req.headers_mut());
+            }
+            (service, Peer::unknown(), None, false, exchange)
+        }
+        Reporter::Destination => {
+            let peer = exchange::take(req.headers_mut());
+            let exchange = peer.is_some();
+            let conn = req.extensions().get::<ConnectionInfo>();
+            let principal = conn
+                .and_then(|c| c.identity.as_ref())
+                .map(|id| id.uri_arc());
+            let mtls = principal.is_some();
+            if let (Some(a), Some(c)) = (access.as_mut(), conn) {
+                a.downstream_local = Some(c.local_addr);
+                a.downstream_remote = Some(c.peer_addr);
+                a.server_name = c.sni.clone();
+                a.upstream_cluster = Some(format!("inbound|{}||", c.port));
+            }
+            let service = t.served_service(&req);
+            (
+                service,
+                peer.unwrap_or_else(Peer::unknown),
+                principal,
+                mtls,
+                exchange,
+            )
+        }
+    };
+    let request_bytes = req.body().size_hint().exact();
+    let counts = if request_bytes.is_none() || protocol == Protocol::Grpc {
+        let counts = Arc::new(RequestCounts::default());
+        let grpc = protocol == Protocol::Grpc;
+        req = req.map(|b| boxed(CountedRequest::new(b, counts.clone(), grpc)));
+        Some(counts)
+    } else {
+        None
+    };
+    let pending = Pending {
+        telemetry: t.clone(),
+        reporter,
+        start,
+        protocol,
+        service,
+        peer,
+        principal,
+        mtls,
+        request_bytes: if counts.is_some() {
+            None
+        } else {
+            request_bytes
+        },
+        access,
+    };
+    TelemetryFuture {
+        inner: via.call(req),
+        state: Some(Box::new(Started {
+            pending,
+            counts,
+            exchange,
+        })),
+    }
+}
+
+/// A request's telemetry between its call and its response head.
+struct Started {
+    pending: Pending,
+    counts: Option<Arc<RequestCounts>>,
+    /// Whether peer metadata is exchanged with the other end.
+    exchange: bool,
+}
+
+pin_project! {
+    /// The response future of [`TelemetryService`].
+    pub struct TelemetryFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<Box<Started>>,
+    }
+}
+
+impl<F, E> Future for TelemetryFuture<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, E>>,
+{
+    type Output = Result<Response<MeshBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(started) = this.state.take() else {
+            return Poll::Ready(result);
+        };
+        Poll::Ready(match result {
+            Ok(resp) => Ok(respond(*started, resp)),
+            Err(e) => {
+                let Started {
+                    pending, counts, ..
+                } = *started;
+                Finishing {
+                    pending,
+                    outcome: outcome(0, None, Flags::NONE),
+                    counts,
+                    messages: None,
+                }
+                .finish_now();
+                Err(e)
+            }
+        })
+    }
+}
+
+fn outcome(code: u16, grpc_status: Option<u16>, flags: Flags) -> Outcome {
+    Outcome {
+        code,
+        grpc_status,
+        flags,
+        request_bytes: 0,
+        response_bytes: 0,
+        request_messages: 0,
+        response_messages: 0,
+    }
+}
+
+fn respond(started: Started, mut resp: Response<MeshBody>) -> Response<MeshBody> {
+    let Started {
+        mut pending,
+        counts,
+        exchange,
+    } = started;
+    let flags = resp
+        .headers()
+        .get(RESPONSE_FLAGS_HEADER)
+        .map_or(Flags::NONE, |v| Flags::new(v.as_bytes()));
+    let grpc_status = super::grpc_status(resp.headers());
+    match pending.reporter {
+        Reporter::Source => {
+            if exchange {
+                if let Some(peer) = exchange::take(resp.headers_mut()) {
+                    pending.peer = peer;
+                }
+            }
+            if let Some(a) = pending.access.as_mut() {
+                a.upstream_host = resp.extensions().get::<ServedBy>().map(|s| s.0);
+            }
+        }
+        Reporter::Destination => {
+            if exchange {
+                pending
+                    .telemetry
+                    .inner
+                    .local_meta
+                    .insert(resp.headers_mut());
+            }
+        }
+    }
+    let grpc = pending.protocol == Protocol::Grpc;
+    let state = Finishing {
+        pending,
+        outcome: outcome(resp.status().as_u16(), grpc_status, flags),
+        counts,
+        messages: grpc.then(Messages::default),
+    };
+    if resp.body().is_end_stream() {
+        state.finish_now();
+        return resp;
+    }
+    resp.map(|b| boxed(RecordedResponse::new(b, state)))
+}
