@@ -26,3 +26,4 @@ pub mod retry;
 pub mod route;
 pub mod spiffe;
 pub mod sync;
+pub mod telemetry;
