@@ -37,7 +37,9 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 #[derive(Clone)]
 pub struct CelExpr {
     source: Arc<str>,
-    program: Arc<Program>,
+    /// `None` when the source does not parse (only through
+    /// [`CelExpr::compile_or_failing`]): every evaluation then fails.
+    program: Option<Arc<Program>>,
 }
 
 /// Why an expression was rejected at validation.
@@ -60,7 +62,19 @@ impl CelExpr {
         })?;
         Ok(Self {
             source: Arc::from(source),
-            program: Arc::new(program),
+            program: Some(Arc::new(program)),
+        })
+    }
+
+    /// Like [`CelExpr::compile`], but an expression that does not parse
+    /// becomes one whose every evaluation fails (a filter that never logs, a
+    /// tag that is `unknown`). For policy building, where validation has
+    /// already refused such resources and a stray one must fail closed
+    /// rather than stop the whole computation.
+    pub fn compile_or_failing(source: &str) -> Self {
+        Self::compile(source).unwrap_or_else(|_| Self {
+            source: Arc::from(source),
+            program: None,
         })
     }
 
@@ -71,10 +85,16 @@ impl CelExpr {
 
     /// Evaluates against `attrs`, returning the raw CEL result.
     pub fn evaluate(&self, attrs: &Attributes<'_>) -> Result<Value, cel::ExecutionError> {
+        let Some(program) = &self.program else {
+            return Err(cel::ExecutionError::function_error(
+                "parse",
+                format!("{:?} is not a valid CEL expression", &*self.source),
+            ));
+        };
         let resolver = attrs.resolver();
         let mut ctx = Context::with_env(Arc::clone(&ENV));
         ctx.set_variable_resolver(&resolver);
-        self.program.execute(&ctx)
+        program.execute(&ctx)
     }
 
     /// Access-log filter semantics: log only on a boolean `true`; an error

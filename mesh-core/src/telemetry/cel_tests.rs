@@ -102,3 +102,13 @@ fn keeps_source_for_equality_and_serialization() {
     assert_eq!(format!("{a:?}"), "CelExpr(\"request.host\")");
     assert_eq!(a.source(), "request.host");
 }
+
+#[test]
+fn unparsable_expression_fails_closed() {
+    let e = CelExpr::compile_or_failing("response.code >=");
+    assert!(!e.filter(&attrs(&[], Some(500))));
+    assert_eq!(e.tag_value(&attrs(&[], Some(500))), UNKNOWN_TAG_VALUE);
+    assert_eq!(e.source(), "response.code >=");
+    let ok = CelExpr::compile_or_failing("response.code >= 400");
+    assert!(ok.filter(&attrs(&[], Some(500))));
+}

@@ -199,7 +199,9 @@ pub struct MetricSelector {
 }
 
 /// Istio's standard metrics (`MetricSelector.IstioMetric`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IstioMetric {
     /// Every standard metric.
@@ -284,6 +286,22 @@ pub struct AccessLogFilter {
     /// CEL expression, e.g. `response.code >= 400`.
     #[serde(default)]
     pub expression: String,
+}
+
+impl IstioMetric {
+    /// The ten standard metrics `ALL_METRICS` stands for.
+    pub const STANDARD: [IstioMetric; 10] = [
+        IstioMetric::RequestCount,
+        IstioMetric::RequestDuration,
+        IstioMetric::RequestSize,
+        IstioMetric::ResponseSize,
+        IstioMetric::TcpOpenedConnections,
+        IstioMetric::TcpClosedConnections,
+        IstioMetric::TcpSentBytes,
+        IstioMetric::TcpReceivedBytes,
+        IstioMetric::GrpcRequestMessages,
+        IstioMetric::GrpcResponseMessages,
+    ];
 }
 
 impl Telemetry {
