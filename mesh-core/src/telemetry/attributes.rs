@@ -341,7 +341,7 @@ impl<'a> Group<'a> {
 }
 
 /// The key of a map lookup, which must be a string.
-fn key<'b>(idx: &'b dyn Val) -> Result<&'b str, ExecutionError> {
+fn key(idx: &dyn Val) -> Result<&str, ExecutionError> {
     idx.downcast_ref::<CelString>()
         .map(|s| s.inner())
         .ok_or_else(|| ExecutionError::UnexpectedType {

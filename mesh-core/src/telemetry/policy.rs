@@ -144,7 +144,7 @@ impl TracingPolicy {
 pub enum TracingProvider {
     /// A MeshConfig extension provider (zipkin, opentelemetry, datadog,
     /// skywalking) chosen by Telemetry or `defaultProviders.tracing`.
-    Extension(ExtensionProvider),
+    Extension(Box<ExtensionProvider>),
     /// No Telemetry tracing at all: the tracer of MeshConfig
     /// `defaultConfig.tracing` (as written), Istio's legacy path.
     ProxyConfig(serde_json::Value),

@@ -89,7 +89,7 @@ fn tracer(mesh: &MeshConfig, name: &str) -> Option<TracingProvider> {
             | ProviderKind::SkyWalking
             | ProviderKind::OpenTelemetry
     )
-    .then_some(TracingProvider::Extension(p))
+    .then(|| TracingProvider::Extension(Box::new(p)))
 }
 
 struct Spec {
