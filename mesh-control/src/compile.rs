@@ -518,6 +518,7 @@ fn incremental(prev: &Outbound, model: &Model) -> Arc<Snapshot> {
             outbound,
             clusters,
             inbound,
+            telemetry: model.telemetry.clone(),
         }
     };
     let opts = EncodeOptions {

@@ -5,8 +5,9 @@
 //! point at file, line and field; the service [`registry`]; the per-client
 //! compiled data-plane [`model`] built by [`compile`]; the pure engines that
 //! the SDK, the shim, the control plane and the CLI all share ([`route`],
-//! [`authz`], [`retry`]); and the [`analyze`]r that flags the configurations
-//! behind most Istio outages. No tokio, no sockets: every decision here is a
+//! [`authz`], [`retry`], the Telemetry policy and its CEL in
+//! [`telemetry`]); and the [`analyze`]r that flags the configurations behind
+//! most Istio outages. No tokio, no sockets: every decision here is a
 //! function or a state machine that tests can drive directly.
 #![forbid(unsafe_code)]
 
@@ -27,3 +28,4 @@ pub mod retry;
 pub mod route;
 pub mod spiffe;
 pub mod sync;
+pub mod telemetry;

@@ -112,9 +112,18 @@ impl Compiler {
                 }
             }
         }
+        let telemetry = crate::telemetry::policy_for_resources(
+            &self.resources,
+            &self.mesh,
+            crate::telemetry::Workload {
+                namespace: &client.namespace,
+                labels: &client.labels,
+            },
+        );
         Model {
             client: client.clone(),
             inbound: inbound::build(self, client),
+            telemetry: Arc::new(telemetry),
             mesh,
             outbound,
             clusters,

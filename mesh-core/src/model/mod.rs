@@ -26,6 +26,7 @@ use crate::config::networking::destination_rule::{
 };
 use crate::registry::{Resolution, TlsMode};
 use crate::route::RouteTable;
+use crate::telemetry::TelemetryPolicy;
 
 /// What to do with a request for a host the registry does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -199,6 +200,9 @@ pub struct Model {
     pub clusters: BTreeMap<String, Cluster>,
     /// Policy for requests this workload receives.
     pub inbound: InboundPolicy,
+    /// Telemetry (metrics, tracing, access logs) per direction, from the
+    /// Telemetry resources that select this workload and MeshConfig.
+    pub telemetry: Arc<TelemetryPolicy>,
 }
 
 impl Model {

@@ -199,7 +199,9 @@ pub struct MetricSelector {
 }
 
 /// Istio's standard metrics (`MetricSelector.IstioMetric`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IstioMetric {
     /// Every standard metric.
@@ -286,6 +288,22 @@ pub struct AccessLogFilter {
     pub expression: String,
 }
 
+impl IstioMetric {
+    /// The ten standard metrics `ALL_METRICS` stands for.
+    pub const STANDARD: [IstioMetric; 10] = [
+        IstioMetric::RequestCount,
+        IstioMetric::RequestDuration,
+        IstioMetric::RequestSize,
+        IstioMetric::ResponseSize,
+        IstioMetric::TcpOpenedConnections,
+        IstioMetric::TcpClosedConnections,
+        IstioMetric::TcpSentBytes,
+        IstioMetric::TcpReceivedBytes,
+        IstioMetric::GrpcRequestMessages,
+        IstioMetric::GrpcResponseMessages,
+    ];
+}
+
 impl Telemetry {
     /// Every provider name this resource refers to, with the path of the
     /// reference (for the analyzer's "unknown provider" check).
@@ -325,6 +343,17 @@ impl Telemetry {
             }
         }
         out
+    }
+}
+
+/// Rejects an expression the proxy could not parse: Envoy refuses such a
+/// filter and Istio's stats filter such a tag, so a bad one must not load.
+fn check_cel(expr: &str, path: &str, yields: &str, issues: &mut Issues) {
+    if let Err(e) = crate::telemetry::CelExpr::compile(expr) {
+        issues.push(
+            path,
+            format!("{e}; write a CEL expression over Envoy attributes that yields {yields}"),
+        );
     }
 }
 
@@ -447,14 +476,13 @@ impl Validate for MetricsOverrides {
                 issues.push(&p, "tag name must not be empty");
             }
             match t.operation.unwrap_or_default() {
-                TagOperation::Upsert => {
-                    if t.value.as_deref().unwrap_or("").is_empty() {
-                        issues.push(
-                            field(&p, "value"),
-                            "value is required when operation is UPSERT; give a CEL expression such as request.host, or use operation: REMOVE",
-                        );
-                    }
-                }
+                TagOperation::Upsert => match t.value.as_deref().unwrap_or("") {
+                    "" => issues.push(
+                        field(&p, "value"),
+                        "value is required when operation is UPSERT; give a CEL expression such as request.host, or use operation: REMOVE",
+                    ),
+                    expr => check_cel(expr, &field(&p, "value"), "a string, e.g. request.host or 'literal'", issues),
+                },
                 TagOperation::Remove => {
                     if t.value.is_some() {
                         issues.push(
@@ -472,10 +500,18 @@ impl Validate for AccessLogging {
     fn validate(&self, path: &str, issues: &mut Issues) {
         check_providers(&self.providers, &field(path, "providers"), issues);
         if let Some(f) = &self.filter {
+            let fp = field(&field(path, "filter"), "expression");
             if f.expression.trim().is_empty() {
                 issues.push(
-                    field(&field(path, "filter"), "expression"),
+                    fp,
                     "filter expression must not be empty; give a CEL expression such as response.code >= 400, or remove filter",
+                );
+            } else {
+                check_cel(
+                    &f.expression,
+                    &fp,
+                    "a bool, e.g. response.code >= 400",
+                    issues,
                 );
             }
         }

@@ -177,3 +177,54 @@ fn access_log_filter_non_empty() {
     let t = parse(json!({"accessLogging": [{"filter": {"expression": ""}}]}));
     assert_eq!(paths(&t), vec!["spec.accessLogging[0].filter.expression"]);
 }
+
+#[test]
+fn cel_expressions_must_parse() {
+    let t = parse(json!({
+        "metrics": [{"overrides": [{"tagOverrides": {
+            "good": {"value": "request.headers['x-foo']"},
+            "bad": {"value": "request.host +"}
+        }}]}],
+        "accessLogging": [
+            {"filter": {"expression": "response.code >= 400"}},
+            {"filter": {"expression": "response.code >= (400"}}
+        ]
+    }));
+    assert_eq!(
+        paths(&t),
+        vec![
+            "spec.metrics[0].overrides[0].tagOverrides.bad.value",
+            "spec.accessLogging[1].filter.expression",
+        ]
+    );
+}
+
+#[test]
+fn bad_cel_refuses_the_resource_with_file_line_and_field() {
+    let text = "\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: logs
+  namespace: default
+spec:
+  accessLogging:
+  - providers:
+    - name: envoy
+    filter:
+      expression: response.code >=
+";
+    let r = crate::config::load_str(text, "tel.yaml");
+    assert!(r.resources.is_empty());
+    let e = &r.errors[0];
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.accessLogging[0].filter.expression")
+    );
+    assert_eq!(e.line, Some(11));
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("tel.yaml:11: Telemetry/default/logs (document 1) field spec.accessLogging[0].filter.expression: invalid CEL expression"),
+        "{shown}"
+    );
+}
