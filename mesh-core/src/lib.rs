@@ -5,7 +5,7 @@
 //! point at file, line and field; the service [`registry`]; the per-client
 //! compiled data-plane [`model`] built by [`compile`]; the pure engines that
 //! the SDK, the shim, the control plane and the CLI all share ([`route`],
-//! [`authz`], [`retry`]); and the [`analyze`]r that flags the configurations
+//! [`authz`], [`retry`], [`trace`]); and the [`analyze`]r that flags the configurations
 //! behind most Istio outages. No tokio, no sockets: every decision here is a
 //! function or a state machine that tests can drive directly.
 #![forbid(unsafe_code)]
@@ -26,3 +26,4 @@ pub mod retry;
 pub mod route;
 pub mod spiffe;
 pub mod sync;
+pub mod trace;
