@@ -21,6 +21,8 @@
 //!   (`Mesh::xds`), with the `mesh-xds` client.
 //! - `ca` (default): workload certificates from the mesh CA
 //!   (`MeshBuilder::ca`), over Istio's gRPC certificate service.
+//! - `otlp` (default): span export to an OpenTelemetry collector over
+//!   OTLP/gRPC (`telemetry::otlp`).
 //!
 //! With `default-features = false` the SDK runs local mode (YAML compiled
 //! in the process) with certificates from files or any
@@ -36,6 +38,7 @@ mod handle;
 pub mod mesh;
 pub mod server;
 pub mod source;
+pub mod telemetry;
 mod thread_cache;
 pub mod tls;
 pub mod upstream;
