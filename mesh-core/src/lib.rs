@@ -5,7 +5,7 @@
 //! point at file, line and field; the service [`registry`]; the per-client
 //! compiled data-plane [`model`] built by [`compile`]; the pure engines that
 //! the SDK, the shim, the control plane and the CLI all share ([`route`],
-//! [`authz`], [`retry`], the Telemetry policy and its CEL in
+//! [`authz`], [`retry`], [`trace`], the Telemetry policy and its CEL in
 //! [`telemetry`]); and the [`analyze`]r that flags the configurations behind
 //! most Istio outages. No tokio, no sockets: every decision here is a
 //! function or a state machine that tests can drive directly.
@@ -29,3 +29,4 @@ pub mod route;
 pub mod spiffe;
 pub mod sync;
 pub mod telemetry;
+pub mod trace;

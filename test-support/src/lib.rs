@@ -11,7 +11,8 @@
 //!
 //! The modules that need mesh-tower (backends, the endpoint stage, the
 //! inbound server, identities, TLS) are behind the `tower` feature, so
-//! mesh-xds's tests build without the SDK.
+//! mesh-xds's tests build without the SDK. The OTLP trace receiver
+//! ([`otlp`]) is behind the `otlp` feature.
 
 // Test setup: a step that fails is a failed test, said by the panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,6 +32,8 @@ pub mod endpoints;
 pub mod identity;
 #[cfg(feature = "tower")]
 pub mod inbound;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 #[cfg(feature = "tower")]
 pub mod raw_http;
 #[cfg(feature = "tower")]

@@ -15,14 +15,18 @@
 //!   response ends;
 //! - [`access_log`]: the log lines, through `tracing`.
 //!
-//! Not here: tracing spans (next to this, `otlp`), and what the Telemetry
-//! API selects (compiled in mesh-core).
+//! - `otlp` (feature `otlp`): span export to an OpenTelemetry collector.
+//!
+//! Not here: what the Telemetry API selects (compiled in mesh-core, read
+//! from the model per request).
 
 pub mod access_log;
 pub mod body;
 pub mod exchange;
 pub mod layer;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod peer;
 pub mod record;
 pub mod registry;
