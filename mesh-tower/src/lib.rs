@@ -23,8 +23,6 @@
 //!   (`Mesh::xds`), with the `mesh-xds` client.
 //! - `ca` (default): workload certificates from the mesh CA
 //!   (`MeshBuilder::ca`), over Istio's gRPC certificate service.
-//! - `otlp` (default): span export to an OpenTelemetry collector over
-//!   OTLP/gRPC (`telemetry::otlp`).
 //!
 //! With `default-features = false` the SDK runs local mode (YAML compiled
 //! in the process) with certificates from files or any

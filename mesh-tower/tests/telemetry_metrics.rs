@@ -7,108 +7,25 @@
 //! metrics beside.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::path::Path;
-
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::{BodyExt, Empty};
-use mesh_test_support::configs::service_entry;
-use mesh_test_support::identity::{ca_in, issue, TD};
-use mesh_test_support::sdk::get;
-use mesh_tower::body::{full, MeshBody};
-use mesh_tower::server::TlsSource;
-use mesh_tower::Mesh;
-use tokio::net::TcpListener;
-
-const REVIEWS: &str = "reviews.default.svc.cluster.local";
-
-async fn app(req: Request<MeshBody>) -> Result<Response<MeshBody>, Infallible> {
-    let leaked = req.headers().contains_key("x-envoy-peer-metadata");
-    let mut resp = Response::new(full(format!("leaked={leaked}")));
-    if req.uri().path() == "/fail" {
-        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-    }
-    Ok(resp)
-}
-
-async fn build(
-    dir: &Path,
-    yaml: &str,
-    name: &str,
-    app: &str,
-    version: &str,
-    id: TlsSource,
-) -> Mesh {
-    std::fs::write(dir.join("mesh.yaml"), yaml).unwrap();
-    Mesh::local(dir)
-        .namespace("default")
-        .labels([("app", app), ("version", version)])
-        .workload_name(name)
-        .service_account(app)
-        .identity(id)
-        .build()
-        .await
-        .unwrap()
-}
-
-/// The value of the series of `metric` whose labels contain every one of
-/// `labels`, from a classic text exposition.
-fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
+use mesh_test_support::telemetry::{sample, Pair, REVIEWS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_ends_report_istio_metrics_with_each_others_workload() {
-    let pki = tempfile::tempdir().unwrap();
-    let ca = ca_in(pki.path(), TD);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let yaml = service_entry(
-        REVIEWS,
-        9080,
-        port,
-        "MESH_INTERNAL",
-        "    labels: {security.istio.io/tlsMode: istio}\n    serviceAccount: reviews\n",
-    );
-
-    let server_dir = tempfile::tempdir().unwrap();
-    let server_mesh = build(
-        server_dir.path(),
-        &yaml,
-        "reviews-v2",
-        "reviews",
-        "v2",
-        TlsSource::fixed(issue(&ca, "reviews")),
-    )
-    .await;
-    let server = server_mesh.server(server_mesh.tls_source().unwrap());
-    tokio::spawn(server.serve(listener, tower::service_fn(app)));
-
-    let client_dir = tempfile::tempdir().unwrap();
-    let client_mesh = build(
-        client_dir.path(),
-        &yaml,
-        "productpage-v1",
-        "productpage",
-        "v1",
-        TlsSource::fixed(issue(&ca, "productpage")),
-    )
-    .await;
-    let client = client_mesh.http_client();
+    let pair = Pair::start("", None).await;
     for _ in 0..3 {
-        let (status, flags, body) = get(&client, &format!("http://{REVIEWS}:9080/ok")).await;
-        assert_eq!(status, 200, "{flags} {body}");
-        assert_eq!(body, "leaked=false", "the app never sees the exchange");
+        let (status, body) = pair.get("/ok").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.starts_with("leaked=false"),
+            "the app never sees the exchange: {body}"
+        );
     }
-    let resp = client
+    let resp = pair
+        .client
+        .http_client()
         .request(
             Request::get(format!("http://{REVIEWS}:9080/fail"))
                 .body(Empty::<Bytes>::new())
@@ -121,10 +38,9 @@ async fn both_ends_report_istio_metrics_with_each_others_workload() {
         !resp.headers().contains_key("x-envoy-peer-metadata"),
         "the caller never sees the exchange"
     );
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body.len(), "leaked=false".len());
+    let body_len = resp.into_body().collect().await.unwrap().to_bytes().len();
 
-    let source = client_mesh.metrics().render();
+    let source = pair.client.metrics().render();
     let common = [
         ("source_workload", "productpage-v1"),
         ("source_canonical_service", "productpage"),
@@ -174,8 +90,8 @@ async fn both_ends_report_istio_metrics_with_each_others_workload() {
     assert!(source.contains("le=\"0.5\""), "{source}");
     assert!(source.contains("le=\"3600000.0\""), "{source}");
     assert_eq!(
-        sample(&source, "istio_response_bytes_sum", &ok("source", "200")),
-        Some(3.0 * "leaked=false".len() as f64),
+        sample(&source, "istio_response_bytes_sum", &ok("source", "503")),
+        Some(body_len as f64),
         "{source}"
     );
     // A client cannot tell how the server saw its connection.
@@ -183,7 +99,7 @@ async fn both_ends_report_istio_metrics_with_each_others_workload() {
 
     // The server reports the same calls, naming the caller by its
     // verified certificate.
-    let dest = server_mesh.metrics().render();
+    let dest = pair.server.metrics().render();
     let mut l = ok("destination", "200");
     l.push((
         "source_principal",

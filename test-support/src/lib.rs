@@ -39,4 +39,6 @@ pub mod raw_http;
 #[cfg(feature = "tower")]
 pub mod sdk;
 #[cfg(feature = "tower")]
+pub mod telemetry;
+#[cfg(feature = "tower")]
 pub mod tls;

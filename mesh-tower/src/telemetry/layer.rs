@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use http_body::Body;
+use mesh_core::telemetry::TelemetryPolicy;
+use mesh_core::trace::TraceContext;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -19,7 +21,9 @@ use super::access_log::AccessInfo;
 use super::body::{CountedRequest, Finishing, Messages, RecordedResponse, RequestCounts};
 use super::exchange;
 use super::peer::Peer;
+use super::plan::{self, Plan};
 use super::record::{now, Flags, Outcome, Pending, Protocol};
+use super::span;
 use super::{Reporter, Telemetry};
 use crate::body::{boxed, MeshBody};
 use crate::client::call::{CallRef, Via};
@@ -104,28 +108,58 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
     via: Via<'_, S>,
     telemetry: Option<&Telemetry>,
     reporter: Reporter,
-    mut req: Request<MeshBody>,
+    req: Request<MeshBody>,
 ) -> TelemetryFuture<S::Future> {
-    let Some(t) = telemetry.filter(|t| t.enabled(reporter)) else {
+    let Some(t) = telemetry else {
         return TelemetryFuture {
             inner: via.call(req),
             state: None,
         };
     };
+    // The policy of the model this request runs on: the route's snapshot
+    // on the client, the latest on the server.
+    let policy = match (reporter, req.extensions().get::<Upstream>()) {
+        (Reporter::Source, Some(up)) => up.model().telemetry.clone(),
+        _ => t.inner.model.borrow().telemetry.clone(),
+    };
+    let plan = Plan::cached(&policy, reporter);
+    if plan.is_off() {
+        return TelemetryFuture {
+            inner: via.call(req),
+            state: None,
+        };
+    }
+    start(via, t, reporter, plan, policy, req)
+}
+
+/// The request path of a request whose policy reports something.
+fn start<S: Service<Request<MeshBody>>>(
+    via: Via<'_, S>,
+    t: &Telemetry,
+    reporter: Reporter,
+    plan: Plan,
+    policy: Arc<TelemetryPolicy>,
+    mut req: Request<MeshBody>,
+) -> TelemetryFuture<S::Future> {
     let start = Instant::now();
     let protocol = if is_grpc(&req) {
         Protocol::Grpc
     } else {
         Protocol::Http
     };
-    let mut access = t
-        .access_log_on(reporter)
-        .then(|| Box::new(AccessInfo::of(&req, now())));
-    let (service, peer, principal, mtls, exchange) = match reporter {
+    let detailed = plan.access || plan.tagged || plan.tracing;
+    let request_id = if plan.access || plan.tracing {
+        span::ensure_request_id(req.headers_mut())
+    } else {
+        None
+    };
+    let mut access = detailed.then(|| Box::new(AccessInfo::of(&req, now())));
+    let (service, peer, principal, mtls, exchange, span_name) = match reporter {
         Reporter::Source => {
             let up = req.extensions().get::<Upstream>();
             let service = up.map_or_else(|| t.inner.unknown.clone(), |u| u.host.clone());
             let exchange = up.is_some_and(|u| t.in_mesh(u));
+            let span_name = up.map(|u| format!("{}:{}/*", u.host, u.port));
             if let (Some(a), Some(u)) = (access.as_mut(), up) {
                 a.upstream_cluster = Some(u.cluster.to_string());
                 a.route_name = u
@@ -137,7 +171,7 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
             if exchange {
                 t.inner.local_meta.insert(req.headers_mut());
             }
-            (service, Peer::unknown(), None, false, exchange)
+            (service, Peer::unknown(), None, false, exchange, span_name)
         }
         Reporter::Destination => {
             let peer = exchange::take(req.headers_mut());
@@ -147,6 +181,7 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
                 .and_then(|c| c.identity.as_ref())
                 .map(|id| id.uri_arc());
             let mtls = principal.is_some();
+            let port = conn.map(|c| c.port);
             if let (Some(a), Some(c)) = (access.as_mut(), conn) {
                 a.downstream_local = Some(c.local_addr);
                 a.downstream_remote = Some(c.peer_addr);
@@ -154,14 +189,37 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
                 a.upstream_cluster = Some(format!("inbound|{}||", c.port));
             }
             let service = t.served_service(&req);
+            let span_name = Some(match port {
+                Some(p) => format!("{service}:{p}/*"),
+                None => format!("{service}/*"),
+            });
             (
                 service,
                 peer.unwrap_or_else(Peer::unknown),
                 principal,
                 mtls,
                 exchange,
+                span_name,
             )
         }
+    };
+    let span = if plan.tracing {
+        let tracing = &policy.direction(plan::direction(reporter)).tracing;
+        let app_context = req.extensions().get::<TraceContext>().cloned();
+        let (ctx, span) = span::start(
+            t,
+            tracing,
+            span_name.unwrap_or_else(|| "unknown".to_string()),
+            req.headers_mut(),
+            request_id,
+            app_context.as_ref(),
+        );
+        // The app (server side) continues this context; the client side
+        // sends it on.
+        req.extensions_mut().insert(ctx);
+        span
+    } else {
+        None
     };
     let request_bytes = req.body().size_hint().exact();
     let counts = if request_bytes.is_none() || protocol == Protocol::Grpc {
@@ -175,6 +233,8 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
     let pending = Pending {
         telemetry: t.clone(),
         reporter,
+        plan,
+        policy: (plan.tagged || plan.access).then_some(policy),
         start,
         protocol,
         service,
@@ -187,6 +247,7 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
             request_bytes
         },
         access,
+        span,
     };
     TelemetryFuture {
         inner: via.call(req),

@@ -124,6 +124,9 @@ pub struct Series {
     pub request_messages: AtomicU64,
     /// `istio_response_messages_total` (gRPC).
     pub response_messages: AtomicU64,
+    /// Which message counters a gRPC request recorded into (bit 0:
+    /// request, bit 1: response), so a stream that sent none still shows.
+    pub grpc: AtomicU64,
 }
 
 impl Series {
@@ -163,8 +166,22 @@ pub struct Enabled {
     pub request_bytes: bool,
     /// `istio_response_bytes`.
     pub response_bytes: bool,
-    /// The gRPC message counters.
-    pub messages: bool,
+    /// `istio_request_messages_total`.
+    pub request_messages: bool,
+    /// `istio_response_messages_total`.
+    pub response_messages: bool,
+}
+
+impl Enabled {
+    /// True when any request metric is recorded.
+    pub fn any(&self) -> bool {
+        self.requests
+            || self.duration
+            || self.request_bytes
+            || self.response_bytes
+            || self.request_messages
+            || self.response_messages
+    }
 }
 
 impl Default for Enabled {
@@ -174,13 +191,14 @@ impl Default for Enabled {
             duration: true,
             request_bytes: true,
             response_bytes: true,
-            messages: true,
+            request_messages: true,
+            response_messages: true,
         }
     }
 }
 
 /// Label names, shared by every series that has them.
-type Names = Arc<[Arc<str>]>;
+pub type Names = Arc<[Arc<str>]>;
 
 /// A series' identity: its label names and values.
 type SeriesKey = (Names, Box<[Arc<str>]>);
@@ -189,6 +207,7 @@ type SeriesKey = (Names, Box<[Arc<str>]>);
 #[derive(Default)]
 pub struct RequestMetrics {
     series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
+    names: Mutex<HashMap<Vec<Arc<str>>, Names>>,
 }
 
 impl fmt::Debug for RequestMetrics {
@@ -216,9 +235,22 @@ impl RequestMetrics {
             response_bytes: Histogram::default(),
             request_messages: AtomicU64::new(0),
             response_messages: AtomicU64::new(0),
+            grpc: AtomicU64::new(0),
         });
         t.insert(key, s.clone());
         s
+    }
+
+    /// The shared form of a list of label names (tag overrides make new
+    /// ones; each distinct list is kept once).
+    pub fn names(&self, names: Vec<Arc<str>>) -> Names {
+        let mut t = self.names.locked();
+        if let Some(n) = t.get(&names) {
+            return n.clone();
+        }
+        let n: Names = names.iter().cloned().collect();
+        t.insert(names, n.clone());
+        n
     }
 
     fn snapshot(&self) -> Vec<(Names, Arc<Series>)> {
@@ -237,8 +269,6 @@ impl RequestMetrics {
 impl Collector for RequestMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let all = self.snapshot();
-        let grpc =
-            |s: &Series| s.request_messages.load(Relaxed) + s.response_messages.load(Relaxed) > 0;
         type Write =
             fn(&Series, &mut prometheus_client::encoding::MetricEncoder<'_>) -> fmt::Result;
         let families: [(&str, &str, MetricType, Write); 6] = [
@@ -284,18 +314,18 @@ impl Collector for RequestMetrics {
             ),
         ];
         for (i, (name, help, ty, write)) in families.into_iter().enumerate() {
-            let messages = i >= 4;
-            // A family with no series is left out, as Envoy does.
+            // A series shows in the families it recorded into (a metric
+            // with its own tag overrides has series of its own), and a
+            // family with no series is left out, as Envoy does.
             let rows: Vec<_> = all
                 .iter()
-                .filter(|(_, s)| {
-                    if messages {
-                        grpc(s)
-                    } else if i == 0 {
-                        s.requests.load(Relaxed) > 0
-                    } else {
-                        [&s.duration, &s.request_bytes, &s.response_bytes][i - 1].count() > 0
-                    }
+                .filter(|(_, s)| match i {
+                    0 => s.requests.load(Relaxed) > 0,
+                    1 => s.duration.count() > 0,
+                    2 => s.request_bytes.count() > 0,
+                    3 => s.response_bytes.count() > 0,
+                    4 => s.grpc.load(Relaxed) & 1 != 0,
+                    _ => s.grpc.load(Relaxed) & 2 != 0,
                 })
                 .collect();
             if rows.is_empty() {

@@ -1,6 +1,7 @@
 //! Telemetry as Istio's proxies report it, from the SDK itself: Istio's
-//! standard request metrics with their names, labels and buckets, and
-//! access logs in Istio's text and JSON formats. One layer serves both
+//! standard request metrics with their names, labels and buckets,
+//! OpenTelemetry spans, and access logs in Istio's text and JSON formats,
+//! each as the workload's Telemetry API policy (`Model.telemetry`) says. One layer serves both
 //! sides: the client stack reports as `reporter="source"`, the server
 //! stack as `reporter="destination"`, so a call between two SDK
 //! workloads is counted twice, as between two sidecars, and Kiali and
@@ -15,7 +16,9 @@
 //!   response ends;
 //! - [`access_log`]: the log lines, through `tracing`.
 //!
-//! - `otlp` (feature `otlp`): span export to an OpenTelemetry collector.
+//! - [`span`], [`otlp`]: spans, trace context propagation and export to an
+//!   OpenTelemetry collector;
+//! - [`plan`]: what the Telemetry API asks of a direction.
 //!
 //! Not here: what the Telemetry API selects (compiled in mesh-core, read
 //! from the model per request).
@@ -25,14 +28,19 @@ pub mod body;
 pub mod exchange;
 pub mod layer;
 pub mod metrics;
-#[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod peer;
+pub mod plan;
 pub mod record;
 pub mod registry;
+pub mod span;
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use mesh_core::sync::LockExt;
+use mesh_core::telemetry::TracingPolicy;
 
 use http::{HeaderMap, Request};
 
@@ -45,6 +53,7 @@ use crate::upstream::Upstream;
 use crate::ModelRx;
 use exchange::LocalMetadata;
 use metrics::REQUEST_LABELS;
+use otlp::OtlpExporter;
 
 /// Which end of a request a report comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,17 +62,6 @@ pub enum Reporter {
     Source,
     /// The server (`reporter="destination"`).
     Destination,
-}
-
-/// How access log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessLogFormat {
-    /// No access log.
-    Off,
-    /// Istio's default text line.
-    Text,
-    /// Istio's JSON keys.
-    Json,
 }
 
 /// A workload's telemetry: who it is, where its metrics go, and how it
@@ -83,7 +81,8 @@ struct Inner {
     names: Arc<[Arc<str>]>,
     unknown: Arc<str>,
     model: ModelRx,
-    access_log: AtomicU8,
+    /// Span exporters by OTLP endpoint (`None`: it could not start).
+    exporters: Mutex<HashMap<String, Option<OtlpExporter>>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -110,7 +109,7 @@ impl Telemetry {
                 names: REQUEST_LABELS.iter().map(|n| Arc::from(*n)).collect(),
                 unknown: Arc::from(peer::UNKNOWN),
                 model,
-                access_log: AtomicU8::new(AccessLogFormat::Off as u8),
+                exporters: Mutex::default(),
             }),
         }
     }
@@ -125,12 +124,6 @@ impl Telemetry {
         &self.inner.local
     }
 
-    /// Sets the access log format for both sides (MeshConfig's
-    /// `accessLogFile`/`accessLogEncoding` as a switch).
-    pub fn set_access_log(&self, format: AccessLogFormat) {
-        self.inner.access_log.store(format as u8, Relaxed);
-    }
-
     /// The client stack's layer.
     pub fn client_layer(&self) -> TelemetryLayer {
         TelemetryLayer::new(Some(self.clone()), Reporter::Source)
@@ -141,12 +134,34 @@ impl Telemetry {
         TelemetryLayer::new(Some(self.clone()), Reporter::Destination)
     }
 
-    fn enabled(&self, _reporter: Reporter) -> bool {
-        true
+    /// The exporter for the policy's tracing provider, started on first
+    /// use; `None` when the provider is not one the SDK exports to.
+    fn exporter(&self, policy: &TracingPolicy) -> Option<OtlpExporter> {
+        let endpoint = span::endpoint(policy.provider.as_ref()?)?;
+        let mut exporters = self.inner.exporters.locked();
+        if let Some(e) = exporters.get(&endpoint) {
+            return e.clone();
+        }
+        let started = match OtlpExporter::start(span::config(self, &endpoint)) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint, error = %e, "spans cannot be exported");
+                None
+            }
+        };
+        exporters.insert(endpoint, started.clone());
+        started
     }
 
-    fn access_log_on(&self, _reporter: Reporter) -> bool {
-        self.inner.access_log.load(Relaxed) != AccessLogFormat::Off as u8
+    /// The exporters started so far, by endpoint (exported and dropped
+    /// span counts).
+    pub fn exporters(&self) -> Vec<(String, OtlpExporter)> {
+        self.inner
+            .exporters
+            .locked()
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect()
     }
 
     /// Whether the destination is a mesh workload, which takes part in
@@ -211,12 +226,6 @@ impl Telemetry {
             Some((name, ns)) => (name.into(), ns.into()),
             None => (host.into(), self.inner.unknown.clone()),
         }
-    }
-}
-
-impl Inner {
-    fn access_log_json(&self) -> bool {
-        self.access_log.load(Relaxed) == AccessLogFormat::Json as u8
     }
 }
 

@@ -1,19 +1,30 @@
 //! One request's telemetry: what is known when it starts ([`Pending`]),
-//! and, when its response ends, the series it is counted in and the
-//! access log line it writes.
+//! and, when its response ends, the series it is counted in, the access
+//! log lines it writes and its span.
 //!
-//! Series are found through a per-thread cache keyed by pointers (the
-//! service host and the peer are interned `Arc`s, held by the cache so an
-//! address is never reused while cached), so the request path hashes no
-//! label; only the first request of an edge builds its label values.
+//! Under a policy without tag overrides, series are found through a
+//! per-thread cache keyed by pointers (the service host and the peer are
+//! interned `Arc`s, held by the cache so an address is never reused while
+//! cached): the request path hashes no label and only the first request
+//! of an edge builds its label values. Tag overrides are CEL evaluated
+//! per request, so those series are looked up by their values.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::access_log::{self, AccessInfo};
+use http::HeaderMap;
+use mesh_core::config::telemetry::IstioMetric;
+use mesh_core::telemetry::{
+    self as policy, Attributes, HeaderLookup, Headers, TagAction, TelemetryPolicy,
+};
+
+use super::access_log::{self, AccessInfo, Line};
 use super::metrics::Series;
 use super::peer::{Peer, UNKNOWN};
+use super::plan::{direction, Plan};
+use super::span::SpanState;
 use super::{Reporter, Telemetry};
 use crate::thread_cache::ThreadCache;
 
@@ -75,6 +86,9 @@ impl Flags {
 pub struct Pending {
     pub(super) telemetry: Telemetry,
     pub(super) reporter: Reporter,
+    pub(super) plan: Plan,
+    /// The policy, kept when the plan needs it at the end (tags, logs).
+    pub(super) policy: Option<Arc<TelemetryPolicy>>,
     pub(super) start: Instant,
     pub(super) protocol: Protocol,
     /// The destination service host (fully qualified), or `unknown`.
@@ -87,7 +101,10 @@ pub struct Pending {
     pub(super) mtls: bool,
     /// The request body's size when known up front.
     pub(super) request_bytes: Option<u64>,
+    /// The request as logs and expressions see it.
     pub(super) access: Option<Box<AccessInfo>>,
+    /// The span, when this request is traced.
+    pub(super) span: Option<Box<SpanState>>,
 }
 
 /// How a response ended, from its head and its body.
@@ -134,35 +151,86 @@ fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
     Arc::ptr_eq(a, b)
 }
 
-impl Pending {
-    /// Counts the request and writes its access log line.
-    pub fn finish(self, outcome: Outcome) {
-        let request_bytes = self.request_bytes.unwrap_or(outcome.request_bytes);
-        let elapsed = self.start.elapsed();
-        let series = self.series(&outcome);
-        series.requests.fetch_add(1, Relaxed);
-        series
-            .duration
-            .observe_milli(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
-        series.request_bytes.observe(request_bytes);
-        series.response_bytes.observe(outcome.response_bytes);
-        if self.protocol == Protocol::Grpc {
-            series
-                .request_messages
-                .fetch_add(outcome.request_messages, Relaxed);
-            series
-                .response_messages
-                .fetch_add(outcome.response_messages, Relaxed);
+/// Request headers for CEL.
+struct HeaderMapLookup<'a>(&'a HeaderMap);
+
+impl HeaderLookup for HeaderMapLookup<'_> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self.0.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let first = values.next()?;
+        match values.next() {
+            None => Some(Cow::Borrowed(first)),
+            Some(second) => {
+                let mut all = format!("{first},{second}");
+                for v in values {
+                    all.push(',');
+                    all.push_str(v);
+                }
+                Some(Cow::Owned(all))
+            }
         }
-        if let Some(access) = self.access {
-            access_log::write(
-                &access,
-                self.reporter,
-                &outcome,
-                request_bytes,
-                elapsed,
-                self.telemetry.inner.access_log_json(),
-            );
+    }
+}
+
+impl Pending {
+    /// Counts the request, writes its access log lines and ends its span.
+    pub fn finish(mut self, outcome: Outcome) {
+        let request_bytes = self.request_bytes.unwrap_or(outcome.request_bytes);
+        let took = self.start.elapsed();
+        if self.plan.metrics.any() {
+            if self.plan.tagged {
+                self.record_tagged(&outcome, request_bytes, took);
+            } else {
+                let series = self.series(&outcome);
+                self.record(&series, &outcome, request_bytes, took, None);
+            }
+        }
+        if self.plan.access {
+            self.log(&outcome, request_bytes, took);
+        }
+        if let Some(span) = self.span.take() {
+            span.end(&self, &outcome, request_bytes);
+        }
+    }
+
+    /// Adds the request to `series`: every enabled metric, or `only` one.
+    fn record(
+        &self,
+        series: &Series,
+        o: &Outcome,
+        request_bytes: u64,
+        took: Duration,
+        only: Option<IstioMetric>,
+    ) {
+        let m = &self.plan.metrics;
+        let this = |metric: IstioMetric, on: bool| on && only.is_none_or(|o| o == metric);
+        if this(IstioMetric::RequestCount, m.requests) {
+            series.requests.fetch_add(1, Relaxed);
+        }
+        if this(IstioMetric::RequestDuration, m.duration) {
+            series
+                .duration
+                .observe_milli(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        }
+        if this(IstioMetric::RequestSize, m.request_bytes) {
+            series.request_bytes.observe(request_bytes);
+        }
+        if this(IstioMetric::ResponseSize, m.response_bytes) {
+            series.response_bytes.observe(o.response_bytes);
+        }
+        if self.protocol == Protocol::Grpc {
+            if this(IstioMetric::GrpcRequestMessages, m.request_messages) {
+                series
+                    .request_messages
+                    .fetch_add(o.request_messages, Relaxed);
+                series.grpc.fetch_or(1, Relaxed);
+            }
+            if this(IstioMetric::GrpcResponseMessages, m.response_messages) {
+                series
+                    .response_messages
+                    .fetch_add(o.response_messages, Relaxed);
+                series.grpc.fetch_or(2, Relaxed);
+            }
         }
     }
 
@@ -206,8 +274,13 @@ impl Pending {
     #[inline(never)]
     fn new_series(&self, o: &Outcome) -> Arc<Series> {
         let t = &self.telemetry.inner;
-        let unknown: Arc<str> = Arc::from(UNKNOWN);
-        let remote_principal = self.principal.clone().unwrap_or_else(|| unknown.clone());
+        t.metrics.requests().series(&t.names, self.label_values(o))
+    }
+
+    /// The standard labels' values, in `REQUEST_LABELS` order.
+    fn label_values(&self, o: &Outcome) -> Vec<Arc<str>> {
+        let t = &self.telemetry.inner;
+        let remote_principal = self.principal.clone().unwrap_or_else(|| t.unknown.clone());
         let (src, src_principal, dst, dst_principal) = match self.reporter {
             Reporter::Source => (&t.local, t.principal.clone(), &self.peer, remote_principal),
             Reporter::Destination => (&self.peer, remote_principal, &t.local, t.principal.clone()),
@@ -224,7 +297,7 @@ impl Pending {
             Reporter::Source => "source",
             Reporter::Destination => "destination",
         };
-        let values: Vec<Arc<str>> = vec![
+        vec![
             reporter.into(),
             src.workload.clone(),
             src.canonical_service.clone(),
@@ -251,12 +324,114 @@ impl Pending {
                 .map_or_else(|| Arc::from(""), |g| Arc::from(g.to_string())),
             o.flags.as_str().into(),
             security.into(),
-        ];
-        t.metrics.requests().series(&t.names, values)
+        ]
+    }
+
+    /// The attributes CEL expressions read.
+    fn attributes<'a>(
+        &'a self,
+        o: &Outcome,
+        request_bytes: u64,
+        took: Duration,
+        headers: &'a HeaderMapLookup<'a>,
+    ) -> Attributes<'a> {
+        let a = self.access.as_deref();
+        Attributes {
+            request: policy::Request {
+                path: a.map(|a| a.path.as_str()),
+                host: a.and_then(|a| a.authority.as_deref()),
+                scheme: a.and_then(|a| a.scheme.as_deref()),
+                method: a.map(|a| a.method.as_str()),
+                headers: Headers::Lookup(headers),
+                id: None,
+                protocol: a.map(|a| a.protocol),
+                time: a.and_then(|a| a.start),
+                duration: Some(took),
+                size: Some(request_bytes),
+                total_size: None,
+            },
+            response: policy::Response {
+                code: Some(o.code),
+                code_details: Some(access_log::details(o)),
+                flags: None,
+                grpc_status: o.grpc_status.map(i32::from),
+                headers: Headers::None,
+                trailers: Headers::None,
+                size: Some(o.response_bytes),
+                total_size: None,
+            },
+            connection: policy::Connection {
+                mtls: Some(self.mtls),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Each enabled metric with its own labels: the standard ones with
+    /// the policy's tag overrides applied (in tag name order, as Istio).
+    #[cold]
+    fn record_tagged(&self, o: &Outcome, request_bytes: u64, took: Duration) {
+        let Some(policy) = &self.policy else {
+            return;
+        };
+        let t = &self.telemetry.inner;
+        let empty = HeaderMap::new();
+        let headers = HeaderMapLookup(self.access.as_deref().map_or(&empty, |a| &a.headers));
+        let attrs = self.attributes(o, request_bytes, took, &headers);
+        let base = self.label_values(o);
+        let d = policy.direction(direction(self.reporter));
+        for (metric, mp) in &d.metrics.metrics {
+            if !mp.enabled || !d.metrics.enabled {
+                continue;
+            }
+            let mut names: Vec<Arc<str>> = t.names.to_vec();
+            let mut values = base.clone();
+            for (tag, action) in &mp.tags {
+                let at = names.iter().position(|n| &**n == tag.as_str());
+                match (action, at) {
+                    (TagAction::Remove, Some(i)) => {
+                        names.remove(i);
+                        values.remove(i);
+                    }
+                    (TagAction::Remove, None) => {}
+                    (TagAction::Upsert(expr), Some(i)) => values[i] = expr.tag_value(&attrs).into(),
+                    (TagAction::Upsert(expr), None) => {
+                        names.push(tag.as_str().into());
+                        values.push(expr.tag_value(&attrs).into());
+                    }
+                }
+            }
+            let names = t.metrics.requests().names(names);
+            let series = t.metrics.requests().series(&names, values);
+            self.record(&series, o, request_bytes, took, Some(*metric));
+        }
+    }
+
+    /// Writes the lines of every access log whose filter selects the
+    /// request.
+    fn log(&self, o: &Outcome, request_bytes: u64, took: Duration) {
+        let (Some(policy), Some(info)) = (&self.policy, self.access.as_deref()) else {
+            return;
+        };
+        let d = policy.direction(direction(self.reporter));
+        let headers = HeaderMapLookup(&info.headers);
+        let attrs = self.attributes(o, request_bytes, took, &headers);
+        let line = Line {
+            info,
+            outcome: o,
+            request_bytes,
+            took,
+        };
+        for log in &d.access_logs.logs {
+            if log.selects(&attrs) {
+                access_log::write(&log.sink, &line, self.reporter);
+            }
+        }
     }
 }
 
-/// When a request started, for access logs.
+/// When a request started, for access logs and spans.
 pub(super) fn now() -> SystemTime {
     SystemTime::now()
 }
