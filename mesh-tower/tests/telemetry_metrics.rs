@@ -170,3 +170,74 @@ async fn the_stats_handler_serves_mesh_and_app_metrics_in_both_formats() {
     let text = om.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&text).ends_with("# EOF\n"));
 }
+
+/// A destination outside the mesh behind a mesh service name never
+/// answers the exchange: the client stops sending its metadata on every
+/// request after a few tries, and asks again only now and then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_not_sent_on_every_request_to_a_peer_that_never_answers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let carried = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = carried.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    if req.headers().contains_key("x-envoy-peer-metadata") {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        mesh_test_support::configs::service_entry(REVIEWS, 9080, port, "MESH_INTERNAL", ""),
+    )
+    .unwrap();
+    let mesh = mesh_tower::Mesh::local(dir.path())
+        .namespace("default")
+        .build()
+        .await
+        .unwrap();
+    let client = mesh.http_client();
+    for _ in 0..200 {
+        let (status, _, _) =
+            mesh_test_support::sdk::get(&client, &format!("http://{REVIEWS}:9080/")).await;
+        assert_eq!(status, 200);
+    }
+    let n = carried.load(Ordering::Relaxed);
+    // Each worker thread tries a few times on its own.
+    assert!(n >= 16, "the exchange was tried: {n}");
+    assert!(
+        n <= 2 * 17,
+        "then it stopped: {n} of 200 requests carried it"
+    );
+    // The requests are still counted, with the destination unknown.
+    let text = mesh.metrics().render();
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total",
+            &[
+                ("destination_workload", "unknown"),
+                ("response_code", "200")
+            ]
+        ),
+        Some(200.0),
+        "{text}"
+    );
+}

@@ -79,9 +79,8 @@ impl LocalMetadata {
             w.namespace.as_deref().unwrap_or("default"),
         );
         LocalMetadata {
-            // Base64 and the id's characters are valid header bytes.
-            metadata: HeaderValue::from_str(&b64).unwrap_or_else(|_| HeaderValue::from_static("")),
-            id: HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            metadata: leaked(b64),
+            id: leaked(id),
         }
     }
 
@@ -90,6 +89,16 @@ impl LocalMetadata {
         headers.insert(METADATA.clone(), self.metadata.clone());
         headers.insert(METADATA_ID.clone(), self.id.clone());
     }
+}
+
+/// A header value over bytes that live as long as the process: a
+/// workload encodes its metadata once (per mesh it builds), and a value
+/// over static bytes is cloned onto every request without touching a
+/// reference count the other threads share.
+fn leaked(s: String) -> HeaderValue {
+    let bytes = bytes::Bytes::from_static(Box::leak(s.into_bytes().into_boxed_slice()));
+    // Base64 and the id's characters are valid header bytes.
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Decodes a peer's `x-envoy-peer-metadata`; `None` when it is not a

@@ -20,7 +20,6 @@ use tower::{Layer, Service};
 use super::access_log::AccessInfo;
 use super::body::{CountedRequest, Finishing, Messages, RecordedResponse, RequestCounts};
 use super::exchange;
-use super::peer::Peer;
 use super::plan::{self, Plan};
 use super::record::{now, Flags, Outcome, Pending, Protocol};
 use super::span;
@@ -28,6 +27,8 @@ use super::{Reporter, Telemetry};
 use crate::body::{boxed, MeshBody};
 use crate::client::call::{CallRef, Via};
 use crate::error::{is_grpc, RESPONSE_FLAGS_HEADER};
+
+static FLAGS: http::HeaderName = http::HeaderName::from_static(RESPONSE_FLAGS_HEADER);
 use crate::server::ConnectionInfo;
 use crate::upstream::{ServedBy, Upstream};
 
@@ -117,12 +118,21 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
         };
     };
     // The policy of the model this request runs on: the route's snapshot
-    // on the client, the latest on the server.
-    let policy = match (reporter, req.extensions().get::<Upstream>()) {
-        (Reporter::Source, Some(up)) => up.model().telemetry.clone(),
-        _ => t.inner.model.borrow().telemetry.clone(),
+    // on the client, the latest on the server. Held past this point only
+    // when the plan needs it (its count is shared by every thread).
+    let (plan, policy) = {
+        let model;
+        let policy = match (reporter, req.extensions().get::<Upstream>()) {
+            (Reporter::Source, Some(up)) => &up.model().telemetry,
+            _ => {
+                model = t.inner.model.borrow();
+                &model.telemetry
+            }
+        };
+        let plan = Plan::cached(policy, reporter);
+        let keep = plan.tagged || plan.access || plan.tracing;
+        (plan, keep.then(|| policy.clone()))
     };
-    let plan = Plan::cached(&policy, reporter);
     if plan.is_off() {
         return TelemetryFuture {
             inner: via.call(req),
@@ -138,7 +148,7 @@ fn start<S: Service<Request<MeshBody>>>(
     t: &Telemetry,
     reporter: Reporter,
     plan: Plan,
-    policy: Arc<TelemetryPolicy>,
+    policy: Option<Arc<TelemetryPolicy>>,
     mut req: Request<MeshBody>,
 ) -> TelemetryFuture<S::Future> {
     let start = Instant::now();
@@ -158,8 +168,11 @@ fn start<S: Service<Request<MeshBody>>>(
         Reporter::Source => {
             let up = req.extensions().get::<Upstream>();
             let service = up.map_or_else(|| t.inner.unknown.clone(), |u| u.host.clone());
-            let exchange = up.is_some_and(|u| t.in_mesh(u));
-            let span_name = up.map(|u| format!("{}:{}/*", u.host, u.port));
+            let exchange = up.is_some_and(|u| t.exchange_with(u));
+            let cluster = up.map_or(0, |u| Arc::as_ptr(&u.cluster).cast::<u8>() as usize);
+            let span_name = up
+                .filter(|_| plan.tracing)
+                .map(|u| format!("{}:{}/*", u.host, u.port));
             if let (Some(a), Some(u)) = (access.as_mut(), up) {
                 a.upstream_cluster = Some(u.cluster.to_string());
                 a.route_name = u
@@ -171,11 +184,18 @@ fn start<S: Service<Request<MeshBody>>>(
             if exchange {
                 t.inner.local_meta.insert(req.headers_mut());
             }
-            (service, Peer::unknown(), None, false, exchange, span_name)
+            (
+                service,
+                None,
+                None,
+                false,
+                exchange.then_some(cluster),
+                span_name,
+            )
         }
         Reporter::Destination => {
             let peer = exchange::take(req.headers_mut());
-            let exchange = peer.is_some();
+            let exchange = peer.is_some().then_some(0);
             let conn = req.extensions().get::<ConnectionInfo>();
             let principal = conn
                 .and_then(|c| c.identity.as_ref())
@@ -189,21 +209,14 @@ fn start<S: Service<Request<MeshBody>>>(
                 a.upstream_cluster = Some(format!("inbound|{}||", c.port));
             }
             let service = t.served_service(&req);
-            let span_name = Some(match port {
+            let span_name = plan.tracing.then(|| match port {
                 Some(p) => format!("{service}:{p}/*"),
                 None => format!("{service}/*"),
             });
-            (
-                service,
-                peer.unwrap_or_else(Peer::unknown),
-                principal,
-                mtls,
-                exchange,
-                span_name,
-            )
+            (service, peer, principal, mtls, exchange, span_name)
         }
     };
-    let span = if plan.tracing {
+    let span = if let Some(policy) = policy.as_ref().filter(|_| plan.tracing) {
         let tracing = &policy.direction(plan::direction(reporter)).tracing;
         let app_context = req.extensions().get::<TraceContext>().cloned();
         let (ctx, span) = span::start(
@@ -231,10 +244,10 @@ fn start<S: Service<Request<MeshBody>>>(
         None
     };
     let pending = Pending {
-        telemetry: t.clone(),
+        telemetry: t.handle(),
         reporter,
         plan,
-        policy: (plan.tagged || plan.access).then_some(policy),
+        policy: policy.filter(|_| plan.tagged || plan.access),
         start,
         protocol,
         service,
@@ -263,8 +276,9 @@ fn start<S: Service<Request<MeshBody>>>(
 struct Started {
     pending: Pending,
     counts: Option<Arc<RequestCounts>>,
-    /// Whether peer metadata is exchanged with the other end.
-    exchange: bool,
+    /// Peer metadata is exchanged with the other end: on the client, with
+    /// the cluster at this address (see `Telemetry::exchange_with`).
+    exchange: Option<usize>,
 }
 
 pin_project! {
@@ -327,27 +341,23 @@ fn respond(started: Started, mut resp: Response<MeshBody>) -> Response<MeshBody>
     } = started;
     let flags = resp
         .headers()
-        .get(RESPONSE_FLAGS_HEADER)
+        .get(&FLAGS)
         .map_or(Flags::NONE, |v| Flags::new(v.as_bytes()));
     let grpc_status = super::grpc_status(resp.headers());
     match pending.reporter {
         Reporter::Source => {
-            if exchange {
-                if let Some(peer) = exchange::take(resp.headers_mut()) {
-                    pending.peer = peer;
-                }
+            if let Some(cluster) = exchange {
+                let peer = exchange::take(resp.headers_mut());
+                super::exchange_answered(cluster, peer.is_some());
+                pending.peer = peer;
             }
             if let Some(a) = pending.access.as_mut() {
                 a.upstream_host = resp.extensions().get::<ServedBy>().map(|s| s.0);
             }
         }
         Reporter::Destination => {
-            if exchange {
-                pending
-                    .telemetry
-                    .inner
-                    .local_meta
-                    .insert(resp.headers_mut());
+            if exchange.is_some() {
+                pending.telemetry.local_meta.insert(resp.headers_mut());
             }
         }
     }

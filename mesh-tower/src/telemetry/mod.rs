@@ -48,12 +48,44 @@ pub use layer::{TelemetryFuture, TelemetryLayer, TelemetryService};
 pub use peer::{Peer, WorkloadInfo};
 pub use registry::{MeshMetrics, StatsHandler, STATS_PATH};
 
+use crate::handle::Handle;
 use crate::thread_cache::ThreadCache;
 use crate::upstream::Upstream;
 use crate::ModelRx;
 use exchange::LocalMetadata;
 use metrics::REQUEST_LABELS;
 use otlp::OtlpExporter;
+
+/// Requests sent with metadata to a cluster that never answers before
+/// the client stops sending it on every request.
+const EXCHANGE_PROBES: u32 = 16;
+/// After that, one request in this many still asks.
+const EXCHANGE_REPROBE: u32 = 1024;
+
+/// Per thread and cluster: whether it is a mesh service, and how many
+/// exchanges in a row went unanswered.
+struct Exchange {
+    in_mesh: bool,
+    unanswered: std::cell::Cell<u32>,
+}
+
+thread_local! {
+    static EXCHANGE: ThreadCache<Arc<str>, std::rc::Rc<Exchange>> = const { ThreadCache::new() };
+}
+
+/// Notes whether the exchange with the cluster at `cluster` (a pointer
+/// the thread's cache holds) was answered.
+fn exchange_answered(cluster: usize, answered: bool) {
+    EXCHANGE.with(|c| {
+        c.find(|k, v| {
+            (Arc::as_ptr(k).cast::<u8>() as usize == cluster).then(|| {
+                let n = v.unanswered.get();
+                v.unanswered
+                    .set(if answered { 0 } else { n.saturating_add(1) });
+            })
+        })
+    });
+}
 
 /// Which end of a request a report comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,7 +103,7 @@ pub struct Telemetry {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     /// Tells this instance's series apart in per-thread caches.
     id: u64,
     metrics: MeshMetrics,
@@ -164,27 +196,36 @@ impl Telemetry {
             .collect()
     }
 
-    /// Whether the destination is a mesh workload, which takes part in
-    /// the metadata exchange (external services are told nothing).
-    fn in_mesh(&self, up: &Upstream) -> bool {
-        thread_local! {
-            static IN_MESH: ThreadCache<Arc<str>, bool> = const { ThreadCache::new() };
-        }
-        if let Some(hit) =
-            IN_MESH.with(|c| c.find(|k, v| Arc::ptr_eq(k, &up.cluster).then_some(*v)))
-        {
-            return hit;
-        }
-        let model = up.model();
-        let yes = model.clusters.get(&*up.cluster).is_some_and(|c| {
-            model
-                .outbound
-                .values()
-                .find(|s| s.host == c.host)
-                .is_none_or(|s| !s.mesh_external)
-        });
-        IN_MESH.with(|c| c.insert(up.cluster.clone(), yes, |_| true));
-        yes
+    /// Whether to send this workload's metadata to the destination:
+    /// only to mesh services (external ones are told nothing), and, per
+    /// cluster, while its endpoints answer with theirs. A destination that
+    /// never answers (a workload outside the mesh behind a mesh service
+    /// name) is asked again only once in a while, so it does not pay for
+    /// headers it ignores on every request.
+    fn exchange_with(&self, up: &Upstream) -> bool {
+        let state =
+            EXCHANGE.with(|c| c.find(|k, v| Arc::ptr_eq(k, &up.cluster).then(|| v.clone())));
+        let state = match state {
+            Some(s) => s,
+            None => {
+                let model = up.model();
+                let in_mesh = model.clusters.get(&*up.cluster).is_some_and(|c| {
+                    model
+                        .outbound
+                        .values()
+                        .find(|s| s.host == c.host)
+                        .is_none_or(|s| !s.mesh_external)
+                });
+                let s = std::rc::Rc::new(Exchange {
+                    in_mesh,
+                    unanswered: std::cell::Cell::new(0),
+                });
+                EXCHANGE.with(|c| c.insert(up.cluster.clone(), s.clone(), |_| true));
+                s
+            }
+        };
+        let n = state.unanswered.get();
+        state.in_mesh && (n < EXCHANGE_PROBES || n % EXCHANGE_REPROBE == 0)
     }
 
     /// The service a request to this workload is for: its authority
@@ -218,18 +259,41 @@ impl Telemetry {
         SERVED.with(|c| c.insert((id, authority.to_string()), resolved.clone(), |_| true));
         resolved
     }
+}
 
+impl Inner {
     /// `destination_service_name` and `_namespace` of a host.
     fn service_parts(&self, host: &str) -> (Arc<str>, Arc<str>) {
-        let model = self.inner.model.borrow();
+        let model = self.model.borrow();
         match mesh_core::host::service_of(host, &model.mesh.domain_suffix) {
             Some((name, ns)) => (name.into(), ns.into()),
-            None => (host.into(), self.inner.unknown.clone()),
+            None => (host.into(), self.unknown.clone()),
         }
     }
 }
 
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` in a header or trailer map.
 pub(crate) fn grpc_status(h: &HeaderMap) -> Option<u16> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    h.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
+}
+
+impl Telemetry {
+    /// A handle on this telemetry that the calling thread made: a request
+    /// holds one until its response ends, and cloning it writes a count
+    /// only this thread uses (see `crate::handle`).
+    pub(crate) fn handle(&self) -> Handle<Inner> {
+        thread_local! {
+            static HANDLES: ThreadCache<Arc<Inner>, Handle<Inner>> = const { ThreadCache::new() };
+        }
+        if let Some(h) =
+            HANDLES.with(|c| c.find(|k, h| Arc::ptr_eq(k, &self.inner).then(|| h.clone())))
+        {
+            return h;
+        }
+        let h = Handle::new(self.inner.clone());
+        HANDLES.with(|c| c.insert(self.inner.clone(), h.clone(), |_| true));
+        h
+    }
 }

@@ -25,7 +25,8 @@ use super::metrics::Series;
 use super::peer::{Peer, UNKNOWN};
 use super::plan::{direction, Plan};
 use super::span::SpanState;
-use super::{Reporter, Telemetry};
+use super::{Inner, Reporter};
+use crate::handle::Handle;
 use crate::thread_cache::ThreadCache;
 
 /// `request_protocol`.
@@ -84,7 +85,7 @@ impl Flags {
 
 /// What the telemetry layer knows when a request starts.
 pub struct Pending {
-    pub(super) telemetry: Telemetry,
+    pub(super) telemetry: Handle<Inner>,
     pub(super) reporter: Reporter,
     pub(super) plan: Plan,
     /// The policy, kept when the plan needs it at the end (tags, logs).
@@ -93,8 +94,8 @@ pub struct Pending {
     pub(super) protocol: Protocol,
     /// The destination service host (fully qualified), or `unknown`.
     pub(super) service: Arc<str>,
-    /// The workload at the other end.
-    pub(super) peer: Arc<Peer>,
+    /// The workload at the other end, when it said.
+    pub(super) peer: Option<Arc<Peer>>,
     /// The other end's verified principal.
     pub(super) principal: Option<Arc<str>>,
     /// Whether the request came over mesh mTLS (server side).
@@ -139,7 +140,7 @@ struct Key {
 
 struct Pins {
     service: Arc<str>,
-    peer: Arc<Peer>,
+    peer: Option<Arc<Peer>>,
     principal: Option<Arc<str>>,
 }
 
@@ -149,6 +150,14 @@ thread_local! {
 
 fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
     Arc::ptr_eq(a, b)
+}
+
+fn same_opt<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Request headers for CEL.
@@ -236,7 +245,7 @@ impl Pending {
 
     fn series(&self, o: &Outcome) -> Arc<Series> {
         let key = Key {
-            telemetry: self.telemetry.inner.id,
+            telemetry: self.telemetry.id,
             reporter: self.reporter,
             protocol: self.protocol,
             code: o.code,
@@ -248,12 +257,8 @@ impl Pending {
             c.find(|(k, p), s| {
                 (*k == key
                     && same(&p.service, &self.service)
-                    && same(&p.peer, &self.peer)
-                    && match (&p.principal, &self.principal) {
-                        (Some(a), Some(b)) => same(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    })
+                    && same_opt(&p.peer, &self.peer)
+                    && same_opt(&p.principal, &self.principal))
                 .then(|| s.clone())
             })
         });
@@ -273,17 +278,18 @@ impl Pending {
     #[cold]
     #[inline(never)]
     fn new_series(&self, o: &Outcome) -> Arc<Series> {
-        let t = &self.telemetry.inner;
+        let t = &self.telemetry;
         t.metrics.requests().series(&t.names, self.label_values(o))
     }
 
     /// The standard labels' values, in `REQUEST_LABELS` order.
     fn label_values(&self, o: &Outcome) -> Vec<Arc<str>> {
-        let t = &self.telemetry.inner;
+        let t = &self.telemetry;
         let remote_principal = self.principal.clone().unwrap_or_else(|| t.unknown.clone());
+        let remote = self.peer.clone().unwrap_or_else(Peer::unknown);
         let (src, src_principal, dst, dst_principal) = match self.reporter {
-            Reporter::Source => (&t.local, t.principal.clone(), &self.peer, remote_principal),
-            Reporter::Destination => (&self.peer, remote_principal, &t.local, t.principal.clone()),
+            Reporter::Source => (&t.local, t.principal.clone(), &remote, remote_principal),
+            Reporter::Destination => (&remote, remote_principal, &t.local, t.principal.clone()),
         };
         let (service_name, service_namespace) = self.telemetry.service_parts(&self.service);
         let security = match self.reporter {
@@ -375,7 +381,7 @@ impl Pending {
         let Some(policy) = &self.policy else {
             return;
         };
-        let t = &self.telemetry.inner;
+        let t = &self.telemetry;
         let empty = HeaderMap::new();
         let headers = HeaderMapLookup(self.access.as_deref().map_or(&empty, |a| &a.headers));
         let attrs = self.attributes(o, request_bytes, took, &headers);

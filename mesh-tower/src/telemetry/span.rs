@@ -203,7 +203,7 @@ pub(super) fn config(telemetry: &Telemetry, endpoint: &str) -> OtlpConfig {
 impl SpanState {
     /// Ends the span and hands it to the exporter.
     pub(super) fn end(self, p: &Pending, o: &Outcome, request_bytes: u64) {
-        let local = p.telemetry.local();
+        let local = &p.telemetry.local;
         let mut attributes: Vec<(Cow<'static, str>, AttrValue)> = vec![
             ("component".into(), "proxy".into()),
             (
