@@ -1,7 +1,9 @@
 //! The whole mesh on loopback: `meshd` (the bundled control plane) serves
-//! Istio YAML over Envoy v3 xDS; a workload using the SDK in mesh mode
-//! (`Mesh::xds`) routes to two real backends by what meshd sends it; an
-//! edit of the YAML shifts 90/10 to 50/50 under traffic with no failure.
+//! Istio YAML over Envoy v3 xDS; three workloads using the SDK in mesh mode
+//! (`Mesh::xds`), productpage calling reviews v1/v2 over mesh mTLS, route
+//! by what meshd sends them; an edit of the YAML shifts 90/10 to 50/50
+//! under traffic with no failure; then v2 goes bad, and each workload's
+//! Istio metrics (served at `/stats/prometheus`) tell the story.
 //!
 //! Run: `cargo run -p mesh-examples --example mesh_demo`
 
@@ -26,7 +28,27 @@ async fn main() -> Result<(), mesh_examples::Error> {
         r.generations.0, r.generations.1
     );
     for (t, v) in &r.acked {
-        println!("  workload ACKed {t} version {v}");
+        println!("  productpage ACKed {t} version {v}");
+    }
+    let answers: Vec<String> = r
+        .degraded
+        .iter()
+        .map(|((body, status), n)| format!("{body} {status}: {n}"))
+        .collect();
+    println!(
+        "v2 failing one request in {}: {} of 200",
+        mesh_examples::mesh_demo::Faults::EVERY,
+        answers.join(", ")
+    );
+    println!("telemetry (istio_requests_total from each workload's /stats/prometheus):");
+    for e in &r.telemetry {
+        println!(
+            "  {} -> {} {}: {} reported by source, {} by destination ({})",
+            e.source, e.destination, e.code, e.by_source, e.by_destination, e.security
+        );
+    }
+    for (name, addr) in &r.metrics {
+        println!("  {name} served http://{addr}/stats/prometheus");
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a whole mesh on loopback (meshd serving Istio YAML over
-# xDS to an SDK workload and two real backends, a rollout by editing the
-# YAML under traffic), then the operator's view: analyze the sample mesh
-# configuration and explain a routing and an authorization decision with
-# the same engines the SDK executes.
+# xDS to three SDK workloads, productpage calling reviews v1/v2 over mesh
+# mTLS, a rollout by editing the YAML under traffic, a failing v2 and the
+# Istio metrics each workload reports), then the operator's view:
+# analyze the sample mesh configuration and explain a routing and an
+# authorization decision with the same engines the SDK executes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Two builds: target flags apply to every package named, and `--examples`
@@ -12,7 +13,7 @@ cargo build -q -p meshctl --bin meshctl --locked
 cargo build -q -p mesh-examples --examples --locked
 meshctl=target/debug/meshctl
 
-echo "== the mesh on loopback: meshd + an SDK workload (Mesh::xds) + backends v1/v2"
+echo "== the mesh on loopback: meshd + productpage and reviews v1/v2, all SDK workloads (Mesh::xds)"
 cargo run -q -p mesh-examples --example mesh_demo --locked
 
 echo

@@ -6,10 +6,12 @@
 # into tests/interop/node_modules), and the differential check against
 # istiod (tests/tests/istiod_diff.rs), whose pilot-discovery binary
 # scripts/istiod.sh builds once from the Go module proxy into
-# ~/.cache/mesh-peers (about 6 minutes cold) and reuses, and promtool
-# (Debian's prometheus package, installed here when missing) for the
-# metrics exposition check. A test that cannot run fails; none passes by
-# skipping.
+# ~/.cache/mesh-peers (about 6 minutes cold) and reuses, and Debian's
+# prometheus package (installed here when missing): promtool for the
+# metrics exposition checks, the prometheus server for the test that
+# runs Kiali's and Istio's dashboard queries on the demo's metrics
+# (examples/tests/prometheus.rs). A test that cannot run fails; none
+# passes by skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,14 +29,15 @@ if [ ! -f tests/interop/node_modules/@grpc/grpc-js-xds/package.json ]; then
 fi
 node -e "console.log('grpc-js-xds', require('./tests/interop/node_modules/@grpc/grpc-js-xds/package.json').version)"
 
-echo "== promtool (checks meshd's /metrics exposition; Debian's prometheus package)"
-if ! command -v promtool >/dev/null 2>&1; then
+echo "== prometheus and promtool (Debian's prometheus package: the exposition checks and examples/tests/prometheus.rs)"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   fi
 fi
 promtool --version | head -n 1
+prometheus --version | head -n 1
 
 echo "== istiod (reference control plane for tests/tests/istiod_diff.rs)"
 bash scripts/istiod.sh | tail -n 1

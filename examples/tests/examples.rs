@@ -26,8 +26,9 @@ async fn resilience_masks_a_failing_backend() {
     assert!(r.good_served.0 > 500 && r.good_served.1 > 500, "{r:?}");
 }
 
-/// The whole mesh: meshd's xDS drives the split, and the YAML edit reaches
-/// the workload as a push under traffic with no failure.
+/// The whole mesh: meshd's xDS drives the split, the YAML edit reaches
+/// the workload as a push under traffic with no failure, v2's failures
+/// show, and both ends' Istio metrics count every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_demo_rolls_out_through_meshd() {
     let r = mesh_examples::mesh_demo::run().await.expect("demo run");
@@ -39,4 +40,29 @@ async fn mesh_demo_rolls_out_through_meshd() {
         r.acked.iter().any(|(t, _)| t == "RouteConfiguration"),
         "{r:?}"
     );
+    // v2 fails exactly one in four of its requests; v1 never does.
+    let get = |body: &str, code: u16| r.degraded.get(&(body.to_string(), code)).copied();
+    let (v2_ok, v2_bad) = (get("v2", 200).unwrap_or(0), get("v2", 503).unwrap_or(0));
+    assert_eq!(v2_bad, (v2_ok + v2_bad) / 4, "{r:?}");
+    assert!(v2_bad > 0 && get("v1", 503).is_none(), "{r:?}");
+    assert_eq!(r.degraded.values().sum::<u32>(), 200);
+    // Both ends report every edge, over mTLS, and agree on the counts.
+    let edge = |dest: &str, code: &str| {
+        r.telemetry
+            .iter()
+            .find(|e| e.source == "productpage-v1" && e.destination == dest && e.code == code)
+            .unwrap_or_else(|| panic!("no {dest} {code} edge: {r:?}"))
+    };
+    let v1 = edge("reviews-v1", "200");
+    assert_eq!(
+        u64::from(r.before.0 + r.during.0 + r.after.0 + get("v1", 200).unwrap_or(0)),
+        v1.by_source
+    );
+    assert_eq!(u64::from(v2_bad), edge("reviews-v2", "503").by_source);
+    for e in &r.telemetry {
+        assert_eq!(e.by_source, e.by_destination, "{e:?}");
+        assert_eq!(e.security, "mutual_tls", "{e:?}");
+    }
+    let names: Vec<&str> = r.metrics.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["productpage-v1", "reviews-v1", "reviews-v2"]);
 }

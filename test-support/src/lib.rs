@@ -12,7 +12,8 @@
 //! The modules that need mesh-tower (backends, the endpoint stage, the
 //! inbound server, identities, TLS) are behind the `tower` feature, so
 //! mesh-xds's tests build without the SDK. The OTLP trace receiver
-//! ([`otlp`]) is behind the `otlp` feature.
+//! ([`otlp`]) is behind the `otlp` feature, Debian's Prometheus and
+//! promtool ([`prometheus`]) behind `prometheus`.
 
 // Test setup: a step that fails is a failed test, said by the panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +35,8 @@ pub mod identity;
 pub mod inbound;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 #[cfg(feature = "tower")]
 pub mod raw_http;
 #[cfg(feature = "tower")]
