@@ -17,13 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_control::MeshdHandle;
 use mesh_core::spiffe::SpiffeId;
 use mesh_tower::body::{full, MeshBody};
 use mesh_tower::server::TlsSource;
-use mesh_tower::telemetry::{MeshMetrics, STATS_PATH};
+use mesh_tower::telemetry::MeshMetrics;
 use mesh_tower::Mesh;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -77,10 +75,6 @@ impl Workload {
             .workload_name(id.name)
             .service_account(id.app)
             .identity(TlsSource::fixed(cert))
-            // The builder's workload name labels telemetry only; give it
-            // to the xDS node too, or every SDK workload on this host
-            // would present meshd the same node id.
-            .xds_tuning(move |c| c.node.workload_name = Some(id.name.to_string()))
             .build()
             .await?;
         let (metrics_addr, task) = serve_metrics(mesh.metrics().clone()).await?;
@@ -154,34 +148,10 @@ impl Faults {
     }
 }
 
-/// Serves `metrics` at [`STATS_PATH`] on an ephemeral loopback port (what
+/// Serves `metrics` at `/stats/prometheus` on an ephemeral loopback port (what
 /// Istio's sidecar does on 15020); any other path is 404.
 pub async fn serve_metrics(metrics: MeshMetrics) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let handler = metrics.handler();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let resp = if req.uri().path() == STATS_PATH {
-                        handler.respond(&req)
-                    } else {
-                        let mut r = Response::new(full("try /stats/prometheus\n"));
-                        *r.status_mut() = StatusCode::NOT_FOUND;
-                        r
-                    };
-                    std::future::ready(Ok::<_, Infallible>(resp))
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok((addr, task))
+    Ok((addr, metrics.serve(listener)))
 }

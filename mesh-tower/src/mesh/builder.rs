@@ -362,7 +362,10 @@ impl MeshBuilder<Xds> {
     /// file), failing after the ready timeout with an error that names
     /// the servers. With a CA, first waits for the workload certificate,
     /// which also dials `https://` servers with mesh mTLS.
-    pub async fn build(self) -> Result<Mesh, SourceError> {
+    pub async fn build(mut self) -> Result<Mesh, SourceError> {
+        // Telemetry's names for the workload are also the node's.
+        self.mode.source.workload_name = self.workload_name.clone();
+        self.mode.source.cluster_id = self.cluster_id.clone();
         self.finish(|mode, client, mesh_config, certificates| async move {
             let xds =
                 start_xds(&mode.source, &client, mesh_config, certificates.as_deref()).await?;

@@ -43,6 +43,11 @@ pub struct XdsSource {
     /// control plane such as istiod sends them (and so their authorization)
     /// only to a client that names them.
     pub inbound_ports: Vec<u16>,
+    /// The workload's name and cluster, sent in the node's metadata
+    /// (`WORKLOAD_NAME`, `CLUSTER_ID`) and its id, as a sidecar's.
+    pub workload_name: Option<String>,
+    /// See `workload_name`.
+    pub cluster_id: Option<String>,
 }
 
 impl std::fmt::Debug for XdsSource {
@@ -66,6 +71,8 @@ impl XdsSource {
             ready_timeout: Duration::from_secs(10),
             tuning: None,
             inbound_ports: Vec::new(),
+            workload_name: None,
+            cluster_id: None,
         }
     }
 }
@@ -179,7 +186,10 @@ pub async fn start_xds(
     mesh: MeshConfig,
     identity: Option<&CertificateProvider>,
 ) -> Result<XdsFeed, SourceError> {
-    let mut cfg = XdsClientConfig::new(source.servers.clone(), node_info(client));
+    let mut node = node_info(client);
+    node.workload_name = source.workload_name.clone();
+    node.cluster_id = source.cluster_id.clone();
+    let mut cfg = XdsClientConfig::new(source.servers.clone(), node);
     if let Some(p) = identity {
         let tls = mesh_ca::tls::client_config(
             Some(p.certificates()),

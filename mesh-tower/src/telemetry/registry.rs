@@ -110,6 +110,36 @@ impl MeshMetrics {
         }
     }
 
+    /// Serves [`STATS_PATH`] (HTTP/1.1 and HTTP/2) on `listener` until the
+    /// returned task is dropped or aborted, as a sidecar's merged metrics
+    /// port (15020) does; any other path is 404.
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        let handler = self.handler();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let resp = if req.uri().path() == STATS_PATH {
+                                handler.respond(&req)
+                            } else {
+                                let mut r = Response::new(full("try /stats/prometheus\n"));
+                                *r.status_mut() = StatusCode::NOT_FOUND;
+                                r
+                            };
+                            std::future::ready(Ok::<_, Infallible>(resp))
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        })
+    }
+
     pub(crate) fn requests(&self) -> &RequestMetrics {
         &self.inner.requests
     }
