@@ -43,6 +43,11 @@ spec:
 }
 
 async fn sdk(meshd: &mesh_control::MeshdHandle, app: &str) -> Mesh {
+    sdk_with(meshd, app, false).await
+}
+
+/// The SDK for `app`, over Delta xDS when `delta`.
+async fn sdk_with(meshd: &mesh_control::MeshdHandle, app: &str, delta: bool) -> Mesh {
     Mesh::xds([format!("http://{}", meshd.xds_addr())])
         .namespace("demo")
         .labels([("app", app)])
@@ -51,7 +56,10 @@ async fn sdk(meshd: &mesh_control::MeshdHandle, app: &str) -> Mesh {
         // process need their own, or meshd sees one node.
         .xds_tuning({
             let name = format!("{app}-1");
-            move |c| c.node.workload_name = Some(name.clone())
+            move |c| {
+                c.node.workload_name = Some(name.clone());
+                c.delta = delta;
+            }
         })
         .build()
         .await
@@ -193,6 +201,20 @@ async fn each_identity_gets_its_own_policy() {
     policy_until(&b, "b's edit", |p| sampling(p) == 70.0).await;
     assert_eq!(sampling(&a.current().telemetry), 10.0);
     assert!(!rx.has_changed().unwrap(), "a was not pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_client_gets_it_and_its_edits_too() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let file = dir.path().join("telemetry.yaml");
+    std::fs::write(&file, telemetry("a", 10, "response.code >= 400")).unwrap();
+    let meshd = start(dir.path()).await;
+    let mesh = sdk_with(&meshd, "a", true).await;
+    assert_eq!(*mesh.current().telemetry, local(dir.path(), "a").await);
+    std::fs::write(&file, telemetry("a", 30, "response.code >= 400")).unwrap();
+    policy_until(&mesh, "the edit over Delta", |p| sampling(p) == 30.0).await;
+    assert_eq!(*mesh.current().telemetry, local(dir.path(), "a").await);
 }
 
 fn listener_names(

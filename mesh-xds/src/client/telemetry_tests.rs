@@ -127,3 +127,19 @@ async fn the_policy_rides_in_and_a_broken_one_is_nacked() {
     assert!(st.on_response(&lds(&[], "4"), now).accepted);
     assert_eq!(published(&st, &base).telemetry, base.telemetry);
 }
+
+#[test]
+fn the_cache_file_keeps_it() {
+    // A restart with no control plane serves the cached resources: the
+    // policy comes back with them.
+    let base = compiled("");
+    let want = compiled(&telemetry("10", "response.code >= 400"));
+    let res = crate::encode::Resources {
+        listeners: with_policy(&want.telemetry),
+        ..Default::default()
+    };
+    let back = super::cache::decode_cache(&super::cache::encode_cache(&res)).unwrap();
+    let mut st = SotwState::new(Duration::from_secs(15), Duration::from_secs(2));
+    st.load(back);
+    assert_eq!(published(&st, &base).telemetry, want.telemetry);
+}
