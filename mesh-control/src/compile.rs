@@ -2,6 +2,17 @@
 //! service account and the IPs its servers listen on. Nodes with the same
 //! identity get the same resources, so meshd compiles once per identity
 //! and shares the snapshot.
+//!
+//! An identity's resources come in two parts: the outbound side (client
+//! listeners, routes, clusters, endpoints), shared with every identity
+//! that sees the same services ([`OutboundCache`]), and the identity's own
+//! listeners: its server listeners and, for our SDK's nodes, the listener
+//! that carries its compiled Telemetry API policy
+//! (`mesh_xds::telemetry_policy`, which says why it travels that way). The
+//! policy is per identity (a Telemetry selector picks workloads by labels),
+//! so it is never part of the shared outbound side; it is encoded from the
+//! policy alone, so an edit that leaves the policy as it was leaves the
+//! resource's bytes and version as they were.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -16,6 +27,7 @@ use mesh_xds::encode::{encode, inbound_listener, EncodeOptions};
 use mesh_xds::node::NodeInfo;
 use mesh_xds::pb::google::protobuf::Any;
 use mesh_xds::server::{same_resource, Content, Snapshot};
+use mesh_xds::telemetry_policy::telemetry_listener;
 use mesh_xds::types::{self, any};
 
 /// What decides a node's resources.
@@ -34,6 +46,9 @@ pub struct ClientKey {
     pub proxyless_grpc: bool,
     /// Which stock gRPC server it is (see [`NodeInfo::stock_server`]).
     pub stock_server: mesh_core::authz::StockServer,
+    /// Our SDK (see [`NodeInfo::mesh_sdk`]): it also gets the telemetry
+    /// policy's listener, which Envoy and stock gRPC clients must not.
+    pub mesh_sdk: bool,
 }
 
 impl ClientKey {
@@ -47,6 +62,7 @@ impl ClientKey {
             instance_ips: info.instance_ips.clone(),
             proxyless_grpc: info.proxyless_grpc,
             stock_server: info.stock_server,
+            mesh_sdk: info.mesh_sdk,
         }
     }
 
@@ -121,8 +137,9 @@ pub enum Sharing {
 
 /// The server listeners a pod of `compiled`'s identity asks for by its own
 /// IPs (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`), with the identity's
-/// server listeners on the shared addresses: a few listeners per pod on
-/// top of the shared outbound side, instead of a copy of everything.
+/// own listeners (server listeners on the shared addresses, the telemetry
+/// policy's for an SDK node): a few listeners per pod on top of the shared
+/// outbound side, instead of a copy of everything.
 pub fn overlay(compiled: &Compiled, key: &ClientKey) -> Option<Arc<Content>> {
     let model = &compiled.inbound_model;
     let own: Vec<(String, Any)> = key
@@ -160,7 +177,9 @@ pub struct Compiled {
     policies: Vec<Resource>,
     /// The outbound listeners, routes, clusters and endpoints.
     pub outbound: Arc<Outbound>,
-    /// The server listeners on the shared addresses, when it serves ports.
+    /// The identity's own listeners: the server listeners on the shared
+    /// addresses, when it serves ports, and the telemetry policy's
+    /// listener, for SDK nodes. `None` when it has neither.
     pub inbound_content: Option<Arc<Content>>,
 }
 
@@ -352,6 +371,7 @@ pub fn compile(
             && p.inbound_model.mesh == model.mesh
             && p.inbound == inbound
             && p.policies == policies
+            && p.inbound_model.telemetry == model.telemetry
     });
     let inbound_content = match same_inbound {
         Some(p) => p.inbound_content.clone(),
@@ -359,12 +379,17 @@ pub fn compile(
             if prev.is_none_or(|p| p.policies != policies) {
                 log_lowering(key, &model);
             }
+            let telemetry = key.mesh_sdk.then(|| {
+                let l = telemetry_listener(&model.telemetry);
+                (l.name.clone(), any(&l))
+            });
             let listeners: Vec<(String, Any)> = inbound_addresses(&model, key)
                 .into_iter()
                 .map(|(ip, port)| {
                     let l = inbound_listener(&model, &ip, port, key.stock_server);
                     (l.name.clone(), any(&l))
                 })
+                .chain(telemetry)
                 .collect();
             let old = prev.and_then(|p| p.inbound_content.as_ref());
             (!listeners.is_empty()).then(|| {
@@ -633,9 +658,13 @@ mod tests_support {
             instance_ips: vec![],
             proxyless_grpc: false,
             stock_server: Default::default(),
+            mesh_sdk: false,
         }
     }
 }
+
+#[cfg(test)]
+mod telemetry_tests;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@
 //!   make-before-break ordering per client ACK) and a CSDS server over a
 //!   snapshot cache keyed by node id, with server events for the control
 //!   plane; and [`node`] for reading Istio node metadata.
+//! - [`telemetry_policy`]: a workload's compiled Telemetry API policy as a
+//!   reserved listener meshd sends only to SDK nodes.
 //! - [`client`]: the ADS client the SDK uses (SotW, reconnect and fallback,
 //!   last-known-good, does-not-exist timer, on-disk cache) publishing a
 //!   model on a `watch` channel.
@@ -27,6 +29,7 @@ mod inbound_policy;
 pub mod matcher;
 pub mod node;
 pub mod server;
+pub mod telemetry_policy;
 pub mod types;
 
 pub use encode::{encode, EncodeOptions, Resources};

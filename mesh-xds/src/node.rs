@@ -44,13 +44,18 @@ pub struct NodeInfo {
     /// [`MESH_SDK`] key): it rejects a whole RouteConfiguration that holds
     /// a route kind gRPC does not implement, so those are left out for it.
     pub proxyless_grpc: bool,
+    /// Our SDK's xDS client (the node carries [`MESH_SDK`]): it takes
+    /// resources only our SDK reads, such as the telemetry policy's
+    /// listener (`crate::telemetry_policy`), which Envoy would NACK.
+    pub mesh_sdk: bool,
     /// Which stock gRPC server it is, from `user_agent_name`, for what its
     /// RBAC can evaluate.
     pub stock_server: mesh_core::authz::StockServer,
 }
 
 /// Node metadata key our SDK's xDS client sets, so the control plane sends
-/// it every route kind (it runs redirects and direct responses itself).
+/// it every route kind (it runs redirects and direct responses itself) and
+/// the resources only our SDK reads (its telemetry policy).
 pub const MESH_SDK: &str = "MESH_SDK";
 
 fn string(md: &Struct, key: &str) -> Option<String> {
@@ -108,6 +113,7 @@ impl NodeInfo {
                 .unwrap_or_default(),
             proxyless_grpc: string(md, "GENERATOR").as_deref() == Some("grpc")
                 && !md.fields.contains_key(MESH_SDK),
+            mesh_sdk: md.fields.contains_key(MESH_SDK),
             stock_server: mesh_core::authz::StockServer::from_user_agent(&node.user_agent_name),
         }
     }
@@ -239,6 +245,8 @@ mod tests {
             workload_name: Some("productpage-v1".into()),
             instance_ips: vec!["10.0.0.9".into(), "fd00::9".into()],
             proxyless_grpc,
+            // What the metadata says: MESH_SDK unless a stock client.
+            mesh_sdk: !proxyless_grpc,
             stock_server: Default::default(),
         }
     }

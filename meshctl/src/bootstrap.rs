@@ -63,6 +63,7 @@ fn node_info(args: &Args) -> Result<NodeInfo, CliError> {
         workload_name: Some(args.workload_name.clone()),
         instance_ips: vec![args.ip.clone()],
         proxyless_grpc: true,
+        mesh_sdk: false,
         stock_server: StockServer::default(),
     })
 }
@@ -182,6 +183,7 @@ mod tests {
                 workload_name: Some("cart-7d9".into()),
                 instance_ips: vec!["10.1.2.3".into()],
                 proxyless_grpc: true,
+                mesh_sdk: false,
                 stock_server: StockServer::default(),
             }
         );

@@ -24,6 +24,7 @@ use mesh_xds::pb::envoy::service::status::v3::{
     ClientStatusRequest, ConfigStatus,
 };
 use mesh_xds::pb::google::protobuf::Any;
+use mesh_xds::telemetry_policy::{decode_telemetry_listener, is_telemetry_listener};
 use mesh_xds::types::{self, unany};
 use serde_json::{json, Value};
 
@@ -57,6 +58,11 @@ fn meaning(type_url: &str, a: &Any) -> Value {
     let decoded = match type_url {
         types::LISTENER => unany::<Listener>(a).map(|l| match decode_listener(&l) {
             Ok(c) => json!({"routeConfigName": c.route_config_name, "faultFilter": c.fault_filter}),
+            // The SDK's telemetry policy, as meshd sends it.
+            Err(_) if is_telemetry_listener(&l) => match decode_telemetry_listener(&l) {
+                Ok(p) => json!({"telemetry": p}),
+                Err(e) => json!({"error": e.to_string()}),
+            },
             // Server-side (inbound) listeners have filter chains, no api_listener.
             Err(_) => json!({"inbound": true, "filterChains": l.filter_chains.len()}),
         }),

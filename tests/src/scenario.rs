@@ -267,6 +267,23 @@ spec:
   trafficPolicy:
     loadBalancer:
       consistentHash: {httpHeaderName: x-user}
+---
+# The stock client's own identity has a Telemetry policy: meshd compiles
+# it, and sends it only to our SDK (a reserved listener), never to a stock
+# client, which would have nothing to do with it; the no-NACK check of
+# every run holds that.
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: interop-client, namespace: interop}
+spec:
+  selector: {matchLabels: {app: interop-client}}
+  metrics:
+  - overrides: [{match: {metric: REQUEST_COUNT, mode: CLIENT}, disabled: true}]
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: 'response.code >= 400'}
+  tracing:
+  - randomSamplingPercentage: 10
 ";
     y
 }

@@ -5,7 +5,11 @@
 //! Not an evaluator of our own: parsing and evaluation are the `cel` crate's.
 //! This module keeps the source text (for `Debug`, `Serialize` and equality,
 //! so a policy compares cheaply and prints readably), shares the compiled
-//! program behind an `Arc`, and applies the proxy's rules to the result:
+//! program behind an `Arc`, and applies the proxy's rules to the result.
+//! It deserializes from that text by compiling it again
+//! ([`CelExpr::compile`]): a text that does not compile is a serde error,
+//! so a policy received from elsewhere is refused whole rather than run
+//! with an expression that silently fails. The rules applied to results:
 //!
 //! - **Access-log filter** ([`CelExpr::filter`]): Envoy's CEL access-log
 //!   filter (`envoy.access_loggers.extension_filters.cel`,
@@ -22,7 +26,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use cel::{Context, Env, Program, Value};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::attributes::Attributes;
 
@@ -150,6 +154,13 @@ impl Eq for CelExpr {}
 impl Serialize for CelExpr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.source)
+    }
+}
+
+impl<'de> Deserialize<'de> for CelExpr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = String::deserialize(d)?;
+        Self::compile(&source).map_err(serde::de::Error::custom)
     }
 }
 

@@ -80,4 +80,6 @@ pub fn policy_for_resources(
 }
 
 #[cfg(test)]
+mod serde_tests;
+#[cfg(test)]
 mod tests;

@@ -4,10 +4,15 @@
 //! Plain data plus compiled CEL ([`CelExpr`] compares by source text), so
 //! two policies compare cheaply and a model swap can tell whether telemetry
 //! changed.
-
+//!
+//! Serde round-trips it exactly (a control plane sends the compiled policy
+//! to SDK workloads as JSON, see mesh-xds's `telemetry_policy`):
+//! deserializing compiles each CEL expression again from its source, and
+//! fails on one that does not compile or on a field it does not know, so a
+//! receiver never runs a policy it only half understood.
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::common::Duration;
 use crate::config::mesh_config::providers::{EnvoyOtelAlsProvider, ExtensionProvider};
@@ -16,7 +21,7 @@ use crate::config::telemetry::{CustomTag, IstioMetric};
 use super::cel::CelExpr;
 
 /// Which side of a request the workload is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Outbound: the workload is the client (`reporter=source`).
@@ -26,7 +31,8 @@ pub enum Direction {
 }
 
 /// Telemetry of one workload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetryPolicy {
     /// The Telemetry resources that applied (`namespace/name`), least
     /// specific first.
@@ -48,7 +54,8 @@ impl TelemetryPolicy {
 }
 
 /// Telemetry of one direction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DirectionPolicy {
     /// Istio's standard metrics (Prometheus provider).
     pub metrics: MetricsPolicy,
@@ -60,7 +67,8 @@ pub struct DirectionPolicy {
 
 /// Istio's standard metrics for one direction, as the Prometheus provider
 /// records them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsPolicy {
     /// False when no Prometheus provider is in scope or `ALL_METRICS` is
     /// disabled for this direction: no standard metric is recorded.
@@ -68,14 +76,14 @@ pub struct MetricsPolicy {
     /// Each of the ten standard metrics (all present, even untouched ones).
     pub metrics: BTreeMap<IstioMetric, MetricPolicy>,
     /// Overrides of other (custom) metrics by name, kept for the record.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom: BTreeMap<String, MetricPolicy>,
     /// How often long-lived streams report; `None` is Istio's default (5s).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reporting_interval: Option<Duration>,
     /// Metrics providers in scope that are not Prometheus (e.g. stackdriver):
     /// named here and otherwise ignored.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_providers: Vec<String>,
 }
 
@@ -92,17 +100,18 @@ impl MetricsPolicy {
 }
 
 /// One metric: on or off, and its tag changes.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricPolicy {
     /// False when an override disabled it.
     pub enabled: bool,
     /// Tag changes by tag name (Istio applies them in name order).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, TagAction>,
 }
 
 /// What an override does to one tag.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TagAction {
     /// Set the tag to the expression's value ([`CelExpr::tag_value`]).
@@ -112,16 +121,17 @@ pub enum TagAction {
 }
 
 /// Where spans go and how often, for one direction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TracingPolicy {
     /// The tracer; `None` means no tracing in this direction.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<TracingProvider>,
     /// Percentage (0-100) of requests sampled when no decision came with
     /// the request.
     pub random_sampling_percentage: f64,
     /// Extra span tags.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_tags: BTreeMap<String, CustomTag>,
     /// No spans are reported (Istio then configures no tracing at all).
     pub disable_span_reporting: bool,
@@ -139,7 +149,7 @@ impl TracingPolicy {
 }
 
 /// A tracer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TracingProvider {
     /// A MeshConfig extension provider (zipkin, opentelemetry, datadog,
@@ -151,7 +161,8 @@ pub enum TracingProvider {
 }
 
 /// Access logs of one direction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccessLogPolicy {
     /// Which configuration decided.
     pub source: AccessLogSource,
@@ -160,7 +171,7 @@ pub struct AccessLogPolicy {
 }
 
 /// Who decided the access logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLogSource {
     /// Telemetry resources or `defaultProviders.accessLogging`.
@@ -171,14 +182,15 @@ pub enum AccessLogSource {
 }
 
 /// One access log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccessLog {
     /// The provider's name (empty for the MeshConfig log).
     pub provider: String,
     /// Where and how lines are written.
     pub sink: AccessLogSink,
     /// Write a line only when this is true ([`CelExpr::filter`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<CelExpr>,
 }
 
@@ -190,7 +202,7 @@ impl AccessLog {
 }
 
 /// Where access-log lines go.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLogSink {
     /// A file or stream (`envoyFileAccessLog`, the built-in `envoy`
@@ -209,7 +221,7 @@ pub enum AccessLogSink {
 }
 
 /// An access-log line format.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Istio's default text format.

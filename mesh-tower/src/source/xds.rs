@@ -7,7 +7,13 @@
 //! model for this node; the inbound half (mTLS modes, JWT rules,
 //! authorization) comes from its inbound listeners: meshd's carry the
 //! compiled inbound policy, other servers' RBAC filters are enforced as
-//! sent (see `mesh_xds::client`).
+//! sent (see `mesh_xds::client`). The Telemetry API policy
+//! (`Model.telemetry`) is the one meshd compiled for this workload, carried
+//! in a listener only SDK nodes get (`mesh_xds::telemetry_policy`); from
+//! another control plane it is the policy this workload's MeshConfig gives
+//! with no Telemetry resource. The model of the server-listener stream
+//! (with inbound ports) contributes its inbound policy only, so the
+//! telemetry policy is always the main stream's.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -42,6 +42,11 @@
 //! `inbound`). A control plane that sends server listeners only when named
 //! (istiod) needs a second client with [`XdsClientConfig::only_listeners`]:
 //! `Mesh::xds(..).inbound_ports(..)` runs one.
+//!
+//! The model's telemetry policy comes from the `mesh.telemetry` listener
+//! meshd sends SDK nodes (see [`crate::telemetry_policy`]); one that does
+//! not decode is NACKed with its LDS response. Without it the base model's
+//! policy stays.
 
 mod backoff;
 mod cache;
@@ -51,6 +56,8 @@ mod inbound;
 mod inbound_tests;
 mod run;
 mod state;
+#[cfg(test)]
+mod telemetry_tests;
 mod validate;
 
 use mesh_core::sync::LockExt;

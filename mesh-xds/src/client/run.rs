@@ -39,6 +39,13 @@ pub(crate) fn model_of(base: &Model, res: &Resources) -> Result<Model, String> {
     // without the inbound policy would let through what it denies.
     super::inbound::apply(res.listeners.iter(), &mut model)
         .map_err(|e| format!("the inbound policy does not decode: {e}"))?;
+    // Without the carrier (another control plane) the base model's policy
+    // stays: the SDK's MeshConfig with no Telemetry resource.
+    if let Some(t) = crate::telemetry_policy::find_telemetry(res.listeners.iter())
+        .map_err(|e| format!("the telemetry policy does not decode: {e}"))?
+    {
+        model.telemetry = Arc::new(t);
+    }
     Ok(model)
 }
 

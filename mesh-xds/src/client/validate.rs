@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 
 use crate::decode::{decode_cluster, decode_listener, decode_route_configuration};
+use crate::telemetry_policy::{decode_telemetry_listener, is_telemetry_listener};
 use crate::types::unany;
 
 /// Every `Any` as a `T`.
@@ -44,8 +45,9 @@ pub(super) fn no_duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Result<
 }
 
 /// Listeners split into client-side ones (with the route config each
-/// names) and server-side inbound ones (for gRPC servers and the inbound
-/// mTLS mode; not part of the outbound model).
+/// names) and the others: server-side inbound ones (for gRPC servers and
+/// the inbound mTLS mode; not part of the outbound model) and the
+/// telemetry policy's carrier (`crate::telemetry_policy`).
 pub(super) type SplitListeners = (Vec<(Listener, String)>, Vec<Listener>);
 
 /// Checks and splits listeners.
@@ -63,7 +65,13 @@ pub(super) fn listeners(all: Vec<Listener>) -> Result<SplitListeners, String> {
         })
         .collect::<Result<_, String>>()?;
     for l in &inbound {
-        super::inbound::stated(l)?;
+        if is_telemetry_listener(l) {
+            // A policy this build cannot run is refused with the response,
+            // so the last good one keeps serving.
+            decode_telemetry_listener(l).map_err(|e| e.to_string())?;
+        } else {
+            super::inbound::stated(l)?;
+        }
     }
     Ok((client, inbound))
 }
