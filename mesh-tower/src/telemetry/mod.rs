@@ -18,6 +18,7 @@
 //!
 //! - [`span`], [`otlp`]: spans, trace context propagation and export to an
 //!   OpenTelemetry collector;
+//! - [`tcp`]: Istio's TCP metrics for opaque connections;
 //! - [`plan`]: what the Telemetry API asks of a direction.
 //!
 //! Not here: what the Telemetry API selects (compiled in mesh-core, read
@@ -34,6 +35,7 @@ pub mod plan;
 pub mod record;
 pub mod registry;
 pub mod span;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -47,6 +49,7 @@ use http::{HeaderMap, Request};
 pub use layer::{TelemetryFuture, TelemetryLayer, TelemetryService};
 pub use peer::{Peer, WorkloadInfo};
 pub use registry::{MeshMetrics, StatsHandler, STATS_PATH};
+pub use tcp::{MeteredIo, TcpConnection};
 
 use crate::handle::Handle;
 use crate::thread_cache::ThreadCache;

@@ -18,6 +18,7 @@ use mesh_core::sync::LockExt;
 use prometheus_client::registry::Registry;
 
 use super::metrics::RequestMetrics;
+use super::tcp::TcpMetrics;
 use crate::body::{full, MeshBody};
 
 /// The path Istio's sidecars serve merged metrics at.
@@ -41,6 +42,7 @@ pub struct MeshMetrics {
 struct Inner {
     registry: Mutex<Registry>,
     requests: Arc<RequestMetrics>,
+    tcp: Arc<TcpMetrics>,
 }
 
 impl fmt::Debug for MeshMetrics {
@@ -61,12 +63,15 @@ impl MeshMetrics {
     /// An empty registry with the Istio request metrics in it.
     pub fn new() -> Self {
         let requests = Arc::new(RequestMetrics::default());
+        let tcp = Arc::new(TcpMetrics::default());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(requests.clone()));
+        registry.register_collector(Box::new(tcp.clone()));
         MeshMetrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
                 requests,
+                tcp,
             }),
         }
     }
@@ -142,6 +147,10 @@ impl MeshMetrics {
 
     pub(crate) fn requests(&self) -> &RequestMetrics {
         &self.inner.requests
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpMetrics {
+        &self.inner.tcp
     }
 }
 
