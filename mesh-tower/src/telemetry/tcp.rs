@@ -75,10 +75,13 @@ pub struct TcpSeries {
     pub received: AtomicU64,
 }
 
+/// A TCP series' label values, in [`TCP_LABELS`] order.
+type Values = Box<[Arc<str>]>;
+
 /// Every TCP series of a process, by label values.
 #[derive(Default)]
 pub struct TcpMetrics {
-    series: Mutex<HashMap<Box<[Arc<str>]>, Arc<TcpSeries>>>,
+    series: Mutex<HashMap<Values, Arc<TcpSeries>>>,
 }
 
 impl fmt::Debug for TcpMetrics {
@@ -113,7 +116,7 @@ impl EncodeLabelSet for Labels<'_> {
 
 impl Collector for TcpMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let mut all: Vec<(Box<[Arc<str>]>, Arc<TcpSeries>)> = self
+        let mut all: Vec<(Values, Arc<TcpSeries>)> = self
             .series
             .locked()
             .iter()
