@@ -285,24 +285,51 @@ fn run(threads: usize) -> Result<(), Error> {
             .labels([("app", "bench"), ("version", "v1")])
             .build()
             .await?;
+        // Tracing at Istio's default 1%, to a collector that is not there
+        // (export never touches the request path; what is measured is the
+        // sampling decision, propagation and the sampled spans).
+        let traced_dir = tempfile::tempdir()?;
+        std::fs::write(traced_dir.path().join("api.yaml"), config(addr.port()))?;
+        std::fs::write(
+            traced_dir.path().join("telemetry.yaml"),
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: traces, namespace: default}\nspec:\n  tracing: [{randomSamplingPercentage: 1}]\n",
+        )?;
+        let mesh_config = traced_dir.path().join("mesh-config.yaml");
+        std::fs::write(
+            &mesh_config,
+            "extensionProviders:\n- name: otel\n  opentelemetry: {service: 127.0.0.1, port: 9}\ndefaultProviders:\n  tracing: [otel]\n",
+        )?;
+        let traced = Mesh::local(traced_dir.path().join("api.yaml"))
+            .add_path(traced_dir.path().join("telemetry.yaml"))
+            .namespace("default")
+            .labels([("app", "bench"), ("version", "v1")])
+            .mesh_config(&mesh_config)
+            .build()
+            .await?;
         let meshed = Meshed {
             client: off.http_client(),
             uri: uri.clone(),
         };
         let reported = Meshed {
             client: on.http_client(),
+            uri: uri.clone(),
+        };
+        let spanned = Meshed {
+            client: traced.http_client(),
             uri,
         };
         let sides = [
             Side::Bare(bare),
             Side::Mesh(meshed),
             Side::Mesh(reported),
+            Side::Mesh(spanned),
         ];
         let only = std::env::var("CLIENT_STACK_ONLY").ok();
         let chosen = |name: &str| match name {
             "bare" => Some(0),
             "mesh" => Some(1),
             "telemetry" => Some(2),
+            "tracing" => Some(3),
             _ => None,
         };
         // Warm up connections and caches.
@@ -314,9 +341,9 @@ fn run(threads: usize) -> Result<(), Error> {
                 }
             }
         }
-        // For profiling one side alone: CLIENT_STACK_ONLY=bare|mesh|telemetry.
+        // For profiling one side alone: CLIENT_STACK_ONLY=bare|mesh|telemetry|tracing.
         if let Some(only) = only {
-            let side = &sides[chosen(&only).ok_or("CLIENT_STACK_ONLY: bare, mesh or telemetry")?];
+            let side = &sides[chosen(&only).ok_or("CLIENT_STACK_ONLY: bare, mesh, telemetry or tracing")?];
             // CLIENT_STACK_REQUESTS=n: exactly n more requests (by
             // CALLERS concurrent callers) and nothing else, so that two
             // runs under callgrind differ by a known number of requests.
@@ -345,18 +372,19 @@ fn run(threads: usize) -> Result<(), Error> {
         println!(
             "\n{threads} worker thread(s), client and server on the same runtime, loopback HTTP/1.1, \
              {CALLERS} callers, {PAIRS} turns of {SLICE:?} slices per round; \
-             mesh = whole stack, telemetry off; +tel = the same with Istio metrics on"
+             mesh = whole stack, telemetry off; +tel = the same with Istio metrics on; +trace = and tracing at 1%"
         );
         println!(
-            "round   bare req/s  mesh req/s  +tel req/s  mesh/bare  +tel/bare   mesh cpu  +tel cpu   p50 bare/mesh/+tel      p99 bare/mesh/+tel"
+            "round   bare req/s  mesh req/s  +tel req/s  mesh/bare  +tel/bare  +trace/bare   mesh cpu  +tel cpu  +trace cpu   p50 bare/mesh/+tel      p99 bare/mesh/+tel"
         );
         let (mut r_mesh, mut r_tel, mut a_mesh, mut a_tel) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut r_trace, mut a_trace) = (Vec::new(), Vec::new());
         for r in 1..=ROUNDS {
             let mut t = round(&sides).await?;
             if r == 1 {
                 let opened = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) - c0;
-                if opened > 3 * CALLERS as u64 + 3 {
+                if opened > 4 * CALLERS as u64 + 4 {
                     return Err(format!("{opened} connections opened: pooling is broken").into());
                 }
             }
@@ -364,17 +392,21 @@ fn run(threads: usize) -> Result<(), Error> {
             let (rm, rt) = (t[1].rps() / t[0].rps(), t[2].rps() / t[0].rps());
             // CPU the stack adds over bare hyper, and telemetry over the stack.
             let (am, at) = (cpu(&t[1]) - cpu(&t[0]), cpu(&t[2]) - cpu(&t[1]));
+            // Tracing over metrics alone.
+            let (rr, ar) = (t[3].rps() / t[0].rps(), cpu(&t[3]) - cpu(&t[2]));
             let p50: Vec<Duration> = t.iter_mut().map(|t| t.pct(500)).collect();
             let p99: Vec<Duration> = t.iter_mut().map(|t| t.pct(990)).collect();
             println!(
-                "{r:>5} {:>12.0} {:>11.0} {:>11.0} {:>9.3}x {:>9.3}x {:>+8.2}µs {:>+7.2}µs  {:>6.1?}/{:.1?}/{:.1?}  {:>6.1?}/{:.1?}/{:.1?}",
+                "{r:>5} {:>12.0} {:>11.0} {:>11.0} {:>9.3}x {:>9.3}x {:>11.3}x {:>+8.2}µs {:>+7.2}µs {:>+9.2}µs  {:>6.1?}/{:.1?}/{:.1?}  {:>6.1?}/{:.1?}/{:.1?}",
                 t[0].rps(),
                 t[1].rps(),
                 t[2].rps(),
                 rm,
                 rt,
+                rr,
                 am,
                 at,
+                ar,
                 p50[0],
                 p50[1],
                 p50[2],
@@ -386,13 +418,17 @@ fn run(threads: usize) -> Result<(), Error> {
             r_tel.push(rt);
             a_mesh.push(am);
             a_tel.push(at);
+            r_trace.push(rr);
+            a_trace.push(ar);
         }
         println!(
-            "median: mesh/bare {:.3}x, +tel/bare {:.3}x; stack adds {:+.2}µs cpu/req over bare, telemetry adds {:+.2}µs over the stack",
+            "median: mesh/bare {:.3}x, +tel/bare {:.3}x, +trace/bare {:.3}x; stack adds {:+.2}µs cpu/req over bare, metrics {:+.2}µs over the stack, 1% tracing {:+.2}µs over metrics",
             median(&mut r_mesh),
             median(&mut r_tel),
+            median(&mut r_trace),
             median(&mut a_mesh),
             median(&mut a_tel),
+            median(&mut a_trace),
         );
         Ok(())
     })

@@ -285,3 +285,18 @@ fn child_keeps_trace_and_links_parent() {
     assert_eq!(child.span_id.to_u64(), 1); // zero randomness still gives a valid id
     assert_eq!(child.sampled, Some(false));
 }
+
+#[test]
+fn w3c_injection_writes_only_w3c_and_drops_a_stale_tracestate() {
+    let mut set = BTreeMap::new();
+    let ctx = TraceContext::root(7, 8, true);
+    inject_w3c(&ctx, |name, value| {
+        set.insert(name, value);
+    });
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert!(set["traceparent"]
+        .as_deref()
+        .unwrap()
+        .ends_with("-0000000000000008-01"));
+    assert_eq!(set["tracestate"], None, "removed when the context has none");
+}

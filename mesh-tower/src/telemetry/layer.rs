@@ -157,22 +157,21 @@ fn start<S: Service<Request<MeshBody>>>(
     } else {
         Protocol::Http
     };
-    let detailed = plan.access || plan.tagged || plan.tracing;
     let request_id = if plan.access || plan.tracing {
         span::ensure_request_id(req.headers_mut())
     } else {
         None
     };
-    let mut access = detailed.then(|| Box::new(AccessInfo::of(&req, now())));
+    // Logs and tag overrides read the request's details; a span does only
+    // when it is sampled (decided below).
+    let mut access = (plan.access || plan.tagged).then(|| Box::new(AccessInfo::of(&req, now())));
     let (service, peer, principal, mtls, exchange, span_name) = match reporter {
         Reporter::Source => {
             let up = req.extensions().get::<Upstream>();
             let service = up.map_or_else(|| t.inner.unknown.clone(), |u| u.host.clone());
             let exchange = up.is_some_and(|u| t.exchange_with(u));
             let cluster = up.map_or(0, |u| Arc::as_ptr(&u.cluster).cast::<u8>() as usize);
-            let span_name = up
-                .filter(|_| plan.tracing)
-                .map(|u| format!("{}:{}/*", u.host, u.port));
+            let span_name = up.map(|u| (u.host.clone(), u.port));
             if let (Some(a), Some(u)) = (access.as_mut(), up) {
                 a.upstream_cluster = Some(u.cluster.to_string());
                 a.route_name = u
@@ -209,31 +208,46 @@ fn start<S: Service<Request<MeshBody>>>(
                 a.upstream_cluster = Some(format!("inbound|{}||", c.port));
             }
             let service = t.served_service(&req);
-            let span_name = plan.tracing.then(|| match port {
-                Some(p) => format!("{service}:{p}/*"),
-                None => format!("{service}/*"),
-            });
+            let span_name = Some((service.clone(), port.unwrap_or(0)));
             (service, peer, principal, mtls, exchange, span_name)
         }
     };
     let span = if let Some(policy) = policy.as_ref().filter(|_| plan.tracing) {
         let tracing = &policy.direction(plan::direction(reporter)).tracing;
         let app_context = req.extensions().get::<TraceContext>().cloned();
+        let name = || match span_name {
+            Some((host, port)) if port != 0 => format!("{host}:{port}/*"),
+            Some((host, _)) => format!("{host}/*"),
+            None => "unknown".to_string(),
+        };
         let (ctx, span) = span::start(
             t,
             tracing,
-            span_name.unwrap_or_else(|| "unknown".to_string()),
+            name,
             req.headers_mut(),
             request_id,
             app_context.as_ref(),
         );
-        // The app (server side) continues this context; the client side
-        // sends it on.
-        req.extensions_mut().insert(ctx);
+        // The app behind the server continues this context; on the client
+        // it is in the headers going out.
+        if reporter == Reporter::Destination {
+            req.extensions_mut().insert(ctx);
+        }
         span
     } else {
         None
     };
+    if span.is_some() && access.is_none() {
+        let mut a = AccessInfo::of(&req, now());
+        if let Some(c) = req.extensions().get::<ConnectionInfo>() {
+            a.downstream_local = Some(c.local_addr);
+            a.downstream_remote = Some(c.peer_addr);
+        }
+        if let Some(u) = req.extensions().get::<Upstream>() {
+            a.upstream_cluster = Some(u.cluster.to_string());
+        }
+        access = Some(Box::new(a));
+    }
     let request_bytes = req.body().size_hint().exact();
     let counts = if request_bytes.is_none() || protocol == Protocol::Grpc {
         let counts = Arc::new(RequestCounts::default());

@@ -97,21 +97,34 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
-    fn encode(&self, m: &mut prometheus_client::encoding::MetricEncoder<'_>) -> fmt::Result {
+    /// Writes the sum of `parts` (one histogram kept in shards).
+    fn encode_merged<'a>(
+        parts: impl Iterator<Item = &'a Histogram>,
+        m: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> fmt::Result {
         let mut buckets = [(0.0, 0u64); 20];
-        for (i, b) in self.buckets.iter().enumerate() {
-            let upper = BUCKETS.get(i).copied().unwrap_or(f64::MAX);
-            buckets[i] = (upper, b.load(Relaxed));
+        for (i, b) in buckets.iter_mut().enumerate() {
+            b.0 = BUCKETS.get(i).copied().unwrap_or(f64::MAX);
+        }
+        let mut sum_milli = 0u64;
+        for h in parts {
+            for (i, b) in h.buckets.iter().enumerate() {
+                buckets[i].1 += b.load(Relaxed);
+            }
+            sum_milli = sum_milli.wrapping_add(h.sum_milli.load(Relaxed));
         }
         let count = buckets.iter().map(|(_, c)| c).sum();
-        let sum = self.sum_milli.load(Relaxed) as f64 / 1000.0;
-        m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+        m.encode_histogram::<NoLabelSet>(sum_milli as f64 / 1000.0, count, &buckets, None)
     }
 }
 
-/// One request series: Istio's request metrics for one set of labels.
-pub struct Series {
-    values: Box<[Arc<str>]>,
+/// The counters of one series that one group of threads writes: each
+/// thread adds to its own shard (its own cache lines), so two cores
+/// reporting the same edge do not pass lines back and forth on every
+/// request; a scrape adds the shards up.
+#[repr(align(64))]
+#[derive(Default)]
+pub struct Shard {
     /// `istio_requests_total`.
     pub requests: AtomicU64,
     /// `istio_request_duration_milliseconds`.
@@ -129,7 +142,47 @@ pub struct Series {
     pub grpc: AtomicU64,
 }
 
+/// Shards per series: enough for the cores a process usually runs on.
+fn shard_count() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(1, 16)
+    })
+}
+
+/// This thread's shard index (threads take them in turn).
+fn shard_index() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Relaxed) as usize;
+    }
+    INDEX.with(|i| *i % shard_count())
+}
+
+/// One request series: Istio's request metrics for one set of labels.
+pub struct Series {
+    values: Box<[Arc<str>]>,
+    shards: Box<[Shard]>,
+}
+
 impl Series {
+    /// The shard the calling thread adds to.
+    #[inline]
+    pub fn shard(&self) -> &Shard {
+        &self.shards[shard_index() % self.shards.len()]
+    }
+
+    fn total(&self, f: impl Fn(&Shard) -> u64) -> u64 {
+        self.shards.iter().map(f).sum()
+    }
+
+    /// `istio_requests_total` so far.
+    pub fn requests(&self) -> u64 {
+        self.total(|s| s.requests.load(Relaxed))
+    }
+
     /// The label values, in [`REQUEST_LABELS`] order (or with an override
     /// policy's changes, in the names the table was built with).
     pub fn values(&self) -> &[Arc<str>] {
@@ -229,13 +282,7 @@ impl RequestMetrics {
         }
         let s = Arc::new(Series {
             values: key.1.clone(),
-            requests: AtomicU64::new(0),
-            duration: Histogram::default(),
-            request_bytes: Histogram::default(),
-            response_bytes: Histogram::default(),
-            request_messages: AtomicU64::new(0),
-            response_messages: AtomicU64::new(0),
-            grpc: AtomicU64::new(0),
+            shards: (0..shard_count()).map(|_| Shard::default()).collect(),
         });
         t.insert(key, s.clone());
         s
@@ -276,32 +323,33 @@ impl Collector for RequestMetrics {
                 "istio_requests",
                 "Requests handled, by Istio's standard labels.",
                 MetricType::Counter,
-                |s, m| m.encode_counter::<NoLabelSet, _, u64>(&s.requests.load(Relaxed), None),
+                |s, m| m.encode_counter::<NoLabelSet, _, u64>(&s.requests(), None),
             ),
             (
                 "istio_request_duration_milliseconds",
                 "Request duration, until the response's last byte, in milliseconds.",
                 MetricType::Histogram,
-                |s, m| s.duration.encode(m),
+                |s, m| Histogram::encode_merged(s.shards.iter().map(|h| &h.duration), m),
             ),
             (
                 "istio_request_bytes",
                 "Request body sizes in bytes.",
                 MetricType::Histogram,
-                |s, m| s.request_bytes.encode(m),
+                |s, m| Histogram::encode_merged(s.shards.iter().map(|h| &h.request_bytes), m),
             ),
             (
                 "istio_response_bytes",
                 "Response body sizes in bytes.",
                 MetricType::Histogram,
-                |s, m| s.response_bytes.encode(m),
+                |s, m| Histogram::encode_merged(s.shards.iter().map(|h| &h.response_bytes), m),
             ),
             (
                 "istio_request_messages",
                 "gRPC messages sent by the client.",
                 MetricType::Counter,
                 |s, m| {
-                    m.encode_counter::<NoLabelSet, _, u64>(&s.request_messages.load(Relaxed), None)
+                    let n = s.total(|h| h.request_messages.load(Relaxed));
+                    m.encode_counter::<NoLabelSet, _, u64>(&n, None)
                 },
             ),
             (
@@ -309,7 +357,8 @@ impl Collector for RequestMetrics {
                 "gRPC messages sent by the server.",
                 MetricType::Counter,
                 |s, m| {
-                    m.encode_counter::<NoLabelSet, _, u64>(&s.response_messages.load(Relaxed), None)
+                    let n = s.total(|h| h.response_messages.load(Relaxed));
+                    m.encode_counter::<NoLabelSet, _, u64>(&n, None)
                 },
             ),
         ];
@@ -320,12 +369,12 @@ impl Collector for RequestMetrics {
             let rows: Vec<_> = all
                 .iter()
                 .filter(|(_, s)| match i {
-                    0 => s.requests.load(Relaxed) > 0,
-                    1 => s.duration.count() > 0,
-                    2 => s.request_bytes.count() > 0,
-                    3 => s.response_bytes.count() > 0,
-                    4 => s.grpc.load(Relaxed) & 1 != 0,
-                    _ => s.grpc.load(Relaxed) & 2 != 0,
+                    0 => s.requests() > 0,
+                    1 => s.total(|h| h.duration.count()) > 0,
+                    2 => s.total(|h| h.request_bytes.count()) > 0,
+                    3 => s.total(|h| h.response_bytes.count()) > 0,
+                    4 => s.total(|h| h.grpc.load(Relaxed) & 1) != 0,
+                    _ => s.total(|h| h.grpc.load(Relaxed) & 2) != 0,
                 })
                 .collect();
             if rows.is_empty() {
@@ -349,7 +398,7 @@ impl fmt::Debug for Series {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Series")
             .field("values", &self.values)
-            .field("requests", &self.requests.load(Relaxed))
+            .field("requests", &self.requests())
             .finish_non_exhaustive()
     }
 }

@@ -212,6 +212,7 @@ impl Pending {
         only: Option<IstioMetric>,
     ) {
         let m = &self.plan.metrics;
+        let series = series.shard();
         let this = |metric: IstioMetric, on: bool| on && only.is_none_or(|o| o == metric);
         if this(IstioMetric::RequestCount, m.requests) {
             series.requests.fetch_add(1, Relaxed);

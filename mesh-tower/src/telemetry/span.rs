@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use mesh_core::config::mesh_config::providers::ExtensionProvider;
 use mesh_core::telemetry::{TracingPolicy, TracingProvider};
-use mesh_core::trace::{self, Extracted, Precedence, TraceContext};
+use mesh_core::trace::{self, Extracted, Format, Precedence, TraceContext};
 
 use super::otlp::{AttrValue, FinishedSpan, OtlpConfig, OtlpExporter, SpanKind, SpanStatus};
 use super::record::{Outcome, Pending};
@@ -40,17 +40,57 @@ fn random_u128() -> u128 {
     (u128::from(next_u64()) << 64) | u128::from(next_u64())
 }
 
+/// The propagation headers as ready names, so a lookup hashes a known
+/// name instead of parsing a string first (in `PROPAGATION_HEADERS`
+/// order, then `x-request-id`).
+static NAMES: [HeaderName; 9] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("x-b3-traceid"),
+    HeaderName::from_static("x-b3-spanid"),
+    HeaderName::from_static("x-b3-parentspanid"),
+    HeaderName::from_static("x-b3-sampled"),
+    HeaderName::from_static("x-b3-flags"),
+    HeaderName::from_static("b3"),
+    HeaderName::from_static("x-request-id"),
+];
+
+/// The ready name of a propagation header.
+fn name(n: &'static str) -> HeaderName {
+    NAMES
+        .iter()
+        .find(|h| h.as_str() == n)
+        .cloned()
+        .unwrap_or_else(|| HeaderName::from_static(n))
+}
+
 /// The trace context in `headers`, in Envoy's precedence (B3, then W3C).
 pub fn extract(headers: &HeaderMap) -> Extracted {
-    trace::extract(Precedence::B3First, |name| {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    // Most requests carry none of the headers: eight misses, known names.
+    if !NAMES[..8].iter().any(|n| headers.contains_key(n)) {
+        return Extracted::None;
+    }
+    trace::extract(Precedence::B3First, |n| {
+        headers
+            .get_all(name(n))
+            .iter()
+            .filter_map(|v| v.to_str().ok())
     })
 }
 
 /// Writes `ctx` into `headers` (W3C and B3), replacing what was there.
 pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
-    trace::inject(ctx, |name, value| {
-        let name = HeaderName::from_static(name);
+    trace::inject(ctx, setter(headers));
+}
+
+/// Writes `ctx` into `headers` as W3C only.
+fn inject_w3c(ctx: &TraceContext, headers: &mut HeaderMap) {
+    trace::inject_w3c(ctx, setter(headers));
+}
+
+fn setter(headers: &mut HeaderMap) -> impl FnMut(&'static str, Option<String>) + '_ {
+    |n, value| {
+        let name = name(n);
         match value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             Some(v) => {
                 headers.insert(name, v);
@@ -59,19 +99,15 @@ pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
                 headers.remove(name);
             }
         }
-    });
+    }
 }
 
 /// Copies the trace context and request id of an inbound request onto
 /// an outbound one the app makes while serving it, as Istio asks apps to
 /// do, so the outbound call's span is a child of the inbound one.
 pub fn propagate(inbound: &HeaderMap, outbound: &mut HeaderMap) {
-    for name in trace::PROPAGATION_HEADERS
-        .iter()
-        .chain(std::iter::once(&trace::X_REQUEST_ID))
-    {
-        let name = HeaderName::from_static(name);
-        for v in inbound.get_all(&name) {
+    for name in &NAMES {
+        for v in inbound.get_all(name) {
             outbound.append(name.clone(), v.clone());
         }
     }
@@ -79,13 +115,11 @@ pub fn propagate(inbound: &HeaderMap, outbound: &mut HeaderMap) {
 
 /// Adds `x-request-id` when the request has none; returns the id.
 pub(super) fn ensure_request_id(headers: &mut HeaderMap) -> Option<String> {
-    let existing = headers
-        .get(trace::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok());
+    let existing = headers.get(&NAMES[8]).and_then(|v| v.to_str().ok());
     match trace::ensure_request_id(existing, random_u128()) {
         Some(new) => {
             if let Ok(v) = HeaderValue::from_str(&new) {
-                headers.insert(HeaderName::from_static(trace::X_REQUEST_ID), v);
+                headers.insert(NAMES[8].clone(), v);
             }
             Some(new)
         }
@@ -100,7 +134,7 @@ pub(super) fn ensure_request_id(headers: &mut HeaderMap) -> Option<String> {
 pub(super) fn start(
     telemetry: &Telemetry,
     policy: &TracingPolicy,
-    name: String,
+    name: impl FnOnce() -> String,
     headers: &mut HeaderMap,
     request_id: Option<String>,
     app_context: Option<&TraceContext>,
@@ -128,7 +162,16 @@ pub(super) fn start(
         Some(p) => p.child(next_u64(), decision.sampled),
         None => TraceContext::root(random_u128(), next_u64(), decision.sampled),
     };
-    inject(&ctx, headers);
+    // B3 goes on to a caller that spoke it; otherwise W3C alone, as
+    // Envoy's OpenTelemetry tracer writes.
+    if matches!(
+        extracted,
+        Extracted::Parent(_, Format::B3Single | Format::B3Multi)
+    ) {
+        inject(&ctx, headers);
+    } else {
+        inject_w3c(&ctx, headers);
+    }
     if !decision.sampled {
         return (ctx, None);
     }
@@ -140,7 +183,7 @@ pub(super) fn start(
         ctx.clone(),
         Some(Box::new(SpanState {
             ctx,
-            name,
+            name: name(),
             start: SystemTime::now(),
             exporter,
             request_id,
