@@ -101,11 +101,21 @@ fn nibble(c: u8, lowercase_only: bool) -> Option<u8> {
     }
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+/// Appends `bytes` as lowercase hex. Ids are written into headers on
+/// every traced request, and the formatter's per-byte `{:02x}` costs
+/// several times this table lookup.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        write!(f, "{b:02x}")?;
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    Ok(())
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    f.write_str(&s)
 }
 
 /// Lowercase hex, 32 digits.

@@ -17,7 +17,8 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 /// six version and variant bits are overwritten).
 pub fn uuid_v4(random: u128) -> String {
     let v = (random & !(0xf << 76) & !(0b11 << 62)) | (0x4 << 76) | (0b10 << 62);
-    let hex = format!("{v:032x}");
+    let mut hex = String::with_capacity(32);
+    super::id::push_hex(&mut hex, &v.to_be_bytes());
     let mut s = String::with_capacity(36);
     for (i, range) in [0..8, 8..12, 12..16, 16..20, 20..32]
         .into_iter()

@@ -71,7 +71,13 @@ pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
 
 /// Formats a version-00 `traceparent` for the span `span_id`.
 pub fn format_traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled))
+    let mut s = String::with_capacity(55);
+    s.push_str("00-");
+    super::id::push_hex(&mut s, &trace_id.0);
+    s.push('-');
+    super::id::push_hex(&mut s, &span_id.0);
+    s.push_str(if sampled { "-01" } else { "-00" });
+    s
 }
 
 /// `s` when it is lower-case hex only.
