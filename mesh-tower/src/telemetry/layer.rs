@@ -27,6 +27,7 @@ use super::{Reporter, Telemetry};
 use crate::body::{boxed, MeshBody};
 use crate::client::call::{CallRef, Via};
 use crate::error::{is_grpc, RESPONSE_FLAGS_HEADER};
+use crate::handle::Handle;
 
 static FLAGS: http::HeaderName = http::HeaderName::from_static(RESPONSE_FLAGS_HEADER);
 use crate::server::ConnectionInfo;
@@ -131,7 +132,7 @@ fn telemetry_call<S: Service<Request<MeshBody>>>(
         };
         let plan = Plan::cached(policy, reporter);
         let keep = plan.tagged || plan.access || plan.tracing;
-        (plan, keep.then(|| policy.clone()))
+        (plan, keep.then(|| plan::handle(policy)))
     };
     if plan.is_off() {
         return TelemetryFuture {
@@ -148,7 +149,7 @@ fn start<S: Service<Request<MeshBody>>>(
     t: &Telemetry,
     reporter: Reporter,
     plan: Plan,
-    policy: Option<Arc<TelemetryPolicy>>,
+    policy: Option<Handle<TelemetryPolicy>>,
     mut req: Request<MeshBody>,
 ) -> TelemetryFuture<S::Future> {
     let start = Instant::now();

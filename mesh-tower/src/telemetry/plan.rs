@@ -12,6 +12,7 @@ use mesh_core::telemetry::{Direction, TelemetryPolicy};
 
 use super::metrics::Enabled;
 use super::Reporter;
+use crate::handle::Handle;
 use crate::thread_cache::ThreadCache;
 
 /// The switches of one direction's policy.
@@ -74,6 +75,22 @@ impl Plan {
         PLANS.with(|c| c.insert((policy.clone(), reporter), plan, |_| true));
         plan
     }
+}
+
+/// A handle on `policy` this thread made, for a request that keeps the
+/// policy until it ends: cloning it writes a count only this thread uses
+/// (see `crate::handle`), where the policy's own count is every thread's.
+pub(crate) fn handle(policy: &Arc<TelemetryPolicy>) -> Handle<TelemetryPolicy> {
+    thread_local! {
+        static HANDLES: ThreadCache<Arc<TelemetryPolicy>, Handle<TelemetryPolicy>> =
+            const { ThreadCache::new() };
+    }
+    if let Some(h) = HANDLES.with(|c| c.find(|k, h| Arc::ptr_eq(k, policy).then(|| h.clone()))) {
+        return h;
+    }
+    let h = Handle::new(policy.clone());
+    HANDLES.with(|c| c.insert(policy.clone(), h.clone(), |_| true));
+    h
 }
 
 /// The policy direction a reporter reads.

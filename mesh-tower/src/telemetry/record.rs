@@ -89,7 +89,7 @@ pub struct Pending {
     pub(super) reporter: Reporter,
     pub(super) plan: Plan,
     /// The policy, kept when the plan needs it at the end (tags, logs).
-    pub(super) policy: Option<Arc<TelemetryPolicy>>,
+    pub(super) policy: Option<Handle<TelemetryPolicy>>,
     pub(super) start: Instant,
     pub(super) protocol: Protocol,
     /// The destination service host (fully qualified), or `unknown`.
