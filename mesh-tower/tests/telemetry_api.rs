@@ -450,3 +450,49 @@ async fn a_telemetry_edit_applies_live_and_an_invalid_one_keeps_the_last_good() 
     assert_eq!(pair.get("/ok").await.0, 200);
     assert_eq!(count(&pair.server), 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_span_reporting_sends_no_span_and_leaves_the_context_alone() {
+    let receiver = OtlpReceiver::start().await;
+    let port: u16 = receiver
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let spec = "  tracing:\n  - randomSamplingPercentage: 100\n    disableSpanReporting: true\n";
+    let pair = Pair::start(
+        &telemetry("traces", "default", spec),
+        Some(&tracing_mesh_config(port)),
+    )
+    .await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = pair
+        .client
+        .http_client()
+        .request(
+            Request::get(format!("http://{REVIEWS}:9080/ok"))
+                .header("traceparent", parent)
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    // istiod configures no tracer at all then: the app's context passes
+    // through as it was, and no exporter is ever started.
+    assert!(body.contains(&format!("traceparent={parent}")), "{body}");
+    assert!(pair.client.telemetry().exporters().is_empty());
+    assert!(pair.server.telemetry().exporters().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.spans().is_empty());
+}
