@@ -158,11 +158,9 @@ fn start<S: Service<Request<MeshBody>>>(
     } else {
         Protocol::Http
     };
-    let request_id = if plan.access || plan.tracing {
-        span::ensure_request_id(req.headers_mut())
-    } else {
-        None
-    };
+    if plan.access || plan.tracing {
+        span::ensure_request_id(req.headers_mut());
+    }
     // Logs and tag overrides read the request's details; a span does only
     // when it is sampled (decided below).
     let mut access = (plan.access || plan.tagged).then(|| Box::new(AccessInfo::of(&req, now())));
@@ -221,14 +219,7 @@ fn start<S: Service<Request<MeshBody>>>(
             Some((host, _)) => format!("{host}/*"),
             None => "unknown".to_string(),
         };
-        let (ctx, span) = span::start(
-            t,
-            tracing,
-            name,
-            req.headers_mut(),
-            request_id,
-            app_context.as_ref(),
-        );
+        let (ctx, span) = span::start(t, tracing, name, req.headers_mut(), app_context.as_ref());
         // The app behind the server continues this context; on the client
         // it is in the headers going out.
         if reporter == Reporter::Destination {

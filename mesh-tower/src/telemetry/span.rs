@@ -91,7 +91,7 @@ fn inject_w3c(ctx: &TraceContext, headers: &mut HeaderMap) {
 fn setter(headers: &mut HeaderMap) -> impl FnMut(&'static str, Option<String>) + '_ {
     |n, value| {
         let name = name(n);
-        match value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        match value.and_then(owned_value) {
             Some(v) => {
                 headers.insert(name, v);
             }
@@ -113,18 +113,22 @@ pub fn propagate(inbound: &HeaderMap, outbound: &mut HeaderMap) {
     }
 }
 
-/// Adds `x-request-id` when the request has none; returns the id.
-pub(super) fn ensure_request_id(headers: &mut HeaderMap) -> Option<String> {
+/// A header value that takes `s`'s buffer instead of copying it.
+fn owned_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
+}
+
+/// Adds `x-request-id` when the request has none.
+pub(super) fn ensure_request_id(headers: &mut HeaderMap) {
     let existing = headers.get(&NAMES[8]).and_then(|v| v.to_str().ok());
-    match trace::ensure_request_id(existing, random_u128()) {
-        Some(new) => {
-            if let Ok(v) = HeaderValue::from_str(&new) {
-                headers.insert(NAMES[8].clone(), v);
-            }
-            Some(new)
-        }
-        None => existing.map(str::to_string),
+    if let Some(v) = trace::ensure_request_id(existing, random_u128()).and_then(owned_value) {
+        headers.insert(NAMES[8].clone(), v);
     }
+}
+
+/// The request's `x-request-id`.
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(&NAMES[8]).and_then(|v| v.to_str().ok())
 }
 
 /// Starts the span of a request under `policy`: decides sampling,
@@ -136,7 +140,6 @@ pub(super) fn start(
     policy: &TracingPolicy,
     name: impl FnOnce() -> String,
     headers: &mut HeaderMap,
-    request_id: Option<String>,
     app_context: Option<&TraceContext>,
 ) -> (TraceContext, Option<Box<SpanState>>) {
     let extracted = extract(headers);
@@ -145,8 +148,7 @@ pub(super) fn start(
         .and_then(|c| c.sampled)
         .or_else(|| extracted.sampled());
     let random = if policy.use_request_id_for_trace_sampling {
-        request_id
-            .as_deref()
+        request_id(headers)
             .and_then(trace::request_id_sampling_value)
             .unwrap_or_else(next_u64)
     } else {
@@ -186,7 +188,7 @@ pub(super) fn start(
             name: name(),
             start: SystemTime::now(),
             exporter,
-            request_id,
+            request_id: request_id(headers).map(str::to_string),
             tags,
         })),
     )
