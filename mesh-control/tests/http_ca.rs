@@ -59,7 +59,8 @@ async fn health_ready_and_metrics() {
         let (_, text) = http_get(http, "/metrics").await;
         let m = parse_metrics(&text);
         m.get("meshd_xds_nacks_total{type=\"rds\"}").copied() == Some(1.0)
-            && m.get("meshd_push_time_seconds_count").is_some_and(|c| *c >= 2.0)
+            && m.get("meshd_push_time_seconds_count")
+                .is_some_and(|c| *c >= 2.0)
     })
     .await;
     let (status, text) = http_get(http, "/metrics").await;

@@ -49,26 +49,37 @@
 //! accepting when it fires and drains open connections for up to
 //! [`Server::drain_timeout`].
 //!
+//! For an app in another process (the shim), [`LocalApp`] is the app:
+//! it forwards to the app's loopback port. [`PlainServer`] serves the
+//! plaintext ports the local app itself talks to, with the same drain.
+//!
 //! Not here: client-side mTLS origination (see [`crate::tls`]).
 
 pub mod accept;
+mod app;
 pub mod authz;
 pub mod identity;
 pub mod jwt;
+pub mod listen;
+mod plain;
 pub mod ratelimit;
 mod serve;
+pub mod sniff;
 pub mod stream;
 
 use tower::Layer;
 
 pub use accept::{AcceptConfig, AcceptError, Acceptor, TlsSource};
+pub use app::{strip_hop_by_hop, LocalApp};
 pub use authz::{
     check_connection, AuthzConfig, AuthzDecision, AuthzLayer, AuthzService, ExternalAuthorizer,
 };
 pub use identity::{ConnectionInfo, PeerIdentity};
 pub use jwt::{JwtAuthn, JwtConfig, JwtLayer, JwtService};
+pub use listen::{Drain, DEFAULT_HEADER_TIMEOUT};
+pub use plain::PlainServer;
 pub use ratelimit::{RateLimitConfig, RateLimitLayer, RateLimitService, TokenBucket};
-pub use serve::{serve, serve_with_shutdown, Server, DEFAULT_DRAIN_TIMEOUT};
+pub use serve::{serve, serve_with_shutdown, Handler, Server, DEFAULT_DRAIN_TIMEOUT};
 pub use stream::MeshStream;
 
 use crate::telemetry::{Reporter, Telemetry, TelemetryLayer, TelemetryService};

@@ -19,17 +19,16 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::body::{self, BoxError, MeshBody};
 use crate::error::{is_grpc, MeshError, ResponseFlag};
 use crate::server::accept::{AcceptConfig, Acceptor, TlsSource};
 use crate::server::authz::BoxFuture;
-use crate::server::InboundLayer;
+use crate::server::identity::ConnectionInfo;
+use crate::server::listen::{accept_until, serve_http, Drain, DEFAULT_HEADER_TIMEOUT};
+use crate::server::{InboundLayer, InboundService};
 use crate::ModelRx;
 
 /// An inbound server: the acceptor plus the inbound stack.
@@ -40,6 +39,7 @@ pub struct Server {
     accept: AcceptConfig,
     layer: InboundLayer,
     drain_timeout: Duration,
+    header_timeout: Duration,
     keep: Option<crate::mesh::MeshGuard>,
 }
 
@@ -57,6 +57,7 @@ impl Server {
             tls,
             accept: AcceptConfig::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             keep: None,
         }
     }
@@ -72,6 +73,13 @@ impl Server {
     /// finish after the signal (default [`DEFAULT_DRAIN_TIMEOUT`]).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long an HTTP/1.1 client may take to send a request's headers
+    /// (default [`DEFAULT_HEADER_TIMEOUT`]); slower ones are cut off.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
         self
     }
 
@@ -115,115 +123,104 @@ impl Server {
         S::Error: Into<BoxError>,
         F: Future<Output = ()>,
     {
-        let acceptor = Arc::new(Acceptor::new(self.model, self.tls, self.accept));
-        let service = self.layer.layer(app);
-        let (drain_tx, drain_rx) = watch::channel(false);
-        let mut conns = JoinSet::new();
-        let mut signal = std::pin::pin!(signal);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut signal => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(c) => c,
-                        Err(e) if is_per_connection(&e) => continue,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off a little.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    conns.spawn(connection(
-                        acceptor.clone(),
-                        service.clone(),
-                        tcp,
-                        peer,
-                        drain_rx.clone(),
-                    ));
-                }
-            }
-        }
-        // Closing the listener makes new connections fail at once instead
-        // of queueing in the backlog of a server that will never answer.
-        drop(listener);
-        let open = conns.len();
-        tracing::info!(target: "mesh::inbound", open, drain_timeout = ?self.drain_timeout, "shutting down: draining connections");
-        let _ = drain_tx.send(true);
-        let deadline = tokio::time::sleep(self.drain_timeout);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => {
-                    tracing::warn!(target: "mesh::inbound", remaining = conns.len(), "drain deadline passed; closing the remaining connections");
-                    conns.abort_all();
-                    while conns.join_next().await.is_some() {}
-                    break;
-                }
-                next = conns.join_next() => if next.is_none() { break },
-            }
-        }
+        let drain_timeout = self.drain_timeout;
+        let handler = self.handler(app);
+        accept_until(
+            listener,
+            signal,
+            drain_timeout,
+            "inbound",
+            move |tcp, peer, drain| handler.clone().serve(tcp, peer, drain),
+        )
+        .await;
         Ok(())
     }
-}
 
-/// Resolves once a drain starts; never if the server is gone without one
-/// (its task set then aborts the connection anyway).
-async fn drained(mut drain: watch::Receiver<bool>) {
-    if drain.wait_for(|d| *d).await.is_err() {
-        std::future::pending::<()>().await;
+    /// The per-connection half of the server, for callers that run their
+    /// own accept loop (the shim, which also serves opaque TCP on the same
+    /// listener): accept with [`Handler::acceptor`], then hand HTTP
+    /// connections to [`Handler::serve_accepted`].
+    pub fn handler<S>(self, app: S) -> Handler<InboundService<S>>
+    where
+        S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        Handler {
+            acceptor: Arc::new(Acceptor::new(self.model, self.tls, self.accept)),
+            service: self.layer.layer(app),
+            header_timeout: self.header_timeout,
+            _keep: self.keep,
+        }
     }
 }
 
-/// Accepts one connection (mTLS per the port's mode) and serves it until
-/// it ends or a drain finishes it gracefully.
-async fn connection<S>(
+/// Serves accepted inbound connections with the inbound stack around an
+/// app (see [`Server::handler`]). Clones share the acceptor.
+#[derive(Clone)]
+pub struct Handler<S> {
     acceptor: Arc<Acceptor>,
     service: S,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    drain: watch::Receiver<bool>,
-) where
+    header_timeout: Duration,
+    _keep: Option<crate::mesh::MeshGuard>,
+}
+
+impl<S> std::fmt::Debug for Handler<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("acceptor", &self.acceptor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Handler<S>
+where
     S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {
-    let (stream, info) = match acceptor.accept(tcp, peer).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(target: "mesh::inbound", %peer, error = %e, "connection refused");
-            return;
+    /// The acceptor: mTLS per the port's PeerAuthentication mode.
+    pub fn acceptor(&self) -> &Arc<Acceptor> {
+        &self.acceptor
+    }
+
+    /// Accepts one connection (mTLS per the port's mode) and serves it
+    /// until it ends or a drain finishes it gracefully.
+    pub async fn serve(self, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
+        match self.acceptor.accept(tcp, peer).await {
+            Ok((stream, info)) => self.serve_accepted(stream, info, drain).await,
+            Err(e) => {
+                tracing::info!(target: "mesh::inbound", %peer, error = %e, "connection refused");
+            }
         }
-    };
-    let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let mut req = req.map(body::boxed);
-        if let Some(id) = &info.identity {
-            req.extensions_mut().insert(id.clone());
+    }
+
+    /// Serves HTTP on a connection the acceptor let in (a [`super::MeshStream`],
+    /// or one wrapped after sniffing).
+    pub async fn serve_accepted<I>(self, stream: I, info: ConnectionInfo, drain: Drain)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = info.peer_addr;
+        let service = self.service;
+        let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(body::boxed);
+            if let Some(id) = &info.identity {
+                req.extensions_mut().insert(id.clone());
+            }
+            req.extensions_mut().insert(info.clone());
+            dispatch(service.clone(), req)
+        });
+        if let Err(e) = serve_http(stream, hyper_service, drain, self.header_timeout).await {
+            tracing::debug!(target: "mesh::inbound", %peer, error = %e, "connection ended with an error");
         }
-        req.extensions_mut().insert(info.clone());
-        dispatch(service.clone(), req)
-    });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drained(drain) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(target: "mesh::inbound", %peer, error = %e, "connection ended with an error");
     }
 }
 
-/// Runs one request through the stack; a combinator chain rather than an
+/// Runs one request through the stack (shared with [`super::PlainServer`]); a combinator chain rather than an
 /// `async` block keeps the service's future type out of the connection
 /// task's `Send` analysis.
-fn dispatch<S>(
+pub(super) fn dispatch<S>(
     service: S,
     req: Request<MeshBody>,
 ) -> BoxFuture<Result<Response<MeshBody>, Infallible>>
@@ -239,15 +236,6 @@ where
             Err(e) => internal_error(e.into(), grpc),
         })
     }))
-}
-
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-    )
 }
 
 /// The response for an error the app (or a layer) returned instead of a

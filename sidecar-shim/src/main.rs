@@ -1,0 +1,35 @@
+//! The `mesh-shim` binary: flags to [`sidecar_shim::config`], then
+//! [`sidecar_shim::app::run`] or [`sidecar_shim::wait::run`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sidecar_shim::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sidecar_shim::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mesh-shim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => runtime
+            .block_on(sidecar_shim::app::run(*args))
+            .map_err(|e| e.to_string()),
+        Command::Wait(args) => runtime.block_on(sidecar_shim::wait::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-shim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
