@@ -386,3 +386,174 @@ fn invalid_config_and_flags_fail_the_start_with_the_fix() {
         "{err}"
     );
 }
+
+/// A Python app with no mesh code: `/slow` answers after 1 s; every new
+/// TCP connection on `greet_port` gets a greeting first (a server-first
+/// protocol, as MySQL's).
+const SLOW_APP: &str = r#"
+import http.server, socketserver, sys, threading, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(1)
+        body = b"done\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class Greet(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(b"5.7.0-greeting\n")
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+g = socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[2])), Greet)
+threading.Thread(target=g.serve_forever, daemon=True).start()
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn slow_app() -> (support::Proc, u16, u16) {
+    let (http, greet) = (free_port(), free_port());
+    let child = Command::new("python3")
+        .args(["-c", SLOW_APP, &http.to_string(), &greet.to_string()])
+        .spawn()
+        .unwrap();
+    let proc = support::Proc {
+        child,
+        name: "python slow app".into(),
+    };
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", greet)).is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "slow app did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (proc, http, greet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_early() {
+    let certs = Certs::new();
+    let conf = tempfile::tempdir().unwrap();
+    let inbound = free_port();
+    std::fs::write(
+        conf.path().join("mesh.yaml"),
+        mesh_yaml(inbound).replace("mode: STRICT", "mode: PERMISSIVE"),
+    )
+    .unwrap();
+    let (_app, http, _) = slow_app();
+    let ratings_certs = certs.for_sa("ratings");
+    let mut shim = Shim::start(
+        "ratings",
+        &[
+            "--config",
+            conf.path().to_str().unwrap(),
+            "--labels",
+            "app=ratings",
+            "--service-account",
+            "ratings",
+            "--app-port",
+            &http.to_string(),
+            "--inbound-port",
+            &inbound.to_string(),
+            "--cert-dir",
+            ratings_certs.to_str().unwrap(),
+            "--drain-timeout",
+            "20s",
+        ],
+    );
+    let inb = shim.addr("inbound");
+    let cert = certs.cert("productpage");
+    let bundle = certs.bundle();
+    let in_flight = tokio::spawn(async move {
+        mesh_test_support::raw_http::mtls(
+            inb,
+            cert,
+            &bundle,
+            "GET /slow HTTP/1.1\r\nHost: ratings:9080\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    shim.proc.terminate();
+    // Readiness turns 503 while draining.
+    let ready = get(shim.addr("ready"), "x", "/healthz/ready").await;
+    assert!(ready.status == 503 || ready.status == 0, "{}", ready.head);
+    let r = in_flight.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "the request in flight was cut: {}", r.head);
+    // New connections are refused once draining started.
+    assert!(tokio::net::TcpStream::connect(inb).await.is_err());
+    // Exits as soon as the last connection is done, long before 20 s.
+    let status = shim.proc.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_server_first_port_is_proxied_as_tcp_without_waiting() {
+    let certs = Certs::new();
+    let conf = tempfile::tempdir().unwrap();
+    let inbound = free_port();
+    std::fs::write(
+        conf.path().join("mesh.yaml"),
+        mesh_yaml(inbound)
+            .replace("name: http, port: 9080", "name: mysql, port: 3306")
+            .replace("{http: ", "{mysql: ")
+            .replace("    to: [{operation: {methods: [GET]}}]\n", ""),
+    )
+    .unwrap();
+    let (_app, _, greet) = slow_app();
+    let ratings_certs = certs.for_sa("ratings");
+    let shim = Shim::start(
+        "db",
+        &[
+            "--config",
+            conf.path().to_str().unwrap(),
+            "--labels",
+            "app=ratings",
+            "--service-account",
+            "ratings",
+            "--app-port",
+            &greet.to_string(),
+            "--inbound-port",
+            &inbound.to_string(),
+            "--cert-dir",
+            ratings_certs.to_str().unwrap(),
+        ],
+    );
+    let inb = shim.addr("inbound");
+    // The client says nothing: the server speaks first, through the shim.
+    let start = std::time::Instant::now();
+    let r = mesh_test_support::raw_http::mtls(inb, certs.cert("productpage"), &certs.bundle(), "")
+        .await
+        .unwrap();
+    assert_eq!(r.head.trim(), "5.7.0-greeting");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // L4 authorization: an identity the policy does not allow gets nothing.
+    let r =
+        mesh_test_support::raw_http::mtls(inb, certs.cert("intruder"), &certs.bundle(), "").await;
+    assert!(
+        r.is_err() || r.as_ref().is_ok_and(|r| r.head.is_empty()),
+        "{:?}",
+        r.map(|r| r.head)
+    );
+    // TCP metrics on the destination side.
+    let m = get(shim.addr("metrics"), "x", "/stats/prometheus").await;
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("reporter=\"destination\"")),
+        "{}",
+        m.body
+    );
+}
