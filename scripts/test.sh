@@ -39,6 +39,15 @@ fi
 promtool --version | head -n 1
 prometheus --version | head -n 1
 
+echo "== iptables (Debian's package: mesh-shim's transparent capture test, sidecar-shim/tests/capture.rs)"
+if ! command -v iptables-restore >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null
+  fi
+fi
+iptables --version
+
 echo "== istiod (reference control plane for tests/tests/istiod_diff.rs)"
 bash scripts/istiod.sh | tail -n 1
 

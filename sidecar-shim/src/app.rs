@@ -105,9 +105,10 @@ async fn bind(role: &'static str, addr: SocketAddr) -> Result<TcpListener, ShimE
 
 async fn bind_all(args: &RunArgs) -> Result<Listeners, ShimError> {
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let inbound = match args.app_port {
-        Some(_) => Some(bind("inbound", args.inbound()).await?),
-        None => None,
+    let inbound = if args.app_port.is_some() || args.capture_inbound {
+        Some(bind("inbound", args.inbound()).await?)
+    } else {
+        None
     };
     let mut upstreams = Vec::new();
     for u in &args.upstreams {
@@ -159,13 +160,15 @@ pub async fn run(args: RunArgs) -> Result<(), ShimError> {
     for (u, l) in listeners.upstreams {
         tasks.spawn(out.clone().serve_upstream(l, u.authority, life.signaled()));
     }
-    if let (Some(l), Some(app_port)) = (listeners.inbound, args.app_port) {
+    if let Some(l) = listeners.inbound {
         let Some(tls) = identity else {
             return Err(ShimError::Usage(
-                "the inbound side (--app-port) needs a workload identity: pass --ca-addr (with --ca-root and --service-account) or --cert-dir".into(),
+                "the inbound side (--app-port, --capture-inbound) needs a workload identity: pass --ca-addr (with --ca-root and --service-account) or --cert-dir".into(),
             ));
         };
-        let app = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
+        let app = args
+            .app_port
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
         let inbound = inbound::Inbound::new(&mesh, tls, app, args.header_timeout);
         tasks.spawn(inbound.serve(l, life.signaled(), args.drain_timeout));
     }

@@ -6,6 +6,7 @@
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
+use std::net::SocketAddr;
 
 /// Why a request cannot be sent on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,28 @@ pub fn from_proxy<B>(req: &mut Request<B>) -> Result<(), CaptureError> {
     to_upstream(req, &authority)
 }
 
+/// A request the app sent to `dst` that iptables redirected to the
+/// capture port: the `Host` names the service (with `dst`'s port when it
+/// names none, as a sidecar's per-port listener routes); without a `Host`
+/// the destination address itself is the authority (passthrough under
+/// `ALLOW_ANY`).
+pub fn from_original_dst<B>(req: &mut Request<B>, dst: SocketAddr) -> Result<(), CaptureError> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let authority = match host {
+        Some(h) if h.contains(':') && !h.ends_with(']') => h,
+        Some(h) => format!("{h}:{}", dst.port()),
+        None => dst.to_string(),
+    };
+    let authority: Authority = authority
+        .parse()
+        .map_err(|e| CaptureError(format!("Host {authority:?} is not an authority: {e}")))?;
+    to_upstream(req, &authority)
+}
+
 fn set_host<B>(req: &mut Request<B>, authority: &Authority) {
     if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
         req.headers_mut().insert(header::HOST, v);
@@ -85,6 +108,26 @@ mod tests {
         to_upstream(&mut req, &"reviews:9080".parse().unwrap()).unwrap();
         assert_eq!(req.uri(), "http://reviews:9080/reviews/1?x=1");
         assert_eq!(req.headers()["host"], "reviews:9080");
+    }
+
+    #[test]
+    fn captured_requests_route_by_host_on_the_dialed_port() {
+        let dst: SocketAddr = "10.96.0.10:9080".parse().unwrap();
+        let mut req = Request::get("/r")
+            .header("host", "ratings")
+            .body(())
+            .unwrap();
+        from_original_dst(&mut req, dst).unwrap();
+        assert_eq!(req.uri(), "http://ratings:9080/r");
+        let mut req = Request::get("/r")
+            .header("host", "ratings:8080")
+            .body(())
+            .unwrap();
+        from_original_dst(&mut req, dst).unwrap();
+        assert_eq!(req.uri(), "http://ratings:8080/r");
+        let mut req = Request::get("/r").body(()).unwrap();
+        from_original_dst(&mut req, dst).unwrap();
+        assert_eq!(req.uri(), "http://10.96.0.10:9080/r");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum Command {
     /// Blocks until a shim on this host is ready (for `mesh-shim wait &&
     /// exec app`), exit 0; exit 1 when the timeout passes first.
     Wait(WaitArgs),
+    /// Installs the NAT rules that send the workload's TCP traffic through
+    /// the shim (run as root in the workload's network namespace, before
+    /// the app starts).
+    Iptables(crate::iptables::IptablesArgs),
 }
 
 /// `mesh-shim run`.
@@ -67,6 +71,11 @@ pub struct RunArgs {
     /// requests go to that mesh service (repeat, or comma-separate).
     #[arg(long = "upstream", env = "MESH_SHIM_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<UpstreamPort>,
+    /// Serve inbound traffic redirected by `mesh-shim iptables`: each
+    /// connection goes to 127.0.0.1 on the port the caller dialed (the
+    /// app's own ports, as in a pod), unless --app-port is given.
+    #[arg(long, env = "MESH_SHIM_CAPTURE_INBOUND")]
+    pub capture_inbound: bool,
     /// Where the inbound listener binds (the pod's address).
     #[arg(long, env = "MESH_SHIM_INBOUND_ADDR", default_value = "0.0.0.0")]
     pub inbound_addr: IpAddr,

@@ -11,13 +11,14 @@
 //!   goes the HTTP way, anything else or silence (the client of a
 //!   server-first protocol waits for the server) the TCP way.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mesh_tower::server::listen::accept_until;
 use mesh_tower::server::sniff::{sniff, Sniffed};
 use mesh_tower::server::{
-    check_connection, ConnectionInfo, Drain, Handler, InboundService, LocalApp, TlsSource,
+    check_connection, AcceptConfig, ConnectionInfo, Drain, Handler, InboundService, LocalApp,
+    TlsSource,
 };
 use mesh_tower::telemetry::tcp::MeteredIo;
 use mesh_tower::telemetry::Telemetry;
@@ -35,7 +36,7 @@ pub struct Inbound {
     handler: Handler<InboundService<LocalApp>>,
     model: ModelRx,
     telemetry: Telemetry,
-    app: SocketAddr,
+    app: Option<SocketAddr>,
 }
 
 /// How a port is served.
@@ -47,12 +48,29 @@ enum PortKind {
 }
 
 impl Inbound {
-    /// The inbound side for the app at `app`, presenting `tls`.
-    pub fn new(mesh: &Mesh, tls: TlsSource, app: SocketAddr, header_timeout: Duration) -> Self {
-        let local = LocalApp::new(mesh.model(), app);
+    /// The inbound side presenting `tls`, for the app at `app`, or (when
+    /// `None`) on 127.0.0.1 at the port each caller dialed before iptables
+    /// redirected it.
+    pub fn new(
+        mesh: &Mesh,
+        tls: TlsSource,
+        app: Option<SocketAddr>,
+        header_timeout: Duration,
+    ) -> Self {
+        let local = match app {
+            Some(a) => LocalApp::new(mesh.model(), a),
+            None => LocalApp::on_caller_port(mesh.model(), IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        // Redirected connections are policed and forwarded under the port
+        // the caller dialed, not the capture port.
+        let accept = AcceptConfig {
+            original_dst: true,
+            ..AcceptConfig::default()
+        };
         Inbound {
             handler: mesh
                 .server(tls)
+                .accept_config(accept)
                 .header_timeout(header_timeout)
                 .handler(local),
             model: mesh.model(),
@@ -117,10 +135,13 @@ impl Inbound {
         }
         let meter = self.telemetry.tcp_inbound(&info, None);
         let mut down = MeteredIo::inbound(stream, meter);
-        let mut app = match TcpStream::connect(self.app).await {
+        let app_addr = self
+            .app
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, info.port)));
+        let mut app = match TcpStream::connect(app_addr).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(target: "mesh::inbound", app = %self.app, error = %e, "app refused the connection");
+                tracing::warn!(target: "mesh::inbound", app = %app_addr, error = %e, "app refused the connection");
                 return;
             }
         };

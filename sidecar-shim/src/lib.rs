@@ -12,7 +12,8 @@
 //! - [`outbound`] and [`capture`]: the app's own requests, by explicit
 //!   proxy or per-upstream port, into the SDK's client stack;
 //! - [`admin`]: admin, merged metrics and readiness ports;
-//! - [`wait`]: `mesh-shim wait`, for `mesh-shim wait && exec app`.
+//! - [`wait`]: `mesh-shim wait`, for `mesh-shim wait && exec app`;
+//! - [`iptables`]: `mesh-shim iptables`, the transparent capture rules.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod capture;
 pub mod config;
 pub mod error;
 pub mod inbound;
+pub mod iptables;
 pub mod logging;
 pub mod outbound;
 pub mod wait;

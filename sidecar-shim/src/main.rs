@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             .block_on(sidecar_shim::app::run(*args))
             .map_err(|e| e.to_string()),
         Command::Wait(args) => runtime.block_on(sidecar_shim::wait::run(args)),
+        Command::Iptables(args) => sidecar_shim::iptables::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,29 +2,53 @@
 //! retries, timeouts, faults, outlier detection, mTLS origination and
 //! `reporter="source"` telemetry are all the SDK's, for every listener.
 //!
-//! - the explicit proxy port (`HTTP_PROXY=http://127.0.0.1:15001`);
+//! - the outbound port (15001), two ways on one listener: connections
+//!   iptables redirected there (`mesh-shim iptables`) are recognised by
+//!   their original destination (`SO_ORIGINAL_DST`) and sniffed: HTTP is
+//!   routed by `Host` on the dialed port, other TCP passes through to the
+//!   dialed address under `ALLOW_ANY` and is refused under `REGISTRY_ONLY`;
+//!   connections made to it directly are an explicit HTTP proxy
+//!   (`HTTP_PROXY=http://127.0.0.1:15001`);
 //! - one port per upstream (`--upstream 9080=reviews:9080`), for apps whose
 //!   HTTP client cannot use a proxy.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
+use mesh_core::model::OutboundPolicy;
 use mesh_tower::body::MeshBody;
-use mesh_tower::server::{strip_hop_by_hop, PlainServer};
-use mesh_tower::{Mesh, MeshClient, MeshError, ResponseFlag};
-use tokio::net::TcpListener;
+use mesh_tower::server::listen::accept_until;
+use mesh_tower::server::original_dst::original_dst;
+use mesh_tower::server::sniff::{sniff, Sniffed};
+use mesh_tower::server::{strip_hop_by_hop, ConnectionInfo, Drain, PlainServer};
+use mesh_tower::telemetry::tcp::MeteredIo;
+use mesh_tower::telemetry::Telemetry;
+use mesh_tower::{Mesh, MeshClient, MeshError, ModelRx, ResponseFlag};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::inbound::SNIFF_TIMEOUT;
 
 use crate::capture::{self, CaptureError};
 
 /// The outbound side: shared by all outbound listeners, so they share
 /// connection pools, balancers and outlier state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outbound {
     client: MeshClient,
+    model: ModelRx,
+    telemetry: Telemetry,
     header_timeout: Duration,
     drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").finish_non_exhaustive()
+    }
 }
 
 impl Outbound {
@@ -32,6 +56,8 @@ impl Outbound {
     pub fn new(mesh: &Mesh, header_timeout: Duration, drain_timeout: Duration) -> Self {
         Outbound {
             client: mesh.http_client(),
+            model: mesh.model(),
+            telemetry: mesh.telemetry().clone(),
             header_timeout,
             drain_timeout,
         }
@@ -43,16 +69,86 @@ impl Outbound {
             .drain_timeout(self.drain_timeout)
     }
 
-    /// Serves the explicit proxy port until `signal`.
+    /// Serves the outbound port (capture and explicit proxy) until
+    /// `signal`.
     pub async fn serve_proxy(self, listener: TcpListener, signal: impl Future<Output = ()>) {
+        let drain_timeout = self.drain_timeout;
+        accept_until(
+            listener,
+            signal,
+            drain_timeout,
+            "outbound",
+            move |tcp, peer, drain| self.clone().connection(tcp, peer, drain),
+        )
+        .await;
+    }
+
+    async fn connection(self, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
+        let Ok(local_addr) = tcp.local_addr() else {
+            return;
+        };
+        let dst = match original_dst(&tcp) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot read the original destination");
+                None
+            }
+        };
+        let info = |local_addr: SocketAddr| ConnectionInfo {
+            peer_addr: peer,
+            local_addr,
+            port: local_addr.port(),
+            identity: None,
+            sni: None,
+        };
+        let server = self.server("outbound");
         let client = self.client.clone();
-        let svc = tower::service_fn(move |mut req: Request<MeshBody>| {
-            let captured = capture::from_proxy(&mut req);
-            send(client.clone(), req, captured)
-        });
-        self.server("outbound")
-            .serve_with_shutdown(listener, svc, signal)
-            .await;
+        let Some(dst) = dst else {
+            let svc = tower::service_fn(move |mut req: Request<MeshBody>| {
+                let captured = capture::from_proxy(&mut req);
+                send(client.clone(), req, captured)
+            });
+            return server
+                .serve_connection(tcp, info(local_addr), svc, drain)
+                .await;
+        };
+        match sniff(tcp, SNIFF_TIMEOUT).await {
+            Ok((Sniffed::Http, io)) => {
+                let svc = tower::service_fn(move |mut req: Request<MeshBody>| {
+                    let captured = capture::from_original_dst(&mut req, dst);
+                    send(client.clone(), req, captured)
+                });
+                server.serve_connection(io, info(dst), svc, drain).await;
+            }
+            Ok((Sniffed::Opaque, io)) => self.passthrough(io, dst).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "connection closed while sniffing"),
+        }
+    }
+
+    /// Opaque TCP the app sent to `dst`: Istio's PassthroughCluster under
+    /// `ALLOW_ANY`, its BlackHoleCluster under `REGISTRY_ONLY`.
+    async fn passthrough<S>(self, io: S, dst: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.model.borrow().mesh.outbound_policy == OutboundPolicy::RegistryOnly {
+            tracing::info!(%dst, "outbound TCP refused: outboundTrafficPolicy is REGISTRY_ONLY");
+            return;
+        }
+        let up = match TcpStream::connect(dst).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(%dst, error = %e, "outbound TCP: upstream connect failed");
+                return;
+            }
+        };
+        let _ = up.set_nodelay(true);
+        let meter = self.telemetry.tcp_outbound("PassthroughCluster");
+        let mut up = MeteredIo::outbound(up, meter);
+        let mut io = io;
+        if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
+            tracing::debug!(%dst, error = %e, "outbound TCP ended with an error");
+        }
     }
 
     /// Serves a per-upstream port for `authority` until `signal`.

@@ -84,6 +84,11 @@ pub struct AcceptConfig {
     /// port of each connection. Set it when the listener's port differs
     /// from the port the Service targets (e.g. tests binding port 0).
     pub port: Option<u16>,
+    /// Look up each connection's pre-redirect destination
+    /// (`SO_ORIGINAL_DST`) and use its port and address when iptables sent
+    /// it here (a capture port such as 15006); connections made to the
+    /// listener directly keep the rule above.
+    pub original_dst: bool,
 }
 
 impl Default for AcceptConfig {
@@ -92,6 +97,7 @@ impl Default for AcceptConfig {
             detect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             port: None,
+            original_dst: false,
         }
     }
 }
@@ -213,8 +219,18 @@ impl Acceptor {
         tcp: TcpStream,
         peer_addr: SocketAddr,
     ) -> Result<(MeshStream, ConnectionInfo), AcceptError> {
-        let local_addr = tcp.local_addr()?;
-        let port = self.config.port.unwrap_or(local_addr.port());
+        let redirected = if self.config.original_dst {
+            super::original_dst::original_dst(&tcp)?
+        } else {
+            None
+        };
+        let (local_addr, port) = match redirected {
+            Some(dst) => (dst, dst.port()),
+            None => {
+                let local = tcp.local_addr()?;
+                (local, self.config.port.unwrap_or(local.port()))
+            }
+        };
         let (mode, policy) = {
             let model = self.model.borrow();
             let policy = PeerPolicy::new(model.mesh.trust_domain.clone())

@@ -9,9 +9,11 @@
 //! The request keeps its authority, so the app sees the `Host` its caller
 //! sent.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::header::{self, HeaderMap, HeaderName};
@@ -25,6 +27,7 @@ use crate::body::{self, BoxError, MeshBody};
 use crate::error::{MeshError, ResponseFlag};
 use crate::server::identity::ConnectionInfo;
 use crate::ModelRx;
+use mesh_core::sync::LockExt;
 
 /// Dials the app whatever the URI says: the URI only carries the
 /// authority for `Host`.
@@ -50,20 +53,49 @@ impl Service<http::Uri> for DialApp {
     }
 }
 
-/// Forwards requests to the application listening at `addr` (normally
-/// `127.0.0.1:<port>`). Clones share connection pools.
+/// HTTP/1.1 and HTTP/2 pools to one app address.
+#[derive(Clone)]
+struct Pools {
+    http1: Client<DialApp, MeshBody>,
+    http2: Client<DialApp, MeshBody>,
+}
+
+impl Pools {
+    fn new(addr: SocketAddr) -> Self {
+        let dial = DialApp(addr);
+        Pools {
+            http1: Client::builder(TokioExecutor::new()).build(dial),
+            http2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(dial),
+        }
+    }
+}
+
+/// Where the app is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// One address for every request.
+    Fixed(SocketAddr),
+    /// This address, on the port the caller dialed (the connection's
+    /// workload port): with inbound capture the app serves each Service
+    /// port itself, as in a pod.
+    CallerPort(IpAddr),
+}
+
+/// Forwards requests to the application on loopback. Clones share
+/// connection pools.
 #[derive(Clone)]
 pub struct LocalApp {
     model: ModelRx,
-    addr: SocketAddr,
-    http1: Client<DialApp, MeshBody>,
-    http2: Client<DialApp, MeshBody>,
+    target: Target,
+    pools: Arc<Mutex<HashMap<SocketAddr, Pools>>>,
 }
 
 impl std::fmt::Debug for LocalApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalApp")
-            .field("addr", &self.addr)
+            .field("target", &self.target)
             .finish()
     }
 }
@@ -72,22 +104,30 @@ impl LocalApp {
     /// Forwards to `addr`, choosing the protocol from `model`'s inbound
     /// ports.
     pub fn new(model: ModelRx, addr: SocketAddr) -> Self {
-        let dial = DialApp(addr);
-        let http1 = Client::builder(TokioExecutor::new()).build(dial);
-        let http2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(dial);
+        Self::with_target(model, Target::Fixed(addr))
+    }
+
+    /// Forwards to `ip` on the port each connection was made to (its
+    /// [`ConnectionInfo::port`], the pre-redirect port under iptables
+    /// capture).
+    pub fn on_caller_port(model: ModelRx, ip: IpAddr) -> Self {
+        Self::with_target(model, Target::CallerPort(ip))
+    }
+
+    fn with_target(model: ModelRx, target: Target) -> Self {
         LocalApp {
             model,
-            addr,
-            http1,
-            http2,
+            target,
+            pools: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Where the app is.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    fn pools(&self, addr: SocketAddr) -> Pools {
+        self.pools
+            .locked()
+            .entry(addr)
+            .or_insert_with(|| Pools::new(addr))
+            .clone()
     }
 
     fn wants_http2(&self, port: Option<u16>, downstream: Version) -> bool {
@@ -112,6 +152,18 @@ impl Service<Request<MeshBody>> for LocalApp {
 
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
         let port = req.extensions().get::<ConnectionInfo>().map(|c| c.port);
+        let addr = match (self.target, port) {
+            (Target::Fixed(a), _) => a,
+            (Target::CallerPort(ip), Some(p)) => SocketAddr::new(ip, p),
+            (Target::CallerPort(_), None) => {
+                return Box::pin(async {
+                    Err(Box::new(MeshError::new(
+                        ResponseFlag::NoRoute,
+                        "no connection port to forward to",
+                    )) as BoxError)
+                })
+            }
+        };
         let http2 = self.wants_http2(port, req.version());
         strip_hop_by_hop(req.headers_mut());
         if let Err(e) = absolute_uri(&mut req) {
@@ -122,12 +174,12 @@ impl Service<Request<MeshBody>> for LocalApp {
         } else {
             Version::HTTP_11
         };
+        let pools = self.pools(addr);
         let fut = if http2 {
-            self.http2.request(req)
+            pools.http2.request(req)
         } else {
-            self.http1.request(req)
+            pools.http1.request(req)
         };
-        let addr = self.addr;
         Box::pin(async move {
             match fut.await {
                 Ok(resp) => {

@@ -61,6 +61,7 @@ pub mod authz;
 pub mod identity;
 pub mod jwt;
 pub mod listen;
+pub mod original_dst;
 mod plain;
 pub mod ratelimit;
 mod serve;

@@ -4,12 +4,11 @@
 //! slowloris bound as the inbound [`super::Server`].
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower::Service;
 
 use crate::body::{self, BoxError, MeshBody};
@@ -58,50 +57,55 @@ impl PlainServer {
         S::Error: Into<BoxError>,
         F: Future<Output = ()>,
     {
-        let name = self.name;
-        let header_timeout = self.header_timeout;
+        let this = self.clone();
         accept_until(
             listener,
             signal,
             self.drain_timeout,
-            name,
+            self.name,
             move |tcp, peer, drain| {
-                connection(name, service.clone(), tcp, peer, drain, header_timeout)
+                let (this, service) = (this.clone(), service.clone());
+                async move {
+                    let Ok(local_addr) = tcp.local_addr() else {
+                        return;
+                    };
+                    let info = ConnectionInfo {
+                        peer_addr: peer,
+                        local_addr,
+                        port: local_addr.port(),
+                        identity: None,
+                        sni: None,
+                    };
+                    this.serve_connection(tcp, info, service, drain).await;
+                }
             },
         )
         .await;
     }
-}
 
-async fn connection<S>(
-    name: &'static str,
-    service: S,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    drain: Drain,
-    header_timeout: Duration,
-) where
-    S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-{
-    let local_addr = match tcp.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
-    let info = ConnectionInfo {
-        peer_addr: peer,
-        local_addr,
-        port: local_addr.port(),
-        identity: None,
-        sni: None,
-    };
-    let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let mut req = req.map(body::boxed);
-        req.extensions_mut().insert(info.clone());
-        dispatch(service.clone(), req)
-    });
-    if let Err(e) = serve_http(tcp, hyper_service, drain, header_timeout).await {
-        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+    /// Serves HTTP on one connection of a loop the caller runs (the
+    /// shim's capture port, which looks at each connection first); every
+    /// request carries `info`.
+    pub async fn serve_connection<I, S>(
+        &self,
+        io: I,
+        info: ConnectionInfo,
+        service: S,
+        drain: Drain,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        let peer = info.peer_addr;
+        let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(body::boxed);
+            req.extensions_mut().insert(info.clone());
+            dispatch(service.clone(), req)
+        });
+        if let Err(e) = serve_http(io, hyper_service, drain, self.header_timeout).await {
+            tracing::debug!(listener = self.name, %peer, error = %e, "connection ended with an error");
+        }
     }
 }

@@ -144,21 +144,47 @@ impl Shim {
     /// Like [`Shim::start`], but returns what the shim printed when it
     /// exits before being ready.
     pub fn try_start(name: &str, args: &[&str]) -> Result<Shim, String> {
-        let mut full: Vec<&str> = vec!["run"];
-        for (flag, default) in [
-            ("--outbound-port", "0"),
-            ("--admin-port", "0"),
-            ("--metrics-port", "0"),
-            ("--ready-port", "0"),
-            ("--inbound-port", "0"),
-            ("--inbound-addr", "127.0.0.1"),
-        ] {
+        Self::launch(name, &[], args, true)
+    }
+
+    /// Starts `mesh-shim run ARGS` inside network namespace `ns`, on
+    /// Istio's ports (a namespace is a pod: nothing else binds them).
+    pub fn start_in(ns: &str, name: &str, args: &[&str]) -> Shim {
+        Self::launch(name, &["ip", "netns", "exec", ns], args, false)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn launch(
+        name: &str,
+        prefix: &[&str],
+        args: &[&str],
+        loopback_ports: bool,
+    ) -> Result<Shim, String> {
+        let mut full: Vec<&str> = prefix.iter().skip(1).copied().collect();
+        full.extend([env!("CARGO_BIN_EXE_mesh-shim"), "run"]);
+        let defaults: &[(&str, &str)] = if loopback_ports {
+            &[
+                ("--outbound-port", "0"),
+                ("--admin-port", "0"),
+                ("--metrics-port", "0"),
+                ("--ready-port", "0"),
+                ("--inbound-port", "0"),
+                ("--inbound-addr", "127.0.0.1"),
+            ]
+        } else {
+            &[]
+        };
+        for (flag, default) in defaults.iter().copied() {
             if !args.contains(&flag) {
                 full.extend([flag, default]);
             }
         }
         full.extend(args);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-shim"))
+        let program = match prefix.first() {
+            Some(p) => *p,
+            None => full.remove(0),
+        };
+        let mut child = Command::new(program)
             .args(&full)
             .env("MESH_SHIM_LOG", "info")
             .stdout(Stdio::piped())
