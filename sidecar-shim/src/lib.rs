@@ -13,7 +13,8 @@
 //!   proxy or per-upstream port, into the SDK's client stack;
 //! - [`admin`]: admin, merged metrics and readiness ports;
 //! - [`wait`]: `mesh-shim wait`, for `mesh-shim wait && exec app`;
-//! - [`iptables`]: `mesh-shim iptables`, the transparent capture rules.
+//! - [`iptables`]: `mesh-shim iptables`, the transparent capture rules;
+//! - [`launch`]: starting the binary and reading back its ports.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod inbound;
 pub mod iptables;
+pub mod launch;
 pub mod logging;
 pub mod outbound;
 pub mod wait;

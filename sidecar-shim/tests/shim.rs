@@ -253,7 +253,7 @@ async fn admin_readiness_wait_and_quitquitquit() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let status = m.ratings.proc.wait_exit(Duration::from_secs(10));
+    let status = m.ratings.proc.wait_exit(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
 }
 
@@ -480,7 +480,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_early() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    shim.proc.terminate();
+    shim.proc.terminate().unwrap();
     // Readiness turns 503 while draining.
     let ready = get(shim.addr("ready"), "x", "/healthz/ready").await;
     assert!(ready.status == 503 || ready.status == 0, "{}", ready.head);
@@ -489,7 +489,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_early() {
     // New connections are refused once draining started.
     assert!(tokio::net::TcpStream::connect(inb).await.is_err());
     // Exits as soon as the last connection is done, long before 20 s.
-    let status = shim.proc.wait_exit(Duration::from_secs(10));
+    let status = shim.proc.wait_exit(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -2,16 +2,14 @@
 //! stdlib `http.server`, no mesh code in it) on loopback.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_ca::files::write_workload_files;
 use mesh_test_support::identity::{ca_in, issue};
+use sidecar_shim::launch::{Launch, Running};
 
 /// A port free right now (the shim binds it a moment later).
 pub fn free_port() -> u16 {
@@ -68,34 +66,6 @@ impl Drop for Proc {
     }
 }
 
-impl Proc {
-    /// Sends SIGTERM (through `kill`, as an orchestrator would).
-    pub fn terminate(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM {}", self.name);
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{} still running after {limit:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// Python's `http.server` serving `root` on 127.0.0.1.
 pub fn python_app(root: &Path) -> (Proc, u16) {
     let port = free_port();
@@ -127,16 +97,14 @@ pub fn python_app(root: &Path) -> (Proc, u16) {
     (proc, port)
 }
 
-/// A running `mesh-shim run`, with the addresses it printed.
+/// A running `mesh-shim run` (the library's launcher), killed on drop.
 pub struct Shim {
-    pub proc: Proc,
-    pub addrs: BTreeMap<String, Vec<SocketAddr>>,
-    pub lines: mpsc::Receiver<String>,
+    pub proc: Running,
 }
 
 impl Shim {
-    /// Starts `mesh-shim run ARGS` (ports default to 0 unless given) and
-    /// waits for it to say it is ready.
+    /// Starts `mesh-shim run ARGS` (ports default to 0 on loopback unless
+    /// given) and waits for it to say it is ready.
     pub fn start(name: &str, args: &[&str]) -> Shim {
         Self::try_start(name, args).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -144,117 +112,38 @@ impl Shim {
     /// Like [`Shim::start`], but returns what the shim printed when it
     /// exits before being ready.
     pub fn try_start(name: &str, args: &[&str]) -> Result<Shim, String> {
-        Self::launch(name, &[], args, true)
+        let mut launch = Launch::new(name, env!("CARGO_BIN_EXE_mesh-shim")).args(args);
+        for (flag, default) in [
+            ("--outbound-port", "0"),
+            ("--admin-port", "0"),
+            ("--metrics-port", "0"),
+            ("--ready-port", "0"),
+            ("--inbound-port", "0"),
+            ("--inbound-addr", "127.0.0.1"),
+        ] {
+            if !launch.has(flag) {
+                launch = launch.args(&[flag, default]);
+            }
+        }
+        Ok(Shim {
+            proc: launch.start()?,
+        })
     }
 
     /// Starts `mesh-shim run ARGS` inside network namespace `ns`, on
     /// Istio's ports (a namespace is a pod: nothing else binds them).
     pub fn start_in(ns: &str, name: &str, args: &[&str]) -> Shim {
-        Self::launch(name, &["ip", "netns", "exec", ns], args, false)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn launch(
-        name: &str,
-        prefix: &[&str],
-        args: &[&str],
-        loopback_ports: bool,
-    ) -> Result<Shim, String> {
-        let mut full: Vec<&str> = prefix.iter().skip(1).copied().collect();
-        full.extend([env!("CARGO_BIN_EXE_mesh-shim"), "run"]);
-        let defaults: &[(&str, &str)] = if loopback_ports {
-            &[
-                ("--outbound-port", "0"),
-                ("--admin-port", "0"),
-                ("--metrics-port", "0"),
-                ("--ready-port", "0"),
-                ("--inbound-port", "0"),
-                ("--inbound-addr", "127.0.0.1"),
-            ]
-        } else {
-            &[]
-        };
-        for (flag, default) in defaults.iter().copied() {
-            if !args.contains(&flag) {
-                full.extend([flag, default]);
-            }
-        }
-        full.extend(args);
-        let program = match prefix.first() {
-            Some(p) => *p,
-            None => full.remove(0),
-        };
-        let mut child = Command::new(program)
-            .args(&full)
-            .env("MESH_SHIM_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let tag = name.to_string();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[{tag}] {l}");
-                let _ = tx2.send(l);
-            }
-        });
-        let mut proc = Proc {
-            child,
-            name: name.into(),
-        };
-        let mut addrs: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix("mesh-shim: ") {
-                        if let Some((role, addr)) = rest.split_once(" listening on ") {
-                            addrs
-                                .entry(role.to_string())
-                                .or_default()
-                                .push(addr.parse().unwrap());
-                        }
-                        if rest == "ready" {
-                            return Ok(Shim {
-                                proc,
-                                addrs,
-                                lines: rx,
-                            });
-                        }
-                    }
-                    seen.push(l);
-                }
-                Err(_) => {
-                    if let Some(status) = proc.child.try_wait().unwrap() {
-                        std::thread::sleep(Duration::from_millis(100));
-                        seen.extend(rx.try_iter());
-                        return Err(format!(
-                            "{name} exited with {status} before ready:\n{}",
-                            seen.join("\n")
-                        ));
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(format!("{name} not ready after 30 s:\n{}", seen.join("\n")));
-                    }
-                }
-            }
+        let launch = Launch::new(name, env!("CARGO_BIN_EXE_mesh-shim"))
+            .inside(&["ip", "netns", "exec", ns])
+            .args(args);
+        Shim {
+            proc: launch.start().unwrap_or_else(|e| panic!("{e}")),
         }
     }
 
     /// The address of the listener `role` (the first, for `upstream`).
     pub fn addr(&self, role: &str) -> SocketAddr {
-        self.addrs[role][0]
+        self.proc.addr(role)
     }
 }
 
