@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::WebPkiServerVerifier;
-use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -26,7 +24,6 @@ use crate::proto::{
 };
 use crate::rotation::CertificateFetcher;
 use crate::spiffe::SpiffeId;
-use crate::tls::{CertResolver, ALPN_H2};
 use crate::workload::WorkloadCertificate;
 
 /// Where the CA is and how to talk to it.
@@ -81,26 +78,8 @@ impl CaClient {
         &self,
         client_cert: Option<Arc<WorkloadCertificate>>,
     ) -> Result<rustls::ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        for root in self.config.ca_roots.roots() {
-            roots.add(root.clone())?;
-        }
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::crypto::provider())
-                .build()
-                .map_err(|e| Error::Config(format!("CA roots unusable: {e}")))?;
-        let builder = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_webpki_verifier(verifier);
-        let mut config = match client_cert {
-            Some(cert) => {
-                let (_tx, rx) = watch::channel(cert);
-                builder.with_client_cert_resolver(Arc::new(CertResolver::new(rx)))
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![ALPN_H2.to_vec()];
-        Ok(config)
+        let trust = watch::channel(Arc::new(self.config.ca_roots.clone())).1;
+        crate::tls::control_plane_client_config(client_cert.map(|c| watch::channel(c).1), trust)
     }
 
     /// Sends one `CreateCertificate` request. `client_cert`, when given, is
