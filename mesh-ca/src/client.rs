@@ -117,7 +117,17 @@ impl CaClient {
             .timeout(self.config.timeout)
             .connect_with_connector(connector)
             .await
-            .map_err(|e| connect_err(error_chain(&e)))?;
+            .map_err(|e| {
+                let mut detail = error_chain(&e);
+                if has_certificate_error(&e) {
+                    detail.push_str(&format!(
+                        "; the CA's certificate must chain to the configured roots (the mesh root, \
+                         meshd's <ca_dir>/root-cert.pem) and name {:?}",
+                        self.config.server_name
+                    ));
+                }
+                connect_err(detail)
+            })?;
         let mut request = tonic::Request::new(request);
         if let Some(token) = &self.config.token {
             let value = format!("Bearer {token}").parse().map_err(|_| {
@@ -171,6 +181,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Whether the handshake failed on the server's certificate (rustls's
+/// error sits inside an `io::Error` somewhere in the chain).
+fn has_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let tls = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .or_else(|| err.downcast_ref::<rustls::Error>());
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl CertificateFetcher for CaClient {
