@@ -197,13 +197,14 @@ fn parts_len_is_istio(id: &str) -> bool {
 /// port, istiod's or meshd's 15012): the server verified by the mesh root
 /// and the name it is dialed with; the caller authenticated by the
 /// workload certificate when there is one, else by the bootstrap token.
-/// `None` when every server is `http://`.
+/// Leaves `cfg` as it is when every server is `http://`.
 fn xds_tls(
     source: &XdsSource,
     identity: Option<&CertificateProvider>,
-) -> Result<Option<(Arc<rustls::ClientConfig>, String, Option<PathBuf>)>, SourceError> {
+    cfg: &mut XdsClientConfig,
+) -> Result<(), SourceError> {
     let Some(server) = source.servers.iter().find(|s| s.starts_with("https://")) else {
-        return Ok(None);
+        return Ok(());
     };
     let fail = |why: String| SourceError::XdsTls {
         server: server.clone(),
@@ -249,7 +250,10 @@ fn xds_tls(
     };
     let tls = mesh_ca::tls::control_plane_client_config(certs, trust)
         .map_err(|e| fail(format!("TLS setup: {e}")))?;
-    Ok(Some((Arc::new(tls), roots, token)))
+    cfg.tls = Some(Arc::new(tls));
+    cfg.tls_roots = Some(roots);
+    cfg.token_file = token;
+    Ok(())
 }
 
 /// Starts the xDS client(s) for `client` and waits for the first model
@@ -267,11 +271,7 @@ pub async fn start_xds(
     node.workload_name = source.workload_name.clone();
     node.cluster_id = source.cluster_id.clone();
     let mut cfg = XdsClientConfig::new(source.servers.clone(), node);
-    if let Some((tls, roots, token)) = xds_tls(source, identity)? {
-        cfg.tls = Some(tls);
-        cfg.tls_roots = Some(roots);
-        cfg.token_file = token;
-    }
+    xds_tls(source, identity, &mut cfg)?;
     cfg.mesh_config = mesh;
     cfg.cache_file = source.cache_file.clone();
     if let Some(t) = &source.tuning {
