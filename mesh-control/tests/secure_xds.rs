@@ -288,6 +288,31 @@ async fn a_certificate_for_one_identity_claiming_another_is_refused() {
     // Its own identity is served (no token needed).
     let r = first_response(ch, node("demo", "web"), None).await.unwrap();
     assert_eq!(r.type_url, mesh_xds::types::CLUSTER);
+
+    // The same over Delta, from the SDK: its certificate is web's, its
+    // node (tuned) says api; the build fails naming both.
+    let mut ca = CaOptions::new(secure.to_string(), "localhost", meshd.root_cert_file());
+    ca.token_file = Some(token_file(dir.path(), WEB_TOKEN));
+    let err = Mesh::xds([format!("https://{secure}")])
+        .namespace("demo")
+        .service_account("web")
+        .ca(ca)
+        .xds_tuning(|c| {
+            c.delta = true;
+            c.node.service_account = Some("api".into());
+        })
+        .xds_ready_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("PermissionDenied")
+            && err.contains("spiffe://cluster.local/ns/demo/sa/web")
+            && err.contains("\"api\""),
+        "{err}"
+    );
     meshd.shutdown().await;
 }
 
