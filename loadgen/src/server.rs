@@ -145,6 +145,9 @@ impl Server {
                     .arg(xds.to_string())
                     .arg("--http-addr")
                     .arg(http.to_string())
+                    // Load runs measure plaintext ADS; no fixed TLS port to collide on.
+                    .arg("--secure-xds-addr")
+                    .arg("off")
                     .env("RUST_LOG", "warn");
             }
             Kind::Istiod => {

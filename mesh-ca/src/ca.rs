@@ -316,10 +316,14 @@ impl CertificateAuthority {
         params.distinguished_name = DistinguishedName::new();
         let uri = rcgen::string::Ia5String::try_from(identity.to_string())?;
         params.subject_alt_names = vec![SanType::URI(uri)];
-        for dns in dns_names {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName(rcgen::string::Ia5String::try_from(dns)?));
+        for name in dns_names {
+            // An address is an IP SAN: hostname verification of a server
+            // dialed by IP (`https://127.0.0.1:15012`) looks only there.
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(rcgen::string::Ia5String::try_from(name)?),
+            };
+            params.subject_alt_names.push(san);
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
@@ -352,7 +356,8 @@ impl CertificateAuthority {
 
     /// Issues a certificate with a key generated here, for a server the CA
     /// runs itself (the CA's own gRPC endpoint). `dns_names` are added as DNS
-    /// SANs next to the SPIFFE URI so standard hostname verification works.
+    /// SANs (IP SANs for the ones that parse as addresses) next to the
+    /// SPIFFE URI so standard hostname verification works.
     pub fn issue_local(
         &self,
         identity: &SpiffeId,

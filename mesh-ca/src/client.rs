@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::WebPkiServerVerifier;
-use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -26,7 +24,6 @@ use crate::proto::{
 };
 use crate::rotation::CertificateFetcher;
 use crate::spiffe::SpiffeId;
-use crate::tls::{CertResolver, ALPN_H2};
 use crate::workload::WorkloadCertificate;
 
 /// Where the CA is and how to talk to it.
@@ -81,26 +78,8 @@ impl CaClient {
         &self,
         client_cert: Option<Arc<WorkloadCertificate>>,
     ) -> Result<rustls::ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        for root in self.config.ca_roots.roots() {
-            roots.add(root.clone())?;
-        }
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::crypto::provider())
-                .build()
-                .map_err(|e| Error::Config(format!("CA roots unusable: {e}")))?;
-        let builder = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_webpki_verifier(verifier);
-        let mut config = match client_cert {
-            Some(cert) => {
-                let (_tx, rx) = watch::channel(cert);
-                builder.with_client_cert_resolver(Arc::new(CertResolver::new(rx)))
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![ALPN_H2.to_vec()];
-        Ok(config)
+        let trust = watch::channel(Arc::new(self.config.ca_roots.clone())).1;
+        crate::tls::control_plane_client_config(client_cert.map(|c| watch::channel(c).1), trust)
     }
 
     /// Sends one `CreateCertificate` request. `client_cert`, when given, is
@@ -138,7 +117,17 @@ impl CaClient {
             .timeout(self.config.timeout)
             .connect_with_connector(connector)
             .await
-            .map_err(|e| connect_err(error_chain(&e)))?;
+            .map_err(|e| {
+                let mut detail = error_chain(&e);
+                if has_certificate_error(&e) {
+                    detail.push_str(&format!(
+                        "; the CA's certificate must chain to the configured roots (the mesh root, \
+                         meshd's <ca_dir>/root-cert.pem) and name {:?}",
+                        self.config.server_name
+                    ));
+                }
+                connect_err(detail)
+            })?;
         let mut request = tonic::Request::new(request);
         if let Some(token) = &self.config.token {
             let value = format!("Bearer {token}").parse().map_err(|_| {
@@ -192,6 +181,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Whether the handshake failed on the server's certificate (rustls's
+/// error sits inside an `io::Error` somewhere in the chain).
+fn has_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let tls = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .or_else(|| err.downcast_ref::<rustls::Error>());
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl CertificateFetcher for CaClient {

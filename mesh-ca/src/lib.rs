@@ -9,6 +9,8 @@
 //! * [`client`], [`csr`], [`rotation`], [`files`]: the workload side: key and
 //!   CSR generation, fetching from the CA, rotation before expiry and the
 //!   `cert-chain.pem` / `key.pem` / `root-cert.pem` directory layout.
+//! * [`local`]: the serving certificate of a server the CA's own process
+//!   runs (meshd's TLS port), issued in process and rotated.
 //! * [`tls`]: rustls client and server configs for mesh mTLS that verify the
 //!   peer's SPIFFE identity and reload certificates and roots without
 //!   dropping live connections.
@@ -27,6 +29,7 @@ pub mod csr;
 pub mod error;
 pub mod files;
 mod fsutil;
+pub mod local;
 #[cfg(feature = "grpc")]
 pub mod proto;
 pub mod rotation;
@@ -43,6 +46,7 @@ pub use ca::{CaConfig, CertificateAuthority, IssuedCertificate};
 #[cfg(feature = "grpc")]
 pub use client::{CaClient, CaClientConfig};
 pub use error::{Error, Result};
+pub use local::LocalIssuer;
 pub use rotation::{CertificateFetcher, CertificateProvider, RotationConfig};
 #[cfg(feature = "grpc")]
 pub use server::CaService;

@@ -23,8 +23,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::UnixTime;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -230,6 +231,76 @@ pub fn server_tls_config(
     )
 }
 
+/// The TLS connections accepted on `listener`, handshaken with `tls`,
+/// for tonic's `serve_with_incoming*`. Each handshake runs on its own task
+/// with a deadline, so a client that stalls or fails its handshake is
+/// dropped without holding up others; Nagle is off, so a response's last
+/// segment does not wait for the peer's delayed ACK. `what` names the port
+/// in logs. The accept loop stops when the stream is dropped.
+pub fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    what: &'static str,
+) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send + 'static {
+    let acceptor = TlsAcceptor::from(tls);
+    let (tx, rx) = mpsc::channel(64);
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(port = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(port = what, error = %e, "cannot turn off Nagle");
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(port = what, %peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(port = what, %peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    AbortOnDrop {
+        inner: ReceiverStream::new(rx),
+        task: accept_loop,
+    }
+}
+
+/// A stream that stops its producer task when dropped.
+struct AbortOnDrop<S> {
+    inner: S,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<S> Drop for AbortOnDrop<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for AbortOnDrop<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 /// Serves `service` over TLS on `listener` until `shutdown` completes.
 /// Connections whose handshake fails or stalls are dropped without
 /// affecting others.
@@ -239,35 +310,8 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let acceptor = TlsAcceptor::from(tls);
-    let (tx, rx) = mpsc::channel(64);
-    let accept_loop = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "CA accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "CA TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "CA TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    let result = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
-        .await;
-    accept_loop.abort();
-    result
+        .serve_with_incoming_shutdown(tls_incoming(listener, tls, "CA"), shutdown)
+        .await
 }

@@ -2,7 +2,8 @@
 //! directory of Istio YAML, validates and analyzes every change, compiles
 //! it per connected client and serves it over Envoy v3 ADS (with CSDS for
 //! `meshctl proxy-config`), hosts the CA (Istio's
-//! `IstioCertificateService`) on the same gRPC port, and serves
+//! `IstioCertificateService`) on the same gRPC port, serves both again over
+//! TLS on a second port (istiod's 15012) to authenticated callers, and serves
 //! health, Prometheus metrics and debug views over HTTP.
 //!
 //! ```no_run
@@ -20,7 +21,8 @@
 //! [`controller`] (per-node compilation and pushes), [`compile`] (one
 //! client identity's snapshot), [`autoreg`] (workload auto-registration),
 //! [`converge`] (convergence time), [`metrics`], [`http`] and [`debug`]
-//! (the HTTP port), [`tap`] and [`events`] (what the ADS server reports).
+//! (the HTTP port), [`tap`] and [`events`] (what the ADS server reports),
+//! [`secure`] (the TLS port's authentication and node admission).
 //!
 //! Not here: the xDS protocol itself (`mesh_xds::server`), compilation
 //! rules (`mesh_core::compile`), the CA's signing (`mesh_ca`).
@@ -37,6 +39,7 @@ pub mod http;
 pub mod load;
 mod meshd;
 pub mod metrics;
+pub mod secure;
 pub mod settings;
 pub mod tap;
 pub mod watch;

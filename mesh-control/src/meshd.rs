@@ -1,13 +1,17 @@
-//! Starting and stopping meshd: the CA, the ADS + CSDS + CA gRPC server, the
-//! HTTP server, the directory watcher and the compile, event and
-//! convergence tasks.
+//! Starting and stopping meshd: the CA, the ADS + CSDS + CA gRPC server
+//! (plaintext), the same ADS + CA over TLS ([`crate::secure`]), the HTTP
+//! server, the directory watcher and the compile, event and convergence
+//! tasks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use mesh_ca::{ca_store, CaConfig, CaService, CertificateAuthority, TokenStore};
+use mesh_ca::{
+    ca_store, CaConfig, CaService, CertificateAuthority, CertificateProvider, LocalIssuer,
+    TokenStore,
+};
 use mesh_core::config::fingerprint;
 use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
 use tokio::net::TcpListener;
@@ -34,10 +38,13 @@ pub struct Meshd;
 #[derive(Debug)]
 pub struct MeshdHandle {
     xds_addr: SocketAddr,
+    secure_xds_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
     ctl: Controller,
     ca: Arc<CertificateAuthority>,
     ca_dir: PathBuf,
+    // The TLS port's certificate, rotated while this lives.
+    serving: Option<CertificateProvider>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Completes when the HTTP port's thread has stopped.
@@ -52,9 +59,28 @@ impl MeshdHandle {
         self.xds_addr
     }
 
+    /// The bound xDS + CA gRPC address over TLS (istiod's 15012), if
+    /// served. Its certificate names [`crate::secure::SERVING_NAMES`] and
+    /// chains to [`MeshdHandle::root_cert_file`].
+    pub fn secure_xds_addr(&self) -> Option<SocketAddr> {
+        self.secure_xds_addr
+    }
+
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The file holding the mesh root (`<ca_dir>/root-cert.pem`): what a
+    /// workload trusts to verify meshd's TLS port, the CA and its peers
+    /// (`CaOptions::roots_file`, `xds_roots` in the SDK).
+    pub fn root_cert_file(&self) -> PathBuf {
+        self.ca_dir.join(ca_store::ROOT_CERT_FILE)
+    }
+
+    /// The TLS port's current serving certificate, if the port is served.
+    pub fn serving_certificate(&self) -> Option<Arc<mesh_ca::WorkloadCertificate>> {
+        self.serving.as_ref().map(CertificateProvider::current)
     }
 
     /// The control-plane state: current generation, nodes, rejections.
@@ -204,6 +230,9 @@ impl Meshd {
         let ads = AdsServer::new(cache.clone())
             .with_node_hook(move |n| hook_ctl.node_seen(n))
             .with_shutdown(shutdown_rx.clone());
+        // Same server (cache, events, stream ids), but every node admitted
+        // against what the TLS port authenticated.
+        let ads_secure = ads.clone().with_node_check(crate::secure::admit_node);
         tasks.push(tokio::spawn(crate::events::run(ctl.clone(), ads.events())));
         tasks.push(tokio::spawn(ctl.convergence().clone().run()));
 
@@ -218,8 +247,10 @@ impl Meshd {
         let http_addr = http_listener.local_addr().map_err(bind_err)?;
 
         let tap_ctl = ctl.clone();
-        let ads_svc = NodeTap::new(ads.into_service(), Arc::new(move |n| tap_ctl.raw_node(n)));
-        let ca_svc = CaService::new(ca.clone(), tokens).into_server();
+        let tap: crate::tap::NodeSink = Arc::new(move |n| tap_ctl.raw_node(n));
+        let ads_svc = NodeTap::new(ads.into_service(), tap.clone());
+        let ca_service = CaService::new(ca.clone(), tokens);
+        let ca_svc = ca_service.clone().into_server();
         let csds_svc = CsdsServer::new(cache.clone()).into_service();
         let xds_serving = Arc::new(AtomicBool::new(false));
         let serving = xds_serving.clone();
@@ -240,6 +271,31 @@ impl Meshd {
         // The socket is bound and listening: connections are accepted from
         // here on, so the port counts as serving.
         xds_serving.store(true, Ordering::Release);
+
+        let (secure_xds_addr, serving) = match config.secure_xds_addr {
+            Some(want) => {
+                let port = SecurePort {
+                    want,
+                    ca: &ca,
+                    ca_dir: &ca_dir,
+                    ca_service,
+                    ads: ads_secure,
+                    tap,
+                };
+                let (addr, serving, task) = match port.start(shutdown_rx.clone()).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        // Nothing may outlive a failed start.
+                        let _ = shutdown.send(true);
+                        tasks.iter().for_each(JoinHandle::abort);
+                        return Err(e);
+                    }
+                };
+                tasks.push(task);
+                (Some(addr), Some(serving))
+            }
+            None => (None, None),
+        };
 
         let state = HttpState {
             ctl: ctl.clone(),
@@ -265,18 +321,87 @@ impl Meshd {
             shutdown_rx,
         )));
 
-        tracing::info!(%xds_addr, %http_addr, config = %config.config_dir.display(), "meshd serving");
+        let root_cert = ca_dir.join(ca_store::ROOT_CERT_FILE);
+        tracing::info!(
+            %xds_addr,
+            secure_xds_addr = ?secure_xds_addr,
+            %http_addr,
+            config = %config.config_dir.display(),
+            root_cert = %root_cert.display(),
+            "meshd serving; workloads verify its TLS port and the CA with root_cert"
+        );
         Ok(MeshdHandle {
             xds_addr,
+            secure_xds_addr,
             http_addr,
             ctl,
             ca,
             ca_dir,
+            serving,
             shutdown,
             tasks,
             http_done: Some(http_done),
             _ca_temp: ca_temp,
         })
+    }
+}
+
+/// What the TLS port serves and with what.
+struct SecurePort<'a> {
+    want: SocketAddr,
+    ca: &'a Arc<CertificateAuthority>,
+    ca_dir: &'a Path,
+    ca_service: CaService,
+    ads: AdsServer,
+    tap: crate::tap::NodeSink,
+}
+
+impl SecurePort<'_> {
+    /// Binds the port, issues its certificate and starts serving; returns
+    /// the bound address, the rotating certificate and the server task.
+    async fn start(
+        self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(SocketAddr, CertificateProvider, JoinHandle<()>)> {
+        const WHAT: &str = "xDS/CA gRPC over TLS";
+        let listener = bind(WHAT, self.want).await?;
+        let addr = local_addr(&listener, WHAT, self.want)?;
+        let ca_err = |source| MeshdError::Ca {
+            dir: self.ca_dir.to_path_buf(),
+            source,
+        };
+        let identity = crate::secure::serving_identity(self.ca.trust_domain())
+            .map_err(|e| ca_err(e.into()))?;
+        let serving = LocalIssuer::new(
+            self.ca.clone(),
+            crate::secure::serving_names(addr),
+            Some(crate::secure::SERVING_TTL),
+        )
+        .start(identity)
+        .await
+        .map_err(ca_err)?;
+        let tls =
+            mesh_ca::server::server_tls_config(self.ca, serving.certificates()).map_err(ca_err)?;
+        // Authenticate outside the tap: a refused caller's node never
+        // reaches auto-registration.
+        let ads = tonic::service::interceptor::InterceptedService::new(
+            NodeTap::new(self.ads.into_service(), self.tap),
+            crate::secure::Authenticate::new(self.ca_service.clone(), addr),
+        );
+        let incoming = mesh_ca::server::tls_incoming(listener, Arc::new(tls), WHAT);
+        let ca_svc = self.ca_service.into_server();
+        let task = tokio::spawn(async move {
+            let server = tonic::transport::Server::builder()
+                .add_service(ads)
+                .add_service(ca_svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the TLS xDS/CA gRPC server stopped");
+            }
+        });
+        Ok((addr, serving, task))
     }
 }
 

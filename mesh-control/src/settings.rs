@@ -22,6 +22,10 @@ pub struct MeshdConfig {
     pub mesh_config: Option<PathBuf>,
     /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
     pub xds_addr: SocketAddr,
+    /// Where the same xDS + CA services are served over TLS (istiod's
+    /// 15012), callers authenticated by mesh client certificate or
+    /// bootstrap token; `None` serves plaintext only.
+    pub secure_xds_addr: Option<SocketAddr>,
     /// Where `/healthz`, `/ready`, `/metrics` and `/debug/*` are served.
     pub http_addr: SocketAddr,
     /// Where the CA keeps its root (`root-cert.pem`/`root-key.pem`, created on
@@ -44,8 +48,8 @@ pub struct MeshdConfig {
 }
 
 impl MeshdConfig {
-    /// Defaults for tests and embedding: loopback port 0 for xDS and HTTP
-    /// (read the bound ports from the handle), CA in a temporary directory,
+    /// Defaults for tests and embedding: loopback port 0 for xDS, TLS xDS
+    /// and HTTP (read the bound ports from the handle), CA in a temporary directory,
     /// trust domain `cluster.local`, 100 ms poll and debounce.
     pub fn new(config_dir: impl Into<PathBuf>) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -53,6 +57,7 @@ impl MeshdConfig {
             config_dir: config_dir.into(),
             mesh_config: None,
             xds_addr: loopback,
+            secure_xds_addr: Some(loopback),
             http_addr: loopback,
             ca_dir: None,
             ca_tokens: None,
@@ -75,6 +80,8 @@ pub struct SettingsFile {
     pub mesh_config: Option<PathBuf>,
     /// `xdsAddr`.
     pub xds_addr: Option<SocketAddr>,
+    /// `secureXdsAddr`: an address, or `off` (see [`parse_optional_addr`]).
+    pub secure_xds_addr: Option<String>,
     /// `httpAddr`.
     pub http_addr: Option<SocketAddr>,
     /// `caDir`.
@@ -129,10 +136,22 @@ impl SettingsFile {
         }
         serde_json::from_value(doc.value).map_err(|e| {
             MeshdError::Settings(format!(
-                "{file}: {e}; known keys are config, meshConfig, xdsAddr, httpAddr, caDir, caTokens, trustDomain, debounce, pollInterval"
+                "{file}: {e}; known keys are config, meshConfig, xdsAddr, secureXdsAddr, httpAddr, caDir, caTokens, trustDomain, debounce, pollInterval"
             ))
         })
     }
+}
+
+/// Parses a listen address, or `off` for a port that is not served (what
+/// `--secure-xds-addr` and `secureXdsAddr` accept).
+pub fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| {
+        format!("{s:?} is not a listen address ({e}); write it like 127.0.0.1:15012, or off")
+    })
 }
 
 /// Parses `250ms`, `2s` or `1m` (what the settings file and flags accept).
@@ -180,6 +199,17 @@ mod tests {
             msg.contains("meshd.yaml") && msg.contains("xdsadr") && msg.contains("xdsAddr"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn secure_xds_addr_parses_or_turns_off() {
+        let s = SettingsFile::parse("secureXdsAddr: 0.0.0.0:15012\n", "meshd.yaml").unwrap();
+        assert_eq!(
+            parse_optional_addr(s.secure_xds_addr.as_deref().unwrap()).unwrap(),
+            Some("0.0.0.0:15012".parse().unwrap())
+        );
+        assert_eq!(parse_optional_addr("off").unwrap(), None);
+        assert!(parse_optional_addr("15012").unwrap_err().contains("off"));
     }
 
     #[test]

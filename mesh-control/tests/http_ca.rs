@@ -201,13 +201,15 @@ fn binary_reads_settings_file_and_prints_bound_addresses() {
     write_config(&conf);
     std::fs::write(
         dir.path().join("meshd.yaml"),
-        "config: conf\nxdsAddr: 127.0.0.1:0\ncaDir: ca\ndebounce: 50ms\n",
+        "config: conf\nxdsAddr: 127.0.0.1:0\nsecureXdsAddr: off\ncaDir: ca\ndebounce: 50ms\n",
     )
     .unwrap();
+    // The variable wins over the settings file's `off`.
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshd"))
         .arg("--config-file")
         .arg(dir.path().join("meshd.yaml"))
         .env("MESHD_HTTP_ADDR", "127.0.0.1:0")
+        .env("MESHD_SECURE_XDS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -217,6 +219,15 @@ fn binary_reads_settings_file_and_prints_bound_addresses() {
     let http = lines.next().unwrap().unwrap();
     let http_addr: std::net::SocketAddr = http.strip_prefix("http ").unwrap().parse().unwrap();
     assert!(xds.starts_with("xds 127.0.0.1:"), "{xds}");
+    let tls = lines.next().unwrap().unwrap();
+    assert!(tls.starts_with("xds-tls 127.0.0.1:"), "{tls}");
+    let root = lines.next().unwrap().unwrap();
+    let root = std::path::PathBuf::from(root.strip_prefix("root-cert ").unwrap());
+    assert!(
+        root.ends_with("ca/root-cert.pem") && root.exists(),
+        "{}",
+        root.display()
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ready = rt.block_on(async move {
         tokio::time::timeout(Duration::from_secs(10), http_get(http_addr, "/ready"))

@@ -173,12 +173,13 @@ async fn mesh_mode_gets_its_identity_from_the_ca_and_talks_mtls() {
 }
 
 /// The ADS server behind mesh mTLS (as istiod's port 15012): its own
-/// SPIFFE certificate, client certificates required.
+/// certificate naming the address it is dialed by, client certificates
+/// required.
 async fn xds_mtls(cache: SnapshotCache, ca: &CertificateAuthority) -> String {
     let serving = ca
         .issue_local(
             &SpiffeId::parse("spiffe://cluster.local/ns/mesh-system/sa/meshd").unwrap(),
-            &["meshd.mesh-system.svc"],
+            &["meshd.mesh-system.svc", "127.0.0.1"],
             None,
         )
         .unwrap();
@@ -227,7 +228,8 @@ async fn xds_over_mesh_mtls_with_the_workload_certificate() {
         Some(url.as_str())
     );
 
-    // https without a certificate to present is refused up front.
+    // https without a root to verify the server with is refused up front,
+    // and so is https with nothing to authenticate with.
     let err = Mesh::xds([url.as_str()])
         .namespace("default")
         .build()
@@ -235,10 +237,18 @@ async fn xds_over_mesh_mtls_with_the_workload_certificate() {
         .err()
         .unwrap();
     assert!(
-        matches!(
-            err,
-            SourceError::Xds(mesh_xds::client::XdsClientError::BadAddress { .. })
-        ),
+        matches!(err, SourceError::XdsTls { .. }) && err.to_string().contains("xds_roots"),
+        "{err}"
+    );
+    let err = Mesh::xds([url.as_str()])
+        .namespace("default")
+        .xds_roots(&ca.roots)
+        .build()
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, SourceError::XdsTls { .. }) && err.to_string().contains("xds_token_file"),
         "{err}"
     );
 }

@@ -16,7 +16,7 @@ use crate::bundle::TrustBundle;
 use crate::error::Result;
 use crate::tls::policy::PeerPolicy;
 use crate::tls::resolver::CertResolver;
-use crate::tls::verifier::{MeshClientVerifier, MeshServerVerifier};
+use crate::tls::verifier::{ControlPlaneVerifier, MeshClientVerifier, MeshServerVerifier};
 use crate::workload::WorkloadCertificate;
 
 /// ALPN id of HTTP/2.
@@ -74,6 +74,27 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn();
+    config.resumption = Resumption::disabled();
+    Ok(config)
+}
+
+/// A TLS 1.3 client config for the control plane (meshd's TLS port: xDS and
+/// the CA): verifies the server by chain to `trust` and by the name it is
+/// dialed with ([`ControlPlaneVerifier`]), presents the current certificate
+/// of `certs` if given, and offers only `h2` (gRPC).
+pub fn control_plane_client_config(
+    certs: Option<watch::Receiver<Arc<WorkloadCertificate>>>,
+    trust: watch::Receiver<Arc<TrustBundle>>,
+) -> Result<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(crate::crypto::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ControlPlaneVerifier::new(trust)));
+    let mut config = match certs {
+        Some(certs) => builder.with_client_cert_resolver(Arc::new(CertResolver::new(certs))),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.resumption = Resumption::disabled();
     Ok(config)
 }

@@ -17,8 +17,10 @@ pub mod policy;
 pub mod resolver;
 pub mod verifier;
 
-pub use config::{client_config, server_config, ClientAuth, ALPN_H2, ALPN_HTTP11};
+pub use config::{
+    client_config, control_plane_client_config, server_config, ClientAuth, ALPN_H2, ALPN_HTTP11,
+};
 pub use peer::{client_peer_identity, peer_identity, server_peer_identity};
 pub use policy::{PeerIdentityError, PeerPolicy};
 pub use resolver::CertResolver;
-pub use verifier::{MeshClientVerifier, MeshServerVerifier};
+pub use verifier::{ControlPlaneVerifier, MeshClientVerifier, MeshServerVerifier};

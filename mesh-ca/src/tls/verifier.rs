@@ -1,7 +1,11 @@
 //! Certificate verifiers for mesh mTLS: chain to the current trust bundle
 //! (read from a `watch` channel on every handshake, so a rotated bundle
 //! applies to new connections only), then the SPIFFE identity against a
-//! [`PeerPolicy`]. DNS names are never checked: mesh identities are URIs.
+//! [`PeerPolicy`]. DNS names are never checked between workloads: mesh
+//! identities are URIs. The control plane is the exception
+//! ([`ControlPlaneVerifier`]): it is verified by the name it was dialed
+//! with, as istiod is, so no workload certificate (which carries no DNS
+//! name) can stand in for it.
 
 use std::sync::Arc;
 
@@ -209,5 +213,72 @@ impl ClientCertVerifier for MeshClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.core.algs.supported_schemes()
+    }
+}
+
+/// Verifies the control plane's serving certificate (meshd's TLS port, the
+/// CA): it must chain to the current bundle of `trust` and carry the name
+/// (DNS name or IP address) the client dialed. Workload certificates carry
+/// only a SPIFFE URI, so a workload cannot pose as the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneVerifier {
+    trust: watch::Receiver<Arc<TrustBundle>>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ControlPlaneVerifier {
+    /// Verifies against the bundle in `trust` (read on every handshake).
+    pub fn new(trust: watch::Receiver<Arc<TrustBundle>>) -> Self {
+        ControlPlaneVerifier {
+            trust,
+            algs: crate::crypto::provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for ControlPlaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let bundle = self.trust.borrow().clone();
+        bundle
+            .verify(end_entity, intermediates, now, Usage::ServerAuth)
+            .map_err(pki_error)?;
+        webpki::EndEntityCert::try_from(end_entity)
+            .and_then(|cert| cert.verify_is_valid_for_subject_name(server_name))
+            .map_err(|e| match e {
+                webpki::Error::CertNotValidForName(_) => {
+                    rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+                }
+                other => pki_error(other),
+            })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
     }
 }

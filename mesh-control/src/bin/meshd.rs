@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mesh_control::settings::parse_duration;
+use mesh_control::settings::{parse_duration, parse_optional_addr};
 use mesh_control::{Meshd, MeshdConfig, SettingsFile};
 
 /// meshd: the mesh's control plane (Istio YAML in, Envoy v3 xDS out, plus the CA).
@@ -24,6 +24,9 @@ struct Args {
     /// Address of the xDS + CA gRPC server [default: 127.0.0.1:15010].
     #[arg(long, env = "MESHD_XDS_ADDR")]
     xds_addr: Option<SocketAddr>,
+    /// Address of the xDS + CA gRPC server over TLS, or `off` [default: 127.0.0.1:15012].
+    #[arg(long, env = "MESHD_SECURE_XDS_ADDR", value_parser = parse_secure_addr)]
+    secure_xds_addr: Option<SecureAddr>,
     /// Address of /healthz, /ready, /metrics, /debug/* [default: 127.0.0.1:15014].
     #[arg(long, env = "MESHD_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
@@ -44,6 +47,15 @@ struct Args {
     config_file: Option<PathBuf>,
 }
 
+/// `--secure-xds-addr`: an address or `off` (a newtype, as clap reads
+/// `Option<Option<_>>` as a flag with an optional value).
+#[derive(Debug, Clone, Copy)]
+struct SecureAddr(Option<SocketAddr>);
+
+fn parse_secure_addr(s: &str) -> Result<SecureAddr, String> {
+    parse_optional_addr(s).map(SecureAddr)
+}
+
 fn config(args: Args) -> Result<MeshdConfig, String> {
     let file = match &args.config_file {
         Some(p) => SettingsFile::load(p).map_err(|e| e.to_string())?,
@@ -58,6 +70,13 @@ fn config(args: Args) -> Result<MeshdConfig, String> {
         .xds_addr
         .or(file.xds_addr)
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010)));
+    c.secure_xds_addr = match (args.secure_xds_addr, &file.secure_xds_addr) {
+        (Some(a), _) => a.0,
+        (None, Some(s)) => {
+            parse_optional_addr(s).map_err(|e| format!("settings file secureXdsAddr: {e}"))?
+        }
+        (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 15012))),
+    };
     c.http_addr = args
         .http_addr
         .or(file.http_addr)
@@ -115,6 +134,10 @@ fn main() -> ExitCode {
         // Printed on stdout so scripts that start meshd on port 0 can read them.
         println!("xds {}", meshd.xds_addr());
         println!("http {}", meshd.http_addr());
+        if let Some(addr) = meshd.secure_xds_addr() {
+            println!("xds-tls {addr}");
+        }
+        println!("root-cert {}", meshd.root_cert_file().display());
         wait_for_signal().await;
         tracing::info!("shutting down");
         meshd.shutdown().await;

@@ -341,6 +341,25 @@ impl MeshBuilder<Xds> {
         self
     }
 
+    /// The mesh root (PEM, meshd's `<ca_dir>/root-cert.pem`) that verifies
+    /// `https://` xDS servers; default: the [`CaOptions`] roots file, else
+    /// the CA's trust bundle. The server must also carry the name it is
+    /// dialed with (meshd's: `meshd.istio-system.svc`,
+    /// `istiod.istio-system.svc`, `localhost`, `127.0.0.1`).
+    pub fn xds_roots(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mode.source.roots_file = Some(path.into());
+        self
+    }
+
+    /// A bootstrap token file for `https://` xDS servers, sent as
+    /// `authorization: Bearer` when the workload has no certificate to
+    /// present (without [`MeshBuilder::ca`]); default: the [`CaOptions`]
+    /// token file. Never sent to `http://` servers.
+    pub fn xds_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mode.source.token_file = Some(path.into());
+        self
+    }
+
     /// How long `build()` waits for the first model (10 s).
     pub fn xds_ready_timeout(mut self, timeout: Duration) -> Self {
         self.mode.source.ready_timeout = timeout;
@@ -366,6 +385,17 @@ impl MeshBuilder<Xds> {
         // Telemetry's names for the workload are also the node's.
         self.mode.source.workload_name = self.workload_name.clone();
         self.mode.source.cluster_id = self.cluster_id.clone();
+        #[cfg(feature = "ca")]
+        if let Some(ca) = &self.ca {
+            // The CA's root is the mesh root meshd's TLS port chains to.
+            let source = &mut self.mode.source;
+            source
+                .roots_file
+                .get_or_insert_with(|| ca.roots_file.clone());
+            if source.token_file.is_none() {
+                source.token_file = ca.token_file.clone();
+            }
+        }
         self.finish(|mode, client, mesh_config, certificates| async move {
             let xds =
                 start_xds(&mode.source, &client, mesh_config, certificates.as_deref()).await?;

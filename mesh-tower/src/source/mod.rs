@@ -40,6 +40,15 @@ pub enum SourceError {
     #[cfg(feature = "xds")]
     #[error(transparent)]
     Xds(#[from] mesh_xds::client::XdsClientError),
+    /// An `https://` xDS server cannot be dialed as configured.
+    #[cfg(feature = "xds")]
+    #[error("xDS server {server}: {why}")]
+    XdsTls {
+        /// The server address.
+        server: String,
+        /// What is missing or wrong, and what to do.
+        why: String,
+    },
     /// No workload certificate from the CA.
     #[error("workload identity from the CA at {ca}: {why}")]
     Identity {

@@ -19,11 +19,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_ca::CertificateProvider;
+use mesh_ca::{CertificateProvider, TrustBundle};
 use mesh_core::config::MeshConfig;
 use mesh_core::model::{Client, Model};
 use mesh_xds::client::{XdsClient, XdsClientConfig};
 use mesh_xds::node::NodeInfo;
+use tokio::sync::watch;
 
 use super::SourceError;
 use crate::ModelRx;
@@ -54,6 +55,13 @@ pub struct XdsSource {
     pub workload_name: Option<String>,
     /// See `workload_name`.
     pub cluster_id: Option<String>,
+    /// PEM roots that verify `https://` servers (meshd's
+    /// `<ca_dir>/root-cert.pem`); `None`: the CA's trust bundle, when the
+    /// builder has a CA.
+    pub roots_file: Option<PathBuf>,
+    /// Bootstrap token file sent to `https://` servers when there is no
+    /// workload certificate to present.
+    pub token_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for XdsSource {
@@ -64,6 +72,8 @@ impl std::fmt::Debug for XdsSource {
             .field("ready_timeout", &self.ready_timeout)
             .field("tuning", &self.tuning.is_some())
             .field("inbound_ports", &self.inbound_ports)
+            .field("roots_file", &self.roots_file)
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -79,6 +89,8 @@ impl XdsSource {
             inbound_ports: Vec::new(),
             workload_name: None,
             cluster_id: None,
+            roots_file: None,
+            token_file: None,
         }
     }
 }
@@ -181,11 +193,74 @@ fn parts_len_is_istio(id: &str) -> bool {
     id.split('~').count() == 4
 }
 
+/// How the xDS client talks to `https://` servers (a control plane's TLS
+/// port, istiod's or meshd's 15012): the server verified by the mesh root
+/// and the name it is dialed with; the caller authenticated by the
+/// workload certificate when there is one, else by the bootstrap token.
+/// Leaves `cfg` as it is when every server is `http://`.
+fn xds_tls(
+    source: &XdsSource,
+    identity: Option<&CertificateProvider>,
+    cfg: &mut XdsClientConfig,
+) -> Result<(), SourceError> {
+    let Some(server) = source.servers.iter().find(|s| s.starts_with("https://")) else {
+        return Ok(());
+    };
+    let fail = |why: String| SourceError::XdsTls {
+        server: server.clone(),
+        why,
+    };
+    let (trust, roots) = match (&source.roots_file, identity) {
+        (Some(file), _) => {
+            let pem = std::fs::read_to_string(file).map_err(|e| {
+                fail(format!(
+                    "cannot read the mesh roots {}: {e}; pass meshd's root-cert.pem to .xds_roots(..)",
+                    file.display()
+                ))
+            })?;
+            let bundle = TrustBundle::from_pem(&pem, &file.display().to_string())
+                .map_err(|e| fail(e.to_string()))?;
+            (
+                watch::channel(Arc::new(bundle)).1,
+                file.display().to_string(),
+            )
+        }
+        (None, Some(p)) => (p.trust_bundle(), "the mesh CA's trust bundle".to_string()),
+        (None, None) => {
+            return Err(fail(
+                "no mesh root to verify the server with: call .xds_roots(<meshd's root-cert.pem>) \
+                 or .ca(CaOptions) on the builder"
+                    .into(),
+            ))
+        }
+    };
+    let certs = identity.map(CertificateProvider::certificates);
+    let token = if certs.is_none() {
+        let Some(token) = source.token_file.clone() else {
+            return Err(fail(
+                "no credentials to present: a control plane's TLS port refuses unauthenticated \
+                 callers; call .ca(CaOptions) for a workload certificate, or .xds_token_file(..) \
+                 with a bootstrap token"
+                    .into(),
+            ));
+        };
+        Some(token)
+    } else {
+        None
+    };
+    let tls = mesh_ca::tls::control_plane_client_config(certs, trust)
+        .map_err(|e| fail(format!("TLS setup: {e}")))?;
+    cfg.tls = Some(Arc::new(tls));
+    cfg.tls_roots = Some(roots);
+    cfg.token_file = token;
+    Ok(())
+}
+
 /// Starts the xDS client(s) for `client` and waits for the first model
 /// (or the cached one), and the server listeners' answer when inbound
-/// ports are given. With a workload certificate, `https://` servers are
-/// dialed with mesh mTLS (the control plane's SPIFFE identity verified
-/// against the mesh trust domain), as istiod's port 15012.
+/// ports are given. `https://` servers are dialed over TLS (see
+/// `xds_tls`): verified by the mesh root and the dialed name, presenting
+/// the workload certificate, else the bootstrap token.
 pub async fn start_xds(
     source: &XdsSource,
     client: &Client,
@@ -196,19 +271,7 @@ pub async fn start_xds(
     node.workload_name = source.workload_name.clone();
     node.cluster_id = source.cluster_id.clone();
     let mut cfg = XdsClientConfig::new(source.servers.clone(), node);
-    if let Some(p) = identity {
-        let tls = mesh_ca::tls::client_config(
-            Some(p.certificates()),
-            p.trust_bundle(),
-            mesh_ca::tls::PeerPolicy::new(mesh.trust_domain())
-                .with_aliases(mesh.trust_domain_aliases.clone()),
-        )
-        .map_err(|e| SourceError::Identity {
-            ca: source.servers.join(", "),
-            why: format!("TLS to the xDS server: {e}"),
-        })?;
-        cfg.tls = Some(Arc::new(tls));
-    }
+    xds_tls(source, identity, &mut cfg)?;
     cfg.mesh_config = mesh;
     cfg.cache_file = source.cache_file.clone();
     if let Some(t) = &source.tuning {

@@ -110,6 +110,14 @@ pub struct XdsClientConfig {
     /// TLS for `https://` servers (e.g. mesh mTLS to port 15012 with the
     /// workload certificate); `http://` servers are dialed in plaintext.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A file holding a bearer token (a bootstrap token of the mesh CA, or
+    /// a Kubernetes service-account token), sent as `authorization: Bearer`
+    /// on every stream to an `https://` server and re-read for each, so a
+    /// rotated token is picked up. Never sent to an `http://` server.
+    pub token_file: Option<PathBuf>,
+    /// Where the roots of [`XdsClientConfig::tls`] came from (a file, "the
+    /// CA's bundle"), named in certificate errors so they say what to fix.
+    pub tls_roots: Option<String>,
     /// Speak Delta (incremental) xDS instead of State of the World; a
     /// server that answers UNIMPLEMENTED is spoken to in SotW (default
     /// false: SotW is what every control plane and gRPC client supports).
@@ -138,6 +146,8 @@ impl XdsClientConfig {
             primary_retry: Duration::from_secs(5),
             cache_file: None,
             tls: None,
+            token_file: None,
+            tls_roots: None,
             delta: false,
             only_listeners: None,
         }

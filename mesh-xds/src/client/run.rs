@@ -110,6 +110,7 @@ async fn connect(
     address: &str,
     timeout: Duration,
     tls: Option<&Arc<rustls::ClientConfig>>,
+    roots: Option<&str>,
 ) -> Result<Channel, String> {
     let uri: tonic::transport::Uri = address.parse().map_err(|e| format!("{address}: {e}"))?;
     let host = uri.host().unwrap_or_default().to_string();
@@ -149,7 +150,48 @@ async fn connect(
             endpoint.connect_with_connector(connector).await
         }
     };
-    connected.map_err(|e| format!("connect to {address}: {}", chain(&e)))
+    connected.map_err(|e| {
+        let mut msg = format!("connect to {address}: {}", chain(&e));
+        if let Some(hint) = certificate_hint(&e, &host, roots) {
+            msg.push_str("; ");
+            msg.push_str(&hint);
+        }
+        msg
+    })
+}
+
+/// What to check when the TLS handshake failed on the server's
+/// certificate: the roots it must chain to and the name it must carry.
+fn certificate_hint(
+    e: &(dyn std::error::Error + 'static),
+    host: &str,
+    roots: Option<&str>,
+) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let tls = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .or_else(|| err.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(why)) = tls {
+            let roots = roots.unwrap_or("the configured roots");
+            return Some(match why {
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. } => format!(
+                    "the server's certificate does not name {host:?}; dial it by a name its \
+                     certificate carries (meshd's: meshd.istio-system.svc, istiod.istio-system.svc, \
+                     localhost, 127.0.0.1)"
+                ),
+                _ => format!(
+                    "the server's certificate does not verify with {roots} ({why:?}); give the \
+                     mesh root the server's CA issued from (meshd logs its root-cert.pem path)"
+                ),
+            });
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -176,7 +218,7 @@ trait Wire {
     ) -> (Vec<Self::Req>, bool);
     fn open(
         channel: Channel,
-        requests: UnboundedReceiverStream<Self::Req>,
+        requests: tonic::Request<UnboundedReceiverStream<Self::Req>>,
     ) -> impl Future<Output = Result<tonic::Streaming<Self::Resp>, tonic::Status>> + Send;
 }
 
@@ -201,7 +243,7 @@ impl Wire for Sotw {
     }
     async fn open(
         channel: Channel,
-        requests: UnboundedReceiverStream<DiscoveryRequest>,
+        requests: tonic::Request<UnboundedReceiverStream<DiscoveryRequest>>,
     ) -> Result<tonic::Streaming<DiscoveryResponse>, tonic::Status> {
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         Ok(client
@@ -231,7 +273,7 @@ impl Wire for Delta {
     }
     async fn open(
         channel: Channel,
-        requests: UnboundedReceiverStream<DeltaDiscoveryRequest>,
+        requests: tonic::Request<UnboundedReceiverStream<DeltaDiscoveryRequest>>,
     ) -> Result<tonic::Streaming<DeltaDiscoveryResponse>, tonic::Status> {
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         Ok(client
@@ -239,6 +281,36 @@ impl Wire for Delta {
             .await?
             .into_inner())
     }
+}
+
+/// The `authorization` value for a stream to server `idx`: the token
+/// file's content, read now, for an `https://` server only.
+async fn bearer(
+    config: &XdsClientConfig,
+    idx: usize,
+) -> Result<Option<tonic::metadata::AsciiMetadataValue>, String> {
+    let server = &config.servers[idx];
+    let Some(path) = &config.token_file else {
+        return Ok(None);
+    };
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let token = tokio::fs::read_to_string(path).await.map_err(|e| {
+        format!(
+            "xDS server {server}: cannot read the token file {}: {e}",
+            path.display()
+        )
+    })?;
+    format!("Bearer {}", token.trim())
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            format!(
+                "xDS server {server}: the token in {} has characters not allowed in gRPC metadata",
+                path.display()
+            )
+        })
 }
 
 enum End {
@@ -273,14 +345,19 @@ impl Session<'_> {
             // The receiver lives until this function returns.
             let _ = tx.send(req);
         };
+        let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+        match bearer(self.config, idx).await {
+            Ok(Some(value)) => {
+                request.metadata_mut().insert("authorization", value);
+            }
+            Ok(None) => {}
+            Err(e) => return (false, End::Failed(e)),
+        }
         for r in W::on_connect(self.state, Instant::now()) {
             send(r);
         }
-        let opened = tokio::time::timeout(
-            self.config.connect_timeout,
-            W::open(channel, UnboundedReceiverStream::new(rx)),
-        )
-        .await;
+        let opened =
+            tokio::time::timeout(self.config.connect_timeout, W::open(channel, request)).await;
         let mut stream = match opened {
             Ok(Ok(s)) => s,
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => return (false, End::NoDelta),
@@ -356,7 +433,7 @@ impl Session<'_> {
                     let tls = self.config.tls.clone();
                     probe = Some(Box::pin(async move {
                         for (j, addr) in higher.iter().enumerate() {
-                            if let Ok(ch) = connect(addr, timeout, tls.as_ref()).await {
+                            if let Ok(ch) = connect(addr, timeout, tls.as_ref(), None).await {
                                 return Some((j, ch));
                             }
                         }
@@ -410,6 +487,7 @@ pub(crate) async fn run(config: XdsClientConfig, node: Node, base: Model, out: O
                     &config.servers[idx],
                     config.connect_timeout,
                     config.tls.as_ref(),
+                    config.tls_roots.as_deref(),
                 )
                 .await
                 {

@@ -62,6 +62,13 @@ use crate::node::NodeInfo;
 /// Called with a node's metadata when its first stream names it.
 pub type NodeHook = Arc<dyn Fn(&NodeInfo) + Send + Sync>;
 
+/// Decides whether a stream may go on as the node it names: called with
+/// the node and the stream request's extensions (where a layer in front,
+/// such as an authenticating interceptor, left what it proved about the
+/// caller). An error ends the stream with that status before the node is
+/// registered or sent anything.
+pub type NodeCheck = Arc<dyn Fn(&NodeInfo, &tonic::Extensions) -> Result<(), Status> + Send + Sync>;
+
 /// Something that happened on an ADS stream, for the control plane's
 /// metrics, logs and debug views (see [`AdsServer::events`]).
 #[derive(Debug, Clone)]
@@ -127,6 +134,7 @@ const EVENT_CAPACITY: usize = 1024;
 pub struct AdsServer {
     cache: SnapshotCache,
     hook: Option<NodeHook>,
+    check: Option<NodeCheck>,
     events: broadcast::Sender<ServerEvent>,
     next_stream: Arc<AtomicU64>,
     closing: Option<tokio::sync::watch::Receiver<bool>>,
@@ -147,6 +155,7 @@ impl AdsServer {
         Self {
             cache,
             hook: None,
+            check: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
             next_stream: Arc::new(AtomicU64::new(0)),
             closing: None,
@@ -157,6 +166,17 @@ impl AdsServer {
     /// known), so the control plane can compile a snapshot for it.
     pub fn with_node_hook(mut self, hook: impl Fn(&NodeInfo) + Send + Sync + 'static) -> Self {
         self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Admits each stream's node with `check` (see [`NodeCheck`]), e.g.
+    /// that the identity a TLS port authenticated is the one the node
+    /// claims. Clones made before this call do not check.
+    pub fn with_node_check(
+        mut self,
+        check: impl Fn(&NodeInfo, &tonic::Extensions) -> Result<(), Status> + Send + Sync + 'static,
+    ) -> Self {
+        self.check = Some(Arc::new(check));
         self
     }
 
@@ -182,13 +202,18 @@ impl AdsServer {
         AggregatedDiscoveryServiceServer::new(self)
     }
 
-    fn stream_ctx(&self, peer: Option<SocketAddr>) -> service::StreamCtx {
+    fn stream_ctx<T>(&self, request: &Request<T>) -> service::StreamCtx {
         service::StreamCtx {
             cache: self.cache.clone(),
             hook: self.hook.clone(),
+            // Only a checking server needs them past the call.
+            check: self
+                .check
+                .clone()
+                .map(|c| (c, request.extensions().clone())),
             events: self.events.clone(),
             id: self.next_stream.fetch_add(1, Ordering::Relaxed) + 1,
-            peer,
+            peer: request.remote_addr(),
             node: None,
             closing: self.closing.clone(),
         }
@@ -214,7 +239,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        let ctx = self.stream_ctx(request.remote_addr());
+        let ctx = self.stream_ctx(&request);
         let state = StreamState::new(self.cache.clone());
         tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|b| *b))))
@@ -227,7 +252,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        let ctx = self.stream_ctx(request.remote_addr());
+        let ctx = self.stream_ctx(&request);
         let state = DeltaState::new(self.cache.clone());
         tokio::spawn(service::run(ctx, state, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|b| *b))))

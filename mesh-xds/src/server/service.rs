@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 use super::cache::{SnapshotCache, Versioned};
 use super::delta::DeltaState;
 use super::stream::{RequestKind, StreamState};
-use super::{NodeHook, ServerEvent};
+use super::{NodeCheck, NodeHook, ServerEvent};
 use crate::node::NodeInfo;
 
 /// A protocol state machine the stream loop drives.
@@ -117,6 +117,7 @@ impl Protocol for DeltaState {
 pub(crate) struct StreamCtx {
     pub(crate) cache: SnapshotCache,
     pub(crate) hook: Option<NodeHook>,
+    pub(crate) check: Option<(NodeCheck, tonic::Extensions)>,
     pub(crate) events: broadcast::Sender<ServerEvent>,
     pub(crate) id: u64,
     pub(crate) peer: Option<SocketAddr>,
@@ -130,9 +131,15 @@ impl StreamCtx {
         let _ = self.events.send(e);
     }
 
-    /// Registers the node of the stream (first request).
-    fn connected(&mut self, node: &Node) {
+    /// Admits and registers the node of the stream (first request).
+    fn connected(&mut self, node: &Node) -> Result<(), Status> {
         let info = NodeInfo::from_node(node);
+        if let Some((check, extensions)) = &self.check {
+            if let Err(status) = check(&info, extensions) {
+                tracing::warn!(node = %info.id, peer = ?self.peer, code = ?status.code(), reason = status.message(), "ADS stream refused");
+                return Err(status);
+            }
+        }
         self.cache.stream_opened(node, &info, self.peer);
         if let Some(h) = &self.hook {
             h(&info);
@@ -143,6 +150,7 @@ impl StreamCtx {
             stream_id: self.id,
             peer: self.peer,
         });
+        Ok(())
     }
 
     fn node_id(&self) -> String {
@@ -259,8 +267,11 @@ pub(crate) async fn run<P: Protocol>(
                         )))).await;
                         return;
                     };
+                    if let Err(status) = ctx.connected(node) {
+                        let _ = tx.send(Box::new(Err(status))).await;
+                        return;
+                    }
                     state.set_node(&node.id);
-                    ctx.connected(node);
                     watch = Some(cache.watch(&node.id));
                 }
                 let snap = watch.as_mut().and_then(|w| w.borrow_and_update().clone());
