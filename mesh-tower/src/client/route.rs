@@ -177,35 +177,42 @@ fn no_weight(table: &RouteTable, grpc: bool) -> Decision {
 }
 
 /// The virtual host of a gateway listener's routes that `auth` names, as
-/// a service to route by; 404 NR when none does (Envoy's answer for a
-/// host no virtual host matches).
+/// a service to route by.
 #[cold]
 #[inline(never)]
 fn gateway_service(
     model: &Model,
     listener: &ListenerRoutes,
     auth: &target::Authority<'_>,
-    grpc: bool,
-) -> Result<snapshot::Service, Decision> {
+) -> Option<snapshot::Service> {
     let vhost = model
         .gateway
-        .as_ref()
-        .and_then(|g| g.routes(&listener.name))
-        .and_then(|r| r.virtual_host(auth.host));
-    match vhost {
-        Some(v) => Ok(snapshot::Service {
-            routes: Handle::new(v.routes.clone()),
-            port: listener.port,
-        }),
-        None => Err(no_route(
-            format!(
-                "no route: no virtual host of the gateway's route configuration {} serves host {}",
-                listener.name, auth.host
-            ),
-            StatusCode::NOT_FOUND,
-            grpc,
-        )),
-    }
+        .as_ref()?
+        .routes(&listener.name)?
+        .virtual_host(auth.host)?;
+    Some(snapshot::Service {
+        routes: Handle::new(vhost.routes.clone()),
+        port: listener.port,
+    })
+}
+
+/// 404 NR: no virtual host of the gateway listener's routes serves the
+/// host (Envoy's answer).
+#[cold]
+#[inline(never)]
+fn no_virtual_host(
+    listener: &ListenerRoutes,
+    auth: &target::Authority<'_>,
+    grpc: bool,
+) -> Decision {
+    no_route(
+        format!(
+            "no route: no virtual host of the gateway's route configuration {} serves host {}",
+            listener.name, auth.host
+        ),
+        StatusCode::NOT_FOUND,
+        grpc,
+    )
 }
 
 /// Routes `req` against `model` (`cache`: this thread's resolutions
@@ -229,9 +236,9 @@ fn decide(
         target::default_port(req)
     };
     let svc = match req.extensions().get::<ListenerRoutes>() {
-        Some(listener) => match gateway_service(model, listener, &auth, grpc) {
-            Ok(svc) => svc,
-            Err(d) => return d,
+        Some(listener) => match gateway_service(model, listener, &auth) {
+            Some(svc) => svc,
+            None => return no_virtual_host(listener, &auth, grpc),
         },
         None => match cache.service(model, &auth, default_port) {
             Some(svc) => svc,
