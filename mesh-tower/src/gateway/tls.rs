@@ -256,3 +256,95 @@ fn stamps(tls: &ServerTls) -> Vec<Option<SystemTime>> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use mesh_core::config::kube::Protocol;
+    use mesh_core::config::MeshConfig;
+    use mesh_core::model::gateway::ServerHost;
+    use mesh_core::model::Client;
+
+    fn write_cert(dir: &Path, name: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    fn server(dir: &Path, mode: ServerTlsMode) -> GatewayServer {
+        let path = |n: &str| Some(dir.join(n).display().to_string());
+        GatewayServer {
+            gateway: "istio-system/gw".into(),
+            index: 0,
+            port_name: "https".into(),
+            protocol: Protocol::Https,
+            hosts: vec![ServerHost::parse("*", "istio-system")],
+            tls: Some(ServerTls {
+                mode,
+                server_certificate: path("cert.pem"),
+                private_key: path("key.pem"),
+                ca_certificates: None,
+                min_version: None,
+                max_version: None,
+            }),
+            https_redirect: false,
+            http_routes: None,
+            tls_routes: Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewed_files_apply_after_the_recheck_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cert(dir.path(), "a.example.com");
+        let model = mesh_core::compile::compile(&[], &MeshConfig::default(), &Client::default());
+        let s = server(dir.path(), ServerTlsMode::Simple);
+        let configs = ServerConfigs::new(None);
+        let first = configs.config(&model, &s).unwrap();
+        assert!(Arc::ptr_eq(&first, &configs.config(&model, &s).unwrap()));
+        // Renewed on disk: not looked at within the interval...
+        write_cert(dir.path(), "a.example.com");
+        assert!(Arc::ptr_eq(&first, &configs.config(&model, &s).unwrap()));
+        // ... and picked up after it.
+        tokio::time::advance(FILE_RECHECK).await;
+        let second = configs.config(&model, &s).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        // Unchanged files keep the config after another interval.
+        tokio::time::advance(FILE_RECHECK).await;
+        assert!(Arc::ptr_eq(&second, &configs.config(&model, &s).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn unusable_files_and_missing_identity_refuse_with_the_field_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = mesh_core::compile::compile(&[], &MeshConfig::default(), &Client::default());
+        let configs = ServerConfigs::new(None);
+        let err = configs
+            .config(&model, &server(dir.path(), ServerTlsMode::Simple))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("istio-system/gw servers[0]")
+                && err.contains("tls.serverCertificate")
+                && err.contains("cert.pem"),
+            "{err}"
+        );
+        let err = configs
+            .config(&model, &server(dir.path(), ServerTlsMode::IstioMutual))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ISTIO_MUTUAL needs the gateway's mesh identity"),
+            "{err}"
+        );
+        let err = configs
+            .config(&model, &server(dir.path(), ServerTlsMode::Passthrough))
+            .unwrap_err();
+        assert!(matches!(err, ServerTlsError::NotTerminating { .. }));
+    }
+}
