@@ -544,6 +544,7 @@ fn incremental(prev: &Outbound, model: &Model) -> Arc<Snapshot> {
             clusters,
             inbound,
             telemetry: model.telemetry.clone(),
+            gateway: model.gateway.clone(),
         }
     };
     let opts = EncodeOptions {

@@ -10,7 +10,9 @@
 //! - [`telemetry`]: Istio's standard metrics and access logs, from both
 //!   sides;
 //! - [`tls`]: client-side TLS origination (auto-mTLS, DestinationRule
-//!   `SIMPLE`/`MUTUAL`/`ISTIO_MUTUAL`).
+//!   `SIMPLE`/`MUTUAL`/`ISTIO_MUTUAL`);
+//! - [`gateway`]: Istio Gateway serving (ingress/egress), listeners per
+//!   Gateway port in front of the client stack.
 //!
 //! Every layer reads the model from a [`ModelRx`] watch channel, so a new
 //! config applies to the next request while in-flight requests finish on the
@@ -33,6 +35,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 mod handle;
 pub mod mesh;

@@ -4,9 +4,11 @@
 //! compiles once per connected client), so there is one place that decides
 //! what a client sees: `exportTo`, the client's Sidecar, the DestinationRule
 //! lookup order (client namespace, then the service's, then the root
-//! namespace) and the inbound policy selection.
+//! namespace), the inbound policy selection, and for a gateway workload
+//! ([`Client::router`]) the Gateways that select it ([`gateway`]).
 
 mod clusters;
+pub mod gateway;
 mod inbound;
 mod visibility;
 
@@ -77,6 +79,23 @@ impl Compiler {
 
     /// Compiles the model for one client.
     pub fn compile(&self, client: &Client) -> Model {
+        // A gateway workload serves as the Gateways that select it, and
+        // route compilation filters VirtualServices by those names.
+        let selected = if client.router {
+            gateway::selected(self, &client.labels)
+        } else {
+            Vec::new()
+        };
+        let as_gateway;
+        let client = if client.router {
+            as_gateway = Client {
+                gateways: selected.iter().map(|r| r.ns_name()).collect(),
+                ..client.clone()
+            };
+            &as_gateway
+        } else {
+            client
+        };
         let scope = self.scope(client);
         let mut mesh = self.settings.clone();
         if let Some(policy) = scope.outbound_policy() {
@@ -112,6 +131,15 @@ impl Compiler {
                 }
             }
         }
+        let gateway = client.router.then(|| {
+            Arc::new(gateway::build(
+                &selected,
+                &virtual_services,
+                client,
+                &self.registry,
+                &mesh.domain_suffix,
+            ))
+        });
         let telemetry = crate::telemetry::policy_for_resources(
             &self.resources,
             &self.mesh,
@@ -127,6 +155,7 @@ impl Compiler {
             mesh,
             outbound,
             clusters,
+            gateway,
         }
     }
 }

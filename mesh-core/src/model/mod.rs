@@ -8,6 +8,7 @@
 //! plane's (or local mode's) job, reading it is the hot path's.
 
 pub mod client;
+pub mod gateway;
 mod inbound;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use client::Client;
+pub use gateway::GatewayModel;
 pub use inbound::{InboundPolicy, JwtPolicy, MtlsMode, MtlsPolicy};
 
 use crate::authz::path::Normalization;
@@ -203,6 +205,10 @@ pub struct Model {
     /// Telemetry (metrics, tracing, access logs) per direction, from the
     /// Telemetry resources that select this workload and MeshConfig.
     pub telemetry: Arc<TelemetryPolicy>,
+    /// What a gateway workload serves (its Gateways' servers and routes);
+    /// `None` for mesh workloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Arc<GatewayModel>>,
 }
 
 impl Model {

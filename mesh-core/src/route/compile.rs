@@ -259,6 +259,42 @@ pub fn compile_http_routes(
     domain_suffix: &str,
     warnings: &mut Vec<String>,
 ) -> Vec<Route> {
+    http_routes(v, all, client, port, port, domain_suffix, warnings)
+}
+
+/// [`compile_http_routes`] for a gateway listener on `listener_port`: match
+/// blocks with a `port` must name the listener's, and a destination without
+/// a port keeps none (the caller picks the service's port; the listener's
+/// port says nothing about the destination's).
+pub fn compile_gateway_http_routes(
+    v: VsRef<'_>,
+    all: &[VsRef<'_>],
+    client: &Client,
+    listener_port: u16,
+    domain_suffix: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<Route> {
+    http_routes(
+        v,
+        all,
+        client,
+        Some(listener_port),
+        None,
+        domain_suffix,
+        warnings,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn http_routes(
+    v: VsRef<'_>,
+    all: &[VsRef<'_>],
+    client: &Client,
+    port: Option<u16>,
+    dest_port: Option<u16>,
+    domain_suffix: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<Route> {
     let mut out = Vec::with_capacity(v.spec.http.len());
     for (i, rule) in v.spec.http.iter().enumerate() {
         if let Some(d) = &rule.delegate {
@@ -297,7 +333,7 @@ pub fn compile_http_routes(
                     dv.namespace,
                     i,
                     client,
-                    port,
+                    (port, dest_port),
                     domain_suffix,
                     warnings,
                 ) {
@@ -316,7 +352,7 @@ pub fn compile_http_routes(
             v.namespace,
             i,
             client,
-            port,
+            (port, dest_port),
             domain_suffix,
             warnings,
         ) {
@@ -358,7 +394,7 @@ fn compile_rule(
     dest_ns: &str,
     index: usize,
     client: &Client,
-    port: Option<u16>,
+    (port, default_port): (Option<u16>, Option<u16>),
     suffix: &str,
     warnings: &mut Vec<String>,
 ) -> Option<Route> {
@@ -403,7 +439,7 @@ fn compile_rule(
             .map(|d| Destination {
                 host: fqdn(&d.destination.host, dest_ns, suffix),
                 subset: d.destination.subset.clone(),
-                port: dest_port(&d.destination, port),
+                port: dest_port(&d.destination, default_port),
                 weight: if lone {
                     100
                 } else {
@@ -445,11 +481,17 @@ fn compile_rule(
             .map(|p| p.value)
             .or(rule.mirror_percent.map(f64::from))
             .unwrap_or(100.0);
-        mirrors.push(mirror(m, percentage, dest_ns, port, suffix));
+        mirrors.push(mirror(m, percentage, dest_ns, default_port, suffix));
     }
     for m in &rule.mirrors {
         let percentage = m.percentage.map_or(100.0, |p| p.value);
-        mirrors.push(mirror(&m.destination, percentage, dest_ns, port, suffix));
+        mirrors.push(mirror(
+            &m.destination,
+            percentage,
+            dest_ns,
+            default_port,
+            suffix,
+        ));
     }
     Some(Route {
         virtual_service: Some(v.key()),

@@ -12,7 +12,7 @@ use super::matcher::{split_query, MatchBlock, RequestInfo, StrMatcher};
 
 /// The routes for one destination `host:port`, in order.
 // Aligned to a cache line for the same reason as `Model`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[repr(align(64))]
 pub struct RouteTable {
     /// Fully qualified destination host.

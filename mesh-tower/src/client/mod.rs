@@ -4,7 +4,8 @@
 //!
 //! The stack, outermost first:
 //!
-//! 1. [`route`]: model snapshot, service lookup by authority, route match,
+//! 1. [`route`]: model snapshot, service lookup by authority (or, on a
+//!    gateway, virtual host lookup in the listener's routes: [`listener`]), route match,
 //!    local answers (NR, redirect, direct response), weighted split,
 //!    rewrites, header operations;
 //! 2. telemetry ([`crate::telemetry`]): Istio's metrics and access logs,
@@ -61,6 +62,7 @@ mod deadline;
 pub mod errors;
 pub mod fault;
 pub mod headers;
+pub mod listener;
 pub mod local;
 pub mod mirror;
 mod names;
@@ -90,6 +92,7 @@ use crate::telemetry::{Reporter, Telemetry, TelemetryLayer, TelemetryService};
 use crate::ModelRx;
 
 pub use fault::{FaultLayer, FaultService};
+pub use listener::ListenerRoutes;
 pub use mirror::{MirrorLayer, MirrorService};
 pub use retry::{RetryConfig, RetryLayer, RetryService, RetryState};
 pub use route::{RouteLayer, RouteService};

@@ -2,7 +2,8 @@
 //!
 //! Per request it takes a snapshot of the model (in-flight requests finish on
 //! the config they started with), finds the outbound service from the
-//! authority, matches the route, and then either answers locally (no route,
+//! authority (or, for a gateway, the virtual host of the listener's routes:
+//! [`super::listener`]), matches the route, and then either answers locally (no route,
 //! redirect, direct response) or picks the weighted destination, rewrites
 //! the path and authority, applies request header operations, records the
 //! decision ([`Routed`]) and the first attempt's [`Upstream`], and on the way
@@ -33,6 +34,7 @@ use crate::upstream::Upstream;
 use crate::ModelRx;
 
 use super::call::{CallRef, Via};
+use super::listener::ListenerRoutes;
 use super::routed::Routed;
 use super::snapshot::{self, RouteCache};
 use super::{errors, headers, local, rng, target};
@@ -174,6 +176,45 @@ fn no_weight(table: &RouteTable, grpc: bool) -> Decision {
     )
 }
 
+/// The virtual host of a gateway listener's routes that `auth` names, as
+/// a service to route by.
+#[cold]
+#[inline(never)]
+fn gateway_service(
+    model: &Model,
+    listener: &ListenerRoutes,
+    auth: &target::Authority<'_>,
+) -> Option<snapshot::Service> {
+    let vhost = model
+        .gateway
+        .as_ref()?
+        .routes(&listener.name)?
+        .virtual_host(auth.host)?;
+    Some(snapshot::Service {
+        routes: Handle::new(vhost.routes.clone()),
+        port: listener.port,
+    })
+}
+
+/// 404 NR: no virtual host of the gateway listener's routes serves the
+/// host (Envoy's answer).
+#[cold]
+#[inline(never)]
+fn no_virtual_host(
+    listener: &ListenerRoutes,
+    auth: &target::Authority<'_>,
+    grpc: bool,
+) -> Decision {
+    no_route(
+        format!(
+            "no route: no virtual host of the gateway's route configuration {} serves host {}",
+            listener.name, auth.host
+        ),
+        StatusCode::NOT_FOUND,
+        grpc,
+    )
+}
+
 /// Routes `req` against `model` (`cache`: this thread's resolutions
 /// against it), rewriting it in place when it is forwarded.
 fn decide(
@@ -194,8 +235,15 @@ fn decide(
     } else {
         target::default_port(req)
     };
-    let Some(svc) = cache.service(model, &auth, default_port) else {
-        return unknown_host(model, &auth, grpc);
+    let svc = match req.extensions().get::<ListenerRoutes>() {
+        Some(listener) => match gateway_service(model, listener, &auth) {
+            Some(svc) => svc,
+            None => return no_virtual_host(listener, &auth, grpc),
+        },
+        None => match cache.service(model, &auth, default_port) {
+            Some(svc) => svc,
+            None => return unknown_host(model, &auth, grpc),
+        },
     };
     let table = svc.routes;
     let svc_port = svc.port;

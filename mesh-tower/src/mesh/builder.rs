@@ -154,6 +154,18 @@ impl<M> MeshBuilder<M> {
         self
     }
 
+    /// Makes this workload a gateway (Istio's `router` proxy): its model
+    /// then holds the Gateways whose selector matches its labels, and the
+    /// VirtualServices bound to them (not those bound to `mesh`) route
+    /// its requests. Serve it with [`crate::gateway::GatewayServer`].
+    /// Local mode compiles it; over xDS the control plane would have to
+    /// send gateway listeners, which it does not yet.
+    pub fn gateway(mut self) -> Self {
+        self.client.router = true;
+        self.client.gateways.clear();
+        self
+    }
+
     /// The workload's service account (its SPIFFE identity).
     pub fn service_account(mut self, sa: impl Into<String>) -> Self {
         self.client.service_account = Some(sa.into());
