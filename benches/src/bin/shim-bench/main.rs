@@ -141,6 +141,15 @@ fn version(program: &str, arg: &str) -> String {
         .unwrap_or_else(|| format!("{program}: not found"))
 }
 
+/// The 1/5/15-minute load averages: everything here shares the cores with
+/// whatever else the machine runs, and a reader of the table should know
+/// how busy it was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn run(o: &Opts) -> Result<(), String> {
     if !o.shim.is_file() {
         return Err(format!(
@@ -158,9 +167,10 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "# {cores} cores; {} workers per proxy; shim {}",
+        "# {cores} cores; {} workers per proxy; shim {}; load average {}",
         o.workers,
-        o.shim.display()
+        o.shim.display(),
+        loadavg()
     );
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let up_port = free_port()?;
@@ -188,6 +198,7 @@ fn run(o: &Opts) -> Result<(), String> {
         }
         results.push((kind, r));
     }
+    println!("# load average after the run {}", loadavg());
     println!();
     print!("{}", report::render(&results, o.rate, o.workers));
     if results.iter().any(|(_, r)| r.is_err()) {
@@ -307,7 +318,11 @@ mod tests {
         assert_eq!((o.secs, o.paced_secs, o.rate, o.workers), (1, 1, 200, 2));
         assert_eq!(o.shim, PathBuf::from("/x/mesh-shim"));
         let o = args(&["--secs", "600"]).unwrap();
-        assert_eq!((o.secs, o.paced_secs), (60, 120), "a load is capped at a minute");
+        assert_eq!(
+            (o.secs, o.paced_secs),
+            (60, 120),
+            "a load is capped at a minute"
+        );
         assert!(args(&["--workers", "0"]).unwrap_err().contains("positive"));
         assert!(args(&["--rate"]).unwrap_err().contains("needs a value"));
         assert!(args(&["--bogus"]).unwrap_err().contains("unknown"));

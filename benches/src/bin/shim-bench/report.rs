@@ -166,11 +166,14 @@ pub fn render(results: &[(Kind, Result<RowResult, String>)], rate: u32, workers:
     for (kind, r) in results {
         let Ok(r) = r else { continue };
         for g in &r.groups {
+            let who = if r.groups.len() == 1 {
+                kind.label().to_string()
+            } else {
+                format!("{}: {}", kind.label(), g.name)
+            };
             let _ = writeln!(
                 out,
-                "- {}: {}: CPU s {:.2} (wrk) {:.2} (h2load) {:.2} (paced); RSS idle {:.1} MiB, load {:.1} MiB, VmHWM {:.1} MiB",
-                kind.label(),
-                g.name,
+                "- {who}: CPU s {:.2} (wrk) {:.2} (h2load) {:.2} (paced); RSS idle {:.1} MiB, load {:.1} MiB, VmHWM {:.1} MiB",
                 g.cpu_wrk,
                 g.cpu_h2,
                 g.cpu_paced,
@@ -185,7 +188,12 @@ pub fn render(results: &[(Kind, Result<RowResult, String>)], rate: u32, workers:
     let _ = writeln!(out, "Goals (one shim against nginx and haproxy at {workers} worker(s); memory and CPU per shim process):");
     let shim = Kind::Shim;
     for (name, metric, higher_better, unit) in [
-        ("HTTP/1.1 throughput", &h1 as &dyn Fn(Kind) -> Option<f64>, true, "req/s"),
+        (
+            "HTTP/1.1 throughput",
+            &h1 as &dyn Fn(Kind) -> Option<f64>,
+            true,
+            "req/s",
+        ),
         ("HTTP/2 throughput", &h2, true, "req/s"),
         ("p99 latency", &|k| p99(k).map(|s| s * 1000.0), false, "ms"),
     ] {
@@ -251,7 +259,9 @@ pub fn render(results: &[(Kind, Result<RowResult, String>)], rate: u32, workers:
         out,
         "{}",
         limit(
-            &format!("<= 0.05 vCPU per 1000 req/s per shim (CPU s per 1000 requests at {rate} req/s)"),
+            &format!(
+                "<= 0.05 vCPU per 1000 req/s per shim (CPU s per 1000 requests at {rate} req/s)"
+            ),
             0.05,
             &|g, ok| if ok == 0 {
                 f64::INFINITY
@@ -316,13 +326,32 @@ mod tests {
             (Kind::ShimMtls, Err("server shim exited".into())),
         ];
         let text = render(&results, 1000, 1);
-        assert!(text.contains("| mesh-shim | 30000 | 60000 | 0.20 / 2.00 | 0.002 / 0.030 | 8.0 / 16.0 |"), "{text}");
+        assert!(
+            text.contains(
+                "| mesh-shim | 30000 | 60000 | 0.20 / 2.00 | 0.002 / 0.030 | 8.0 / 16.0 |"
+            ),
+            "{text}"
+        );
         assert!(text.contains("| 2 shims, mTLS | failed |"), "{text}");
         // 30000 / 40000 direct, / 20000 nginx, / 25000 haproxy.
-        assert!(text.contains("| mesh-shim | 0.75 / 1.50 / 1.20 |"), "{text}");
-        assert!(text.contains("shim beats nginx on HTTP/1.1 throughput: 30000.00 vs 20000.00 req/s: met"), "{text}");
-        assert!(text.contains("shim beats haproxy on p99 latency: 2.00 vs 3.00 ms: met"), "{text}");
-        assert!(text.contains("shim RSS idle <= 20 MB (19.1 MiB): mesh-shim (p0) 8.0 MiB: met"), "{text}");
+        assert!(
+            text.contains("| mesh-shim | 0.75 / 1.50 / 1.20 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "shim beats nginx on HTTP/1.1 throughput: 30000.00 vs 20000.00 req/s: met"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("shim beats haproxy on p99 latency: 2.00 vs 3.00 ms: met"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shim RSS idle <= 20 MB (19.1 MiB): mesh-shim (p0) 8.0: met"),
+            "{text}"
+        );
         assert!(text.contains("mesh-shim (p0) 0.030: met"), "{text}");
     }
 }

@@ -308,9 +308,10 @@ http {{
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
         let mut cmd = Command::new("nginx");
         cmd.arg("-p").arg(&d).arg("-c").arg(&path);
-        let p = Proc::spawn("nginx", &mut cmd, &d.join("stderr.log"))?;
+        let log = d.join("stderr.log");
+        let p = Proc::spawn("nginx", &mut cmd, &log)?;
         let (h1, h2) = (addr(h1), addr(h2));
-        wait_listening(h1, Duration::from_secs(10))?;
+        listening_or_log(h1, &log)?;
         // The workers exist once the master listens; all of them count.
         let mut pids = vec![p.pid()];
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -338,7 +339,7 @@ http {{
         let conf = format!(
             "global
   nbthread {w}
-  maxconn 20000
+  maxconn 1000
 defaults
   mode http
   timeout connect 5s
@@ -359,7 +360,9 @@ backend be
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
         let mut cmd = Command::new("haproxy");
         cmd.arg("-db").arg("-f").arg(&path);
-        let p = Proc::spawn("haproxy", &mut cmd, &d.join("stderr.log"))?;
+        let log = d.join("stderr.log");
+        let p = Proc::spawn("haproxy", &mut cmd, &log)?;
+        listening_or_log(addr(h1), &log)?;
         Ok(Running {
             h1: addr(h1),
             h2: addr(h2),
@@ -367,6 +370,15 @@ backend be
             procs: vec![p],
         })
     }
+}
+
+/// Waits for a proxy's port; when it never opens, the proxy's own words
+/// (a config error, a limit) are the useful part of the failure.
+fn listening_or_log(at: SocketAddr, log: &Path) -> Result<(), String> {
+    wait_listening(at, Duration::from_secs(10)).map_err(|e| {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        format!("{e}; {}:\n{said}", log.display())
+    })
 }
 
 fn addr(port: u16) -> SocketAddr {
