@@ -21,7 +21,7 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free loopback port: {e}"))
 }
 
-/// A child process killed (by its own pid) when dropped, so a failed row
+/// A child process stopped (by its own pid) when dropped, so a failed row
 /// never leaves a proxy running.
 pub struct Proc {
     child: Child,
@@ -29,7 +29,22 @@ pub struct Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first: nginx's master stops its workers on TERM, while a
+    /// SIGKILL would orphan them still holding the port. SIGKILL after
+    /// 3 s for whatever ignores it.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
