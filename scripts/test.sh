@@ -10,7 +10,9 @@
 # prometheus package (installed here when missing): promtool for the
 # metrics exposition checks, the prometheus server for the test that
 # runs Kiali's and Istio's dashboard queries on the demo's metrics
-# (examples/tests/prometheus.rs). A test that cannot run fails; none
+# (examples/tests/prometheus.rs), and Debian's wrk, h2load, nginx and
+# haproxy for the mesh-shim cost bench's smoke test
+# (benches/tests/shim_bench.rs). A test that cannot run fails; none
 # passes by skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,20 @@ if ! command -v iptables-restore >/dev/null 2>&1; then
   fi
 fi
 iptables --version
+
+echo "== wrk, h2load, nginx and haproxy (Debian's packages: benches/tests/shim_bench.rs runs scripts/shim-bench.sh's bench in its 1-second mode)"
+if ! command -v wrk >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1 ||
+  ! command -v nginx >/dev/null 2>&1 || ! command -v haproxy >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    # The bench runs its own nginx and haproxy on free loopback ports, so
+    # whether the packages start their services does not matter.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      wrk nghttp2-client nginx haproxy >/dev/null
+  fi
+fi
+nginx -v 2>&1
+haproxy -v | sed -n 1p
 
 echo "== istiod (reference control plane for tests/tests/istiod_diff.rs)"
 bash scripts/istiod.sh | tail -n 1

@@ -130,6 +130,11 @@ pub struct RunArgs {
     /// How long to wait for the first config (and certificate).
     #[arg(long, env = "MESH_SHIM_READY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub ready_timeout: Duration,
+    /// Runtime worker threads (default: one per core). A sidecar shares
+    /// its pod's CPU limit with the app, so it should not spin up a
+    /// thread per host core; Istio's sidecar has `concurrency` for this.
+    #[arg(long, env = "MESH_SHIM_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 /// `mesh-shim wait`.
@@ -273,11 +278,29 @@ mod tests {
             (15006, 15001, 15000, 15020, 15021)
         );
         assert_eq!(a.drain_timeout, Duration::from_secs(5));
+        assert_eq!(a.threads, None);
         // Neither a control plane nor a config directory: refused.
         assert!(Cli::try_parse_from(["mesh-shim", "run"]).is_err());
         assert!(
             Cli::try_parse_from(["mesh-shim", "run", "--config", "c", "--xds-addr", "x:1"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn threads_is_a_positive_count() {
+        let run = |extra: &[&str]| {
+            let mut args = vec!["mesh-shim", "run", "--config", "c"];
+            args.extend(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Run(a) => a.threads,
+                _ => panic!("run"),
+            })
+        };
+        assert_eq!(run(&["--threads", "1"]).unwrap(), Some(1));
+        assert_eq!(run(&["--threads", "4"]).unwrap(), Some(4));
+        // Zero workers would hang the runtime; refused at parse time.
+        assert!(run(&["--threads", "0"]).is_err());
+        assert!(run(&["--threads", "two"]).is_err());
     }
 }

@@ -9,10 +9,13 @@ use sidecar_shim::config::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sidecar_shim::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Run(args) = &cli.command {
+        if let Some(n) = args.threads {
+            builder.worker_threads(usize::from(n));
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mesh-shim: cannot start the runtime: {e}");
