@@ -11,13 +11,17 @@ cd "$(dirname "$0")/.."
 # alone would leave out the meshctl binary the steps below run.
 cargo build -q -p meshctl --bin meshctl --locked
 cargo build -q -p mesh-examples --examples --locked
+cargo build -q -p sidecar-shim --bin mesh-shim --locked
 meshctl=target/debug/meshctl
 
 echo "== the mesh on loopback: meshd + productpage and reviews v1/v2, all SDK workloads (Mesh::xds)"
 cargo run -q -p mesh-examples --example mesh_demo --locked
 
 echo
+echo "== apps not written in Rust: Python http.server apps behind mesh-shim, a Python client, the SDK beside them, mesh-shim gateway"
+cargo run -q -p mesh-examples --example legacy_demo --locked
 
+echo
 echo "== meshctl analyze examples/bookinfo (a healthy mesh config)"
 $meshctl analyze examples/bookinfo
 

@@ -2,6 +2,7 @@
 //! a request loop, so each example reads as what a user would write.
 
 pub mod canary;
+pub mod legacy;
 pub mod mesh_demo;
 pub mod resilience;
 

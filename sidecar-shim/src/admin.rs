@@ -188,9 +188,10 @@ pub async fn serve_metrics(listener: TcpListener, life: Arc<Lifecycle>, drain: D
         .await;
 }
 
-/// Serves the readiness port until shutdown.
+/// Serves the readiness port until the process exits: while draining it
+/// answers 503 rather than refusing connections, so a probe sees "not
+/// ready" and not a crash.
 pub async fn serve_ready(listener: TcpListener, life: Arc<Lifecycle>, drain: Duration) {
-    let signal = life.signaled();
     let svc = service(life, |life, req: Request<MeshBody>| async move {
         if req.uri().path() == "/healthz/ready" {
             ready(&life)
@@ -200,6 +201,6 @@ pub async fn serve_ready(listener: TcpListener, life: Arc<Lifecycle>, drain: Dur
     });
     PlainServer::new("ready")
         .drain_timeout(drain)
-        .serve_with_shutdown(listener, svc, signal)
+        .serve_with_shutdown(listener, svc, std::future::pending())
         .await;
 }

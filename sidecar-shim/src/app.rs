@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::RunArgs;
+use crate::config::{MeshArgs, RunArgs};
 use crate::error::ShimError;
 use crate::{admin, inbound, outbound};
 
@@ -75,6 +75,18 @@ impl Lifecycle {
         }
     }
 
+    /// Records the built mesh (admin and metrics serve from it).
+    pub(crate) fn set_mesh(&self, mesh: Arc<Mesh>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    /// Turns readiness on, unless a shutdown already started.
+    pub(crate) fn mark_ready(&self) {
+        self.ready.store(!self.is_shutting_down(), Ordering::Release);
+        tracing::info!("ready");
+        println!("mesh-shim: ready");
+    }
+
     /// The mesh, once built.
     pub fn mesh(&self) -> Option<&Arc<Mesh>> {
         self.mesh.get()
@@ -91,7 +103,7 @@ struct Listeners {
     ready: TcpListener,
 }
 
-async fn bind(role: &'static str, addr: SocketAddr) -> Result<TcpListener, ShimError> {
+pub(crate) async fn bind(role: &'static str, addr: SocketAddr) -> Result<TcpListener, ShimError> {
     let l = TcpListener::bind(addr)
         .await
         .map_err(|source| ShimError::Bind { role, addr, source })?;
@@ -130,19 +142,19 @@ async fn bind_all(args: &RunArgs) -> Result<Listeners, ShimError> {
 
 /// Runs the shim until it has shut down.
 pub async fn run(args: RunArgs) -> Result<(), ShimError> {
-    check(&args)?;
+    check(&args.mesh)?;
     let listeners = bind_all(&args).await?;
     let life = Arc::new(Lifecycle::default());
     let mut tasks = JoinSet::new();
-    tasks.spawn(admin::serve_ready(
+    tokio::spawn(admin::serve_ready(
         listeners.ready,
         life.clone(),
         args.drain_timeout,
     ));
     spawn_signals(life.clone());
 
-    let mesh = Arc::new(build_mesh(&args).await?);
-    let _ = life.mesh.set(mesh.clone());
+    let mesh = Arc::new(build_mesh(&args.mesh, false).await?);
+    life.set_mesh(mesh.clone());
     let identity = mesh.tls_source();
 
     tasks.spawn(admin::serve_admin(
@@ -172,10 +184,7 @@ pub async fn run(args: RunArgs) -> Result<(), ShimError> {
         let inbound = inbound::Inbound::new(&mesh, tls, app, args.header_timeout);
         tasks.spawn(inbound.serve(l, life.signaled(), args.drain_timeout));
     }
-    life.ready
-        .store(!life.is_shutting_down(), Ordering::Release);
-    tracing::info!("ready");
-    println!("mesh-shim: ready");
+    life.mark_ready();
 
     while tasks.join_next().await.is_some() {}
     println!("mesh-shim: drained, exiting");
@@ -183,14 +192,14 @@ pub async fn run(args: RunArgs) -> Result<(), ShimError> {
 }
 
 /// Flag combinations that cannot work, refused before anything starts.
-fn check(args: &RunArgs) -> Result<(), ShimError> {
-    if args.ca_addr.is_some() && args.ca_root.is_none() {
+pub(crate) fn check(m: &MeshArgs) -> Result<(), ShimError> {
+    if m.ca_addr.is_some() && m.ca_root.is_none() {
         return Err(ShimError::Usage(
             "--ca-addr needs --ca-root: the PEM roots that verify the CA (meshd's root-cert.pem)"
                 .into(),
         ));
     }
-    if args.ca_addr.is_some() && args.service_account.is_none() {
+    if m.ca_addr.is_some() && m.service_account.is_none() {
         return Err(ShimError::Usage(
             "--ca-addr needs --service-account: the identity the certificate is for".into(),
         ));
@@ -198,7 +207,7 @@ fn check(args: &RunArgs) -> Result<(), ShimError> {
     Ok(())
 }
 
-fn spawn_signals(life: Arc<Lifecycle>) {
+pub(crate) fn spawn_signals(life: Arc<Lifecycle>) {
     tokio::spawn(async move {
         let term = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -220,19 +229,21 @@ fn spawn_signals(life: Arc<Lifecycle>) {
     });
 }
 
-async fn build_mesh(args: &RunArgs) -> Result<Mesh, ShimError> {
-    let ca = args.ca_addr.as_ref().map(|addr| {
+/// The mesh the flags describe; `gateway` makes the workload a gateway
+/// (its Gateways' servers, the VirtualServices bound to them).
+pub(crate) async fn build_mesh(m: &MeshArgs, gateway: bool) -> Result<Mesh, ShimError> {
+    let ca = m.ca_addr.as_ref().map(|addr| {
         let mut ca = CaOptions::new(
             addr.clone(),
-            args.ca_server_name.clone(),
-            args.ca_root.clone().unwrap_or_default(),
+            m.ca_server_name.clone(),
+            m.ca_root.clone().unwrap_or_default(),
         );
-        ca.token_file = args.ca_token_file.clone();
-        ca.output_dir = args.cert_output.clone();
-        ca.timeout = args.ready_timeout;
+        ca.token_file = m.ca_token_file.clone();
+        ca.output_dir = m.cert_output.clone();
+        ca.timeout = m.ready_timeout;
         ca
     });
-    let files = match &args.cert_dir {
+    let files = match &m.cert_dir {
         Some(dir) => Some(TlsSource::fixed(
             mesh_ca::files::read_workload_files(dir).map_err(|source| ShimError::CertDir {
                 dir: dir.display().to_string(),
@@ -244,12 +255,12 @@ async fn build_mesh(args: &RunArgs) -> Result<Mesh, ShimError> {
     macro_rules! common {
         ($b:expr) => {{
             let mut b = $b
-                .namespace(args.namespace.clone())
-                .labels(args.labels.0.iter().cloned());
-            if let Some(sa) = &args.service_account {
+                .namespace(m.namespace.clone())
+                .labels(m.labels.0.iter().cloned());
+            if let Some(sa) = &m.service_account {
                 b = b.service_account(sa.clone());
             }
-            if let Some(w) = &args.workload_name {
+            if let Some(w) = &m.workload_name {
                 b = b.workload_name(w.clone());
             }
             if let Some(ca) = ca {
@@ -258,16 +269,19 @@ async fn build_mesh(args: &RunArgs) -> Result<Mesh, ShimError> {
             if let Some(tls) = files {
                 b = b.identity(tls);
             }
-            if let Some(mc) = &args.mesh_config {
+            if let Some(mc) = &m.mesh_config {
                 b = b.mesh_config(mc.clone());
+            }
+            if gateway {
+                b = b.gateway();
             }
             b
         }};
     }
-    let mesh = match &args.config {
+    let mesh = match &m.config {
         Some(dir) => common!(Mesh::local(dir.clone())).build().await?,
         None => {
-            let servers = args.xds_addr.iter().map(|a| {
+            let servers = m.xds_addr.iter().map(|a| {
                 if a.contains("://") {
                     a.clone()
                 } else {
@@ -278,7 +292,7 @@ async fn build_mesh(args: &RunArgs) -> Result<Mesh, ShimError> {
             // listeners unasked, and a port no Service names would make
             // the start wait for an answer that never comes.
             common!(Mesh::xds(servers))
-                .xds_ready_timeout(args.ready_timeout)
+                .xds_ready_timeout(m.ready_timeout)
                 .build()
                 .await?
         }

@@ -26,15 +26,20 @@ pub enum Command {
     /// Blocks until a shim on this host is ready (for `mesh-shim wait &&
     /// exec app`), exit 0; exit 1 when the timeout passes first.
     Wait(WaitArgs),
+    /// Runs an ingress or egress gateway: the Istio `Gateway` servers that
+    /// select this workload's labels, with the VirtualServices bound to
+    /// them (local config only for now).
+    Gateway(Box<GatewayArgs>),
     /// Installs the NAT rules that send the workload's TCP traffic through
     /// the shim (run as root in the workload's network namespace, before
     /// the app starts).
     Iptables(crate::iptables::IptablesArgs),
 }
 
-/// `mesh-shim run`.
+/// Who the workload is, where its config comes from and how it gets its
+/// certificate: shared by `run` and `gateway`.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub struct MeshArgs {
     /// meshd (or any ADS server) to get config from: `HOST:PORT` or a URL
     /// (`http://`, `https://`). Repeat or comma-separate for fallbacks.
     #[arg(
@@ -63,6 +68,41 @@ pub struct RunArgs {
     /// The workload (Deployment) name telemetry reports.
     #[arg(long, env = "MESH_SHIM_WORKLOAD_NAME")]
     pub workload_name: Option<String>,
+    /// The mesh CA (meshd) to get the workload certificate from, `HOST:PORT`.
+    #[arg(long, env = "MESH_SHIM_CA_ADDR")]
+    pub ca_addr: Option<String>,
+    /// PEM roots that verify the CA (and `https://` xDS servers).
+    #[arg(long, env = "MESH_SHIM_CA_ROOT")]
+    pub ca_root: Option<PathBuf>,
+    /// The DNS name on the CA's certificate.
+    #[arg(
+        long,
+        env = "MESH_SHIM_CA_SERVER_NAME",
+        default_value = "meshd.istio-system.svc"
+    )]
+    pub ca_server_name: String,
+    /// A file holding the CA's bootstrap token.
+    #[arg(long, env = "MESH_SHIM_CA_TOKEN_FILE")]
+    pub ca_token_file: Option<PathBuf>,
+    /// Where to also write the certificate files the app may read
+    /// (`cert-chain.pem`, `key.pem`, `root-cert.pem`).
+    #[arg(long, env = "MESH_SHIM_CERT_OUTPUT")]
+    pub cert_output: Option<PathBuf>,
+    /// A directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`
+    /// (Istio's file-mounted certificates) instead of a CA.
+    #[arg(long, env = "MESH_SHIM_CERT_DIR", conflicts_with = "ca_addr")]
+    pub cert_dir: Option<PathBuf>,
+    /// How long to wait for the first config (and certificate).
+    #[arg(long, env = "MESH_SHIM_READY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub ready_timeout: Duration,
+}
+
+/// `mesh-shim run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The workload, its config source and identity.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// The app's port on 127.0.0.1: inbound requests go there. Without it
     /// the shim serves no inbound side.
     #[arg(long, env = "MESH_SHIM_APP_PORT")]
@@ -96,30 +136,6 @@ pub struct RunArgs {
     /// Readiness port (`/healthz/ready`), on the inbound address.
     #[arg(long, env = "MESH_SHIM_READY_PORT", default_value_t = 15021)]
     pub ready_port: u16,
-    /// The mesh CA (meshd) to get the workload certificate from, `HOST:PORT`.
-    #[arg(long, env = "MESH_SHIM_CA_ADDR")]
-    pub ca_addr: Option<String>,
-    /// PEM roots that verify the CA (and `https://` xDS servers).
-    #[arg(long, env = "MESH_SHIM_CA_ROOT")]
-    pub ca_root: Option<PathBuf>,
-    /// The DNS name on the CA's certificate.
-    #[arg(
-        long,
-        env = "MESH_SHIM_CA_SERVER_NAME",
-        default_value = "meshd.istio-system.svc"
-    )]
-    pub ca_server_name: String,
-    /// A file holding the CA's bootstrap token.
-    #[arg(long, env = "MESH_SHIM_CA_TOKEN_FILE")]
-    pub ca_token_file: Option<PathBuf>,
-    /// Where to also write the certificate files the app may read
-    /// (`cert-chain.pem`, `key.pem`, `root-cert.pem`).
-    #[arg(long, env = "MESH_SHIM_CERT_OUTPUT")]
-    pub cert_output: Option<PathBuf>,
-    /// A directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`
-    /// (Istio's file-mounted certificates) instead of a CA.
-    #[arg(long, env = "MESH_SHIM_CERT_DIR", conflicts_with = "ca_addr")]
-    pub cert_dir: Option<PathBuf>,
     /// How long a shutdown lets requests in flight finish (Istio's
     /// `terminationDrainDuration`).
     #[arg(long, env = "MESH_SHIM_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
@@ -127,14 +143,51 @@ pub struct RunArgs {
     /// How long a client may take to send request headers (slowloris bound).
     #[arg(long, env = "MESH_SHIM_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub header_timeout: Duration,
-    /// How long to wait for the first config (and certificate).
-    #[arg(long, env = "MESH_SHIM_READY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
-    pub ready_timeout: Duration,
     /// Runtime worker threads (default: one per core). A sidecar shares
     /// its pod's CPU limit with the app, so it should not spin up a
     /// thread per host core; Istio's sidecar has `concurrency` for this.
     #[arg(long, env = "MESH_SHIM_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+}
+
+/// `mesh-shim gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// The gateway workload (labels such as `istio=ingressgateway`), its
+    /// config and identity.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// Where the Gateway servers' ports bind.
+    #[arg(long, env = "MESH_SHIM_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// `GATEWAY_PORT=LISTEN_PORT` pairs (`80=8080,443=8443`; 0 = any free
+    /// port), for running unprivileged or side by side; unlisted ports
+    /// bind as the Gateway says.
+    #[arg(long = "port-map", env = "MESH_SHIM_PORT_MAP", value_delimiter = ',', value_parser = parse_port_pair)]
+    pub port_map: Vec<(u16, u16)>,
+    /// Admin port on 127.0.0.1.
+    #[arg(long, env = "MESH_SHIM_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Merged metrics port (`/stats/prometheus`).
+    #[arg(long, env = "MESH_SHIM_METRICS_PORT", default_value_t = 15020)]
+    pub metrics_port: u16,
+    /// Readiness port (`/healthz/ready`).
+    #[arg(long, env = "MESH_SHIM_READY_PORT", default_value_t = 15021)]
+    pub ready_port: u16,
+    /// How long a shutdown lets requests in flight finish.
+    #[arg(long, env = "MESH_SHIM_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub drain_timeout: Duration,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, env = "MESH_SHIM_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    let fix = "write --port-map GATEWAY_PORT=LISTEN_PORT, e.g. 443=8443";
+    let (a, b) = s.split_once('=').ok_or_else(|| format!("{s:?} has no '='; {fix}"))?;
+    let a = a.trim().parse().map_err(|_| format!("{a:?} is not a port; {fix}"))?;
+    let b = b.trim().parse().map_err(|_| format!("{b:?} is not a port; {fix}"))?;
+    Ok((a, b))
 }
 
 /// `mesh-shim wait`.
@@ -285,6 +338,24 @@ mod tests {
             Cli::try_parse_from(["mesh-shim", "run", "--config", "c", "--xds-addr", "x:1"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn gateway_flags_share_the_workload_flags_and_map_ports() {
+        let cli = Cli::try_parse_from([
+            "mesh-shim", "gateway", "--config", "c", "--labels", "istio=ingressgateway",
+            "--port-map", "80=0,443=8443",
+        ])
+        .unwrap();
+        let Command::Gateway(g) = cli.command else {
+            panic!("gateway")
+        };
+        assert_eq!(g.mesh.labels.0, [("istio".into(), "ingressgateway".into())]);
+        assert_eq!(g.port_map, [(80, 0), (443, 8443)]);
+        let e = Cli::try_parse_from(["mesh-shim", "gateway", "--config", "c", "--port-map", "443"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("443=8443"), "{e}");
     }
 
     #[test]

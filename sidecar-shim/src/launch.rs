@@ -1,4 +1,4 @@
-//! Starting `mesh-shim run` as a child process and learning the ports it
+//! Starting `mesh-shim run` (or `gateway`) as a child process and learning the ports it
 //! bound, for supervisors, demos and tests: the shim prints one
 //! `mesh-shim: <role> listening on <addr>` line per listener (so `0` ports
 //! can be read back) and `mesh-shim: ready` once serving.
@@ -17,6 +17,7 @@ pub struct Launch {
     name: String,
     program: PathBuf,
     prefix: Vec<String>,
+    subcommand: String,
     args: Vec<String>,
     timeout: Duration,
 }
@@ -28,6 +29,7 @@ impl Launch {
             name: name.into(),
             program: program.as_ref().to_path_buf(),
             prefix: Vec::new(),
+            subcommand: "run".into(),
             args: Vec::new(),
             timeout: Duration::from_secs(30),
         }
@@ -39,7 +41,13 @@ impl Launch {
         self
     }
 
-    /// Appends arguments after `run`.
+    /// Runs `mesh-shim gateway` instead of `run`.
+    pub fn gateway(mut self) -> Self {
+        self.subcommand = "gateway".into();
+        self
+    }
+
+    /// Appends arguments after the subcommand.
     pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
         self.args
             .extend(args.iter().map(|s| s.as_ref().to_string()));
@@ -62,7 +70,7 @@ impl Launch {
     pub fn start(self) -> Result<Running, String> {
         let mut argv: Vec<String> = self.prefix.clone();
         argv.push(self.program.display().to_string());
-        argv.push("run".into());
+        argv.push(self.subcommand.clone());
         argv.extend(self.args.iter().cloned());
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])

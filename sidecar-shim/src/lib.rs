@@ -12,6 +12,7 @@
 //! - [`outbound`] and [`capture`]: the app's own requests, by explicit
 //!   proxy or per-upstream port, into the SDK's client stack;
 //! - [`admin`]: admin, merged metrics and readiness ports;
+//! - [`gateway`]: `mesh-shim gateway`, the ingress/egress gateway;
 //! - [`wait`]: `mesh-shim wait`, for `mesh-shim wait && exec app`;
 //! - [`iptables`]: `mesh-shim iptables`, the transparent capture rules;
 //! - [`launch`]: starting the binary and reading back its ports.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod capture;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod inbound;
 pub mod iptables;
 pub mod launch;

@@ -10,10 +10,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sidecar_shim::logging::init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Run(args) = &cli.command {
-        if let Some(n) = args.threads {
-            builder.worker_threads(usize::from(n));
-        }
+    let threads = match &cli.command {
+        Command::Run(args) => args.threads,
+        Command::Gateway(args) => args.threads,
+        _ => None,
+    };
+    if let Some(n) = threads {
+        builder.worker_threads(usize::from(n));
     }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
@@ -25,6 +28,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime
             .block_on(sidecar_shim::app::run(*args))
+            .map_err(|e| e.to_string()),
+        Command::Gateway(args) => runtime
+            .block_on(sidecar_shim::gateway::run(*args))
             .map_err(|e| e.to_string()),
         Command::Wait(args) => runtime.block_on(sidecar_shim::wait::run(args)),
         Command::Iptables(args) => sidecar_shim::iptables::run(&args),
