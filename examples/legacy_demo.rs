@@ -8,8 +8,13 @@
 #[tokio::main]
 async fn main() -> Result<(), mesh_examples::Error> {
     let r = mesh_examples::legacy::run().await?;
-    println!("Python ratings v1/v2/v3 behind mesh-shim, certificates and config from meshd's TLS port");
-    println!("90/10 canary from the Rust SDK workload: {:?} of 200", r.canary);
+    println!(
+        "Python ratings v1/v2/v3 behind mesh-shim, certificates and config from meshd's TLS port"
+    );
+    println!(
+        "90/10 canary from the Rust SDK workload: {:?} of 200",
+        r.canary
+    );
     println!(
         "YAML edited to 50/50 under traffic: {:?} of 300, {} failed",
         r.during_edit.0, r.during_edit.1
@@ -23,6 +28,9 @@ async fn main() -> Result<(), mesh_examples::Error> {
         "Python client through its shim (HTTP_PROXY): GET -> {}, POST -> {} (AuthorizationPolicy allows GET only)",
         r.python_client.0, r.python_client.1
     );
-    println!("curl https://ratings.example.com through mesh-shim gateway: {}", r.gateway);
+    println!(
+        "curl https://ratings.example.com through mesh-shim gateway: {}",
+        r.gateway
+    );
     Ok(())
 }

@@ -63,13 +63,21 @@ impl Drop for Py {
 }
 
 fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn python_app(version: &str, flaky: bool) -> Result<(Py, u16), Error> {
     let port = free_port()?;
     let child = Command::new("python3")
-        .args(["-c", APP, &port.to_string(), version, if flaky { "flaky" } else { "steady" }])
+        .args([
+            "-c",
+            APP,
+            &port.to_string(),
+            version,
+            if flaky { "flaky" } else { "steady" },
+        ])
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("python3: {e}; the demo's legacy app is Python's http.server"))?;
@@ -219,7 +227,9 @@ async fn count(client: &MeshClient, n: u32) -> Result<(BTreeMap<String, u32>, u3
             continue;
         }
         let b = resp.into_body().collect().await?.to_bytes();
-        *seen.entry(String::from_utf8_lossy(&b).trim().to_string()).or_insert(0) += 1;
+        *seen
+            .entry(String::from_utf8_lossy(&b).trim().to_string())
+            .or_insert(0) += 1;
     }
     Ok((seen, failed))
 }
@@ -235,7 +245,8 @@ fn metric(exposition: &str, needles: &[&str]) -> u64 {
 async fn scrape(addr: SocketAddr) -> Result<String, Error> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await?;
+    s.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
     Ok(out)
@@ -277,9 +288,7 @@ pub async fn run() -> Result<LegacyReport, Error> {
     let mut cfg = MeshdConfig::new(&conf);
     cfg.ca_tokens = Some(tokens.clone());
     let meshd = Meshd::start(cfg).await?;
-    let secure = meshd
-        .secure_xds_addr()
-        .ok_or("meshd serves no TLS port")?;
+    let secure = meshd.secure_xds_addr().ok_or("meshd serves no TLS port")?;
     let root = meshd.root_cert_file();
 
     let token_file = |name: &str, token: &str| -> Result<PathBuf, Error> {
@@ -303,8 +312,16 @@ pub async fn run() -> Result<LegacyReport, Error> {
         ]
     };
     let loopback_ports = [
-        "--outbound-port", "0", "--admin-port", "0", "--metrics-port", "0", "--ready-port", "0",
-        "--inbound-addr", "127.0.0.1",
+        "--outbound-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--ready-port",
+        "0",
+        "--inbound-addr",
+        "127.0.0.1",
     ];
 
     // Three versions of the Python app, each behind its shim.
@@ -315,23 +332,43 @@ pub async fn run() -> Result<LegacyReport, Error> {
         let (py, app_port) = python_app(&v, i == 2)?;
         apps.push(py);
         let running = Launch::new(format!("ratings-{v}"), &shim)
-            .args(&["--xds-addr", &format!("https://localhost:{}", secure.port())])
+            .env("MESH_SHIM_LOG", "warn")
+            .args(&[
+                "--xds-addr",
+                &format!("https://localhost:{}", secure.port()),
+            ])
             .args(&identity_flags(&ratings_token))
             .args(&loopback_ports)
             .args(&[
-                "--labels", &format!("app=ratings,version={v}"), "--service-account", "ratings",
-                "--workload-name", &format!("ratings-{v}"), "--app-port", &app_port.to_string(),
-                "--inbound-port", &port.to_string(),
+                "--labels",
+                &format!("app=ratings,version={v}"),
+                "--service-account",
+                "ratings",
+                "--workload-name",
+                &format!("ratings-{v}"),
+                "--app-port",
+                &app_port.to_string(),
+                "--inbound-port",
+                &port.to_string(),
             ])
             .start()?;
         shims.push(running);
     }
     // The Python client's shim: outbound only, an explicit proxy.
     let client_shim = Launch::new("legacy-client", &shim)
-        .args(&["--xds-addr", &format!("https://localhost:{}", secure.port())])
+        .env("MESH_SHIM_LOG", "warn")
+        .args(&[
+            "--xds-addr",
+            &format!("https://localhost:{}", secure.port()),
+        ])
         .args(&identity_flags(&client_token))
         .args(&loopback_ports)
-        .args(&["--labels", "app=legacy-client", "--service-account", "legacy-client"])
+        .args(&[
+            "--labels",
+            "app=legacy-client",
+            "--service-account",
+            "legacy-client",
+        ])
         .start()?;
 
     // The Rust SDK workload beside them (same meshd, plaintext xDS, a
@@ -379,8 +416,15 @@ pub async fn run() -> Result<LegacyReport, Error> {
     wait_for(&meshd, gen).await;
     let (got, failed) = count(&client, 100).await?;
     let v3_metrics = scrape(shims[2].addr("metrics")).await?;
-    let v3_503 = metric(&v3_metrics, &["reporter=\"destination\"", "response_code=\"503\""]);
-    report.retried = (got.values().sum(), got.values().sum::<u32>() + failed, v3_503);
+    let v3_503 = metric(
+        &v3_metrics,
+        &["reporter=\"destination\"", "response_code=\"503\""],
+    );
+    report.retried = (
+        got.values().sum(),
+        got.values().sum::<u32>() + failed,
+        v3_503,
+    );
     if failed > 0 || v3_503 == 0 {
         return Err(format!("retries: {:?}", report.retried).into());
     }
@@ -394,27 +438,54 @@ pub async fn run() -> Result<LegacyReport, Error> {
 
     // 5. The gateway, HTTPS from curl into the mesh.
     let gw = Launch::new("ingressgateway", &shim)
+        .env("MESH_SHIM_LOG", "warn")
         .gateway()
         .args(&["--config", &conf.display().to_string()])
         .args(&identity_flags(&gateway_token))
         .args(&[
-            "--labels", "istio=ingressgateway", "--service-account", "ingressgateway",
-            "--bind", "127.0.0.1", "--port-map", "443=0", "--admin-port", "0",
-            "--metrics-port", "0", "--ready-port", "0",
+            "--labels",
+            "istio=ingressgateway",
+            "--service-account",
+            "ingressgateway",
+            "--bind",
+            "127.0.0.1",
+            "--port-map",
+            "443=0",
+            "--admin-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--ready-port",
+            "0",
         ])
         .start()?;
     let port = gw.addr("gateway-443").port();
     let out = Command::new("curl")
         .args([
-            "-sS", "--max-time", "10", "--cacert", &pki.ca.display().to_string(),
-            "--resolve", &format!("ratings.example.com:{port}:127.0.0.1"),
-            &format!("https://ratings.example.com:{port}/r"), "-w", " %{http_code}",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.ca.display().to_string(),
+            "--resolve",
+            &format!("ratings.example.com:{port}:127.0.0.1"),
+            &format!("https://ratings.example.com:{port}/r"),
+            "-w",
+            " %{http_code}",
         ])
         .output()
         .map_err(|e| format!("curl: {e}"))?;
-    report.gateway = String::from_utf8_lossy(&out.stdout).trim().replace('\n', " ");
+    report.gateway = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if report.gateway != "v1 200" {
-        return Err(format!("gateway: {} {}", report.gateway, String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!(
+            "gateway: {} {}",
+            report.gateway,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
     }
     drop((gw, client_shim, shims, apps));
     meshd.shutdown().await;
@@ -450,7 +521,8 @@ impl TestPki {
             .push(rcgen::DnType::CommonName, "demo ingress CA");
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
         let key = rcgen::KeyPair::generate()?;
-        let leaf = rcgen::CertificateParams::new(vec!["ratings.example.com".to_string()])?.signed_by(&key, &ca)?;
+        let leaf = rcgen::CertificateParams::new(vec!["ratings.example.com".to_string()])?
+            .signed_by(&key, &ca)?;
         let p = TestPki {
             ca: dir.join("ingress-ca.pem"),
             cert: dir.join("ingress-cert.pem"),

@@ -82,7 +82,8 @@ impl Lifecycle {
 
     /// Turns readiness on, unless a shutdown already started.
     pub(crate) fn mark_ready(&self) {
-        self.ready.store(!self.is_shutting_down(), Ordering::Release);
+        self.ready
+            .store(!self.is_shutting_down(), Ordering::Release);
         tracing::info!("ready");
         println!("mesh-shim: ready");
     }

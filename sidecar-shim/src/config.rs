@@ -184,9 +184,17 @@ pub struct GatewayArgs {
 
 fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
     let fix = "write --port-map GATEWAY_PORT=LISTEN_PORT, e.g. 443=8443";
-    let (a, b) = s.split_once('=').ok_or_else(|| format!("{s:?} has no '='; {fix}"))?;
-    let a = a.trim().parse().map_err(|_| format!("{a:?} is not a port; {fix}"))?;
-    let b = b.trim().parse().map_err(|_| format!("{b:?} is not a port; {fix}"))?;
+    let (a, b) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} has no '='; {fix}"))?;
+    let a = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port; {fix}"))?;
+    let b = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port; {fix}"))?;
     Ok((a, b))
 }
 
@@ -343,8 +351,14 @@ mod tests {
     #[test]
     fn gateway_flags_share_the_workload_flags_and_map_ports() {
         let cli = Cli::try_parse_from([
-            "mesh-shim", "gateway", "--config", "c", "--labels", "istio=ingressgateway",
-            "--port-map", "80=0,443=8443",
+            "mesh-shim",
+            "gateway",
+            "--config",
+            "c",
+            "--labels",
+            "istio=ingressgateway",
+            "--port-map",
+            "80=0,443=8443",
         ])
         .unwrap();
         let Command::Gateway(g) = cli.command else {

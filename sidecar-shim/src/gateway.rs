@@ -35,7 +35,11 @@ pub async fn run(args: GatewayArgs) -> Result<(), ShimError> {
     let ready_l = bind("ready", SocketAddr::new(args.bind, args.ready_port)).await?;
     let life = Arc::new(Lifecycle::default());
     let mut tasks = JoinSet::new();
-    tokio::spawn(admin::serve_ready(ready_l, life.clone(), args.drain_timeout));
+    tokio::spawn(admin::serve_ready(
+        ready_l,
+        life.clone(),
+        args.drain_timeout,
+    ));
     spawn_signals(life.clone());
 
     let mesh = Arc::new(build_mesh(&args.mesh, true).await?);
@@ -56,8 +60,16 @@ pub async fn run(args: GatewayArgs) -> Result<(), ShimError> {
             eprintln!("mesh-shim: not served: {e}");
         }
     }
-    tasks.spawn(admin::serve_admin(admin_l, life.clone(), args.drain_timeout));
-    tasks.spawn(admin::serve_metrics(metrics_l, life.clone(), args.drain_timeout));
+    tasks.spawn(admin::serve_admin(
+        admin_l,
+        life.clone(),
+        args.drain_timeout,
+    ));
+    tasks.spawn(admin::serve_metrics(
+        metrics_l,
+        life.clone(),
+        args.drain_timeout,
+    ));
     let signal = life.signaled();
     tasks.spawn(async move {
         if let Err(e) = bound.serve_with_shutdown(signal).await {

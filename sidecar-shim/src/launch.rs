@@ -19,6 +19,7 @@ pub struct Launch {
     prefix: Vec<String>,
     subcommand: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     timeout: Duration,
 }
 
@@ -31,6 +32,7 @@ impl Launch {
             prefix: Vec::new(),
             subcommand: "run".into(),
             args: Vec::new(),
+            env: Vec::new(),
             timeout: Duration::from_secs(30),
         }
     }
@@ -54,6 +56,12 @@ impl Launch {
         self
     }
 
+    /// Sets an environment variable for the shim (`MESH_SHIM_LOG=warn`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// True when `flag` was given.
     pub fn has(&self, flag: &str) -> bool {
         self.args.iter().any(|a| a == flag)
@@ -74,6 +82,7 @@ impl Launch {
         argv.extend(self.args.iter().cloned());
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -85,19 +85,44 @@ async fn the_gateway_serves_https_into_the_mesh() {
     let _ratings = Shim::start(
         "ratings",
         &[
-            "--config", &conf, "--labels", "app=ratings", "--service-account", "ratings",
-            "--app-port", &app_port.to_string(), "--inbound-port", &inbound.to_string(),
-            "--cert-dir", ratings_certs.to_str().unwrap(),
+            "--config",
+            &conf,
+            "--labels",
+            "app=ratings",
+            "--service-account",
+            "ratings",
+            "--app-port",
+            &app_port.to_string(),
+            "--inbound-port",
+            &inbound.to_string(),
+            "--cert-dir",
+            ratings_certs.to_str().unwrap(),
         ],
     );
     let gw_certs = certs.for_sa("ingressgateway");
     let gw = Launch::new("gateway", env!("CARGO_BIN_EXE_mesh-shim"))
         .gateway()
         .args(&[
-            "--config", &conf, "--namespace", "default", "--labels", "istio=ingressgateway",
-            "--service-account", "ingressgateway", "--cert-dir", gw_certs.to_str().unwrap(),
-            "--bind", "127.0.0.1", "--port-map", "80=0,443=0",
-            "--admin-port", "0", "--metrics-port", "0", "--ready-port", "0",
+            "--config",
+            &conf,
+            "--namespace",
+            "default",
+            "--labels",
+            "istio=ingressgateway",
+            "--service-account",
+            "ingressgateway",
+            "--cert-dir",
+            gw_certs.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--port-map",
+            "80=0,443=0",
+            "--admin-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--ready-port",
+            "0",
         ])
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -108,30 +133,50 @@ async fn the_gateway_serves_https_into_the_mesh() {
     // from curl (a client that knows nothing of the mesh).
     let out = Command::new("curl")
         .args([
-            "-sS", "--max-time", "10", "--cacert", ca.to_str().unwrap(),
-            "--resolve", &format!("bookinfo.example.com:{}:127.0.0.1", https.port()),
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &format!("bookinfo.example.com:{}:127.0.0.1", https.port()),
             &format!("https://bookinfo.example.com:{}/ratings.txt", https.port()),
-            "-w", " %{http_code}",
+            "-w",
+            " %{http_code}",
         ])
         .output()
         .expect("curl must be on PATH");
     let body = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(body, "ratings: 5 stars\n 200", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        body,
+        "ratings: 5 stars\n 200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Plain HTTP is redirected to HTTPS; an unknown host is not served.
     let r = get(http, "bookinfo.example.com", "/ratings.txt").await;
     assert_eq!(r.status, 301, "{}", r.head);
-    assert!(r.head.to_ascii_lowercase().contains("location: https://bookinfo.example.com/ratings.txt"), "{}", r.head);
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("location: https://bookinfo.example.com/ratings.txt"),
+        "{}",
+        r.head
+    );
     let r = get(http, "other.example.com", "/ratings.txt").await;
     assert_eq!(r.status, 404, "{}", r.head);
 
     // The gateway reached the sidecar over mesh mTLS as itself.
     let metrics = get(gw.addr("metrics"), "x", "/stats/prometheus").await;
     assert!(
-        metrics.body.lines().any(|l| l.starts_with("istio_requests_total{")
-            && l.contains("reporter=\"source\"")
-            && l.contains("destination_service=\"ratings.default.svc.cluster.local\"")
-            && l.contains("response_code=\"200\"")),
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"source\"")
+                && l.contains("destination_service=\"ratings.default.svc.cluster.local\"")
+                && l.contains("response_code=\"200\"")),
         "{}",
         metrics.body
     );
@@ -141,9 +186,17 @@ async fn the_gateway_serves_https_into_the_mesh() {
 fn a_gateway_needs_local_config_and_says_so() {
     let err = Launch::new("gw-xds", env!("CARGO_BIN_EXE_mesh-shim"))
         .gateway()
-        .args(&["--xds-addr", "127.0.0.1:1", "--admin-port", "0", "--metrics-port", "0", "--ready-port", "0"])
+        .args(&[
+            "--xds-addr",
+            "127.0.0.1:1",
+            "--admin-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--ready-port",
+            "0",
+        ])
         .start()
-        .err()
-        .expect("a gateway started from xDS");
+        .expect_err("a gateway started from xDS");
     assert!(err.contains("--config"), "{err}");
 }
