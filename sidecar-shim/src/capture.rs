@@ -39,10 +39,12 @@ pub fn to_upstream<B>(req: &mut Request<B>, authority: &Authority) -> Result<(),
 /// A request to the explicit proxy (`HTTP_PROXY`): absolute-form
 /// (`GET http://reviews:9080/x`) names its destination; origin-form uses
 /// `Host`, as when the app was pointed at the proxy port directly.
+/// (`CONNECT` is tunnelled by the outbound side, not routed.)
 pub fn from_proxy<B>(req: &mut Request<B>) -> Result<(), CaptureError> {
     if req.method() == Method::CONNECT {
+        // Tunnels are the outbound side's; a CONNECT here is a caller bug.
         return Err(CaptureError(
-            "CONNECT (TLS passthrough through the proxy) is not served by this shim yet; send plain HTTP through HTTP_PROXY".into(),
+            "CONNECT is a tunnel, not a request to route".into(),
         ));
     }
     if let Some(a) = req.uri().authority().cloned() {

@@ -8,7 +8,8 @@
 //!   routed by `Host` on the dialed port, other TCP passes through to the
 //!   dialed address under `ALLOW_ANY` and is refused under `REGISTRY_ONLY`;
 //!   connections made to it directly are an explicit HTTP proxy
-//!   (`HTTP_PROXY=http://127.0.0.1:15001`);
+//!   (`HTTP_PROXY=http://127.0.0.1:15001`), with `CONNECT` tunnels for
+//!   TLS the app originates (`HTTPS_PROXY`);
 //! - one port per upstream (`--upstream 9080=reviews:9080`), for apps whose
 //!   HTTP client cannot use a proxy.
 
@@ -20,6 +21,7 @@ use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use mesh_core::model::OutboundPolicy;
 use mesh_tower::body::MeshBody;
+use mesh_tower::gateway::passthrough::{decide_authority, dial, PassthroughError};
 use mesh_tower::server::listen::accept_until;
 use mesh_tower::server::original_dst::original_dst;
 use mesh_tower::server::sniff::{sniff, Sniffed};
@@ -31,6 +33,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::inbound::SNIFF_TIMEOUT;
+
+/// How long a `CONNECT` waits for the upstream connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A random number for endpoint picks: a fresh SipHash key per process,
+/// over a counter.
+fn next_random() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static N: AtomicU64 = AtomicU64::new(0);
+    KEYS.get_or_init(Default::default)
+        .hash_one(N.fetch_add(1, Ordering::Relaxed))
+}
 
 use crate::capture::{self, CaptureError};
 
@@ -104,9 +121,17 @@ impl Outbound {
         let server = self.server("outbound");
         let client = self.client.clone();
         let Some(dst) = dst else {
+            let tunnels = self.clone();
             let svc = tower::service_fn(move |mut req: Request<MeshBody>| {
-                let captured = capture::from_proxy(&mut req);
-                send(client.clone(), req, captured)
+                let tunnels = tunnels.clone();
+                let client = client.clone();
+                async move {
+                    if req.method() == http::Method::CONNECT {
+                        return Ok(tunnels.connect(req).await);
+                    }
+                    let captured = capture::from_proxy(&mut req);
+                    send(client, req, captured).await
+                }
             });
             return server
                 .serve_connection(tcp, info(local_addr), svc, drain)
@@ -123,6 +148,67 @@ impl Outbound {
             Ok((Sniffed::Opaque, io)) => self.passthrough(io, dst).await,
             Err(e) => tracing::debug!(%peer, error = %e, "connection closed while sniffing"),
         }
+    }
+
+    /// `CONNECT host:port` (TLS the app originates itself through
+    /// `HTTPS_PROXY`): the mesh service's endpoint, or the address itself
+    /// under `ALLOW_ANY`; 200 once the upstream is connected, then bytes
+    /// both ways, metered as TCP.
+    async fn connect(self, req: Request<MeshBody>) -> Response<MeshBody> {
+        let refuse = |flag, status, why: String| {
+            MeshError::new(flag, why)
+                .with_status(status)
+                .into_response(false)
+        };
+        let Some(authority) = req.uri().authority().cloned() else {
+            return refuse(
+                ResponseFlag::DownstreamProtocolError,
+                StatusCode::BAD_REQUEST,
+                "CONNECT needs host:port".into(),
+            );
+        };
+        let port = authority.port_u16().unwrap_or(443);
+        let decided = {
+            let model = self.model.borrow();
+            decide_authority(&model, authority.host(), port, next_random())
+        };
+        let target = match decided {
+            Ok(t) => t,
+            Err(e @ PassthroughError::NotInRegistry { .. }) => {
+                return refuse(ResponseFlag::NoRoute, StatusCode::FORBIDDEN, e.to_string())
+            }
+            Err(e) => {
+                return refuse(
+                    ResponseFlag::NoHealthyUpstream,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                )
+            }
+        };
+        let mut upstream = match dial(&target, &self.telemetry, CONNECT_TIMEOUT).await {
+            Ok(u) => u,
+            Err(e) => {
+                return refuse(
+                    ResponseFlag::UpstreamConnectionFailure,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                )
+            }
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(up) => {
+                    let mut io = hyper_util::rt::TokioIo::new(up);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
+                        tracing::debug!(cluster = %target.cluster, error = %e, "CONNECT tunnel ended with an error");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT: the client went away before the tunnel")
+                }
+            }
+        });
+        Response::new(mesh_tower::body::empty())
     }
 
     /// Opaque TCP the app sent to `dst`: Istio's PassthroughCluster under

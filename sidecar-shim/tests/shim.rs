@@ -557,3 +557,80 @@ async fn a_declared_server_first_port_is_proxied_as_tcp_without_waiting() {
         m.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_tls_the_app_originates_to_a_service_entry() {
+    // An HTTPS server outside the mesh, named by a ServiceEntry.
+    let pki = mesh_test_support::tls::ExtPki::new("external CA");
+    let (cert, key) = pki.leaf(&["secure.example.com"]);
+    let (backend, _seen) = mesh_test_support::tls::tls_server(&cert, &key, None, "external").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        mesh_test_support::configs::service_entry(
+            "secure.example.com",
+            8443,
+            backend.port(),
+            "MESH_EXTERNAL",
+            "",
+        ),
+    )
+    .unwrap();
+    let shim = Shim::start(
+        "client",
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--labels",
+            "app=client",
+        ],
+    );
+    let proxy = format!("http://{}", shim.addr("outbound"));
+    // curl speaks TLS itself, end to end, through `CONNECT`.
+    let curl = |url: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-x",
+                &proxy,
+                url,
+                "-w",
+                " %{http_code}",
+            ])
+            .output()
+            .expect("curl must be on PATH")
+    };
+    let out = curl("https://secure.example.com:8443/x");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("tls-ok") && body.ends_with(" 200"),
+        "{body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Metered as TCP to the ServiceEntry host.
+    let m = get(shim.addr("metrics"), "x", "/stats/prometheus").await;
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("reporter=\"source\"")
+                && l.contains("destination_service=\"secure.example.com\"")),
+        "{}",
+        m.body
+    );
+    // Nothing listens for this name: the tunnel is refused with 503, and
+    // curl says the proxy refused.
+    let out = curl("https://nowhere.invalid:8443/x");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

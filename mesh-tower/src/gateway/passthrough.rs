@@ -4,7 +4,8 @@
 //! destination's cluster and back. The upstream terminates TLS itself.
 //!
 //! [`decide`] is the pure part (route, destination, endpoint); [`proxy`]
-//! connects and copies, metered as Istio's TCP metrics with
+//! connects and copies (the shim's `CONNECT` uses [`decide_authority`] and
+//! [`dial`] the same way), metered as Istio's TCP metrics with
 //! `reporter="source"`. The endpoint is picked by weight at random from
 //! the cluster's endpoints; outlier detection and connection-pool limits
 //! of the HTTP endpoint stage do not apply to these connections.
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_core::model::gateway::GatewayServer;
-use mesh_core::model::Model;
+use mesh_core::model::{Cluster, ClusterEndpoint, Model, OutboundPolicy};
 use tokio::io::{copy_bidirectional, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -42,6 +43,12 @@ pub enum PassthroughError {
     NoDestination {
         /// The VirtualService and rule.
         route: String,
+    },
+    /// An unknown host under `outboundTrafficPolicy: REGISTRY_ONLY`.
+    #[error("{authority} is not a service of the mesh and outboundTrafficPolicy is REGISTRY_ONLY; add a ServiceEntry for it (NR)")]
+    NotInRegistry {
+        /// What was asked for.
+        authority: String,
     },
     /// The destination has no cluster or no endpoint.
     #[error("no healthy upstream for {cluster} (UH)")]
@@ -103,27 +110,7 @@ pub fn decide(
         cluster: cluster_name.clone(),
     };
     let cluster = model.clusters.get(&cluster_name).ok_or_else(no_endpoint)?;
-    let total: u64 = cluster
-        .endpoints
-        .iter()
-        .map(|e| u64::from(e.weight.max(1)))
-        .sum();
-    if total == 0 {
-        return Err(no_endpoint());
-    }
-    let mut at = r2 % total;
-    let ep = cluster
-        .endpoints
-        .iter()
-        .find(|e| {
-            let w = u64::from(e.weight.max(1));
-            if at < w {
-                return true;
-            }
-            at -= w;
-            false
-        })
-        .ok_or_else(no_endpoint)?;
+    let ep = pick_endpoint(cluster, r2).ok_or_else(no_endpoint)?;
     Ok(Target {
         host: dest.host.clone(),
         cluster: cluster_name.clone(),
@@ -132,15 +119,80 @@ pub fn decide(
     })
 }
 
-/// Proxies a passthrough connection to `target` ([`decide`]), its first
-/// bytes (`hello`) already read from `downstream`.
-pub async fn proxy(
-    target: Target,
-    hello: Vec<u8>,
-    mut downstream: TcpStream,
+/// An endpoint of `cluster`, by weight, from the random number `r`.
+pub fn pick_endpoint(cluster: &Cluster, r: u64) -> Option<&ClusterEndpoint> {
+    let total: u64 = cluster
+        .endpoints
+        .iter()
+        .map(|e| u64::from(e.weight.max(1)))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut at = r % total;
+    cluster.endpoints.iter().find(|e| {
+        let w = u64::from(e.weight.max(1));
+        if at < w {
+            return true;
+        }
+        at -= w;
+        false
+    })
+}
+
+/// Where an app's opaque connection to `host:port` goes (an explicit
+/// proxy's `CONNECT`): an endpoint of the mesh service it names, picked
+/// with `r`; else the address itself under `ALLOW_ANY` (Istio's
+/// PassthroughCluster); refused under `REGISTRY_ONLY`.
+pub fn decide_authority(
+    model: &Model,
+    host: &str,
+    port: u16,
+    r: u64,
+) -> Result<Target, PassthroughError> {
+    let mut key = String::new();
+    if let Some(svc) = model.resolve_outbound(host, port, &mut key) {
+        let cluster_name = mesh_core::model::cluster_name(&svc.host, svc.port, None);
+        let no_endpoint = || PassthroughError::NoEndpoint {
+            cluster: cluster_name.clone(),
+        };
+        let cluster = model.clusters.get(&cluster_name).ok_or_else(no_endpoint)?;
+        // A DNS or passthrough cluster with no listed endpoint: the host
+        // itself, as Envoy's resolver would dial it.
+        let (address, ep_port) = match pick_endpoint(cluster, r) {
+            Some(ep) => (ep.address.clone(), ep.port),
+            None if cluster.endpoints.is_empty() && svc.mesh_external => {
+                (svc.host.clone(), svc.port)
+            }
+            None => return Err(no_endpoint()),
+        };
+        return Ok(Target {
+            host: svc.host.clone(),
+            cluster: cluster_name,
+            address,
+            port: ep_port,
+        });
+    }
+    match model.mesh.outbound_policy {
+        OutboundPolicy::AllowAny => Ok(Target {
+            host: "PassthroughCluster".into(),
+            cluster: "PassthroughCluster".into(),
+            address: host.to_string(),
+            port,
+        }),
+        OutboundPolicy::RegistryOnly => Err(PassthroughError::NotInRegistry {
+            authority: format!("{host}:{port}"),
+        }),
+    }
+}
+
+/// Connects to `target`, metered as Istio's TCP metrics
+/// (`reporter="source"`).
+pub async fn dial(
+    target: &Target,
     telemetry: &Telemetry,
     connect_timeout: Duration,
-) -> Result<(u64, u64), PassthroughError> {
+) -> Result<MeteredIo<TcpStream>, PassthroughError> {
     let connect_err = |source| PassthroughError::Connect {
         cluster: target.cluster.clone(),
         addr: format!("{}:{}", target.address, target.port),
@@ -162,7 +214,27 @@ pub async fn proxy(
         .await
         .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
         .map_err(connect_err)?;
-    let mut upstream = MeteredIo::outbound(upstream, telemetry.tcp_outbound(&target.host));
+    Ok(MeteredIo::outbound(
+        upstream,
+        telemetry.tcp_outbound(&target.host),
+    ))
+}
+
+/// Proxies a passthrough connection to `target` ([`decide`]), its first
+/// bytes (`hello`) already read from `downstream`.
+pub async fn proxy(
+    target: Target,
+    hello: Vec<u8>,
+    mut downstream: TcpStream,
+    telemetry: &Telemetry,
+    connect_timeout: Duration,
+) -> Result<(u64, u64), PassthroughError> {
+    let mut upstream = dial(&target, telemetry, connect_timeout).await?;
+    let connect_err = |source| PassthroughError::Connect {
+        cluster: target.cluster.clone(),
+        addr: format!("{}:{}", target.address, target.port),
+        source,
+    };
     upstream.write_all(&hello).await.map_err(connect_err)?;
     // Errors once both sides are connected are the peers' business (a
     // reset, a close): the copy simply ends.

@@ -135,7 +135,9 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades, so a proxy can take over the connection after
+    // `CONNECT` (and HTTP/1.1 `Upgrade` reaches the service).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
