@@ -151,7 +151,9 @@ EOF
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 run_smoke() {
-  local work etcd_pid="" api_pid="" t0 t1 i c code token api p_client p_peer p_api
+  local t0 t1 i c token p_client p_peer p_api
+  # Globals, not locals: the EXIT trap runs after this function has returned.
+  work="" etcd_pid="" api_pid="" code="" api=""
   for c in curl openssl python3; do
     command -v "$c" >/dev/null 2>&1 || { echo "scripts/kube-peers.sh --smoke: needs $c" >&2; exit 1; }
   done
@@ -260,7 +262,16 @@ print(*[s.getsockname()[1] for s in ss])')
   # the status subresource (a JSON merge patch).
   ctype=application/merge-patch+json kc PATCH /api/v1/namespaces/smoke/pods/reviews-1/status \
     '{"status":{"phase":"Running","podIP":"127.0.0.11","podIPs":[{"ip":"127.0.0.11"}],"conditions":[{"type":"Ready","status":"True"}]}}' >/dev/null
-  kc POST /apis/discovery.k8s.io/v1/namespaces/smoke/endpointslices '{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"reviews-abc","labels":{"kubernetes.io/service-name":"reviews"}},"addressType":"IPv4","ports":[{"name":"http","port":9080,"protocol":"TCP"}],"endpoints":[{"addresses":["127.0.0.11"],"conditions":{"ready":true},"nodeName":"node-a","zone":"zone-a","targetRef":{"kind":"Pod","namespace":"smoke","name":"reviews-1"}}]}' >/dev/null
+  # EndpointSlice (and Endpoints) addresses may NOT be loopback (nor
+  # unspecified or link-local): validation answers 422 for 127.0.0.0/8, while
+  # a Pod's status.podIP may be 127.0.0.x. The slice below uses TEST-NET-1
+  # (192.0.2.0/24, documentation only: nothing is sent to it).
+  slice='{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"reviews-abc","labels":{"kubernetes.io/service-name":"reviews"}},"addressType":"IPv4","ports":[{"name":"http","port":9080,"protocol":"TCP"}],"endpoints":[{"addresses":["ADDR"],"conditions":{"ready":true},"nodeName":"node-a","zone":"zone-a","targetRef":{"kind":"Pod","namespace":"smoke","name":"reviews-1"}}]}'
+  if kc POST /apis/discovery.k8s.io/v1/namespaces/smoke/endpointslices "${slice/ADDR/127.0.0.11}" >/dev/null 2>&1 || [[ "$code" != 422 ]]; then
+    echo "smoke: an EndpointSlice with a loopback address was not refused with 422 (HTTP $code)" >&2; exit 1
+  fi
+  echo "smoke: an EndpointSlice address 127.0.0.11 is refused (HTTP 422, loopback range), as expected" >&2
+  kc POST /apis/discovery.k8s.io/v1/namespaces/smoke/endpointslices "${slice/ADDR/192.0.2.11}" >/dev/null
 
   echo "smoke: listed back:" >&2
   kc GET /api/v1/namespaces | python3 -c 'import json,sys; print("  namespaces:", " ".join(i["metadata"]["name"] for i in json.load(sys.stdin)["items"]))' >&2
