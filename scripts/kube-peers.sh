@@ -131,9 +131,12 @@ build_apiserver() {
   # The module's go.mod as the Go module proxy serves it (verified against
   # the checksum database like any `go get`): its replace block names every
   # staging module.
-  src="$(go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+  local info
+  info="$(GOTOOLCHAIN=local go mod download -json "k8s.io/kubernetes@$kube_version" 2>&1 || true)"
+  src="$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p' <<<"$info")"
   if [[ -z "$src" || ! -f "$src" ]]; then
-    echo "scripts/kube-peers.sh: go mod download k8s.io/kubernetes@$kube_version gave no go.mod" >&2
+    echo "scripts/kube-peers.sh: go mod download k8s.io/kubernetes@$kube_version gave no go.mod:" >&2
+    echo "$info" >&2
     exit 1
   fi
   minor_patch="${kube_version#v1.}"
@@ -211,6 +214,7 @@ run_smoke() {
     api_pid="" etcd_pid=""
   }
   trap 'stop; rm -rf "$work"' EXIT
+  trap 'exit 130' INT TERM # so that the EXIT trap stops both on ^C or kill
   # Three free loopback ports (the kernel's choice; released just before use).
   read -r p_client p_peer p_api < <(python3 -c '
 import socket
