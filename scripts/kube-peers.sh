@@ -44,7 +44,7 @@
 #   cold build (GOMODCACHE and GOCACHE both empty, the standard library
 #     rebuilt too): 5 min 04 s wall (etcd 40 s, kube-apiserver 264 s), 8 min
 #     of CPU, 720 MB of modules downloaded, 2.9 GB of Go build cache, the
-#     largest build process (the link) peaking at 2.3 GB RSS. Cached: the
+#     largest single build process peaking at 2.3 GB RSS. Cached: the
 #     script answers at once.
 #   sizes (stripped, static): kube-apiserver 119 MB, etcd 25 MB
 #   start to ready: etcd /health 0.1-0.9 s; kube-apiserver /readyz 200 in
