@@ -143,7 +143,8 @@ pub struct RunArgs {
     /// How long a client may take to send request headers (slowloris bound).
     #[arg(long, env = "MESH_SHIM_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub header_timeout: Duration,
-    /// Runtime worker threads (default: one per core). A sidecar shares
+    /// Runtime worker threads (default: one per core; 1 runs tokio's
+    /// current-thread scheduler, measurably cheaper). A sidecar shares
     /// its pod's CPU limit with the app, so it should not spin up a
     /// thread per host core; Istio's sidecar has `concurrency` for this.
     #[arg(long, env = "MESH_SHIM_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
@@ -177,7 +178,8 @@ pub struct GatewayArgs {
     /// How long a shutdown lets requests in flight finish.
     #[arg(long, env = "MESH_SHIM_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub drain_timeout: Duration,
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads (default: one per core; 1 runs tokio's
+    /// current-thread scheduler).
     #[arg(long, env = "MESH_SHIM_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 }

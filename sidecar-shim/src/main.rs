@@ -9,13 +9,18 @@ use sidecar_shim::config::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sidecar_shim::logging::init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
     let threads = match &cli.command {
         Command::Run(args) => args.threads,
         Command::Gateway(args) => args.threads,
         _ => None,
     };
-    if let Some(n) = threads {
+    // One thread: the current-thread scheduler, which skips the work
+    // stealing and cross-thread wakeups a one-worker pool still pays for.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(usize::from(n));
     }
     let runtime = match builder.enable_all().build() {

@@ -100,7 +100,10 @@ fn start_mesh() -> Mesh {
             "--service-account",
             "productpage",
             "--upstream",
-            &format!("{}=ratings:9080", free_port()),
+            "0=ratings:9080",
+            // One thread: the current-thread runtime path.
+            "--threads",
+            "1",
             "--cert-dir",
             pp_certs.to_str().unwrap(),
         ],

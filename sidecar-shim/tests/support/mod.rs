@@ -11,13 +11,24 @@ use mesh_ca::files::write_workload_files;
 use mesh_test_support::identity::{ca_in, issue};
 use sidecar_shim::launch::{Launch, Running};
 
-/// A port free right now (the shim binds it a moment later).
+/// A port free right now, for a listener started a moment later. Taken
+/// below the kernel's ephemeral range (32768 and up), so no `:0` bind of a
+/// test running beside this one can take it in between, and never handed
+/// out twice in one test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // A different start per test binary (they may run at once under
+    // nextest), spread over 20000..32000.
+    let base = 20000 + (std::process::id() % 600) as u16 * 20;
+    for _ in 0..12000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (base - 20000 + n) % 12000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// The mesh CA of a test and the certificate directories it wrote.
