@@ -46,12 +46,26 @@ spec:
 
 /// A port free on 127.0.0.1 right now. gRPC xDS servers name their
 /// listener after the port they bind, so it must be known (and in the
-/// YAML) before the server starts.
+/// YAML) before the server starts. Never handed out twice in a process,
+/// and taken below the kernel's ephemeral range: the harness picks every
+/// workload's port before it starts istiod, whose own ports come from here
+/// too, and a port picked but not yet bound must not be picked again (a
+/// server that lost its port to istiod answered every call UNIMPLEMENTED).
 pub fn free_port() -> Result<u16, HarnessError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| HarnessError::io("finding a free port on 127.0.0.1", e))
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 600) as u16 * 20;
+    for _ in 0..12000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (start + n) % 12000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::io(
+        "finding a free port on 127.0.0.1 in 20000..32000",
+        std::io::Error::other("every port is taken"),
+    ))
 }
 
 async fn call(
