@@ -89,6 +89,8 @@ enum Target {
 pub struct LocalApp {
     model: ModelRx,
     target: Target,
+    /// The pools of a fixed target, built once: no lock per request.
+    fixed: Option<Pools>,
     pools: Arc<Mutex<HashMap<SocketAddr, Pools>>>,
 }
 
@@ -115,14 +117,22 @@ impl LocalApp {
     }
 
     fn with_target(model: ModelRx, target: Target) -> Self {
+        let fixed = match target {
+            Target::Fixed(addr) => Some(Pools::new(addr)),
+            Target::CallerPort(_) => None,
+        };
         LocalApp {
             model,
             target,
+            fixed,
             pools: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     fn pools(&self, addr: SocketAddr) -> Pools {
+        if let Some(p) = &self.fixed {
+            return p.clone();
+        }
         self.pools
             .locked()
             .entry(addr)
