@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Two builds: target flags apply to every package named, and `--examples`
 # alone would leave out the meshctl binary the steps below run.
+# curl: the shim's gateway demo and test call it as an outside client.
+if ! command -v curl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null
+fi
 cargo build -q -p meshctl --bin meshctl --locked
 cargo build -q -p mesh-examples --examples --locked
 cargo build -q -p sidecar-shim --bin mesh-shim --locked

@@ -41,6 +41,11 @@ fi
 promtool --version | head -n 1
 prometheus --version | head -n 1
 
+# curl: the shim's gateway demo and test call it as an outside client.
+if ! command -v curl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null
+fi
 echo "== iptables (Debian's package: mesh-shim's transparent capture test, sidecar-shim/tests/capture.rs)"
 if ! command -v iptables-restore >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
