@@ -115,7 +115,7 @@ fn parse(data: &[u8]) -> Option<Parts> {
         method,
         uri,
         headers,
-        mtls: data.len() % 2 == 0,
+        mtls: data.len().is_multiple_of(2),
     })
 }
 

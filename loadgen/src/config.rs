@@ -55,7 +55,7 @@ pub fn targets(c: usize, k: usize, services: usize) -> Vec<usize> {
 
 /// Whether service `i` gets a DestinationRule with subsets.
 fn has_subsets(i: usize) -> bool {
-    i % 4 == 0
+    i.is_multiple_of(4)
 }
 
 /// The YAML of service `i`, with route timeout `timeout_s`.

@@ -35,6 +35,9 @@ pub enum MeshdError {
         #[source]
         source: mesh_ca::Error,
     },
+    /// The Kubernetes source cannot start (no config, unreachable API).
+    #[error("Kubernetes: {0}")]
+    Kubernetes(String),
     /// A settings file or flag is wrong.
     #[error("{0}")]
     Settings(String),

@@ -1,5 +1,5 @@
 //! `meshd`, the bundled control plane (istiod's counterpart): watches a
-//! directory of Istio YAML, validates and analyzes every change, compiles
+//! directory of Istio YAML and/or a Kubernetes API server, validates and analyzes every change, compiles
 //! it per connected client and serves it over Envoy v3 ADS (with CSDS for
 //! `meshctl proxy-config`), hosts the CA (Istio's
 //! `IstioCertificateService`) on the same gRPC port, serves both again over
@@ -16,8 +16,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`settings`] (flags, env, settings file), [`load`] (a config
-//! generation or a rejection), [`watch`] (polling and debouncing),
+//! Modules: [`settings`] (flags, env, settings file), [`kube`] (the
+//! Kubernetes source), [`load`] (a config generation or a rejection), [`watch`] (polling and debouncing),
 //! [`controller`] (per-node compilation and pushes), [`compile`] (one
 //! client identity's snapshot), [`autoreg`] (workload auto-registration),
 //! [`converge`] (convergence time), [`metrics`], [`http`] and [`debug`]
@@ -36,6 +36,7 @@ pub mod debug;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod kube;
 pub mod load;
 mod meshd;
 pub mod metrics;

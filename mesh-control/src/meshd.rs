@@ -12,7 +12,6 @@ use mesh_ca::{
     ca_store, CaConfig, CaService, CertificateAuthority, CertificateProvider, LocalIssuer,
     TokenStore,
 };
-use mesh_core::config::fingerprint;
 use mesh_xds::server::{AdsServer, CsdsServer, SnapshotCache};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -51,6 +50,8 @@ pub struct MeshdHandle {
     http_done: Option<oneshot::Receiver<()>>,
     // Keeps a temporary CA directory alive as long as meshd runs.
     _ca_temp: Option<tempfile::TempDir>,
+    // The Kubernetes watchers, stopped with meshd.
+    _kube: Option<crate::kube::KubeSource>,
 }
 
 impl MeshdHandle {
@@ -181,17 +182,40 @@ impl Meshd {
     /// stays not-ready until a valid one arrives), binds both ports and
     /// starts watching.
     pub async fn start(config: MeshdConfig) -> Result<MeshdHandle> {
+        if config.config_dir.is_none() && config.kubernetes.is_none() {
+            return Err(MeshdError::Settings(
+                "no config source: pass --config DIR, --source kubernetes, or both".into(),
+            ));
+        }
+        let kube = match &config.kubernetes {
+            Some(settings) => {
+                let client = crate::kube::client(settings).await?;
+                Some(crate::kube::KubeSource::start(client).await)
+            }
+            None => None,
+        };
         let source = ConfigSource {
             dir: config.config_dir.clone(),
+            kube: kube.as_ref().map(|k| k.store().clone()),
             mesh_config: config.mesh_config.clone(),
             trust_domain: config.trust_domain.clone(),
         };
         source
             .check_readable()
             .map_err(|detail| MeshdError::ConfigDir {
-                path: config.config_dir.clone(),
+                path: config.config_dir.clone().unwrap_or_default(),
                 detail,
             })?;
+        if let Some(k) = &kube {
+            if let Err(missing) =
+                crate::kube::wait_synced(k.store(), config.kube_sync_timeout).await
+            {
+                tracing::warn!(
+                    ?missing,
+                    "the API server has not listed every kind yet; meshd stays not ready until it does"
+                );
+            }
+        }
         let (ca, ca_dir, ca_temp) = load_ca(&config)?;
         let tokens = match &config.ca_tokens {
             Some(p) => TokenStore::load(p).map_err(|source| MeshdError::Ca {
@@ -205,16 +229,18 @@ impl Meshd {
         let metrics = Arc::new(Metrics::new());
         let ctl = Controller::new(cache.clone(), metrics);
 
-        let mut watched: Vec<PathBuf> = vec![config.config_dir.clone()];
+        let mut watched: Vec<PathBuf> = config.config_dir.iter().cloned().collect();
         watched.extend(config.mesh_config.clone());
-        let initial_fp = fingerprint(&watched);
+        let initial_fp = source.fingerprint(&watched);
         let mut next_generation = 1;
-        match source.load(next_generation) {
-            Ok(g) => {
-                next_generation += 1;
-                ctl.apply(g, Instant::now());
+        if source.ready() {
+            match source.load(next_generation) {
+                Ok(g) => {
+                    next_generation += 1;
+                    ctl.apply(g, Instant::now());
+                }
+                Err(r) => ctl.reject(r),
             }
-            Err(r) => ctl.reject(r),
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -299,7 +325,7 @@ impl Meshd {
 
         let state = HttpState {
             ctl: ctl.clone(),
-            config_dir: config.config_dir.clone(),
+            config_dir: config.config_dir.clone().unwrap_or_default(),
             xds_serving,
         };
         let http_done =
@@ -326,7 +352,8 @@ impl Meshd {
             %xds_addr,
             secure_xds_addr = ?secure_xds_addr,
             %http_addr,
-            config = %config.config_dir.display(),
+            config = ?config.config_dir,
+            kubernetes = config.kubernetes.is_some(),
             root_cert = %root_cert.display(),
             "meshd serving; workloads verify its TLS port and the CA with root_cert"
         );
@@ -342,6 +369,7 @@ impl Meshd {
             tasks,
             http_done: Some(http_done),
             _ca_temp: ca_temp,
+            _kube: kube,
         })
     }
 }
@@ -426,12 +454,18 @@ async fn watch_loop(mut w: WatchLoop, ctl: Controller, mut shutdown: watch::Rece
             _ = shutdown.changed() => return,
         }
         let paths = w.paths.clone();
-        let fp = tokio::task::spawn_blocking(move || fingerprint(&paths))
+        let source = w.source.clone();
+        let fp = tokio::task::spawn_blocking(move || source.fingerprint(&paths))
             .await
             .unwrap_or(w.fingerprint);
         if fp != w.fingerprint {
             w.fingerprint = fp;
             w.debouncer.changed(Instant::now());
+        }
+        if !w.source.ready() {
+            // Nothing is loaded before the cluster was listed once: a
+            // config without the cluster's objects would withdraw them.
+            continue;
         }
         let Some(first_seen) = w.debouncer.take_due(Instant::now()) else {
             continue;

@@ -16,8 +16,17 @@ use crate::error::{MeshdError, Result};
 /// Everything meshd needs to run.
 #[derive(Debug, Clone)]
 pub struct MeshdConfig {
-    /// The directory of Istio YAML (walked recursively).
-    pub config_dir: PathBuf,
+    /// The directory of Istio YAML (walked recursively), if files are a
+    /// source.
+    pub config_dir: Option<PathBuf>,
+    /// The Kubernetes API server to read config and endpoints from, if
+    /// Kubernetes is a source (`--source kubernetes`). Both may be set:
+    /// files and cluster objects then serve together.
+    pub kubernetes: Option<crate::kube::KubeSettings>,
+    /// How long start waits for the first list of every kind from the API
+    /// server before serving without it (meshd stays not ready until the
+    /// lists complete).
+    pub kube_sync_timeout: Duration,
     /// A MeshConfig file (`meshConfig` of Istio's install), if any.
     pub mesh_config: Option<PathBuf>,
     /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
@@ -48,13 +57,24 @@ pub struct MeshdConfig {
 }
 
 impl MeshdConfig {
+    /// Like [`MeshdConfig::new`], with the Kubernetes API as the only
+    /// source.
+    pub fn kubernetes(settings: crate::kube::KubeSettings) -> Self {
+        let mut c = Self::new(PathBuf::new());
+        c.config_dir = None;
+        c.kubernetes = Some(settings);
+        c
+    }
+
     /// Defaults for tests and embedding: loopback port 0 for xDS, TLS xDS
     /// and HTTP (read the bound ports from the handle), CA in a temporary directory,
     /// trust domain `cluster.local`, 100 ms poll and debounce.
     pub fn new(config_dir: impl Into<PathBuf>) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
-            config_dir: config_dir.into(),
+            config_dir: Some(config_dir.into()),
+            kubernetes: None,
+            kube_sync_timeout: Duration::from_secs(30),
             mesh_config: None,
             xds_addr: loopback,
             secure_xds_addr: Some(loopback),

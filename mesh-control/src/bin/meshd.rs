@@ -18,6 +18,13 @@ struct Args {
     /// Directory of Istio YAML to serve (watched for changes).
     #[arg(long, env = "MESHD_CONFIG")]
     config: Option<PathBuf>,
+    /// Where config comes from: `files` (the --config directory),
+    /// `kubernetes` (the API server), or both, comma-separated [default: files].
+    #[arg(long, env = "MESHD_SOURCE", value_delimiter = ',', value_parser = ["files", "kubernetes"])]
+    source: Vec<String>,
+    /// kubeconfig file for `--source kubernetes` [default: KUBECONFIG, ~/.kube/config, then the pod's service account].
+    #[arg(long, env = "MESHD_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// MeshConfig file (Istio's meshConfig: trustDomain, outboundTrafficPolicy, ...).
     #[arg(long, env = "MESHD_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
@@ -61,10 +68,32 @@ fn config(args: Args) -> Result<MeshdConfig, String> {
         Some(p) => SettingsFile::load(p).map_err(|e| e.to_string())?,
         None => SettingsFile::default(),
     };
-    let dir = args.config.or(file.config).ok_or(
-        "no config directory: pass --config DIR, set MESHD_CONFIG or put `config:` in the settings file",
-    )?;
-    let mut c = MeshdConfig::new(dir);
+    let kubernetes = args.source.iter().any(|s| s == "kubernetes");
+    let files = args.source.is_empty() || args.source.iter().any(|s| s == "files");
+    let dir = args.config.or(file.config);
+    let mut c = match (files, dir) {
+        (true, Some(dir)) => MeshdConfig::new(dir),
+        (true, None) => {
+            return Err(
+                "no config directory: pass --config DIR, set MESHD_CONFIG or put `config:` in the settings file (or use --source kubernetes alone)"
+                    .into(),
+            )
+        }
+        (false, Some(_)) => {
+            return Err(
+                "--config was given but --source does not include files; use --source files,kubernetes to serve both"
+                    .into(),
+            )
+        }
+        (false, None) => MeshdConfig::kubernetes(Default::default()),
+    };
+    if kubernetes {
+        c.kubernetes = Some(mesh_control::kube::KubeSettings {
+            kubeconfig: args.kubeconfig,
+        });
+    } else if args.kubeconfig.is_some() {
+        return Err("--kubeconfig needs --source kubernetes".into());
+    }
     c.mesh_config = args.mesh_config.or(file.mesh_config);
     c.xds_addr = args
         .xds_addr

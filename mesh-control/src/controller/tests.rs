@@ -30,6 +30,8 @@ fn generation(number: u64) -> Generation {
         files: vec!["t.yaml".into()],
         findings: Vec::new(),
         applied_at: SystemTime::now(),
+        skipped: Vec::new(),
+        kube_objects: 0,
     }
 }
 
@@ -258,6 +260,8 @@ fn generation_of(number: u64, yaml: &str) -> Generation {
         files: vec!["t.yaml".into()],
         findings: Vec::new(),
         applied_at: SystemTime::now(),
+        skipped: Vec::new(),
+        kube_objects: 0,
     }
 }
 

@@ -12,7 +12,7 @@ const PROXY_UID: i64 = 1337;
 pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     for r in ctx.resources {
         let pod = match &r.spec {
-            Spec::Pod(p) => p,
+            Spec::Pod(p) => &p.spec,
             Spec::Controller(c) => &c.template.spec,
             _ => continue,
         };

@@ -66,7 +66,7 @@ impl Duration {
                 path,
                 format!("duration {self} is shorter than 1ms; use at least 1ms"),
             );
-        } else if self.0.subsec_nanos() % 1_000_000 != 0 {
+        } else if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
             issues.push(
                 path,
                 format!("duration {self} has sub-millisecond precision; only whole milliseconds are supported"),
@@ -138,18 +138,18 @@ impl fmt::Display for Duration {
             return f.write_str("0s");
         }
         let nanos = d.as_nanos();
-        if nanos % 1_000_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000_000) {
             let secs = d.as_secs();
-            if secs % 3600 == 0 {
+            if secs.is_multiple_of(3600) {
                 write!(f, "{}h", secs / 3600)
-            } else if secs % 60 == 0 {
+            } else if secs.is_multiple_of(60) {
                 write!(f, "{}m", secs / 60)
             } else {
                 write!(f, "{secs}s")
             }
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             write!(f, "{}ms", nanos / 1_000_000)
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             write!(f, "{}us", nanos / 1_000)
         } else {
             write!(f, "{nanos}ns")

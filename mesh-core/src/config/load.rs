@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::common::Labels;
+use super::kube::Pod;
 use super::resource::{ApiVersionStatus, Kind, ObjectMeta, Origin, Resource, Spec};
 use super::yaml::{parse_documents, LineIndex};
 
@@ -256,6 +257,23 @@ pub fn load_str(text: &str, file: &str) -> LoadResult {
     result
 }
 
+/// Loads one resource given as a JSON value, as an API server returns it;
+/// `file` names it in errors and findings (meshd's Kubernetes source uses
+/// `kubernetes:Kind/namespace/name`). There are no line numbers, so errors
+/// name the field alone.
+pub fn load_value(value: Value, file: &str) -> LoadResult {
+    let mut result = LoadResult::default();
+    let lines = Arc::new(LineIndex::default());
+    let ctx = DocCtx {
+        file,
+        document: 1,
+        doc_line: 1,
+        lines: &lines,
+    };
+    ctx.load_object(value, "", &mut result);
+    result
+}
+
 struct DocCtx<'a> {
     file: &'a str,
     document: usize,
@@ -360,16 +378,7 @@ impl DocCtx<'_> {
                 return;
             }
         };
-        let istio = !matches!(
-            kind,
-            Kind::Service
-                | Kind::Pod
-                | Kind::Deployment
-                | Kind::StatefulSet
-                | Kind::DaemonSet
-                | Kind::ReplicaSet
-                | Kind::Job
-        );
+        let istio = !kind.is_kubernetes();
         if istio {
             for key in obj.keys() {
                 if !matches!(
@@ -424,6 +433,10 @@ impl DocCtx<'_> {
             Some(v) => v,
         };
         let spec_path = at("spec");
+        let status_value = match obj.remove("status") {
+            Some(Value::Null) | None => Value::Object(Map::new()),
+            Some(v) => v,
+        };
         let spec = match kind {
             Kind::VirtualService => {
                 deserialize_at(spec_value, &spec_path).map(Spec::VirtualService)
@@ -446,7 +459,27 @@ impl DocCtx<'_> {
             }
             Kind::Telemetry => deserialize_at(spec_value, &spec_path).map(Spec::Telemetry),
             Kind::Service => deserialize_at(spec_value, &spec_path).map(Spec::Service),
-            Kind::Pod => deserialize_at(spec_value, &spec_path).map(Spec::Pod),
+            Kind::Pod => deserialize_at(spec_value, &spec_path).and_then(|spec| {
+                // Only a cluster's status is read (IP, readiness); a
+                // hand-written Pod usually has none.
+                let status = deserialize_at(status_value, &at("status"))?;
+                Ok(Spec::Pod(Pod { spec, status }))
+            }),
+            Kind::EndpointSlice => {
+                // An EndpointSlice has no spec: its fields are top-level.
+                let mut fields = Map::new();
+                for k in ["addressType", "endpoints", "ports"] {
+                    if let Some(v) = obj.remove(k) {
+                        fields.insert(k.to_string(), v);
+                    }
+                }
+                deserialize_at(Value::Object(fields), prefix.trim_end_matches('.'))
+                    .map(Spec::EndpointSlice)
+            }
+            Kind::Node => deserialize_at(Value::Object(Map::new()), &spec_path).map(Spec::Node),
+            Kind::Namespace => {
+                deserialize_at(Value::Object(Map::new()), &spec_path).map(Spec::Namespace)
+            }
             Kind::Deployment
             | Kind::StatefulSet
             | Kind::DaemonSet
@@ -526,6 +559,8 @@ fn deserialize_at<T: DeserializeOwned>(
         let inner = e.path().to_string();
         let path = if inner == "." || inner.is_empty() {
             base.to_string()
+        } else if base.is_empty() {
+            inner
         } else {
             format!("{base}.{inner}")
         };

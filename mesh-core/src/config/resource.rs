@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::common::Labels;
-use super::kube::{ControllerSpec, PodSpec, ServiceSpec};
+use super::kube::{ControllerSpec, EndpointSlice, NamespaceSpec, NodeSpec, Pod, ServiceSpec};
 use super::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
@@ -54,6 +54,12 @@ pub enum Kind {
     ReplicaSet,
     /// batch/v1 Job.
     Job,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// Kubernetes core Node.
+    Node,
+    /// Kubernetes core Namespace.
+    Namespace,
 }
 
 /// How an `apiVersion` relates to the kind's current version.
@@ -67,7 +73,7 @@ pub enum ApiVersionStatus {
 
 impl Kind {
     /// All kinds, in a stable order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 20] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -85,6 +91,9 @@ impl Kind {
         Kind::DaemonSet,
         Kind::ReplicaSet,
         Kind::Job,
+        Kind::EndpointSlice,
+        Kind::Node,
+        Kind::Namespace,
     ];
 
     /// The kind's name as written in `kind:`.
@@ -107,6 +116,9 @@ impl Kind {
             Kind::DaemonSet => "DaemonSet",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Job => "Job",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Node => "Node",
+            Kind::Namespace => "Namespace",
         }
     }
 
@@ -123,12 +135,31 @@ impl Kind {
                 ("security.istio.io", &["v1", "v1beta1"])
             }
             Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
-            Kind::Service | Kind::Pod => ("", &["v1"]),
+            Kind::Service | Kind::Pod | Kind::Node | Kind::Namespace => ("", &["v1"]),
+            Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => {
                 ("apps", &["v1"])
             }
             Kind::Job => ("batch", &["v1"]),
         }
+    }
+
+    /// True for Kubernetes' own kinds (core, apps, batch, discovery), whose
+    /// unknown fields are accepted and ignored; false for Istio's kinds.
+    pub fn is_kubernetes(self) -> bool {
+        matches!(
+            self,
+            Kind::Service
+                | Kind::Pod
+                | Kind::Deployment
+                | Kind::StatefulSet
+                | Kind::DaemonSet
+                | Kind::ReplicaSet
+                | Kind::Job
+                | Kind::EndpointSlice
+                | Kind::Node
+                | Kind::Namespace
+        )
     }
 
     /// The `apiVersion` to write for the current version (`networking.istio.io/v1`).
@@ -261,9 +292,15 @@ pub enum Spec {
     /// Kubernetes Service.
     Service(ServiceSpec),
     /// Kubernetes Pod.
-    Pod(PodSpec),
+    Pod(Pod),
     /// Deployment, StatefulSet, DaemonSet, ReplicaSet or Job: a pod template.
     Controller(ControllerSpec),
+    /// EndpointSlice (its fields are top-level; paths have no `spec.`).
+    EndpointSlice(EndpointSlice),
+    /// Node.
+    Node(NodeSpec),
+    /// Namespace.
+    Namespace(NamespaceSpec),
 }
 
 impl Validate for Spec {
@@ -282,6 +319,9 @@ impl Validate for Spec {
             Spec::Service(s) => s.validate(path, issues),
             Spec::Pod(s) => s.validate(path, issues),
             Spec::Controller(s) => s.validate(path, issues),
+            Spec::EndpointSlice(s) => s.validate("", issues),
+            Spec::Node(s) => s.validate(path, issues),
+            Spec::Namespace(s) => s.validate(path, issues),
         }
     }
 }
@@ -349,6 +389,7 @@ spec_accessors! {
     authorization_policy => AuthorizationPolicy(AuthorizationPolicy),
     telemetry => Telemetry(Telemetry),
     service => Service(ServiceSpec),
-    pod => Pod(PodSpec),
+    pod => Pod(Pod),
     controller => Controller(ControllerSpec),
+    endpoint_slice => EndpointSlice(EndpointSlice),
 }

@@ -2,8 +2,9 @@
 //!
 //! Kubernetes Services become `<name>.<ns>.svc.<suffix>` with ports whose
 //! protocol comes from `appProtocol` or the port name prefix; their
-//! endpoints are the WorkloadEntries in the namespace that the selector
-//! matches (as Istio does for VM workloads). ServiceEntries become one
+//! endpoints are the ready addresses of their EndpointSlices
+//! ([`super::slices`]) plus the WorkloadEntries in the namespace that the
+//! selector matches (as Istio does for VM workloads). ServiceEntries become one
 //! service per host, with inline endpoints or the WorkloadEntries their
 //! `workloadSelector` picks.
 
@@ -19,9 +20,7 @@ use super::{
     Workload,
 };
 
-/// The label Istio puts on in-mesh endpoints; an explicit value wins over
-/// what we infer.
-const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+use super::slices::{ClusterIndex, TLS_MODE_LABEL};
 
 fn endpoint_from(
     we: &WorkloadEntry,
@@ -71,6 +70,8 @@ pub fn build(resources: &[Resource], mesh: &MeshConfig) -> Registry {
             .collect()
     };
 
+    let cluster = ClusterIndex::new(resources);
+
     let mut registry = Registry::default();
     for r in resources {
         let ns = r.meta.namespace.as_str();
@@ -97,10 +98,13 @@ pub fn build(resources: &[Resource], mesh: &MeshConfig) -> Registry {
                     })
                     .collect();
                 let selector = spec.selector.clone().filter(|s| !s.is_empty());
-                let endpoints = selector
-                    .as_ref()
-                    .map(|s| selected_entries(ns, s))
-                    .unwrap_or_default();
+                let mut endpoints = cluster.endpoints(ns, &r.meta.name);
+                endpoints.extend(
+                    selector
+                        .as_ref()
+                        .map(|s| selected_entries(ns, s))
+                        .unwrap_or_default(),
+                );
                 registry.services.push(Service {
                     hostname: format!("{}.{ns}.svc.{suffix}", r.meta.name),
                     namespace: ns.to_string(),
@@ -195,8 +199,8 @@ pub fn build(resources: &[Resource], mesh: &MeshConfig) -> Registry {
                 name: r.meta.name.clone(),
                 namespace: ns.to_string(),
                 labels: r.meta.labels.clone(),
-                service_account: pod.service_account().to_string(),
-                address: None,
+                service_account: pod.spec.service_account().to_string(),
+                address: ClusterIndex::pod_address(pod),
             }),
             Spec::Controller(c) => registry.workloads.push(Workload {
                 kind: r.kind,

@@ -9,6 +9,7 @@
 //! compilation.
 
 mod build;
+mod slices;
 mod visibility;
 
 use std::collections::BTreeMap;
@@ -196,7 +197,7 @@ pub struct Workload {
     pub labels: Labels,
     /// Service account (Kubernetes default `default`).
     pub service_account: String,
-    /// Address, for WorkloadEntries.
+    /// Address: a WorkloadEntry's, or a running Pod's IP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
 }

@@ -1,7 +1,8 @@
-//! The Kubernetes kinds the mesh reads: `Service` (ports, selector) and the
+//! The Kubernetes kinds the mesh reads: `Service` (ports, selector), the
 //! workload kinds (`Pod`, and the pod template of `Deployment`,
-//! `StatefulSet`, `DaemonSet`, `ReplicaSet` and `Job`), plus port protocol
-//! selection ([`protocol`]).
+//! `StatefulSet`, `DaemonSet`, `ReplicaSet` and `Job`), what the cluster
+//! writes about them ([`cluster`]: pod status, `EndpointSlice`, `Node`,
+//! `Namespace`), plus port protocol selection ([`protocol`]).
 //!
 //! Unlike the Istio kinds, these types do **not** deny unknown fields: they
 //! are Kubernetes' own objects, validated by the API server, and carry many
@@ -9,6 +10,7 @@
 //! the registry and the analyzer need is modelled; everything else is
 //! ignored on input.
 
+pub mod cluster;
 pub mod protocol;
 pub mod workload;
 
@@ -20,9 +22,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::config::common::{service_selects, Labels};
 use crate::config::validate::{check_port, field, is_dns1123_label, Issues, Validate};
 
+pub use cluster::{EndpointSlice, NamespaceSpec, NodeSpec, PodStatus};
 pub use protocol::Protocol;
 pub use workload::{
-    Container, ContainerPort, ControllerSpec, EffectiveUid, LabelSelector, PodSecurityContext,
+    Container, ContainerPort, ControllerSpec, EffectiveUid, LabelSelector, Pod, PodSecurityContext,
     PodSpec, PodTemplateSpec, SecurityContext, TemplateMeta, UidSource,
 };
 

@@ -16,6 +16,24 @@ use super::IpProtocol;
 /// as UID 1337.
 pub const SIDECAR_CONTAINER: &str = "istio-proxy";
 
+/// A Kubernetes `Pod`: its spec and, when the object came from a cluster
+/// (or a file that carries it), its status.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Pod {
+    /// `spec`.
+    #[serde(default)]
+    pub spec: PodSpec,
+    /// `status`.
+    #[serde(default)]
+    pub status: super::PodStatus,
+}
+
+impl Validate for Pod {
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        self.spec.validate(path, issues);
+    }
+}
+
 /// A Kubernetes `PodSpec` (the parts the mesh uses).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +56,9 @@ pub struct PodSpec {
     /// The pod uses the node's network namespace (no traffic capture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
+    /// The Node the pod was scheduled to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 /// Kubernetes `PodSecurityContext` (the parts the mesh uses).
