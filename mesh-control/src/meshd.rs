@@ -39,6 +39,7 @@ pub struct MeshdHandle {
     xds_addr: SocketAddr,
     secure_xds_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
+    webhook_addr: Option<SocketAddr>,
     ctl: Controller,
     ca: Arc<CertificateAuthority>,
     ca_dir: PathBuf,
@@ -52,6 +53,8 @@ pub struct MeshdHandle {
     _ca_temp: Option<tempfile::TempDir>,
     // The Kubernetes watchers, stopped with meshd.
     _kube: Option<crate::kube::KubeSource>,
+    // The webhook port's certificate, rotated while this lives.
+    _webhook_serving: Option<CertificateProvider>,
 }
 
 impl MeshdHandle {
@@ -70,6 +73,13 @@ impl MeshdHandle {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound admission webhook address (HTTPS, `POST /validate`), if
+    /// served; its certificate chains to [`MeshdHandle::root_cert_pem`],
+    /// the `caBundle` of the webhook configuration.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_addr
     }
 
     /// The file holding the mesh root (`<ca_dir>/root-cert.pem`): what a
@@ -298,6 +308,7 @@ impl Meshd {
         // here on, so the port counts as serving.
         xds_serving.store(true, Ordering::Release);
 
+        let mut webhook_serving = None;
         let (secure_xds_addr, serving) = match config.secure_xds_addr {
             Some(want) => {
                 let port = SecurePort {
@@ -321,6 +332,24 @@ impl Meshd {
                 (Some(addr), Some(serving))
             }
             None => (None, None),
+        };
+
+        let webhook_addr = match config.webhook_addr {
+            Some(want) => {
+                match start_webhook(want, &ca, &ca_dir, ctl.clone(), shutdown_rx.clone()).await {
+                    Ok((addr, provider, task)) => {
+                        tasks.push(task);
+                        webhook_serving = Some(provider);
+                        Some(addr)
+                    }
+                    Err(e) => {
+                        let _ = shutdown.send(true);
+                        tasks.iter().for_each(JoinHandle::abort);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
         };
 
         let state = HttpState {
@@ -361,6 +390,7 @@ impl Meshd {
             xds_addr,
             secure_xds_addr,
             http_addr,
+            webhook_addr,
             ctl,
             ca,
             ca_dir,
@@ -370,6 +400,7 @@ impl Meshd {
             http_done: Some(http_done),
             _ca_temp: ca_temp,
             _kube: kube,
+            _webhook_serving: webhook_serving,
         })
     }
 }
@@ -431,6 +462,42 @@ impl SecurePort<'_> {
         });
         Ok((addr, serving, task))
     }
+}
+
+/// Binds the admission webhook port, issues its certificate (the names of
+/// the TLS xDS port) and starts serving.
+async fn start_webhook(
+    want: SocketAddr,
+    ca: &Arc<CertificateAuthority>,
+    ca_dir: &Path,
+    ctl: Controller,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, CertificateProvider, JoinHandle<()>)> {
+    const WHAT: &str = "admission webhook (HTTPS)";
+    let listener = bind(WHAT, want).await?;
+    let addr = local_addr(&listener, WHAT, want)?;
+    let ca_err = |source| MeshdError::Ca {
+        dir: ca_dir.to_path_buf(),
+        source,
+    };
+    let identity =
+        crate::secure::serving_identity(ca.trust_domain()).map_err(|e| ca_err(e.into()))?;
+    let serving = LocalIssuer::new(
+        ca.clone(),
+        crate::secure::serving_names(addr),
+        Some(crate::secure::SERVING_TTL),
+    )
+    .start(identity)
+    .await
+    .map_err(ca_err)?;
+    let tls = mesh_ca::server::server_tls_config(ca, serving.certificates()).map_err(ca_err)?;
+    let task = tokio::spawn(crate::kube::webhook::serve(
+        listener,
+        Arc::new(tls),
+        ctl,
+        stop,
+    ));
+    Ok((addr, serving, task))
 }
 
 struct WatchLoop {

@@ -37,6 +37,10 @@ pub struct MeshdConfig {
     pub secure_xds_addr: Option<SocketAddr>,
     /// Where `/healthz`, `/ready`, `/metrics` and `/debug/*` are served.
     pub http_addr: SocketAddr,
+    /// Where the validating admission webhook is served over TLS
+    /// (istiod's 15017, `POST /validate`), with the same serving
+    /// certificate as the TLS xDS port; `None` does not serve it.
+    pub webhook_addr: Option<SocketAddr>,
     /// Where the CA keeps its root (`root-cert.pem`/`root-key.pem`, created on
     /// first start) or a plugged-in CA (`ca-cert.pem`, `ca-key.pem`, ...).
     /// `None`: a temporary directory that lives as long as meshd.
@@ -63,6 +67,7 @@ impl MeshdConfig {
         let mut c = Self::new(PathBuf::new());
         c.config_dir = None;
         c.kubernetes = Some(settings);
+        c.webhook_addr = Some(c.http_addr);
         c
     }
 
@@ -79,6 +84,7 @@ impl MeshdConfig {
             xds_addr: loopback,
             secure_xds_addr: Some(loopback),
             http_addr: loopback,
+            webhook_addr: None,
             ca_dir: None,
             ca_tokens: None,
             trust_domain: "cluster.local".to_string(),

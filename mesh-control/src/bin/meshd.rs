@@ -34,6 +34,9 @@ struct Args {
     /// Address of the xDS + CA gRPC server over TLS, or `off` [default: 127.0.0.1:15012].
     #[arg(long, env = "MESHD_SECURE_XDS_ADDR", value_parser = parse_secure_addr)]
     secure_xds_addr: Option<SecureAddr>,
+    /// Address of the validating admission webhook (HTTPS, POST /validate), or `off` [default: 127.0.0.1:15017 with --source kubernetes, else off].
+    #[arg(long, env = "MESHD_WEBHOOK_ADDR", value_parser = parse_secure_addr)]
+    webhook_addr: Option<SecureAddr>,
     /// Address of /healthz, /ready, /metrics, /debug/* [default: 127.0.0.1:15014].
     #[arg(long, env = "MESHD_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
@@ -94,6 +97,11 @@ fn config(args: Args) -> Result<MeshdConfig, String> {
     } else if args.kubeconfig.is_some() {
         return Err("--kubeconfig needs --source kubernetes".into());
     }
+    c.webhook_addr = match args.webhook_addr {
+        Some(a) => a.0,
+        None if kubernetes => Some(SocketAddr::from(([127, 0, 0, 1], 15017))),
+        None => None,
+    };
     c.mesh_config = args.mesh_config.or(file.mesh_config);
     c.xds_addr = args
         .xds_addr
@@ -165,6 +173,9 @@ fn main() -> ExitCode {
         println!("http {}", meshd.http_addr());
         if let Some(addr) = meshd.secure_xds_addr() {
             println!("xds-tls {addr}");
+        }
+        if let Some(addr) = meshd.webhook_addr() {
+            println!("webhook {addr}");
         }
         println!("root-cert {}", meshd.root_cert_file().display());
         wait_for_signal().await;

@@ -13,6 +13,7 @@
 
 pub mod convert;
 pub mod store;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::time::Duration;
