@@ -6,7 +6,11 @@
 # into tests/interop/node_modules), and the differential check against
 # istiod (tests/tests/istiod_diff.rs), whose pilot-discovery binary
 # scripts/istiod.sh builds once from the Go module proxy into
-# ~/.cache/mesh-peers (about 6 minutes cold) and reuses, and Debian's
+# ~/.cache/mesh-peers (about 6 minutes cold) and reuses, the real
+# kube-apiserver and etcd of the Kubernetes tests (tests/tests/
+# kube_harness.rs, through mesh-test-support's `kube` harness), which
+# scripts/kube-peers.sh builds once the same way (about 5 minutes cold),
+# with iproute2's `ip` for their private network namespace, and Debian's
 # prometheus package (installed here when missing): promtool for the
 # metrics exposition checks, the prometheus server for the test that
 # runs Kiali's and Istio's dashboard queries on the demo's metrics
@@ -71,6 +75,19 @@ haproxy -v | sed -n 1p
 
 echo "== istiod (reference control plane for tests/tests/istiod_diff.rs)"
 bash scripts/istiod.sh | tail -n 1
+
+echo "== kube-apiserver and etcd (the Kubernetes tests: mesh-test-support's kube harness, tests/tests/kube_harness.rs)"
+# Built once from the Go module proxy into ~/.cache/mesh-peers (about 5
+# minutes cold), then answers at once. The harness runs them in a private
+# network namespace, made with iproute2's `ip` (as root).
+if ! command -v ip >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+  fi
+fi
+ip -V
+bash scripts/kube-peers.sh | tail -n 2
 
 echo "== mesh-tower for a local-only user: no xDS, no CA service"
 cargo check -p mesh-tower --no-default-features --lib --locked

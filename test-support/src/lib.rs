@@ -13,7 +13,9 @@
 //! inbound server, identities, TLS) are behind the `tower` feature, so
 //! mesh-xds's tests build without the SDK. The OTLP trace receiver
 //! ([`otlp`]) is behind the `otlp` feature, Debian's Prometheus and
-//! promtool ([`prometheus`]) behind `prometheus`.
+//! promtool ([`prometheus`]) behind `prometheus`, a real kube-apiserver
+//! and etcd with a private network namespace for workload addresses
+//! ([`kube`]) behind `kube`.
 
 // Test setup: a step that fails is a failed test, said by the panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +35,8 @@ pub mod endpoints;
 pub mod identity;
 #[cfg(feature = "tower")]
 pub mod inbound;
+#[cfg(feature = "kube")]
+pub mod kube;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 #[cfg(feature = "prometheus")]
