@@ -52,7 +52,7 @@ pub struct MeshdHandle {
     // Keeps a temporary CA directory alive as long as meshd runs.
     _ca_temp: Option<tempfile::TempDir>,
     // The Kubernetes watchers, stopped with meshd.
-    _kube: Option<crate::kube::KubeSource>,
+    kube: Option<crate::kube::KubeSource>,
     // The webhook port's certificate, rotated while this lives.
     _webhook_serving: Option<CertificateProvider>,
 }
@@ -102,6 +102,11 @@ impl MeshdHandle {
     /// The number of the config generation being served, if any.
     pub fn generation(&self) -> Option<u64> {
         self.ctl.generation().map(|g| g.number)
+    }
+
+    /// What the Kubernetes source holds, when it is one.
+    pub fn kube_store(&self) -> Option<&crate::kube::KubeStore> {
+        self.kube.as_ref().map(crate::kube::KubeSource::store)
     }
 
     /// The CA.
@@ -399,7 +404,7 @@ impl Meshd {
             tasks,
             http_done: Some(http_done),
             _ca_temp: ca_temp,
-            _kube: kube,
+            kube: kube,
             _webhook_serving: webhook_serving,
         })
     }

@@ -129,7 +129,12 @@ pub async fn backend() -> Backend {
 
 /// A hyper HTTP/1.1 server answering every request with `name`.
 pub async fn named(name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    named_on("127.0.0.1:0".parse().unwrap(), name).await
+}
+
+/// [`named`] on `addr` (a pod address in a test's network namespace, say).
+pub async fn named_on(addr: SocketAddr, name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

@@ -31,6 +31,7 @@ struct State {
     synced: HashSet<Kind>,
     expected: HashSet<Kind>,
     version: u64,
+    relists: u64,
 }
 
 /// The shared store; clones share it.
@@ -136,7 +137,16 @@ impl KubeStore {
 
     /// A (re)list of `kind` starts.
     pub fn relist_start(&self, kind: Kind) {
-        self.lock().relisting.insert(kind, Objects::new());
+        let mut st = self.lock();
+        st.relists += 1;
+        st.relisting.insert(kind, Objects::new());
+    }
+
+    /// How many lists have started, the first of each kind included: a
+    /// watch that expired (410 Gone) or an API server that restarted
+    /// lists again.
+    pub fn relists(&self) -> u64 {
+        self.lock().relists
     }
 
     /// An object of the list in progress.

@@ -1,0 +1,483 @@
+//! meshd on Kubernetes, against a real kube-apiserver and etcd (built by
+//! `scripts/kube-peers.sh`, started by `mesh_test_support::kube`): bookinfo's
+//! reviews applied with the Kubernetes API routes the real SDK, an
+//! EndpointSlice change moves traffic, `kubectl edit` of a VirtualService
+//! is pushed, an invalid object that got in is skipped while the rest
+//! serves, the admission webhook refuses invalid config with the field and
+//! the fix, and an API server restart relists without a new config or a
+//! lost request.
+//!
+//! Each test runs in its own network namespace (root needed), where pods
+//! get 10.244.x.y addresses: EndpointSlices may not name loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::prelude::{Engine, BASE64_STANDARD};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use mesh_control::kube::KubeSettings;
+use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
+use mesh_test_support::backends::named_on;
+use mesh_test_support::kube::netns::{self, pod_ip};
+use mesh_test_support::kube::{KubeCluster, TestPod, ADMIN};
+use mesh_test_support::sdk::get;
+use mesh_tower::Mesh;
+
+const NS: &str = "bookinfo";
+const REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080/";
+
+/// Enters a private network namespace, then runs `test` on a runtime whose
+/// threads start inside it.
+fn in_private_netns<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
+    netns::enter_private();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+}
+
+/// The Istio CRDs, as a cluster would have them installed.
+fn crds() -> String {
+    let crd = |group: &str, kind: &str, plural: &str, versions: &[&str]| {
+        let versions: String = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                format!(
+                    "  - name: {v}\n    served: true\n    storage: {}\n    subresources: {{status: {{}}}}\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
+                    i == 0
+                )
+            })
+            .collect();
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, listKind: {kind}List}}\n  versions:\n{versions}---\n",
+            kind.to_lowercase()
+        )
+    };
+    let net = ["v1", "v1beta1", "v1alpha3"];
+    let sec = ["v1", "v1beta1"];
+    [
+        crd(
+            "networking.istio.io",
+            "VirtualService",
+            "virtualservices",
+            &net,
+        ),
+        crd(
+            "networking.istio.io",
+            "DestinationRule",
+            "destinationrules",
+            &net,
+        ),
+        crd("networking.istio.io", "Gateway", "gateways", &net),
+        crd(
+            "networking.istio.io",
+            "ServiceEntry",
+            "serviceentries",
+            &net,
+        ),
+        crd(
+            "networking.istio.io",
+            "WorkloadEntry",
+            "workloadentries",
+            &net,
+        ),
+        crd("networking.istio.io", "Sidecar", "sidecars", &net),
+        crd(
+            "security.istio.io",
+            "PeerAuthentication",
+            "peerauthentications",
+            &sec,
+        ),
+        crd(
+            "security.istio.io",
+            "RequestAuthentication",
+            "requestauthentications",
+            &sec,
+        ),
+        crd(
+            "security.istio.io",
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+            &sec,
+        ),
+        crd(
+            "telemetry.istio.io",
+            "Telemetry",
+            "telemetries",
+            &["v1", "v1alpha1"],
+        ),
+    ]
+    .concat()
+}
+
+/// bookinfo's reviews: the Service, its DestinationRule with subsets and a
+/// VirtualService sending everything to `subset`.
+fn reviews(subset: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: {NS}, labels: {{app: reviews, service: reviews}}}}
+spec:
+  selector: {{app: reviews}}
+  ports:
+  - {{name: http, port: 9080}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: {NS}}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: {NS}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: {subset}}}
+"#
+    )
+}
+
+/// A cluster with bookinfo's reviews: two pods (v1, v2) with real HTTP
+/// servers at their pod IPs, their EndpointSlice and a Node.
+async fn bookinfo(cluster: &KubeCluster) {
+    cluster.apply_yaml(&crds()).await;
+    cluster.create_namespace(NS).await;
+    cluster
+        .create_node(
+            "node-a",
+            &[
+                ("topology.kubernetes.io/region", "eu"),
+                ("topology.kubernetes.io/zone", "eu-1"),
+            ],
+        )
+        .await;
+    for (n, version) in [(11, "v1"), (12, "v2")] {
+        let name = format!("reviews-{version}");
+        named_on(SocketAddr::new(pod_ip(n), 9080), version).await;
+        cluster
+            .create_pod(
+                &TestPod::new(NS, &name, pod_ip(n))
+                    .label("app", "reviews")
+                    .label("version", version)
+                    .service_account("bookinfo-reviews")
+                    .node("node-a"),
+            )
+            .await;
+    }
+    slice(cluster, true).await;
+    cluster.apply_yaml(&reviews("v2")).await;
+}
+
+/// The reviews EndpointSlice (as the endpoint-slice controller writes it),
+/// with v2 ready or not.
+async fn slice(cluster: &KubeCluster, v2_ready: bool) {
+    let (v1, v2) = (pod_ip(11), pod_ip(12));
+    cluster
+        .apply_yaml(&format!(
+            r#"apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-abc12
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: ["{v1}"]
+  conditions: {{ready: true}}
+  nodeName: node-a
+  targetRef: {{kind: Pod, name: reviews-v1, namespace: {NS}}}
+- addresses: ["{v2}"]
+  conditions: {{ready: {v2_ready}}}
+  nodeName: node-a
+  targetRef: {{kind: Pod, name: reviews-v2, namespace: {NS}}}
+"#
+        ))
+        .await;
+}
+
+/// meshd reading only the cluster, as the admin.
+async fn meshd(cluster: &KubeCluster) -> MeshdHandle {
+    let mut config = MeshdConfig::kubernetes(KubeSettings {
+        kubeconfig: Some(cluster.kubeconfig(ADMIN)),
+    });
+    config.kube_sync_timeout = Duration::from_secs(20);
+    Meshd::start(config).await.unwrap()
+}
+
+/// The SDK as bookinfo's productpage, fed by `meshd`.
+async fn productpage(meshd: &MeshdHandle) -> Mesh {
+    Mesh::xds([format!("http://{}", meshd.xds_addr())])
+        .namespace(NS)
+        .labels([("app", "productpage"), ("version", "v1")])
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Polls `f` every 50 ms for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within 15s");
+}
+
+/// Bodies of `n` GETs of reviews.
+async fn answers(mesh: &Mesh, n: usize) -> Vec<String> {
+    let client = mesh.http_client();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (status, flags, body) = get(&client, REVIEWS).await;
+        assert_eq!(status, 200, "flags {flags:?}, body {body:?}");
+        out.push(body);
+    }
+    out
+}
+
+async fn until_all(mesh: &Mesh, want: &str) {
+    eventually(&format!("every answer is {want}"), || async {
+        answers(mesh, 4).await.iter().all(|b| b == want)
+    })
+    .await;
+}
+
+fn virtual_services(cluster: &KubeCluster) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    );
+    Api::namespaced_with(cluster.client(), NS, &ar)
+}
+
+#[test]
+fn bookinfo_applied_with_the_api_routes_the_sdk_and_follows_edits() {
+    in_private_netns(|| async {
+        let cluster = KubeCluster::start().await;
+        bookinfo(&cluster).await;
+        let meshd = meshd(&cluster).await;
+        assert!(
+            meshd.generation().is_some(),
+            "meshd serves after the first list"
+        );
+        let mesh = productpage(&meshd).await;
+
+        // The VirtualService sends everything to subset v2, which the
+        // DestinationRule defines by the Pods' labels.
+        until_all(&mesh, "v2").await;
+        let model = mesh.current();
+        let clusters = format!("{:?}", model.clusters);
+        assert!(
+            clusters.contains("eu/eu-1") || clusters.contains("eu-1"),
+            "locality from the Node: {clusters}"
+        );
+
+        // kubectl edit: now v1.
+        virtual_services(&cluster)
+            .patch(
+                "reviews",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"http": [{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]}})),
+            )
+            .await
+            .unwrap();
+        until_all(&mesh, "v1").await;
+
+        // No subset: both pods serve, until v2's endpoint turns not ready.
+        virtual_services(&cluster)
+            .patch(
+                "reviews",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"http": [{"route": [{"destination": {"host": "reviews"}}]}]}})),
+            )
+            .await
+            .unwrap();
+        eventually("both pods answer", || async {
+            let a = answers(&mesh, 8).await;
+            a.iter().any(|b| b == "v1") && a.iter().any(|b| b == "v2")
+        })
+        .await;
+        slice(&cluster, false).await;
+        until_all(&mesh, "v1").await;
+        assert!(answers(&mesh, 20).await.iter().all(|b| b == "v1"));
+
+        // An invalid VirtualService that got in (no webhook here) is
+        // skipped; everything else keeps serving.
+        let before = meshd.generation().unwrap();
+        cluster
+            .apply_yaml(&format!(
+                r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: broken, namespace: {NS}}}
+spec:
+  hosts: [ratings]
+  http:
+  - timeout: soon
+    route: [{{destination: {{host: ratings}}}}]
+"#
+            ))
+            .await;
+        let ctl = meshd.controller().clone();
+        eventually("meshd skips the broken VirtualService", || {
+            let ctl = ctl.clone();
+            async move {
+                ctl.generation().is_some_and(|g| {
+                    g.number > before
+                        && g.skipped.iter().any(|(k, why)| {
+                            k == "VirtualService/bookinfo/broken"
+                                && why.iter().any(|l| l.contains("spec.http[0].timeout"))
+                        })
+                })
+            }
+        })
+        .await;
+        assert!(answers(&mesh, 10).await.iter().all(|b| b == "v1"));
+        meshd.shutdown().await;
+    });
+}
+
+#[test]
+fn an_api_server_restart_relists_without_a_new_config_or_a_failed_request() {
+    in_private_netns(|| async {
+        let mut cluster = KubeCluster::start().await;
+        bookinfo(&cluster).await;
+        let meshd = meshd(&cluster).await;
+        let mesh = productpage(&meshd).await;
+        until_all(&mesh, "v2").await;
+        let generation = meshd.generation();
+        let store = meshd.kube_store().unwrap().clone();
+        let relists = store.relists();
+
+        // While the API server is away, nothing serving is lost.
+        cluster.stop_apiserver().await;
+        assert!(answers(&mesh, 10).await.iter().all(|b| b == "v2"));
+        cluster.start_apiserver().await;
+
+        // The watchers come back (a new API server's watch cache starts
+        // at etcd's head: older resourceVersions are 410 Gone, so every
+        // kind lists again) and find what they had: no new generation.
+        eventually("every kind lists again", || {
+            let store = store.clone();
+            async move { store.relists() >= relists + 15 && store.synced() }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            meshd.generation(),
+            generation,
+            "a relist of the same objects pushes nothing"
+        );
+        assert!(answers(&mesh, 10).await.iter().all(|b| b == "v2"));
+
+        // And a change after the restart is pushed.
+        cluster.apply_yaml(&reviews("v1")).await;
+        until_all(&mesh, "v1").await;
+        meshd.shutdown().await;
+    });
+}
+
+#[test]
+fn the_webhook_refuses_invalid_config_with_the_field_and_the_fix() {
+    in_private_netns(|| async {
+        let cluster = KubeCluster::start().await;
+        bookinfo(&cluster).await;
+        let meshd = meshd(&cluster).await;
+        let webhook = meshd.webhook_addr().unwrap();
+        let ca_bundle = BASE64_STANDARD.encode(meshd.root_cert_pem());
+        cluster
+            .apply_yaml(&format!(
+                r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: meshd-validator}}
+webhooks:
+- name: validation.istio.io
+  clientConfig:
+    url: https://{webhook}/validate
+    caBundle: {ca_bundle}
+  rules:
+  - apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io]
+    apiVersions: ["*"]
+    operations: [CREATE, UPDATE]
+    resources: ["*"]
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+"#
+            ))
+            .await;
+
+        let invalid: DynamicObject = serde_yaml_value(&format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: broken, namespace: {NS}}}
+spec:
+  hosts: [reviews]
+  http:
+  - timeout: soon
+    route: [{{destination: {{host: reviews}}}}]
+"#
+        ));
+        let api = virtual_services(&cluster);
+        // The webhook configuration takes a moment to reach the API
+        // server's admission chain.
+        let refusal = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        eventually("the API server asks meshd", || {
+            let api = api.clone();
+            let invalid = invalid.clone();
+            let refusal = refusal.clone();
+            async move {
+                match api.create(&Default::default(), &invalid).await {
+                    Err(kube::Error::Api(e)) => {
+                        *refusal.lock().unwrap() = e.message;
+                        true
+                    }
+                    Err(e) => panic!("not an API refusal: {e}"),
+                    Ok(_) => {
+                        api.delete("broken", &Default::default()).await.unwrap();
+                        false
+                    }
+                }
+            }
+        })
+        .await;
+        let refusal = refusal.lock().unwrap().clone();
+        assert!(
+            refusal.contains("meshd refused VirtualService")
+                && refusal.contains("spec.http[0].timeout")
+                && refusal.contains("VirtualService/bookinfo/broken"),
+            "{refusal}"
+        );
+
+        // Valid config goes through the same webhook.
+        cluster.apply_yaml(&reviews("v1")).await;
+        let mesh = productpage(&meshd).await;
+        until_all(&mesh, "v1").await;
+        meshd.shutdown().await;
+    });
+}
+
+fn serde_yaml_value(yaml: &str) -> DynamicObject {
+    let (docs, err) = mesh_core::config::yaml::parse_documents(yaml);
+    assert!(err.is_none(), "{err:?}");
+    serde_json::from_value(docs.into_iter().next().unwrap().value).unwrap()
+}
