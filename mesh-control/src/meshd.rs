@@ -404,7 +404,7 @@ impl Meshd {
             tasks,
             http_done: Some(http_done),
             _ca_temp: ca_temp,
-            kube: kube,
+            kube,
             _webhook_serving: webhook_serving,
         })
     }
