@@ -22,7 +22,7 @@ use mesh_control::kube::KubeSettings;
 use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
 use mesh_test_support::backends::named_on;
 use mesh_test_support::kube::netns::{self, pod_ip};
-use mesh_test_support::kube::{KubeCluster, TestPod, ADMIN};
+use mesh_test_support::kube::{istio_crds, KubeCluster, TestPod, ADMIN};
 use mesh_test_support::sdk::get;
 use mesh_tower::Mesh;
 
@@ -39,81 +39,6 @@ fn in_private_netns<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
         .build()
         .unwrap()
         .block_on(test());
-}
-
-/// The Istio CRDs, as a cluster would have them installed.
-fn crds() -> String {
-    let crd = |group: &str, kind: &str, plural: &str, versions: &[&str]| {
-        let versions: String = versions
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                format!(
-                    "  - name: {v}\n    served: true\n    storage: {}\n    subresources: {{status: {{}}}}\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
-                    i == 0
-                )
-            })
-            .collect();
-        format!(
-            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, listKind: {kind}List}}\n  versions:\n{versions}---\n",
-            kind.to_lowercase()
-        )
-    };
-    let net = ["v1", "v1beta1", "v1alpha3"];
-    let sec = ["v1", "v1beta1"];
-    [
-        crd(
-            "networking.istio.io",
-            "VirtualService",
-            "virtualservices",
-            &net,
-        ),
-        crd(
-            "networking.istio.io",
-            "DestinationRule",
-            "destinationrules",
-            &net,
-        ),
-        crd("networking.istio.io", "Gateway", "gateways", &net),
-        crd(
-            "networking.istio.io",
-            "ServiceEntry",
-            "serviceentries",
-            &net,
-        ),
-        crd(
-            "networking.istio.io",
-            "WorkloadEntry",
-            "workloadentries",
-            &net,
-        ),
-        crd("networking.istio.io", "Sidecar", "sidecars", &net),
-        crd(
-            "security.istio.io",
-            "PeerAuthentication",
-            "peerauthentications",
-            &sec,
-        ),
-        crd(
-            "security.istio.io",
-            "RequestAuthentication",
-            "requestauthentications",
-            &sec,
-        ),
-        crd(
-            "security.istio.io",
-            "AuthorizationPolicy",
-            "authorizationpolicies",
-            &sec,
-        ),
-        crd(
-            "telemetry.istio.io",
-            "Telemetry",
-            "telemetries",
-            &["v1", "v1alpha1"],
-        ),
-    ]
-    .concat()
 }
 
 /// bookinfo's reviews: the Service, its DestinationRule with subsets and a
@@ -152,7 +77,7 @@ spec:
 /// A cluster with bookinfo's reviews: two pods (v1, v2) with real HTTP
 /// servers at their pod IPs, their EndpointSlice and a Node.
 async fn bookinfo(cluster: &KubeCluster) {
-    cluster.apply_yaml(&crds()).await;
+    cluster.apply_yaml(&istio_crds()).await;
     cluster.create_namespace(NS).await;
     cluster
         .create_node(

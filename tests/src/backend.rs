@@ -57,9 +57,19 @@ pub struct Backend {
 impl Backend {
     /// Starts backend `name` on `127.0.0.1:0`.
     pub async fn start(name: &str, behavior: Behavior) -> Result<Self, HarnessError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(name, behavior, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts backend `name` on `addr` (a pod address in a test's network
+    /// namespace, say).
+    pub async fn start_on(
+        name: &str,
+        behavior: Behavior,
+        addr: SocketAddr,
+    ) -> Result<Self, HarnessError> {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| HarnessError::io(format!("binding backend {name} on 127.0.0.1"), e))?;
+            .map_err(|e| HarnessError::io(format!("binding backend {name} on {addr}"), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| HarnessError::io(format!("reading backend {name}'s port"), e))?;

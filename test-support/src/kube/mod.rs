@@ -39,6 +39,7 @@
 
 mod binaries;
 mod cluster;
+mod crds;
 mod etcd_http;
 pub mod netns;
 mod objects;
@@ -48,4 +49,5 @@ pub use binaries::{
     KUBE_VERSION,
 };
 pub use cluster::{KubeCluster, KubeClusterOptions, ADMIN, MESHD, READY_WITHIN};
+pub use crds::istio_crds;
 pub use objects::{SliceEndpoint, TestPod, FIELD_MANAGER};
