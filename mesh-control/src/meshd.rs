@@ -192,6 +192,41 @@ fn load_ca(
     Ok((Arc::new(ca), dir, temp))
 }
 
+/// The CA from the cluster's Secret ([`crate::kube::ca_secret`]), kept in a
+/// private temporary directory.
+async fn load_ca_from_cluster(
+    client: kube::Client,
+    config: &MeshdConfig,
+) -> Result<(
+    Arc<CertificateAuthority>,
+    PathBuf,
+    Option<tempfile::TempDir>,
+)> {
+    let temp = tempfile::Builder::new()
+        .prefix("meshd-ca-")
+        .tempdir()
+        .map_err(|e| MeshdError::Io {
+            what: "creating a temporary CA directory".into(),
+            source: e,
+        })?;
+    let dir = temp.path().to_path_buf();
+    let from =
+        crate::kube::ca_secret::sync(client, &config.kube_namespace, &dir, &config.trust_domain)
+            .await?;
+    let (ca, _) = ca_store::load_or_create(&dir, CaConfig::new(config.trust_domain.clone()))
+        .map_err(|source| MeshdError::Ca {
+            dir: dir.clone(),
+            source,
+        })?;
+    tracing::info!(
+        namespace = config.kube_namespace,
+        ?from,
+        trust_domain = config.trust_domain,
+        "CA ready from the cluster's Secret"
+    );
+    Ok((Arc::new(ca), dir, Some(temp)))
+}
+
 impl Meshd {
     /// Starts meshd: loads the config (an invalid one is reported and meshd
     /// stays not-ready until a valid one arrives), binds both ports and
@@ -202,11 +237,12 @@ impl Meshd {
                 "no config source: pass --config DIR, --source kubernetes, or both".into(),
             ));
         }
-        let kube = match &config.kubernetes {
-            Some(settings) => {
-                let client = crate::kube::client(settings).await?;
-                Some(crate::kube::KubeSource::start(client).await)
-            }
+        let kube_client = match &config.kubernetes {
+            Some(settings) => Some(crate::kube::client(settings).await?),
+            None => None,
+        };
+        let kube = match &kube_client {
+            Some(client) => Some(crate::kube::KubeSource::start(client.clone()).await),
             None => None,
         };
         let source = ConfigSource {
@@ -231,7 +267,12 @@ impl Meshd {
                 );
             }
         }
-        let (ca, ca_dir, ca_temp) = load_ca(&config)?;
+        let (ca, ca_dir, ca_temp) = match (&kube_client, &config.ca_dir) {
+            // On a cluster the root lives in a Secret every replica shares;
+            // an explicit --ca-dir (a mounted plug-in CA) still wins.
+            (Some(client), None) => load_ca_from_cluster(client.clone(), &config).await?,
+            _ => load_ca(&config)?,
+        };
         let tokens = match &config.ca_tokens {
             Some(p) => TokenStore::load(p).map_err(|source| MeshdError::Ca {
                 dir: p.clone(),

@@ -27,6 +27,9 @@ pub struct MeshdConfig {
     /// server before serving without it (meshd stays not ready until the
     /// lists complete).
     pub kube_sync_timeout: Duration,
+    /// meshd's own namespace in the cluster (istiod's `istio-system`):
+    /// where the CA Secret and the leader Lease live.
+    pub kube_namespace: String,
     /// A MeshConfig file (`meshConfig` of Istio's install), if any.
     pub mesh_config: Option<PathBuf>,
     /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
@@ -80,6 +83,7 @@ impl MeshdConfig {
             config_dir: Some(config_dir.into()),
             kubernetes: None,
             kube_sync_timeout: Duration::from_secs(30),
+            kube_namespace: "istio-system".to_string(),
             mesh_config: None,
             xds_addr: loopback,
             secure_xds_addr: Some(loopback),

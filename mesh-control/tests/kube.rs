@@ -78,6 +78,8 @@ spec:
 /// servers at their pod IPs, their EndpointSlice and a Node.
 async fn bookinfo(cluster: &KubeCluster) {
     cluster.apply_yaml(&istio_crds()).await;
+    // meshd's own namespace: its CA Secret lives there.
+    cluster.create_namespace("istio-system").await;
     cluster.create_namespace(NS).await;
     cluster
         .create_node(
@@ -405,4 +407,85 @@ fn serde_yaml_value(yaml: &str) -> DynamicObject {
     let (docs, err) = mesh_core::config::yaml::parse_documents(yaml);
     assert!(err.is_none(), "{err:?}");
     serde_json::from_value(docs.into_iter().next().unwrap().value).unwrap()
+}
+
+#[test]
+fn replicas_share_the_root_and_a_client_fails_over_without_a_failed_request() {
+    in_private_netns(|| async {
+        let cluster = KubeCluster::start().await;
+        bookinfo(&cluster).await;
+        let a = meshd(&cluster).await;
+        let b = meshd(&cluster).await;
+        // One root for every replica, kept in Istio's Secret.
+        assert_eq!(a.root_cert_pem(), b.root_cert_pem());
+        let secret: k8s_openapi::api::core::v1::Secret =
+            Api::namespaced(cluster.client(), "istio-system")
+                .get("istio-ca-secret")
+                .await
+                .unwrap();
+        let in_secret = &secret.data.unwrap()["ca-cert.pem"].0;
+        assert_eq!(String::from_utf8_lossy(in_secret), a.root_cert_pem());
+
+        let mesh = Mesh::xds([
+            format!("http://{}", a.xds_addr()),
+            format!("http://{}", b.xds_addr()),
+        ])
+        .namespace(NS)
+        .labels([("app", "productpage"), ("version", "v1")])
+        .build()
+        .await
+        .unwrap();
+        until_all(&mesh, "v2").await;
+
+        // Requests run without pause while the replica the client is on
+        // goes away.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let client = mesh.http_client();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, flags, body) = get(&client, REVIEWS).await;
+                    if status == 200 {
+                        ok += 1;
+                    } else {
+                        failed.push(format!("{status} {flags} {body}"));
+                    }
+                }
+                (ok, failed)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (on, other) = if a.controller().nodes().is_empty() {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        assert_eq!(
+            on.controller().nodes().len(),
+            1,
+            "the client is on one replica"
+        );
+        on.shutdown().await;
+        eventually("the client reconnects to the other replica", || async {
+            !other.controller().nodes().is_empty()
+        })
+        .await;
+        // A change after the failover reaches the client through the
+        // replica that is left.
+        cluster.apply_yaml(&reviews("v1")).await;
+        until_all(&mesh, "v1").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed) = load.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            ok as usize + failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert!(ok > 50, "the load ran: {ok} requests");
+        other.shutdown().await;
+    });
 }

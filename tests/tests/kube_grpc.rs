@@ -142,6 +142,7 @@ fn stock_grpc_is_routed_from_the_api_as_from_files() {
         // The Kubernetes source.
         let cluster = KubeCluster::start().await;
         cluster.apply_yaml(&istio_crds()).await;
+        cluster.create_namespace("istio-system").await;
         cluster.create_namespace(NS).await;
         for (n, v) in [(21, "v1"), (22, "v2")] {
             cluster

@@ -11,6 +11,7 @@
 //! Not here: writing to the cluster (status, the CA Secret), which only
 //! the elected leader does.
 
+pub mod ca_secret;
 pub mod convert;
 pub mod store;
 pub mod webhook;
