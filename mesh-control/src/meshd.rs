@@ -53,6 +53,8 @@ pub struct MeshdHandle {
     _ca_temp: Option<tempfile::TempDir>,
     // The Kubernetes watchers, stopped with meshd.
     kube: Option<crate::kube::KubeSource>,
+    // This replica's part in the leader election.
+    elector: Option<crate::kube::leader::Elector>,
     // The webhook port's certificate, rotated while this lives.
     _webhook_serving: Option<CertificateProvider>,
 }
@@ -107,6 +109,14 @@ impl MeshdHandle {
     /// What the Kubernetes source holds, when it is one.
     pub fn kube_store(&self) -> Option<&crate::kube::KubeStore> {
         self.kube.as_ref().map(crate::kube::KubeSource::store)
+    }
+
+    /// True while this replica is the elected leader (only with the
+    /// Kubernetes source).
+    pub fn is_leader(&self) -> bool {
+        self.elector
+            .as_ref()
+            .is_some_and(crate::kube::leader::Elector::is_leader)
     }
 
     /// The CA.
@@ -398,6 +408,34 @@ impl Meshd {
             None => None,
         };
 
+        let elector = match (&kube_client, &kube) {
+            (Some(client), Some(source)) => {
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    format!("meshd-{}-{}", std::process::id(), xds_addr.port())
+                });
+                let elector = crate::kube::leader::Elector::start(
+                    client.clone(),
+                    &config.kube_namespace,
+                    identity,
+                    config.kube_lease,
+                );
+                tasks.push(tokio::spawn(crate::kube::publish::root_configmaps(
+                    client.clone(),
+                    source.store().clone(),
+                    ca.trust_bundle().to_pem(),
+                    elector.leader(),
+                )));
+                tasks.push(tokio::spawn(crate::kube::publish::statuses(
+                    client.clone(),
+                    ctl.clone(),
+                    source.istio_resources(),
+                    elector.leader(),
+                )));
+                Some(elector)
+            }
+            _ => None,
+        };
+
         let state = HttpState {
             ctl: ctl.clone(),
             config_dir: config.config_dir.clone().unwrap_or_default(),
@@ -446,6 +484,7 @@ impl Meshd {
             http_done: Some(http_done),
             _ca_temp: ca_temp,
             kube,
+            elector,
             _webhook_serving: webhook_serving,
         })
     }

@@ -30,6 +30,9 @@ pub struct MeshdConfig {
     /// meshd's own namespace in the cluster (istiod's `istio-system`):
     /// where the CA Secret and the leader Lease live.
     pub kube_namespace: String,
+    /// How long a leader's Lease lasts without renewal: the longest the
+    /// leader's writes (status, root ConfigMaps) pause when it dies.
+    pub kube_lease: Duration,
     /// A MeshConfig file (`meshConfig` of Istio's install), if any.
     pub mesh_config: Option<PathBuf>,
     /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
@@ -84,6 +87,7 @@ impl MeshdConfig {
             kubernetes: None,
             kube_sync_timeout: Duration::from_secs(30),
             kube_namespace: "istio-system".to_string(),
+            kube_lease: Duration::from_secs(15),
             mesh_config: None,
             xds_addr: loopback,
             secure_xds_addr: Some(loopback),

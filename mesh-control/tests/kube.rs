@@ -489,3 +489,123 @@ fn replicas_share_the_root_and_a_client_fails_over_without_a_failed_request() {
         other.shutdown().await;
     });
 }
+
+#[test]
+fn the_leader_publishes_the_root_and_writes_analysis_to_status() {
+    in_private_netns(|| async {
+        let cluster = KubeCluster::start().await;
+        bookinfo(&cluster).await;
+        let start = |cluster: &KubeCluster| {
+            let mut config = MeshdConfig::kubernetes(KubeSettings {
+                kubeconfig: Some(cluster.kubeconfig(ADMIN)),
+            });
+            config.kube_lease = Duration::from_secs(2);
+            Meshd::start(config)
+        };
+        let a = start(&cluster).await.unwrap();
+        let b = start(&cluster).await.unwrap();
+        eventually("one replica leads", || async {
+            a.is_leader() != b.is_leader()
+        })
+        .await;
+
+        // Every namespace gets the root, new ones too.
+        let root = a.root_cert_pem();
+        let configmap = |ns: &'static str| {
+            let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                Api::namespaced(cluster.client(), ns);
+            async move {
+                api.get_opt("istio-ca-root-cert")
+                    .await
+                    .unwrap()
+                    .and_then(|cm| cm.data)
+                    .and_then(|d| d.get("root-cert.pem").cloned())
+            }
+        };
+        eventually("bookinfo has istio-ca-root-cert", || async {
+            configmap(NS).await.as_deref() == Some(root.as_str())
+        })
+        .await;
+        cluster.create_namespace("late").await;
+        eventually("a new namespace gets it too", || async {
+            configmap("late").await.as_deref() == Some(root.as_str())
+        })
+        .await;
+
+        // Analysis lands in status: a warning as Istio's
+        // validationMessages, a skipped object as a condition.
+        cluster
+            .apply_yaml(&format!(
+                r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: allow-all, namespace: {NS}}}
+spec:
+  action: ALLOW
+  rules: [{{}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: broken, namespace: {NS}}}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{{destination: {{host: reviews, subset: v9}}}}]
+"#
+            ))
+            .await;
+        let status =
+            |plural: &'static str, kind: &'static str, group: &'static str, name: &'static str| {
+                let ar = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk(group, "v1", kind),
+                    plural,
+                );
+                let api: Api<DynamicObject> = Api::namespaced_with(cluster.client(), NS, &ar);
+                async move { api.get(name).await.unwrap().data["status"].clone() }
+            };
+        eventually("the warning is in the policy's status", || async {
+            status(
+                "authorizationpolicies",
+                "AuthorizationPolicy",
+                "security.istio.io",
+                "allow-all",
+            )
+            .await["validationMessages"]
+                .as_array()
+                .is_some_and(|m| {
+                    m.iter().any(|m| {
+                        m["type"]["code"] == "authz-allow-all-rule" && m["level"] == "WARNING"
+                    })
+                })
+        })
+        .await;
+        eventually("the skipped VirtualService says why", || async {
+            let s = status(
+                "virtualservices",
+                "VirtualService",
+                "networking.istio.io",
+                "broken",
+            )
+            .await;
+            s["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "Reconciled"
+                        && c["status"] == "False"
+                        && c["message"].as_str().is_some_and(|m| m.contains("v9"))
+                })
+            })
+        })
+        .await;
+
+        // The leader goes away: the other replica takes over within the
+        // lease and keeps publishing.
+        let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+        leader.shutdown().await;
+        eventually("the follower takes over", || async { follower.is_leader() }).await;
+        cluster.create_namespace("later").await;
+        eventually("the new leader publishes", || async {
+            configmap("later").await.as_deref() == Some(root.as_str())
+        })
+        .await;
+        follower.shutdown().await;
+    });
+}

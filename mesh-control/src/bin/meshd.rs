@@ -22,6 +22,9 @@ struct Args {
     /// `kubernetes` (the API server), or both, comma-separated [default: files].
     #[arg(long, env = "MESHD_SOURCE", value_delimiter = ',', value_parser = ["files", "kubernetes"])]
     source: Vec<String>,
+    /// meshd's namespace on the cluster: its CA Secret and leader Lease live there [default: POD_NAMESPACE, else istio-system].
+    #[arg(long, env = "MESHD_KUBE_NAMESPACE")]
+    kube_namespace: Option<String>,
     /// kubeconfig file for `--source kubernetes` [default: KUBECONFIG, ~/.kube/config, then the pod's service account].
     #[arg(long, env = "MESHD_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -94,6 +97,12 @@ fn config(args: Args) -> Result<MeshdConfig, String> {
         c.kubernetes = Some(mesh_control::kube::KubeSettings {
             kubeconfig: args.kubeconfig,
         });
+        if let Some(ns) = args
+            .kube_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        {
+            c.kube_namespace = ns;
+        }
     } else if args.kubeconfig.is_some() {
         return Err("--kubeconfig needs --source kubernetes".into());
     }

@@ -13,9 +13,12 @@
 
 pub mod ca_secret;
 pub mod convert;
+pub mod leader;
+pub mod publish;
 pub mod store;
 pub mod webhook;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -148,6 +151,7 @@ pub async fn client(settings: &KubeSettings) -> Result<Client> {
 #[derive(Debug)]
 pub struct KubeSource {
     store: KubeStore,
+    resources: HashMap<Kind, ApiResource>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -158,6 +162,7 @@ impl KubeSource {
     pub async fn start(client: Client) -> Self {
         let store = KubeStore::new(watched_kinds());
         let mut tasks = Vec::new();
+        let mut resources = HashMap::new();
         for w in WATCHED {
             let ar = resolve(&client, w).await;
             let served = ar.is_some();
@@ -170,6 +175,7 @@ impl KubeSource {
                 );
                 store.mark_synced(w.kind);
             }
+            resources.insert(w.kind, ar.clone());
             tasks.push(tokio::spawn(watch_kind(
                 client.clone(),
                 w.kind,
@@ -177,7 +183,21 @@ impl KubeSource {
                 store.clone(),
             )));
         }
-        Self { store, tasks }
+        Self {
+            store,
+            resources,
+            tasks,
+        }
+    }
+
+    /// Where the API serves each Istio kind (the kinds with a `status`
+    /// meshd writes).
+    pub fn istio_resources(&self) -> HashMap<Kind, ApiResource> {
+        self.resources
+            .iter()
+            .filter(|(k, _)| !k.is_kubernetes())
+            .map(|(k, ar)| (*k, ar.clone()))
+            .collect()
     }
 
     /// The store the watchers fill.

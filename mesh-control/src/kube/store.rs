@@ -197,6 +197,15 @@ impl KubeStore {
         snap
     }
 
+    /// The names of the objects of `kind` held (valid or not).
+    pub fn names(&self, kind: Kind) -> Vec<String> {
+        self.lock()
+            .objects
+            .get(&kind)
+            .map(|o| o.keys().map(|(_, name)| name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The number of objects held per kind.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         let st = self.lock();
