@@ -25,9 +25,34 @@ fn secs(t: SystemTime) -> f64 {
 
 /// `/debug/configz`.
 pub fn configz(ctl: &Controller, config_dir: &Path) -> Value {
+    configz_with(ctl, config_dir, None, false)
+}
+
+/// `/debug/configz`, with what the Kubernetes source holds when it is one.
+pub fn configz_with(
+    ctl: &Controller,
+    config_dir: &Path,
+    kube: Option<&crate::kube::KubeStore>,
+    leader: bool,
+) -> Value {
     let generation = ctl.generation();
     let rejection = ctl.rejection();
+    let kubernetes = kube.map(|k| {
+        json!({
+            "synced": k.synced(),
+            "unsynced": k.unsynced().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "lists": k.relists(),
+            "objects": k.counts(),
+            "leader": leader,
+            "inGeneration": generation.as_ref().map(|g| g.kube_objects),
+            "skipped": generation.as_ref().map(|g| g.skipped.iter().map(|(key, why)| json!({
+                "object": key,
+                "why": why,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
+        })
+    });
     json!({
+        "kubernetes": kubernetes,
         "configDir": config_dir.display().to_string(),
         "generation": generation.as_ref().map(|g| g.number),
         "appliedAt": generation.as_ref().map(|g| secs(g.applied_at)),

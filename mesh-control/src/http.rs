@@ -30,6 +30,10 @@ pub struct HttpState {
     pub config_dir: PathBuf,
     /// True once the xDS port accepts connections.
     pub xds_serving: Arc<AtomicBool>,
+    /// The Kubernetes source's store, when it is one.
+    pub kube: Option<crate::kube::KubeStore>,
+    /// True while this replica leads (Kubernetes source only).
+    pub leader: Option<watch::Receiver<bool>>,
 }
 
 impl HttpState {
@@ -100,7 +104,12 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
                 text(StatusCode::OK, CLASSIC_CONTENT_TYPE, m.render_text())
             }
         }
-        "/debug/configz" => json(&debug::configz(&state.ctl, &state.config_dir)),
+        "/debug/configz" => json(&debug::configz_with(
+            &state.ctl,
+            &state.config_dir,
+            state.kube.as_ref(),
+            state.leader.as_ref().is_some_and(|l| *l.borrow()),
+        )),
         "/debug/syncz" => json(&debug::syncz(&state.ctl)),
         "/debug/adsz" => json(&debug::adsz(&state.ctl)),
         _ => text(

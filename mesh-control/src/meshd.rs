@@ -440,6 +440,8 @@ impl Meshd {
             ctl: ctl.clone(),
             config_dir: config.config_dir.clone().unwrap_or_default(),
             xds_serving,
+            kube: kube.as_ref().map(|k| k.store().clone()),
+            leader: elector.as_ref().map(crate::kube::leader::Elector::leader),
         };
         let http_done =
             http::spawn(http_listener, state, shutdown_rx.clone()).map_err(|e| MeshdError::Io {

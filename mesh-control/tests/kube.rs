@@ -11,6 +11,8 @@
 //! get 10.244.x.y addresses: EndpointSlices may not name loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -279,6 +281,16 @@ spec:
         })
         .await;
         assert!(answers(&mesh, 10).await.iter().all(|b| b == "v1"));
+        // And /debug/configz says so.
+        let (code, body) = common::http_get(meshd.http_addr(), "/debug/configz").await;
+        assert_eq!(code, 200);
+        let z: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(z["kubernetes"]["synced"], true, "{z}");
+        assert_eq!(z["kubernetes"]["objects"]["Pod"], 2, "{z}");
+        assert_eq!(
+            z["kubernetes"]["skipped"][0]["object"], "VirtualService/bookinfo/broken",
+            "{z}"
+        );
         meshd.shutdown().await;
     });
 }
