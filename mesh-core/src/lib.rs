@@ -15,6 +15,8 @@ pub mod analyze;
 pub mod authz;
 pub mod compile;
 pub mod config;
+#[cfg(feature = "schema")]
+pub mod crd;
 pub mod exposition;
 pub mod fault;
 pub mod host;

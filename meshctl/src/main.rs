@@ -3,7 +3,8 @@
 //! `analyze` reports the configurations behind most Istio outages;
 //! `x route` and `x authz` explain, with the very engines the SDK runs,
 //! where a request would be routed and whether it would be allowed;
-//! `proxy-status` and `proxy-config` show what meshd's clients run.
+//! `proxy-status` and `proxy-config` show what meshd's clients run;
+//! `install` prints the manifests that run meshd on Kubernetes.
 #![forbid(unsafe_code)]
 
 mod analyze;
@@ -14,7 +15,7 @@ mod x_route;
 
 use std::process::ExitCode;
 
-use meshctl::{bootstrap, common};
+use meshctl::{bootstrap, common, install};
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,8 @@ enum Command {
     /// Generate bootstrap files for workloads.
     #[command(subcommand)]
     Bootstrap(BootstrapCommand),
+    /// Kubernetes manifests for meshd: the Istio CRDs, RBAC, Deployment and Service (kubectl apply -f -).
+    Install(install::Args),
     /// Every client connected to meshd and whether it runs the latest config, per xDS type.
     ProxyStatus(proxy_status::Args),
     /// One client's config as meshd holds it (over CSDS).
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Bootstrap(BootstrapCommand::Grpc(args)) => bootstrap::run(*args),
+        Command::Install(args) => install::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::ProxyConfig(args) => proxy_config::run(args),
         Command::X(XCommand::Route(args)) => x_route::run(*args),

@@ -378,3 +378,44 @@ fn bootstrap_grpc_points_a_proxyless_client_at_meshd() {
     let plain = meshctl(&["bootstrap", "grpc", "--namespace", "shop"]);
     assert!(json(&plain).get("certificate_providers").is_none());
 }
+
+#[test]
+fn install_prints_the_manifests_and_writes_files() {
+    let o = meshctl(&["install", "--namespace", "mesh", "--image", "meshd:test"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let opts = meshctl::install::InstallOptions {
+        namespace: "mesh".into(),
+        image: "meshd:test".into(),
+        ..Default::default()
+    };
+    assert_eq!(stdout(&o), meshctl::install::render(&opts));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("manifests");
+    let o = meshctl(&[
+        "install",
+        "--crds-only",
+        "--output",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .expect("written")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["crds.yaml"]);
+
+    let o = meshctl(&["install", "--namespace", "Not_A_Name"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid namespace name"));
+}

@@ -170,9 +170,37 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A duration as the deserializer reads it: Go's `time.ParseDuration`
+/// syntax (`5s`, `250ms`, `1h30m`, `0`), optionally signed `+`, never
+/// negative. Shared with the CRD schemas so the API server rejects what
+/// meshd would reject.
+pub const DURATION_PATTERN: &str =
+    r"^\s*\+?(0|(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)\s*$";
+
+/// A duration is a string such as `5s` or `1h30m` (see [`DURATION_PATTERN`]),
+/// which is all the hand-written `Deserialize` accepts.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex`. In a
 /// header or query match an empty `{}` means "present with any value".
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
     /// Exact string match.
@@ -256,6 +284,7 @@ impl Validate for StringMatch {
 
 /// A percentage in `[0, 100]`, as Istio's `Percent` message (`value: 12.5`).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
     /// The percentage, 0 to 100, fractions allowed.
@@ -281,6 +310,7 @@ pub fn check_percent(value: f64, path: &str, issues: &mut Issues) {
 
 /// Istio's `WorkloadSelector`: the labels a workload must carry.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     /// Every label here must be present on the workload with the same value.
@@ -316,6 +346,7 @@ impl Validate for WorkloadSelector {
 /// Istio's `PolicyTargetReference` (`targetRef`/`targetRefs`): binds a policy
 /// to a Gateway API resource or a Service instead of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
     /// API group of the target (`gateway.networking.k8s.io`, `""` for core).
@@ -360,6 +391,7 @@ impl Validate for PolicyTargetReference {
 
 /// Istio's `PortSelector`: a port by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     /// The port number.

@@ -18,6 +18,7 @@ use crate::config::validate::{check_port, each, field, Issues, Validate};
 
 /// A Gateway spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gateway {
     /// What the gateway serves. At least one.
@@ -30,6 +31,7 @@ pub struct Gateway {
 
 /// Istio's `Server`: one port with its hosts and TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
     /// The port to listen on. Required.
@@ -55,6 +57,7 @@ pub struct Server {
 /// Istio's `Port` in a Gateway server (named `ServerPort` here to keep it
 /// apart from other port types).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerPort {
     /// Port number (0 only with a Unix socket bind).
@@ -73,6 +76,7 @@ pub struct ServerPort {
 
 /// Istio's `ServerTLSSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsSettings {
     /// Redirect plain-HTTP requests to HTTPS (HTTP servers only).
@@ -124,6 +128,7 @@ pub struct ServerTlsSettings {
 
 /// Istio's `ServerTLSSettings.TLSCertificate`: one certificate/key pair.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsCertificate {
     /// Server certificate file.
@@ -139,6 +144,7 @@ pub struct TlsCertificate {
 
 /// Istio's `ServerTLSSettings.TLSmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
     /// Forward TLS untouched, routing on SNI.
@@ -158,6 +164,7 @@ pub enum ServerTlsMode {
 
 /// Istio's `ServerTLSSettings.TLSProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum TlsProtocol {
     /// Envoy's default.
     #[default]

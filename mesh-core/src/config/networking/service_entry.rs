@@ -23,6 +23,7 @@ use crate::config::validate::{check_port, field, Issues, Validate};
 
 /// A ServiceEntry spec.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntry {
     /// Host names of the service (a leading `*.` wildcard is allowed). Required.
@@ -57,6 +58,7 @@ pub struct ServiceEntry {
 
 /// Istio's `ServicePort`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     /// Port number. Required.
@@ -75,6 +77,7 @@ pub struct ServicePort {
 
 /// Istio's `ServiceEntry.Location`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Location {
     /// Outside the mesh: no mTLS, no Istio identity.
@@ -86,6 +89,7 @@ pub enum Location {
 
 /// Istio's `ServiceEntry.Resolution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Resolution {
     /// Forward to the address the caller dialed.

@@ -22,6 +22,7 @@ use crate::config::validate::{check_port, field, is_dns1123_label, Issues, Valid
 
 /// A Sidecar spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
     /// Workloads this applies to; without it, the namespace default.
@@ -45,6 +46,7 @@ pub struct Sidecar {
 /// workloads by `labels`. (Security kinds and DestinationRule use
 /// `matchLabels`, see [`crate::config::common::WorkloadSelector`].)
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     /// Labels a workload must all carry.
@@ -61,6 +63,7 @@ impl WorkloadSelector {
 
 /// Istio's `IstioIngressListener`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioIngressListener {
     /// The port traffic arrives on. Required.
@@ -86,6 +89,7 @@ pub struct IstioIngressListener {
 
 /// Istio's `IstioEgressListener`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioEgressListener {
     /// The port to listen on; unset means all ports (the catch-all listener).
@@ -104,6 +108,7 @@ pub struct IstioEgressListener {
 
 /// Istio's `SidecarPort`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarPort {
     /// Port number (0 for a Unix socket egress listener).
@@ -122,6 +127,7 @@ pub struct SidecarPort {
 
 /// Istio's `CaptureMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     /// The environment's default.
@@ -135,6 +141,7 @@ pub enum CaptureMode {
 
 /// Istio's `OutboundTrafficPolicy`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
     /// REGISTRY_ONLY or ALLOW_ANY; REGISTRY_ONLY when the policy is given
@@ -148,6 +155,7 @@ pub struct OutboundTrafficPolicy {
 
 /// Istio's `OutboundTrafficPolicy.Mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundTrafficPolicyMode {
     /// Only hosts in the registry are reachable (503 NR otherwise).

@@ -17,6 +17,7 @@ use crate::config::validate::{check_port, field, Issues, Validate};
 
 /// A WorkloadEntry spec (also a ServiceEntry endpoint).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {
     /// IP, DNS name or `unix:///path`. Required unless `network` is set.

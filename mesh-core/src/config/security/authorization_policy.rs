@@ -14,6 +14,7 @@ use crate::config::validate::{each, field, Issues, Validate};
 /// Access control for the workloads a policy selects: which requests are
 /// allowed, denied, audited or sent to an external authorizer.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicy {
     /// Workloads (by label) the policy applies to. Without a selector (and
@@ -43,6 +44,7 @@ pub struct AuthorizationPolicy {
 
 /// The action of a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     /// Allow a request only if it matches a rule (of any ALLOW policy).
@@ -77,6 +79,7 @@ impl std::fmt::Display for Action {
 /// The extension provider of a CUSTOM policy (defined in MeshConfig
 /// `extensionProviders`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtensionProvider {
     /// Name of the provider in MeshConfig `extensionProviders`.
@@ -87,6 +90,7 @@ pub struct ExtensionProvider {
 /// One rule: at least one `from`, at least one `to` and every `when` must
 /// match. A missing list matches anything, so `{}` matches every request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// Sources; any one may match.
@@ -102,6 +106,7 @@ pub struct Rule {
 
 /// A `from` entry: wraps one source.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct From {
     /// The source of the request.
@@ -112,6 +117,7 @@ pub struct From {
 /// Who sends the request. Fields are ANDed; values inside a field are ORed;
 /// `notX` fields match when none of their values matches.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// Peer identities from the mTLS certificate,
@@ -158,6 +164,7 @@ pub struct Source {
 
 /// A `to` entry: wraps one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct To {
     /// The operation of the request.
@@ -167,6 +174,7 @@ pub struct To {
 
 /// What the request does. Fields are ANDed; values inside a field are ORed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     /// Host (`:authority`) values, matched case-insensitively. HTTP only.
@@ -198,6 +206,7 @@ pub struct Operation {
 
 /// An extra condition on a request attribute named by `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     /// The attribute, e.g. `request.headers[x-token]`, `source.ip`,

@@ -16,6 +16,7 @@ use crate::config::validate::{check_port, field, Issues, Validate};
 
 /// The `spec` of a PeerAuthentication.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
     /// Workloads the policy applies to; unset means every workload of the
@@ -33,11 +34,13 @@ pub struct PeerAuthentication {
         deserialize_with = "de_port_map",
         serialize_with = "ser_port_map"
     )]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, MutualTls>"))]
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
 /// Istio's `PeerAuthentication.MutualTLS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutualTls {
     /// The mode; unset means `UNSET` (inherit).
@@ -49,6 +52,7 @@ pub struct MutualTls {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     /// Inherit from the parent policy; with no parent, behaves as `PERMISSIVE`.

@@ -12,6 +12,7 @@ use crate::config::validate::{each, field, Issues, Validate};
 
 /// The `spec` of a RequestAuthentication.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthentication {
     /// Workloads the policy applies to; unset means the whole namespace (or
@@ -31,6 +32,7 @@ pub struct RequestAuthentication {
 
 /// Istio's `JWTRule`: one accepted issuer and how to read and check its tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
     /// Required `iss` claim of the token.
@@ -73,6 +75,7 @@ pub struct JwtRule {
 
 /// Istio's `JWTHeader`: a header carrying the token, with an optional prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtHeader {
     /// Header name (required).
@@ -85,6 +88,7 @@ pub struct JwtHeader {
 
 /// Istio's `ClaimToHeader`: copy one claim into one request header.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimToHeader {
     /// Header to set (overwrites an existing one).
@@ -97,6 +101,7 @@ pub struct ClaimToHeader {
 
 /// Istio's `JWTRule.FailureMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JwtFailureMode {
     /// A missing token passes; a present but invalid token is rejected.

@@ -17,6 +17,7 @@ use crate::config::validate::{each, field, Issues, Validate};
 
 /// The `spec` of a Telemetry resource.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Telemetry {
     /// Workloads the resource applies to; unset means the whole namespace.
@@ -41,6 +42,7 @@ pub struct Telemetry {
 
 /// Which side of the traffic a rule applies to (Istio's `WorkloadMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkloadMode {
     /// Both outbound (client) and inbound (server) traffic.
@@ -62,6 +64,7 @@ impl WorkloadMode {
 
 /// A reference to a provider defined in MeshConfig `extensionProviders`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderRef {
     /// The provider's name.
@@ -71,6 +74,7 @@ pub struct ProviderRef {
 
 /// Istio's `Tracing`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tracing {
     /// Limits the rule to client or server traffic.
@@ -98,6 +102,7 @@ pub struct Tracing {
 
 /// Istio's `Tracing.TracingSelector`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracingSelector {
     /// Traffic direction the rule applies to.
@@ -107,6 +112,7 @@ pub struct TracingSelector {
 
 /// Istio's `Tracing.CustomTag`: exactly one of `literal`, `environment`, `header`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTag {
     /// A fixed value.
@@ -122,6 +128,7 @@ pub struct CustomTag {
 
 /// Istio's `Tracing.Literal`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagLiteral {
     /// The tag value.
@@ -131,6 +138,7 @@ pub struct TagLiteral {
 
 /// Istio's `Tracing.Environment`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagEnvironment {
     /// Environment variable name.
@@ -143,6 +151,7 @@ pub struct TagEnvironment {
 
 /// Istio's `Tracing.RequestHeader`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagRequestHeader {
     /// Header name.
@@ -155,6 +164,7 @@ pub struct TagRequestHeader {
 
 /// Istio's `Metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metrics {
     /// Providers the rule applies to; empty uses the default metrics provider.
@@ -170,6 +180,7 @@ pub struct Metrics {
 
 /// Istio's `MetricsOverrides`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsOverrides {
     /// Which metrics and modes; unset matches all metrics in both modes.
@@ -185,6 +196,7 @@ pub struct MetricsOverrides {
 
 /// Istio's `MetricSelector`: one of `metric` or `customMetric`, plus a mode.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricSelector {
     /// One of Istio's standard metrics.
@@ -202,6 +214,7 @@ pub struct MetricSelector {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IstioMetric {
     /// Every standard metric.
@@ -231,6 +244,7 @@ pub enum IstioMetric {
 
 /// Istio's `MetricsOverrides.TagOverride`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagOverride {
     /// Add/update (default) or remove the tag.
@@ -243,6 +257,7 @@ pub struct TagOverride {
 
 /// Istio's `TagOverride.Operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TagOperation {
     /// Insert or update the tag with `value`.
@@ -254,6 +269,7 @@ pub enum TagOperation {
 
 /// Istio's `AccessLogging`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogging {
     /// Limits the rule to client or server traffic.
@@ -272,6 +288,7 @@ pub struct AccessLogging {
 
 /// Istio's `AccessLogging.LogSelector`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogSelector {
     /// Traffic direction the rule applies to.
@@ -281,6 +298,7 @@ pub struct LogSelector {
 
 /// Istio's `AccessLogging.Filter`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogFilter {
     /// CEL expression, e.g. `response.code >= 400`.

@@ -9,6 +9,7 @@ use crate::config::validate::{field, Issues, Validate};
 
 /// Istio's `ConnectionPoolSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     /// Settings for every connection (HTTP and TCP).
@@ -21,6 +22,7 @@ pub struct ConnectionPoolSettings {
 
 /// Istio's `ConnectionPoolSettings.TCPSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     /// Maximum connections to a destination host (default 2^32-1).
@@ -42,6 +44,7 @@ pub struct TcpSettings {
 
 /// Istio's `TCPSettings.TcpKeepalive`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
     /// Unanswered probes before the connection is dead (OS default).
@@ -57,6 +60,7 @@ pub struct TcpKeepalive {
 
 /// Istio's `ConnectionPoolSettings.HTTPSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     /// Requests queued while waiting for a connection (default 2^32-1).
@@ -87,6 +91,7 @@ pub struct HttpSettings {
 
 /// Istio's `HTTPSettings.H2UpgradePolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
     /// The mesh-wide default.
@@ -100,6 +105,7 @@ pub enum H2UpgradePolicy {
 
 /// Istio's `OutlierDetection`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Deprecated: counts only 502/503/504; use `consecutive5xxErrors` or

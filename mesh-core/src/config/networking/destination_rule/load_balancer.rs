@@ -11,6 +11,7 @@ use crate::config::validate::{field, Issues, Validate};
 /// Istio's `LoadBalancerSettings`. `simple` and `consistentHash` are a
 /// oneof: at most one may be set.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     /// A standard algorithm.
@@ -32,6 +33,7 @@ pub struct LoadBalancerSettings {
 
 /// Istio's `LoadBalancerSettings.SimpleLB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     /// Istio picks (LEAST_REQUEST).
@@ -53,6 +55,7 @@ pub enum SimpleLb {
 /// (`httpHeaderName`, `httpCookie`, `useSourceIp`, `httpQueryParameterName`)
 /// is a oneof, and so is the algorithm (`ringHash`, `maglev`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
     /// Hash a request header.
@@ -80,6 +83,7 @@ pub struct ConsistentHashLb {
 
 /// Istio's `ConsistentHashLB.RingHash`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
     /// Minimum virtual nodes on the ring (default 1024).
@@ -89,6 +93,7 @@ pub struct RingHash {
 
 /// Istio's `ConsistentHashLB.MagLev`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MagLev {
     /// Lookup table size: a prime below 5000011 (default 65537).
@@ -98,6 +103,7 @@ pub struct MagLev {
 
 /// Istio's `ConsistentHashLB.HTTPCookie`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
     /// Cookie name. Required.
@@ -116,6 +122,7 @@ pub struct HttpCookie {
 
 /// Istio's `HTTPCookie.Attribute`: one `name=value` cookie attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookieAttribute {
     /// Attribute name, e.g. `SameSite`. Required.
@@ -128,6 +135,7 @@ pub struct HttpCookieAttribute {
 
 /// Istio's `LocalityLoadBalancerSetting`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLoadBalancerSetting {
     /// Traffic shares per destination locality, by source locality.
@@ -146,6 +154,7 @@ pub struct LocalityLoadBalancerSetting {
 
 /// Istio's `LocalityLoadBalancerSetting.Distribute`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Distribute {
     /// Source locality `region/zone/subzone`; a trailing `*` is a wildcard.
@@ -158,6 +167,7 @@ pub struct Distribute {
 
 /// Istio's `LocalityLoadBalancerSetting.Failover`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Failover {
     /// Source region.
@@ -170,6 +180,7 @@ pub struct Failover {
 
 /// Istio's `WarmupConfiguration`: slow start for new endpoints.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WarmupConfiguration {
     /// How long a new endpoint warms up. Required.

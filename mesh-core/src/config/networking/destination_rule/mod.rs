@@ -34,6 +34,7 @@ use crate::config::validate::{check_port, each, field, is_dns1123_label, Issues,
 
 /// A DestinationRule spec.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRule {
     /// The service the rule applies to (short names resolve in the rule's
@@ -57,6 +58,7 @@ pub struct DestinationRule {
 /// Istio's `TrafficPolicy`: the settings a DestinationRule (or one of its
 /// subsets) applies.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     /// Load-balancing algorithm and locality settings.
@@ -88,6 +90,7 @@ pub struct TrafficPolicy {
 
 /// Istio's `TrafficPolicy.PortTrafficPolicy`: overrides for one port.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
     /// The destination port the overrides apply to. Required.
@@ -109,6 +112,7 @@ pub struct PortTrafficPolicy {
 
 /// Istio's `TrafficPolicy.TunnelSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelSettings {
     /// `CONNECT` (default) or `POST`.
@@ -124,6 +128,7 @@ pub struct TunnelSettings {
 
 /// Istio's `TrafficPolicy.ProxyProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
     /// The PROXY protocol version; V1 when unset.
@@ -133,6 +138,7 @@ pub struct ProxyProtocol {
 
 /// PROXY protocol versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ProxyProtocolVersion {
     /// Human-readable version 1.
     #[default]
@@ -144,6 +150,7 @@ pub enum ProxyProtocolVersion {
 /// Istio's `TrafficPolicy.RetryBudget`: retries allowed as a share of the
 /// active requests.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     /// Percentage of active requests that may be retries (default 20).
@@ -159,6 +166,7 @@ pub struct RetryBudget {
 
 /// Istio's `Subset`: a named group of endpoints selected by labels.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     /// The name routes refer to (`destination.subset`). Required, DNS-1123 label.

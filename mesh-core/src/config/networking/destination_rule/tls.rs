@@ -7,6 +7,7 @@ use crate::config::validate::{field, Issues, Validate};
 
 /// Istio's `ClientTLSSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     /// How to secure the connection (DISABLE when unset).
@@ -40,6 +41,7 @@ pub struct ClientTlsSettings {
 
 /// Istio's `ClientTLSSettings.TLSmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {
     /// Plain text.

@@ -22,6 +22,7 @@ pub use names::{is_valid_header_name, validate_wildcard_host};
 
 /// A VirtualService: routing rules for traffic addressed to `hosts`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualService {
     /// Destination hosts the rules apply to: DNS names (short names resolve
@@ -78,6 +79,7 @@ pub const MESH_GATEWAY: &str = "mesh";
 /// Where a request or connection is sent: a service host, optionally one of
 /// its subsets and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     /// Service host from the registry; short names resolve against the
@@ -93,6 +95,7 @@ pub struct Destination {
 
 /// One HTTP routing rule: match conditions and what to do with a match.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
     /// Name of the rule, for logs and explanations.
@@ -148,6 +151,7 @@ pub struct HttpRoute {
 
 /// One match block of an HTTP rule. All fields set must match.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     /// Name of the block, appended to the rule name in logs.
@@ -197,6 +201,7 @@ pub struct HttpMatchRequest {
 
 /// A weighted HTTP destination.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
     /// Where to send the request.
@@ -211,6 +216,7 @@ pub struct HttpRouteDestination {
 
 /// A weighted TLS/TCP destination.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
     /// Where to send the connection.
@@ -222,6 +228,7 @@ pub struct RouteDestination {
 
 /// How the port of a redirect is chosen when not given explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RedirectPortSelection {
     /// 80 for http, 443 for https.
@@ -232,6 +239,7 @@ pub enum RedirectPortSelection {
 
 /// A redirect response.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     /// Replace the path with this value.
@@ -256,6 +264,7 @@ pub struct HttpRedirect {
 
 /// A fixed response.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
     /// HTTP status to answer with.
@@ -267,6 +276,7 @@ pub struct HttpDirectResponse {
 
 /// Body of a direct response: exactly one of `string` or `bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
     /// Body as text.
@@ -279,6 +289,7 @@ pub struct HttpBody {
 
 /// Reference to a delegate VirtualService.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
     /// Name of the delegate VirtualService.
@@ -290,6 +301,7 @@ pub struct Delegate {
 
 /// Rewrite of the request before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
     /// Replace the matched path prefix (or the whole exact path) with this.
@@ -305,6 +317,7 @@ pub struct HttpRewrite {
 
 /// A regex substitution.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
     /// RE2 pattern (`match` in YAML).
@@ -317,6 +330,7 @@ pub struct RegexRewrite {
 
 /// Istio's `HTTPRetry`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     /// Number of retries (not counting the first try); 0 disables retries.
@@ -342,6 +356,7 @@ pub struct HttpRetry {
 
 /// Istio's `HTTPFaultInjection`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpFaultInjection {
     /// Delay some requests.
@@ -354,6 +369,7 @@ pub struct HttpFaultInjection {
 
 /// A delay fault.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     /// Fixed delay before forwarding.
@@ -372,6 +388,7 @@ pub struct FaultDelay {
 
 /// An abort fault: exactly one of `httpStatus`, `grpcStatus`, `http2Error`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     /// HTTP status to answer with.
@@ -390,6 +407,7 @@ pub struct FaultAbort {
 
 /// One mirror destination.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
     /// Where the copies go.
@@ -401,6 +419,7 @@ pub struct HttpMirrorPolicy {
 
 /// What to do with a preflight whose origin is not allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
     /// Default: forward.
@@ -413,6 +432,7 @@ pub enum UnmatchedPreflights {
 
 /// Istio's `CorsPolicy`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Deprecated exact origins; use `allowOrigins`.
@@ -443,6 +463,7 @@ pub struct CorsPolicy {
 
 /// Request and response header operations.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
     /// Applied to the request before forwarding.
@@ -455,6 +476,7 @@ pub struct Headers {
 
 /// Set, add and remove headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     /// Overwrite these headers.
@@ -470,6 +492,7 @@ pub struct HeaderOperations {
 
 /// One TLS (SNI) routing rule.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
     /// Match blocks, ORed; at least one is required.
@@ -482,6 +505,7 @@ pub struct TlsRoute {
 
 /// Match block of a TLS rule.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
     /// SNI values to match (wildcards allowed); required.
@@ -506,6 +530,7 @@ pub struct TlsMatchAttributes {
 
 /// One TCP routing rule.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     /// Match blocks, ORed; empty matches every connection.
@@ -518,6 +543,7 @@ pub struct TcpRoute {
 
 /// Match block of a TCP rule.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
     /// Destination IPs or CIDRs.
