@@ -19,8 +19,11 @@ use super::{meta, InstallOptions, NAME};
 pub const READ: [&str; 3] = ["get", "list", "watch"];
 /// Verbs on a `status` subresource.
 pub const WRITE_STATUS: [&str; 2] = ["update", "patch"];
-/// Verbs on the few objects meshd owns (Lease, CA Secret, root-cert ConfigMaps).
+/// Verbs on the few objects meshd owns (Lease, CA Secret).
 pub const OWN: [&str; 3] = ["get", "create", "update"];
+/// Verbs on the `istio-ca-root-cert` ConfigMaps, which meshd writes by
+/// server-side apply (a `patch` that creates when absent).
+pub const PUBLISH: [&str; 4] = ["get", "create", "update", "patch"];
 
 fn rule(group: &str, resources: &[String], verbs: &[&str]) -> PolicyRule {
     PolicyRule {
@@ -74,7 +77,7 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         &["create"],
     ));
     // `istio-ca-root-cert` in every namespace, for workloads to trust meshd.
-    rules.push(rule("", &strings(&["configmaps"]), &OWN));
+    rules.push(rule("", &strings(&["configmaps"]), &PUBLISH));
     rules
 }
 

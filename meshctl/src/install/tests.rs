@@ -215,7 +215,7 @@ fn cluster_role_is_exactly_what_meshd_needs() {
     }
     want.insert(row("discovery.k8s.io", "endpointslices", &read));
     want.insert(row("authentication.k8s.io", "tokenreviews", &["create"]));
-    want.insert(row("", "configmaps", &own));
+    want.insert(row("", "configmaps", &rbac::PUBLISH));
     assert_eq!(got, want);
     // Nothing broad, nothing destructive, no secrets cluster-wide.
     for (_, res, verbs) in &got {
@@ -283,7 +283,9 @@ fn deployment_and_service_follow_the_options() {
             "--secure-xds-addr",
             "0.0.0.0:15012",
             "--http-addr",
-            "0.0.0.0:15014"
+            "0.0.0.0:15014",
+            "--webhook-addr",
+            "0.0.0.0:15017"
         ])
     );
     assert_eq!(

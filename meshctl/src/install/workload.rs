@@ -41,6 +41,8 @@ pub fn meshd_args() -> Vec<String> {
         format!("0.0.0.0:{SECURE_XDS_PORT}"),
         "--http-addr".to_string(),
         format!("0.0.0.0:{HTTP_PORT}"),
+        "--webhook-addr".to_string(),
+        format!("0.0.0.0:{WEBHOOK_PORT}"),
     ]
     .into()
 }
