@@ -77,9 +77,10 @@ impl MeshdHandle {
         self.http_addr
     }
 
-    /// The bound admission webhook address (HTTPS, `POST /validate`), if
-    /// served; its certificate chains to [`MeshdHandle::root_cert_pem`],
-    /// the `caBundle` of the webhook configuration.
+    /// The bound admission webhook address (HTTPS, `POST /validate` and
+    /// `POST /inject`), if served; its certificate chains to
+    /// [`MeshdHandle::root_cert_pem`], the `caBundle` of the webhook
+    /// configurations.
     pub fn webhook_addr(&self) -> Option<SocketAddr> {
         self.webhook_addr
     }
@@ -392,7 +393,16 @@ impl Meshd {
 
         let webhook_addr = match config.webhook_addr {
             Some(want) => {
-                match start_webhook(want, &ca, &ca_dir, ctl.clone(), shutdown_rx.clone()).await {
+                match start_webhook(
+                    want,
+                    &ca,
+                    &ca_dir,
+                    ctl.clone(),
+                    config.inject.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await
+                {
                     Ok((addr, provider, task)) => {
                         tasks.push(task);
                         webhook_serving = Some(provider);
@@ -558,6 +568,7 @@ async fn start_webhook(
     ca: &Arc<CertificateAuthority>,
     ca_dir: &Path,
     ctl: Controller,
+    injector: crate::kube::inject::InjectConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, CertificateProvider, JoinHandle<()>)> {
     const WHAT: &str = "admission webhook (HTTPS)";
@@ -582,6 +593,7 @@ async fn start_webhook(
         listener,
         Arc::new(tls),
         ctl,
+        injector,
         stop,
     ));
     Ok((addr, serving, task))

@@ -43,10 +43,13 @@ pub struct MeshdConfig {
     pub secure_xds_addr: Option<SocketAddr>,
     /// Where `/healthz`, `/ready`, `/metrics` and `/debug/*` are served.
     pub http_addr: SocketAddr,
-    /// Where the validating admission webhook is served over TLS
-    /// (istiod's 15017, `POST /validate`), with the same serving
+    /// Where the admission webhooks are served over TLS (istiod's 15017,
+    /// `POST /validate` and `POST /inject`), with the same serving
     /// certificate as the TLS xDS port; `None` does not serve it.
     pub webhook_addr: Option<SocketAddr>,
+    /// What the mutating webhook (`POST /inject` on the webhook port)
+    /// injects into pods that join the mesh.
+    pub inject: crate::kube::inject::InjectConfig,
     /// Where the CA keeps its root (`root-cert.pem`/`root-key.pem`, created on
     /// first start) or a plugged-in CA (`ca-cert.pem`, `ca-key.pem`, ...).
     /// `None`: a temporary directory that lives as long as meshd.
@@ -93,6 +96,7 @@ impl MeshdConfig {
             secure_xds_addr: Some(loopback),
             http_addr: loopback,
             webhook_addr: None,
+            inject: Default::default(),
             ca_dir: None,
             ca_tokens: None,
             trust_domain: "cluster.local".to_string(),

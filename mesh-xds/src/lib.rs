@@ -13,6 +13,8 @@
 //!   plane; and [`node`] for reading Istio node metadata.
 //! - [`telemetry_policy`]: a workload's compiled Telemetry API policy as a
 //!   reserved listener meshd sends only to SDK nodes.
+//! - [`bootstrap`]: the gRPC xDS bootstrap JSON a stock proxyless gRPC
+//!   client reads (`meshctl bootstrap grpc`, `mesh-shim agent`).
 //! - [`client`]: the ADS client the SDK uses (SotW, reconnect and fallback,
 //!   last-known-good, does-not-exist timer, on-disk cache) publishing a
 //!   model on a `watch` channel.
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod client;
 pub mod decode;
 pub mod encode;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mesh_core::authz::StockServer;
-use mesh_xds::encode::INBOUND_LISTENER_PREFIX;
-use mesh_xds::node::{node_json, to_node, NodeInfo};
-use serde_json::{json, Value};
+use mesh_xds::bootstrap::{ChannelCreds, GrpcBootstrap};
+use mesh_xds::node::NodeInfo;
+use serde_json::Value;
 
 use crate::common::{parse_labels, print_json, CliError};
 
@@ -68,34 +68,16 @@ fn node_info(args: &Args) -> Result<NodeInfo, CliError> {
     })
 }
 
-/// Builds the bootstrap document.
+/// Builds the bootstrap document (with [`mesh_xds::bootstrap`], the
+/// builder `mesh-shim agent` also writes its file with).
 pub fn bootstrap(args: &Args) -> Result<Value, CliError> {
-    let mut doc = json!({
-        "xds_servers": [{
-            "server_uri": args.xds_addr,
-            "channel_creds": [{"type": "insecure"}],
-            "server_features": ["xds_v3"],
-        }],
-        "node": node_json(&to_node(&node_info(args)?)),
-        // gRFC A36: servers substitute their listening ip:port for `%s`;
-        // the names match the inbound listeners mesh-xds encodes.
-        "server_listener_resource_name_template": format!("{INBOUND_LISTENER_PREFIX}%s"),
-    });
-    if let Some(dir) = &args.cert_dir {
-        let file = |name: &str| dir.join(name).display().to_string();
-        doc["certificate_providers"] = json!({
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": file("cert-chain.pem"),
-                    "private_key_file": file("key.pem"),
-                    "ca_certificate_file": file("root-cert.pem"),
-                    "refresh_interval": "900s",
-                },
-            },
-        });
+    Ok(GrpcBootstrap {
+        server_uri: args.xds_addr.clone(),
+        channel: ChannelCreds::Insecure,
+        node: node_info(args)?,
+        cert_dir: args.cert_dir.clone(),
     }
-    Ok(doc)
+    .to_json())
 }
 
 /// Prints the bootstrap.
@@ -131,6 +113,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_xds::node::to_node;
+    use serde_json::json;
 
     #[test]
     fn flags_build_the_same_bootstrap_as_the_cli() {

@@ -34,6 +34,10 @@ pub enum Command {
     /// the shim (run as root in the workload's network namespace, before
     /// the app starts).
     Iptables(crate::iptables::IptablesArgs),
+    /// The proxyless gRPC agent (Istio's `grpc-agent` template): writes
+    /// the gRPC xDS bootstrap and the workload certificate files stock
+    /// gRPC reads, keeps the certificate fresh, serves readiness.
+    Agent(Box<crate::agent::AgentArgs>),
 }
 
 /// Who the workload is, where its config comes from and how it gets its
@@ -222,7 +226,7 @@ pub struct WaitArgs {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels(pub Vec<(String, String)>);
 
-fn parse_labels(s: &str) -> Result<Labels, String> {
+pub(crate) fn parse_labels(s: &str) -> Result<Labels, String> {
     let mut out = Vec::new();
     for kv in s.split(',').map(str::trim).filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
@@ -239,7 +243,7 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
     Ok(Labels(out))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     mesh_core::config::common::Duration::from_str(s)
         .map(|d| d.0)
         .map_err(|e| format!("{e}; write it like 500ms, 5s or 1m"))

@@ -1,4 +1,4 @@
-//! Starting `mesh-shim run` (or `gateway`) as a child process and learning the ports it
+//! Starting `mesh-shim run` (or `gateway`, `agent`) as a child process and learning the ports it
 //! bound, for supervisors, demos and tests: the shim prints one
 //! `mesh-shim: <role> listening on <addr>` line per listener (so `0` ports
 //! can be read back) and `mesh-shim: ready` once serving.
@@ -46,6 +46,12 @@ impl Launch {
     /// Runs `mesh-shim gateway` instead of `run`.
     pub fn gateway(mut self) -> Self {
         self.subcommand = "gateway".into();
+        self
+    }
+
+    /// Runs `mesh-shim agent` instead of `run`.
+    pub fn agent(mut self) -> Self {
+        self.subcommand = "agent".into();
         self
     }
 

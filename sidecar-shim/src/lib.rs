@@ -15,10 +15,13 @@
 //! - [`gateway`]: `mesh-shim gateway`, the ingress/egress gateway;
 //! - [`wait`]: `mesh-shim wait`, for `mesh-shim wait && exec app`;
 //! - [`iptables`]: `mesh-shim iptables`, the transparent capture rules;
+//! - [`agent`]: `mesh-shim agent`, the proxyless gRPC agent (bootstrap
+//!   and certificate files for stock gRPC);
 //! - [`launch`]: starting the binary and reading back its ports.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agent;
 pub mod app;
 pub mod capture;
 pub mod config;

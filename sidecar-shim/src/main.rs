@@ -1,5 +1,6 @@
 //! The `mesh-shim` binary: flags to [`sidecar_shim::config`], then
-//! [`sidecar_shim::app::run`] or [`sidecar_shim::wait::run`].
+//! [`sidecar_shim::app::run`], [`sidecar_shim::wait::run`] or
+//! [`sidecar_shim::agent::run`].
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
         Command::Wait(args) => runtime.block_on(sidecar_shim::wait::run(args)),
         Command::Iptables(args) => sidecar_shim::iptables::run(&args),
+        Command::Agent(args) => runtime
+            .block_on(sidecar_shim::agent::run(*args))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,9 +37,18 @@ struct Args {
     /// Address of the xDS + CA gRPC server over TLS, or `off` [default: 127.0.0.1:15012].
     #[arg(long, env = "MESHD_SECURE_XDS_ADDR", value_parser = parse_secure_addr)]
     secure_xds_addr: Option<SecureAddr>,
-    /// Address of the validating admission webhook (HTTPS, POST /validate), or `off` [default: 127.0.0.1:15017 with --source kubernetes, else off].
+    /// Address of the admission webhooks (HTTPS, POST /validate and POST /inject), or `off` [default: 127.0.0.1:15017 with --source kubernetes, else off].
     #[arg(long, env = "MESHD_WEBHOOK_ADDR", value_parser = parse_secure_addr)]
     webhook_addr: Option<SecureAddr>,
+    /// Image of mesh-shim that the injection webhook (POST /inject) puts in pods [default: mesh-shim:dev].
+    #[arg(long, env = "MESHD_SHIM_IMAGE")]
+    shim_image: Option<String>,
+    /// meshd's TLS xDS + CA port as injected pods reach it, host:port [default: meshd.istio-system.svc:15012].
+    #[arg(long, env = "MESHD_INJECT_ADDRESS")]
+    inject_address: Option<String>,
+    /// Inject the shim as a native sidecar (Kubernetes 1.29+); false: as a regular container [default: true].
+    #[arg(long, env = "MESHD_NATIVE_SIDECARS")]
+    native_sidecars: Option<bool>,
     /// Address of /healthz, /ready, /metrics, /debug/* [default: 127.0.0.1:15014].
     #[arg(long, env = "MESHD_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
@@ -131,6 +140,16 @@ fn config(args: Args) -> Result<MeshdConfig, String> {
     c.ca_tokens = args.ca_tokens.or(file.ca_tokens);
     if let Some(td) = args.trust_domain.or(file.trust_domain) {
         c.trust_domain = td;
+    }
+    c.inject.trust_domain = c.trust_domain.clone();
+    if let Some(image) = args.shim_image {
+        c.inject.shim_image = image;
+    }
+    if let Some(addr) = args.inject_address {
+        c.inject.meshd_address = addr;
+    }
+    if let Some(native) = args.native_sidecars {
+        c.inject.native_sidecars = native;
     }
     if let Some(d) = args.debounce {
         c.debounce = d;

@@ -8,11 +8,15 @@
 //! that finds what was held moves nothing. While the API server is away,
 //! the store keeps what it had, so nothing serving is lost.
 //!
+//! [`webhook`] serves the validating webhook and, from [`inject`], the
+//! mutating one that joins pods to the mesh.
+//!
 //! Not here: writing to the cluster (status, the CA Secret), which only
 //! the elected leader does.
 
 pub mod ca_secret;
 pub mod convert;
+pub mod inject;
 pub mod leader;
 pub mod publish;
 pub mod store;

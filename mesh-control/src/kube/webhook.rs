@@ -10,6 +10,9 @@
 //! order where the other half is not there yet. meshd skips any object
 //! the analyzer still finds in error once both halves are in.
 //!
+//! The same port serves the mutating webhook, `POST /inject` (pods joining
+//! the mesh, [`super::inject`]).
+//!
 //! Not here: TLS and the accept loop (`mesh_ca::server`), which the
 //! webhook port shares with the TLS xDS port.
 
@@ -34,6 +37,7 @@ use tokio_stream::StreamExt;
 use crate::controller::Controller;
 
 use super::convert;
+use super::inject::{self, InjectConfig, INJECT_PATH};
 use super::store::Entry;
 
 /// The path the API server posts reviews to.
@@ -135,11 +139,18 @@ fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(req: Request<Incoming>, ctl: Controller) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST || req.uri().path() != VALIDATE_PATH {
+async fn handle(
+    req: Request<Incoming>,
+    ctl: Controller,
+    injector: Arc<InjectConfig>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let inject = path == INJECT_PATH;
+    if req.method() != Method::POST || !(inject || path == VALIDATE_PATH) {
         return respond(
             StatusCode::NOT_FOUND,
-            format!("{{\"error\":\"POST AdmissionReviews to {VALIDATE_PATH}\"}}").into_bytes(),
+            format!("{{\"error\":\"POST AdmissionReviews to {VALIDATE_PATH} or {INJECT_PATH}\"}}")
+                .into_bytes(),
         );
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -152,19 +163,28 @@ async fn handle(req: Request<Incoming>, ctl: Controller) -> Response<Full<Bytes>
         }
     };
     // The analyzer is CPU work.
-    let out = tokio::task::spawn_blocking(move || review(&body, Some(&ctl)))
-        .await
-        .unwrap_or_default();
+    let out = tokio::task::spawn_blocking(move || {
+        if inject {
+            inject::review(&body, &injector, &|ns| inject::namespace_labels(&ctl, ns))
+        } else {
+            review(&body, Some(&ctl))
+        }
+    })
+    .await
+    .unwrap_or_default();
     respond(StatusCode::OK, out)
 }
 
-/// Serves the webhook on `listener` over `tls` until `stop` turns true.
+/// Serves the webhooks on `listener` over `tls` until `stop` turns true:
+/// validation with `ctl`'s config, injection with `injector`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     ctl: Controller,
+    injector: InjectConfig,
     mut stop: watch::Receiver<bool>,
 ) {
+    let injector = Arc::new(injector);
     let mut incoming = mesh_ca::server::tls_incoming(listener, tls, "admission webhook");
     loop {
         let stream = tokio::select! {
@@ -175,10 +195,12 @@ pub async fn serve(
             continue;
         };
         let ctl = ctl.clone();
+        let injector = injector.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let ctl = ctl.clone();
-                async move { Ok::<_, Infallible>(handle(req, ctl).await) }
+                let injector = injector.clone();
+                async move { Ok::<_, Infallible>(handle(req, ctl, injector).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
