@@ -8,11 +8,15 @@
 //! that finds what was held moves nothing. While the API server is away,
 //! the store keeps what it had, so nothing serving is lost.
 //!
+//! The same client also checks service account tokens for the CA and the
+//! TLS xDS port ([`tokenreview`]).
+//!
 //! Not here: writing to the cluster (status, the CA Secret), which only
 //! the elected leader does.
 
 pub mod convert;
 pub mod store;
+pub mod tokenreview;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -144,9 +148,9 @@ pub async fn client(settings: &KubeSettings) -> Result<Client> {
 }
 
 /// The running watchers.
-#[derive(Debug)]
 pub struct KubeSource {
     store: KubeStore,
+    client: Client,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -176,12 +180,31 @@ impl KubeSource {
                 store.clone(),
             )));
         }
-        Self { store, tasks }
+        Self {
+            store,
+            client,
+            tasks,
+        }
     }
 
     /// The store the watchers fill.
     pub fn store(&self) -> &KubeStore {
         &self.store
+    }
+
+    /// The client the watchers use, for other calls to the same API server
+    /// (TokenReviews).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("store", &self.store)
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
     }
 }
 
