@@ -51,5 +51,5 @@ pub use rotation::{CertificateFetcher, CertificateProvider, RotationConfig};
 #[cfg(feature = "grpc")]
 pub use server::CaService;
 pub use spiffe::SpiffeId;
-pub use tokens::TokenStore;
+pub use tokens::{TokenStore, TokenVerifier};
 pub use workload::WorkloadCertificate;

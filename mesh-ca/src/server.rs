@@ -8,8 +8,15 @@
 //!    request time and the new certificate gets exactly that identity.
 //! 2. **A bootstrap token** in `authorization: Bearer <token>` metadata,
 //!    granting the identity the token file binds it to ([`TokenStore`]).
+//! 3. **Any other bearer token** the service's [`TokenVerifier`] accepts
+//!    (in meshd with a Kubernetes source, a service account token checked
+//!    with the API server's TokenReview), granting the identity it returns.
 //!
-//! A client certificate, when presented, wins over a token. Whatever the
+//! A client certificate, when presented, wins over a token; the token file
+//! is looked up before the verifier is asked. [`CaService::authenticate`]
+//! is the synchronous part (certificate and token file, no I/O);
+//! [`CaService::authenticate_async`] adds the verifier, and is what
+//! `CreateCertificate` and meshd's TLS ADS port use. Whatever the
 //! request asks for (CSR SANs, Istio's `ImpersonatedIdentity` metadata), the
 //! certificate carries only the authenticated identity; an
 //! `ImpersonatedIdentity` different from it is refused with
@@ -22,6 +29,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use http::{Extensions, HeaderMap};
 use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -40,7 +48,7 @@ use crate::proto::{
 };
 use crate::spiffe::SpiffeId;
 use crate::tls::{ClientAuth, PeerPolicy};
-use crate::tokens::TokenStore;
+use crate::tokens::{TokenStore, TokenVerifier};
 use crate::workload::WorkloadCertificate;
 use crate::x509;
 
@@ -55,12 +63,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
     tokens: Arc<RwLock<Arc<TokenStore>>>,
+    /// Shared by every clone, like the tokens: set once, seen by all the
+    /// ports serving this CA.
+    verifier: Arc<RwLock<Option<Arc<dyn TokenVerifier>>>>,
 }
 
 impl std::fmt::Debug for CaService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaService")
             .field("ca", &self.ca)
+            .field("token_verifier", &self.verifier.read_locked().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -72,15 +84,32 @@ pub enum Authenticated {
     Certificate(SpiffeId),
     /// By a bootstrap token.
     Token(SpiffeId),
+    /// By a bearer token the service's [`TokenVerifier`] accepted (a
+    /// Kubernetes service account token, in meshd).
+    VerifiedToken(SpiffeId),
 }
 
 impl Authenticated {
     /// The proven identity.
     pub fn identity(&self) -> &SpiffeId {
         match self {
-            Authenticated::Certificate(id) | Authenticated::Token(id) => id,
+            Authenticated::Certificate(id)
+            | Authenticated::Token(id)
+            | Authenticated::VerifiedToken(id) => id,
         }
     }
+}
+
+/// What a caller's request proves before any I/O: an identity (client
+/// certificate or a token in the token file), or a bearer token the token
+/// file does not know.
+enum Presented<'a> {
+    Proven(Authenticated),
+    UnknownToken(&'a str),
+}
+
+fn unknown_token() -> Status {
+    Status::unauthenticated("unknown bootstrap token")
 }
 
 impl CaService {
@@ -89,6 +118,7 @@ impl CaService {
         CaService {
             ca,
             tokens: Arc::new(RwLock::new(Arc::new(tokens))),
+            verifier: Arc::new(RwLock::new(None)),
         }
     }
 
@@ -97,23 +127,105 @@ impl CaService {
         *self.tokens.write_locked() = Arc::new(tokens);
     }
 
+    /// Also accepts bearer tokens `verifier` vouches for (after the client
+    /// certificate and the token file); see [`CaService::set_token_verifier`].
+    pub fn with_token_verifier(self, verifier: Arc<dyn TokenVerifier>) -> Self {
+        self.set_token_verifier(Some(verifier));
+        self
+    }
+
+    /// Sets or removes the [`TokenVerifier`]. Every clone of this service
+    /// (every port serving it) sees the change.
+    pub fn set_token_verifier(&self, verifier: Option<Arc<dyn TokenVerifier>>) {
+        *self.verifier.write_locked() = verifier;
+    }
+
+    /// Whether a [`TokenVerifier`] is set.
+    pub fn has_token_verifier(&self) -> bool {
+        self.verifier.read_locked().is_some()
+    }
+
     /// Wraps the service for a tonic `Server`.
     pub fn into_server(self) -> IstioCertificateServiceServer<Self> {
         IstioCertificateServiceServer::new(self)
     }
 
-    /// Decides who the caller is from its TLS client certificate or token.
+    /// Decides who the caller is from its TLS client certificate or a token
+    /// in the token file, without I/O: the [`TokenVerifier`] is not asked
+    /// (use [`CaService::authenticate_async`] for that).
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
-        let certs = request
-            .extensions()
+        self.authenticate_parts(request.metadata().as_ref(), request.extensions())
+    }
+
+    /// [`CaService::authenticate`] from the parts of a request, tonic's
+    /// (`metadata().as_ref()`, `extensions()`) or an `http::Request`'s
+    /// (`headers()`, `extensions()`): the client certificate is the
+    /// `TlsConnectInfo` tonic leaves in the extensions, the token the
+    /// `authorization` header.
+    pub fn authenticate_parts(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Authenticated, Status> {
+        match self.presented(headers, extensions)? {
+            Presented::Proven(caller) => Ok(caller),
+            Presented::UnknownToken(_) => Err(unknown_token()),
+        }
+    }
+
+    /// Decides who the caller is: its client certificate, else its bearer
+    /// token looked up in the token file, else the token checked by the
+    /// [`TokenVerifier`] (when one is set). Takes the same parts as
+    /// [`CaService::authenticate_parts`].
+    pub async fn authenticate_async(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Authenticated, Status> {
+        let token = match self.presented(headers, extensions)? {
+            Presented::Proven(caller) => return Ok(caller),
+            Presented::UnknownToken(token) => token,
+        };
+        // Not held across the await: a verifier set meanwhile is used from
+        // the next call on.
+        let verifier = self.verifier.read_locked().clone();
+        let Some(verifier) = verifier else {
+            return Err(unknown_token());
+        };
+        match verifier.verify(token).await {
+            Ok(Some(id)) if id.trust_domain() == self.ca.trust_domain() => {
+                Ok(Authenticated::VerifiedToken(id))
+            }
+            Ok(Some(id)) => {
+                tracing::warn!(%id, trust_domain = self.ca.trust_domain(), "a token verifier granted an identity outside the CA's trust domain");
+                Err(Status::unauthenticated(format!(
+                    "the token grants {id}, which is not in trust domain {:?}",
+                    self.ca.trust_domain()
+                )))
+            }
+            Ok(None) => Err(Status::unauthenticated(
+                "unknown bootstrap token, and not one the token verifier checks",
+            )),
+            Err(why) => Err(Status::unauthenticated(format!("token refused: {why}"))),
+        }
+    }
+
+    /// The synchronous part of authentication: the client certificate
+    /// (verified), or the bearer token looked up in the token file.
+    fn presented<'r>(
+        &self,
+        headers: &'r HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Presented<'r>, Status> {
+        let certs = extensions
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs());
         if let Some(certs) = certs.filter(|c| !c.is_empty()) {
             return self
                 .authenticate_cert(certs.as_slice())
-                .map(Authenticated::Certificate);
+                .map(|id| Presented::Proven(Authenticated::Certificate(id)));
         }
-        let Some(header) = request.metadata().get("authorization") else {
+        let Some(header) = headers.get(http::header::AUTHORIZATION) else {
             return Err(Status::unauthenticated(
                 "no client certificate and no `authorization: Bearer <token>` metadata",
             ));
@@ -125,14 +237,15 @@ impl CaService {
                 let (scheme, token) = h.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 Status::unauthenticated("authorization metadata must be `Bearer <token>`")
             })?;
         let store = self.tokens.read_locked().clone();
-        store
-            .lookup(token, self.ca.trust_domain())
-            .map(Authenticated::Token)
-            .ok_or_else(|| Status::unauthenticated("unknown bootstrap token"))
+        Ok(match store.lookup(token, self.ca.trust_domain()) {
+            Some(id) => Presented::Proven(Authenticated::Token(id)),
+            None => Presented::UnknownToken(token),
+        })
     }
 
     fn authenticate_cert(
@@ -184,7 +297,9 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self
+            .authenticate_async(request.metadata().as_ref(), request.extensions())
+            .await?;
         let identity = caller.identity().clone();
         let req = request.into_inner();
         if let Some(asked) = requested_identity(&req) {

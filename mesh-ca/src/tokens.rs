@@ -17,9 +17,15 @@
 //! kept only as SHA-256 digests in memory and looked up by digest, so lookup
 //! time does not depend on how many leading characters of a guess match.
 //! Treat the file like a key: mode 0600, generated with a CSPRNG.
+//!
+//! Tokens the file does not list may still be good: a [`TokenVerifier`]
+//! (meshd's checks Kubernetes service account tokens with the API server's
+//! TokenReview, as istiod does) is asked next, when the CA has one.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 
 use serde::Deserialize;
 
@@ -126,6 +132,25 @@ impl TokenStore {
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
+}
+
+/// What [`TokenVerifier::verify`] returns: a boxed future, since
+/// verifiers are trait objects (and a verification is off the hot path:
+/// once per ADS stream or certificate request).
+pub type VerifyFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<Option<SpiffeId>, String>> + Send + 'a>>;
+
+/// A pluggable check of bearer tokens the [`TokenStore`] does not know,
+/// such as Kubernetes service account tokens. The CA asks it after the
+/// client certificate and the token file, and grants the identity it
+/// returns (which must be in the CA's trust domain).
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Checks `token`: `Ok(Some(id))` when it proves `id`, `Ok(None)` when
+    /// it is not a token this verifier knows anything about, `Err(why)` when
+    /// it is refused or cannot be checked right now. `why` reaches the
+    /// caller in an `UNAUTHENTICATED` status, so it should say what to fix
+    /// and never echo the token.
+    fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a>;
 }
 
 #[cfg(test)]

@@ -5,12 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{ca, id, issue};
 use mesh_ca::proto::IstioCertificateRequest;
+use mesh_ca::tokens::VerifyFuture;
 use mesh_ca::{
-    csr, server, x509, CaClient, CaClientConfig, CaService, CertificateAuthority, Error, TokenStore,
+    csr, server, x509, CaClient, CaClientConfig, CaService, CertificateAuthority, Error,
+    TokenStore, TokenVerifier,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -28,6 +31,10 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(None).await
+}
+
+async fn start_with(verifier: Option<Arc<dyn TokenVerifier>>) -> Running {
     let ca = Arc::new(ca("cluster.local"));
     let serving = ca
         .issue_local(
@@ -41,6 +48,7 @@ async fn start() -> Running {
         TokenStore::from_entries([(TOKEN, "default", "web"), (TOKEN_API, "default", "api")])
             .unwrap();
     let service = CaService::new(ca.clone(), tokens);
+    service.set_token_verifier(verifier);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -296,4 +304,71 @@ async fn providers_over_grpc_feed_mtls() {
     tls.read_to_string(&mut seen).await.unwrap();
     assert_eq!(seen, WEB);
     server.await.unwrap();
+}
+
+/// A verifier with a fixed answer per token, counting what it is asked.
+#[derive(Default)]
+struct FakeVerifier {
+    asked: AtomicUsize,
+}
+
+impl TokenVerifier for FakeVerifier {
+    fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
+        Box::pin(async move {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            match token {
+                "sa-token-web" => Ok(Some(id(WEB))),
+                "sa-token-other-domain" => Ok(Some(id("spiffe://other.td/ns/default/sa/web"))),
+                "sa-token-expired" => Err("the token has expired; mount a fresh one".into()),
+                _ => Ok(None),
+            }
+        })
+    }
+}
+
+/// Tokens the file does not list go to the verifier: its identity is
+/// granted, its refusal and its silence are UNAUTHENTICATED, and an
+/// identity outside the trust domain is refused. Token-file tokens and
+/// certificates never reach it.
+#[tokio::test]
+async fn a_token_verifier_vouches_for_tokens_the_file_does_not_list() {
+    let verifier = Arc::new(FakeVerifier::default());
+    let r = start_with(Some(verifier.clone())).await;
+
+    let cert = client(&r, Some("sa-token-web"))
+        .fetch_certificate(&id(WEB), None)
+        .await
+        .unwrap();
+    assert_eq!(cert.identity(), &id(WEB));
+    assert_eq!(verifier.asked.load(Ordering::Relaxed), 1);
+
+    // The verifier's reason reaches the caller.
+    let err = client(&r, Some("sa-token-expired"))
+        .fetch_certificate(&id(WEB), None)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(code(err), Code::Unauthenticated);
+    assert!(msg.contains("has expired"), "{msg}");
+    for token in ["sa-token-other-domain", "tok-unknown-to-everyone"] {
+        let err = client(&r, Some(token))
+            .fetch_certificate(&id(WEB), None)
+            .await
+            .unwrap_err();
+        assert_eq!(code(err), Code::Unauthenticated, "{token}");
+    }
+    assert_eq!(verifier.asked.load(Ordering::Relaxed), 4);
+
+    // A token from the file, and a certificate: the verifier is not asked.
+    let first = Arc::new(
+        client(&r, Some(TOKEN_API))
+            .fetch_certificate(&id(API), None)
+            .await
+            .unwrap(),
+    );
+    client(&r, None)
+        .fetch_certificate(&id(API), Some(first))
+        .await
+        .unwrap();
+    assert_eq!(verifier.asked.load(Ordering::Relaxed), 4);
 }

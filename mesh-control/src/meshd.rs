@@ -343,6 +343,14 @@ impl Meshd {
         let tap: crate::tap::NodeSink = Arc::new(move |n| tap_ctl.raw_node(n));
         let ads_svc = NodeTap::new(ads.into_service(), tap.clone());
         let ca_service = CaService::new(ca.clone(), tokens);
+        // With a cluster, pods' service account tokens are credentials too
+        // (TokenReview), on both ports: every clone shares the verifier.
+        if let Some(k) = &kube {
+            let reviewer =
+                crate::kube::tokenreview::TokenReviewer::new(k.client().clone(), ca.trust_domain())
+                    .with_audiences(config.token_audiences.clone());
+            ca_service.set_token_verifier(Some(Arc::new(reviewer)));
+        }
         let ca_svc = ca_service.clone().into_server();
         let csds_svc = CsdsServer::new(cache.clone()).into_service();
         let xds_serving = Arc::new(AtomicBool::new(false));
@@ -540,9 +548,10 @@ impl SecurePort<'_> {
             mesh_ca::server::server_tls_config(self.ca, serving.certificates()).map_err(ca_err)?;
         // Authenticate outside the tap: a refused caller's node never
         // reaches auto-registration.
-        let ads = tonic::service::interceptor::InterceptedService::new(
+        let ads = crate::secure::Authenticate::new(
             NodeTap::new(self.ads.into_service(), self.tap),
-            crate::secure::Authenticate::new(self.ca_service.clone(), addr),
+            self.ca_service.clone(),
+            addr,
         );
         let incoming = mesh_ca::server::tls_incoming(listener, Arc::new(tls), WHAT);
         let ca_svc = self.ca_service.into_server();

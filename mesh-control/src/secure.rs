@@ -3,24 +3,29 @@
 //! issues and rotates, and with every caller authenticated.
 //!
 //! A caller proves who it is with a mesh client certificate (verified
-//! against the mesh root; its SPIFFE ID is the identity) or with a
-//! bootstrap token (`authorization: Bearer`, the CA's token file). On ADS
-//! a caller with neither is refused (`UNAUTHENTICATED`), and the node it
-//! names must be that identity's namespace and service account
-//! (`PERMISSION_DENIED` otherwise). The CA authenticates by itself
-//! ([`mesh_ca::server`]): a certificate caller gets only its own identity.
+//! against the mesh root; its SPIFFE ID is the identity), with a
+//! bootstrap token (`authorization: Bearer`, the CA's token file) or, with
+//! a Kubernetes source, with its pod's service account token (checked by
+//! TokenReview, [`crate::kube::tokenreview`]). On ADS a caller with none
+//! is refused (`UNAUTHENTICATED`), and the node it names must be that
+//! identity's namespace and service account (`PERMISSION_DENIED`
+//! otherwise). The CA authenticates by itself ([`mesh_ca::server`]): a
+//! certificate caller gets only its own identity.
 //!
 //! Not here: the TLS accept loop and server config (`mesh_ca::server`),
 //! the ADS protocol (`mesh_xds::server`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mesh_ca::server::Authenticated;
 use mesh_ca::{CaService, SpiffeId};
 use mesh_xds::node::NodeInfo;
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
+use tonic::server::NamedService;
+use tonic::Status;
 
 /// The names on meshd's serving certificate: Istio's service names for the
 /// control plane, and the loopback ones. Dial meshd by one of them.
@@ -51,43 +56,114 @@ pub fn serving_names(addr: SocketAddr) -> Vec<String> {
 }
 
 /// Authenticates every call of the TLS port's ADS service (client
-/// certificate first, else bootstrap token, as the CA does) and leaves
-/// the [`Authenticated`] caller in the request's extensions for
-/// [`admit_node`].
+/// certificate first, else bootstrap token, else the CA's token verifier:
+/// [`CaService::authenticate_async`]) and leaves the [`Authenticated`]
+/// caller in the request's extensions, where tonic hands it to the ADS
+/// server and [`admit_node`]. A caller that proves nothing gets an
+/// `UNAUTHENTICATED` response and never reaches `inner`.
+///
+/// The future is boxed: authentication may ask the API server, and runs
+/// once per stream, not per message.
 #[derive(Clone)]
-pub struct Authenticate {
+pub struct Authenticate<S> {
+    inner: S,
     ca: CaService,
     addr: SocketAddr,
 }
 
-impl Authenticate {
-    /// Authenticates with `ca`'s root and tokens; `addr` names the port in
-    /// errors.
+impl<S> Authenticate<S> {
+    /// Authenticates calls to `inner` with `ca`'s root, tokens and token
+    /// verifier; `addr` names the port in errors.
+    pub fn new(inner: S, ca: CaService, addr: SocketAddr) -> Self {
+        Self { inner, ca, addr }
+    }
+}
+
+/// The [`tower::Layer`] of [`Authenticate`].
+#[derive(Clone)]
+pub struct AuthenticateLayer {
+    ca: CaService,
+    addr: SocketAddr,
+}
+
+impl AuthenticateLayer {
+    /// See [`Authenticate::new`].
     pub fn new(ca: CaService, addr: SocketAddr) -> Self {
         Self { ca, addr }
     }
 }
 
-impl Interceptor for Authenticate {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        match self.ca.authenticate(&request) {
-            Ok(caller) => {
-                request.extensions_mut().insert(caller);
-                Ok(request)
-            }
-            Err(e) => Err(Status::unauthenticated(format!(
-                "meshd's TLS xDS port {}: {}; present a mesh workload certificate (mTLS) or \
-                 `authorization: Bearer <token>` with a token from meshd's --ca-tokens file",
-                self.addr,
-                e.message()
-            ))),
-        }
+impl<S> tower::Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate::new(inner, self.ca.clone(), self.addr)
     }
+}
+
+impl<S: NamedService> NamedService for Authenticate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for Authenticate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The service that was polled ready serves this call; the clone
+        // takes its place for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let ca = self.ca.clone();
+        let addr = self.addr;
+        Box::pin(async move {
+            let proven = ca
+                .authenticate_async(request.headers(), request.extensions())
+                .await;
+            match proven {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(e) => Ok(refusal(addr, &e, ca.has_token_verifier()).into_http()),
+            }
+        })
+    }
+}
+
+/// The `UNAUTHENTICATED` status for a caller of the port at `addr`
+/// refused with `e`, saying what credentials would do.
+fn refusal(addr: SocketAddr, e: &Status, kubernetes: bool) -> Status {
+    let service_account = if kubernetes {
+        ", or its pod's Kubernetes service account token for meshd's audience (istio-ca by default)"
+    } else {
+        ""
+    };
+    Status::unauthenticated(format!(
+        "meshd's TLS xDS port {addr}: {}; present a mesh workload certificate (mTLS) or \
+         `authorization: Bearer <token>` with a token from meshd's --ca-tokens file\
+         {service_account}",
+        e.message()
+    ))
 }
 
 /// Whether the stream's node may go on: the caller [`Authenticate`]
 /// proved must be the namespace and service account the node claims. No
-/// proven caller (the interceptor did not run) is refused too.
+/// proven caller ([`Authenticate`] did not run) is refused too.
 pub fn admit_node(node: &NodeInfo, extensions: &tonic::Extensions) -> Result<(), Status> {
     let Some(caller) = extensions.get::<Authenticated>() else {
         return Err(Status::unauthenticated(format!(
@@ -111,6 +187,7 @@ pub fn check_node(node: &NodeInfo, caller: &Authenticated) -> Result<(), String>
     let proof = match caller {
         Authenticated::Certificate(_) => "its client certificate is",
         Authenticated::Token(_) => "its bootstrap token grants",
+        Authenticated::VerifiedToken(_) => "its service account token proves",
     };
     Err(format!(
         "node {:?} claims namespace {namespace:?} and service account {} but {proof} {id}; \

@@ -38,8 +38,9 @@ pub struct MeshdConfig {
     /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
     pub xds_addr: SocketAddr,
     /// Where the same xDS + CA services are served over TLS (istiod's
-    /// 15012), callers authenticated by mesh client certificate or
-    /// bootstrap token; `None` serves plaintext only.
+    /// 15012), callers authenticated by mesh client certificate,
+    /// bootstrap token or (with a Kubernetes source) service account token;
+    /// `None` serves plaintext only.
     pub secure_xds_addr: Option<SocketAddr>,
     /// Where `/healthz`, `/ready`, `/metrics` and `/debug/*` are served.
     pub http_addr: SocketAddr,
@@ -56,6 +57,11 @@ pub struct MeshdConfig {
     pub ca_dir: Option<PathBuf>,
     /// The bootstrap token file (`{"tokens": [...]}`) the CA accepts.
     pub ca_tokens: Option<PathBuf>,
+    /// With a Kubernetes source, the audiences a pod's service account
+    /// token must be for to authenticate to the CA and the TLS xDS port
+    /// (Istio's `TOKEN_AUDIENCES`; checked by TokenReview). Default
+    /// `["istio-ca"]`; empty means the default.
+    pub token_audiences: Vec<String>,
     /// Trust domain of issued identities, and of the mesh when the
     /// MeshConfig does not set one.
     pub trust_domain: String,
@@ -99,6 +105,7 @@ impl MeshdConfig {
             inject: Default::default(),
             ca_dir: None,
             ca_tokens: None,
+            token_audiences: vec![crate::kube::tokenreview::DEFAULT_AUDIENCE.to_string()],
             trust_domain: "cluster.local".to_string(),
             poll_interval: Duration::from_millis(100),
             debounce: Duration::from_millis(100),

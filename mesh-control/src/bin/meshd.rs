@@ -58,6 +58,9 @@ struct Args {
     /// Bootstrap token file for the CA ({"tokens": [{"token", "namespace", "serviceAccount"}]}).
     #[arg(long, env = "MESHD_CA_TOKENS")]
     ca_tokens: Option<PathBuf>,
+    /// With --source kubernetes: audiences a pod's service account token must be for to authenticate to the CA and the TLS xDS port, comma-separated (Istio's TOKEN_AUDIENCES) [default: istio-ca].
+    #[arg(long, env = "MESHD_TOKEN_AUDIENCES", value_delimiter = ',')]
+    token_audiences: Vec<String>,
     /// Trust domain of issued identities [default: cluster.local].
     #[arg(long, env = "MESHD_TRUST_DOMAIN")]
     trust_domain: Option<String>,
@@ -138,6 +141,9 @@ fn config(args: Args) -> Result<MeshdConfig, String> {
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15014)));
     c.ca_dir = args.ca_dir.or(file.ca_dir);
     c.ca_tokens = args.ca_tokens.or(file.ca_tokens);
+    if !args.token_audiences.is_empty() {
+        c.token_audiences = args.token_audiences;
+    }
     if let Some(td) = args.trust_domain.or(file.trust_domain) {
         c.trust_domain = td;
     }

@@ -9,10 +9,14 @@
 //! the store keeps what it had, so nothing serving is lost.
 //!
 //! [`webhook`] serves the validating webhook and, from [`inject`], the
-//! mutating one that joins pods to the mesh.
+//! mutating one that joins pods to the mesh. The same client also checks
+//! service account tokens for the CA and the TLS xDS port
+//! ([`tokenreview`]); [`ca_secret`] keeps the root in a Secret, and the
+//! elected leader ([`leader`]) writes status and root ConfigMaps
+//! ([`publish`]).
 //!
-//! Not here: writing to the cluster (status, the CA Secret), which only
-//! the elected leader does.
+//! Not here: the registry and compiler the objects feed (mesh-core), and
+//! xDS (mesh-xds).
 
 pub mod ca_secret;
 pub mod convert;
@@ -20,6 +24,7 @@ pub mod inject;
 pub mod leader;
 pub mod publish;
 pub mod store;
+pub mod tokenreview;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -152,10 +157,10 @@ pub async fn client(settings: &KubeSettings) -> Result<Client> {
 }
 
 /// The running watchers.
-#[derive(Debug)]
 pub struct KubeSource {
     store: KubeStore,
     resources: HashMap<Kind, ApiResource>,
+    client: Client,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -190,6 +195,7 @@ impl KubeSource {
         Self {
             store,
             resources,
+            client,
             tasks,
         }
     }
@@ -207,6 +213,21 @@ impl KubeSource {
     /// The store the watchers fill.
     pub fn store(&self) -> &KubeStore {
         &self.store
+    }
+
+    /// The client the watchers use, for other calls to the same API server
+    /// (TokenReviews).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("store", &self.store)
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
     }
 }
 
