@@ -247,7 +247,16 @@ fn bookinfo_applied_with_the_api_routes_the_sdk_and_follows_edits() {
         })
         .await;
         slice(&cluster, false).await;
-        until_all(&mesh, "v1").await;
+        // A withdrawn endpoint: wait until the SDK holds the new EDS
+        // (answers alone could all come from v1 by chance before it lands).
+        eventually("the SDK drops v2's endpoint", || async {
+            mesh.current()
+                .clusters
+                .values()
+                .filter(|c| c.host.starts_with("reviews.") && c.subset.is_none())
+                .all(|c| c.endpoints.iter().all(|e| e.address != pod_ip(12).to_string()))
+        })
+        .await;
         assert!(answers(&mesh, 20).await.iter().all(|b| b == "v1"));
 
         // An invalid VirtualService that got in (no webhook here; the
