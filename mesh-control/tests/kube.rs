@@ -13,35 +13,23 @@
 
 mod common;
 
-use std::future::Future;
+use common::kube::{eventually, in_private_netns, meshd, meshd_config};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use mesh_control::kube::KubeSettings;
-use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
+use mesh_control::{Meshd, MeshdHandle};
 use mesh_test_support::backends::named_on;
-use mesh_test_support::kube::netns::{self, pod_ip};
-use mesh_test_support::kube::{istio_crds, KubeCluster, TestPod, ADMIN};
+use mesh_test_support::kube::netns::pod_ip;
+use mesh_test_support::kube::{istio_crds, KubeCluster, TestPod};
 use mesh_test_support::sdk::get;
 use mesh_tower::Mesh;
 
 const NS: &str = "bookinfo";
 const REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080/";
-
-/// Enters a private network namespace, then runs `test` on a runtime whose
-/// threads start inside it.
-fn in_private_netns<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
-    netns::enter_private();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test());
-}
 
 /// bookinfo's reviews: the Service, its DestinationRule with subsets and a
 /// VirtualService sending everything to `subset`.
@@ -80,8 +68,6 @@ spec:
 /// servers at their pod IPs, their EndpointSlice and a Node.
 async fn bookinfo(cluster: &KubeCluster) {
     cluster.apply_yaml(&istio_crds()).await;
-    // meshd's own namespace: its CA Secret lives there.
-    cluster.create_namespace("istio-system").await;
     cluster.create_namespace(NS).await;
     cluster
         .create_node(
@@ -137,15 +123,6 @@ endpoints:
         .await;
 }
 
-/// meshd reading only the cluster, as the admin.
-async fn meshd(cluster: &KubeCluster) -> MeshdHandle {
-    let mut config = MeshdConfig::kubernetes(KubeSettings {
-        kubeconfig: Some(cluster.kubeconfig(ADMIN)),
-    });
-    config.kube_sync_timeout = Duration::from_secs(20);
-    Meshd::start(config).await.unwrap()
-}
-
 /// The SDK as bookinfo's productpage, fed by `meshd`.
 async fn productpage(meshd: &MeshdHandle) -> Mesh {
     Mesh::xds([format!("http://{}", meshd.xds_addr())])
@@ -154,22 +131,6 @@ async fn productpage(meshd: &MeshdHandle) -> Mesh {
         .build()
         .await
         .unwrap()
-}
-
-/// Polls `f` every 50 ms for up to 15 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within 15s");
 }
 
 /// Bodies of `n` GETs of reviews.
@@ -254,7 +215,11 @@ fn bookinfo_applied_with_the_api_routes_the_sdk_and_follows_edits() {
                 .clusters
                 .values()
                 .filter(|c| c.host.starts_with("reviews.") && c.subset.is_none())
-                .all(|c| c.endpoints.iter().all(|e| e.address != pod_ip(12).to_string()))
+                .all(|c| {
+                    c.endpoints
+                        .iter()
+                        .all(|e| e.address != pod_ip(12).to_string())
+                })
         })
         .await;
         assert!(answers(&mesh, 20).await.iter().all(|b| b == "v1"));
@@ -519,15 +484,10 @@ fn the_leader_publishes_the_root_and_writes_analysis_to_status() {
     in_private_netns(|| async {
         let cluster = KubeCluster::start().await;
         bookinfo(&cluster).await;
-        let start = |cluster: &KubeCluster| {
-            let mut config = MeshdConfig::kubernetes(KubeSettings {
-                kubeconfig: Some(cluster.kubeconfig(ADMIN)),
-            });
-            config.kube_lease = Duration::from_secs(2);
-            Meshd::start(config)
-        };
-        let a = start(&cluster).await.unwrap();
-        let b = start(&cluster).await.unwrap();
+        let mut config = meshd_config(&cluster).await;
+        config.kube_lease = Duration::from_secs(2);
+        let a = Meshd::start(config.clone()).await.unwrap();
+        let b = Meshd::start(config).await.unwrap();
         eventually("one replica leads", || async {
             a.is_leader() != b.is_leader()
         })

@@ -12,38 +12,19 @@
 //! network namespace per test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
+
+use common::kube::{eventually, in_private_netns, meshd};
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use mesh_control::kube::inject::{namespace_labels, STATUS_ANNOTATION};
-use mesh_control::kube::KubeSettings;
-use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
-use mesh_test_support::kube::netns;
-use mesh_test_support::kube::{KubeCluster, ADMIN};
+use mesh_test_support::kube::KubeCluster;
 use serde_json::{json, Value};
 
 const NS: &str = "shop";
 const PLAIN_NS: &str = "plain";
-
-fn in_private_netns<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-    netns::enter_private();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test());
-}
-
-async fn meshd(cluster: &KubeCluster) -> MeshdHandle {
-    let mut config = MeshdConfig::kubernetes(KubeSettings {
-        kubeconfig: Some(cluster.kubeconfig(ADMIN)),
-    });
-    config.kube_sync_timeout = Duration::from_secs(20);
-    Meshd::start(config).await.unwrap()
-}
 
 async fn namespace(cluster: &KubeCluster, name: &str, labels: Value) {
     let ns: Namespace = serde_json::from_value(json!({
@@ -88,21 +69,6 @@ fn injected(p: &Value) -> bool {
     p["metadata"]["annotations"]
         .get(STATUS_ANNOTATION)
         .is_some()
-}
-
-/// Polls `f` every 100 ms for up to 20 s.
-async fn eventually<Fut: std::future::Future<Output = bool>>(
-    what: &str,
-    mut f: impl FnMut() -> Fut,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not within 20s");
 }
 
 #[test]

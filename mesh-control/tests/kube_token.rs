@@ -13,7 +13,8 @@
 
 mod common;
 
-use std::future::Future;
+use common::kube::{in_private_netns, meshd};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +24,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use mesh_ca::{CaClient, CaClientConfig, SpiffeId, TrustBundle};
-use mesh_control::kube::KubeSettings;
-use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
-use mesh_test_support::kube::netns;
+use mesh_control::MeshdHandle;
 use mesh_test_support::kube::{istio_crds, KubeCluster, ADMIN};
 use mesh_tower::{CaOptions, Mesh};
 use mesh_xds::pb::envoy::config::core::v3::Node;
@@ -41,18 +40,6 @@ const NS: &str = "shop";
 const SA: &str = "cart";
 const OTHER_SA: &str = "payments";
 const HOST: &str = "api.shop.example";
-
-/// Enters a private network namespace, then runs `test` on a runtime whose
-/// threads start inside it.
-fn in_private_netns<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
-    netns::enter_private();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test());
-}
 
 /// A cluster with Istio's CRDs, namespace [`NS`], its service accounts
 /// [`SA`] and [`OTHER_SA`], and a ServiceEntry meshd serves.
@@ -85,15 +72,6 @@ spec:
         ))
         .await;
     cluster
-}
-
-/// meshd reading only the cluster, as the admin (allowed TokenReviews).
-async fn meshd(cluster: &KubeCluster) -> MeshdHandle {
-    let mut config = MeshdConfig::kubernetes(KubeSettings {
-        kubeconfig: Some(cluster.kubeconfig(ADMIN)),
-    });
-    config.kube_sync_timeout = Duration::from_secs(20);
-    Meshd::start(config).await.unwrap()
 }
 
 /// A token for `sa` in [`NS`] from the TokenRequest API (what the kubelet

@@ -3,6 +3,8 @@
 //! gRPC xDS client, and a plain HTTP/1.1 GET.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod kube;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
