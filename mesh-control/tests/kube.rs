@@ -593,3 +593,49 @@ spec:
         follower.shutdown().await;
     });
 }
+
+#[test]
+fn files_and_the_cluster_serve_together() {
+    in_private_netns(|| async {
+        let cluster = KubeCluster::start().await;
+        bookinfo(&cluster).await;
+        // The file half: a DestinationRule-free VirtualService for a
+        // ServiceEntry host, next to the cluster's reviews.
+        let dir = tempfile::tempdir().unwrap();
+        let ratings = named_on(SocketAddr::new(pod_ip(31), 9080), "ratings-from-files").await;
+        std::fs::write(
+            dir.path().join("ratings.yaml"),
+            format!(
+                r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ratings, namespace: {NS}}}
+spec:
+  hosts: [ratings.bookinfo.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: "{}"}}]
+"#,
+                ratings.ip()
+            ),
+        )
+        .unwrap();
+        let mut config = meshd_config(&cluster).await;
+        config.config_dir = Some(dir.path().to_path_buf());
+        let meshd = Meshd::start(config).await.unwrap();
+        let mesh = productpage(&meshd).await;
+        until_all(&mesh, "v2").await;
+        let client = mesh.http_client();
+        let (status, flags, body) =
+            get(&client, "http://ratings.bookinfo.svc.cluster.local:9080/").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "ratings-from-files"),
+            "{flags}"
+        );
+        let g = meshd.controller().generation().unwrap();
+        assert_eq!(g.files.len(), 1, "{:?}", g.files);
+        assert!(g.kube_objects > 0);
+        meshd.shutdown().await;
+    });
+}
