@@ -6,7 +6,8 @@
 //!
 //! It tells the fleet when it is configured (an ACKed resource for every
 //! name it asked for, every dependency asked for) and, once configured,
-//! each time a route configuration's content changes (the edit).
+//! each time a route configuration's content changes (the edit) or an
+//! endpoint set's content changes (an EndpointSlice change).
 //!
 //! Not here: checking what the resources mean.
 
@@ -39,7 +40,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::config::{NAMESPACE, PORT};
+use crate::config::PORT;
 
 /// The type URLs in the order a gRPC client walks them.
 pub const TYPES: [&str; 4] = [
@@ -68,6 +69,14 @@ pub enum Event {
         /// When.
         at: Instant,
     },
+    /// After being configured, an endpoint set (EDS `ClusterLoadAssignment`)
+    /// changed and was ACKed.
+    EndpointsChanged {
+        /// Client index.
+        client: usize,
+        /// When.
+        at: Instant,
+    },
     /// The stream ended or failed; the client reconnects after a backoff.
     Ended {
         /// Client index.
@@ -88,16 +97,16 @@ pub fn inbound_listener(c: usize) -> String {
     format!("xds.istio.io/grpc/lds/inbound/{}:{}", ip(c), PORT)
 }
 
-/// Client `c`'s node, as a proxyless gRPC client in Istio sends it: id
-/// `sidecar~IP~POD.NS~NS.svc.cluster.local`, `GENERATOR: grpc`, namespace,
-/// labels, service account, cluster, Istio version. Identities are shared
-/// by groups of `apps` clients.
-pub fn node(c: usize, apps: usize) -> Node {
+/// Client `c`'s node in `namespace`, as a proxyless gRPC client in Istio
+/// sends it: id `sidecar~IP~POD.NS~NS.svc.cluster.local`, `GENERATOR:
+/// grpc`, namespace, labels, service account, cluster, Istio version.
+/// Identities are shared by groups of `apps` clients.
+pub fn node(c: usize, apps: usize, namespace: &str) -> Node {
     let app = format!("client-{}", c % apps.max(1));
     let ip = ip(c);
     let md = json!({
         "GENERATOR": "grpc",
-        "NAMESPACE": NAMESPACE,
+        "NAMESPACE": namespace,
         "LABELS": {"app": app, "version": "v1"},
         "SERVICE_ACCOUNT": app,
         "WORKLOAD_NAME": app,
@@ -107,7 +116,7 @@ pub fn node(c: usize, apps: usize) -> Node {
     });
     let metadata = md.as_object().map(types::json_to_struct);
     Node {
-        id: format!("sidecar~{ip}~{app}-{c}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"),
+        id: format!("sidecar~{ip}~{app}-{c}.{namespace}~{namespace}.svc.cluster.local"),
         cluster: app,
         metadata,
         user_agent_name: "grpc-go".into(),
@@ -234,7 +243,7 @@ impl State {
 
     /// Takes resources of type `t` (`full`: a SotW response of a type
     /// whose responses hold every subscribed resource). Returns whether a
-    /// route configuration's content changed.
+    /// resource held before changed its content.
     fn take(&mut self, t: usize, resources: &[Any], removed: &[String], full: bool) -> bool {
         let w = &mut self.watches[t];
         if full {
@@ -248,7 +257,7 @@ impl State {
             if let Some((name, deps)) = decode(t, any) {
                 let h = hash(&any.value);
                 let old = w.got.insert(name, (h, deps));
-                if t == 1 && old.is_some_and(|(o, _)| o != h) {
+                if old.is_some_and(|(o, _)| o != h) {
                     changed = true;
                 }
             }
@@ -327,17 +336,26 @@ pub async fn run(
     }
 }
 
+/// Tells the fleet what a response of type `t` did: a changed route
+/// configuration or endpoint set (once configured), or the client now
+/// configured.
 fn after_response(
     index: usize,
     state: &mut State,
-    route_changed: bool,
+    t: usize,
+    changed: bool,
     events: &mpsc::UnboundedSender<Event>,
 ) {
-    if state.configured && route_changed {
-        let _ = events.send(Event::RouteChanged {
-            client: index,
-            at: Instant::now(),
-        });
+    if state.configured && changed {
+        let at = Instant::now();
+        let event = match t {
+            1 => Some(Event::RouteChanged { client: index, at }),
+            3 => Some(Event::EndpointsChanged { client: index, at }),
+            _ => None,
+        };
+        if let Some(e) = event {
+            let _ = events.send(e);
+        }
     }
     if !state.configured && state.is_configured() {
         state.configured = true;
@@ -433,7 +451,7 @@ async fn run_sotw(
                 return ("request channel closed".into(), got_any);
             }
         }
-        after_response(index, state, changed, events);
+        after_response(index, state, t, changed, events);
     }
 }
 
@@ -502,6 +520,6 @@ async fn run_delta(
                 return ("request channel closed".into(), got_any);
             }
         }
-        after_response(index, state, changed, events);
+        after_response(index, state, t, changed, events);
     }
 }

@@ -1,7 +1,8 @@
 //! N simulated clients over C HTTP/2 connections (one tonic `Channel` per
 //! connection, the clients' ADS streams multiplexed on it), and the
 //! bookkeeping of when each client was configured and when each took the
-//! edit.
+//! edit (a changed route configuration) or an endpoint change (a changed
+//! endpoint set).
 //!
 //! Not here: the server process, timing of CPU or memory.
 
@@ -15,7 +16,48 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::client::{self, Event};
 use crate::config;
+use crate::kube::Layout;
 use crate::LoadError;
+
+/// What the services are and what the clients call them.
+#[derive(Debug, Clone, Default)]
+pub enum Naming {
+    /// The generated ServiceEntries of [`config`]: hosts
+    /// `svc-N.load.svc.cluster.local`, every client in namespace `load`.
+    #[default]
+    Load,
+    /// The Kubernetes Services of a [`Layout`]: hosts
+    /// `svc-N.ns-M.svc.cluster.local`, client `c` in the `c`-th
+    /// application namespace (round robin).
+    Kube(Layout),
+}
+
+impl Naming {
+    /// The listener a client asks for to reach service `i`.
+    pub fn listener(&self, i: usize) -> String {
+        match self {
+            Naming::Load => config::listener(i),
+            Naming::Kube(l) => l.listener(i),
+        }
+    }
+
+    /// Client `c`'s namespace.
+    pub fn client_namespace(&self, c: usize) -> String {
+        match self {
+            Naming::Load => config::NAMESPACE.to_string(),
+            Naming::Kube(l) => l.namespace(c),
+        }
+    }
+}
+
+/// Which kind of change a client reports after being configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A route configuration (RDS) changed: a VirtualService edit.
+    Route,
+    /// An endpoint set (EDS) changed: an EndpointSlice edit.
+    Endpoints,
+}
 
 /// The fleet's shape.
 #[derive(Debug, Clone)]
@@ -35,6 +77,8 @@ pub struct FleetSpec {
     /// Every app also serves the gRPC port (see [`config::apps_yaml`]):
     /// each client asks for its server listener too.
     pub serving: bool,
+    /// What the services are called.
+    pub naming: Naming,
 }
 
 /// A running fleet; dropping it ends every stream.
@@ -47,6 +91,9 @@ pub struct Fleet {
     /// When each client first saw a changed route since the last
     /// [`Fleet::mark_edit`].
     edited: Vec<Option<Instant>>,
+    /// When each client first saw a changed endpoint set since the last
+    /// [`Fleet::mark_edit`].
+    endpoints_changed: Vec<Option<Instant>>,
     /// Streams that ended (and were reopened), and the first reason.
     ended: usize,
     first_end: Option<String>,
@@ -107,7 +154,7 @@ impl Fleet {
         for c in 0..spec.clients {
             let mut listeners: Vec<String> = config::targets(c, spec.targets, spec.services)
                 .into_iter()
-                .map(config::listener)
+                .map(|i| spec.naming.listener(i))
                 .collect();
             if spec.serving {
                 listeners.push(client::inbound_listener(c));
@@ -115,7 +162,7 @@ impl Fleet {
             let channel = channels[c % channels.len()].clone();
             tasks.spawn(client::run(
                 c,
-                client::node(c, spec.apps),
+                client::node(c, spec.apps, &spec.naming.client_namespace(c)),
                 listeners,
                 channel,
                 spec.delta,
@@ -125,6 +172,7 @@ impl Fleet {
         Ok(Self {
             configured: vec![None; spec.clients],
             edited: vec![None; spec.clients],
+            endpoints_changed: vec![None; spec.clients],
             ended: 0,
             first_end: None,
             resources: [0; 4],
@@ -149,6 +197,9 @@ impl Fleet {
             }
             Event::RouteChanged { client, at } => {
                 self.edited[client].get_or_insert(at);
+            }
+            Event::EndpointsChanged { client, at } => {
+                self.endpoints_changed[client].get_or_insert(at);
             }
             Event::Ended { why, .. } => {
                 self.ended += 1;
@@ -211,12 +262,13 @@ impl Fleet {
             .await
     }
 
-    /// Forgets earlier route changes: the edit starts now.
+    /// Forgets earlier route and endpoint changes: the edit starts now.
     pub fn mark_edit(&mut self) {
         while let Ok(e) = self.events.try_recv() {
             self.absorb(e);
         }
         self.edited = vec![None; self.spec.clients];
+        self.endpoints_changed = vec![None; self.spec.clients];
     }
 
     /// The clients that target service `i`.
@@ -229,13 +281,39 @@ impl Fleet {
     /// Waits until every client in `affected` saw a changed route since
     /// [`Fleet::mark_edit`], or `deadline`.
     pub async fn wait_edited(&mut self, affected: Vec<bool>, deadline: Instant) -> Progress {
-        self.wait_for(move |f| (affected.clone(), f.edited.clone()), deadline)
-            .await
+        self.wait_changed(Change::Route, affected, deadline).await
+    }
+
+    /// Waits until every client in `affected` saw a `change` since
+    /// [`Fleet::mark_edit`], or `deadline`.
+    pub async fn wait_changed(
+        &mut self,
+        change: Change,
+        affected: Vec<bool>,
+        deadline: Instant,
+    ) -> Progress {
+        self.wait_for(
+            move |f| (affected.clone(), f.changed_times(change).to_vec()),
+            deadline,
+        )
+        .await
+    }
+
+    fn changed_times(&self, change: Change) -> &[Option<Instant>] {
+        match change {
+            Change::Route => &self.edited,
+            Change::Endpoints => &self.endpoints_changed,
+        }
     }
 
     /// Clients that saw a changed route since the mark (affected or not).
     pub fn edited_count(&self) -> usize {
-        self.edited.iter().flatten().count()
+        self.changed_count(Change::Route)
+    }
+
+    /// Clients that saw a `change` since the mark (affected or not).
+    pub fn changed_count(&self, change: Change) -> usize {
+        self.changed_times(change).iter().flatten().count()
     }
 
     /// Drains events for `d` (keeps the bookkeeping current while idle).

@@ -10,20 +10,25 @@
 //! VirtualService edit; `--server both` runs meshd then istiod on the same
 //! generated YAML and prints meshd / istiod ratios.
 //!
-//! Rooms: [`config`] writes the Istio YAML (and the edit), [`client`] is
+//! Rooms: [`config`] writes the Istio YAML (and the edit), [`kube`] the
+//! Kubernetes objects of a scale run (as JSON for the API and as files),
+//! [`client`] is
 //! one simulated client, [`fleet`] runs N of them and collects when each is
 //! configured or has taken the edit, [`server`] starts and samples the
 //! control plane process, [`run`] ties one measurement together and
 //! [`report`] prints it.
 //!
 //! Not here: any xDS semantics checks (the clients only follow names), and
-//! anything that needs a Kubernetes API server.
+//! talking to a Kubernetes API server: the scale bench
+//! (`benches/kube_scale/`) does that with the test harness, which this
+//! library never depends on.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
 pub mod fleet;
 pub mod istiod;
+pub mod kube;
 pub mod report;
 pub mod run;
 pub mod server;
@@ -42,6 +47,9 @@ pub enum LoadError {
     /// The control plane did not start or died.
     #[error("{0}")]
     Server(String),
+    /// A change to the config (a request to an API server) failed.
+    #[error("making the change: {0}")]
+    Change(String),
     /// A connection to the control plane failed.
     #[error("connecting to {addr}: {source}")]
     Connect {

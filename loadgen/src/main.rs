@@ -159,6 +159,7 @@ async fn main_async(args: Args) -> Result<(), String> {
             delta: args.delta,
             apps: args.apps,
             serving: args.serving,
+            naming: Default::default(),
         },
         edit: args.edit,
         timeout: Duration::from_secs(args.timeout),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config;
-use crate::fleet::{Fleet, FleetSpec, Progress};
+use crate::fleet::{Change, Fleet, FleetSpec, Progress};
 use crate::server::{self, Kind, Sample, Server};
 use crate::LoadError;
 
@@ -34,16 +34,16 @@ pub struct Plan {
     pub max_rss_kib: Option<u64>,
 }
 
-/// The edit's result.
+/// The edit's result (or any one change's: see [`time_change`]).
 #[derive(Debug, Clone)]
 pub struct EditResult {
     /// Clients that target the edited service, and how many of them
-    /// ACKed the changed route in time.
+    /// ACKed the changed route (or endpoints) in time.
     pub progress: Progress,
-    /// From writing the file until the last affected client ACKed (or
+    /// From writing the change until the last affected client ACKed (or
     /// the deadline).
     pub time: Duration,
-    /// Clients that saw a changed route, affected or not.
+    /// Clients that saw the change, affected or not.
     pub changed: usize,
     /// Server CPU seconds from the write until the last ACK.
     pub cpu_s: Option<f64>,
@@ -145,23 +145,14 @@ pub async fn measure(
         initial,
     };
     if plan.edit && m.initial.complete() {
-        fleet.mark_edit();
         let affected = fleet.affected_by(EDITED);
-        let at_edit = sample(pid);
-        let start = Instant::now();
-        config::edit(dir, EDITED, config::BASE_TIMEOUT_S + 1)?;
-        let progress = fleet.wait_edited(affected, start + plan.timeout).await;
-        let acked = sample(pid);
-        let time = progress.at.saturating_duration_since(start);
-        fleet.idle(plan.settle).await;
-        let after = sample(pid);
-        m.edit = Some(EditResult {
-            time,
-            changed: fleet.edited_count(),
-            cpu_s: cpu_between(at_edit, acked),
-            cpu_settled_s: cpu_between(at_edit, after),
-            progress,
-        });
+        let apply = async { config::edit(dir, EDITED, config::BASE_TIMEOUT_S + 1) };
+        let timing = Timing {
+            pid,
+            timeout: plan.timeout,
+            settle: plan.settle,
+        };
+        m.edit = Some(time_change(&mut fleet, Change::Route, affected, apply, timing).await?);
     }
     m.final_peak_rss_kib = sample(pid).map(|s| s.hwm_kib);
     fleet.stop().await;
@@ -170,6 +161,49 @@ pub async fn measure(
         m.killed_over_rss = matches!(g.await, Ok(true));
     }
     Ok(m)
+}
+
+/// How [`time_change`] bounds and samples a change.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The server process, for CPU (none: no CPU figures).
+    pub pid: Option<u32>,
+    /// Bound on the wait for every affected client.
+    pub timeout: Duration,
+    /// Quiet time after the last ACK before the settled CPU is read.
+    pub settle: Duration,
+}
+
+/// Times one change: forgets earlier changes, runs `apply` (the write:
+/// a file, or a request to an API server), then waits until every client
+/// in `affected` has ACKed a `change` (or the timeout), and reads the
+/// server's CPU at the write, at the last ACK and after the settle time.
+/// The time runs from just before `apply` starts.
+pub async fn time_change(
+    fleet: &mut Fleet,
+    change: Change,
+    affected: Vec<bool>,
+    apply: impl std::future::Future<Output = Result<(), LoadError>>,
+    timing: Timing,
+) -> Result<EditResult, LoadError> {
+    fleet.mark_edit();
+    let at_edit = sample(timing.pid);
+    let start = Instant::now();
+    apply.await?;
+    let progress = fleet
+        .wait_changed(change, affected, start + timing.timeout)
+        .await;
+    let acked = sample(timing.pid);
+    let time = progress.at.saturating_duration_since(start);
+    fleet.idle(timing.settle).await;
+    let after = sample(timing.pid);
+    Ok(EditResult {
+        time,
+        changed: fleet.changed_count(change),
+        cpu_s: cpu_between(at_edit, acked),
+        cpu_settled_s: cpu_between(at_edit, after),
+        progress,
+    })
 }
 
 /// Samples `pid` every 200 ms; kills it (by its id, with `kill -9`) when

@@ -1,5 +1,6 @@
 //! The control plane under load, as a child process: meshd
-//! (`meshd --config DIR`) or istiod (`pilot-discovery discovery
+//! (`meshd --config DIR`, or `meshd --source kubernetes` on an API
+//! server) or istiod (`pilot-discovery discovery
 //! --registries= --configDir=DIR`, run the way tests/src/istiod.rs runs
 //! it: plaintext xDS on a free loopback port, no CA, no Kubernetes), its
 //! readiness, and its RSS and CPU read from `/proc/<pid>`.
@@ -36,8 +37,22 @@ impl Kind {
     }
 }
 
-/// Longest a server may take to become ready.
+/// Longest a server may take to become ready (see [`Server::start`]).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where a control plane reads its config.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A directory of YAML (both meshd and istiod).
+    Files(&'a Path),
+    /// A Kubernetes API server, through a kubeconfig file (meshd only:
+    /// `--source kubernetes`, namespace `istio-system`, no webhook and no
+    /// TLS xDS port).
+    Kubernetes {
+        /// The kubeconfig file.
+        kubeconfig: &'a Path,
+    },
+}
 
 /// istiod's log line once it serves xDS.
 const ISTIOD_READY: &str = "marking server ready";
@@ -102,6 +117,7 @@ pub struct Server {
     xds: SocketAddr,
     http: SocketAddr,
     log: PathBuf,
+    ready_after: Duration,
     _scratch: tempfile::TempDir,
 }
 
@@ -127,6 +143,19 @@ impl Server {
         dir: &Path,
         env: &[(String, String)],
     ) -> Result<Self, LoadError> {
+        Self::start_from(kind, bin, Source::Files(dir), env, READY_TIMEOUT).await
+    }
+
+    /// Starts `kind` from binary `bin` on `source` with extra environment
+    /// `env`, and waits (at most `ready_within`) until it is ready and
+    /// serves xDS; [`Server::ready_after`] says how long that took.
+    pub async fn start_from(
+        kind: Kind,
+        bin: &Path,
+        source: Source<'_>,
+        env: &[(String, String)],
+        ready_within: Duration,
+    ) -> Result<Self, LoadError> {
         let scratch = tempfile::tempdir().map_err(|e| LoadError::io("creating a temp dir", e))?;
         let log = scratch.path().join(format!("{}.log", kind.name()));
         let log_file = std::fs::File::create(&log)
@@ -137,11 +166,28 @@ impl Server {
         let xds = loopback(free_port()?);
         let http = loopback(free_port()?);
         let mut cmd = Command::new(bin);
+        let dir = match (kind, source) {
+            (_, Source::Files(dir)) => dir,
+            (Kind::Meshd, Source::Kubernetes { kubeconfig }) => {
+                cmd.args(["--source", "kubernetes", "--kube-namespace"])
+                    .arg(crate::kube::SYSTEM_NAMESPACE)
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["--webhook-addr", "off"]);
+                scratch.path()
+            }
+            (Kind::Istiod, Source::Kubernetes { .. }) => {
+                return Err(LoadError::Server(
+                    "istiod is only run on files here (--registries= --configDir=DIR)".into(),
+                ))
+            }
+        };
         match kind {
             Kind::Meshd => {
-                cmd.arg("--config")
-                    .arg(dir)
-                    .arg("--xds-addr")
+                if let Source::Files(dir) = source {
+                    cmd.arg("--config").arg(dir);
+                }
+                cmd.arg("--xds-addr")
                     .arg(xds.to_string())
                     .arg("--http-addr")
                     .arg(http.to_string())
@@ -178,6 +224,7 @@ impl Server {
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err))
             .kill_on_drop(true);
+        let spawned = Instant::now();
         let child = cmd
             .spawn()
             .map_err(|e| LoadError::io(format!("starting {}", bin.display()), e))?;
@@ -191,14 +238,16 @@ impl Server {
             xds,
             http,
             log,
+            ready_after: Duration::ZERO,
             _scratch: scratch,
         };
-        me.wait_ready().await?;
+        me.wait_ready(spawned + ready_within).await?;
+        me.ready_after = spawned.elapsed();
         Ok(me)
     }
 
-    async fn wait_ready(&mut self) -> Result<(), LoadError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    async fn wait_ready(&mut self, deadline: Instant) -> Result<(), LoadError> {
+        let within = deadline.saturating_duration_since(Instant::now());
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(self.failure(format!("exited with {status} before it was ready")));
@@ -209,9 +258,9 @@ impl Server {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(self.failure(format!("not ready within {READY_TIMEOUT:?}")));
+                return Err(self.failure(format!("not ready within {within:?}")));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -238,6 +287,18 @@ impl Server {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// From starting the process until it was ready (`/ready` answered
+    /// 200, or istiod's ready line) and its xDS port accepted a
+    /// connection.
+    pub fn ready_after(&self) -> Duration {
+        self.ready_after
+    }
+
+    /// Where its stdout and stderr go (removed when it is dropped).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Lines of its log that contain `needle` (e.g. istiod's `ACK ERROR`).

@@ -29,6 +29,7 @@ async fn smoke(delta: bool, serving: bool) {
             delta,
             apps: 4,
             serving,
+            naming: Default::default(),
         },
         edit: true,
         timeout: Duration::from_secs(30),
