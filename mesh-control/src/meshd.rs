@@ -441,6 +441,7 @@ impl Meshd {
                     client.clone(),
                     source.store().clone(),
                     ca.trust_bundle().to_pem(),
+                    config.kube_resync,
                     elector.leader(),
                 )));
                 tasks.push(tokio::spawn(crate::kube::publish::statuses(

@@ -33,6 +33,9 @@ pub struct MeshdConfig {
     /// How long a leader's Lease lasts without renewal: the longest the
     /// leader's writes (status, root ConfigMaps) pause when it dies.
     pub kube_lease: Duration,
+    /// How often the leader rewrites every `istio-ca-root-cert`, restoring
+    /// one that was deleted or edited.
+    pub kube_resync: Duration,
     /// A MeshConfig file (`meshConfig` of Istio's install), if any.
     pub mesh_config: Option<PathBuf>,
     /// Where the xDS + CA gRPC server listens (plaintext, like istiod's 15010).
@@ -97,6 +100,7 @@ impl MeshdConfig {
             kube_sync_timeout: Duration::from_secs(30),
             kube_namespace: "istio-system".to_string(),
             kube_lease: Duration::from_secs(15),
+            kube_resync: Duration::from_secs(60),
             mesh_config: None,
             xds_addr: loopback,
             secure_xds_addr: Some(loopback),

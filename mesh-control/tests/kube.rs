@@ -486,6 +486,7 @@ fn the_leader_publishes_the_root_and_writes_analysis_to_status() {
         bookinfo(&cluster).await;
         let mut config = meshd_config(&cluster).await;
         config.kube_lease = Duration::from_secs(2);
+        config.kube_resync = Duration::from_secs(1);
         let a = Meshd::start(config.clone()).await.unwrap();
         let b = Meshd::start(config).await.unwrap();
         eventually("one replica leads", || async {
@@ -513,6 +514,16 @@ fn the_leader_publishes_the_root_and_writes_analysis_to_status() {
         cluster.create_namespace("late").await;
         eventually("a new namespace gets it too", || async {
             configmap("late").await.as_deref() == Some(root.as_str())
+        })
+        .await;
+        // A deleted one comes back.
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster.client(), NS)
+            .delete("istio-ca-root-cert", &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(configmap(NS).await, None);
+        eventually("a deleted istio-ca-root-cert comes back", || async {
+            configmap(NS).await.as_deref() == Some(root.as_str())
         })
         .await;
 

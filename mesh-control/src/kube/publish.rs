@@ -38,15 +38,19 @@ pub const FIELD_MANAGER: &str = "meshd";
 const TICK: Duration = Duration::from_millis(200);
 
 /// Publishes the root into every namespace the store knows, while
-/// `leader` is true.
+/// `leader` is true, and all of them again every `resync`, so a ConfigMap
+/// that was deleted or edited comes back (an unchanged apply writes
+/// nothing).
 pub async fn root_configmaps(
     client: Client,
     store: KubeStore,
     root_pem: String,
+    resync: Duration,
     mut leader: watch::Receiver<bool>,
 ) {
     let mut done: HashSet<String> = HashSet::new();
     let mut seen_version = None;
+    let mut last_full = tokio::time::Instant::now();
     loop {
         if !*leader.borrow_and_update() {
             done.clear();
@@ -55,6 +59,11 @@ pub async fn root_configmaps(
                 return;
             }
             continue;
+        }
+        if last_full.elapsed() >= resync {
+            last_full = tokio::time::Instant::now();
+            done.clear();
+            seen_version = None;
         }
         let version = store.version();
         if seen_version != Some(version) {
