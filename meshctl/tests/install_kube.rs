@@ -17,20 +17,13 @@ use mesh_control::{Meshd, MeshdConfig};
 use mesh_test_support::kube::{KubeCluster, MESHD};
 use meshctl::install::{self, rbac, InstallOptions};
 
-/// Polls `f` every 100 ms for up to 20 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
+/// Polls `f` for up to 20 s.
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not within 20s");
+    mesh_test_support::wait::eventually(what, Duration::from_secs(20), f).await;
 }
 
 /// The install's bindings, with the harness's `meshd` user as subject in

@@ -45,18 +45,11 @@ pub async fn meshd(cluster: &KubeCluster) -> MeshdHandle {
     Meshd::start(meshd_config(cluster).await).await.unwrap()
 }
 
-/// Polls `f` every 50 ms for up to 20 s.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
+/// Polls `f` for up to 20 s (API round trips, pushes).
+pub async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within 20s");
+    mesh_test_support::wait::eventually(what, Duration::from_secs(20), f).await;
 }
