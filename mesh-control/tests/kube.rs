@@ -650,3 +650,74 @@ spec:
         meshd.shutdown().await;
     });
 }
+
+/// The repo's bookinfo (`examples/bookinfo`: Services, Deployments, the
+/// DestinationRule, VirtualServices, ServiceEntry, PeerAuthentication and
+/// AuthorizationPolicies) applied with the Kubernetes API compiles, for
+/// productpage, to exactly what local mode compiles from the same files.
+#[test]
+fn the_repos_bookinfo_from_the_api_compiles_as_from_its_files() {
+    in_private_netns(|| async {
+        let cluster = KubeCluster::start().await;
+        cluster.apply_yaml(&istio_crds()).await;
+        cluster.create_namespace(NS).await;
+        cluster
+            .create_namespace(common::kube::MESHD_NAMESPACE)
+            .await;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in &files {
+            cluster
+                .apply_yaml(&std::fs::read_to_string(f).unwrap())
+                .await;
+        }
+        let meshd = meshd(&cluster).await;
+        let g = meshd.controller().generation().unwrap();
+        assert!(g.skipped.is_empty(), "{:?}", g.skipped);
+        let from_api = productpage(&meshd).await;
+        let from_files = Mesh::local(&dir)
+            .namespace(NS)
+            .labels([("app", "productpage"), ("version", "v1")])
+            .build()
+            .await
+            .unwrap();
+        let (a, f) = (from_api.current(), from_files.current());
+        assert!(!f.outbound.is_empty());
+        // The cluster also has its own `kubernetes.default` Service, which
+        // the files do not: leave it out of the comparison.
+        let own = |v: serde_json::Value| -> serde_json::Value {
+            let serde_json::Value::Object(m) = v else {
+                panic!("not a map")
+            };
+            serde_json::Value::Object(
+                m.into_iter()
+                    .filter(|(k, _)| !k.contains("kubernetes.default.svc"))
+                    .collect(),
+            )
+        };
+        assert!(a
+            .outbound
+            .keys()
+            .any(|k| k.starts_with("kubernetes.default.svc")));
+        assert_eq!(
+            own(serde_json::to_value(&a.outbound).unwrap()),
+            own(serde_json::to_value(&f.outbound).unwrap()),
+            "routes"
+        );
+        assert_eq!(
+            own(serde_json::to_value(&a.clusters).unwrap()),
+            own(serde_json::to_value(&f.clusters).unwrap()),
+            "clusters"
+        );
+        assert_eq!(
+            serde_json::to_value(&a.inbound).unwrap(),
+            serde_json::to_value(&f.inbound).unwrap(),
+            "inbound policy"
+        );
+        meshd.shutdown().await;
+    });
+}
