@@ -212,8 +212,13 @@ async fn kiali_and_istio_dashboard_queries_see_the_demo() {
     for s in &outgoing {
         assert_kiali_edge(s);
     }
-    let incoming = prom.query(&kiali_incoming("default")).await;
-    assert_eq!(edges(&incoming), demo_edges(), "{incoming:#?}");
+    // Each workload is its own scrape target: the destination side's
+    // second sample of an edge may land a scrape after the source side's.
+    let incoming = prom
+        .query_until(&kiali_incoming("default"), within, |s| {
+            edges(s) == demo_edges()
+        })
+        .await;
     for s in &incoming {
         assert_kiali_edge(s);
     }
