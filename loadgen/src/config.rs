@@ -58,6 +58,34 @@ fn has_subsets(i: usize) -> bool {
     i.is_multiple_of(4)
 }
 
+/// A DestinationRule with subsets v1 and v2 (by `version` label) for
+/// `host`, and a VirtualService splitting it 90/10 over them with route
+/// timeout `timeout_s`, both named `name` in `namespace`.
+pub fn split_yaml(name: &str, namespace: &str, host: &str, timeout_s: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  host: {host}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  hosts: [{host}]
+  http:
+  - route:
+    - {{destination: {{host: {host}, subset: v1}}, weight: 90}}
+    - {{destination: {{host: {host}, subset: v2}}, weight: 10}}
+    timeout: {timeout_s}s
+"
+    )
+}
+
 /// The YAML of service `i`, with route timeout `timeout_s`.
 pub fn service_yaml(i: usize, timeout_s: u32) -> String {
     let name = service(i);
@@ -85,30 +113,8 @@ spec:
         );
     }
     if has_subsets(i) {
-        let _ = write!(
-            y,
-            "---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: {NAMESPACE}}}
-spec:
-  host: {host}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}, namespace: {NAMESPACE}}}
-spec:
-  hosts: [{host}]
-  http:
-  - route:
-    - {{destination: {{host: {host}, subset: v1}}, weight: 90}}
-    - {{destination: {{host: {host}, subset: v2}}, weight: 10}}
-    timeout: {timeout_s}s
-"
-        );
+        y.push_str("---\n");
+        y.push_str(&split_yaml(&name, NAMESPACE, &host, timeout_s));
     } else {
         let _ = write!(
             y,

@@ -266,29 +266,7 @@ impl Layout {
         if !self.has_istio(i) {
             return String::new();
         }
-        let (name, ns, host) = (self.service(i), self.namespace(i), self.host(i));
-        format!(
-            "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  host: {host}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  hosts: [{host}]
-  http:
-  - route:
-    - {{destination: {{host: {host}, subset: v1}}, weight: 90}}
-    - {{destination: {{host: {host}, subset: v2}}, weight: 10}}
-    timeout: 5s
-"
-        )
+        crate::config::split_yaml(&self.service(i), &self.namespace(i), &self.host(i), 5)
     }
 
     /// The Pods behind Service `i`'s endpoints (those that exist).
