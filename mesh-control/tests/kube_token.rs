@@ -15,15 +15,13 @@ mod common;
 
 use common::kube::{in_private_netns, meshd};
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
-use mesh_ca::{CaClient, CaClientConfig, SpiffeId, TrustBundle};
+use mesh_ca::{CaClient, CaClientConfig, SpiffeId};
 use mesh_control::MeshdHandle;
 use mesh_test_support::kube::{istio_crds, KubeCluster, ADMIN};
 use mesh_tower::{CaOptions, Mesh};
@@ -32,9 +30,8 @@ use mesh_xds::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
     DiscoveryResponse,
 };
-use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const NS: &str = "shop";
 const SA: &str = "cart";
@@ -111,29 +108,6 @@ fn node(ns: &str, sa: &str) -> Node {
         &[("app", sa)],
         &[("SERVICE_ACCOUNT", sa)],
     )
-}
-
-/// A gRPC channel to meshd's TLS port, verifying it with `roots` and the
-/// name `localhost`, with no client certificate.
-async fn channel(addr: SocketAddr, roots: TrustBundle) -> Channel {
-    let tls =
-        mesh_ca::tls::control_plane_client_config(None, watch::channel(Arc::new(roots)).1).unwrap();
-    let tls = Arc::new(tls);
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect("localhost".try_into().unwrap(), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(connector)
-        .await
-        .unwrap()
 }
 
 /// Opens an ADS stream as `node` with `token` as its bearer token and
@@ -255,7 +229,9 @@ fn other_tokens_are_refused_saying_why() {
         let cluster = cluster().await;
         let meshd = meshd(&cluster).await;
         let secure = meshd.secure_xds_addr().unwrap();
-        let ch = channel(secure, meshd.ca().trust_bundle().clone()).await;
+        let ch = common::secure_channel(secure, meshd.ca().trust_bundle().clone(), None)
+            .await
+            .unwrap();
 
         // (b) payments' token, claiming cart's node: refused, naming both.
         let payments = token(&cluster, OTHER_SA, &["istio-ca"]).await;

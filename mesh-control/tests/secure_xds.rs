@@ -14,10 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_ca::proto::{IstioCertificateRequest, IstioCertificateServiceClient};
-use mesh_ca::{
-    CaClient, CaClientConfig, CaConfig, CertificateAuthority, SpiffeId, TrustBundle,
-    WorkloadCertificate,
-};
+use mesh_ca::{CaClient, CaClientConfig, CaConfig, CertificateAuthority, SpiffeId};
 use mesh_control::{Meshd, MeshdConfig, MeshdHandle};
 use mesh_test_support::{backends, configs, sdk};
 use mesh_tower::source::SourceError;
@@ -27,7 +24,6 @@ use mesh_xds::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
     DiscoveryResponse,
 };
-use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, Endpoint};
 
@@ -66,35 +62,6 @@ fn token_file(dir: &Path, token: &str) -> PathBuf {
 
 fn id(ns: &str, sa: &str) -> SpiffeId {
     SpiffeId::new("cluster.local", ns, sa).unwrap()
-}
-
-/// A gRPC channel to meshd's TLS port, verifying it with `roots` and the
-/// name `localhost`, presenting `cert` if given.
-async fn channel(
-    addr: SocketAddr,
-    roots: TrustBundle,
-    cert: Option<Arc<WorkloadCertificate>>,
-) -> Result<Channel, tonic::transport::Error> {
-    let tls = mesh_ca::tls::control_plane_client_config(
-        cert.map(|c| watch::channel(c).1),
-        watch::channel(Arc::new(roots)).1,
-    )
-    .unwrap();
-    let tls = Arc::new(tls);
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect("localhost".try_into().unwrap(), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(connector)
-        .await
 }
 
 /// Opens an ADS stream as `node` (with `token` as a bearer token, if
@@ -200,7 +167,9 @@ async fn ads_on_the_tls_port_needs_credentials_for_the_claimed_identity() {
     let roots = meshd.ca().trust_bundle().clone();
 
     // No credentials: refused, saying what to present.
-    let ch = channel(secure, roots.clone(), None).await.unwrap();
+    let ch = common::secure_channel(secure, roots.clone(), None)
+        .await
+        .unwrap();
     let s = first_response(ch.clone(), node("demo", "web"), None)
         .await
         .unwrap_err();
@@ -268,7 +237,9 @@ async fn a_certificate_for_one_identity_claiming_another_is_refused() {
         .issue_local(&id("demo", "web"), &[], None)
         .unwrap();
 
-    let ch = channel(secure, roots, Some(Arc::new(web))).await.unwrap();
+    let ch = common::secure_channel(secure, roots, Some(Arc::new(web)))
+        .await
+        .unwrap();
     let s = first_response(ch.clone(), node("demo", "api"), None)
         .await
         .unwrap_err();
@@ -346,7 +317,7 @@ async fn renewal_with_the_workload_certificate_over_the_tls_port() {
     assert_ne!(renewed.leaf(), web.leaf());
 
     // Asking for another identity with it is refused.
-    let ch = channel(secure, roots.clone(), Some(web.clone()))
+    let ch = common::secure_channel(secure, roots.clone(), Some(web.clone()))
         .await
         .unwrap();
     let csr = mesh_ca::csr::generate(&id("demo", "api")).unwrap();

@@ -357,3 +357,32 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
         })
         .collect()
 }
+
+/// A gRPC channel to meshd's TLS port at `addr`, verifying it with `roots`
+/// and the name `localhost`, presenting `cert` if given.
+pub async fn secure_channel(
+    addr: SocketAddr,
+    roots: mesh_ca::TrustBundle,
+    cert: Option<std::sync::Arc<mesh_ca::WorkloadCertificate>>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let tls = mesh_ca::tls::control_plane_client_config(
+        cert.map(|c| tokio::sync::watch::channel(c).1),
+        tokio::sync::watch::channel(std::sync::Arc::new(roots)).1,
+    )
+    .unwrap();
+    let tls = std::sync::Arc::new(tls);
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+}
