@@ -169,6 +169,17 @@ fn local_addr(l: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<S
         .map_err(|source| MeshdError::Bind { what, addr, source })
 }
 
+/// A private temporary directory for the CA's files, gone with meshd.
+fn temp_ca_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("meshd-ca-")
+        .tempdir()
+        .map_err(|e| MeshdError::Io {
+            what: "creating a temporary CA directory (pass --ca-dir to keep the root)".into(),
+            source: e,
+        })
+}
+
 fn load_ca(
     config: &MeshdConfig,
 ) -> Result<(
@@ -179,14 +190,7 @@ fn load_ca(
     let (dir, temp) = match &config.ca_dir {
         Some(d) => (d.clone(), None),
         None => {
-            let t = tempfile::Builder::new()
-                .prefix("meshd-ca-")
-                .tempdir()
-                .map_err(|e| MeshdError::Io {
-                    what: "creating a temporary CA directory (pass --ca-dir to keep the root)"
-                        .into(),
-                    source: e,
-                })?;
+            let t = temp_ca_dir()?;
             (t.path().to_path_buf(), Some(t))
         }
     };
@@ -213,13 +217,7 @@ async fn load_ca_from_cluster(
     PathBuf,
     Option<tempfile::TempDir>,
 )> {
-    let temp = tempfile::Builder::new()
-        .prefix("meshd-ca-")
-        .tempdir()
-        .map_err(|e| MeshdError::Io {
-            what: "creating a temporary CA directory".into(),
-            source: e,
-        })?;
+    let temp = temp_ca_dir()?;
     let dir = temp.path().to_path_buf();
     let from =
         crate::kube::ca_secret::sync(client, &config.kube_namespace, &dir, &config.trust_domain)
